@@ -1,0 +1,141 @@
+#!/usr/bin/env node
+/**
+ * The `sterna` command: serve, check-config, user. Parses arguments, prints help, maps errors
+ * to exit codes (0 ok, 1 operational failure, 2 usage or configuration error).
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, formatConfigError, loadConfig } from '../config/load.js';
+import { serve } from '../main.js';
+import { runUserCommand } from './user-command.js';
+
+const HELP = `sterna — an SMTP server: submission, transfer and local delivery
+
+Usage:
+  sterna serve [--config FILE]         run the server (embedded defaults without --config)
+  sterna check-config [--config FILE]  validate a configuration file and exit
+  sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
+  sterna --version                     print the version
+  sterna COMMAND --help                help for one command
+
+Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+`;
+
+const SERVE_HELP = `Usage: sterna serve [--config FILE]
+
+Runs the server. Without --config it uses the embedded defaults: listeners on 127.0.0.1
+(smtp 2525, submission 2587, submissions 2465), data directory ./data, a generated test
+certificate, local domains "localhost" and this machine's hostname.
+Signals: SIGHUP reloads certificates and aliases; SIGTERM/SIGINT shut down cleanly.
+`;
+
+const CHECK_HELP = `Usage: sterna check-config [--config FILE]
+
+Loads and validates the configuration exactly as "serve" would, prints the problems and
+exits with 2 if there are any, or prints "configuration ok" and exits with 0.
+`;
+
+function version(): string {
+  const pkg: unknown = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8'));
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg ? String(pkg.version) : 'unknown';
+}
+
+/** Takes "--config FILE" / "--config=FILE" out of args; returns the file or undefined. */
+function takeConfig(args: string[]): string | undefined | Error {
+  let file: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--config' || a === '-c') {
+      file = args[i + 1];
+      if (file === undefined) return new Error('--config needs a file name');
+      args.splice(i, 2);
+      i--;
+    } else if (a.startsWith('--config=')) {
+      file = a.slice('--config='.length);
+      args.splice(i, 1);
+      i--;
+    }
+  }
+  return file;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === '--version' || command === '-V') {
+    process.stdout.write(`sterna ${version()}\n`);
+    return 0;
+  }
+  switch (command) {
+    case 'serve':
+    case 'check-config': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(command === 'serve' ? SERVE_HELP : CHECK_HELP);
+        return 0;
+      }
+      const file = takeConfig(rest);
+      if (file instanceof Error || rest.length > 0) {
+        process.stderr.write(
+          `sterna ${command}: ${file instanceof Error ? file.message : `unexpected argument "${rest[0] ?? ''}"`}\n`,
+        );
+        return 2;
+      }
+      let config;
+      try {
+        config = await loadConfig(file);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`${formatConfigError(err)}\n`);
+          return 2;
+        }
+        throw err;
+      }
+      if (command === 'check-config') {
+        process.stdout.write(
+          `configuration ok${file === undefined ? ' (embedded defaults)' : `: ${file}`}\n`,
+        );
+        return 0;
+      }
+      return serve(config);
+    }
+    case 'user': {
+      let usersFile: string;
+      const file = takeConfig(rest);
+      if (file instanceof Error) {
+        process.stderr.write(`sterna user: ${file.message}\n`);
+        return 2;
+      }
+      try {
+        usersFile = (await loadConfig(file)).auth.users_file;
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`${formatConfigError(err)}\n`);
+          return 2;
+        }
+        throw err;
+      }
+      return runUserCommand(rest, {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr: process.stderr,
+        usersFile,
+      });
+    }
+    default:
+      process.stderr.write(`sterna: unknown command "${command}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // serve keeps running: it resolves only on shutdown, with its exit code.
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`sterna: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,329 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { ConfigError, formatConfigError, loadConfig, parseConfigText } from './load.js';
+
+const HOST = { hostname: 'MX.Example.ORG' };
+
+/** The problems of a ConfigError thrown by fn, as the lines the operator reads. */
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${String(e)}`);
+    return e.problems.map((p) => p.message);
+  }
+  assert.fail('expected a ConfigError');
+}
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    return e;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'sterna-config-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('no file: the embedded defaults, with hostname, local domains and paths filled in', async () => {
+  const cfg = await loadConfig(undefined, { env: {}, hostname: 'MX.Example.ORG' });
+  const data = resolve('./data');
+  assert.deepEqual(cfg, {
+    hostname: 'mx.example.org',
+    data_dir: data,
+    local_domains: ['localhost', 'mx.example.org'],
+    aliases: {},
+    aliases_file: '',
+    listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
+    tls: { cert_file: '', key_file: '', min_version: 'TLSv1.2' },
+    limits: {
+      command_line_bytes: 512,
+      text_line_bytes: 1000,
+      message_bytes: 52_428_800,
+      recipients: 100,
+      errors: 10,
+      connections: 10_000,
+      connections_per_ip: 100,
+      received_headers: 100,
+      command_timeout_ms: 300_000,
+      data_block_timeout_ms: 180_000,
+      data_total_timeout_ms: 600_000,
+      tls_handshake_timeout_ms: 30_000,
+    },
+    smtp: { bare_line_endings: 'reject', vrfy: 'ambiguous', banner: 'ESMTP Sterna ready' },
+    auth: {
+      mechanisms: ['PLAIN', 'LOGIN'],
+      allow_plaintext: false,
+      on_smtp_listener: false,
+      users_file: join(data, 'users.json'),
+      enforce_sender: true,
+      failure_delay_ms: 1000,
+      max_failures: 10,
+      lockout_window_ms: 900_000,
+      lockout_ms: 900_000,
+    },
+    relay: { trusted_networks: [] },
+    spool: { dir: join(data, 'spool'), segment_bytes: 67_108_864, max_active_messages: 1000, fsync: true },
+    local_delivery: {
+      maildir_root: join(data, 'mailboxes'),
+      postmaster: 'postmaster@mx.example.org',
+      concurrency: 20,
+      retry_ms: 300_000,
+    },
+    log: { level: 'info', format: 'auto' },
+  });
+});
+
+test('the loaded configuration is deeply frozen', () => {
+  const cfg = parseConfigText('', 'test', HOST);
+  assert.ok(Object.isFrozen(cfg));
+  assert.ok(Object.isFrozen(cfg.limits));
+  assert.ok(Object.isFrozen(cfg.listen.smtp));
+  assert.throws(() => {
+    (cfg.limits as { recipients: number }).recipients = 5;
+  }, TypeError);
+});
+
+test('hostname "localhost": local_domains holds it once', () => {
+  assert.deepEqual(parseConfigText('', 'test', { hostname: 'localhost' }).local_domains, ['localhost']);
+});
+
+test('configured values: hostname, local domains lower-cased and deduplicated, paths resolved', () => {
+  const cfg = parseConfigText(
+    `hostname = "mail.example.org"
+data_dir = "/var/lib/sterna"
+local_domains = ["Example.ORG", "example.org", "example.net"]
+[auth]
+users_file = "etc/users.json"
+[spool]
+dir = "/var/spool/sterna"
+[tls]
+cert_file = "/etc/ssl/mail.pem"
+key_file = "/etc/ssl/mail.key"
+[local_delivery]
+postmaster = "admin@example.org"
+`,
+    'test',
+    HOST,
+  );
+  assert.equal(cfg.hostname, 'mail.example.org');
+  assert.deepEqual(cfg.local_domains, ['example.org', 'example.net']);
+  assert.equal(cfg.data_dir, '/var/lib/sterna');
+  assert.equal(cfg.auth.users_file, resolve('etc/users.json'));
+  assert.equal(cfg.spool.dir, '/var/spool/sterna');
+  assert.equal(cfg.local_delivery.maildir_root, '/var/lib/sterna/mailboxes');
+  assert.equal(cfg.local_delivery.postmaster, 'admin@example.org');
+  assert.equal(cfg.tls.cert_file, '/etc/ssl/mail.pem');
+  assert.equal(cfg.tls.key_file, '/etc/ssl/mail.key');
+});
+
+test('loadConfig reads the file given, or the one named by STERNA_CONFIG', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'sterna.toml');
+    await writeFile(file, `data_dir = "${dir}"\n[limits]\nrecipients = 500\n`);
+    const cfg = await loadConfig(file, HOST);
+    assert.equal(cfg.limits.recipients, 500);
+    assert.equal(cfg.spool.dir, join(dir, 'spool'));
+    const viaEnv = await loadConfig(undefined, { env: { STERNA_CONFIG: file }, ...HOST });
+    assert.equal(viaEnv.limits.recipients, 500);
+  });
+});
+
+test('a missing file is an error naming the file', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'nope.toml');
+    await assert.rejects(loadConfig(file, HOST), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.source, file);
+      assert.equal(e.key, '');
+      assert.match(e.problems[0]!.message, /^cannot read the configuration file: ENOENT/);
+      return true;
+    });
+  });
+});
+
+test('TOML syntax error names file, line and column', () => {
+  const e = errorOf(() =>
+    parseConfigText('hostname = "a.example"\n[limits]\nrecipients = = 3\n', '/etc/sterna.toml'),
+  );
+  assert.equal(e.key, '');
+  assert.deepEqual(
+    e.problems.map((p) => p.message),
+    ['/etc/sterna.toml:3:14: TOML syntax error: invalid value'],
+  );
+  assert.match(e.excerpt, /recipients = = 3/);
+});
+
+test('a wrong type names the key as in TOML, what was found and what is expected', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[limits]\nmessage_bytes = "10M"\n', 'test', HOST)),
+    ['limits.message_bytes: expected an integer from 1 to 2147483648, got string "10M"'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[auth]\nallow_plaintext = "yes"\n', 'test', HOST)),
+    ['auth.allow_plaintext: expected true or false, got string "yes"'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[limits]\nrecipients = 1.5\n', 'test', HOST)),
+    ['limits.recipients: expected an integer from 1 to 100000, got number 1.5'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[tls]\nmin_version = "TLSv1.1"\n', 'test', HOST)),
+    ['tls.min_version: expected one of "TLSv1.2", "TLSv1.3", got string "TLSv1.1"'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[listen]\nsmtp = ["25"]\n', 'test', HOST)),
+    ['listen.smtp[0]: expected "address:port", e.g. "127.0.0.1:25" or "[::1]:25", got string "25"'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('data_dir = ""\nlisten = "x"\n', 'test', HOST)),
+    ['data_dir: must not be empty', 'listen: expected a table, got string "x"'],
+  );
+});
+
+test('unknown keys stop loading, name the full path and suggest the closest known key', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('limts = 3\n', 'test', HOST)),
+    ['unknown key "limts" at top level; did you mean "limits"?'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[limits]\nmesage_bytes = 3\n', 'test', HOST)),
+    ['unknown key "limits.mesage_bytes" in table [limits]; did you mean "limits.message_bytes"?'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('message_bytes = 3\n', 'test', HOST)),
+    ['unknown key "message_bytes" at top level; it belongs in table [limits]'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[log]\ncolour = true\n', 'test', HOST)),
+    ['unknown key "log.colour" in table [log]; known keys here: level, format'],
+  );
+});
+
+test('every problem is reported, not only the first, in file order', () => {
+  const e = errorOf(() =>
+    parseConfigText(
+      'limts = 1\n[limits]\nrecipients = 0\nerrors = "x"\n[smtp]\nvrfy = "yes"\n',
+      'test',
+      HOST,
+    ),
+  );
+  assert.deepEqual(
+    e.problems.map((p) => p.key),
+    ['limts', 'limits.recipients', 'limits.errors', 'smtp.vrfy'],
+  );
+  assert.equal(e.key, 'limts');
+});
+
+test('tls.cert_file and tls.key_file are set together', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[tls]\ncert_file = "/etc/c.pem"\n', 'test', HOST)),
+    [
+      'tls.key_file: must be set when tls.cert_file is set (set both, or neither to use a generated test certificate)',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[tls]\nkey_file = "/etc/k.pem"\n', 'test', HOST)),
+    [
+      'tls.cert_file: must be set when tls.key_file is set (set both, or neither to use a generated test certificate)',
+    ],
+  );
+});
+
+test('listen addresses are unique across listeners, defaults included', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[listen]\nsmtp = ["127.0.0.1:2587"]\n', 'test', HOST)),
+    [
+      'listen.submission[0]: "127.0.0.1:2587" is already used by listen.smtp[0] ("127.0.0.1:2587"); each listen address must be unique',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[listen]\nsmtp = ["[::1]:25", "0.0.0.0:26"]\nsubmission = ["[0:0::1]:25", "10.0.0.1:26"]\nsubmissions = ["1.2.3.400:465", "[::1]:70000"]\n',
+        'test',
+        HOST,
+      ),
+    ),
+    [
+      'listen.submissions[0]: "1.2.3.400" is not an IPv4 address, in "1.2.3.400:465"',
+      'listen.submissions[1]: port 70000 is out of range (0 to 65535), in "[::1]:70000"',
+      'listen.submission[0]: "[0:0::1]:25" is already used by listen.smtp[0] ("[::1]:25"); each listen address must be unique',
+      'listen.submission[1]: "10.0.0.1:26" is already used by listen.smtp[1] ("0.0.0.0:26"); each listen address must be unique',
+    ],
+  );
+  // Port 0 (any free port) never clashes.
+  const cfg = parseConfigText(
+    '[listen]\nsmtp = ["127.0.0.1:0"]\nsubmission = ["127.0.0.1:0"]\nsubmissions = ["127.0.0.1:0"]\n',
+    'test',
+    HOST,
+  );
+  assert.deepEqual(cfg.listen.smtp, ['127.0.0.1:0']);
+});
+
+test('aliases: keys are "local@domain" or "@domain", values are addresses', () => {
+  const ok = parseConfigText(
+    '[aliases]\n"info@example.org" = ["a@example.org", "b@example.net"]\n"@example.org" = ["catchall@example.org"]\n',
+    'test',
+    HOST,
+  );
+  assert.deepEqual(ok.aliases['@example.org'], ['catchall@example.org']);
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[aliases]\ninfo = ["a@example.org"]\n"@bad_domain" = ["x@example.org"]\n"a@example.org" = ["bob"]\n',
+        'test',
+        HOST,
+      ),
+    ),
+    [
+      'aliases.info: an alias must be "local@domain" or "@domain" (catch-all for the domain), got "info"',
+      'aliases."@bad_domain": an alias must be "local@domain" or "@domain" (catch-all for the domain), got "@bad_domain"',
+      'aliases."a@example.org"[0]: expected an address such as "user@example.org", got string "bob"',
+    ],
+  );
+});
+
+test('local_domains entries, hostname and postmaster must be well-formed', () => {
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        'hostname = "-mx.example.org"\nlocal_domains = ["example.org", "exa mple.org", "a..b"]\n[local_delivery]\npostmaster = "root"\n',
+        'test',
+        HOST,
+      ),
+    ),
+    [
+      'hostname: expected a domain name such as "mx.example.org", got string "-mx.example.org"',
+      'local_domains[1]: expected a domain name such as "example.org", got string "exa mple.org"',
+      'local_domains[2]: expected a domain name such as "example.org", got string "a..b"',
+      'local_delivery.postmaster: expected an address such as "postmaster@example.org", got string "root"',
+    ],
+  );
+});
+
+test('formatConfigError lists every problem for the operator', () => {
+  const e = errorOf(() => parseConfigText('limts = 1\n[limits]\nrecipients = 0\n', '/etc/sterna.toml', HOST));
+  assert.equal(
+    formatConfigError(e),
+    [
+      'sterna: the configuration in /etc/sterna.toml is not valid (2 problems):',
+      '  - unknown key "limts" at top level; did you mean "limits"?',
+      '  - limits.recipients: expected an integer from 1 to 100000, got number 0',
+      '',
+      'See docs/configuration.md for every key, its type and its default.',
+    ].join('\n'),
+  );
+});

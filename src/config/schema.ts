@@ -1,0 +1,223 @@
+/**
+ * The configuration schema: every key, its type, its limits and its default, in one place.
+ * docs/configuration.md documents each key; keep the two in step. Unknown keys are refused
+ * (fail closed): a typo must not silently fall back to a default.
+ */
+import { z } from 'zod';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+const hostPort = z
+  .string()
+  .regex(
+    /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):\d{1,5}$/,
+    'expected "address:port", e.g. "127.0.0.1:25" or "[::1]:25"',
+  );
+
+const positiveInt = z.number().int().positive();
+const durationMs = z
+  .number()
+  .int()
+  .min(1)
+  .max(7 * 24 * 3600 * 1000);
+
+export const listenSchema = z
+  .strictObject({
+    /** MTA port: mail from other servers; STARTTLS offered. */
+    smtp: z.array(hostPort).default(['127.0.0.1:2525']),
+    /** Submission (RFC 6409): STARTTLS, AUTH required before MAIL. */
+    submission: z.array(hostPort).default(['127.0.0.1:2587']),
+    /** Submissions (RFC 8314): implicit TLS, AUTH required before MAIL. */
+    submissions: z.array(hostPort).default(['127.0.0.1:2465']),
+  })
+  .default({ smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] });
+
+export const tlsSchema = z
+  .strictObject({
+    /** PEM certificate chain. Empty: a self-signed test certificate generated under data_dir/tls. */
+    cert_file: z.string().default(''),
+    /** PEM private key. Empty: generated with the test certificate. */
+    key_file: z.string().default(''),
+    min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+  })
+  .default({ cert_file: '', key_file: '', min_version: 'TLSv1.2' });
+
+export const limitsSchema = z
+  .strictObject({
+    /** RFC 5321 4.5.3.1.4: command line including CRLF. */
+    command_line_bytes: z
+      .number()
+      .int()
+      .min(512)
+      .max(64 * KiB)
+      .default(512),
+    /** RFC 5321 4.5.3.1.6: text line in DATA, including CRLF. */
+    text_line_bytes: z
+      .number()
+      .int()
+      .min(1000)
+      .max(1 * MiB)
+      .default(1000),
+    /** SIZE: largest message accepted. */
+    message_bytes: positiveInt.max(2 * 1024 * MiB).default(50 * MiB),
+    /** Recipients per message; RFC 5321 4.5.3.1.8 asks for at least 100. */
+    recipients: z.number().int().min(1).max(100_000).default(100),
+    /** Protocol errors in one session before 421 and close. */
+    errors: z.number().int().min(1).max(1000).default(10),
+    /** Simultaneous connections, all listeners together. */
+    connections: z.number().int().min(1).max(1_000_000).default(10_000),
+    /** Simultaneous connections from one client IP address. */
+    connections_per_ip: z.number().int().min(1).max(1_000_000).default(100),
+    /** Received headers after which a message is refused as a loop (RFC 5321 6.3). */
+    received_headers: z.number().int().min(1).max(1000).default(100),
+    /** Time to wait for each command (RFC 5321 4.5.3.2.7: 5 minutes). */
+    command_timeout_ms: durationMs.default(300_000),
+    /** Time to wait for each block of data during DATA/BDAT (RFC 5321 4.5.3.2.5: 3 minutes). */
+    data_block_timeout_ms: durationMs.default(180_000),
+    /** Time allowed for the whole DATA phase, from 354 to the final dot (RFC 5321 4.5.3.2.6: 10 minutes). */
+    data_total_timeout_ms: durationMs.default(600_000),
+    /** TLS handshake after STARTTLS or on connect to an implicit TLS port. */
+    tls_handshake_timeout_ms: durationMs.default(30_000),
+  })
+  .default({
+    command_line_bytes: 512,
+    text_line_bytes: 1000,
+    message_bytes: 50 * MiB,
+    recipients: 100,
+    errors: 10,
+    connections: 10_000,
+    connections_per_ip: 100,
+    received_headers: 100,
+    command_timeout_ms: 300_000,
+    data_block_timeout_ms: 180_000,
+    data_total_timeout_ms: 600_000,
+    tls_handshake_timeout_ms: 30_000,
+  });
+
+export const smtpSchema = z
+  .strictObject({
+    /** A bare LF or CR: "reject" answers 5xx (the safe default); "normalize" turns it into CRLF. */
+    bare_line_endings: z.enum(['reject', 'normalize']).default('reject'),
+    /** VRFY: "ambiguous" always answers 252 and reveals nothing; "verify" answers 250/550. */
+    vrfy: z.enum(['ambiguous', 'verify']).default('ambiguous'),
+    /** Greeting banner text after the hostname. */
+    banner: z.string().max(200).default('ESMTP Sterna ready'),
+  })
+  .default({ bare_line_endings: 'reject', vrfy: 'ambiguous', banner: 'ESMTP Sterna ready' });
+
+export const authSchema = z
+  .strictObject({
+    /** SASL mechanisms offered. CRAM-MD5 needs a password-equivalent secret stored; see docs. */
+    mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).default(['PLAIN', 'LOGIN']),
+    /** Offer AUTH on a connection without TLS. Off: passwords never cross the network in clear. */
+    allow_plaintext: z.boolean().default(false),
+    /** Offer AUTH on the smtp (port 25) listener too. */
+    on_smtp_listener: z.boolean().default(false),
+    /** Users file. Empty: data_dir/users.json. */
+    users_file: z.string().default(''),
+    /** On submission, MAIL FROM must be an address the user owns. */
+    enforce_sender: z.boolean().default(true),
+    /** First delay after a failed attempt; doubles with each further failure from the same IP. */
+    failure_delay_ms: z.number().int().min(0).max(60_000).default(1000),
+    /** Failures from one IP within lockout_window_ms before it is refused. */
+    max_failures: z.number().int().min(1).max(10_000).default(10),
+    lockout_window_ms: durationMs.default(15 * 60_000),
+    /** How long an IP is refused AUTH after max_failures. */
+    lockout_ms: durationMs.default(15 * 60_000),
+  })
+  .default({
+    mechanisms: ['PLAIN', 'LOGIN'],
+    allow_plaintext: false,
+    on_smtp_listener: false,
+    users_file: '',
+    enforce_sender: true,
+    failure_delay_ms: 1000,
+    max_failures: 10,
+    lockout_window_ms: 15 * 60_000,
+    lockout_ms: 15 * 60_000,
+  });
+
+const cidr = z
+  .string()
+  .regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'expected an address or CIDR network, e.g. "10.0.0.0/8"');
+
+export const relaySchema = z
+  .strictObject({
+    /** Networks whose clients may relay without authentication. None by default, not even loopback. */
+    trusted_networks: z.array(cidr).default([]),
+  })
+  .default({ trusted_networks: [] });
+
+export const spoolSchema = z
+  .strictObject({
+    /** Spool directory. Empty: data_dir/spool. */
+    dir: z.string().default(''),
+    /** Size after which the spool starts a new log segment. */
+    segment_bytes: z
+      .number()
+      .int()
+      .min(64 * KiB)
+      .max(4 * 1024 * MiB)
+      .default(64 * MiB),
+    /** Messages whose envelopes are held in memory for delivery at once. */
+    max_active_messages: z.number().int().min(1).max(1_000_000).default(1000),
+    /** fsync before acknowledging. Only a benchmark of the protocol alone turns this off. */
+    fsync: z.boolean().default(true),
+  })
+  .default({ dir: '', segment_bytes: 64 * MiB, max_active_messages: 1000, fsync: true });
+
+export const localDeliverySchema = z
+  .strictObject({
+    /** Root of the Maildirs: one Maildir per mailbox at <root>/<domain>/<local part>/. Empty: data_dir/mailboxes. */
+    maildir_root: z.string().default(''),
+    /** Local mailbox (address) that receives postmaster@ of every local domain. Empty: postmaster@<hostname>. */
+    postmaster: z.string().default(''),
+    /** Local deliveries running at once. */
+    concurrency: z.number().int().min(1).max(1000).default(20),
+    /** Retry delay for a mailbox that cannot be written. */
+    retry_ms: durationMs.default(5 * 60_000),
+  })
+  .default({ maildir_root: '', postmaster: '', concurrency: 20, retry_ms: 5 * 60_000 });
+
+export const logSchema = z
+  .strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    /** "auto": human-readable on a TTY, JSON otherwise. */
+    format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+  })
+  .default({ level: 'info', format: 'auto' });
+
+export const configSchema = z.strictObject({
+  /** The name this server uses in its greeting, EHLO, Received headers and bounces. Default: the machine's hostname. */
+  hostname: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+$/, 'expected a domain name')
+    .optional(),
+  /** Where spool, mailboxes, users file and the generated test certificate live. */
+  data_dir: z.string().min(1).default('./data'),
+  /** Domains whose mail is delivered here. Default: "localhost" and the hostname. */
+  local_domains: z.array(z.string().min(1)).optional(),
+  /** Aliases: address -> list of addresses (local or remote). "@domain" as a key is that domain's catch-all. */
+  aliases: z.record(z.string(), z.array(z.string().min(1))).default({}),
+  /** Extra aliases file (TOML, same shape as [aliases]); re-read when it changes. */
+  aliases_file: z.string().default(''),
+  listen: listenSchema,
+  tls: tlsSchema,
+  limits: limitsSchema,
+  smtp: smtpSchema,
+  auth: authSchema,
+  relay: relaySchema,
+  spool: spoolSchema,
+  local_delivery: localDeliverySchema,
+  log: logSchema,
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type ParsedConfig = z.output<typeof configSchema>;
+
+/** The configuration after defaults that depend on the machine (hostname, paths) are filled in. */
+export interface Config extends Omit<ParsedConfig, 'hostname' | 'local_domains'> {
+  hostname: string;
+  local_domains: string[];
+}

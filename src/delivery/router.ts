@@ -1,0 +1,80 @@
+/**
+ * Where a recipient goes: a local mailbox (after alias and catch-all expansion, postmaster
+ * mapped to the configured mailbox) or another domain (outbound, a later piece of work).
+ * Decides nothing about policy: every recipient here was already accepted at RCPT time.
+ */
+import { expand, type AliasTable } from '../policy/aliases.js';
+
+export type Route =
+  /** Local mailboxes to deliver to; remote addresses the aliases point at (left for outbound). */
+  | { kind: 'local'; mailboxes: string[]; remote: string[] }
+  | { kind: 'remote'; domain: string }
+  | { kind: 'failed'; reason: string };
+
+export interface RouterDeps {
+  localDomains: ReadonlySet<string>;
+  postmaster: string;
+  isMailbox(address: string): boolean;
+  aliases(): AliasTable;
+}
+
+function split(address: string): { local: string; domain: string } {
+  const at = address.lastIndexOf('@');
+  return at === -1
+    ? { local: address, domain: '' }
+    : { local: address.slice(0, at), domain: address.slice(at + 1) };
+}
+
+function unquote(local: string): string {
+  return local.startsWith('"') && local.endsWith('"') && local.length >= 2
+    ? local.slice(1, -1).replace(/\\(.)/g, '$1')
+    : local;
+}
+
+export class Router {
+  readonly #deps: RouterDeps;
+
+  constructor(deps: RouterDeps) {
+    this.#deps = deps;
+  }
+
+  isLocal(domain: string): boolean {
+    return this.#deps.localDomains.has(domain.toLowerCase());
+  }
+
+  /** Canonical lookup form: unquoted local part, lower-cased domain. */
+  canonical(address: string): string {
+    const { local, domain } = split(address);
+    return domain === '' ? unquote(local) : `${unquote(local)}@${domain.toLowerCase()}`;
+  }
+
+  #isPostmaster(address: string): boolean {
+    const { local, domain } = split(address);
+    return unquote(local).toLowerCase() === 'postmaster' && (domain === '' || this.isLocal(domain));
+  }
+
+  route(address: string): Route {
+    const { domain } = split(address);
+    if (domain !== '' && !this.isLocal(domain) && !this.#isPostmaster(address))
+      return { kind: 'remote', domain };
+    const start = this.#isPostmaster(address) ? this.#deps.postmaster : this.canonical(address);
+    const isMailbox = (a: string): boolean =>
+      this.#deps.isMailbox(a) || a.toLowerCase() === this.#deps.postmaster.toLowerCase();
+    const expansion = expand(this.#deps.aliases(), start, isMailbox);
+    if (!expansion.ok) {
+      return expansion.reason === 'loop'
+        ? { kind: 'failed', reason: `alias loop: ${expansion.chain.join(' -> ')}` }
+        : { kind: 'failed', reason: `alias expands to too many addresses (${expansion.count})` };
+    }
+    const mailboxes: string[] = [];
+    const remote: string[] = [];
+    for (const target of expansion.addresses) {
+      const t = split(target);
+      if (t.domain !== '' && !this.isLocal(t.domain)) remote.push(target);
+      else if (this.#isPostmaster(target)) mailboxes.push(this.#deps.postmaster);
+      else if (isMailbox(target)) mailboxes.push(target);
+      else return { kind: 'failed', reason: `no such mailbox: ${target}` };
+    }
+    return { kind: 'local', mailboxes: [...new Set(mailboxes)], remote };
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * The envelope of a message: who sent it, to whom, from where, with which ESMTP parameters.
+ * Plain data, serialisable as JSON, shared by the session (which builds it), the spool
+ * (which stores it beside the body) and delivery (which reads it back).
+ */
+
+/** Which listener accepted the message. */
+export type ListenerKind = 'smtp' | 'submission' | 'submissions';
+
+/** RFC 1652 / 3030 / 6152 BODY= values. */
+export type BodyType = '7BIT' | '8BITMIME' | 'BINARYMIME';
+
+/** RFC 3461 NOTIFY= values. NEVER excludes the others. */
+export type NotifyValue = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+/** Parameters of MAIL FROM (RFC 1870 SIZE, 6152 BODY, 6531 SMTPUTF8, 3461 RET/ENVID). */
+export interface MailParams {
+  size?: number;
+  body?: BodyType;
+  smtputf8?: boolean;
+  ret?: 'FULL' | 'HDRS';
+  /** ENVID, decoded from xtext. */
+  envid?: string;
+}
+
+/** Parameters of RCPT TO (RFC 3461 NOTIFY and ORCPT). */
+export interface RcptParams {
+  notify?: NotifyValue[];
+  /** ORCPT: address type (normally "rfc822") and the original address, decoded from xtext. */
+  orcpt?: { type: string; address: string };
+}
+
+export interface Recipient {
+  /** The forward-path as accepted, local part as sent, domain lower-cased. */
+  address: string;
+  params: RcptParams;
+}
+
+export interface ClientInfo {
+  ip: string;
+  port: number;
+  /** The name the client gave in HELO/EHLO. */
+  helo: string;
+  /** Reverse DNS name, when known. */
+  hostname?: string;
+}
+
+export interface TlsInfo {
+  version: string;
+  cipher: string;
+}
+
+export interface Envelope {
+  /** Reverse-path; the empty string is the null sender <>. */
+  sender: string;
+  mailParams: MailParams;
+  recipients: Recipient[];
+  client: ClientInfo;
+  listener: ListenerKind;
+  /** The authenticated identity, when the session authenticated. */
+  authUser?: string;
+  tls?: TlsInfo;
+  /** Arrival time, milliseconds since the epoch. */
+  receivedAt: number;
+}
+
+/** Where a recipient stands. Kept on disk by the spool, one per recipient. */
+export type RecipientState =
+  | { status: 'pending' }
+  | { status: 'delivered'; at: number; detail?: string }
+  | { status: 'deferred'; attempts: number; nextAttemptAt: number; lastError: string }
+  | { status: 'failed'; at: number; error: string };

@@ -1,0 +1,43 @@
+/**
+ * RCPT decision (RFC 5321 3.6, 4.5.1; no open relay): a local domain accepts only its
+ * mailboxes, aliases, catch-alls and postmaster; any other domain only from an authenticated
+ * session or a trusted network. Refusing at RCPT time means no backscatter later.
+ */
+import { unquoteLocal, type Mailbox } from '../smtp/address.js';
+import { reply } from '../smtp/replies.js';
+import type { ClientView, RecipientVerdict } from '../smtp/session.js';
+import { isKnownRecipient, type AliasTable } from './aliases.js';
+import type { NetworkList } from './networks.js';
+
+export interface RecipientPolicy {
+  localDomains: ReadonlySet<string>;
+  isMailbox(address: string): boolean;
+  aliases(): AliasTable;
+  trusted: NetworkList;
+}
+
+/** The lookup key of a mailbox: the unquoted local part and the lower-cased domain. */
+export function addressKey(m: Mailbox): string {
+  return `${unquoteLocal(m.local)}@${m.domain}`;
+}
+
+export function isLocalDomain(policy: RecipientPolicy, domain: string): boolean {
+  return policy.localDomains.has(domain.toLowerCase());
+}
+
+export function checkRecipient(
+  policy: RecipientPolicy,
+  rcpt: Mailbox,
+  ctx: { authUser: string | undefined; client: ClientView },
+): RecipientVerdict {
+  // RFC 5321 4.5.1: <postmaster> (no domain) and postmaster@ every local domain are always accepted.
+  if (rcpt.domain === '') return { kind: 'accept' };
+  const key = addressKey(rcpt);
+  if (isLocalDomain(policy, rcpt.domain)) {
+    if (unquoteLocal(rcpt.local).toLowerCase() === 'postmaster') return { kind: 'accept' };
+    if (isKnownRecipient(policy.aliases(), key, (a) => policy.isMailbox(a))) return { kind: 'accept' };
+    return { kind: 'reject', reply: reply('NO_SUCH_USER', { address: key }) };
+  }
+  if (ctx.authUser !== undefined || policy.trusted.has(ctx.client.ip)) return { kind: 'accept' };
+  return { kind: 'reject', reply: reply('RELAY_DENIED', { address: key }) };
+}

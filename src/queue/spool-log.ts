@@ -1,0 +1,396 @@
+/**
+ * The spool's append-only log writer with group commit.
+ *
+ * - append() reserves the record's place (segment, offset) synchronously, so a COMMIT can
+ *   name the chunks appended just before it, and queues the bytes. One pump writes queued
+ *   records in order, many at a time with one positional writev.
+ * - durable(seq) resolves once an fdatasync that started after record `seq` was written has
+ *   completed. Only one fdatasync runs at a time; waiters that arrive meanwhile are served by
+ *   the next one, so under load one fdatasync covers every message that finished together.
+ * - A segment that would grow past segmentBytes is closed: fdatasync, close, then the next file
+ *   is created (O_EXCL), its HEADER record written and the segments directory fsynced. Records
+ *   in older segments are therefore always durable.
+ * - A failed write (ENOSPC...) truncates the file back to where the failed batch began and
+ *   rejects that batch and everything queued behind it; later appends work again. A failed
+ *   fdatasync is fatal (the kernel may have dropped the dirty pages): every later call fails
+ *   until the spool is reopened, which rescans the files.
+ * Trust level: internal; writes only under the spool directory.
+ */
+import { open, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SpoolError, toSpoolError } from './spool-errors.js';
+import { encodeHeader, encodeHeaderPayload, RecordType, segmentFileName } from './spool-format.js';
+
+export interface Appended {
+  segment: number;
+  offset: number;
+  /** Position in the log's append order, for durable(). */
+  seq: number;
+  /** Resolves when the bytes were handed to the kernel. */
+  written: Promise<void>;
+}
+
+interface RecordItem {
+  kind: 'record';
+  segment: number;
+  offset: number;
+  bytes: number;
+  buffers: Buffer[];
+  seq: number;
+  resolve: () => void;
+  reject: (err: SpoolError) => void;
+}
+
+interface RotateItem {
+  kind: 'rotate';
+  segment: number;
+  header: Buffer[];
+  /** End of the previous segment's records, where appends resume if the new file cannot be made. */
+  prevEnd: number;
+}
+
+type Item = RecordItem | RotateItem;
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (err: SpoolError) => void;
+}
+
+export interface SpoolLogOptions {
+  segmentBytes: number;
+  fsync: boolean;
+  now: () => number;
+  /** Called after every fdatasync of a segment (test and benchmark hook). */
+  onSync?: (() => void) | undefined;
+  /** Called when a new segment file exists. */
+  onSegmentCreated?: ((segment: number) => void) | undefined;
+}
+
+/** Records per writev; libuv handles more buffers, but the batch also bounds latency. */
+const MAX_BATCH_RECORDS = 256;
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+export class SpoolLog {
+  readonly #dir: string;
+  readonly #opts: SpoolLogOptions;
+  #fh: FileHandle;
+  #segment: number;
+  #resSegment: number;
+  #resOffset: number;
+  #headerBytes: number;
+  #queue: Item[] = [];
+  #pumping: Promise<void> | null = null;
+  #appendedSeq = 0;
+  #writtenSeq = 0;
+  #durableSeq = 0;
+  #waiters: Waiter[] = [];
+  #syncing: Promise<void> | null = null;
+  #rotating = false;
+  #failed: SpoolError | null = null;
+  #closed = false;
+
+  private constructor(dir: string, fh: FileHandle, segment: number, offset: number, opts: SpoolLogOptions) {
+    this.#dir = dir;
+    this.#fh = fh;
+    this.#segment = segment;
+    this.#resSegment = segment;
+    this.#resOffset = offset;
+    this.#headerBytes = offset;
+    this.#opts = opts;
+  }
+
+  /** Creates segment `segment` (which must not exist) in `dir` and returns a log writing to it. */
+  static async create(dir: string, segment: number, opts: SpoolLogOptions): Promise<SpoolLog> {
+    const header = headerRecord(segment, opts.now());
+    const fh = await createSegmentFile(dir, segment, header, opts.fsync);
+    opts.onSegmentCreated?.(segment);
+    return new SpoolLog(dir, fh, segment, byteLength(header), opts);
+  }
+
+  /** The segment new records go to. */
+  get appendSegment(): number {
+    return this.#resSegment;
+  }
+
+  /** The segment file being written; every older segment is complete and durable. */
+  get writeSegment(): number {
+    return this.#segment;
+  }
+
+  /** Sequence number of the last record appended (the target for flush-like waits). */
+  get lastSeq(): number {
+    return this.#appendedSeq;
+  }
+
+  /**
+   * Queues one record of `type` whose payload is the concatenation of `parts`. Throws a
+   * SpoolError when the log is closed or has failed. The parts must not change until written.
+   */
+  append(type: RecordType, parts: Buffer[]): Appended {
+    if (this.#failed) throw this.#failed;
+    if (this.#closed) throw new SpoolError('CLOSED', 'the spool is closed');
+    const header = encodeHeader(type, parts);
+    const buffers = [header, ...parts];
+    const bytes = byteLength(buffers);
+    if (this.#resOffset + bytes > this.#opts.segmentBytes && this.#resOffset > this.#headerBytes) {
+      const segment = this.#resSegment + 1;
+      const h = headerRecord(segment, this.#opts.now());
+      this.#queue.push({ kind: 'rotate', segment, header: h, prevEnd: this.#resOffset });
+      this.#resSegment = segment;
+      this.#resOffset = byteLength(h);
+    }
+    const seq = ++this.#appendedSeq;
+    const segment = this.#resSegment;
+    const offset = this.#resOffset;
+    this.#resOffset += bytes;
+    let resolve!: () => void;
+    let reject!: (err: SpoolError) => void;
+    const written = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // Callers await `written` or a durable() that fails the same way; never an unhandled rejection.
+    written.catch(() => undefined);
+    this.#queue.push({ kind: 'record', segment, offset, bytes, buffers, seq, resolve, reject });
+    this.#pumping ??= this.#pump();
+    return { segment, offset, seq, written };
+  }
+
+  /** Resolves once record `seq` (and everything before it) is on stable storage. */
+  durable(seq: number): Promise<void> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (seq <= this.#durableSeq) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.#waiters.push({ seq, resolve, reject });
+      this.#kickSync();
+    });
+  }
+
+  /** Resolves once everything appended so far is durable. */
+  flush(): Promise<void> {
+    return this.durable(this.#appendedSeq);
+  }
+
+  /** Waits for pending writes and syncs, then closes the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      // Records appended while we wait are flushed too, so no durable() waiter is left behind.
+      while (!this.#failed && this.#durableSeq < this.#appendedSeq) await this.flush();
+    } finally {
+      this.#closed = true;
+      while (this.#pumping) await this.#pumping;
+      while (this.#syncing) await this.#syncing;
+      await this.#fh.close();
+    }
+  }
+
+  async #pump(): Promise<void> {
+    try {
+      while (this.#queue.length > 0 && !this.#failed) {
+        const first = this.#queue[0]!;
+        if (first.kind === 'rotate') {
+          this.#queue.shift();
+          await this.#rotate(first);
+          continue;
+        }
+        const batch: RecordItem[] = [];
+        const buffers: Buffer[] = [];
+        let bytes = 0;
+        for (;;) {
+          const next = this.#queue[0];
+          if (
+            !next ||
+            next.kind !== 'record' ||
+            batch.length >= MAX_BATCH_RECORDS ||
+            bytes >= MAX_BATCH_BYTES
+          )
+            break;
+          this.#queue.shift();
+          batch.push(next);
+          for (const b of next.buffers) buffers.push(b);
+          bytes += next.bytes;
+        }
+        const start = batch[0]!.offset;
+        try {
+          await writeFully(this.#fh, buffers, start);
+        } catch (err) {
+          await this.#writeFailed(batch, start, toSpoolError(err, 'writing the spool log'));
+          continue;
+        }
+        this.#writtenSeq = batch[batch.length - 1]!.seq;
+        for (const item of batch) item.resolve();
+        this.#kickSync();
+      }
+    } finally {
+      this.#pumping = null;
+    }
+  }
+
+  async #writeFailed(batch: RecordItem[], start: number, err: SpoolError): Promise<void> {
+    const rejected: RecordItem[] = [...batch];
+    for (const item of this.#queue.splice(0)) if (item.kind === 'record') rejected.push(item);
+    this.#resSegment = this.#segment;
+    this.#resOffset = start;
+    // Nothing queued remains: syncs waiting for these records have nothing more to wait for.
+    this.#writtenSeq = this.#appendedSeq;
+    try {
+      await this.#fh.truncate(start);
+    } catch (truncErr) {
+      this.#fail(toSpoolError(truncErr, 'truncating the spool log after a failed write'));
+    }
+    for (const item of rejected) item.reject(err);
+    this.#kickSync();
+  }
+
+  async #rotate(item: RotateItem): Promise<void> {
+    this.#rotating = true;
+    try {
+      while (this.#syncing) await this.#syncing;
+      if (this.#failed) return;
+      const old = this.#fh;
+      const target = this.#writtenSeq;
+      try {
+        if (this.#opts.fsync) {
+          await old.datasync();
+          this.#opts.onSync?.();
+        }
+      } catch (err) {
+        this.#fail(toSpoolError(err, 'syncing a full spool segment'));
+        return;
+      }
+      this.#durableSeq = Math.max(this.#durableSeq, target);
+      let fh: FileHandle;
+      try {
+        fh = await createSegmentFile(this.#dir, item.segment, item.header, this.#opts.fsync);
+      } catch (err) {
+        // The old file stays current; records reserved in the new segment are rejected.
+        const e = toSpoolError(err, 'creating a spool segment');
+        const rejected = this.#queue.splice(0).filter((i): i is RecordItem => i.kind === 'record');
+        this.#resSegment = this.#segment;
+        this.#resOffset = item.prevEnd;
+        this.#writtenSeq = this.#appendedSeq;
+        for (const r of rejected) r.reject(e);
+        return;
+      }
+      this.#fh = fh;
+      this.#segment = item.segment;
+      this.#headerBytes = byteLength(item.header);
+      await old.close().catch(() => undefined);
+      this.#opts.onSegmentCreated?.(item.segment);
+    } finally {
+      this.#rotating = false;
+      this.#resolveWaiters();
+      this.#kickSync();
+    }
+  }
+
+  #kickSync(): void {
+    if (!this.#opts.fsync) {
+      this.#durableSeq = this.#writtenSeq;
+      this.#resolveWaiters();
+      return;
+    }
+    this.#resolveWaiters();
+    if (this.#syncing || this.#rotating || this.#failed) return;
+    // Start an fdatasync only when it serves a waiter: one whose record is already written.
+    const target = this.#writtenSeq;
+    if (!this.#waiters.some((w) => w.seq <= target && w.seq > this.#durableSeq)) return;
+    const fh = this.#fh;
+    this.#syncing = (async () => {
+      try {
+        await fh.datasync();
+        this.#opts.onSync?.();
+        this.#durableSeq = Math.max(this.#durableSeq, target);
+      } catch (err) {
+        this.#fail(toSpoolError(err, 'syncing the spool log'));
+      } finally {
+        this.#syncing = null;
+      }
+      this.#kickSync();
+    })();
+  }
+
+  #resolveWaiters(): void {
+    if (this.#waiters.length === 0) return;
+    const keep: Waiter[] = [];
+    for (const w of this.#waiters) {
+      if (w.seq <= this.#durableSeq) w.resolve();
+      else keep.push(w);
+    }
+    this.#waiters = keep;
+  }
+
+  #fail(err: SpoolError): void {
+    if (this.#failed) return;
+    this.#failed = new SpoolError(err.code, `${err.message}; the spool refuses writes until it is reopened`, {
+      cause: err,
+    });
+    for (const item of this.#queue.splice(0)) if (item.kind === 'record') item.reject(this.#failed);
+    for (const w of this.#waiters.splice(0)) w.reject(this.#failed);
+  }
+}
+
+function headerRecord(segment: number, now: number): Buffer[] {
+  const payload = encodeHeaderPayload(segment, now);
+  return [encodeHeader(RecordType.Header, [payload]), payload];
+}
+
+function byteLength(buffers: readonly Buffer[]): number {
+  let n = 0;
+  for (const b of buffers) n += b.length;
+  return n;
+}
+
+/** Writes all of `buffers` at `position`, continuing after short writes. */
+async function writeFully(fh: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let pos = position;
+  let rest = buffers;
+  while (rest.length > 0) {
+    const { bytesWritten } = await fh.writev(rest, pos);
+    pos += bytesWritten;
+    let skip = bytesWritten;
+    const next: Buffer[] = [];
+    for (const b of rest) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      next.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    if (bytesWritten === 0 && next.length > 0) throw new Error('write made no progress');
+    rest = next;
+  }
+}
+
+/** Creates a segment file exclusively, writes its HEADER record and makes its name durable. */
+async function createSegmentFile(
+  dir: string,
+  segment: number,
+  header: Buffer[],
+  fsync: boolean,
+): Promise<FileHandle> {
+  const path = join(dir, segmentFileName(segment));
+  const fh = await open(path, 'wx');
+  try {
+    await writeFully(fh, header, 0);
+    if (fsync) await syncDir(dir);
+  } catch (err) {
+    await fh.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw err;
+  }
+  return fh;
+}
+
+/** fsync on a directory: makes the creation, rename or removal of its entries durable. */
+export async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Builds a running Sterna from a validated Config: TLS material, user store, aliases, spool,
+ * queue manager and listeners, and the session hooks that connect them. main.ts and the tests
+ * both start Sterna through here, so tests run exactly what production runs.
+ */
+import { randomBytes } from 'node:crypto';
+import { AuthThrottle } from '../auth/lockout.js';
+import { UserStore } from '../auth/users.js';
+import type { Config } from '../config/schema.js';
+import { Router } from '../delivery/router.js';
+import type { Logger } from '../observability/log.js';
+import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
+import { NetworkList } from '../policy/networks.js';
+import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
+import { QueueManager } from '../queue/manager.js';
+import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
+import { reply } from '../smtp/replies.js';
+import type { SessionHooks } from '../smtp/session.js';
+import { Listeners, type BoundAddress } from './listeners.js';
+import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
+
+export interface RunningSterna {
+  addresses: BoundAddress[];
+  spool: Spool;
+  manager: QueueManager;
+  users: UserStore;
+  tls: TlsContextProvider;
+  recovery: RecoveryReport;
+  /** Re-reads certificates, aliases (SIGHUP). */
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
+  const material = await ensureTlsMaterial(
+    {
+      certFile: config.tls.cert_file,
+      keyFile: config.tls.key_file,
+      dataDir: config.data_dir,
+      hostname: config.hostname,
+    },
+    log,
+  );
+  const tls = new TlsContextProvider(material, { minVersion: config.tls.min_version, logger: log });
+  tls.watch();
+
+  const users = await UserStore.open(config.auth.users_file, { logger: log });
+  let aliases: AliasTable = await loadAliases(config);
+  const localDomains = new Set(config.local_domains.map((d) => d.toLowerCase()));
+  const isMailbox = (address: string): boolean =>
+    users.has(address) || address.toLowerCase() === config.local_delivery.postmaster.toLowerCase();
+  const policy: RecipientPolicy = {
+    localDomains,
+    isMailbox,
+    aliases: () => aliases,
+    trusted: new NetworkList(config.relay.trusted_networks),
+  };
+  const throttle = new AuthThrottle({
+    failureDelayMs: config.auth.failure_delay_ms,
+    maxFailures: config.auth.max_failures,
+    windowMs: config.auth.lockout_window_ms,
+    lockoutMs: config.auth.lockout_ms,
+    now: Date.now,
+  });
+
+  const { spool, report } = await Spool.open({
+    dir: config.spool.dir,
+    segmentBytes: config.spool.segment_bytes,
+    fsync: config.spool.fsync,
+    logger: log,
+  });
+  log.info({ ...report, spool: config.spool.dir }, 'spool opened');
+
+  const router = new Router({
+    localDomains,
+    postmaster: config.local_delivery.postmaster,
+    isMailbox,
+    aliases: () => aliases,
+  });
+  const manager = new QueueManager({
+    spool,
+    router,
+    log,
+    hostname: config.hostname,
+    maildirRoot: config.local_delivery.maildir_root,
+    concurrency: config.local_delivery.concurrency,
+    retryMs: config.local_delivery.retry_ms,
+  });
+  manager.start();
+
+  const hooks = (slog: Logger): SessionHooks => ({
+    now: Date.now,
+    nonce: () => randomBytes(12).toString('hex'),
+    checkRecipient: (rcpt, ctx) => Promise.resolve(checkRecipient(policy, rcpt, ctx)),
+    verifyAddress: (rcpt) => Promise.resolve(router.route(addressKey(rcpt)).kind === 'local'),
+    isAuthLockedOut: (ip) => throttle.isLockedOut(ip),
+    authenticate: async (creds, ip) => {
+      if (throttle.isLockedOut(ip)) return { kind: 'locked' };
+      const result = await users.verify(creds);
+      if (result.ok) {
+        throttle.recordSuccess(ip);
+        return { kind: 'ok', user: result.user };
+      }
+      return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip) };
+    },
+    mayUseSender: (user, sender) => users.mayUseSender(user, sender),
+    beginMessage: () => spool.begin(),
+    spoolFailureReply: (err) => {
+      slog.error({ err }, 'spool write failed; message not queued');
+      return err instanceof SpoolError && err.code === 'ENOSPC' ? reply('SPOOL_FULL') : reply('SPOOL_ERROR');
+    },
+    event: (name, fields) => slog.info(fields, name),
+  });
+
+  const listeners = new Listeners({
+    config,
+    log,
+    hooks,
+    secureContext: () => tls.context,
+  });
+  const addresses = await listeners.start();
+
+  return {
+    addresses,
+    spool,
+    manager,
+    users,
+    tls,
+    recovery: report,
+    async reload() {
+      await tls.reload();
+      try {
+        aliases = await loadAliases(config);
+      } catch (err) {
+        log.error({ err }, 'aliases not reloaded; keeping the previous table');
+      }
+    },
+    async close() {
+      await listeners.close();
+      await manager.stop();
+      await spool.close();
+      users.close();
+      tls.close();
+    },
+  };
+}
+
+async function loadAliases(config: Config): Promise<AliasTable> {
+  const fromFile = config.aliases_file === '' ? {} : await loadAliasFile(config.aliases_file);
+  return buildAliasTable({ ...fromFile, ...config.aliases });
+}

@@ -1,0 +1,393 @@
+/**
+ * One client connection: the I/O shell around smtp/Session. Reads bytes with backpressure
+ * (the socket is paused while a batch is processed), cuts them into command lines, DATA
+ * bodies or BDAT chunks, feeds the session, writes its replies in order (RFC 2920), runs the
+ * TLS handshake for STARTTLS and implicit TLS, and enforces the timeouts of RFC 5321 4.5.3.2.
+ * Faces untrusted clients.
+ */
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { TlsInfo } from '../message/envelope.js';
+import type { Logger } from '../observability/log.js';
+import { ChunkReader, DataDecoder } from '../smtp/data-decoder.js';
+import { LineReader } from '../smtp/line-reader.js';
+import type { MessageBody } from '../smtp/message-body.js';
+import { formatReply, reply, type Reply } from '../smtp/replies.js';
+import { Session, type Action, type SessionEvent } from '../smtp/session.js';
+
+export interface ConnectionOptions {
+  commandTimeoutMs: number;
+  dataBlockTimeoutMs: number;
+  dataTotalTimeoutMs: number;
+  tlsHandshakeTimeoutMs: number;
+  textLineBytes: number;
+  messageBytes: number;
+  bareLineEndings: 'reject' | 'normalize';
+  hostname: string;
+  /** The TLS context for STARTTLS and implicit TLS; read at each handshake so a reload applies. */
+  secureContext: () => SecureContext | null;
+  minTlsVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+type Mode =
+  | { kind: 'lines' }
+  | {
+      kind: 'data';
+      decoder: DataDecoder;
+      body: MessageBody | null;
+      writeError?: unknown;
+      timer: NodeJS.Timeout;
+    }
+  | { kind: 'chunk'; reader: ChunkReader; body: MessageBody | null; writeError?: unknown }
+  | { kind: 'tls' }
+  | { kind: 'closed' };
+
+export class Connection {
+  #socket: Socket;
+  readonly #opts: ConnectionOptions;
+  readonly #log: Logger;
+  #session: Session | null = null;
+  readonly #lines: LineReader;
+  #mode: Mode = { kind: 'lines' };
+  readonly #inbox: Buffer[] = [];
+  #busy = false;
+  readonly #makeSession: (tls: TlsInfo | undefined) => Session;
+  readonly #onClose: () => void;
+
+  constructor(
+    socket: Socket,
+    opts: ConnectionOptions,
+    log: Logger,
+    makeSession: (tls: TlsInfo | undefined) => Session,
+    onClose: () => void,
+  ) {
+    this.#socket = socket;
+    this.#opts = opts;
+    this.#log = log;
+    this.#makeSession = makeSession;
+    this.#onClose = onClose;
+    this.#lines = new LineReader({
+      maxLineBytes: Session.maxLineBytes,
+      bareLineEndings: opts.bareLineEndings,
+    });
+  }
+
+  /** Starts a plain connection (smtp, submission): greet and read. */
+  start(): void {
+    this.#attach(this.#socket);
+    this.#begin(undefined);
+  }
+
+  /** Starts an implicit-TLS connection (submissions, RFC 8314): handshake first, then greet. */
+  startTls(): void {
+    this.#mode = { kind: 'tls' };
+    this.#socket.on('error', () => undefined);
+    this.#upgrade((info) => {
+      this.#mode = { kind: 'lines' };
+      this.#begin(info);
+    });
+  }
+
+  /** Ends the session politely (server shutdown). */
+  shutdown(): void {
+    if (this.#mode.kind === 'closed') return;
+    this.#send(reply('SHUTTING_DOWN', { hostname: this.#opts.hostname }));
+    this.#close();
+  }
+
+  #begin(tls: TlsInfo | undefined): void {
+    this.#session = this.#makeSession(tls);
+    this.#log.info({ tls: tls?.version }, 'connected');
+    this.#perform(this.#session.greeting());
+    this.#armCommandTimeout();
+  }
+
+  #attach(socket: Socket): void {
+    socket.on('data', (chunk: Buffer) => {
+      socket.pause();
+      this.#inbox.push(chunk);
+      this.#kick();
+    });
+    socket.on('error', (err) => {
+      this.#log.debug({ err: err.message }, 'socket error');
+      this.#finish();
+    });
+    socket.on('close', () => this.#finish());
+    socket.on('end', () => this.#finish());
+    socket.on('timeout', () => this.#timeout());
+  }
+
+  #kick(): void {
+    if (this.#busy) return;
+    this.#busy = true;
+    void this.#drain().finally(() => {
+      this.#busy = false;
+      if (this.#mode.kind === 'closed') return;
+      if (this.#inbox.length > 0) this.#kick();
+      else if (this.#mode.kind !== 'tls') this.#socket.resume();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    this.#socket.cork();
+    try {
+      while (this.#inbox.length > 0 && this.#mode.kind !== 'closed' && this.#mode.kind !== 'tls') {
+        const chunk = this.#inbox.shift()!;
+        await this.#consume(chunk);
+      }
+    } catch (err) {
+      this.#log.error({ err }, 'internal error in session');
+      this.#send(reply('SPOOL_ERROR'));
+      this.#close();
+    } finally {
+      this.#socket.uncork();
+    }
+  }
+
+  /** Feeds one chunk of input through whatever mode the session is in; mode changes pass the rest on. */
+  async #consume(chunk: Buffer): Promise<void> {
+    let input: Buffer | null = chunk;
+    while (input !== null && input.length > 0) {
+      const mode = this.#mode;
+      switch (mode.kind) {
+        case 'lines':
+          this.#lines.append(input);
+          input = await this.#commandLines();
+          break;
+        case 'data':
+          input = await this.#dataBytes(mode, input);
+          break;
+        case 'chunk':
+          input = await this.#chunkBytes(mode, input);
+          break;
+        case 'tls':
+        case 'closed':
+          return;
+        default: {
+          const never: never = mode;
+          throw new Error(`unhandled mode ${JSON.stringify(never)}`);
+        }
+      }
+    }
+  }
+
+  /** Runs complete command lines; returns the bytes left over when the mode changed. */
+  async #commandLines(): Promise<Buffer | null> {
+    for (;;) {
+      const ev = this.#lines.next();
+      if (ev === null) return null;
+      const event: SessionEvent =
+        ev.kind === 'line'
+          ? { kind: 'line', line: ev.line }
+          : ev.kind === 'too-long'
+            ? { kind: 'line-too-long' }
+            : { kind: 'line-bare-lf' };
+      this.#armCommandTimeout();
+      await this.#feed(event);
+      if (this.#mode.kind !== 'lines') {
+        const rest = this.#lines.takeRemainder();
+        if (this.#mode.kind === 'tls' || this.#mode.kind === 'closed') return null; // discarded (CVE-2011-0411)
+        return rest;
+      }
+    }
+  }
+
+  async #dataBytes(mode: Extract<Mode, { kind: 'data' }>, input: Buffer): Promise<Buffer | null> {
+    const r = mode.decoder.push(input);
+    if (mode.body !== null && mode.writeError === undefined && mode.decoder.error === null) {
+      for (const piece of r.body) {
+        try {
+          await mode.body.write(piece);
+        } catch (err) {
+          mode.writeError = err;
+          break;
+        }
+      }
+    }
+    if (!r.done) return null;
+    clearTimeout(mode.timer);
+    this.#mode = { kind: 'lines' };
+    this.#armCommandTimeout();
+    await this.#feed({
+      kind: 'data-end',
+      error: mode.decoder.error,
+      ...(mode.writeError !== undefined ? { writeError: mode.writeError } : {}),
+    });
+    return r.rest ?? null;
+  }
+
+  async #chunkBytes(mode: Extract<Mode, { kind: 'chunk' }>, input: Buffer): Promise<Buffer | null> {
+    const r = mode.reader.push(input);
+    if (mode.body !== null && mode.writeError === undefined && r.body.length > 0) {
+      try {
+        await mode.body.write(r.body);
+      } catch (err) {
+        mode.writeError = err;
+      }
+    }
+    if (!r.done) return null;
+    this.#mode = { kind: 'lines' };
+    this.#armCommandTimeout();
+    await this.#feed({
+      kind: 'chunk-end',
+      ...(mode.writeError !== undefined ? { writeError: mode.writeError } : {}),
+    });
+    return r.rest ?? null;
+  }
+
+  async #feed(event: SessionEvent): Promise<void> {
+    const session = this.#session;
+    if (session === null) return;
+    const actions = await session.handle(event);
+    await this.#performAsync(actions);
+  }
+
+  async #performAsync(actions: Action[]): Promise<void> {
+    for (const a of actions) {
+      if (a.kind === 'delay') {
+        this.#socket.uncork();
+        await new Promise((resolve) => setTimeout(resolve, a.ms));
+        this.#socket.cork();
+        continue;
+      }
+      this.#perform([a]);
+    }
+  }
+
+  #perform(actions: Action[]): void {
+    for (const a of actions) {
+      switch (a.kind) {
+        case 'reply':
+          this.#send(a.reply);
+          break;
+        case 'delay':
+          break; // handled by #performAsync
+        case 'close':
+          this.#close();
+          break;
+        case 'start-tls':
+          this.#beginStartTls();
+          break;
+        case 'receive-data': {
+          const timer = setTimeout(() => this.#timeout(), this.#opts.dataTotalTimeoutMs);
+          timer.unref();
+          this.#mode = {
+            kind: 'data',
+            decoder: new DataDecoder({
+              maxMessageBytes: this.#opts.messageBytes,
+              maxLineBytes: this.#opts.textLineBytes,
+              bareLineEndings: this.#opts.bareLineEndings,
+            }),
+            body: a.body,
+            timer,
+          };
+          this.#socket.setTimeout(this.#opts.dataBlockTimeoutMs);
+          break;
+        }
+        case 'receive-chunk':
+          this.#mode = { kind: 'chunk', reader: new ChunkReader(a.size), body: a.body };
+          this.#socket.setTimeout(this.#opts.dataBlockTimeoutMs);
+          break;
+        default: {
+          const never: never = a;
+          throw new Error(`unhandled action ${JSON.stringify(never)}`);
+        }
+      }
+    }
+  }
+
+  #beginStartTls(): void {
+    // Anything the client pipelined after STARTTLS is thrown away (RFC 3207 5, CVE-2011-0411).
+    this.#lines.takeRemainder();
+    this.#inbox.length = 0;
+    this.#mode = { kind: 'tls' };
+    this.#socket.uncork();
+    this.#socket.removeAllListeners('data');
+    this.#socket.removeAllListeners('end');
+    this.#socket.removeAllListeners('close');
+    this.#socket.removeAllListeners('timeout');
+    this.#socket.on('close', () => this.#finish());
+    this.#upgrade((info) => {
+      this.#mode = { kind: 'lines' };
+      void this.#session
+        ?.handle({ kind: 'tls-started', tls: info })
+        .then((actions) => this.#perform(actions))
+        .then(() => this.#armCommandTimeout());
+    });
+  }
+
+  /** Runs a server-side TLS handshake on the current socket, then reads from the TLS socket. */
+  #upgrade(onSecure: (info: TlsInfo) => void): void {
+    const context = this.#opts.secureContext();
+    if (context === null) {
+      this.#close();
+      return;
+    }
+    const raw = this.#socket;
+    raw.setTimeout(0);
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
+    this.#socket = secure;
+    const timer = setTimeout(() => {
+      this.#log.info('TLS handshake timed out');
+      secure.destroy();
+      this.#finish();
+    }, this.#opts.tlsHandshakeTimeoutMs);
+    timer.unref();
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      const version = secure.getProtocol() ?? 'unknown';
+      const cipher = secure.getCipher().name;
+      this.#log.info({ tls: version, cipher }, 'TLS established');
+      this.#attach(secure);
+      onSecure({ version, cipher });
+      secure.resume();
+    });
+    secure.on('error', (err: Error) => {
+      clearTimeout(timer);
+      this.#log.info({ err: err.message }, 'TLS handshake failed');
+      this.#finish();
+    });
+  }
+
+  #send(r: Reply): void {
+    if (this.#mode.kind === 'closed' || this.#socket.destroyed) return;
+    this.#socket.write(formatReply(r));
+    if (r.close === true) this.#close();
+  }
+
+  #armCommandTimeout(): void {
+    if (this.#mode.kind === 'lines') this.#socket.setTimeout(this.#opts.commandTimeoutMs);
+  }
+
+  #timeout(): void {
+    if (this.#mode.kind === 'closed') return;
+    this.#log.info({ mode: this.#mode.kind }, 'timeout');
+    this.#send(reply('TIMEOUT', { hostname: this.#opts.hostname }));
+    this.#close();
+  }
+
+  #close(): void {
+    if (this.#mode.kind === 'data') clearTimeout(this.#mode.timer);
+    this.#mode = { kind: 'closed' };
+    this.#session?.abort();
+    this.#socket.end();
+    const socket = this.#socket;
+    setTimeout(() => socket.destroy(), 2000).unref();
+    this.#finish();
+  }
+
+  #finished = false;
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#mode.kind === 'data') clearTimeout(this.#mode.timer);
+    if (this.#mode.kind !== 'closed') {
+      this.#mode = { kind: 'closed' };
+      this.#session?.abort();
+      this.#socket.destroy();
+    }
+    this.#log.info('disconnected');
+    this.#onClose();
+  }
+}

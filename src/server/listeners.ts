@@ -1,0 +1,169 @@
+/**
+ * The three listeners (smtp, submission, submissions) on their configured addresses, IPv4 and
+ * IPv6, with connection limits in total and per client IP (421 4.7.0 beyond them). Each
+ * accepted socket becomes a Connection; the session hooks come from the caller.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { SecureContext } from 'node:tls';
+import type { Config } from '../config/schema.js';
+import type { ListenerKind, TlsInfo } from '../message/envelope.js';
+import type { Logger } from '../observability/log.js';
+import { formatReply, reply } from '../smtp/replies.js';
+import { Session, type SessionConfig, type SessionHooks } from '../smtp/session.js';
+import { Connection } from './connection.js';
+
+export interface ListenerDeps {
+  config: Config;
+  log: Logger;
+  /** Builds the hooks for one session (they carry its logger). */
+  hooks: (log: Logger, listener: ListenerKind) => SessionHooks;
+  secureContext: () => SecureContext | null;
+}
+
+export interface BoundAddress {
+  listener: ListenerKind;
+  address: string;
+  port: number;
+}
+
+/** Splits "host:port" or "[v6]:port". */
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s);
+  if (m === null) throw new Error(`bad listen address "${s}"`);
+  return { host: m[1] ?? '', port: Number(m[2]) };
+}
+
+export class Listeners {
+  readonly #deps: ListenerDeps;
+  readonly #servers: net.Server[] = [];
+  readonly #connections = new Set<Connection>();
+  readonly #perIp = new Map<string, number>();
+  #total = 0;
+  #sessionSeq = 0;
+  readonly #sidPrefix = randomBytes(3).toString('hex');
+
+  constructor(deps: ListenerDeps) {
+    this.#deps = deps;
+  }
+
+  get connectionCount(): number {
+    return this.#total;
+  }
+
+  async start(): Promise<BoundAddress[]> {
+    const bound: BoundAddress[] = [];
+    const { listen } = this.#deps.config;
+    const kinds: [ListenerKind, readonly string[]][] = [
+      ['smtp', listen.smtp],
+      ['submission', listen.submission],
+      ['submissions', listen.submissions],
+    ];
+    for (const [kind, addrs] of kinds) {
+      for (const a of addrs) {
+        const { host, port } = parseHostPort(a);
+        const server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) =>
+          this.#accept(kind, socket),
+        );
+        server.maxConnections = this.#deps.config.limits.connections + 100;
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ host, port, backlog: 1024 }, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+        server.on('error', (err) => this.#deps.log.error({ err, listener: kind }, 'listener error'));
+        this.#servers.push(server);
+        const addr = server.address();
+        if (addr !== null && typeof addr === 'object')
+          bound.push({ listener: kind, address: addr.address, port: addr.port });
+      }
+    }
+    return bound;
+  }
+
+  async close(): Promise<void> {
+    const closing = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    for (const c of this.#connections) c.shutdown();
+    await Promise.all(closing);
+  }
+
+  #accept(kind: ListenerKind, socket: net.Socket): void {
+    const { config, log } = this.#deps;
+    const ip = socket.remoteAddress ?? 'unknown';
+    const port = socket.remotePort ?? 0;
+    socket.on('error', () => undefined);
+    const sid = `${this.#sidPrefix}${(++this.#sessionSeq).toString(36)}`;
+    const clog = log.child({ sid, listener: kind, ip });
+    const countIp = this.#perIp.get(ip) ?? 0;
+    const refuse =
+      this.#total >= config.limits.connections
+        ? 'TOO_MANY_CONNECTIONS'
+        : countIp >= config.limits.connections_per_ip
+          ? 'TOO_MANY_CONNECTIONS_FROM_IP'
+          : null;
+    if (refuse !== null) {
+      clog.warn({ total: this.#total, fromIp: countIp }, 'connection refused: limit reached');
+      // On an implicit TLS port a plain-text reply would be garbage to the client: just close.
+      if (kind !== 'submissions') socket.end(formatReply(reply(refuse, { hostname: config.hostname })));
+      else socket.destroy();
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
+    this.#total++;
+    this.#perIp.set(ip, countIp + 1);
+    const sessionConfig = this.#sessionConfig(kind);
+    const hooks = this.#deps.hooks(clog, kind);
+    const conn = new Connection(
+      socket,
+      {
+        commandTimeoutMs: config.limits.command_timeout_ms,
+        dataBlockTimeoutMs: config.limits.data_block_timeout_ms,
+        dataTotalTimeoutMs: config.limits.data_total_timeout_ms,
+        tlsHandshakeTimeoutMs: config.limits.tls_handshake_timeout_ms,
+        textLineBytes: config.limits.text_line_bytes,
+        messageBytes: config.limits.message_bytes,
+        bareLineEndings: config.smtp.bare_line_endings,
+        hostname: config.hostname,
+        secureContext: this.#deps.secureContext,
+        minTlsVersion: config.tls.min_version,
+      },
+      clog,
+      (tls: TlsInfo | undefined) => new Session(sessionConfig, hooks, { ip, port }, tls),
+      () => {
+        this.#connections.delete(conn);
+        this.#total--;
+        const n = (this.#perIp.get(ip) ?? 1) - 1;
+        if (n <= 0) this.#perIp.delete(ip);
+        else this.#perIp.set(ip, n);
+      },
+    );
+    this.#connections.add(conn);
+    if (kind === 'submissions') conn.startTls();
+    else conn.start();
+  }
+
+  #sessionConfig(kind: ListenerKind): SessionConfig {
+    const { config } = this.#deps;
+    return {
+      hostname: config.hostname,
+      banner: config.smtp.banner,
+      listener: kind,
+      limits: {
+        commandLineBytes: config.limits.command_line_bytes,
+        textLineBytes: config.limits.text_line_bytes,
+        messageBytes: config.limits.message_bytes,
+        recipients: config.limits.recipients,
+        errors: config.limits.errors,
+        receivedHeaders: config.limits.received_headers,
+      },
+      vrfy: config.smtp.vrfy,
+      authMechanisms: config.auth.mechanisms,
+      authAllowPlaintext: config.auth.allow_plaintext,
+      authOnSmtp: config.auth.on_smtp_listener,
+      tlsAvailable: this.#deps.secureContext() !== null,
+      enforceSender: config.auth.enforce_sender,
+    };
+  }
+}

@@ -1,0 +1,497 @@
+/**
+ * TLS material and its reload. Loads the configured certificate and key (checking that they
+ * parse and belong together), or generates a self-signed TEST certificate under
+ * <data_dir>/tls when none is configured. TlsContextProvider hands out the current
+ * SecureContext to listeners (implicit TLS, RFC 8314) and to STARTTLS upgrades (RFC 3207),
+ * and swaps it when the files change or on SIGHUP: connections started afterwards use the new
+ * certificate, sessions already open keep theirs. TLS 1.0 and 1.1 are always refused
+ * (RFC 8996); the minimum is tls.min_version.
+ *
+ * Trust: the files are operator-provided (trusted); a file that fails to load at start-up stops
+ * the server, one that fails on reload is logged and the previous certificate stays in use.
+ * The private key is written with mode 0600 and never logged.
+ */
+import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
+import { watch as fsWatch, type FSWatcher } from 'node:fs';
+import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import tls from 'node:tls';
+import { generate } from 'selfsigned';
+import { ConfigError, type ConfigProblem } from '../config/load.js';
+
+/** The few logger methods this module uses; a pino Logger fits. */
+export interface TlsLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface TlsMaterial {
+  /** PEM certificate chain, leaf first. */
+  cert: Buffer;
+  /** PEM private key. */
+  key: Buffer;
+  /** True when this is the self-signed test certificate Sterna generated. */
+  generated: boolean;
+  certFile: string;
+  keyFile: string;
+}
+
+export interface TlsFilesConfig {
+  /** tls.cert_file; '' together with keyFile: use (or generate) the test certificate. */
+  certFile: string;
+  /** tls.key_file. */
+  keyFile: string;
+  dataDir: string;
+  hostname: string;
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+/** Validity of a generated test certificate. */
+const TEST_CERT_VALIDITY_MS = 365 * DAY_MS;
+/** A generated certificate is replaced when it expires within this time. */
+const TEST_CERT_RENEW_BEFORE_MS = 30 * DAY_MS;
+export const TEST_CERT_NAME = 'test-cert.pem';
+export const TEST_KEY_NAME = 'test-key.pem';
+
+const noLogger: TlsLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/**
+ * Returns the certificate and key to serve. With tls.cert_file/key_file set: reads and checks
+ * them (throws ConfigError naming the key and the reason). Without: reuses or generates the
+ * self-signed test pair under <dataDir>/tls.
+ */
+export async function ensureTlsMaterial(
+  cfg: TlsFilesConfig,
+  logger: TlsLogger = noLogger,
+): Promise<TlsMaterial> {
+  if (cfg.certFile !== '' || cfg.keyFile !== '') {
+    if (cfg.certFile === '' || cfg.keyFile === '') {
+      const missing = cfg.certFile === '' ? 'tls.cert_file' : 'tls.key_file';
+      throw new ConfigError('tls', [
+        { key: missing, message: `${missing}: must be set together with the other TLS file` },
+      ]);
+    }
+    const pair = await readTlsPair(cfg.certFile, cfg.keyFile);
+    const left = pair.notAfter.getTime() - Date.now();
+    if (left <= 0) {
+      logger.error(
+        { certFile: pair.certFile, notAfter: pair.notAfter.toISOString() },
+        'the TLS certificate has EXPIRED: clients that verify certificates will refuse it; renew it',
+      );
+    } else if (left < TEST_CERT_RENEW_BEFORE_MS) {
+      logger.warn(
+        { certFile: pair.certFile, notAfter: pair.notAfter.toISOString() },
+        'the TLS certificate expires within 30 days; renew it',
+      );
+    }
+    if (pair.x509.checkHost(cfg.hostname) === undefined) {
+      logger.warn(
+        { certFile: pair.certFile, hostname: cfg.hostname, subject: pair.x509.subject },
+        "the TLS certificate does not name this server's hostname; clients that verify it will refuse it",
+      );
+    }
+    return {
+      cert: pair.cert,
+      key: pair.key,
+      generated: false,
+      certFile: pair.certFile,
+      keyFile: pair.keyFile,
+    };
+  }
+
+  const dir = resolvePath(cfg.dataDir, 'tls');
+  const certFile = join(dir, TEST_CERT_NAME);
+  const keyFile = join(dir, TEST_KEY_NAME);
+  const why = await reusableTestPair(certFile, keyFile, cfg.hostname);
+  let material: TlsMaterial;
+  if (typeof why !== 'string') {
+    material = why;
+  } else {
+    logger.info({ certFile, reason: why }, 'generating a self-signed test certificate');
+    material = await generateTestPair(dir, certFile, keyFile, cfg.hostname);
+  }
+  logger.warn(
+    { certFile, keyFile, hostname: cfg.hostname },
+    'using a self-signed TEST certificate: other servers and clients will not trust it; set tls.cert_file and tls.key_file for production',
+  );
+  return material;
+}
+
+interface CheckedPair {
+  cert: Buffer;
+  key: Buffer;
+  certFile: string;
+  keyFile: string;
+  x509: X509Certificate;
+  notAfter: Date;
+}
+
+/**
+ * Reads a certificate and key and checks that both parse and that the key belongs to the
+ * certificate. Throws ConfigError naming tls.cert_file / tls.key_file and the reason.
+ */
+export async function readTlsPair(certFile: string, keyFile: string): Promise<CheckedPair> {
+  const problems: ConfigProblem[] = [];
+  const [certRead, keyRead] = await Promise.allSettled([readFile(certFile), readFile(keyFile)]);
+  let x509: X509Certificate | undefined;
+  let keyObj: KeyObject | undefined;
+  if (certRead.status === 'rejected') {
+    problems.push({
+      key: 'tls.cert_file',
+      message: `tls.cert_file: cannot read ${certFile}: ${reason(certRead.reason)}`,
+    });
+  } else {
+    try {
+      x509 = new X509Certificate(certRead.value);
+    } catch (err) {
+      problems.push({
+        key: 'tls.cert_file',
+        message: `tls.cert_file: ${certFile} does not hold a PEM certificate (${reason(err)})`,
+      });
+    }
+  }
+  if (keyRead.status === 'rejected') {
+    problems.push({
+      key: 'tls.key_file',
+      message: `tls.key_file: cannot read ${keyFile}: ${reason(keyRead.reason)}`,
+    });
+  } else {
+    try {
+      keyObj = createPrivateKey(keyRead.value);
+    } catch (err) {
+      problems.push({
+        key: 'tls.key_file',
+        message: `tls.key_file: ${keyFile} does not hold an unencrypted PEM private key (${reason(err)})`,
+      });
+    }
+  }
+  if (x509 !== undefined && keyObj !== undefined && !x509.checkPrivateKey(keyObj)) {
+    problems.push({
+      key: 'tls.key_file',
+      message: `tls.key_file: the key in ${keyFile} does not belong to the certificate in ${certFile}`,
+    });
+  }
+  if (
+    problems.length > 0 ||
+    x509 === undefined ||
+    certRead.status !== 'fulfilled' ||
+    keyRead.status !== 'fulfilled'
+  ) {
+    throw new ConfigError(certFile, problems);
+  }
+  return {
+    cert: certRead.value,
+    key: keyRead.value,
+    certFile,
+    keyFile,
+    x509,
+    notAfter: new Date(x509.validTo),
+  };
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'it is a directory',
+};
+
+function reason(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+  if (code !== undefined && /^E[A-Z0-9]+$/.test(code)) return ERRNO_TEXT[code] ?? code;
+  return err.message;
+}
+
+/** The existing generated pair if it can be reused, or why it cannot. */
+async function reusableTestPair(
+  certFile: string,
+  keyFile: string,
+  hostname: string,
+): Promise<TlsMaterial | string> {
+  let pair: CheckedPair;
+  try {
+    pair = await readTlsPair(certFile, keyFile);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => p.message).join('; ');
+    throw err;
+  }
+  if (pair.notAfter.getTime() - Date.now() < TEST_CERT_RENEW_BEFORE_MS) return 'it expires within 30 days';
+  if (pair.x509.checkHost(hostname) === undefined) return `it does not name the hostname ${hostname}`;
+  // The key must stay private even if someone copied it in with a looser mode.
+  const st = await stat(keyFile);
+  if ((st.mode & 0o077) !== 0) await chmod(keyFile, 0o600);
+  return { cert: pair.cert, key: pair.key, generated: true, certFile, keyFile };
+}
+
+async function generateTestPair(
+  dir: string,
+  certFile: string,
+  keyFile: string,
+  hostname: string,
+): Promise<TlsMaterial> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const pems = await generateSelfSigned(hostname, new Date());
+  const cert = Buffer.from(pems.cert);
+  const key = Buffer.from(pems.key);
+  // Key first: a crash between the two writes leaves a mismatched pair, which the next start
+  // detects (checkPrivateKey) and regenerates.
+  await writeFileDurably(keyFile, key, 0o600);
+  await writeFileDurably(certFile, cert, 0o644);
+  return { cert, key, generated: true, certFile, keyFile };
+}
+
+/** A self-signed certificate for `hostname` (also localhost, 127.0.0.1, ::1), valid one year. */
+export async function generateSelfSigned(
+  hostname: string,
+  notBefore: Date,
+): Promise<{ cert: string; key: string }> {
+  const dnsNames = [...new Set([hostname.toLowerCase(), 'localhost'])];
+  const pems = await generate([{ name: 'commonName', value: hostname }], {
+    keyType: 'rsa',
+    keySize: 2048,
+    algorithm: 'sha256',
+    notBeforeDate: notBefore,
+    notAfterDate: new Date(notBefore.getTime() + TEST_CERT_VALIDITY_MS),
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      {
+        name: 'subjectAltName',
+        altNames: [
+          ...dnsNames.map((value) => ({ type: 2 as const, value })),
+          { type: 7 as const, ip: '127.0.0.1' },
+          { type: 7 as const, ip: '::1' },
+        ],
+      },
+    ],
+  });
+  return { cert: pems.cert, key: pems.private };
+}
+
+/** Write to a temporary file, fsync, rename over the target, fsync the directory. */
+async function writeFileDurably(path: string, data: Buffer, mode: number): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.chmod(mode);
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  const dh = await open(dirname(path), 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+export interface TlsContextOptions {
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  logger?: TlsLogger;
+  /** watch(): interval of the stat fallback. Default 30 s. */
+  pollIntervalMs?: number;
+  /** watch(): quiet time after a change before reloading (cert and key are often written apart). Default 500 ms. */
+  debounceMs?: number;
+}
+
+interface FileStamp {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+/** The current SecureContext, swapped on reload. */
+export class TlsContextProvider {
+  #material: TlsMaterial;
+  #context: tls.SecureContext;
+  readonly #minVersion: 'TLSv1.2' | 'TLSv1.3';
+  readonly #logger: TlsLogger;
+  readonly #pollIntervalMs: number;
+  readonly #debounceMs: number;
+  readonly #servers = new Set<tls.Server>();
+  readonly #watchers: FSWatcher[] = [];
+  #pollTimer: NodeJS.Timeout | undefined;
+  #debounceTimer: NodeJS.Timeout | undefined;
+  #stamps = '';
+  #reloading: Promise<boolean> | undefined;
+  #closed = false;
+
+  constructor(material: TlsMaterial, opts: TlsContextOptions) {
+    this.#material = material;
+    this.#minVersion = opts.minVersion;
+    this.#logger = opts.logger ?? noLogger;
+    this.#pollIntervalMs = opts.pollIntervalMs ?? 30_000;
+    this.#debounceMs = opts.debounceMs ?? 500;
+    this.#context = this.#createContext(material);
+  }
+
+  /** The current secure context; connections started after a reload use the new one, existing sessions keep theirs. */
+  get context(): tls.SecureContext {
+    return this.#context;
+  }
+
+  /** The material behind the current context. */
+  get material(): TlsMaterial {
+    return this.#material;
+  }
+
+  /**
+   * Options for tls.createServer or new tls.TLSSocket({ isServer: true, ... }). A TLSSocket
+   * uses `secureContext` (the current one). A tls.Server builds its default context from
+   * cert/key once, so pass the server to attach() as well: reload() then updates it; clients
+   * that send SNI always get the current context through SNICallback.
+   */
+  serverOptions(): tls.TlsOptions {
+    return {
+      secureContext: this.#context,
+      cert: this.#material.cert,
+      key: this.#material.key,
+      ...this.#versionOptions(),
+      SNICallback: (_servername, cb) => cb(null, this.#context),
+    };
+  }
+
+  /** Keeps a tls.Server's default context (used for clients without SNI) current across reloads. */
+  attach(server: tls.Server): void {
+    this.#servers.add(server);
+    server.once('close', () => this.#servers.delete(server));
+  }
+
+  /** Re-reads the files; on failure keeps the old context and logs the reason. Returns true if the context changed. */
+  reload(): Promise<boolean> {
+    // One reload at a time; a request during a reload runs after it (the files may have moved on).
+    const next = (this.#reloading ?? Promise.resolve(false)).then(() => this.#reloadNow());
+    this.#reloading = next;
+    return next;
+  }
+
+  async #reloadNow(): Promise<boolean> {
+    const { certFile, keyFile } = this.#material;
+    let pair: CheckedPair;
+    let context: tls.SecureContext;
+    try {
+      pair = await readTlsPair(certFile, keyFile);
+      if (pair.cert.equals(this.#material.cert) && pair.key.equals(this.#material.key)) return false;
+      context = this.#createContext(pair);
+    } catch (err) {
+      const why = err instanceof ConfigError ? err.problems.map((p) => p.message).join('; ') : reason(err);
+      this.#logger.error(
+        { certFile, keyFile, reason: why },
+        'TLS reload failed; the previous certificate stays in use',
+      );
+      return false;
+    }
+    this.#material = { ...this.#material, cert: pair.cert, key: pair.key };
+    this.#context = context;
+    for (const server of this.#servers) {
+      server.setSecureContext({ cert: pair.cert, key: pair.key, ...this.#versionOptions() });
+    }
+    this.#logger.info(
+      {
+        certFile,
+        subject: pair.x509.subject,
+        notAfter: pair.notAfter.toISOString(),
+        fingerprint: pair.x509.fingerprint256,
+      },
+      'TLS certificate reloaded',
+    );
+    return true;
+  }
+
+  /**
+   * Watches certFile and keyFile and reloads when they change: fs.watch on their directories
+   * (catches renames and symlink swaps such as certbot's), plus a periodic stat as a fallback
+   * for file systems where fs.watch is silent. Changes are debounced.
+   */
+  watch(): void {
+    if (this.#closed || this.#pollTimer !== undefined) return;
+    const { certFile, keyFile } = this.#material;
+    const names = new Set([basename(certFile), basename(keyFile)]);
+    for (const dir of new Set([dirname(certFile), dirname(keyFile)])) {
+      try {
+        const w = fsWatch(dir, { persistent: false }, (_event, filename) => {
+          if (filename === null || names.has(filename)) this.#schedule();
+        });
+        w.on('error', (err) => {
+          this.#logger.warn(
+            { dir, reason: reason(err) },
+            'cannot watch the TLS directory; relying on periodic checks',
+          );
+        });
+        this.#watchers.push(w);
+      } catch (err) {
+        this.#logger.warn(
+          { dir, reason: reason(err) },
+          'cannot watch the TLS directory; relying on periodic checks',
+        );
+      }
+    }
+    void this.#stampFiles().then((s) => {
+      this.#stamps = s;
+    });
+    this.#pollTimer = setInterval(() => {
+      void this.#stampFiles().then((s) => {
+        if (s !== this.#stamps) {
+          this.#stamps = s;
+          this.#schedule();
+        }
+      });
+    }, this.#pollIntervalMs);
+    this.#pollTimer.unref();
+  }
+
+  /** Stops watching. Open connections are not affected. */
+  close(): void {
+    this.#closed = true;
+    for (const w of this.#watchers) w.close();
+    this.#watchers.length = 0;
+    if (this.#pollTimer !== undefined) clearInterval(this.#pollTimer);
+    if (this.#debounceTimer !== undefined) clearTimeout(this.#debounceTimer);
+    this.#pollTimer = undefined;
+    this.#debounceTimer = undefined;
+    this.#servers.clear();
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    if (this.#debounceTimer !== undefined) clearTimeout(this.#debounceTimer);
+    this.#debounceTimer = setTimeout(() => {
+      this.#debounceTimer = undefined;
+      void this.#stampFiles().then((s) => {
+        this.#stamps = s;
+        return this.reload();
+      });
+    }, this.#debounceMs);
+    this.#debounceTimer.unref();
+  }
+
+  async #stampFiles(): Promise<string> {
+    const stamps: (FileStamp | null)[] = [];
+    for (const f of [this.#material.certFile, this.#material.keyFile]) {
+      try {
+        const st = await stat(f);
+        stamps.push({ ino: st.ino, size: st.size, mtimeMs: st.mtimeMs });
+      } catch {
+        stamps.push(null);
+      }
+    }
+    return JSON.stringify(stamps);
+  }
+
+  #versionOptions(): Pick<tls.SecureContextOptions, 'minVersion'> {
+    // RFC 8996: TLS 1.0 and 1.1 are never offered, whatever the Node default.
+    return { minVersion: this.#minVersion };
+  }
+
+  #createContext(m: { cert: Buffer; key: Buffer }): tls.SecureContext {
+    return tls.createSecureContext({ cert: m.cert, key: m.key, ...this.#versionOptions() });
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The path of a message body from the data decoder to the spool: prepends the trace header,
+ * inspects the header section (Received count for loop detection, RFC 5321 6.3; Message-ID and
+ * Date presence, to add them on submission, RFC 6409 8.2/8.3) and streams everything else
+ * through. Memory is bounded: at most maxHeaderBuffer octets are held, and only on submission.
+ * No I/O of its own: it writes to an injected sink.
+ */
+
+export interface BodySink {
+  write(chunk: Buffer): Promise<void>;
+}
+
+export interface HeaderFacts {
+  receivedCount: number;
+  hasMessageId: boolean;
+  hasDate: boolean;
+}
+
+export interface MessageBodyOptions {
+  /** Trace header(s), written first. */
+  prefix: string;
+  /** When set, called once the header section is known, to add missing headers (submission). */
+  addMissing?: (facts: HeaderFacts) => string;
+  /** Header octets held while waiting for the end of the header section (default 64 KiB). */
+  maxHeaderBuffer?: number;
+}
+
+/** Longest field name kept for comparison; the names we look for are shorter. */
+const NAME_BYTES = 16;
+
+/**
+ * Where the scanner stands in the current header line: reading the field name, in optional
+ * white space after it (RFC 5322 4.5.3 obs-optional), past the colon, or on a line that cannot
+ * be a header field (which ends the header section).
+ */
+type LineState = 'start' | 'name' | 'name-wsp' | 'value' | 'continuation' | 'not-header';
+
+/** RFC 5322 3.6.8 ftext: printable US-ASCII except ":". */
+function isFtext(byte: number): boolean {
+  return byte >= 33 && byte <= 126 && byte !== 58;
+}
+
+export class MessageBody {
+  readonly #sink: BodySink;
+  readonly #opts: MessageBodyOptions;
+  readonly #maxHeaderBuffer: number;
+  #inHeaders = true;
+  #line: LineState = 'start';
+  /** The current line's field name so far (at most NAME_BYTES + 1 characters). */
+  #name = '';
+  /** A field has been seen in this header section (so a line starting with white space folds it). */
+  #sawField = false;
+  #facts: HeaderFacts = { receivedCount: 0, hasMessageId: false, hasDate: false };
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  #flushed = false;
+
+  constructor(sink: BodySink, opts: MessageBodyOptions) {
+    this.#sink = sink;
+    this.#opts = opts;
+    this.#maxHeaderBuffer = opts.maxHeaderBuffer ?? 64 * 1024;
+  }
+
+  get facts(): HeaderFacts {
+    return this.#facts;
+  }
+
+  /** Writes a chunk of the decoded body. Await it: it carries the sink's backpressure. */
+  async write(chunk: Buffer): Promise<void> {
+    if (chunk.length === 0) return;
+    if (this.#inHeaders) this.#scan(chunk);
+    if (this.#flushed) {
+      await this.#sink.write(chunk);
+      return;
+    }
+    if (this.#opts.addMissing === undefined) {
+      await this.#flush(chunk);
+      return;
+    }
+    this.#held.push(chunk);
+    this.#heldBytes += chunk.length;
+    if (!this.#inHeaders || this.#heldBytes >= this.#maxHeaderBuffer) await this.#flush();
+  }
+
+  /** Ends the body: flushes anything held (a message that is all headers, or empty). */
+  async end(): Promise<HeaderFacts> {
+    if (!this.#flushed) await this.#flush();
+    return this.#facts;
+  }
+
+  async #flush(extra?: Buffer): Promise<void> {
+    this.#flushed = true;
+    const additions = this.#opts.addMissing?.(this.#facts) ?? '';
+    const parts = [Buffer.from(this.#opts.prefix + additions, 'utf8'), ...this.#held];
+    if (extra !== undefined) parts.push(extra);
+    this.#held = [];
+    this.#heldBytes = 0;
+    await this.#sink.write(Buffer.concat(parts));
+  }
+
+  /**
+   * Scans header lines, a byte at a time so that a line split across chunks is read the same.
+   * The section ends at the empty line, or at the first line that is not a header field
+   * (RFC 5322 2.2: field-name, optional white space, ":"; or a folded continuation line).
+   */
+  #scan(chunk: Buffer): void {
+    for (let i = 0; i < chunk.length && this.#inHeaders; i++) {
+      const byte = chunk[i]!;
+      if (byte === 0x0a) {
+        this.#endLine();
+        continue;
+      }
+      if (byte === 0x0d) continue; // the decoder guarantees CR only before LF
+      switch (this.#line) {
+        case 'start':
+          if (byte === 0x20 || byte === 0x09) {
+            // A folded continuation; as the very first line it continues no field.
+            this.#line = this.#sawField ? 'continuation' : 'not-header';
+          } else if (isFtext(byte)) {
+            this.#line = 'name';
+            this.#name = String.fromCharCode(byte);
+          } else {
+            this.#line = 'not-header';
+          }
+          break;
+        case 'name':
+          if (byte === 0x3a) this.#fieldNamed();
+          else if (byte === 0x20 || byte === 0x09) this.#line = 'name-wsp';
+          else if (isFtext(byte)) {
+            if (this.#name.length <= NAME_BYTES) this.#name += String.fromCharCode(byte);
+          } else this.#line = 'not-header';
+          break;
+        case 'name-wsp':
+          if (byte === 0x3a) this.#fieldNamed();
+          else if (byte !== 0x20 && byte !== 0x09) this.#line = 'not-header';
+          break;
+        case 'value':
+        case 'continuation':
+        case 'not-header':
+          break;
+        default: {
+          const never: never = this.#line;
+          throw new Error(`unhandled line state ${String(never)}`);
+        }
+      }
+      if (this.#line === 'not-header') this.#inHeaders = false;
+    }
+  }
+
+  #fieldNamed(): void {
+    this.#line = 'value';
+    this.#sawField = true;
+    const name = this.#name.toLowerCase();
+    if (name === 'received') this.#facts.receivedCount++;
+    else if (name === 'message-id') this.#facts.hasMessageId = true;
+    else if (name === 'date') this.#facts.hasDate = true;
+  }
+
+  #endLine(): void {
+    const state = this.#line;
+    this.#line = 'start';
+    this.#name = '';
+    // An empty line ends the section (RFC 5322 2.1); so does a line that never reached its colon.
+    if (state === 'start' || state === 'name' || state === 'name-wsp') this.#inHeaders = false;
+  }
+}

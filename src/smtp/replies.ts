@@ -1,0 +1,264 @@
+/**
+ * The one table of every reply Sterna sends: RFC 5321 code, RFC 3463 enhanced code, text.
+ * No reply text is written anywhere else; code asks for a reply by its id and may fill the
+ * {placeholders}. docs/replies.md lists this table.
+ */
+
+export interface Reply {
+  code: number;
+  /** RFC 3463 enhanced status code, e.g. "5.7.1"; absent only for the greeting and EHLO lines. */
+  enhanced?: string;
+  /** One or more lines of text. */
+  lines: string[];
+  /** The server closes the connection after sending this reply. */
+  close?: boolean;
+}
+
+interface ReplySpec {
+  code: number;
+  enhanced?: string;
+  text: string;
+  close?: boolean;
+}
+
+export const REPLIES = {
+  // Connection
+  GREETING: { code: 220, text: '{hostname} {banner}' },
+  CLOSING: { code: 221, enhanced: '2.0.0', text: '{hostname} closing connection', close: true },
+  SHUTTING_DOWN: {
+    code: 421,
+    enhanced: '4.3.2',
+    text: '{hostname} service shutting down, try again later',
+    close: true,
+  },
+  TOO_MANY_CONNECTIONS: {
+    code: 421,
+    enhanced: '4.7.0',
+    text: '{hostname} too many connections, try again later',
+    close: true,
+  },
+  TOO_MANY_CONNECTIONS_FROM_IP: {
+    code: 421,
+    enhanced: '4.7.0',
+    text: '{hostname} too many connections from your address, try again later',
+    close: true,
+  },
+  TIMEOUT: { code: 421, enhanced: '4.4.2', text: '{hostname} timeout, closing connection', close: true },
+  TOO_MANY_ERRORS: {
+    code: 421,
+    enhanced: '4.7.0',
+    text: '{hostname} too many errors in this session, closing connection',
+    close: true,
+  },
+  EARLY_TALKER: {
+    code: 554,
+    enhanced: '5.5.0',
+    text: 'Protocol error: client sent data before the greeting',
+    close: true,
+  },
+
+  // Generic
+  OK: { code: 250, enhanced: '2.0.0', text: 'Ok' },
+  NOOP_OK: { code: 250, enhanced: '2.0.0', text: 'Ok' },
+  RESET_OK: { code: 250, enhanced: '2.0.0', text: 'Ok, transaction reset' },
+  HELP: {
+    code: 214,
+    enhanced: '2.0.0',
+    text: 'Commands: HELO EHLO MAIL RCPT DATA BDAT RSET VRFY NOOP HELP QUIT STARTTLS AUTH; see RFC 5321',
+  },
+  HELO_OK: { code: 250, text: '{hostname} Hello {helo} [{ip}]' },
+  VRFY_AMBIGUOUS: {
+    code: 252,
+    enhanced: '2.5.2',
+    text: 'Cannot verify the user, but will accept the message and attempt delivery',
+  },
+  VRFY_OK: { code: 250, enhanced: '2.1.5', text: '<{address}>' },
+  VRFY_UNKNOWN: { code: 550, enhanced: '5.1.1', text: '<{address}>: no such mailbox here' },
+  EXPN_DISABLED: { code: 502, enhanced: '5.5.1', text: 'EXPN is not available' },
+
+  // Syntax and sequence
+  UNKNOWN_COMMAND: { code: 500, enhanced: '5.5.1', text: 'Command not recognized' },
+  LINE_TOO_LONG: { code: 500, enhanced: '5.5.2', text: 'Line too long: the limit is {limit} octets' },
+  BARE_LF_COMMAND: {
+    code: 500,
+    enhanced: '5.5.2',
+    text: 'Line ended with a bare LF or CR; SMTP lines end with CRLF (RFC 5321 2.3.8)',
+  },
+  NUL_IN_COMMAND: { code: 500, enhanced: '5.5.2', text: 'NUL character in command' },
+  HTTP_COMMAND: {
+    code: 554,
+    enhanced: '5.7.0',
+    text: 'This is an SMTP server, not an HTTP server',
+    close: true,
+  },
+  SYNTAX_ERROR: { code: 501, enhanced: '5.5.2', text: 'Syntax error: {detail}' },
+  SYNTAX_ERROR_PARAMS: { code: 501, enhanced: '5.5.4', text: 'Syntax error in parameters: {detail}' },
+  BAD_ADDRESS: { code: 553, enhanced: '5.1.3', text: 'Bad address syntax: {detail}' },
+  BAD_SENDER_ADDRESS: { code: 553, enhanced: '5.1.7', text: 'Bad sender address syntax: {detail}' },
+  UNKNOWN_PARAMETER: {
+    code: 555,
+    enhanced: '5.5.4',
+    text: 'Parameter {param} is not recognized or not implemented',
+  },
+  BAD_SEQUENCE: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands: {detail}' },
+  NOT_IMPLEMENTED: { code: 502, enhanced: '5.5.1', text: 'Command not implemented' },
+  SMTPUTF8_REQUIRED: {
+    code: 553,
+    enhanced: '5.6.7',
+    text: 'Address is not ASCII; MAIL FROM must carry the SMTPUTF8 parameter (RFC 6531)',
+  },
+
+  // MAIL
+  SENDER_OK: { code: 250, enhanced: '2.1.0', text: 'Sender <{address}> ok' },
+  MESSAGE_TOO_BIG_DECLARED: {
+    code: 552,
+    enhanced: '5.3.4',
+    text: 'Message size exceeds the limit of {limit} octets',
+  },
+  AUTH_REQUIRED: {
+    code: 530,
+    enhanced: '5.7.0',
+    text: 'Authentication required: this port accepts mail only from authenticated users',
+  },
+  SENDER_NOT_OWNED: {
+    code: 553,
+    enhanced: '5.7.1',
+    text: 'Sender address <{address}> is not owned by the authenticated user {user}',
+  },
+
+  // RCPT
+  RECIPIENT_OK: { code: 250, enhanced: '2.1.5', text: 'Recipient <{address}> ok' },
+  NO_SUCH_USER: {
+    code: 550,
+    enhanced: '5.1.1',
+    text: 'Recipient <{address}> unknown: no such mailbox here',
+  },
+  RELAY_DENIED: {
+    code: 554,
+    enhanced: '5.7.1',
+    text: 'Relay access denied: <{address}> is not a local domain; authenticate to send to other domains',
+  },
+  TOO_MANY_RECIPIENTS: {
+    code: 452,
+    enhanced: '4.5.3',
+    text: 'Too many recipients: the limit is {limit} per message',
+  },
+  RECIPIENT_LOOKUP_FAILED: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Temporary failure looking up the recipient; try again later',
+  },
+
+  // DATA / BDAT
+  START_DATA: { code: 354, text: 'End data with <CR><LF>.<CR><LF>' },
+  NO_VALID_RECIPIENTS: { code: 554, enhanced: '5.5.1', text: 'No valid recipients' },
+  QUEUED: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as {qid}' },
+  BDAT_CHUNK_OK: { code: 250, enhanced: '2.0.0', text: 'Ok: {size} octets received' },
+  MESSAGE_TOO_BIG: {
+    code: 552,
+    enhanced: '5.3.4',
+    text: 'Message size exceeds the limit of {limit} octets',
+  },
+  BARE_LF_DATA: {
+    code: 550,
+    enhanced: '5.6.11',
+    text: 'Message contains a bare LF or CR; lines must end with CRLF (RFC 5321 2.3.8), message refused',
+  },
+  NUL_IN_DATA: { code: 550, enhanced: '5.6.0', text: 'Message contains a NUL character, message refused' },
+  TEXT_LINE_TOO_LONG: {
+    code: 550,
+    enhanced: '5.6.0',
+    text: 'Message has a line longer than {limit} octets (RFC 5321 4.5.3.1.6), message refused',
+  },
+  BDAT_AFTER_DATA_MIX: {
+    code: 503,
+    enhanced: '5.5.1',
+    text: 'Bad sequence of commands: DATA after BDAT in one transaction',
+  },
+  TOO_MANY_HOPS: {
+    code: 554,
+    enhanced: '5.4.6',
+    text: 'Too many Received headers ({count}): mail loop suspected',
+  },
+  SPOOL_FULL: {
+    code: 452,
+    enhanced: '4.3.1',
+    text: 'Insufficient system storage: the message was not queued, try again later',
+  },
+  SPOOL_ERROR: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Local error while queueing the message: not queued, try again later',
+  },
+
+  // TLS
+  READY_TO_START_TLS: { code: 220, enhanced: '2.0.0', text: 'Ready to start TLS' },
+  TLS_NOT_AVAILABLE: { code: 454, enhanced: '4.7.0', text: 'TLS not available' },
+  TLS_ALREADY_ACTIVE: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands: TLS already active' },
+
+  // AUTH (RFC 4954)
+  AUTH_OK: { code: 235, enhanced: '2.7.0', text: 'Authentication successful' },
+  AUTH_CHALLENGE: { code: 334, text: '{challenge}' },
+  AUTH_FAILED: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+  AUTH_CANCELLED: { code: 501, enhanced: '5.0.0', text: 'Authentication cancelled' },
+  AUTH_BAD_BASE64: { code: 501, enhanced: '5.5.2', text: 'Cannot decode base64 response' },
+  AUTH_MECHANISM_UNKNOWN: {
+    code: 504,
+    enhanced: '5.5.4',
+    text: 'Unrecognized authentication mechanism; available: {mechanisms}',
+  },
+  AUTH_NEEDS_TLS: {
+    code: 538,
+    enhanced: '5.7.11',
+    text: 'Encryption required for requested authentication mechanism: use STARTTLS first',
+  },
+  AUTH_NOT_AVAILABLE: { code: 503, enhanced: '5.5.1', text: 'AUTH is not available on this port' },
+  AUTH_ALREADY: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands: already authenticated' },
+  AUTH_IN_TRANSACTION: {
+    code: 503,
+    enhanced: '5.5.1',
+    text: 'Bad sequence of commands: AUTH is not permitted during a mail transaction',
+  },
+  AUTH_LOCKED_OUT: {
+    code: 454,
+    enhanced: '4.7.0',
+    text: 'Too many failed authentication attempts from your address; try again later',
+  },
+  AUTH_TEMP_FAILURE: {
+    code: 454,
+    enhanced: '4.7.0',
+    text: 'Temporary authentication failure; try again later',
+  },
+} as const satisfies Record<string, ReplySpec>;
+
+export type ReplyId = keyof typeof REPLIES;
+
+/** Builds a reply from the table, filling {name} placeholders from vars. */
+export function reply(id: ReplyId, vars: Record<string, string | number> = {}): Reply {
+  const spec: ReplySpec = REPLIES[id];
+  const text = spec.text.replace(/\{(\w+)\}/g, (whole, name: string) => {
+    const value = vars[name];
+    return value === undefined ? whole : String(value);
+  });
+  const built: Reply = { code: spec.code, lines: [text] };
+  if (spec.enhanced !== undefined) built.enhanced = spec.enhanced;
+  if (spec.close === true) built.close = true;
+  return built;
+}
+
+/** A multi-line reply (EHLO) built from lines that are not in the table: keywords, not prose. */
+export function ehloReply(lines: string[]): Reply {
+  return { code: 250, lines };
+}
+
+/** Serialises a reply to the wire: "250-..." continuation lines, "250 ..." last, CRLF endings. */
+export function formatReply(r: Reply): string {
+  const prefix = r.enhanced === undefined ? '' : `${r.enhanced} `;
+  const lines = r.lines.length === 0 ? [''] : r.lines;
+  let out = '';
+  for (let i = 0; i < lines.length; i++) {
+    const sep = i === lines.length - 1 ? ' ' : '-';
+    out += `${r.code}${sep}${prefix}${lines[i] ?? ''}\r\n`;
+  }
+  return out;
+}

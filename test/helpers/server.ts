@@ -1,0 +1,78 @@
+/**
+ * Starts a real Sterna for a test: a fresh data directory, listeners on 127.0.0.1 ephemeral
+ * ports, the same startSterna() that production runs. Extra TOML is appended to the base config.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { addUser } from '../../src/auth/users.js';
+import { parseConfigText } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { createLogger, silentLogger } from '../../src/observability/log.js';
+import { startSterna, type RunningSterna } from '../../src/server/app.js';
+
+export interface TestServer {
+  config: Config;
+  dataDir: string;
+  ports: { smtp: number; submission: number; submissions: number };
+  app: RunningSterna;
+  /** Stops the server; keeps the data directory (for restart tests) unless remove is true. */
+  stop(opts?: { remove?: boolean }): Promise<void>;
+}
+
+export interface TestServerOptions {
+  /** TOML appended after the base config (top-level keys must come before any table). */
+  toml?: string;
+  /** Top-level TOML keys (placed before tables). */
+  top?: string;
+  /** Keys for the [auth] table. */
+  auth?: string;
+  users?: { address: string; password: string; cram?: boolean; sendAs?: string[] }[];
+  /** Reuse a data directory (restart). */
+  dataDir?: string;
+}
+
+export const TEST_HOSTNAME = 'mx.sterna.test';
+
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sterna-test-')));
+  const text = `hostname = "${TEST_HOSTNAME}"
+data_dir = "${dataDir}"
+local_domains = ["sterna.test", "localhost"]
+${opts.top ?? ''}
+[listen]
+smtp = ["127.0.0.1:0"]
+submission = ["127.0.0.1:0"]
+submissions = ["127.0.0.1:0"]
+[auth]
+failure_delay_ms = 10
+${opts.auth ?? ''}
+[log]
+level = "${process.env['STERNA_TEST_LOG'] !== undefined ? 'debug' : 'silent'}"
+format = "json"
+${opts.toml ?? ''}
+`;
+  const config = parseConfigText(text, 'test config');
+  for (const u of opts.users ?? []) {
+    await addUser(config.auth.users_file, u.address, u.password, {
+      ...(u.cram !== undefined ? { cram: u.cram } : {}),
+      ...(u.sendAs !== undefined ? { sendAs: u.sendAs } : {}),
+    });
+  }
+  const log =
+    process.env['STERNA_TEST_LOG'] !== undefined
+      ? createLogger({ level: 'debug', format: 'json' })
+      : silentLogger();
+  const app = await startSterna(config, log);
+  const port = (kind: string): number => app.addresses.find((a) => a.listener === kind)?.port ?? 0;
+  return {
+    config,
+    dataDir,
+    ports: { smtp: port('smtp'), submission: port('submission'), submissions: port('submissions') },
+    app,
+    async stop(stopOpts = {}) {
+      await app.close();
+      if (stopOpts.remove === true) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
