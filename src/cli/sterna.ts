@@ -93,8 +93,9 @@ async function main(argv: string[]): Promise<number> {
         throw err;
       }
       if (command === 'check-config') {
+        const source = file ?? process.env['STERNA_CONFIG'];
         process.stdout.write(
-          `configuration ok${file === undefined ? ' (embedded defaults)' : `: ${file}`}\n`,
+          `configuration ok${source === undefined || source === '' ? ' (embedded defaults)' : `: ${source}`}\n`,
         );
         return 0;
       }

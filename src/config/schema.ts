@@ -202,6 +202,14 @@ export const configSchema = z.strictObject({
   aliases: z.record(z.string(), z.array(z.string().min(1))).default({}),
   /** Extra aliases file (TOML, same shape as [aliases]); re-read when it changes. */
   aliases_file: z.string().default(''),
+  /**
+   * Transports by recipient domain: "local" delivers to Maildir like a local domain; "discard"
+   * accepts every recipient of the domain and throws the mail away once queued (Postfix's
+   * discard transport; used by benchmarks and for sink domains).
+   */
+  transport: z
+    .record(z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a domain name'), z.enum(['local', 'discard']))
+    .default({}),
   listen: listenSchema,
   tls: tlsSchema,
   limits: limitsSchema,

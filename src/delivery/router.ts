@@ -9,10 +9,13 @@ export type Route =
   /** Local mailboxes to deliver to; remote addresses the aliases point at (left for outbound). */
   | { kind: 'local'; mailboxes: string[]; remote: string[] }
   | { kind: 'remote'; domain: string }
+  /** Transport "discard": accepted, then thrown away. */
+  | { kind: 'discard' }
   | { kind: 'failed'; reason: string };
 
 export interface RouterDeps {
   localDomains: ReadonlySet<string>;
+  discardDomains: ReadonlySet<string>;
   postmaster: string;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;
@@ -55,6 +58,7 @@ export class Router {
 
   route(address: string): Route {
     const { domain } = split(address);
+    if (this.#deps.discardDomains.has(domain.toLowerCase())) return { kind: 'discard' };
     if (domain !== '' && !this.isLocal(domain) && !this.#isPostmaster(address))
       return { kind: 'remote', domain };
     const start = this.#isPostmaster(address) ? this.#deps.postmaster : this.canonical(address);

@@ -11,6 +11,8 @@ import type { NetworkList } from './networks.js';
 
 export interface RecipientPolicy {
   localDomains: ReadonlySet<string>;
+  /** Domains whose mail is accepted for any local part and discarded (transport "discard"). */
+  discardDomains: ReadonlySet<string>;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;
   trusted: NetworkList;
@@ -33,6 +35,7 @@ export function checkRecipient(
   // RFC 5321 4.5.1: <postmaster> (no domain) and postmaster@ every local domain are always accepted.
   if (rcpt.domain === '') return { kind: 'accept' };
   const key = addressKey(rcpt);
+  if (policy.discardDomains.has(rcpt.domain.toLowerCase())) return { kind: 'accept' };
   if (isLocalDomain(policy, rcpt.domain)) {
     if (unquoteLocal(rcpt.local).toLowerCase() === 'postmaster') return { kind: 'accept' };
     if (isKnownRecipient(policy.aliases(), key, (a) => policy.isMailbox(a))) return { kind: 'accept' };

@@ -167,6 +167,10 @@ export class QueueManager {
     const { log, spool, router } = this.#o;
     const route = router.route(address);
     if (route.kind === 'remote') return null; // outbound delivery is not built yet: stays pending
+    if (route.kind === 'discard') {
+      log.info({ qid, rcpt: address }, 'discarded (transport "discard")');
+      return { index, state: { status: 'delivered', at: this.#now(), detail: 'discarded' } };
+    }
     if (route.kind === 'failed') {
       log.error({ qid, rcpt: address, reason: route.reason }, 'recipient failed');
       return { index, state: { status: 'failed', at: this.#now(), error: route.reason } };

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Spool } from './spool.js';
 import {
@@ -12,6 +13,7 @@ import {
 } from './testdata/spool-fixtures.js';
 
 const CHILD = fileURLToPath(new URL('./testdata/spool-crash-child.js', import.meta.url));
+const FULL_CHILD = fileURLToPath(new URL('./testdata/spool-full-child.js', import.meta.url));
 
 /** Runs the child until `killAfterMs` after it is ready, SIGKILLs it, returns its complete stdout lines. */
 function runAndKill(dir: string, killAfterMs: number): Promise<string[]> {
@@ -76,6 +78,38 @@ test(
         }
       }
       assert.ok(committed.size > 20, `only ${committed.size} messages committed before the kills`);
+    });
+  },
+);
+
+test(
+  'a failed write (file size limit, as a full disk) refuses those messages only; the log stays clean',
+  { timeout: 60_000 },
+  async () => {
+    await withTempDir(async (dir) => {
+      // ulimit -f counts 1024-byte blocks in bash: writes past 1,000 KiB fail with EFBIG.
+      const { stdout } = await promisify(execFile)(
+        '/bin/bash',
+        ['-c', 'ulimit -f 1000 && exec "$0" "$1" "$2"', process.execPath, FULL_CHILD, dir],
+        { timeout: 30_000 },
+      );
+      const result = JSON.parse(stdout) as { committed: string[]; codes: string[] };
+      assert.deepEqual(result.codes, ['EIO']);
+      assert.ok(result.committed.length > 100, `committed ${result.committed.length}`);
+      const { spool, report } = await Spool.open({ dir, segmentBytes: 64 * 1024 * 1024, fsync: true });
+      try {
+        assert.deepEqual(report, {
+          messages: result.committed.length,
+          segments: 1,
+          truncatedBytes: 0,
+          corrupt: [],
+        });
+        for (const qid of result.committed) {
+          assert.ok((await readAll(spool.openBody(qid))).equals(deterministicBody(qid, 3000)), qid);
+        }
+      } finally {
+        await spool.close();
+      }
     });
   },
 );

@@ -78,7 +78,10 @@ export class SpoolLog {
   #segment: number;
   #resSegment: number;
   #resOffset: number;
-  #headerBytes: number;
+  /** Size of the HEADER record of the segment appends go to: a segment holding only it is empty. */
+  #resHeaderBytes: number;
+  /** Size of the HEADER record of the file being written. */
+  #fileHeaderBytes: number;
   #queue: Item[] = [];
   #pumping: Promise<void> | null = null;
   #appendedSeq = 0;
@@ -96,7 +99,8 @@ export class SpoolLog {
     this.#segment = segment;
     this.#resSegment = segment;
     this.#resOffset = offset;
-    this.#headerBytes = offset;
+    this.#resHeaderBytes = offset;
+    this.#fileHeaderBytes = offset;
     this.#opts = opts;
   }
 
@@ -133,12 +137,14 @@ export class SpoolLog {
     const header = encodeHeader(type, parts);
     const buffers = [header, ...parts];
     const bytes = byteLength(buffers);
-    if (this.#resOffset + bytes > this.#opts.segmentBytes && this.#resOffset > this.#headerBytes) {
+    // A record larger than a whole segment still goes in, alone, into a fresh segment.
+    if (this.#resOffset + bytes > this.#opts.segmentBytes && this.#resOffset > this.#resHeaderBytes) {
       const segment = this.#resSegment + 1;
       const h = headerRecord(segment, this.#opts.now());
       this.#queue.push({ kind: 'rotate', segment, header: h, prevEnd: this.#resOffset });
       this.#resSegment = segment;
       this.#resOffset = byteLength(h);
+      this.#resHeaderBytes = this.#resOffset;
     }
     const seq = ++this.#appendedSeq;
     const segment = this.#resSegment;
@@ -233,6 +239,7 @@ export class SpoolLog {
     for (const item of this.#queue.splice(0)) if (item.kind === 'record') rejected.push(item);
     this.#resSegment = this.#segment;
     this.#resOffset = start;
+    this.#resHeaderBytes = this.#fileHeaderBytes;
     // Nothing queued remains: syncs waiting for these records have nothing more to wait for.
     this.#writtenSeq = this.#appendedSeq;
     try {
@@ -270,13 +277,14 @@ export class SpoolLog {
         const rejected = this.#queue.splice(0).filter((i): i is RecordItem => i.kind === 'record');
         this.#resSegment = this.#segment;
         this.#resOffset = item.prevEnd;
+        this.#resHeaderBytes = this.#fileHeaderBytes;
         this.#writtenSeq = this.#appendedSeq;
         for (const r of rejected) r.reject(e);
         return;
       }
       this.#fh = fh;
       this.#segment = item.segment;
-      this.#headerBytes = byteLength(item.header);
+      this.#fileHeaderBytes = byteLength(item.header);
       await old.close().catch(() => undefined);
       this.#opts.onSegmentCreated?.(item.segment);
     } finally {

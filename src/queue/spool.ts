@@ -145,6 +145,8 @@ class SpoolMessageWriter implements MessageWriter {
   readonly #chunks: ChunkRef[] = [];
   readonly #outstanding = new Set<Promise<void>>();
   #state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
+  /** write() calls in progress: commit() must not start under one. */
+  #writing = 0;
   #error: SpoolError | null = null;
   #pin: number | null = null;
 
@@ -160,20 +162,27 @@ class SpoolMessageWriter implements MessageWriter {
 
   async write(chunk: Buffer): Promise<void> {
     this.#checkOpen();
-    let off = 0;
-    while (off < chunk.length) {
-      const take = Math.min(chunk.length - off, CHUNK_TARGET_BYTES - this.#partsBytes);
-      // A copy: the caller may reuse its buffer as soon as this resolves.
-      this.#parts.push(Buffer.from(chunk.subarray(off, off + take)));
-      this.#partsBytes += take;
-      this.#size += take;
-      off += take;
-      if (this.#partsBytes >= CHUNK_TARGET_BYTES) await this.#flush();
+    this.#writing++;
+    try {
+      let off = 0;
+      while (off < chunk.length) {
+        if (this.#state !== 'open') throw new SpoolError('CLOSED', `message ${this.qid} was aborted`);
+        const take = Math.min(chunk.length - off, CHUNK_TARGET_BYTES - this.#partsBytes);
+        // A copy: the caller may reuse its buffer as soon as this resolves.
+        this.#parts.push(Buffer.from(chunk.subarray(off, off + take)));
+        this.#partsBytes += take;
+        this.#size += take;
+        off += take;
+        if (this.#partsBytes >= CHUNK_TARGET_BYTES) await this.#flush();
+      }
+    } finally {
+      this.#writing--;
     }
   }
 
   async commit(envelope: Envelope): Promise<void> {
     this.#checkOpen();
+    if (this.#writing > 0) throw new Error(`message ${this.qid}: commit() called before write() resolved`);
     this.#state = 'committing';
     const log = this.#host.log;
     try {

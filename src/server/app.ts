@@ -46,11 +46,17 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
 
   const users = await UserStore.open(config.auth.users_file, { logger: log });
   let aliases: AliasTable = await loadAliases(config);
-  const localDomains = new Set(config.local_domains.map((d) => d.toLowerCase()));
+  const transports = Object.entries(config.transport).map(([d, t]) => [d.toLowerCase(), t] as const);
+  const localDomains = new Set([
+    ...config.local_domains.map((d) => d.toLowerCase()),
+    ...transports.filter(([, t]) => t === 'local').map(([d]) => d),
+  ]);
+  const discardDomains = new Set(transports.filter(([, t]) => t === 'discard').map(([d]) => d));
   const isMailbox = (address: string): boolean =>
     users.has(address) || address.toLowerCase() === config.local_delivery.postmaster.toLowerCase();
   const policy: RecipientPolicy = {
     localDomains,
+    discardDomains,
     isMailbox,
     aliases: () => aliases,
     trusted: new NetworkList(config.relay.trusted_networks),
@@ -73,6 +79,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
 
   const router = new Router({
     localDomains,
+    discardDomains,
     postmaster: config.local_delivery.postmaster,
     isMailbox,
     aliases: () => aliases,

@@ -147,7 +147,9 @@ export class Connection {
   /** Feeds one chunk of input through whatever mode the session is in; mode changes pass the rest on. */
   async #consume(chunk: Buffer): Promise<void> {
     let input: Buffer | null = chunk;
-    while (input !== null && input.length > 0) {
+    // An empty remainder still goes round once when a BDAT 0 chunk is waiting: it is complete
+    // without a single byte, and its reply must not wait for the client's next packet.
+    while (input !== null && (input.length > 0 || this.#emptyChunkPending())) {
       const mode = this.#mode;
       switch (mode.kind) {
         case 'lines':
@@ -169,6 +171,10 @@ export class Connection {
         }
       }
     }
+  }
+
+  #emptyChunkPending(): boolean {
+    return this.#mode.kind === 'chunk' && this.#mode.reader.done;
   }
 
   /** Runs complete command lines; returns the bytes left over when the mode changed. */

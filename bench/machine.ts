@@ -1,0 +1,103 @@
+/**
+ * Small helpers shared by the benchmark modules: free loopback ports, resident memory read from
+ * /proc (Linux only), running a command to completion, percentiles, and a description of the
+ * machine for docs/benchmarks.md. Benchmark code: trusted, local use only; nothing listens
+ * beyond 127.0.0.1.
+ */
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { cpus, totalmem } from 'node:os';
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (bound, read, released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** A field of /proc/<pid>/status given in kB (VmRSS, VmHWM), in bytes. */
+export async function procStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
+  if (match === null) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(match[1]) * 1024;
+}
+
+/** Result of a finished command. */
+export interface CommandResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion without a shell; never rejects on a non-zero exit. */
+export async function run(
+  file: string,
+  args: readonly string[],
+  options: { timeoutMs?: number; input?: string } = {},
+): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      file,
+      args,
+      { timeout: options.timeoutMs ?? 60_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : null;
+        resolve({ code, stdout, stderr: stderr || (error?.message ?? '') });
+      },
+    );
+    if (options.input !== undefined) child.stdin?.end(options.input);
+  });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The p-th quantile (0..1) of sorted values, nearest rank; 0 for an empty list. */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
+  return sorted[rank] ?? 0;
+}
+
+/** What the figures were measured on. */
+export interface MachineInfo {
+  nproc: number;
+  cpuModel: string;
+  memoryBytes: number;
+  /** Load averages (1, 5, 15 min) just before the run, from /proc/loadavg. */
+  loadBefore: string;
+  /** File system type and device of the temp directory that holds both spools. */
+  tmpFs: string;
+  tmpDf: string;
+  node: string;
+  postfix: string;
+  kernel: string;
+}
+
+export async function describeMachine(tmpDir: string): Promise<MachineInfo> {
+  const [loadavg, fs, df, postconf, kernel] = await Promise.all([
+    readFile('/proc/loadavg', 'utf8').catch(() => 'unknown'),
+    run('findmnt', ['-no', 'FSTYPE,SOURCE', '-T', tmpDir]),
+    run('df', ['-h', tmpDir]),
+    run('postconf', ['-d', '-h', 'mail_version']),
+    run('uname', ['-sr']),
+  ]);
+  return {
+    nproc: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryBytes: totalmem(),
+    loadBefore: loadavg.split(' ').slice(0, 3).join(' '),
+    tmpFs: fs.stdout.trim().replace(/\s+/g, ' '),
+    tmpDf: df.stdout.trim().split('\n').at(-1) ?? '',
+    node: process.version,
+    postfix: postconf.code === 0 ? postconf.stdout.trim() : 'not installed',
+    kernel: kernel.stdout.trim(),
+  };
+}

@@ -1,0 +1,165 @@
+/**
+ * Runs a private Postfix instance for the side-by-side benchmark: its own config_directory,
+ * queue_directory and data_directory in a temp directory, smtpd on one free 127.0.0.1 port, no
+ * chroot, every destination on the discard(8) transport, so mail is queued normally (cleanup(8)
+ * fsyncs the queue file before smtpd answers 250) and then thrown away. The system instance and
+ * /etc/postfix are never touched (meta_directory, the list of Postfix's own files, is only read).
+ * Needs root (Postfix's master starts as root and drops to mail_owner).
+ * Benchmark code: trusted, loopback only.
+ */
+import { execFileSync } from 'node:child_process';
+import { chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { freePort, run } from './machine.js';
+
+export interface PostfixInstance {
+  port: number;
+  version: string;
+  configDir: string;
+  logFile: string;
+  /** Queue files in incoming, active, deferred, hold and maildrop: mail not yet delivered. */
+  queuedMessages(): Promise<number>;
+  /** Deliveries logged with status=sent (the discard transport's "delivered"). */
+  sentCount(): Promise<number>;
+  /** Deferred or bounced deliveries in the log: there must be none. */
+  problemCount(): Promise<number>;
+  stop(): Promise<void>;
+  /** Synchronous stop for process 'exit' handlers. */
+  stopSync(): void;
+}
+
+/** Daemons the instance needs; "n" in the chroot column for every one of them. */
+const MASTER_SERVICES = `
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`;
+
+function mainCf(dir: string): string {
+  return `# Written by bench/postfix.ts for one benchmark run.
+compatibility_level = 3.6
+config_directory = ${dir}/conf
+queue_directory = ${dir}/queue
+data_directory = ${dir}/data
+maillog_file_prefixes = ${dir}
+maillog_file = ${dir}/maillog
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.local
+mydomain = bench.local
+myorigin = bench.local
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = bench.test
+# Every destination goes to discard(8): queued durably, then thrown away.
+default_transport = discard
+relay_transport = discard
+local_transport = discard
+alias_maps =
+alias_database =
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+default_process_limit = 200
+biff = no
+`;
+}
+
+/** Runs the postfix command on this instance's configuration. */
+async function postfix(configDir: string, command: string): Promise<void> {
+  const r = await run('/usr/sbin/postfix', ['-c', configDir, command], { timeoutMs: 60_000 });
+  if (r.code !== 0) throw new Error(`postfix ${command} failed (exit ${r.code}); see the instance's maillog`);
+}
+
+async function countIn(dir: string): Promise<number> {
+  // Queue files sit one or more hash levels deep (hash_queue_names): count files, not dirs.
+  let n = 0;
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const e of entries) n += e.isDirectory() ? await countIn(join(dir, e.name)) : 1;
+  return n;
+}
+
+async function countLog(file: string, pattern: RegExp): Promise<number> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.match(pattern)?.length ?? 0;
+}
+
+export async function postfixAvailable(): Promise<string | null> {
+  if (process.getuid?.() !== 0) return 'Postfix comparison needs root (its master starts as root)';
+  const r = await run('/usr/sbin/postconf', ['-d', '-h', 'mail_version']);
+  if (r.code !== 0) return 'Postfix is not installed (/usr/sbin/postconf failed)';
+  return null;
+}
+
+/** Creates and starts the instance in dir (which must exist and be empty). */
+export async function startPostfix(dir: string): Promise<PostfixInstance> {
+  const port = await freePort();
+  const configDir = join(dir, 'conf');
+  const logFile = join(dir, 'maillog');
+  await mkdir(configDir, { recursive: true });
+  await mkdir(join(dir, 'queue'), { recursive: true, mode: 0o755 });
+  await mkdir(join(dir, 'data'), { recursive: true, mode: 0o700 });
+  const ids = await run('id', ['-u', 'postfix']);
+  await chown(join(dir, 'data'), Number(ids.stdout.trim()), 0);
+  await writeFile(join(configDir, 'main.cf'), mainCf(dir));
+  await writeFile(
+    join(configDir, 'master.cf'),
+    `127.0.0.1:${port} inet n - n - - smtpd\n${MASTER_SERVICES.trimStart()}`,
+  );
+  const version = (await run('/usr/sbin/postconf', ['-d', '-h', 'mail_version'])).stdout.trim();
+  // "start" runs postfix-script check-fatal, which creates the queue directories with the
+  // owners and modes of meta_directory/postfix-files.
+  await postfix(configDir, 'start');
+  let running = true;
+  const queueDir = join(dir, 'queue');
+  return {
+    port,
+    version,
+    configDir,
+    logFile,
+    queuedMessages: async () =>
+      (await Promise.all(
+        ['incoming', 'active', 'deferred', 'hold', 'maildrop'].map((q) => countIn(join(queueDir, q))),
+      )).reduce((a, b) => a + b, 0),
+    sentCount: () => countLog(logFile, /status=sent/g),
+    problemCount: () => countLog(logFile, /status=(deferred|bounced)/g),
+    stop: async () => {
+      if (!running) return;
+      running = false;
+      await postfix(configDir, 'stop');
+    },
+    stopSync: () => {
+      if (!running) return;
+      running = false;
+      try {
+        execFileSync('/usr/sbin/postfix', ['-c', configDir, 'stop'], { stdio: 'ignore', timeout: 15_000 });
+      } catch {
+        // Best effort while exiting.
+      }
+    },
+  };
+}

@@ -1,0 +1,230 @@
+/**
+ * Runs Sterna for the benchmark: writes a TOML config into a temp directory (smtp listener only,
+ * on a free 127.0.0.1 port; domain bench.test on the "discard" transport; log level warn; fsync
+ * on), starts `node dist/src/cli/sterna.js serve` as a child with a raised descriptor limit, and
+ * reports its memory and how many accepted messages its spool still holds (read from the
+ * segment files, format in docs/spool.md). Benchmark code: trusted, loopback only.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readSync, readdirSync, type PathLike } from 'node:fs';
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  HEADER_BYTES,
+  RecordType,
+  SEGMENTS_DIR,
+  decodeCommitMeta,
+  decodeDone,
+  parseHeader,
+  parseSegmentFileName,
+} from '../src/queue/spool-format.js';
+import { freePort, procStatusBytes, run, sleep } from './machine.js';
+
+/** The compiled CLI, from dist/bench/ to dist/src/cli/. */
+const CLI = fileURLToPath(new URL('../src/cli/sterna.js', import.meta.url));
+
+export interface SternaOptions {
+  /** Directory for config, data and log; must exist. */
+  dir: string;
+  /** Users (address, password) to add before the start, for local delivery. */
+  users?: readonly string[];
+  /** Descriptor limit for the server process. */
+  fdLimit?: number;
+}
+
+export interface SternaInstance {
+  port: number;
+  pid: number;
+  configFile: string;
+  logFile: string;
+  spoolDir: string;
+  maildirRoot: string;
+  rssBytes(): Promise<number>;
+  peakRssBytes(): Promise<number>;
+  /** Messages committed to the spool that are not finished (no DONE record yet). */
+  liveMessages(): number;
+  /** Files in a local mailbox's Maildir new/ directory. */
+  deliveredTo(domain: string, localPart: string): number;
+  stop(): Promise<void>;
+  /** Synchronous last-resort kill, for process 'exit' handlers. */
+  kill(): void;
+}
+
+function configText(dir: string, port: number): string {
+  return `# Written by bench/sterna.ts for one benchmark run.
+hostname = "bench.local"
+data_dir = ${JSON.stringify(join(dir, 'data'))}
+local_domains = ["sterna.local"]
+transport = { "bench.test" = "discard" }
+
+[listen]
+smtp = ["127.0.0.1:${port}"]
+submission = []
+submissions = []
+
+[limits]
+connections = 20000
+connections_per_ip = 20000
+
+[spool]
+fsync = true
+
+[log]
+level = "warn"
+format = "json"
+`;
+}
+
+/** Resolves once the port answers with a 220 greeting; rejects after timeoutMs. */
+async function waitForGreeting(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error('sterna exited during start-up');
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port });
+      socket.setTimeout(1000, () => socket.destroy());
+      socket.once('data', (d) => {
+        socket.end('QUIT\r\n');
+        resolve(d.toString('latin1').startsWith('220'));
+      });
+      socket.once('error', () => resolve(false));
+      socket.once('close', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(100);
+  }
+  throw new Error(`sterna did not greet on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+/** Reads `length` bytes at `position`, fewer at the end of the file. */
+function readAt(fd: number, position: number, length: number): Buffer {
+  const buf = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return buf.subarray(0, got);
+}
+
+/**
+ * Counts live messages by walking the record headers of every segment (docs/spool.md): a COMMIT
+ * or RELOCATE makes its qid live, a DONE ends it. Stops a segment at the first incomplete or
+ * unreadable record (the tail being written). CRCs are not checked: this is an observer.
+ */
+export function countLiveMessages(spoolDir: string): number {
+  const dir = join(spoolDir, SEGMENTS_DIR);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  const segments = names
+    .map((n) => [n, parseSegmentFileName(n)] as const)
+    .filter((e): e is readonly [string, number] => e[1] !== null)
+    .sort((a, b) => a[1] - b[1]);
+  const live = new Set<string>();
+  for (const [name] of segments) {
+    let fd: number;
+    try {
+      fd = openSync(join(dir, name), 'r');
+    } catch {
+      continue; // deleted since readdir: everything in it was finished
+    }
+    try {
+      let at = 0;
+      for (;;) {
+        const header = parseHeader(readAt(fd, at, HEADER_BYTES));
+        if (typeof header === 'string') break;
+        const start = at + HEADER_BYTES;
+        at = start + header.length;
+        if (header.type !== RecordType.Commit && header.type !== RecordType.Relocate && header.type !== RecordType.Done)
+          continue;
+        const payload = readAt(fd, start, header.length);
+        if (payload.length < header.length) break;
+        try {
+          if (header.type === RecordType.Done) live.delete(decodeDone(payload));
+          else live.add(decodeCommitMeta(payload).qid);
+        } catch {
+          break;
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return live.size;
+}
+
+function countFiles(path: PathLike): number {
+  try {
+    return readdirSync(path).length;
+  } catch {
+    return 0;
+  }
+}
+
+/** Adds a user with `sterna user add ADDRESS --config FILE`, the password on stdin. */
+async function addUser(configFile: string, address: string): Promise<void> {
+  const r = await run(process.execPath, [CLI, 'user', 'add', address, '--config', configFile], {
+    input: 'bench-password-1\n',
+  });
+  if (r.code !== 0) throw new Error(`sterna user add ${address}: ${r.stderr.trim()}`);
+}
+
+export async function startSterna(options: SternaOptions): Promise<SternaInstance> {
+  const port = await freePort();
+  const configFile = join(options.dir, 'sterna.toml');
+  const logFile = join(options.dir, 'sterna.log');
+  await mkdir(join(options.dir, 'data'), { recursive: true, mode: 0o700 });
+  await writeFile(configFile, configText(options.dir, port));
+  for (const u of options.users ?? []) await addUser(configFile, u);
+
+  const log = await open(logFile, 'a');
+  const fdLimit = options.fdLimit ?? 20_000;
+  // exec: the shell becomes node, so the pid we hold is the server's own.
+  const child = spawn(
+    'bash',
+    ['-c', `ulimit -n ${fdLimit} && exec "$0" "$1" serve --config "$2"`, process.execPath, CLI, configFile],
+    { stdio: ['ignore', log.fd, log.fd] },
+  );
+  await log.close();
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not start sterna');
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  try {
+    await waitForGreeting(port, child, 30_000);
+  } catch (err) {
+    kill();
+    throw err;
+  }
+  const spoolDir = join(options.dir, 'data', 'spool');
+  const maildirRoot = join(options.dir, 'data', 'mailboxes');
+  return {
+    port,
+    pid,
+    configFile,
+    logFile,
+    spoolDir,
+    maildirRoot,
+    rssBytes: () => procStatusBytes(pid, 'VmRSS'),
+    peakRssBytes: () => procStatusBytes(pid, 'VmHWM'),
+    liveMessages: () => countLiveMessages(spoolDir),
+    deliveredTo: (domain, localPart) => countFiles(join(maildirRoot, domain, localPart, 'new')),
+    kill,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(kill, 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,228 @@
+/**
+ * Runs Sterna as a child process, the way an operator does (`node dist/src/cli/sterna.js serve
+ * --config FILE`), so a test can SIGKILL it and start it again on the same data directory.
+ * stdout (the JSON log) and stderr go to files the test keeps for its failure messages; the
+ * server counts as ready once its smtp port answers with a 220 greeting (RFC 5321 4.2, 4.3.1).
+ * Test-only code: it trusts the server it starts, listens on nothing and binds only 127.0.0.1.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { open, readFile } from 'node:fs/promises';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** The compiled `sterna` command (dist/src/cli/sterna.js). */
+export const STERNA_CLI: string = fileURLToPath(new URL('../../src/cli/sterna.js', import.meta.url));
+
+/** How a child process ended: its exit code, or the signal that killed it. */
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SternaProcessOptions {
+  configFile: string;
+  /** The port of the smtp listener in that config, polled for the 220 greeting. */
+  smtpPort: number;
+  /** File that receives the child's stdout (the JSON log); created or truncated. */
+  stdoutFile: string;
+  /** File that receives the child's stderr; created or truncated. */
+  stderrFile: string;
+  /** How long to wait for the greeting. Default 10 s. */
+  readyTimeoutMs?: number;
+}
+
+export interface SternaProcess {
+  readonly pid: number;
+  readonly stdoutFile: string;
+  readonly stderrFile: string;
+  /** Resolves once the child has exited and been reaped (so its spool LOCK pid is dead). */
+  readonly exited: Promise<ProcessExit>;
+  /** The exit, once it happened; undefined while the child runs. */
+  readonly exit: ProcessExit | undefined;
+  /** Sends a signal; does nothing if the child has already exited. */
+  kill(signal: NodeJS.Signals): void;
+  /** SIGTERM, then waits up to timeoutMs for a clean exit, then SIGKILL. */
+  stop(timeoutMs?: number): Promise<ProcessExit>;
+}
+
+/** A port that was free on 127.0.0.1 a moment ago: bound to port 0, read, closed. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const addr = server.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from listen(0)'))));
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `promise`'s value, or undefined once ms have passed; the timer never holds the process open. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, ms, undefined);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Starts `sterna serve --config FILE` and resolves once the smtp port greets with 220. Rejects,
+ * with the tail of both output files, if the child exits first or the greeting does not come in
+ * time (the child is then killed).
+ */
+export async function startSternaProcess(opts: SternaProcessOptions): Promise<SternaProcess> {
+  const out = await open(opts.stdoutFile, 'w');
+  const err = await open(opts.stderrFile, 'w');
+  let exitInfo: ProcessExit | undefined;
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [STERNA_CLI, 'serve', '--config', opts.configFile], {
+      stdio: ['ignore', out.fd, err.fd],
+    });
+  } finally {
+    // The child holds its own copies of the descriptors.
+    await out.close();
+    await err.close();
+  }
+  const exited = new Promise<ProcessExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      resolve(exitInfo);
+    });
+  });
+  const pid = child.pid;
+  if (pid === undefined) {
+    const e = await within(exited, 1000);
+    throw new Error(`could not start ${STERNA_CLI}: ${JSON.stringify(e)}`);
+  }
+  const handle: SternaProcess = {
+    pid,
+    stdoutFile: opts.stdoutFile,
+    stderrFile: opts.stderrFile,
+    exited,
+    get exit() {
+      return exitInfo;
+    },
+    kill(signal) {
+      if (exitInfo === undefined) child.kill(signal);
+    },
+    async stop(timeoutMs = 10_000) {
+      handle.kill('SIGTERM');
+      const done = await within(exited, timeoutMs);
+      if (done !== undefined) return done;
+      handle.kill('SIGKILL');
+      return exited;
+    },
+  };
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
+  for (;;) {
+    if (exitInfo !== undefined) {
+      throw new Error(
+        `sterna exited before it was ready (${JSON.stringify(exitInfo)})\n${await outputTail(handle)}`,
+      );
+    }
+    const greeting = await readGreeting(opts.smtpPort, 1000);
+    if (greeting?.startsWith('220 ') === true) return handle;
+    if (Date.now() > deadline) {
+      handle.kill('SIGKILL');
+      await exited;
+      throw new Error(
+        `sterna did not greet on 127.0.0.1:${opts.smtpPort} within ${opts.readyTimeoutMs ?? 10_000} ms` +
+          ` (last answer: ${JSON.stringify(greeting)})\n${await outputTail(handle)}`,
+      );
+    }
+    await sleep(25);
+  }
+}
+
+/**
+ * Connects to 127.0.0.1:port and returns the first reply line (without CRLF), or undefined if
+ * the connection is refused, closes or nothing complete arrives within timeoutMs.
+ */
+export function readGreeting(port: number, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let buffer = '';
+    let settled = false;
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const finish = (line: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(line);
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      const end = buffer.indexOf('\r\n');
+      if (end !== -1) {
+        socket.write('QUIT\r\n');
+        finish(buffer.slice(0, end));
+      }
+    });
+    socket.on('error', () => finish(undefined));
+    socket.on('close', () => finish(undefined));
+  });
+}
+
+/** One line of Sterna's JSON log (pino: level 30 info, 40 warn, 50 error, 60 fatal). */
+export interface LogRecord {
+  level: number;
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/** The JSON log lines of a file, and any lines that are not such JSON objects. */
+export async function readJsonLog(file: string): Promise<{ records: LogRecord[]; other: string[] }> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  const records: LogRecord[] = [];
+  const other: string[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      other.push(line);
+      continue;
+    }
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+      const fields = parsed as Record<string, unknown>; // a JSON object, checked just above
+      const { level, msg } = fields;
+      if (typeof level === 'number') {
+        records.push({ level, msg: typeof msg === 'string' ? msg : '', fields });
+        continue;
+      }
+    }
+    other.push(line);
+  }
+  return { records, other };
+}
+
+/** The last `lines` lines of a file (empty string if it cannot be read). */
+export async function tail(file: string, lines = 20): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .slice(-lines - 1)
+    .join('\n');
+}
+
+/** The end of a child's stdout and stderr, for a failure message. */
+export async function outputTail(p: SternaProcess, lines = 20): Promise<string> {
+  return (
+    `--- ${p.stdoutFile} (last ${lines} lines)\n${await tail(p.stdoutFile, lines)}\n` +
+    `--- ${p.stderrFile} (last ${lines} lines)\n${await tail(p.stderrFile, lines)}`
+  );
+}
