@@ -92,101 +92,121 @@ const authAlice = ['--user', `alice@sterna.test:${PASSWORD}`, '--login-options',
 
 async function nextBobMessage(run: ToolRun): Promise<Buffer | undefined> {
   bobCount++;
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount, 5_000);
-  assert.equal(msgs.length, bobCount, `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`);
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount);
+  assert.equal(
+    msgs.length,
+    bobCount,
+    `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`,
+  );
   return msgs[bobCount - 1];
 }
 
-test('RFC 6409 + 3207 + 4954: curl submits with STARTTLS and AUTH PLAIN; bob gets it byte for byte, with ESMTPSA', tool, async () => {
-  const msg = message('curl starttls', ['Hello Bob,', '', 'sent by curl after STARTTLS and AUTH PLAIN.']);
-  const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
-    '--ssl-reqd',
-    ...authAlice,
-  ]);
-  assertRunOk(run);
-  assert.match(run.stderr, /^> STARTTLS\r?$/m, describeRun(run));
-  assert.match(run.stderr, /^< 235 2\.7\.0 /m, describeRun(run));
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 6409 + 3207 + 4954: curl submits with STARTTLS and AUTH PLAIN; bob gets it byte for byte, with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('curl starttls', ['Hello Bob,', '', 'sent by curl after STARTTLS and AUTH PLAIN.']);
+    const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
+      '--ssl-reqd',
+      ...authAlice,
+    ]);
+    assertRunOk(run);
+    assert.match(run.stderr, /^> STARTTLS\r?$/m, describeRun(run));
+    assert.match(run.stderr, /^< 235 2\.7\.0 /m, describeRun(run));
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 8314: curl submits over implicit TLS (smtps://) with AUTH PLAIN; delivered with ESMTPSA', tool, async () => {
-  const msg = message('curl implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-  const run = await curl(
-    `smtps://127.0.0.1:${server.ports.submissions}/${HELO}`,
-    'alice@sterna.test',
-    msg,
-    authAlice,
-  );
-  assertRunOk(run);
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 8314: curl submits over implicit TLS (smtps://) with AUTH PLAIN; delivered with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('curl implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
+    const run = await curl(
+      `smtps://127.0.0.1:${server.ports.submissions}/${HELO}`,
+      'alice@sterna.test',
+      msg,
+      authAlice,
+    );
+    assertRunOk(run);
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 5321: curl sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP', tool, async () => {
-  const msg = crlfMessage([
-    'From: Carol <carol@example.org>',
-    'To: bob@sterna.test',
-    'Subject: curl plain smtp',
-    'Date: Mon, 2 Mar 2026 11:05:00 +0000',
-    'Message-ID: <curl-plain@client.curl.test>',
-    '',
-    'No TLS, no AUTH: an ordinary inbound message.',
-  ]);
-  const run = await curl(`smtp://127.0.0.1:${server.ports.smtp}/${HELO}`, 'carol@example.org', msg, []);
-  assertRunOk(run);
-  assert.doesNotMatch(run.stderr, /^> STARTTLS/m, describeRun(run));
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'carol@example.org',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTP',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 5321: curl sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
+  tool,
+  async () => {
+    const msg = crlfMessage([
+      'From: Carol <carol@example.org>',
+      'To: bob@sterna.test',
+      'Subject: curl plain smtp',
+      'Date: Mon, 2 Mar 2026 11:05:00 +0000',
+      'Message-ID: <curl-plain@client.curl.test>',
+      '',
+      'No TLS, no AUTH: an ordinary inbound message.',
+    ]);
+    const run = await curl(`smtp://127.0.0.1:${server.ports.smtp}/${HELO}`, 'carol@example.org', msg, []);
+    assertRunOk(run);
+    assert.doesNotMatch(run.stderr, /^> STARTTLS/m, describeRun(run));
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'carol@example.org',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTP',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 5321 4.5.2: lines starting with "." that curl dot-stuffs arrive unstuffed, exactly as written', tool, async () => {
-  const msg = message('curl leading dots', [
-    '.a line that starts with a dot',
-    '..two dots',
-    '.',
-    'the line above is a lone dot, which must not end the message',
-    '...',
-    ' . a space first, not stuffed',
-    '.',
-  ]);
-  const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
-    '--ssl-reqd',
-    ...authAlice,
-  ]);
-  assertRunOk(run);
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 5321 4.5.2: lines starting with "." that curl dot-stuffs arrive unstuffed, exactly as written',
+  tool,
+  async () => {
+    const msg = message('curl leading dots', [
+      '.a line that starts with a dot',
+      '..two dots',
+      '.',
+      'the line above is a lone dot, which must not end the message',
+      '...',
+      ' . a space first, not stuffed',
+      '.',
+    ]);
+    const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
+      '--ssl-reqd',
+      ...authAlice,
+    ]);
+    assertRunOk(run);
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);

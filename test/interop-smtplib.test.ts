@@ -133,75 +133,106 @@ function message(subject: string, body: string[]): Buffer {
 /** Waits for the `count`-th message in a local mailbox of sterna.test and returns it. */
 async function nthMessage(local: string, count: number, run: ToolRun): Promise<Buffer | undefined> {
   const dirName = path.basename(maildirPathFor('/', { local, domain: 'sterna.test' }));
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', dirName, count, 5_000);
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', dirName, count);
   assert.equal(msgs.length, count, `${local}'s Maildir should hold ${count} message(s)\n${describeRun(run)}`);
   return msgs[count - 1];
 }
 
-test('RFC 6409 + 3207 + 4954: smtplib submits with STARTTLS and AUTH LOGIN; bob gets it byte for byte, with ESMTPSA', tool, async () => {
-  const msg = message('smtplib starttls', ['Hello Bob,', '', 'sent by smtplib after STARTTLS and AUTH LOGIN.']);
-  const run = await smtplib(
-    { mode: 'starttls', port: server.ports.submission, from: 'alice@sterna.test', to: ['bob@sterna.test'], auth: 'LOGIN' },
-    msg,
-  );
-  assertRunOk(run);
-  assert.equal(run.stdout, '{"refused": {}}\n', describeRun(run));
-  assert.match(run.stderr, /reply: retcode \(235\); Msg: b'2\.7\.0 /, describeRun(run));
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nthMessage('bob', 1, run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 6409 + 3207 + 4954: smtplib submits with STARTTLS and AUTH LOGIN; bob gets it byte for byte, with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('smtplib starttls', [
+      'Hello Bob,',
+      '',
+      'sent by smtplib after STARTTLS and AUTH LOGIN.',
+    ]);
+    const run = await smtplib(
+      {
+        mode: 'starttls',
+        port: server.ports.submission,
+        from: 'alice@sterna.test',
+        to: ['bob@sterna.test'],
+        auth: 'LOGIN',
+      },
+      msg,
+    );
+    assertRunOk(run);
+    assert.equal(run.stdout, '{"refused": {}}\n', describeRun(run));
+    assert.match(run.stderr, /reply: retcode \(235\); Msg: b'2\.7\.0 /, describeRun(run));
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nthMessage('bob', 1, run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 8314: smtplib.SMTP_SSL submits over implicit TLS with AUTH PLAIN; delivered with ESMTPSA', tool, async () => {
-  const msg = message('smtplib implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-  const run = await smtplib(
-    { mode: 'implicit', port: server.ports.submissions, from: 'alice@sterna.test', to: ['bob@sterna.test'], auth: 'PLAIN' },
-    msg,
-  );
-  assertRunOk(run);
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nthMessage('bob', 2, run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 8314: smtplib.SMTP_SSL submits over implicit TLS with AUTH PLAIN; delivered with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('smtplib implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
+    const run = await smtplib(
+      {
+        mode: 'implicit',
+        port: server.ports.submissions,
+        from: 'alice@sterna.test',
+        to: ['bob@sterna.test'],
+        auth: 'PLAIN',
+      },
+      msg,
+    );
+    assertRunOk(run);
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nthMessage('bob', 2, run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 5321: smtplib sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP', tool, async () => {
-  const msg = crlfMessage([
-    'From: Carol <carol@example.org>',
-    'To: bob@sterna.test',
-    'Subject: smtplib plain smtp',
-    'Date: Mon, 2 Mar 2026 12:05:00 +0000',
-    'Message-ID: <smtplib-plain@client.python.test>',
-    '',
-    'No TLS, no AUTH: an ordinary inbound message.',
-    '.and a line with a leading dot, which smtplib stuffs.',
-  ]);
-  const run = await smtplib({ mode: 'plain', port: server.ports.smtp, from: 'carol@example.org', to: ['bob@sterna.test'] }, msg);
-  assertRunOk(run);
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nthMessage('bob', 3, run), {
-    sender: 'carol@example.org',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTP',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 5321: smtplib sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
+  tool,
+  async () => {
+    const msg = crlfMessage([
+      'From: Carol <carol@example.org>',
+      'To: bob@sterna.test',
+      'Subject: smtplib plain smtp',
+      'Date: Mon, 2 Mar 2026 12:05:00 +0000',
+      'Message-ID: <smtplib-plain@client.python.test>',
+      '',
+      'No TLS, no AUTH: an ordinary inbound message.',
+      '.and a line with a leading dot, which smtplib stuffs.',
+    ]);
+    const run = await smtplib(
+      { mode: 'plain', port: server.ports.smtp, from: 'carol@example.org', to: ['bob@sterna.test'] },
+      msg,
+    );
+    assertRunOk(run);
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nthMessage('bob', 3, run), {
+      sender: 'carol@example.org',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTP',
+      message: msg,
+      qid,
+    });
+  },
+);
 
 /** An RFC 6532 message: UTF-8 in header fields and in the 8-bit body. */
 function utf8Message(to: string, subject: string): Buffer {
@@ -220,53 +251,65 @@ function utf8Message(to: string, subject: string): Buffer {
   ]);
 }
 
-test('RFC 6531 + 6152: smtplib with SMTPUTF8 and BODY=8BITMIME from jörg@example.org; the UTF-8 message arrives byte for byte, with UTF8SMTP', tool, async () => {
-  const msg = utf8Message('bob@sterna.test', 'smtplib utf8 Grüße');
-  const run = await smtplib(
-    {
-      mode: 'plain',
-      port: server.ports.smtp,
-      from: 'jörg@example.org',
-      to: ['bob@sterna.test'],
-      mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
-    },
-    msg,
-  );
-  assertRunOk(run);
-  assert.match(run.stderr, /^send: 'mail FROM:<jörg@example\.org> size=\d+ SMTPUTF8 BODY=8BITMIME\\r\\n'$/m, describeRun(run));
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nthMessage('bob', 4, run), {
-    sender: 'jörg@example.org',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'UTF8SMTP',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 6531 + 6152: smtplib with SMTPUTF8 and BODY=8BITMIME from jörg@example.org; the UTF-8 message arrives byte for byte, with UTF8SMTP',
+  tool,
+  async () => {
+    const msg = utf8Message('bob@sterna.test', 'smtplib utf8 Grüße');
+    const run = await smtplib(
+      {
+        mode: 'plain',
+        port: server.ports.smtp,
+        from: 'jörg@example.org',
+        to: ['bob@sterna.test'],
+        mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
+      },
+      msg,
+    );
+    assertRunOk(run);
+    assert.match(
+      run.stderr,
+      /^send: 'mail FROM:<jörg@example\.org> size=\d+ SMTPUTF8 BODY=8BITMIME\\r\\n'$/m,
+      describeRun(run),
+    );
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nthMessage('bob', 4, run), {
+      sender: 'jörg@example.org',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'UTF8SMTP',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 6531 3.2: smtplib with SMTPUTF8 to a local mailbox with a non-ASCII local part (jörg@sterna.test)', tool, async () => {
-  const msg = utf8Message('Jörg <jörg@sterna.test>', 'smtplib utf8 local part');
-  const run = await smtplib(
-    {
-      mode: 'plain',
-      port: server.ports.smtp,
-      from: 'jörg@example.org',
-      to: ['jörg@sterna.test'],
-      mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
-    },
-    msg,
-  );
-  assertRunOk(run);
-  const qid = queueIdIn(run.stderr);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nthMessage('jörg', 1, run), {
-    sender: 'jörg@example.org',
-    recipient: 'jörg@sterna.test',
-    helo: HELO,
-    protocol: 'UTF8SMTP',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 6531 3.2: smtplib with SMTPUTF8 to a local mailbox with a non-ASCII local part (jörg@sterna.test)',
+  tool,
+  async () => {
+    const msg = utf8Message('Jörg <jörg@sterna.test>', 'smtplib utf8 local part');
+    const run = await smtplib(
+      {
+        mode: 'plain',
+        port: server.ports.smtp,
+        from: 'jörg@example.org',
+        to: ['jörg@sterna.test'],
+        mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
+      },
+      msg,
+    );
+    assertRunOk(run);
+    const qid = queueIdIn(run.stderr);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nthMessage('jörg', 1, run), {
+      sender: 'jörg@example.org',
+      recipient: 'jörg@sterna.test',
+      helo: HELO,
+      protocol: 'UTF8SMTP',
+      message: msg,
+      qid,
+    });
+  },
+);

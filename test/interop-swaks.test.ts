@@ -100,67 +100,89 @@ const authAlice = (password: string): string[] => [
 
 async function nextBobMessage(run: ToolRun): Promise<Buffer | undefined> {
   bobCount++;
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount, 5_000);
-  assert.equal(msgs.length, bobCount, `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`);
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount);
+  assert.equal(
+    msgs.length,
+    bobCount,
+    `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`,
+  );
   return msgs[bobCount - 1];
 }
 
-test('RFC 6409 + 3207 + 4954: swaks submits with STARTTLS and AUTH PLAIN; bob gets it byte for byte, with ESMTPSA', tool, async () => {
-  const msg = message('swaks starttls', ['Hello Bob,', '', 'sent with STARTTLS and AUTH PLAIN.', '-- ', 'Alice']);
-  const run = await swaks(server.ports.submission, msg, ['--tls', ...authAlice(PASSWORD)]);
-  assertRunOk(run);
-  assert.match(run.stdout, /^<~ {2}235 2\.7\.0 /m, describeRun(run));
-  const qid = queueIdIn(run.stdout);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 6409 + 3207 + 4954: swaks submits with STARTTLS and AUTH PLAIN; bob gets it byte for byte, with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('swaks starttls', [
+      'Hello Bob,',
+      '',
+      'sent with STARTTLS and AUTH PLAIN.',
+      '-- ',
+      'Alice',
+    ]);
+    const run = await swaks(server.ports.submission, msg, ['--tls', ...authAlice(PASSWORD)]);
+    assertRunOk(run);
+    assert.match(run.stdout, /^<~ {2}235 2\.7\.0 /m, describeRun(run));
+    const qid = queueIdIn(run.stdout);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 8314: swaks submits over implicit TLS (submissions) with AUTH PLAIN; delivered with ESMTPSA', tool, async () => {
-  const msg = message('swaks implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-  const run = await swaks(server.ports.submissions, msg, ['--tls-on-connect', ...authAlice(PASSWORD)]);
-  assertRunOk(run);
-  const qid = queueIdIn(run.stdout);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'alice@sterna.test',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTPSA',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 8314: swaks submits over implicit TLS (submissions) with AUTH PLAIN; delivered with ESMTPSA',
+  tool,
+  async () => {
+    const msg = message('swaks implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
+    const run = await swaks(server.ports.submissions, msg, ['--tls-on-connect', ...authAlice(PASSWORD)]);
+    assertRunOk(run);
+    const qid = queueIdIn(run.stdout);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'alice@sterna.test',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTPSA',
+      message: msg,
+      qid,
+    });
+  },
+);
 
-test('RFC 5321: swaks sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP', tool, async () => {
-  const msg = crlfMessage([
-    'From: Carol <carol@example.org>',
-    'To: bob@sterna.test',
-    'Subject: swaks plain smtp',
-    'Date: Mon, 2 Mar 2026 10:05:00 +0000',
-    'Message-ID: <swaks-plain@client.swaks.test>',
-    '',
-    'No TLS, no AUTH: an ordinary inbound message.',
-  ]);
-  const run = await swaks(server.ports.smtp, msg, ['--from', 'carol@example.org']);
-  assertRunOk(run);
-  const qid = queueIdIn(run.stdout);
-  assert.ok(qid !== undefined, describeRun(run));
-  assertDelivered(await nextBobMessage(run), {
-    sender: 'carol@example.org',
-    recipient: 'bob@sterna.test',
-    helo: HELO,
-    protocol: 'ESMTP',
-    message: msg,
-    qid,
-  });
-});
+test(
+  'RFC 5321: swaks sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
+  tool,
+  async () => {
+    const msg = crlfMessage([
+      'From: Carol <carol@example.org>',
+      'To: bob@sterna.test',
+      'Subject: swaks plain smtp',
+      'Date: Mon, 2 Mar 2026 10:05:00 +0000',
+      'Message-ID: <swaks-plain@client.swaks.test>',
+      '',
+      'No TLS, no AUTH: an ordinary inbound message.',
+    ]);
+    const run = await swaks(server.ports.smtp, msg, ['--from', 'carol@example.org']);
+    assertRunOk(run);
+    const qid = queueIdIn(run.stdout);
+    assert.ok(qid !== undefined, describeRun(run));
+    assertDelivered(await nextBobMessage(run), {
+      sender: 'carol@example.org',
+      recipient: 'bob@sterna.test',
+      helo: HELO,
+      protocol: 'ESMTP',
+      message: msg,
+      qid,
+    });
+  },
+);
 
 test('RFC 4954 6: swaks with a wrong password gets 535 5.7.8 and nothing is delivered', tool, async () => {
   const msg = message('swaks wrong password', ['This must not arrive.']);

@@ -22,8 +22,10 @@ export interface ManagerOptions {
   log: Logger;
   hostname: string;
   maildirRoot: string;
-  /** Messages being delivered at once (each holds its envelope in memory). */
-  concurrency: number;
+  /** Messages being worked on at once: the active window, each holding its envelope in memory. */
+  maxActive: number;
+  /** Local (Maildir) deliveries running at once, across all active messages. */
+  localConcurrency: number;
   /** Delay before a deferred local recipient is tried again. */
   retryMs: number;
   now?: () => number;
@@ -45,6 +47,8 @@ export class QueueManager {
   #unsubscribe: (() => void) | null = null;
   #stopped = false;
   #idle: (() => void)[] = [];
+  #localRunning = 0;
+  readonly #localWaiting: (() => void)[] = [];
 
   constructor(o: ManagerOptions) {
     this.#o = o;
@@ -106,7 +110,7 @@ export class QueueManager {
   }
 
   #pump(): void {
-    while (!this.#stopped && this.#running.size < this.#o.concurrency && this.#ready.size > 0) {
+    while (!this.#stopped && this.#running.size < this.#o.maxActive && this.#ready.size > 0) {
       const qid = this.#ready.values().next().value as string; // non-empty: size checked above
       this.#ready.delete(qid);
       this.#running.add(qid);
@@ -145,15 +149,32 @@ export class QueueManager {
       );
     }
     const updates = outcomes.filter((o): o is NonNullable<Outcome> => o !== null);
-    if (updates.length > 0) await spool.update(qid, updates);
-    const states = msg.states.map((s, i) => updates.find((u) => u.index === i)?.state ?? s);
+    const byIndex = new Map(updates.map((u) => [u.index, u.state]));
+    const states = msg.states.map((s, i) => byIndex.get(i) ?? s);
     if (states.every((s) => s.status === 'delivered' || s.status === 'failed')) {
+      // Every recipient is final: one DONE record says it all (the results are in the mail log),
+      // so skip the STATE record and its sync.
       await spool.done(qid);
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
     }
+    if (updates.length > 0) await spool.update(qid, updates);
     const next = nextDue(states);
     if (next !== null && next > this.#now()) this.#due.set(qid, next);
+  }
+
+  /** Runs fn when fewer than localConcurrency Maildir deliveries are running. */
+  async #withLocalSlot<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.#localRunning >= this.#o.localConcurrency) {
+      await new Promise<void>((resolve) => this.#localWaiting.push(resolve));
+    }
+    this.#localRunning++;
+    try {
+      return await fn();
+    } finally {
+      this.#localRunning--;
+      this.#localWaiting.shift()?.();
+    }
   }
 
   async #deliverOne(
@@ -182,16 +203,18 @@ export class QueueManager {
         local: mailbox.slice(0, at).toLowerCase(),
         domain: mailbox.slice(at + 1),
       });
-      const result = await deliverToMaildir(
-        {
-          maildir,
-          uniqueName: maildirUniqueName(qid, index, this.#o.hostname),
-          prepend: deliveryHeaders({ sender, recipient: mailbox }),
-          body: spool.openBody(qid),
-        },
-        // Several mailboxes may share a Maildir name only across messages, never within one:
-        // skip the existence check on a first attempt (the fast path), keep it on every retry.
-        { checkExisting: !firstAttempt },
+      const result = await this.#withLocalSlot(() =>
+        deliverToMaildir(
+          {
+            maildir,
+            uniqueName: maildirUniqueName(qid, index, this.#o.hostname),
+            prepend: deliveryHeaders({ sender, recipient: mailbox }),
+            body: spool.openBody(qid),
+          },
+          // Several mailboxes may share a Maildir name only across messages, never within one:
+          // skip the existence check on a first attempt (the fast path), keep it on every retry.
+          { checkExisting: !firstAttempt },
+        ),
       );
       switch (result.kind) {
         case 'delivered':

@@ -90,7 +90,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     log,
     hostname: config.hostname,
     maildirRoot: config.local_delivery.maildir_root,
-    concurrency: config.local_delivery.concurrency,
+    maxActive: config.spool.max_active_messages,
+    localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,
   });
   manager.start();

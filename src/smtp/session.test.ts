@@ -65,6 +65,10 @@ class FakeSink implements MessageSink {
     return Buffer.concat(this.chunks).toString('utf8');
   }
 
+  get size(): number {
+    return this.chunks.reduce((n, c) => n + c.length, 0);
+  }
+
   write(chunk: Buffer): Promise<void> {
     this.chunks.push(Buffer.from(chunk));
     return Promise.resolve();

@@ -63,6 +63,8 @@ export interface ClientView {
  */
 export interface MessageSink {
   readonly qid: string;
+  /** Octets written so far (the stored message, trace header included). */
+  readonly size: number;
   write(chunk: Buffer): Promise<void>;
   commit(envelope: Envelope): Promise<void>;
   abort(): void;
@@ -465,6 +467,7 @@ export class Session {
     }
     this.#hooks.event('queued', {
       qid: sink.qid,
+      size: sink.size,
       sender: envelope.sender,
       rcpts: envelope.recipients.map((r) => r.address),
     });

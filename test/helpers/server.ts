@@ -25,6 +25,8 @@ export interface TestServerOptions {
   toml?: string;
   /** Top-level TOML keys (placed before tables). */
   top?: string;
+  /** Replaces the body of the [listen] table. */
+  listen?: string;
   /** Keys for the [auth] table. */
   auth?: string;
   users?: { address: string; password: string; cram?: boolean; sendAs?: string[] }[];
@@ -41,9 +43,7 @@ data_dir = "${dataDir}"
 local_domains = ["sterna.test", "localhost"]
 ${opts.top ?? ''}
 [listen]
-smtp = ["127.0.0.1:0"]
-submission = ["127.0.0.1:0"]
-submissions = ["127.0.0.1:0"]
+${opts.listen ?? 'smtp = ["127.0.0.1:0"]\nsubmission = ["127.0.0.1:0"]\nsubmissions = ["127.0.0.1:0"]'}
 [auth]
 failure_delay_ms = 10
 ${opts.auth ?? ''}

@@ -24,25 +24,31 @@ export interface ToolRequirement {
 /** The Debian package that provides each program, for the error message. */
 const DEBIAN_PACKAGE: Record<string, string> = { swaks: 'swaks', curl: 'curl', python3: 'python3' };
 
-const found = new Map<string, boolean>();
+const found = new Map<string, string | undefined>();
 
-/** True when an executable file called `name` is on PATH. */
-export function toolInstalled(name: string): boolean {
-  const known = found.get(name);
-  if (known !== undefined) return known;
-  let ok = false;
-  for (const dir of (process.env['PATH'] ?? '').split(path.delimiter)) {
-    if (dir === '') continue;
-    try {
-      accessSync(path.join(dir, name), constants.X_OK);
-      ok = true;
-      break;
-    } catch {
-      // not in this directory
-    }
+/**
+ * Where Debian's package puts every client these tests run. It is searched before PATH, so a
+ * pyenv, venv or Homebrew shim earlier on a developer's PATH does not replace the Debian client
+ * under test (nor slow every run down by a shim's start-up).
+ */
+const DEBIAN_BIN = '/usr/bin';
+
+function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return true;
+  } catch {
+    return false;
   }
-  found.set(name, ok);
-  return ok;
+}
+
+/** The full path of the program `name`: /usr/bin first, then PATH; undefined when not installed. */
+export function findTool(name: string): string | undefined {
+  if (found.has(name)) return found.get(name);
+  const dirs = [DEBIAN_BIN, ...(process.env['PATH'] ?? '').split(path.delimiter)];
+  const hit = dirs.map((d) => path.join(d, name)).find((f) => path.isAbsolute(f) && isExecutable(f));
+  found.set(name, hit);
+  return hit;
 }
 
 /**
@@ -51,11 +57,11 @@ export function toolInstalled(name: string): boolean {
  * reason, so a developer without the program still sees that something did not run.
  */
 export function requireTool(name: string): ToolRequirement {
-  if (toolInstalled(name)) return { skip: false };
+  if (findTool(name) !== undefined) return { skip: false };
   const pkg = DEBIAN_PACKAGE[name] ?? name;
   if (process.env['CI'] === 'true') {
     throw new Error(
-      `interop test needs "${name}", which is not on PATH: .ci/run must install it (apt-get install ${pkg})`,
+      `interop test needs "${name}", which is not installed (not in /usr/bin nor on PATH): .ci/run must install it (apt-get install ${pkg})`,
     );
   }
   process.stderr.write(`\n*** interop test skipped: ${name} not installed (apt-get install ${pkg}) ***\n\n`);
@@ -63,6 +69,7 @@ export function requireTool(name: string): ToolRequirement {
 }
 
 export interface ToolRun {
+  /** The program as resolved by findTool (a full path), or the name as given. */
   command: string;
   args: string[];
   /** Exit code, or null when the program was killed by a signal. */
@@ -82,8 +89,12 @@ export interface RunToolOptions {
   env?: Record<string, string>;
 }
 
-/** Runs a program without a shell and resolves with everything it did; never rejects on failure. */
-export function runTool(command: string, args: string[], opts: RunToolOptions = {}): Promise<ToolRun> {
+/**
+ * Runs a program (found by findTool) without a shell and resolves with everything it did; never
+ * rejects because the program failed, only when it cannot be started at all.
+ */
+export function runTool(name: string, args: string[], opts: RunToolOptions = {}): Promise<ToolRun> {
+  const command = findTool(name) ?? name;
   const timeoutMs = opts.timeoutMs ?? 20_000;
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
