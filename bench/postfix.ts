@@ -18,14 +18,14 @@ export interface PostfixInstance {
   configDir: string;
   logFile: string;
   /** Queue files in incoming, active, deferred, hold and maildrop: mail not yet delivered. */
-  queuedMessages(): Promise<number>;
+  queuedMessages: () => Promise<number>;
   /** Deliveries logged with status=sent (the discard transport's "delivered"). */
-  sentCount(): Promise<number>;
+  sentCount: () => Promise<number>;
   /** Deferred or bounced deliveries in the log: there must be none. */
-  problemCount(): Promise<number>;
-  stop(): Promise<void>;
+  problemCount: () => Promise<number>;
+  stop: () => Promise<void>;
   /** Synchronous stop for process 'exit' handlers. */
-  stopSync(): void;
+  stopSync: () => void;
 }
 
 /** Daemons the instance needs; "n" in the chroot column for every one of them. */
@@ -142,9 +142,11 @@ export async function startPostfix(dir: string): Promise<PostfixInstance> {
     configDir,
     logFile,
     queuedMessages: async () =>
-      (await Promise.all(
-        ['incoming', 'active', 'deferred', 'hold', 'maildrop'].map((q) => countIn(join(queueDir, q))),
-      )).reduce((a, b) => a + b, 0),
+      (
+        await Promise.all(
+          ['incoming', 'active', 'deferred', 'hold', 'maildrop'].map((q) => countIn(join(queueDir, q))),
+        )
+      ).reduce((a, b) => a + b, 0),
     sentCount: () => countLog(logFile, /status=sent/g),
     problemCount: () => countLog(logFile, /status=(deferred|bounced)/g),
     stop: async () => {

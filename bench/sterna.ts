@@ -41,15 +41,15 @@ export interface SternaInstance {
   logFile: string;
   spoolDir: string;
   maildirRoot: string;
-  rssBytes(): Promise<number>;
-  peakRssBytes(): Promise<number>;
+  rssBytes: () => Promise<number>;
+  peakRssBytes: () => Promise<number>;
   /** Messages committed to the spool that are not finished (no DONE record yet). */
-  liveMessages(): number;
+  liveMessages: () => number;
   /** Files in a local mailbox's Maildir new/ directory. */
-  deliveredTo(domain: string, localPart: string): number;
-  stop(): Promise<void>;
+  deliveredTo: (domain: string, localPart: string) => number;
+  stop: () => Promise<void>;
   /** Synchronous last-resort kill, for process 'exit' handlers. */
-  kill(): void;
+  kill: () => void;
 }
 
 function configText(dir: string, port: number): string {
@@ -81,7 +81,8 @@ format = "json"
 async function waitForGreeting(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error('sterna exited during start-up');
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error('sterna exited during start-up');
     const ok = await new Promise<boolean>((resolve) => {
       const socket = connect({ host: '127.0.0.1', port });
       socket.setTimeout(1000, () => socket.destroy());
@@ -142,7 +143,11 @@ export function countLiveMessages(spoolDir: string): number {
         if (typeof header === 'string') break;
         const start = at + HEADER_BYTES;
         at = start + header.length;
-        if (header.type !== RecordType.Commit && header.type !== RecordType.Relocate && header.type !== RecordType.Done)
+        if (
+          header.type !== RecordType.Commit &&
+          header.type !== RecordType.Relocate &&
+          header.type !== RecordType.Done
+        )
           continue;
         const payload = readAt(fd, start, header.length);
         if (payload.length < header.length) break;

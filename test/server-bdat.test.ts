@@ -39,9 +39,10 @@ async function open(rcpt: string): Promise<TestClient> {
 /** The delivered message without the headers Sterna prepends (Return-Path, Delivered-To, Received). */
 function stripTrace(msg: Buffer): Buffer {
   const text = msg.toString('latin1');
-  const m = /^Return-Path: [^\r\n]*\r\nDelivered-To: [^\r\n]*\r\nReceived: (?:[^\r\n]*\r\n\t)*[^\r\n]*\r\n/.exec(
-    text,
-  );
+  const m =
+    /^Return-Path: [^\r\n]*\r\nDelivered-To: [^\r\n]*\r\nReceived: (?:[^\r\n]*\r\n\t)*[^\r\n]*\r\n/.exec(
+      text,
+    );
   assert.ok(m !== null, text);
   return msg.subarray(m[0].length);
 }

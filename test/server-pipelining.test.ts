@@ -18,6 +18,7 @@ before(async () => {
       { address: 'bob@sterna.test', password: 'pw-bob-1' },
       { address: 'carol@sterna.test', password: 'pw-carol-1' },
       { address: 'dave@sterna.test', password: 'pw-dave-1' },
+      { address: 'eve@sterna.test', password: 'pw-eve-1' },
     ],
   });
 });
@@ -172,4 +173,74 @@ test('RFC 2920 + error limit: in a batch of 100 RCPTs, replies come in order up 
   }
   expected.push('421 4.7.0');
   assert.deepEqual(codes(rest), expected);
+});
+
+test('a client that pipelines a transaction and QUIT, then half-closes (FIN), still gets every reply and the message', async () => {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  const before = (await maildirMessages(server.dataDir, 'sterna.test', 'bob')).length;
+  c.send(
+    'EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<bob@sterna.test>\r\nDATA\r\n' +
+      'Subject: then FIN\r\n\r\nhalf-close\r\n.\r\nQUIT\r\n',
+  );
+  c.socket.end();
+  const rs: TestReply[] = [];
+  for (;;) {
+    const r = await c.read();
+    if (r === null) break;
+    rs.push(r);
+  }
+  assert.deepEqual(codes(rs), ['250', '250 2.1.0', '250 2.1.5', '354', '250 2.0.0', '221 2.0.0']);
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', before + 1);
+  assert.ok(msgs.some((m) => m.toString().endsWith('Subject: then FIN\r\n\r\nhalf-close\r\n')));
+});
+
+test('over TLS, a half-close right after the final dot, without QUIT, still gets the 250 and the message is delivered', async () => {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  await c.cmd('EHLO client.example');
+  await c.cmd('STARTTLS');
+  await c.upgrade();
+  c.send(
+    'EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<bob@sterna.test>\r\nDATA\r\n' +
+      'Subject: FIN over TLS\r\n\r\nno quit\r\n.\r\n',
+  );
+  c.socket.end();
+  const rs: TestReply[] = [];
+  for (;;) {
+    const r = await c.read();
+    if (r === null) break;
+    rs.push(r);
+  }
+  assert.deepEqual(codes(rs), ['250', '250 2.1.0', '250 2.1.5', '354', '250 2.0.0']);
+  const qid = /queued as (\w+)/.exec(rs[4]?.text ?? '')?.[1] ?? '?';
+  const deadline = Date.now() + 10_000;
+  let msgs: Buffer[] = [];
+  while (Date.now() < deadline && !msgs.some((m) => m.toString().includes(` id ${qid}`))) {
+    msgs = await maildirMessages(server.dataDir, 'sterna.test', 'bob');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(msgs.some((m) => m.toString().endsWith('Subject: FIN over TLS\r\n\r\nno quit\r\n')));
+});
+
+test('a half-close in the middle of DATA drops the message: no reply for it, nothing delivered', async () => {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  const before = (await maildirMessages(server.dataDir, 'sterna.test', 'eve')).length;
+  c.send(
+    'EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\nRCPT TO:<eve@sterna.test>\r\nDATA\r\n' +
+      'Subject: cut\r\n\r\nno end mark\r\n',
+  );
+  c.socket.end();
+  const rs: TestReply[] = [];
+  for (;;) {
+    const r = await c.read();
+    if (r === null) break;
+    rs.push(r);
+  }
+  assert.deepEqual(codes(rs), ['250', '250 2.1.0', '250 2.1.5', '354']);
+  await new Promise((r) => setTimeout(r, 200));
+  await server.app.manager.whenIdle();
+  assert.equal((await maildirMessages(server.dataDir, 'sterna.test', 'eve')).length, before);
+  assert.equal(server.app.spool.size, 0);
 });

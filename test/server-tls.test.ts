@@ -39,7 +39,10 @@ interface TlsClientOptions {
 type Handshake = { ok: true; socket: tls.TLSSocket } | { ok: false; error: string };
 
 /** Runs a client handshake over `socket` (or a new connection to `port`); bounded by 3 s. */
-function handshake(target: { socket: net.Socket } | { port: number }, opts: TlsClientOptions): Promise<Handshake> {
+function handshake(
+  target: { socket: net.Socket } | { port: number },
+  opts: TlsClientOptions,
+): Promise<Handshake> {
   return new Promise((resolve) => {
     const s = tls.connect({
       ...('socket' in target ? { socket: target.socket } : { host: '127.0.0.1', port: target.port }),
@@ -55,7 +58,7 @@ function handshake(target: { socket: net.Socket } | { port: number }, opts: TlsC
       clearTimeout(timer);
       resolve({ ok: true, socket: s });
     });
-    s.once('error', (err) => {
+    s.once('error', (err: Error) => {
       clearTimeout(timer);
       s.destroy();
       resolve({ ok: false, error: err.message });
@@ -106,6 +109,13 @@ async function afterStartTls(port: number): Promise<net.Socket> {
 async function tlsSession(listener: Listener, opts: TlsClientOptions): Promise<Handshake> {
   if (listener === 'submissions') return handshake({ port: server.ports.submissions }, opts);
   return handshake({ socket: await afterStartTls(server.ports[listener]) }, opts);
+}
+
+/** The client's socket once it runs TLS. */
+function tlsOf(c: TestClient): tls.TLSSocket {
+  const s = c.socket;
+  assert.ok(s instanceof tls.TLSSocket, 'TLS is active');
+  return s;
 }
 
 function keywords(text: string): string[] {
@@ -227,8 +237,8 @@ test('RFC 3848: a message received over STARTTLS is traced "with ESMTPS" and nam
   await c.cmd('EHLO client.example');
   await c.cmd('STARTTLS');
   await c.upgrade();
-  const version = (c.socket as tls.TLSSocket).getProtocol();
-  const cipher = (c.socket as tls.TLSSocket).getCipher().name;
+  const version = tlsOf(c).getProtocol();
+  const cipher = tlsOf(c).getCipher().name;
   await c.cmd('EHLO client.example');
   await c.cmd('MAIL FROM:<bob@example.org>').then((r) => assert.equal(r.code, 250));
   await c.cmd('RCPT TO:<alice@sterna.test>').then((r) => assert.equal(r.code, 250));
@@ -257,7 +267,7 @@ test('certificate reload: new connections get the new certificate, an open TLS s
   await open.cmd('EHLO client.example');
   await open.cmd('STARTTLS');
   await open.upgrade();
-  assert.equal((open.socket as tls.TLSSocket).getPeerCertificate().fingerprint256, oldFingerprint);
+  assert.equal(tlsOf(open).getPeerCertificate().fingerprint256, oldFingerprint);
 
   const pems = await generateSelfSigned(TEST_HOSTNAME, new Date());
   const dir = path.join(server.dataDir, 'tls');
@@ -280,7 +290,7 @@ test('certificate reload: new connections get the new certificate, an open TLS s
   await open.cmd('DATA').then((r) => assert.equal(r.code, 354));
   open.send('Subject: across reload\r\n\r\nstill here\r\n.\r\n');
   await open.expect(250, '2.0.0');
-  assert.equal((open.socket as tls.TLSSocket).getPeerCertificate().fingerprint256, oldFingerprint);
+  assert.equal(tlsOf(open).getPeerCertificate().fingerprint256, oldFingerprint);
   const quit = await open.cmd('QUIT');
   assert.equal(quit.code, 221);
   assert.equal(quit.enhanced, '2.0.0');

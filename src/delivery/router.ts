@@ -74,9 +74,10 @@ export class Router {
     const remote: string[] = [];
     for (const target of expansion.addresses) {
       const t = split(target);
-      if (t.domain !== '' && !this.isLocal(t.domain)) remote.push(target);
+      // A mailbox first: the postmaster mailbox may sit in a domain that is not a local one.
+      if (isMailbox(target)) mailboxes.push(target);
+      else if (t.domain !== '' && !this.isLocal(t.domain)) remote.push(target);
       else if (this.#isPostmaster(target)) mailboxes.push(this.#deps.postmaster);
-      else if (isMailbox(target)) mailboxes.push(target);
       else return { kind: 'failed', reason: `no such mailbox: ${target}` };
     }
     return { kind: 'local', mailboxes: [...new Set(mailboxes)], remote };

@@ -3,7 +3,7 @@
  * mailboxes, aliases, catch-alls and postmaster; any other domain only from an authenticated
  * session or a trusted network. Refusing at RCPT time means no backscatter later.
  */
-import { unquoteLocal, type Mailbox } from '../smtp/address.js';
+import { formatMailbox, unquoteLocal, type Mailbox } from '../smtp/address.js';
 import { reply } from '../smtp/replies.js';
 import type { ClientView, RecipientVerdict } from '../smtp/session.js';
 import { isKnownRecipient, type AliasTable } from './aliases.js';
@@ -39,8 +39,8 @@ export function checkRecipient(
   if (isLocalDomain(policy, rcpt.domain)) {
     if (unquoteLocal(rcpt.local).toLowerCase() === 'postmaster') return { kind: 'accept' };
     if (isKnownRecipient(policy.aliases(), key, (a) => policy.isMailbox(a))) return { kind: 'accept' };
-    return { kind: 'reject', reply: reply('NO_SUCH_USER', { address: key }) };
+    return { kind: 'reject', reply: reply('NO_SUCH_USER', { address: formatMailbox(rcpt) }) };
   }
   if (ctx.authUser !== undefined || policy.trusted.has(ctx.client.ip)) return { kind: 'accept' };
-  return { kind: 'reject', reply: reply('RELAY_DENIED', { address: key }) };
+  return { kind: 'reject', reply: reply('RELAY_DENIED', { address: formatMailbox(rcpt) }) };
 }

@@ -154,7 +154,9 @@ export class QueueManager {
     if (states.every((s) => s.status === 'delivered' || s.status === 'failed')) {
       // Every recipient is final: one DONE record says it all (the results are in the mail log),
       // so skip the STATE record and its sync.
-      await spool.done(qid);
+      // Only local and discard transports exist so far: redoing either after a crash is
+      // harmless (the Maildir copy is found again), so the DONE record need not force a sync.
+      await spool.done(qid, { durable: false });
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
     }

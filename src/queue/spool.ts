@@ -435,14 +435,17 @@ export class Spool {
     await Promise.all([rec.written, this.#log.durable(rec.seq)]);
   }
 
-  /** Marks the message finished (all recipients final); resolves when durable. */
-  async done(qid: string): Promise<void> {
+  /** Marks the message finished (all recipients final); resolves when durable (unless durable: false). */
+  async done(qid: string, opts: { durable?: boolean } = {}): Promise<void> {
     const e = this.#entry(qid);
     const rec = this.#log.append(RecordType.Done, [encodeDone(qid)]);
     this.#index.delete(qid);
     this.#pins.remove(e.pin);
     this.#liveBytes -= e.size + e.length;
-    await Promise.all([rec.written, this.#log.durable(rec.seq)]);
+    // durable: false lets the record ride on the next sync anyone asks for (a commit, usually)
+    // instead of forcing one of its own. Safe when redoing the work after a crash is harmless:
+    // local delivery finds its Maildir copy, a discard discards again.
+    await (opts.durable === false ? rec.written : Promise.all([rec.written, this.#log.durable(rec.seq)]));
     this.#maybeMaintain();
   }
 

@@ -51,6 +51,8 @@ export class Connection {
   #mode: Mode = { kind: 'lines' };
   readonly #inbox: Buffer[] = [];
   #busy = false;
+  /** The client has half-closed: no more input will come. */
+  #ended = false;
   readonly #makeSession: (tls: TlsInfo | undefined) => Session;
   readonly #onClose: () => void;
 
@@ -113,8 +115,46 @@ export class Connection {
       this.#finish();
     });
     socket.on('close', () => this.#finish());
-    socket.on('end', () => this.#finish());
+    socket.on('end', () => this.#peerEnded());
     socket.on('timeout', () => this.#timeout());
+  }
+
+  /**
+   * The client half-closed (FIN, or TLS close_notify). What it sent before still counts: a
+   * pipelined "... . QUIT" followed by FIN gets every reply, and a message whose final dot was
+   * received is answered, not queued in silence. Needs allowHalfOpen on the listener.
+   */
+  #peerEnded(): void {
+    this.#ended = true;
+    if (!this.#busy) this.#endIfInputDone();
+  }
+
+  /** After the client's FIN, once its input is processed: end our side (replies flush first). */
+  #endIfInputDone(): void {
+    if (!this.#ended || this.#inbox.length > 0 || this.#mode.kind === 'closed') return;
+    if (this.#mode.kind === 'tls') return; // the handshake's own error or close ends it
+    // A message cut off before its end (DATA without the final dot, a BDAT chunk short of its
+    // size) is dropped by #close through Session.abort(); so is a partial command line.
+    this.#log.info({ mode: this.#mode.kind }, 'client closed its side');
+    this.#close();
+  }
+
+  /**
+   * Resumes reading once the replies written so far have drained to the kernel: a client that
+   * pipelines commands without reading the replies cannot make the server buffer them without
+   * bound (DESIGN rule 7). The command timeout still runs while we wait.
+   */
+  #resumeWhenWritable(): void {
+    const socket = this.#socket;
+    if (!socket.writableNeedDrain) {
+      socket.resume();
+      return;
+    }
+    socket.once('drain', () => {
+      if (this.#socket !== socket || this.#busy) return;
+      if (this.#mode.kind === 'closed' || this.#mode.kind === 'tls') return;
+      socket.resume();
+    });
   }
 
   #kick(): void {
@@ -124,7 +164,8 @@ export class Connection {
       this.#busy = false;
       if (this.#mode.kind === 'closed') return;
       if (this.#inbox.length > 0) this.#kick();
-      else if (this.#mode.kind !== 'tls') this.#socket.resume();
+      else if (this.#ended) this.#endIfInputDone();
+      else if (this.#mode.kind !== 'tls') this.#resumeWhenWritable();
     });
   }
 

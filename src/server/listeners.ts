@@ -62,8 +62,10 @@ export class Listeners {
     for (const [kind, addrs] of kinds) {
       for (const a of addrs) {
         const { host, port } = parseHostPort(a);
-        const server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) =>
-          this.#accept(kind, socket),
+        // allowHalfOpen: a client's FIN ends its input, not our replies (see Connection).
+        const server = net.createServer(
+          { pauseOnConnect: false, noDelay: true, allowHalfOpen: true },
+          (socket) => this.#accept(kind, socket),
         );
         server.maxConnections = this.#deps.config.limits.connections + 100;
         await new Promise<void>((resolve, reject) => {

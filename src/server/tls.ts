@@ -16,7 +16,6 @@ import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import tls from 'node:tls';
-import { generate } from 'selfsigned';
 import { ConfigError, type ConfigProblem } from '../config/load.js';
 
 /** The few logger methods this module uses; a pino Logger fits. */
@@ -247,6 +246,9 @@ export async function generateSelfSigned(
   notBefore: Date,
 ): Promise<{ cert: string; key: string }> {
   const dnsNames = [...new Set([hostname.toLowerCase(), 'localhost'])];
+  // Loaded only when a test certificate must be made: the library is large, and a server with
+  // real certificates (or an existing test pair) should not carry it in memory.
+  const { generate } = await import('selfsigned');
   const pems = await generate([{ name: 'commonName', value: hostname }], {
     keyType: 'rsa',
     keySize: 2048,

@@ -1,0 +1,972 @@
+/**
+ * Delivery status notifications: the bounce, the delay warning and the success report that
+ * go back to a message's sender, and a small parser for them (used by tests).
+ *
+ * Follows RFC 3461 (NOTIFY, RET, ENVID and ORCPT semantics; 6.3 which fields a DSN must
+ * carry), RFC 3464 (message/delivery-status), RFC 6522 (multipart/report), RFC 3463 (status
+ * codes, explained in plain words by explainStatus), RFC 3834 (Auto-Submitted), RFC 6533
+ * (message/global-delivery-status, message/global, message/global-headers when addresses or
+ * the original header are UTF-8), RFC 5322 (at most 998 octets a line, CRLF).
+ *
+ * Trust level: the original message and the remote server's reply are untrusted. The original
+ * is returned only when it can travel as a MIME part unchanged (CRLF lines of at most 998
+ * octets, no NUL) and within a size limit, otherwise only its header section, otherwise
+ * nothing; the remote reply is reduced to one line of printable ASCII. Our own inputs
+ * (addresses, host names) are checked for control characters and refused, never sent on.
+ * A DSN is never addressed to the null sender: buildDsn throws (RFC 5321 4.5.5).
+ */
+import type { MailParams, NotifyValue } from '../message/envelope.js';
+import { formatRfc5322Date } from '../message/headers.js';
+
+export interface DsnRecipient {
+  /** The final recipient: the address Sterna tried to deliver to. */
+  address: string;
+  /** The ORCPT parameter, xtext already decoded (RFC 3461 4.2). */
+  orcpt?: { type: string; address: string };
+  action: 'failed' | 'delayed' | 'delivered' | 'relayed' | 'expanded';
+  /** RFC 3463 status, e.g. "5.1.1". */
+  status: string;
+  /** e.g. "dns; mx.example.com". */
+  remoteMta?: string;
+  /** The remote server's reply as received, e.g. "550 5.1.1 <x@y>: user unknown". */
+  diagnostic?: { type: 'smtp'; text: string };
+  lastAttempt?: number;
+  /** For "delayed": when Sterna will give up. */
+  willRetryUntil?: number;
+  /** What was tried, in plain words, e.g. "delivery to mx1.example.com [192.0.2.1] on 3 attempts over 2 days". */
+  tried?: string;
+}
+
+export interface DsnInput {
+  /** Our host name, for Reporting-MTA and the From address. */
+  reportingMta: string;
+  /** The original message's queue id, shown in the human-readable part and as X-Sterna-Queue-ID. */
+  qid: string;
+  /** ENVID from MAIL, xtext already decoded: becomes Original-Envelope-Id (RFC 3461 6.3). */
+  envid?: string;
+  arrivalDate: number;
+  /** Where the DSN goes: the original reverse-path. Never '' (buildDsn throws). */
+  originalSender: string;
+  recipients: DsnRecipient[];
+  /** RET from MAIL (the caller applies the default, HDRS). */
+  ret: 'FULL' | 'HDRS';
+  /** The original message as stored; with HDRS, or for a report that is not a failure, only its header section is read. */
+  originalMessage: AsyncIterable<Buffer> | Buffer;
+  now: number;
+  kind: 'failure' | 'delay' | 'success';
+  /** Domain of the DSN's own Message-ID. */
+  messageIdDomain: string;
+  /** Above this size the original is returned as its header section only. Default 1 MiB. */
+  maxReturnBytes?: number;
+}
+
+export interface DsnMessage {
+  /** A DSN is always sent from the null reverse-path <> (RFC 5321 4.5.5). */
+  envelopeSender: '';
+  recipient: string;
+  message: Buffer;
+  /** MAIL parameters the DSN needs: BODY=8BITMIME when it has 8-bit octets, SMTPUTF8 when UTF-8 headers or addresses. */
+  mailParams: MailParams;
+}
+
+export type DsnErrorCode = 'DSN_NULL_SENDER' | 'DSN_BAD_INPUT';
+
+/** A DSN that must not or cannot be built; `code` says which. */
+export class DsnError extends Error {
+  readonly code: DsnErrorCode;
+  constructor(code: DsnErrorCode, message: string) {
+    super(message);
+    this.name = 'DsnError';
+    this.code = code;
+  }
+}
+
+/** RFC 5322 2.1.1: a line is at most 998 octets, CRLF excluded. */
+const MAX_LINE_OCTETS = 998;
+/** Where folding and wrapping aim (RFC 5322 2.1.1 "SHOULD be no more than 78"). */
+const FOLD_COLUMN = 78;
+const WRAP_COLUMN = 76;
+const DEFAULT_MAX_RETURN_BYTES = 1024 * 1024;
+const STATUS_RE = /^([245])\.(\d{1,3})\.(\d{1,3})$/;
+const CONTROL_RE = /[\x00-\x1f\x7f-\x9f]/;
+const ENCODER = new TextEncoder();
+
+const SUBJECTS = {
+  failure: 'Undelivered Mail Returned to Sender',
+  delay: 'Delayed Mail (still being retried)',
+  success: 'Successful Mail Delivery Report',
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// NOTIFY
+
+/**
+ * RFC 3461 4.1: whether the sender asked for this kind of report for a recipient. Without
+ * NOTIFY (or with an empty list) the default is FAILURE and DELAY; NEVER asks for none.
+ */
+export function shouldNotify(kind: DsnInput['kind'], notify?: NotifyValue[]): boolean {
+  if (notify === undefined || notify.length === 0) return kind !== 'success';
+  if (notify.includes('NEVER')) return false;
+  switch (kind) {
+    case 'failure':
+      return notify.includes('FAILURE');
+    case 'delay':
+      return notify.includes('DELAY');
+    case 'success':
+      return notify.includes('SUCCESS');
+    default:
+      return assertNever(kind);
+  }
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unexpected value ${String(x)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status explanations (RFC 3463 and its registry, RFC 5248)
+
+export interface StatusExplanation {
+  /** What the status most likely means, in plain words. */
+  meaning: string;
+  /** What the sender can do about it. */
+  advice: string;
+}
+
+const MAILBOX_UNKNOWN: StatusExplanation = {
+  meaning: "The recipient's mailbox does not exist at the receiving server.",
+  advice:
+    'Check the address for typing mistakes. If it is right, the person may have left or changed ' +
+    'address: reach them another way and ask for their current address.',
+};
+const MAILBOX_FULL: StatusExplanation = {
+  meaning: "The recipient's mailbox is full.",
+  advice: 'Try again later, or let the recipient know another way that their mailbox is full.',
+};
+const TOO_BIG: StatusExplanation = {
+  meaning: "The message is larger than the recipient's server accepts.",
+  advice:
+    'Send a smaller message: share large attachments through a link, or spread them over several messages.',
+};
+const TLS_REQUIRED: StatusExplanation = {
+  meaning:
+    'The receiving server requires an encrypted (TLS) connection, and one could not be set up with it.',
+  advice:
+    "Forward this report to your mail administrator: the sending server's TLS set-up, or the " +
+    "receiving server's certificate, needs fixing.",
+};
+const SPAM: StatusExplanation = {
+  meaning:
+    'The receiving server took the message for spam, or refused mail from the sending server ' +
+    'because of its reputation or a blocklist.',
+  advice:
+    'Ask the recipient another way whether they can receive mail from you. If the reply names a ' +
+    "blocklist, forward this report to your mail administrator to check the sending server's listing.",
+};
+const POLICY: StatusExplanation = {
+  meaning: 'The receiving server refused the message for a security or policy reason.',
+  advice:
+    "Read the server's reply above for the reason. If it is unclear, ask the recipient another way " +
+    'whether they can receive mail from you, or forward this report to your mail administrator.',
+};
+const AUTH_CHECKS: StatusExplanation = {
+  meaning:
+    'The receiving server refused the message because it failed the checks that prove it comes from your domain (SPF, DKIM, DMARC).',
+  advice:
+    "Forward this report to your mail administrator: the domain's SPF, DKIM or DMARC records need checking.",
+};
+
+/** Codes whose meaning depends on the class. */
+const BY_CODE: Readonly<Record<string, StatusExplanation>> = {
+  '4.7.1': {
+    meaning:
+      'The receiving server asked to try again later. This is often greylisting (a spam defence ' +
+      'that delays mail from senders it has not seen before) or a rate limit.',
+    advice:
+      "Usually nothing: a later attempt normally gets through. If none does, the recipient's mail " +
+      'administrator can tell you why their server turns the message away.',
+  },
+  '5.7.1': {
+    meaning:
+      'The receiving server refused the message by policy: the sender, the sending server or the ' +
+      'content is not accepted there. Many servers refuse mail they take for spam this way.',
+    advice: POLICY.advice,
+  },
+};
+
+/** subject.detail, for either class. */
+const BY_DETAIL: Readonly<Record<string, StatusExplanation>> = {
+  '1.1': MAILBOX_UNKNOWN,
+  '1.2': {
+    meaning: "The recipient's domain (the part after the @) does not exist, or has no mail server.",
+    advice: 'Check the part after the @ for typing mistakes.',
+  },
+  '1.3': {
+    meaning: 'The recipient address is not a valid address.',
+    advice: 'Check the address: it should look like name@example.com, with no spaces or extra characters.',
+  },
+  '1.6': {
+    meaning: 'The recipient has moved: this mailbox no longer exists.',
+    advice: 'Ask the recipient for their new address.',
+  },
+  '1.10': {
+    meaning: "The recipient's domain announces that it accepts no mail at all (a null MX record, RFC 7505).",
+    advice: 'Nobody can receive mail at this domain. Check the address, or reach the person another way.',
+  },
+  '2.1': {
+    meaning: "The recipient's mailbox is disabled and does not accept messages.",
+    advice: 'Reach the recipient another way.',
+  },
+  '2.2': MAILBOX_FULL,
+  '2.3': TOO_BIG,
+  '3.1': {
+    meaning: 'The receiving mail system has run out of storage.',
+    advice: 'This is usually temporary: try again later.',
+  },
+  '3.4': TOO_BIG,
+  '4.1': {
+    meaning: "The recipient's mail server did not answer.",
+    advice:
+      "This is usually temporary. If it lasts, the recipient's mail server may be down for good: " +
+      'reach them another way.',
+  },
+  '4.2': {
+    meaning: "The connection to the recipient's mail server failed or was cut off.",
+    advice: 'This is usually temporary: try again later.',
+  },
+  '4.3': {
+    meaning: "Looking up the recipient's domain in the DNS failed.",
+    advice: 'This is usually temporary. Check the part after the @ for typing mistakes.',
+  },
+  '4.4': {
+    meaning: "No way to reach the recipient's mail server could be found.",
+    advice:
+      "Check the part after the @ for typing mistakes. If it is right, the recipient's domain has a " +
+      'mail set-up problem: let them know another way.',
+  },
+  '4.6': {
+    meaning: 'The message went round in a loop between mail servers.',
+    advice: 'Forward this report to your mail administrator: a forwarding set-up needs fixing.',
+  },
+  '4.7': {
+    meaning: 'The message waited too long in the queue without being delivered.',
+    advice: 'Try again later, or reach the recipient another way.',
+  },
+  '6.7': {
+    meaning: "The recipient's server does not accept international (non-ASCII) addresses.",
+    advice: 'Use an all-ASCII address for this recipient, if they have one.',
+  },
+  '7.10': TLS_REQUIRED,
+  '7.23': AUTH_CHECKS,
+  '7.25': {
+    meaning:
+      "The receiving server refused the message because the sending server's address has no matching reverse DNS name.",
+    advice:
+      'Forward this report to your mail administrator: the sending server needs a reverse DNS (PTR) record.',
+  },
+  '7.26': AUTH_CHECKS,
+  '7.27': {
+    meaning:
+      'Your domain announces that it accepts no mail (null MX), so the receiving server refuses mail from it.',
+    advice: 'Send from an address that can receive replies.',
+  },
+};
+
+/** By subject alone. */
+const BY_SUBJECT: Readonly<Record<string, StatusExplanation>> = {
+  '0': {
+    meaning: 'The receiving server gave no detail about the problem.',
+    advice:
+      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
+  },
+  '1': {
+    meaning: 'There is a problem with the recipient address.',
+    advice: 'Check the address for typing mistakes.',
+  },
+  '2': {
+    meaning: "There is a problem with the recipient's mailbox.",
+    advice: 'Try again later, or reach the recipient another way.',
+  },
+  '3': {
+    meaning: 'The receiving mail system has a problem.',
+    advice: 'This is often temporary: try again later.',
+  },
+  '4': {
+    meaning: "There was a network or routing problem on the way to the recipient's mail server.",
+    advice: 'This is often temporary: try again later.',
+  },
+  '5': {
+    meaning: 'The mail servers could not understand each other (a protocol error).',
+    advice: 'Forward this report to your mail administrator.',
+  },
+  '6': {
+    meaning: "The receiving server refused the message's content or format.",
+    advice: 'Try sending it plainer: with fewer or different attachments.',
+  },
+  '7': POLICY,
+};
+
+const BY_CLASS: Readonly<Record<string, StatusExplanation>> = {
+  '2': { meaning: 'The message was delivered.', advice: 'Nothing to do.' },
+  '4': {
+    meaning: 'A temporary problem prevented delivery.',
+    advice:
+      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
+  },
+  '5': {
+    meaning: 'A permanent problem prevented delivery.',
+    advice:
+      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
+  },
+};
+
+const UNKNOWN_STATUS: StatusExplanation = {
+  meaning: 'The mail system reported a status it does not recognise.',
+  advice: 'Forward this report to your mail administrator.',
+};
+
+/**
+ * Refinements from the remote server's words, applied when its status code is vaguer than
+ * its text: `subjects` lists the status subjects a refinement may override; `anyDetail`
+ * allows it over a specific detail too (5.7.1 is the classic spam refusal), otherwise only
+ * over a detail of 0.
+ */
+const REFINEMENTS: readonly {
+  re: RegExp;
+  subjects: readonly string[];
+  anyDetail: boolean;
+  explanation: StatusExplanation;
+}[] = [
+  {
+    re: /\b(spam|spamhaus|junk|block ?list(ed)?|black ?list(ed)?|rbl|dnsbl|reputation)\b/i,
+    subjects: ['0', '6', '7'],
+    anyDetail: true,
+    explanation: SPAM,
+  },
+  {
+    re: /\b(tls|starttls|ssl|encrypt\w*)\b/i,
+    subjects: ['0', '7'],
+    anyDetail: false,
+    explanation: TLS_REQUIRED,
+  },
+  {
+    re: /(user unknown|unknown (user|recipient|mailbox)|no such (user|mailbox|recipient)|(mailbox|user|recipient|address) (does not exist|doesn't exist|not found|unknown)|invalid (recipient|mailbox))/i,
+    subjects: ['0', '1'],
+    anyDetail: false,
+    explanation: MAILBOX_UNKNOWN,
+  },
+  {
+    re: /(mailbox (is )?full|over ?quota|quota exceeded|exceeds? (its |the )?quota|insufficient (storage|space))/i,
+    subjects: ['0', '2'],
+    anyDetail: false,
+    explanation: MAILBOX_FULL,
+  },
+  {
+    re: /(too (big|large)|size limit|exceeds? (the )?(maximum|size))/i,
+    subjects: ['0', '2', '3'],
+    anyDetail: false,
+    explanation: TOO_BIG,
+  },
+];
+
+/**
+ * What an RFC 3463 status most likely means and what the sender can do. Looked up by the
+ * whole code (class.subject.detail), then subject.detail, then subject, then class; the remote
+ * server's text (`diagnostic`) may refine a vague code, e.g. "550 5.7.1 ... listed as spam".
+ */
+export function explainStatus(status: string, diagnostic?: string): StatusExplanation {
+  const m = STATUS_RE.exec(status);
+  if (m === null) return UNKNOWN_STATUS;
+  const [, klass = '', subject = '', detail = ''] = m;
+  if (klass === '2') return BY_CLASS['2']!;
+  if (diagnostic !== undefined) {
+    for (const r of REFINEMENTS) {
+      if (!r.subjects.includes(subject) || !(r.anyDetail || detail === '0')) continue;
+      if (r.re.test(diagnostic)) return r.explanation;
+    }
+  }
+  return (
+    BY_CODE[status] ??
+    BY_DETAIL[`${subject}.${detail}`] ??
+    BY_SUBJECT[subject] ??
+    BY_CLASS[klass] ??
+    UNKNOWN_STATUS
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the original message
+
+interface Original {
+  /** The octets read: the whole message, or its beginning. */
+  bytes: Buffer;
+  /** True when `bytes` is the whole message. */
+  complete: boolean;
+  /** Length of the header section (with its last CRLF, without the blank line), or -1 if not found in `bytes`. */
+  headerEnd: number;
+}
+
+/**
+ * Finds the end of the header section as octets arrive: the first CRLF CRLF, or a CRLF at the
+ * very start (an empty header section). Matching starts as if a CRLF preceded the message.
+ */
+class HeaderEndFinder {
+  #matched = 2;
+  #offset = 0;
+  /** Feeds a chunk; returns the header length once found, else -1. */
+  feed(chunk: Buffer): number {
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      const want = this.#matched % 2 === 0 ? 0x0d : 0x0a;
+      if (b === want) this.#matched++;
+      else this.#matched = b === 0x0d ? 1 : 0;
+      if (this.#matched === 4) return this.#offset + i + 1 - 2;
+    }
+    this.#offset += chunk.length;
+    return -1;
+  }
+}
+
+async function readOriginal(
+  source: AsyncIterable<Buffer> | Buffer,
+  headersOnly: boolean,
+  limit: number,
+): Promise<Original> {
+  if (Buffer.isBuffer(source)) {
+    const bytes = source.length > limit ? source.subarray(0, limit + 1) : source;
+    return { bytes, complete: source.length <= limit, headerEnd: new HeaderEndFinder().feed(bytes) };
+  }
+  const chunks: Buffer[] = [];
+  const finder = new HeaderEndFinder();
+  let total = 0;
+  let headerEnd = -1;
+  let complete = true;
+  // Leaving the loop early calls the iterator's return(), which closes a file stream.
+  for await (const chunk of source) {
+    chunks.push(chunk);
+    total += chunk.length;
+    if (headerEnd === -1) headerEnd = finder.feed(chunk);
+    if ((headersOnly && headerEnd !== -1) || total > limit) {
+      complete = false;
+      break;
+    }
+  }
+  return { bytes: Buffer.concat(chunks, total), complete, headerEnd };
+}
+
+/** Whether octets can travel unchanged as MIME content: CRLF lines of at most 998 octets, no NUL. */
+function isLineSafe(buf: Buffer): boolean {
+  let lineLength = 0;
+  for (let i = 0; i < buf.length; i++) {
+    const b = buf[i]!;
+    if (b === 0x0d) {
+      if (buf[i + 1] !== 0x0a) return false;
+      i++;
+      lineLength = 0;
+    } else if (b === 0x0a || b === 0x00) {
+      return false;
+    } else if (++lineLength > MAX_LINE_OCTETS) {
+      return false;
+    }
+  }
+  return true;
+}
+
+function has8bit(buf: Buffer | string): boolean {
+  if (typeof buf === 'string') return /[^\x00-\x7f]/.test(buf);
+  for (const b of buf) if (b >= 0x80) return true;
+  return false;
+}
+
+function withFinalCrlf(buf: Buffer): Buffer {
+  if (buf.length === 0 || (buf[buf.length - 2] === 0x0d && buf[buf.length - 1] === 0x0a)) return buf;
+  return Buffer.concat([buf, Buffer.from('\r\n')]);
+}
+
+type Returned =
+  { what: 'full' | 'headers'; content: Buffer; note: string } | { what: 'none'; content: null; note: string };
+
+/**
+ * Chooses what of the original to return (RFC 3461 4.3): the whole message only in a failure
+ * report with RET=FULL, within the size limit and when it can travel unchanged; otherwise its
+ * header section; otherwise nothing (RFC 6522 makes the third part optional).
+ */
+function chooseReturned(original: Original, wantFull: boolean, ret: 'FULL' | 'HDRS'): Returned {
+  const { bytes, complete } = original;
+  let reason: string;
+  if (wantFull) {
+    if (complete && isLineSafe(bytes)) {
+      return {
+        what: 'full',
+        content: withFinalCrlf(bytes),
+        note: 'A copy of your message is attached below.',
+      };
+    }
+    reason = complete
+      ? 'it has lines a report cannot carry unchanged'
+      : 'it is larger than the mail system returns';
+  } else {
+    reason = ret === 'HDRS' ? 'as you asked' : 'as only failure reports return the whole message';
+  }
+  const headerEnd = original.headerEnd !== -1 ? original.headerEnd : complete ? bytes.length : -1;
+  if (headerEnd !== -1) {
+    const header = withFinalCrlf(bytes.subarray(0, headerEnd));
+    if (isLineSafe(header)) {
+      return {
+        what: 'headers',
+        content: header,
+        note: `The header of your message is attached below; its body is not returned (${reason}).`,
+      };
+    }
+  }
+  return {
+    what: 'none',
+    content: null,
+    note: 'Your message is not attached: its header could not be carried in this report unchanged.',
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building
+
+/** Refuses our own values that would break a header line: control characters, or empty. */
+function checkField(name: string, value: string): string {
+  if (value === '' || CONTROL_RE.test(value)) {
+    throw new DsnError('DSN_BAD_INPUT', `DSN ${name} is empty or contains control characters`);
+  }
+  return value;
+}
+
+/** Free text we did not write: one line, control characters replaced. */
+function oneLine(s: string): string {
+  return s
+    .replace(/\r\n|[\r\n]/g, ' ')
+    .replace(/[\x00-\x1f\x7f-\x9f]/g, '?')
+    .trim();
+}
+
+/** The remote reply: one line of printable ASCII (an SMTP reply is ASCII, RFC 5321 4.2). */
+function remoteText(s: string): string {
+  return oneLine(s).replace(/[^\x20-\x7e]/g, '?');
+}
+
+/**
+ * Folds a header-style field (RFC 5322 2.2.3) before spaces so lines stay near 78 octets;
+ * unfolding (removing each CRLF) gives the value back exactly. A run of text longer than a
+ * line allows, with no space to fold at, is cut (it cannot be carried otherwise).
+ */
+function foldField(name: string, value: string): string {
+  const words = value.split(' ');
+  const lines: string[] = [];
+  let line = `${name}:`;
+  let first = true;
+  for (const raw of words) {
+    let word = raw;
+    // Room for the longest field name we write.
+    const max = MAX_LINE_OCTETS - 40;
+    if (ENCODER.encode(word).length > max) word = truncateUtf8(word, max);
+    const piece = ` ${word}`;
+    if (!first && word !== '' && octets(line) + octets(piece) > FOLD_COLUMN) {
+      lines.push(line);
+      line = piece;
+    } else {
+      line += piece;
+    }
+    first = false;
+  }
+  lines.push(line);
+  return lines.join('\r\n') + '\r\n';
+}
+
+function octets(s: string): number {
+  return ENCODER.encode(s).length;
+}
+
+function truncateUtf8(s: string, max: number): string {
+  let out = '';
+  let n = 0;
+  for (const ch of s) {
+    const size = octets(ch);
+    if (n + size > max) break;
+    out += ch;
+    n += size;
+  }
+  return out;
+}
+
+/** Wraps plain text at about 76 columns, with an indent for continuation lines. */
+function wrap(text: string, indent = '', firstIndent = indent): string[] {
+  const out: string[] = [];
+  let line = firstIndent;
+  let empty = true;
+  for (const raw of text.split(' ')) {
+    if (raw === '') continue;
+    const word = octets(raw) > MAX_LINE_OCTETS - 80 ? truncateUtf8(raw, MAX_LINE_OCTETS - 80) : raw;
+    if (!empty && octets(line) + 1 + octets(word) > WRAP_COLUMN) {
+      out.push(line);
+      line = indent + word;
+    } else {
+      line += (empty ? '' : ' ') + word;
+    }
+    empty = false;
+  }
+  out.push(line);
+  return out;
+}
+
+function plural(n: number, one: string, many: string): string {
+  return n === 1 ? one : many;
+}
+
+function resultText(r: DsnRecipient): string {
+  switch (r.action) {
+    case 'failed':
+      return r.status.startsWith('4.')
+        ? `not delivered: the mail system gave up after retrying (status ${r.status})`
+        : `not delivered: permanent failure (status ${r.status})`;
+    case 'delayed':
+      return r.willRetryUntil === undefined
+        ? `not delivered yet, still trying (status ${r.status})`
+        : `not delivered yet, still trying until ${formatRfc5322Date(r.willRetryUntil)} (status ${r.status})`;
+    case 'delivered':
+      return `delivered (status ${r.status})`;
+    case 'relayed':
+      return `handed on to a mail server that does not send delivery reports; you may hear no more (status ${r.status})`;
+    case 'expanded':
+      return `delivered to a mailing list or alias, which sent it on to its members (status ${r.status})`;
+    default:
+      return assertNever(r.action);
+  }
+}
+
+function humanText(input: DsnInput, returned: Returned): string {
+  const n = input.recipients.length;
+  const whom = plural(n, 'the recipient below', `the ${n} recipients below`);
+  const lines: string[] = [`This is the mail system at ${input.reportingMta}.`, ''];
+  switch (input.kind) {
+    case 'failure':
+      lines.push(
+        ...wrap(
+          `Your message could not be delivered to ${whom}. The mail system has stopped trying; ` +
+            `each recipient below says what happened and what you can do.`,
+        ),
+      );
+      break;
+    case 'delay': {
+      const until = input.recipients
+        .map((r) => r.willRetryUntil)
+        .filter((t): t is number => t !== undefined)
+        .reduce<number | undefined>((a, b) => (a === undefined || b > a ? b : a), undefined);
+      const when = until === undefined ? 'for a while yet' : `until ${formatRfc5322Date(until)}`;
+      lines.push(
+        ...wrap(
+          `Your message has not yet been delivered to ${whom}. This is only a warning: the mail ` +
+            `system is still trying, and will keep trying ${when}. You do not need to do anything ` +
+            `now. If it still cannot be delivered by then, you will get another message.`,
+        ),
+      );
+      break;
+    }
+    case 'success':
+      lines.push(...wrap(`You asked to be told about the delivery of your message to ${whom}. Here it is.`));
+      break;
+    default:
+      assertNever(input.kind);
+  }
+  lines.push('', 'Your message:', `    Queue id: ${input.qid}`);
+  lines.push(`    Received: ${formatRfc5322Date(input.arrivalDate)}`);
+  if (input.envid !== undefined) lines.push(`    Your reference (ENVID): ${input.envid}`);
+  for (const r of input.recipients) {
+    lines.push('');
+    let head = `<${r.address}>`;
+    if (r.orcpt !== undefined && r.orcpt.address !== r.address) {
+      head += ` (originally addressed to ${oneLine(r.orcpt.address)})`;
+    }
+    lines.push(...wrap(head));
+    lines.push(...wrap(`Result: ${resultText(r)}.`, '        ', '    '));
+    if (r.tried !== undefined && oneLine(r.tried) !== '') {
+      lines.push(...wrap(`What was tried: ${oneLine(r.tried)}.`, '        ', '    '));
+    }
+    if (r.diagnostic !== undefined) {
+      // The reply exactly as received, unwrapped, so it can be searched for and quoted.
+      lines.push('    The remote server replied:');
+      lines.push(`        ${truncateUtf8(remoteText(r.diagnostic.text), MAX_LINE_OCTETS - 8)}`);
+    }
+    if (r.action === 'failed' || r.action === 'delayed') {
+      const e = explainStatus(r.status, r.diagnostic?.text);
+      lines.push(...wrap(`What it most likely means: ${e.meaning}`, '        ', '    '));
+      const advice =
+        r.action === 'delayed' ? 'Nothing yet: the mail system keeps trying on its own.' : e.advice;
+      lines.push(...wrap(`What you can do: ${advice}`, '        ', '    '));
+    }
+  }
+  lines.push('', ...wrap(returned.note), '');
+  return lines.join('\r\n');
+}
+
+function deliveryStatus(input: DsnInput, global: boolean): string {
+  let s = foldField('Reporting-MTA', `dns; ${input.reportingMta}`);
+  if (input.envid !== undefined) s += foldField('Original-Envelope-Id', input.envid);
+  s += foldField('X-Sterna-Queue-ID', input.qid);
+  s += foldField('Arrival-Date', formatRfc5322Date(input.arrivalDate));
+  for (const r of input.recipients) {
+    s += '\r\n';
+    if (r.orcpt !== undefined) s += foldField('Original-Recipient', `${r.orcpt.type};${r.orcpt.address}`);
+    // RFC 6533 3: a UTF-8 address is of type "utf-8", written as is in the global variant.
+    const type = global && has8bit(r.address) ? 'utf-8' : 'rfc822';
+    s += foldField('Final-Recipient', `${type}; ${r.address}`);
+    s += foldField('Action', r.action);
+    s += foldField('Status', r.status);
+    if (r.remoteMta !== undefined) s += foldField('Remote-MTA', r.remoteMta);
+    if (r.diagnostic !== undefined) {
+      s += foldField('Diagnostic-Code', `${r.diagnostic.type}; ${remoteText(r.diagnostic.text)}`);
+    }
+    if (r.lastAttempt !== undefined) s += foldField('Last-Attempt-Date', formatRfc5322Date(r.lastAttempt));
+    if (r.action === 'delayed' && r.willRetryUntil !== undefined) {
+      s += foldField('Will-Retry-Until', formatRfc5322Date(r.willRetryUntil));
+    }
+  }
+  return s;
+}
+
+function validate(input: DsnInput): void {
+  if (input.originalSender === '') {
+    throw new DsnError('DSN_NULL_SENDER', 'a DSN is never sent to the null sender <> (RFC 5321 4.5.5)');
+  }
+  checkField('originalSender', input.originalSender);
+  checkField('reportingMta', input.reportingMta);
+  checkField('messageIdDomain', input.messageIdDomain);
+  checkField('qid', input.qid);
+  if (input.envid !== undefined) checkField('envid', input.envid);
+  if (input.recipients.length === 0)
+    throw new DsnError('DSN_BAD_INPUT', 'a DSN needs at least one recipient');
+  for (const r of input.recipients) {
+    checkField('recipient address', r.address);
+    if (!STATUS_RE.test(r.status)) {
+      throw new DsnError('DSN_BAD_INPUT', `DSN status "${oneLine(r.status)}" is not an RFC 3463 code`);
+    }
+    if (r.remoteMta !== undefined) checkField('Remote-MTA', r.remoteMta);
+    if (r.orcpt !== undefined) {
+      checkField('ORCPT type', r.orcpt.type);
+      checkField('ORCPT address', r.orcpt.address);
+    }
+  }
+}
+
+/**
+ * Builds a DSN (RFC 3464 inside RFC 6522 multipart/report) for the original sender, to be
+ * sent from the null reverse-path. Throws DsnError DSN_NULL_SENDER for the null sender
+ * (never bounce a bounce) and DSN_BAD_INPUT for malformed inputs. Reads the original message
+ * once: only its header section unless the whole of it is returned.
+ */
+export async function buildDsn(input: DsnInput): Promise<DsnMessage> {
+  validate(input);
+  // RFC 3461 4.3: RET=FULL returns the whole message in a "failed" DSN; other reports carry the header.
+  const wantFull = input.kind === 'failure' && input.ret === 'FULL';
+  const limit = input.maxReturnBytes ?? DEFAULT_MAX_RETURN_BYTES;
+  const original = await readOriginal(input.originalMessage, !wantFull, limit);
+  const returned = chooseReturned(original, wantFull, input.ret);
+
+  const returnedHeader8bit =
+    returned.content !== null &&
+    has8bit(
+      returned.what === 'full' && original.headerEnd !== -1
+        ? returned.content.subarray(0, original.headerEnd)
+        : returned.content,
+    );
+  // RFC 6533: UTF-8 addresses or a UTF-8 original header call for the "global" types.
+  const global =
+    returnedHeader8bit ||
+    has8bit(input.originalSender) ||
+    input.recipients.some((r) => has8bit(r.address) || (r.orcpt !== undefined && has8bit(r.orcpt.address)));
+
+  const text = humanText(input, returned);
+  const status = deliveryStatus(input, global);
+  const statusType = global ? 'message/global-delivery-status' : 'message/delivery-status';
+  const parts: { headers: string; body: Buffer }[] = [
+    {
+      headers: has8bit(text)
+        ? 'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n'
+        : 'Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n',
+      body: Buffer.from(text, 'utf8'),
+    },
+    {
+      headers: `Content-Type: ${statusType}\r\n${has8bit(status) ? 'Content-Transfer-Encoding: 8bit\r\n' : ''}`,
+      body: Buffer.from(status, 'utf8'),
+    },
+  ];
+  if (returned.content !== null) {
+    const isGlobal = returnedHeader8bit;
+    const type =
+      returned.what === 'full'
+        ? isGlobal
+          ? 'message/global'
+          : 'message/rfc822'
+        : isGlobal
+          ? 'message/global-headers'
+          : 'text/rfc822-headers';
+    const cte = has8bit(returned.content) ? 'Content-Transfer-Encoding: 8bit\r\n' : '';
+    parts.push({ headers: `Content-Type: ${type}\r\n${cte}`, body: returned.content });
+  }
+
+  const boundary = chooseBoundary(
+    input,
+    parts.map((p) => p.body),
+  );
+  const eightBit = parts.some((p) => has8bit(p.body));
+  const reportType = global ? 'global-delivery-status' : 'delivery-status';
+  let head = '';
+  head += foldField('From', `Mail Delivery System <MAILER-DAEMON@${input.reportingMta}>`);
+  head += foldField('To', `<${input.originalSender}>`);
+  head += foldField('Subject', SUBJECTS[input.kind]);
+  head += foldField('Date', formatRfc5322Date(input.now));
+  head += foldField(
+    'Message-ID',
+    `<${input.qid}.${input.kind}.${input.now.toString(36)}@${input.messageIdDomain}>`,
+  );
+  head += foldField('Auto-Submitted', 'auto-replied');
+  head += foldField('MIME-Version', '1.0');
+  head += foldField('Content-Type', `multipart/report; report-type=${reportType}; boundary="${boundary}"`);
+  if (eightBit) head += 'Content-Transfer-Encoding: 8bit\r\n';
+  head += '\r\n';
+
+  const out: Buffer[] = [
+    Buffer.from(head, 'utf8'),
+    Buffer.from('This is a MIME-encapsulated delivery status notification.\r\n', 'utf8'),
+  ];
+  for (const p of parts) {
+    out.push(Buffer.from(`\r\n--${boundary}\r\n${p.headers}\r\n`, 'utf8'), p.body);
+  }
+  out.push(Buffer.from(`\r\n--${boundary}--\r\n`, 'utf8'));
+
+  const mailParams: MailParams = {};
+  if (eightBit) mailParams.body = '8BITMIME';
+  if (global) mailParams.smtputf8 = true;
+  return {
+    envelopeSender: '',
+    recipient: input.originalSender,
+    message: Buffer.concat(out),
+    mailParams,
+  };
+}
+
+/**
+ * A boundary made from the queue id and time, so output is reproducible; lengthened until no
+ * part contains it (RFC 2046 5.1.1), so a crafted original cannot end a part early.
+ */
+function chooseBoundary(input: DsnInput, bodies: Buffer[]): string {
+  const safeQid = input.qid.replace(/[^A-Za-z0-9]/g, '');
+  let boundary = `=_sterna_${safeQid}_${input.now.toString(36)}`;
+  for (let n = 1; bodies.some((b) => b.includes(`--${boundary}`)); n++) boundary += `_${n}`;
+  return boundary;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing (for tests)
+
+export interface ParsedDsn {
+  /** Top-level header fields, names lower-cased, values unfolded. */
+  headers: Record<string, string>;
+  /** The report-type parameter of multipart/report. */
+  reportType: string;
+  /** The human-readable first part, decoded as UTF-8. */
+  humanText: string;
+  /** The content type of the second part (message/delivery-status or its global variant). */
+  statusType: string;
+  /** Per-message fields of the delivery-status part, names lower-cased. */
+  perMessage: Record<string, string>;
+  /** Per-recipient field groups, in order, names lower-cased. */
+  recipients: Record<string, string>[];
+  /** The third part, when present. */
+  returned: { contentType: string; content: Buffer } | null;
+}
+
+/** Parses "Name: value" lines (unfolding first); throws on a malformed or repeated field. */
+function parseFieldBlock(block: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const unfolded = block.replace(/\r\n(?=[ \t])/g, '');
+  for (const line of unfolded.split('\r\n')) {
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw new Error(`DSN parse: not a field: ${JSON.stringify(line.slice(0, 80))}`);
+    const name = line.slice(0, colon).trim().toLowerCase();
+    if (Object.hasOwn(out, name)) throw new Error(`DSN parse: field ${name} repeated`);
+    out[name] = line.slice(colon + 1).replace(/^[ \t]+/, '');
+  }
+  return out;
+}
+
+function mediaType(contentType: string): string {
+  return (contentType.split(';')[0] ?? '').trim().toLowerCase();
+}
+
+function param(contentType: string, name: string): string | undefined {
+  const re = new RegExp(`;\\s*${name}=(?:"([^"]*)"|([^;\\s]+))`, 'i');
+  const m = re.exec(contentType);
+  return m === null ? undefined : (m[1] ?? m[2]);
+}
+
+/**
+ * Parses a DSN as buildDsn writes it (and the usual shape of others): the top-level header,
+ * the three parts of multipart/report, the delivery-status fields. Throws when the message
+ * is not a delivery status report. Octets are handled as latin1 internally so offsets stay
+ * exact; text is decoded as UTF-8 at the end.
+ */
+export function parseDsn(message: Buffer): ParsedDsn {
+  const raw = message.toString('latin1');
+  const utf8 = (s: string): string => Buffer.from(s, 'latin1').toString('utf8');
+  const split = raw.indexOf('\r\n\r\n');
+  if (split === -1) throw new Error('DSN parse: no end of header');
+  const headers = parseFieldBlock(utf8(raw.slice(0, split + 2)));
+  const contentType = headers['content-type'] ?? '';
+  if (mediaType(contentType) !== 'multipart/report') throw new Error('DSN parse: not multipart/report');
+  const boundary = param(contentType, 'boundary');
+  const reportType = param(contentType, 'report-type');
+  if (boundary === undefined || reportType === undefined) {
+    throw new Error('DSN parse: multipart/report without boundary or report-type');
+  }
+  // Every delimiter is CRLF "--" boundary; the body's first line may be one with no CRLF before it.
+  const body = `\r\n${raw.slice(split + 4)}`;
+  const pieces = body.split(`\r\n--${boundary}`);
+  const parts: { headers: Record<string, string>; content: string }[] = [];
+  let closed = false;
+  for (const piece of pieces.slice(1)) {
+    if (piece.startsWith('--')) {
+      closed = true;
+      break;
+    }
+    const rest = piece.replace(/^[ \t]*\r\n/, '');
+    const end = rest.startsWith('\r\n') ? 0 : rest.indexOf('\r\n\r\n');
+    if (end === -1) throw new Error('DSN parse: part without header end');
+    parts.push({
+      headers: parseFieldBlock(utf8(rest.slice(0, end + 2))),
+      content: rest.slice(end === 0 ? 2 : end + 4),
+    });
+  }
+  if (!closed) throw new Error('DSN parse: no closing boundary');
+  const [human, status, third] = parts;
+  if (human === undefined || status === undefined) throw new Error('DSN parse: fewer than two parts');
+  const statusType = mediaType(status.headers['content-type'] ?? '');
+  if (statusType !== 'message/delivery-status' && statusType !== 'message/global-delivery-status') {
+    throw new Error(`DSN parse: second part is ${statusType}, not a delivery status`);
+  }
+  const groups = utf8(status.content)
+    .replace(/(\r\n)+$/, '')
+    .split(/\r\n\r\n/);
+  const [perMessage, ...recipients] = groups.map(parseFieldBlock);
+  return {
+    headers,
+    reportType,
+    humanText: utf8(human.content),
+    statusType,
+    perMessage: perMessage ?? {},
+    recipients,
+    returned:
+      third === undefined
+        ? null
+        : {
+            contentType: mediaType(third.headers['content-type'] ?? ''),
+            content: Buffer.from(third.content, 'latin1'),
+          },
+  };
+}
