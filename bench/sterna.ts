@@ -194,7 +194,13 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
   // exec: the shell becomes node, so the pid we hold is the server's own.
   const child = spawn(
     'bash',
-    ['-c', `ulimit -n ${fdLimit} && exec "$0" "$1" serve --config "$2"`, process.execPath, CLI, configFile],
+    [
+      '-c',
+      `ulimit -n ${fdLimit} && exec "$0" --max-semi-space-size=1 "$1" serve --config "$2"`,
+      process.execPath,
+      CLI,
+      configFile,
+    ],
     { stdio: ['ignore', log.fd, log.fd] },
   );
   await log.close();

@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
+// The V8 flag caps the young generation at 1 MiB per semi-space: a server holding thousands of
+// idle connections keeps little short-lived garbage, and the default (16 MiB) lets resident
+// memory grow by ~30 MiB for nothing (docs/benchmarks.md). It must be given at start-up.
 /**
  * The `sterna` command: serve, check-config, user. Parses arguments, prints help, maps errors
  * to exit codes (0 ok, 1 operational failure, 2 usage or configuration error).

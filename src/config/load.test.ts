@@ -46,6 +46,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     local_domains: ['localhost', 'mx.example.org'],
     aliases: {},
     aliases_file: '',
+    transport: {},
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
     tls: { cert_file: '', key_file: '', min_version: 'TLSv1.2' },
     limits: {

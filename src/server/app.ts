@@ -14,8 +14,16 @@ import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
-import { reply } from '../smtp/replies.js';
-import type { SessionHooks } from '../smtp/session.js';
+import type { Credentials } from '../auth/sasl.js';
+import type { Mailbox } from '../smtp/address.js';
+import { reply, type Reply } from '../smtp/replies.js';
+import type {
+  AuthOutcome,
+  ClientView,
+  MessageSink,
+  RecipientVerdict,
+  SessionHooks,
+} from '../smtp/session.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
 
@@ -96,29 +104,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
   manager.start();
 
-  const hooks = (slog: Logger): SessionHooks => ({
-    now: Date.now,
-    nonce: () => randomBytes(12).toString('hex'),
-    checkRecipient: (rcpt, ctx) => Promise.resolve(checkRecipient(policy, rcpt, ctx)),
-    verifyAddress: (rcpt) => Promise.resolve(router.route(addressKey(rcpt)).kind === 'local'),
-    isAuthLockedOut: (ip) => throttle.isLockedOut(ip),
-    authenticate: async (creds, ip) => {
-      if (throttle.isLockedOut(ip)) return { kind: 'locked' };
-      const result = await users.verify(creds);
-      if (result.ok) {
-        throttle.recordSuccess(ip);
-        return { kind: 'ok', user: result.user };
-      }
-      return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip) };
-    },
-    mayUseSender: (user, sender) => users.mayUseSender(user, sender),
-    beginMessage: () => spool.begin(),
-    spoolFailureReply: (err) => {
-      slog.error({ err }, 'spool write failed; message not queued');
-      return err instanceof SpoolError && err.code === 'ENOSPC' ? reply('SPOOL_FULL') : reply('SPOOL_ERROR');
-    },
-    event: (name, fields) => slog.info(fields, name),
-  });
+  const shared: SharedServices = { policy, router, throttle, users, spool };
+  const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
     config,
@@ -156,4 +143,78 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
 async function loadAliases(config: Config): Promise<AliasTable> {
   const fromFile = config.aliases_file === '' ? {} : await loadAliasFile(config.aliases_file);
   return buildAliasTable({ ...fromFile, ...config.aliases });
+}
+
+/** What every session's hooks share; built once. */
+interface SharedServices {
+  policy: RecipientPolicy;
+  router: Router;
+  throttle: AuthThrottle;
+  users: UserStore;
+  spool: Spool;
+}
+
+/**
+ * The session hooks: one small object per connection (the shared services and the session's
+ * logger), with the behaviour on the prototype, so an idle connection costs a few bytes here.
+ */
+class AppHooks implements SessionHooks {
+  readonly #s: SharedServices;
+  readonly #log: Logger;
+
+  constructor(shared: SharedServices, log: Logger) {
+    this.#s = shared;
+    this.#log = log;
+  }
+
+  now(): number {
+    return Date.now();
+  }
+
+  nonce(): string {
+    return randomBytes(12).toString('hex');
+  }
+
+  checkRecipient(
+    rcpt: Mailbox,
+    ctx: { authUser: string | undefined; client: ClientView },
+  ): Promise<RecipientVerdict> {
+    return Promise.resolve(checkRecipient(this.#s.policy, rcpt, ctx));
+  }
+
+  verifyAddress(rcpt: Mailbox): Promise<boolean> {
+    return Promise.resolve(this.#s.router.route(addressKey(rcpt)).kind === 'local');
+  }
+
+  isAuthLockedOut(ip: string): boolean {
+    return this.#s.throttle.isLockedOut(ip);
+  }
+
+  async authenticate(creds: Credentials, ip: string): Promise<AuthOutcome> {
+    const { throttle, users } = this.#s;
+    if (throttle.isLockedOut(ip)) return { kind: 'locked' };
+    const result = await users.verify(creds);
+    if (result.ok) {
+      throttle.recordSuccess(ip);
+      return { kind: 'ok', user: result.user };
+    }
+    return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip) };
+  }
+
+  mayUseSender(user: string, sender: string): boolean {
+    return this.#s.users.mayUseSender(user, sender);
+  }
+
+  beginMessage(): MessageSink {
+    return this.#s.spool.begin();
+  }
+
+  spoolFailureReply(err: unknown): Reply {
+    this.#log.error({ err }, 'spool write failed; message not queued');
+    return err instanceof SpoolError && err.code === 'ENOSPC' ? reply('SPOOL_FULL') : reply('SPOOL_ERROR');
+  }
+
+  event(name: string, fields: Record<string, unknown>): void {
+    this.#log.info(fields, name);
+  }
 }

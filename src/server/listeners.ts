@@ -39,6 +39,8 @@ export class Listeners {
   readonly #servers: net.Server[] = [];
   readonly #connections = new Set<Connection>();
   readonly #perIp = new Map<string, number>();
+  /** One session configuration per listener kind, shared by its sessions. */
+  readonly #sessionConfigs = new Map<ListenerKind, SessionConfig>();
   #total = 0;
   #sessionSeq = 0;
   readonly #sidPrefix = randomBytes(3).toString('hex');
@@ -115,7 +117,12 @@ export class Listeners {
     }
     this.#total++;
     this.#perIp.set(ip, countIp + 1);
-    const sessionConfig = this.#sessionConfig(kind);
+    let sessionConfig = this.#sessionConfigs.get(kind);
+    if (sessionConfig === undefined) {
+      sessionConfig = this.#sessionConfig(kind);
+      this.#sessionConfigs.set(kind, sessionConfig);
+    }
+    const cfg = sessionConfig;
     const hooks = this.#deps.hooks(clog, kind);
     const conn = new Connection(
       socket,
@@ -132,7 +139,7 @@ export class Listeners {
         minTlsVersion: config.tls.min_version,
       },
       clog,
-      (tls: TlsInfo | undefined) => new Session(sessionConfig, hooks, { ip, port }, tls),
+      (tls: TlsInfo | undefined) => new Session(cfg, hooks, { ip, port }, tls),
       () => {
         this.#connections.delete(conn);
         this.#total--;

@@ -6,12 +6,38 @@
  * Test-only code: it trusts the server it starts, listens on nothing and binds only 127.0.0.1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The compiled `sterna` command (dist/src/cli/sterna.js). */
 export const STERNA_CLI: string = fileURLToPath(new URL('../../src/cli/sterna.js', import.meta.url));
+
+const DIST_SRC = fileURLToPath(new URL('../../src/', import.meta.url));
+const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+/**
+ * Copies the compiled server (dist/src without tests and source maps, package.json, a link to
+ * node_modules) under `dir` and returns its `sterna` command. A test that restarts Sterna several
+ * times runs the same code every time, even if dist/ is rebuilt meanwhile.
+ */
+export async function snapshotSterna(dir: string): Promise<string> {
+  const root = path.join(dir, 'sterna-snapshot');
+  const copyTree = async (from: string, to: string): Promise<void> => {
+    await mkdir(to, { recursive: true });
+    for (const entry of await readdir(from, { withFileTypes: true })) {
+      const source = path.join(from, entry.name);
+      if (entry.isDirectory()) await copyTree(source, path.join(to, entry.name));
+      else if (entry.name.endsWith('.js') && !entry.name.endsWith('.test.js'))
+        await copyFile(source, path.join(to, entry.name));
+    }
+  };
+  await copyTree(DIST_SRC, path.join(root, 'dist', 'src'));
+  await copyFile(path.join(REPO_ROOT, 'package.json'), path.join(root, 'package.json'));
+  await symlink(path.join(REPO_ROOT, 'node_modules'), path.join(root, 'node_modules'), 'dir');
+  return path.join(root, 'dist', 'src', 'cli', 'sterna.js');
+}
 
 /** How a child process ended: its exit code, or the signal that killed it. */
 export interface ProcessExit {
@@ -21,6 +47,8 @@ export interface ProcessExit {
 
 export interface SternaProcessOptions {
   configFile: string;
+  /** The `sterna` command to run; default STERNA_CLI (see snapshotSterna()). */
+  cli?: string;
   /** The port of the smtp listener in that config, polled for the 220 greeting. */
   smtpPort: number;
   /** File that receives the child's stdout (the JSON log); created or truncated. */
@@ -81,12 +109,13 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined
  * time (the child is then killed).
  */
 export async function startSternaProcess(opts: SternaProcessOptions): Promise<SternaProcess> {
+  const cli = opts.cli ?? STERNA_CLI;
   const out = await open(opts.stdoutFile, 'w');
   const err = await open(opts.stderrFile, 'w');
   let exitInfo: ProcessExit | undefined;
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [STERNA_CLI, 'serve', '--config', opts.configFile], {
+    child = spawn(process.execPath, [cli, 'serve', '--config', opts.configFile], {
       stdio: ['ignore', out.fd, err.fd],
     });
   } finally {
@@ -103,7 +132,7 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
   const pid = child.pid;
   if (pid === undefined) {
     const e = await within(exited, 1000);
-    throw new Error(`could not start ${STERNA_CLI}: ${JSON.stringify(e)}`);
+    throw new Error(`could not start ${cli}: ${JSON.stringify(e)}`);
   }
   const handle: SternaProcess = {
     pid,

@@ -140,7 +140,17 @@ async function deliver(
       await fh.close().catch(() => undefined);
     }
     // rename() replaces an existing new/<name> atomically, so even without the check there is one file.
-    await step('move the message into', newDir, () => fs.rename(tmpFile, newFile));
+    await step('move the message into', newDir, async () => {
+      try {
+        await fs.rename(tmpFile, newFile);
+      } catch (err) {
+        // A Maildir left half-made (tmp/ without new/, from an older layout or a hand-made
+        // directory): complete it, which is safe to repeat, and move the file once more.
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        await createMaildir(fs, d.maildir);
+        await fs.rename(tmpFile, newFile);
+      }
+    });
     tmpCreated = false;
     // A failure from here on leaves the message in new/; the retry finds it and reports a duplicate.
     await step('fsync directory', newDir, () => syncDir(fs, newDir));
@@ -240,7 +250,9 @@ async function createMaildir(fs: MaildirFs, maildir: string): Promise<void> {
   const first = await step('create directory', maildir, () =>
     fs.mkdir(maildir, { recursive: true, mode: DIR_MODE }),
   );
-  for (const sub of ['tmp', 'new', 'cur']) {
+  // new/ and cur/ before tmp/: a delivery that finds tmp/ assumes the Maildir is whole, so tmp/
+  // must be the last to appear (a concurrent delivery, or a crash between two mkdirs).
+  for (const sub of ['new', 'cur', 'tmp']) {
     const dir = path.join(maildir, sub);
     await step('create directory', dir, () =>
       unlessCode(fs.mkdir(dir, { mode: DIR_MODE }), 'EEXIST', undefined),

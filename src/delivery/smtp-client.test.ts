@@ -1,0 +1,1074 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { setImmediate } from 'node:timers/promises';
+import { generateSelfSigned } from '../server/tls.js';
+import { startSmtpSink, type SinkOptions, type SmtpSink } from '../../test/helpers/smtp-sink.js';
+import {
+  DotStuffer,
+  SmtpClientSession,
+  type ClientOptions,
+  type ConnectFailure,
+  type OutboundMessage,
+  type TransactionResult,
+} from './smtp-client.js';
+
+const CERT = await generateSelfSigned('mx.sink.test', new Date(Date.now() - 60_000));
+
+const TIMEOUTS = {
+  connectMs: 5000,
+  greetingMs: 5000,
+  commandMs: 5000,
+  dataInitMs: 5000,
+  dataBlockMs: 5000,
+  dataEndMs: 5000,
+};
+
+function clientOptions(sink: SmtpSink, extra: Partial<ClientOptions> = {}): ClientOptions {
+  return {
+    host: sink.host,
+    port: sink.port,
+    heloName: 'client.test',
+    tls: 'opportunistic',
+    timeouts: TIMEOUTS,
+    ...extra,
+  };
+}
+
+function body(...pieces: (string | Buffer)[]): () => AsyncIterable<Buffer> {
+  return async function* () {
+    for (const p of pieces) {
+      await setImmediate();
+      yield typeof p === 'string' ? Buffer.from(p, 'utf8') : p;
+    }
+  };
+}
+
+const TEXT = 'Subject: hi\r\n\r\nHello.\r\n';
+
+function message(extra: Partial<OutboundMessage> = {}): OutboundMessage {
+  return {
+    sender: 'alice@example.org',
+    mailParams: {},
+    recipients: [{ address: 'bob@example.net', params: {} }],
+    size: Buffer.byteLength(TEXT),
+    body: body(TEXT),
+    needsSmtputf8: false,
+    eightBit: false,
+    ...extra,
+  };
+}
+
+async function withSink(opts: SinkOptions, fn: (sink: SmtpSink) => Promise<void>): Promise<void> {
+  const sink = await startSmtpSink(opts);
+  try {
+    await fn(sink);
+  } finally {
+    await sink.close();
+  }
+}
+
+function isSession(x: SmtpClientSession | ConnectFailure): x is SmtpClientSession {
+  return x instanceof SmtpClientSession;
+}
+
+async function connect(opts: ClientOptions): Promise<SmtpClientSession> {
+  const s = await SmtpClientSession.connect(opts);
+  if (!isSession(s)) assert.fail(`connect failed: ${JSON.stringify(s)}`);
+  return s;
+}
+
+/** Connects, sends one message, quits. */
+async function deliver(opts: ClientOptions, msg: OutboundMessage): Promise<TransactionResult> {
+  const s = await connect(opts);
+  const r = await s.send(msg);
+  await s.quit();
+  return r;
+}
+
+function done(r: TransactionResult): Extract<TransactionResult, { kind: 'done' }> {
+  if (r.kind !== 'done') assert.fail(`expected done, got ${JSON.stringify(r)}`);
+  return r;
+}
+
+const QUEUED = { code: 250, enhanced: '2.0.0', lines: ['2.0.0 Ok: queued as SINK'] };
+
+// --- DotStuffer (RFC 5321 4.5.2) ---------------------------------------------------------------
+
+function stuff(pieces: Buffer[]): string {
+  const d = new DotStuffer();
+  const out = pieces.map((p) => d.push(p));
+  out.push(d.end());
+  return Buffer.concat(out).toString('latin1');
+}
+
+test('RFC 5321 4.5.2: dot-stuffing at every split point, CRLF.CRLF appended', () => {
+  const input = Buffer.from('.a\r\nb.\r\n..c\r\n.\r\nd', 'latin1');
+  const expected = '..a\r\nb.\r\n...c\r\n..\r\nd\r\n.\r\n';
+  for (let i = 0; i <= input.length; i++) {
+    for (let j = i; j <= input.length; j++) {
+      const pieces = [input.subarray(0, i), input.subarray(i, j), input.subarray(j)];
+      assert.equal(stuff(pieces), expected, `cuts ${i}, ${j}`);
+    }
+  }
+});
+
+test('DATA end: nothing added after a final CRLF; LF after a final CR; empty body is just "."', () => {
+  assert.equal(stuff([Buffer.from('a\r\n')]), 'a\r\n.\r\n');
+  assert.equal(stuff([Buffer.from('a\r'), Buffer.from('\n')]), 'a\r\n.\r\n');
+  assert.equal(stuff([Buffer.from('a\r')]), 'a\r\n.\r\n');
+  assert.equal(stuff([Buffer.from('a')]), 'a\r\n.\r\n');
+  assert.equal(stuff([Buffer.from('a\n')]), 'a\n\r\n.\r\n');
+  assert.equal(stuff([]), '.\r\n');
+  assert.equal(stuff([Buffer.alloc(0)]), '.\r\n');
+});
+
+test('DotStuffer returns a chunk without line-initial dots unchanged (no copy)', () => {
+  const d = new DotStuffer();
+  const chunk = Buffer.from('a.b\r\nc\r\n');
+  assert.equal(d.push(chunk), chunk);
+});
+
+// --- Sessions ----------------------------------------------------------------------------------
+
+test('delivery without PIPELINING: one command at a time, SIZE declared, DATA dot-stuffed', async () => {
+  await withSink({ ehlo: ['SIZE 1000000', 'ENHANCEDSTATUSCODES'] }, async (sink) => {
+    const r = done(await deliver(clientOptions(sink), message()));
+    assert.deepEqual(r, {
+      kind: 'done',
+      recipients: [{ address: 'bob@example.net', kind: 'delivered', reply: QUEUED }],
+      messageReply: QUEUED,
+    });
+    const session = sink.sessions[0];
+    assert.ok(session !== undefined);
+    assert.deepEqual(session.transcript, [
+      'S: 220 sink.test ESMTP sink',
+      'C: EHLO client.test',
+      'S: 250-sink.test',
+      'S: 250-SIZE 1000000',
+      'S: 250 ENHANCEDSTATUSCODES',
+      'C: MAIL FROM:<alice@example.org> SIZE=23',
+      'S: 250 2.1.0 Ok',
+      'C: RCPT TO:<bob@example.net>',
+      'S: 250 2.1.5 Ok',
+      'C: DATA',
+      'S: 354 End data with <CR><LF>.<CR><LF>',
+      'C: <26 octets of DATA>',
+      'S: 250 2.0.0 Ok: queued as SINK',
+      'C: QUIT',
+      'S: 221 2.0.0 Bye',
+    ]);
+    assert.ok(session.batches.every((b) => b.length === 1));
+    const [m] = sink.messages();
+    assert.equal(m?.raw.toString(), `${TEXT}.\r\n`);
+    assert.deepEqual(m?.rcptTo, ['bob@example.net']);
+  });
+});
+
+test('RFC 2920: with PIPELINING, MAIL and every RCPT go in one batch, DATA after their replies', async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const msg = message({
+      recipients: [
+        { address: 'a@example.net', params: {} },
+        { address: 'b@example.net', params: {} },
+      ],
+    });
+    const r = done(await deliver(clientOptions(sink), msg));
+    assert.deepEqual(
+      r.recipients.map((x) => x.kind),
+      ['delivered', 'delivered'],
+    );
+    assert.deepEqual(sink.sessions[0]?.batches, [
+      ['EHLO client.test'],
+      ['MAIL FROM:<alice@example.org>', 'RCPT TO:<a@example.net>', 'RCPT TO:<b@example.net>'],
+      ['DATA'],
+      ['QUIT'],
+    ]);
+  });
+});
+
+const MIXED: SinkOptions = {
+  ehlo: ['PIPELINING'],
+  respond: (c) => {
+    if (c.verb !== 'RCPT') return undefined;
+    if (c.line.includes('temp@')) return '450 4.2.1 Mailbox busy';
+    if (c.line.includes('bad@')) return '550 5.1.1 No such user';
+    return undefined;
+  },
+};
+
+for (const pipelining of [true, false]) {
+  test(`per-recipient outcomes 250/450/550${pipelining ? ' (pipelined)' : ''}; DATA reply applies to accepted ones`, async () => {
+    await withSink({ ...MIXED, ehlo: pipelining ? ['PIPELINING'] : [] }, async (sink) => {
+      const msg = message({
+        recipients: ['ok@example.net', 'temp@example.net', 'bad@example.net', 'ok2@example.net'].map(
+          (address) => ({ address, params: {} }),
+        ),
+      });
+      const r = done(await deliver(clientOptions(sink), msg));
+      assert.deepEqual(r.recipients, [
+        { address: 'ok@example.net', kind: 'delivered', reply: QUEUED },
+        {
+          address: 'temp@example.net',
+          kind: 'deferred',
+          reply: { code: 450, enhanced: '4.2.1', lines: ['4.2.1 Mailbox busy'] },
+        },
+        {
+          address: 'bad@example.net',
+          kind: 'failed',
+          reply: { code: 550, enhanced: '5.1.1', lines: ['5.1.1 No such user'] },
+        },
+        { address: 'ok2@example.net', kind: 'delivered', reply: QUEUED },
+      ]);
+      assert.deepEqual(sink.messages()[0]?.rcptTo, ['ok@example.net', 'ok2@example.net']);
+    });
+  });
+}
+
+test('RFC 2920: no recipient accepted → RSET, no DATA, messageReply null', async () => {
+  await withSink(MIXED, async (sink) => {
+    const msg = message({ recipients: [{ address: 'bad@example.net', params: {} }] });
+    const r = done(await deliver(clientOptions(sink), msg));
+    assert.deepEqual(r, {
+      kind: 'done',
+      recipients: [
+        {
+          address: 'bad@example.net',
+          kind: 'failed',
+          reply: { code: 550, enhanced: '5.1.1', lines: ['5.1.1 No such user'] },
+        },
+      ],
+      messageReply: null,
+    });
+    assert.deepEqual(sink.commands(), [
+      'EHLO client.test',
+      'MAIL FROM:<alice@example.org>',
+      'RCPT TO:<bad@example.net>',
+      'RSET',
+      'QUIT',
+    ]);
+  });
+});
+
+test('DATA refused → per-recipient outcome from that reply; next transaction starts with RSET', async () => {
+  let refuse = true;
+  await withSink(
+    {
+      respond: (c) => {
+        if (c.verb === 'DATA' && refuse) {
+          refuse = false;
+          return '554 5.7.1 Not now';
+        }
+        return undefined;
+      },
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink));
+      const first = done(await s.send(message()));
+      const refusal = { code: 554, enhanced: '5.7.1', lines: ['5.7.1 Not now'] };
+      assert.deepEqual(first.recipients, [{ address: 'bob@example.net', kind: 'failed', reply: refusal }]);
+      assert.deepEqual(first.messageReply, refusal);
+      const second = done(await s.send(message()));
+      assert.equal(second.recipients[0]?.kind, 'delivered');
+      await s.quit();
+      assert.deepEqual(sink.commands(), [
+        'EHLO client.test',
+        'MAIL FROM:<alice@example.org>',
+        'RCPT TO:<bob@example.net>',
+        'DATA',
+        'RSET',
+        'MAIL FROM:<alice@example.org>',
+        'RCPT TO:<bob@example.net>',
+        'DATA',
+        '<26 octets of DATA>',
+        'QUIT',
+      ]);
+    },
+  );
+});
+
+test('connection reuse: two messages in one session, no RSET after a complete transaction', async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const one = done(await s.send(message({ sender: 'one@example.org' })));
+    const two = done(await s.send(message({ sender: 'two@example.org' })));
+    await s.quit();
+    assert.equal(one.recipients[0]?.kind, 'delivered');
+    assert.equal(two.recipients[0]?.kind, 'delivered');
+    assert.equal(sink.sessions.length, 1);
+    assert.deepEqual(
+      sink.messages().map((m) => m.mailFrom),
+      ['one@example.org', 'two@example.org'],
+    );
+    assert.ok(!sink.commands().includes('RSET'));
+  });
+});
+
+test('MAIL refused: rejected at stage mail, permanent for 5xx, temporary for 4xx', async () => {
+  await withSink(
+    {
+      ehlo: ['PIPELINING'],
+      respond: (c) => {
+        if (c.verb === 'MAIL')
+          return c.line.includes('perm@') ? '553 5.7.1 Sender refused' : '451 4.3.0 Try later';
+        if (c.verb === 'RCPT') return '503 5.5.1 No MAIL';
+        return undefined;
+      },
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink));
+      assert.deepEqual(await s.send(message({ sender: 'perm@example.org' })), {
+        kind: 'rejected',
+        reply: { code: 553, enhanced: '5.7.1', lines: ['5.7.1 Sender refused'] },
+        permanent: true,
+        stage: 'mail',
+      });
+      assert.deepEqual(await s.send(message()), {
+        kind: 'rejected',
+        reply: { code: 451, enhanced: '4.3.0', lines: ['4.3.0 Try later'] },
+        permanent: false,
+        stage: 'mail',
+      });
+      await s.quit();
+    },
+  );
+});
+
+test('RFC 5321 4.1.4: a 5xx to EHLO falls back to HELO, without extensions', async () => {
+  await withSink({ ehlo: null }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    assert.equal(s.extensions.size, 0);
+    const r = done(await s.send(message()));
+    await s.quit();
+    assert.equal(r.recipients[0]?.kind, 'delivered');
+    assert.deepEqual(sink.commands().slice(0, 3), [
+      'EHLO client.test',
+      'HELO client.test',
+      'MAIL FROM:<alice@example.org>',
+    ]);
+  });
+});
+
+test('EHLO and HELO both refused with 5xx: rejected at stage ehlo, permanent', async () => {
+  await withSink(
+    { ehlo: null, respond: (c) => (c.verb === 'HELO' ? '550 5.7.1 Go away' : undefined) },
+    async (sink) => {
+      assert.deepEqual(await SmtpClientSession.connect(clientOptions(sink)), {
+        kind: 'rejected',
+        reply: { code: 550, enhanced: '5.7.1', lines: ['5.7.1 Go away'] },
+        permanent: true,
+        stage: 'ehlo',
+      });
+    },
+  );
+});
+
+test('greeting: 421 → connection-failed; 554 → rejected at greeting, permanent', async () => {
+  await withSink({ respond: (c) => (c.verb === 'GREETING' ? '421 4.3.2 Busy' : undefined) }, async (sink) => {
+    const r = await SmtpClientSession.connect(clientOptions(sink));
+    assert.deepEqual(r, {
+      kind: 'connection-failed',
+      reason: `sink.test refused the session at greeting: 421 4.3.2 Busy`.replace(
+        'sink.test',
+        `${sink.host}[${sink.host}]:${sink.port}`,
+      ),
+      permanent: false,
+    });
+  });
+  await withSink(
+    { respond: (c) => (c.verb === 'GREETING' ? '554 No SMTP service here' : undefined) },
+    async (sink) => {
+      assert.deepEqual(await SmtpClientSession.connect(clientOptions(sink)), {
+        kind: 'rejected',
+        reply: { code: 554, lines: ['No SMTP service here'] },
+        permanent: true,
+        stage: 'greeting',
+      });
+    },
+  );
+});
+
+test('connect refused → connection-failed, not permanent', async () => {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address !== null && typeof address !== 'string');
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const r = await SmtpClientSession.connect({
+    host: '127.0.0.1',
+    port: address.port,
+    heloName: 'client.test',
+    tls: 'opportunistic',
+    timeouts: TIMEOUTS,
+  });
+  assert.deepEqual(r, {
+    kind: 'connection-failed',
+    reason: `cannot connect to 127.0.0.1[127.0.0.1]:${address.port}: connect ECONNREFUSED 127.0.0.1:${address.port}`,
+    permanent: false,
+  });
+});
+
+test('localAddress: the connection comes from the bind address', async () => {
+  await withSink({ host: '127.0.0.2' }, async (sink) => {
+    const s = await connect(clientOptions(sink, { localAddress: '127.0.0.3' }));
+    s.close();
+    assert.equal(sink.sessions[0]?.remoteAddress, '127.0.0.3');
+  });
+});
+
+// --- TLS ---------------------------------------------------------------------------------------
+
+test('RFC 3207: opportunistic STARTTLS when offered, EHLO again, then the transaction over TLS', async () => {
+  await withSink({ ehlo: ['PIPELINING'], tls: CERT }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    assert.ok(s.tls !== null);
+    assert.equal(s.tls.verified, false);
+    assert.match(s.tls.version, /^TLSv1\.[23]$/);
+    assert.ok(!s.extensions.has('STARTTLS'));
+    const r = done(await s.send(message()));
+    await s.quit();
+    assert.equal(r.recipients[0]?.kind, 'delivered');
+    assert.deepEqual(sink.commands().slice(0, 4), [
+      'EHLO client.test',
+      'STARTTLS',
+      'EHLO client.test',
+      'MAIL FROM:<alice@example.org>',
+    ]);
+    assert.equal(sink.sessions[0]?.tls, true);
+    assert.equal(sink.sessions[0]?.injectedBytes, 0);
+  });
+});
+
+test("tls 'none' never sends STARTTLS", async () => {
+  await withSink({ tls: CERT }, async (sink) => {
+    const s = await connect(clientOptions(sink, { tls: 'none' }));
+    assert.equal(s.tls, null);
+    s.close();
+    assert.ok(!sink.commands().includes('STARTTLS'));
+  });
+});
+
+test("tls 'required' and the peer offers no STARTTLS → rejected at stage tls, temporary, no MAIL", async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const r = await SmtpClientSession.connect(clientOptions(sink, { tls: 'required' }));
+    assert.deepEqual(r, {
+      kind: 'rejected',
+      reply: {
+        code: 454,
+        enhanced: '4.7.4',
+        lines: [
+          `4.7.4 TLS is required for ${sink.host}[${sink.host}]:${sink.port}, but it does not offer STARTTLS; not sent in clear`,
+        ],
+        local: true,
+      },
+      permanent: false,
+      stage: 'tls',
+    });
+    assert.deepEqual(sink.commands(), ['EHLO client.test']);
+  });
+});
+
+test("tls 'required-verify': the certificate verifies against servername with the given CA", async () => {
+  await withSink({ tls: CERT }, async (sink) => {
+    const s = await connect(
+      clientOptions(sink, {
+        tls: 'required-verify',
+        servername: 'mx.sink.test',
+        tlsOptions: { ca: CERT.cert },
+      }),
+    );
+    assert.equal(s.tls?.verified, true);
+    s.close();
+  });
+});
+
+test("tls 'required-verify': a name mismatch is a temporary TLS failure, nothing sent in clear", async () => {
+  await withSink({ tls: CERT }, async (sink) => {
+    const r = await SmtpClientSession.connect(
+      clientOptions(sink, {
+        tls: 'required-verify',
+        servername: 'other.test',
+        tlsOptions: { ca: CERT.cert },
+      }),
+    );
+    assert.equal(r instanceof SmtpClientSession, false);
+    if (r instanceof SmtpClientSession) return;
+    assert.equal(r.kind, 'rejected');
+    if (r.kind !== 'rejected') return;
+    assert.equal(r.stage, 'tls');
+    assert.equal(r.permanent, false);
+    assert.equal(r.reply.enhanced, '4.7.5');
+    assert.equal(r.reply.local, true);
+    assert.match(r.reply.lines[0] ?? '', /Hostname\/IP does not match certificate's altnames/);
+    assert.deepEqual(sink.commands(), ['EHLO client.test', 'STARTTLS']);
+  });
+});
+
+test("tls 'required-verify': an untrusted certificate is refused", async () => {
+  await withSink({ tls: CERT }, async (sink) => {
+    const r = await SmtpClientSession.connect(
+      clientOptions(sink, { tls: 'required-verify', servername: 'mx.sink.test' }),
+    );
+    assert.ok(!(r instanceof SmtpClientSession) && r.kind === 'rejected' && r.stage === 'tls');
+  });
+});
+
+test('RFC 3207 5: data sent after the 220 to STARTTLS is refused (response injection)', async () => {
+  await withSink(
+    { tls: CERT, respond: (c) => (c.verb === 'STARTTLS' ? '220 Go ahead\n250 injected' : undefined) },
+    async (sink) => {
+      const r = await SmtpClientSession.connect(clientOptions(sink, { tls: 'required' }));
+      assert.ok(!(r instanceof SmtpClientSession) && r.kind === 'rejected');
+      assert.equal(r.stage, 'tls');
+      assert.match(r.reply.lines[0] ?? '', /sent data after its 220 reply to STARTTLS/);
+    },
+  );
+});
+
+test('opportunistic TLS: a failed handshake is retried once in clear', async () => {
+  // The peer offers STARTTLS, says 220, then drops the connection: the handshake fails.
+  await withSink(
+    {
+      ehlo: ['STARTTLS'],
+      respond: (c) =>
+        c.verb === 'STARTTLS' && c.session.index === 0 ? { reply: '220 Go ahead', close: true } : undefined,
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink));
+      assert.equal(s.tls, null);
+      const r = done(await s.send(message()));
+      await s.quit();
+      assert.equal(r.recipients[0]?.kind, 'delivered');
+      assert.equal(sink.sessions.length, 2);
+      assert.ok(!sink.sessions[1]?.transcript.includes('C: STARTTLS'));
+    },
+  );
+});
+
+test('opportunistic TLS: STARTTLS refused → the session continues in clear', async () => {
+  await withSink(
+    {
+      ehlo: ['STARTTLS'],
+      respond: (c) => (c.verb === 'STARTTLS' ? '454 4.7.0 TLS not available' : undefined),
+    },
+    async (sink) => {
+      const r = done(await deliver(clientOptions(sink), message()));
+      assert.equal(r.recipients[0]?.kind, 'delivered');
+      assert.equal(sink.sessions.length, 1);
+    },
+  );
+});
+
+// --- AUTH --------------------------------------------------------------------------------------
+
+const USER = { username: 'smtp-user', password: 's3cret pass' };
+
+test('RFC 4954/4616: AUTH PLAIN to a smarthost over implicit TLS', async () => {
+  await withSink({ tls: CERT, implicitTls: true, auth: USER }, async (sink) => {
+    const s = await connect(clientOptions(sink, { implicitTls: true, auth: USER }));
+    assert.ok(s.tls !== null);
+    const r = done(await s.send(message()));
+    await s.quit();
+    assert.equal(r.recipients[0]?.kind, 'delivered');
+    assert.equal(sink.sessions[0]?.authUser, 'smtp-user');
+    const plain = Buffer.from('\0smtp-user\0s3cret pass').toString('base64');
+    assert.deepEqual(sink.commands().slice(0, 2), ['EHLO client.test', `AUTH PLAIN ${plain}`]);
+  });
+});
+
+test('AUTH LOGIN when PLAIN is not offered, after STARTTLS', async () => {
+  await withSink({ tls: CERT, auth: USER, authMechanisms: ['LOGIN'] }, async (sink) => {
+    const s = await connect(clientOptions(sink, { auth: USER, tls: 'required' }));
+    s.close();
+    assert.equal(sink.sessions[0]?.authUser, 'smtp-user');
+    assert.deepEqual(sink.commands().slice(3, 6), [
+      'AUTH LOGIN',
+      Buffer.from('smtp-user').toString('base64'),
+      Buffer.from('s3cret pass').toString('base64'),
+    ]);
+  });
+});
+
+test('AUTH failure is a temporary rejection at stage auth', async () => {
+  await withSink({ tls: CERT, implicitTls: true, auth: USER }, async (sink) => {
+    const r = await SmtpClientSession.connect(
+      clientOptions(sink, { implicitTls: true, auth: { username: 'smtp-user', password: 'wrong' } }),
+    );
+    assert.deepEqual(r, {
+      kind: 'rejected',
+      reply: { code: 535, enhanced: '5.7.8', lines: ['5.7.8 Authentication credentials invalid'] },
+      permanent: false,
+      stage: 'auth',
+    });
+  });
+});
+
+test('AUTH is never sent in clear', async () => {
+  await withSink({ auth: USER }, async (sink) => {
+    const r = await SmtpClientSession.connect(clientOptions(sink, { tls: 'none', auth: USER }));
+    assert.ok(!(r instanceof SmtpClientSession) && r.kind === 'rejected');
+    assert.equal(r.stage, 'auth');
+    assert.equal(r.permanent, false);
+    assert.equal(r.reply.enhanced, '4.7.11');
+    assert.deepEqual(sink.commands(), ['EHLO client.test']);
+  });
+});
+
+// --- Extensions --------------------------------------------------------------------------------
+
+test('RFC 1870: declared size above the server SIZE → permanent 552 5.3.4, nothing sent', async () => {
+  await withSink({ ehlo: ['SIZE 100'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const r = await s.send(message({ size: 101 }));
+    assert.deepEqual(r, {
+      kind: 'rejected',
+      reply: {
+        code: 552,
+        enhanced: '5.3.4',
+        lines: [
+          `5.3.4 Message size 101 exceeds the limit of 100 octets announced by ${sink.host}[${sink.host}]:${sink.port}`,
+        ],
+        local: true,
+      },
+      permanent: true,
+      stage: 'mail',
+    });
+    const ok = done(await s.send(message({ size: 100 })));
+    await s.quit();
+    assert.equal(ok.recipients[0]?.kind, 'delivered');
+    assert.deepEqual(sink.commands()[1], 'MAIL FROM:<alice@example.org> SIZE=100');
+  });
+});
+
+test('RFC 1870: SIZE 0 means no limit', async () => {
+  await withSink({ ehlo: ['SIZE 0'] }, async (sink) => {
+    const r = done(await deliver(clientOptions(sink), message({ size: 10_000_000 })));
+    assert.equal(r.recipients[0]?.kind, 'delivered');
+  });
+});
+
+test('RFC 6531 3.5: SMTPUTF8 needed but not offered → permanent 5.6.7, nothing sent', async () => {
+  await withSink({ ehlo: ['8BITMIME'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const r = await s.send(message({ sender: 'ålice@example.org', needsSmtputf8: true }));
+    s.close();
+    assert.ok(r.kind === 'rejected');
+    assert.equal(r.permanent, true);
+    assert.equal(r.stage, 'mail');
+    assert.equal(r.reply.code, 553);
+    assert.equal(r.reply.enhanced, '5.6.7');
+    assert.deepEqual(sink.commands(), ['EHLO client.test']);
+  });
+});
+
+test('RFC 6531: SMTPUTF8 offered → the parameter is sent with the UTF-8 address', async () => {
+  await withSink({ ehlo: ['SMTPUTF8', '8BITMIME'] }, async (sink) => {
+    const r = done(
+      await deliver(
+        clientOptions(sink),
+        message({ sender: 'ålice@exämple.org', needsSmtputf8: true, eightBit: true }),
+      ),
+    );
+    assert.equal(r.recipients[0]?.kind, 'delivered');
+    assert.equal(sink.commands()[1], 'MAIL FROM:<ålice@exämple.org> BODY=8BITMIME SMTPUTF8');
+  });
+});
+
+test('RFC 6152: BODY=8BITMIME only when offered; an 8-bit body is sent as is either way', async () => {
+  const eight = Buffer.from('Subject: caf\xe9\r\n\r\n\xff\xfe\r\n', 'latin1');
+  for (const offered of [true, false]) {
+    await withSink({ ehlo: offered ? ['8BITMIME'] : [] }, async (sink) => {
+      const msg = message({ eightBit: true, body: body(eight), size: eight.length });
+      done(await deliver(clientOptions(sink), msg));
+      assert.equal(sink.commands()[1], `MAIL FROM:<alice@example.org>${offered ? ' BODY=8BITMIME' : ''}`);
+      assert.deepEqual(sink.messages()[0]?.body, eight);
+    });
+  }
+});
+
+test('RFC 3461: DSN parameters (xtext) only when the server offers DSN', async () => {
+  const msg = message({
+    mailParams: { ret: 'HDRS', envid: 'id+1=2 x' },
+    recipients: [
+      {
+        address: 'bob@example.net',
+        params: { notify: ['SUCCESS', 'FAILURE'], orcpt: { type: 'rfc822', address: 'bob+x@example.net' } },
+      },
+    ],
+  });
+  await withSink({ ehlo: ['DSN'] }, async (sink) => {
+    done(await deliver(clientOptions(sink), msg));
+    assert.deepEqual(sink.commands().slice(1, 3), [
+      'MAIL FROM:<alice@example.org> RET=HDRS ENVID=id+2B1+3D2+20x',
+      'RCPT TO:<bob@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob+2Bx@example.net',
+    ]);
+  });
+  await withSink({ ehlo: [] }, async (sink) => {
+    done(await deliver(clientOptions(sink), msg));
+    assert.deepEqual(sink.commands().slice(1, 3), [
+      'MAIL FROM:<alice@example.org>',
+      'RCPT TO:<bob@example.net>',
+    ]);
+  });
+});
+
+test('the null sender is sent as MAIL FROM:<>', async () => {
+  await withSink({}, async (sink) => {
+    done(await deliver(clientOptions(sink), message({ sender: '' })));
+    assert.equal(sink.commands()[1], 'MAIL FROM:<>');
+  });
+});
+
+test('an address holding CR or LF is refused before anything is sent', async () => {
+  await withSink({}, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const r = await s.send(
+      message({ recipients: [{ address: 'bob@example.net>\r\nRCPT TO:<evil@example.net', params: {} }] }),
+    );
+    s.close();
+    assert.ok(r.kind === 'rejected' && r.permanent && r.reply.enhanced === '5.1.3');
+    assert.deepEqual(sink.commands(), ['EHLO client.test']);
+  });
+});
+
+test('RFC 5321 4.5.2: DATA dot-stuffing is byte-exact, a missing final CRLF is added', async () => {
+  await withSink({}, async (sink) => {
+    const text = '.first\r\nmiddle\r\n..two\r\n.\r\nlast line';
+    // One byte per chunk: every line start is split from its line ending.
+    const pieces = Array.from({ length: text.length }, (_, i) => text.slice(i, i + 1));
+    done(await deliver(clientOptions(sink), message({ body: body(...pieces), size: text.length })));
+    const [m] = sink.messages();
+    assert.equal(m?.via, 'DATA');
+    assert.equal(m?.raw.toString('latin1'), '..first\r\nmiddle\r\n...two\r\n..\r\nlast line\r\n.\r\n');
+    assert.equal(m?.body.toString('latin1'), `${text}\r\n`);
+  });
+});
+
+test('RFC 5321 4.5.2: an empty body is sent as "." alone', async () => {
+  await withSink({}, async (sink) => {
+    done(await deliver(clientOptions(sink), message({ body: body(), size: 0 })));
+    assert.equal(sink.messages()[0]?.raw.toString(), '.\r\n');
+  });
+});
+
+for (const pipelining of [false, true]) {
+  test(`RFC 3030: CHUNKING sends BDAT chunks byte-exact, no dot-stuffing${pipelining ? ' (pipelined)' : ''}`, async () => {
+    await withSink({ ehlo: pipelining ? ['CHUNKING', 'PIPELINING'] : ['CHUNKING'] }, async (sink) => {
+      const small = '.dot\r\n.\r\nno final CRLF';
+      done(await deliver(clientOptions(sink), message({ body: body('.dot\r\n', '.\r\nno final', ' CRLF') })));
+      // 80 KiB in 16 KiB pieces: one 64 KiB chunk, then LAST with the rest.
+      const piece = Buffer.alloc(16 * 1024, 0x2e);
+      const big = Buffer.concat([piece, piece, piece, piece, piece]);
+      done(
+        await deliver(
+          clientOptions(sink),
+          message({ body: body(piece, piece, piece, piece, piece), size: big.length }),
+        ),
+      );
+      const [m1, m2] = sink.messages();
+      assert.equal(m1?.via, 'BDAT');
+      assert.equal(m1?.raw.toString(), small);
+      assert.deepEqual(m2?.raw, big);
+      assert.deepEqual(
+        sink.commands().filter((c) => c.startsWith('BDAT') || c === 'DATA'),
+        [`BDAT ${small.length} LAST`, 'BDAT 65536', 'BDAT 16384 LAST'],
+      );
+    });
+  });
+}
+
+test('RFC 3030: an empty body is "BDAT 0 LAST"', async () => {
+  await withSink({ ehlo: ['CHUNKING'] }, async (sink) => {
+    done(await deliver(clientOptions(sink), message({ body: body(), size: 0 })));
+    assert.ok(sink.commands().includes('BDAT 0 LAST'));
+    assert.equal(sink.messages()[0]?.raw.length, 0);
+  });
+});
+
+for (const pipelining of [false, true]) {
+  test(`RFC 3030: a refused BDAT chunk fails the message; the next transaction starts with RSET${pipelining ? ' (pipelined)' : ''}`, async () => {
+    let refused = false;
+    await withSink(
+      {
+        ehlo: pipelining ? ['CHUNKING', 'PIPELINING'] : ['CHUNKING'],
+        respond: (c) => {
+          if (c.verb === 'BDAT' && !refused) {
+            refused = true;
+            return '552 5.3.4 Too much';
+          }
+          return undefined;
+        },
+      },
+      async (sink) => {
+        const s = await connect(clientOptions(sink));
+        const piece = Buffer.alloc(64 * 1024, 0x61);
+        const r = done(await s.send(message({ body: body(piece, piece, piece), size: 3 * piece.length })));
+        const refusal = { code: 552, enhanced: '5.3.4', lines: ['5.3.4 Too much'] };
+        assert.deepEqual(r, {
+          kind: 'done',
+          recipients: [{ address: 'bob@example.net', kind: 'failed', reply: refusal }],
+          messageReply: refusal,
+        });
+        const again = done(await s.send(message()));
+        await s.quit();
+        assert.equal(again.recipients[0]?.kind, 'delivered');
+        const cmds = sink.commands();
+        const rset = cmds.indexOf('RSET');
+        // Without PIPELINING the client waits for each chunk's reply: nothing follows the refused one.
+        if (!pipelining) assert.deepEqual(cmds.slice(3, rset), ['BDAT 65536']);
+        assert.deepEqual(cmds.slice(rset), [
+          'RSET',
+          'MAIL FROM:<alice@example.org>',
+          'RCPT TO:<bob@example.net>',
+          `BDAT ${TEXT.length} LAST`,
+          'QUIT',
+        ]);
+      },
+    );
+  });
+}
+
+// --- Failures mid-transaction ------------------------------------------------------------------
+
+test('421 at RCPT: the session ends; every recipient without a final answer is deferred', async () => {
+  await withSink(
+    {
+      ehlo: ['PIPELINING'],
+      respond: (c) => {
+        if (c.verb === 'RCPT' && c.line.includes('bad@')) return '550 5.1.1 No such user';
+        if (c.verb === 'RCPT' && c.line.includes('c@')) return '421 4.3.2 Shutting down';
+        return undefined;
+      },
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink));
+      const msg = message({
+        recipients: ['a@example.net', 'bad@example.net', 'c@example.net', 'd@example.net'].map((address) => ({
+          address,
+          params: {},
+        })),
+      });
+      const r = done(await s.send(msg));
+      const shutdown = { code: 421, enhanced: '4.3.2', lines: ['4.3.2 Shutting down'] };
+      assert.deepEqual(r, {
+        kind: 'done',
+        recipients: [
+          { address: 'a@example.net', kind: 'deferred', reply: shutdown },
+          {
+            address: 'bad@example.net',
+            kind: 'failed',
+            reply: { code: 550, enhanced: '5.1.1', lines: ['5.1.1 No such user'] },
+          },
+          { address: 'c@example.net', kind: 'deferred', reply: shutdown },
+          { address: 'd@example.net', kind: 'deferred', reply: shutdown },
+        ],
+        messageReply: null,
+      });
+      assert.equal((await s.send(message())).kind, 'connection-failed');
+      assert.ok(!sink.commands().includes('DATA'));
+    },
+  );
+});
+
+test('421 at MAIL: rejected at stage mail, temporary, session closed', async () => {
+  await withSink({ respond: (c) => (c.verb === 'MAIL' ? '421 4.3.2 Bye' : undefined) }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    assert.deepEqual(await s.send(message()), {
+      kind: 'rejected',
+      reply: { code: 421, enhanced: '4.3.2', lines: ['4.3.2 Bye'] },
+      permanent: false,
+      stage: 'mail',
+    });
+    assert.notEqual(s.closedReason, null);
+  });
+});
+
+test('421 to the end of data: every accepted recipient is deferred', async () => {
+  await withSink(
+    { respond: (c) => (c.verb === 'DATA-END' ? '421 4.4.5 Overloaded' : undefined) },
+    async (sink) => {
+      const s = await connect(clientOptions(sink));
+      const r = done(await s.send(message()));
+      const reply = { code: 421, enhanced: '4.4.5', lines: ['4.4.5 Overloaded'] };
+      assert.deepEqual(r, {
+        kind: 'done',
+        recipients: [{ address: 'bob@example.net', kind: 'deferred', reply }],
+        messageReply: reply,
+      });
+      assert.notEqual(s.closedReason, null);
+    },
+  );
+});
+
+test('connection dropped mid-DATA: accepted recipients deferred (4.4.2), refused ones keep their answer', async () => {
+  await withSink({ ...MIXED, dropDataAfter: 1000 }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    const msg = message({
+      recipients: [
+        { address: 'ok@example.net', params: {} },
+        { address: 'bad@example.net', params: {} },
+      ],
+      body: async function* () {
+        for (let i = 0; i < 256; i++) {
+          await setImmediate();
+          yield chunk;
+        }
+      },
+      size: 256 * chunk.length,
+    });
+    const r = done(await s.send(msg));
+    assert.equal(r.messageReply, null);
+    const [ok, bad] = r.recipients;
+    assert.equal(ok?.kind, 'deferred');
+    assert.equal(ok?.reply.code, 421);
+    assert.equal(ok?.reply.enhanced, '4.4.2');
+    assert.equal(ok?.reply.local, true);
+    assert.equal(bad?.kind, 'failed');
+    assert.equal(sink.messages().length, 0);
+  });
+});
+
+test('a 5xx sent mid-body before the server closes is the message answer', async () => {
+  await withSink({ dropDataAfter: 1000, dropDataReply: '552 5.3.4 Message too big' }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    const r = done(
+      await s.send(
+        message({
+          body: async function* () {
+            for (let i = 0; i < 256; i++) {
+              await setImmediate();
+              yield chunk;
+            }
+          },
+          size: 256 * chunk.length,
+        }),
+      ),
+    );
+    const reply = { code: 552, enhanced: '5.3.4', lines: ['5.3.4 Message too big'] };
+    assert.deepEqual(r, {
+      kind: 'done',
+      recipients: [{ address: 'bob@example.net', kind: 'failed', reply }],
+      messageReply: reply,
+    });
+    assert.notEqual(s.closedReason, null);
+  });
+});
+
+test('a body that fails to read closes the connection (never a truncated "."), recipients deferred', async () => {
+  await withSink({}, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const r = done(
+      await s.send(
+        message({
+          body: async function* () {
+            yield Buffer.from('Subject: x\r\n');
+            await setImmediate();
+            throw new Error('spool read failed');
+          },
+        }),
+      ),
+    );
+    assert.equal(r.recipients[0]?.kind, 'deferred');
+    assert.deepEqual(r.recipients[0]?.reply, {
+      code: 451,
+      enhanced: '4.3.0',
+      lines: ['4.3.0 Local error reading the message while sending it: spool read failed'],
+      local: true,
+    });
+    assert.equal(sink.messages().length, 0);
+  });
+});
+
+test('a malformed reply is a protocol error: the session ends, recipients deferred', async () => {
+  await withSink({ respond: (c) => (c.verb === 'RCPT' ? 'what?' : undefined) }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    const r = done(await s.send(message()));
+    assert.equal(r.recipients[0]?.kind, 'deferred');
+    assert.match(r.recipients[0]?.reply.lines[0] ?? '', /protocol error in the server's reply/);
+  });
+});
+
+// --- Timeouts ----------------------------------------------------------------------------------
+
+test('RFC 5321 4.5.3.2: greeting timeout → connection-failed', async () => {
+  await withSink({ respond: (c) => (c.verb === 'GREETING' ? { silent: true } : undefined) }, async (sink) => {
+    const started = Date.now();
+    const r = await SmtpClientSession.connect(
+      clientOptions(sink, { timeouts: { ...TIMEOUTS, greetingMs: 150 } }),
+    );
+    assert.ok(Date.now() - started < 2000);
+    assert.deepEqual(r, {
+      kind: 'connection-failed',
+      reason: `no greeting from ${sink.host}[${sink.host}]:${sink.port}: timeout after 150 ms waiting for the reply to the greeting`,
+      permanent: false,
+    });
+  });
+});
+
+test('RFC 5321 4.5.3.2: RCPT timeout → recipients deferred, connection closed', async () => {
+  await withSink({ respond: (c) => (c.verb === 'RCPT' ? { silent: true } : undefined) }, async (sink) => {
+    const s = await connect(clientOptions(sink, { timeouts: { ...TIMEOUTS, commandMs: 150 } }));
+    const r = done(await s.send(message()));
+    assert.equal(r.recipients[0]?.kind, 'deferred');
+    assert.match(r.recipients[0]?.reply.lines[0] ?? '', /timeout after 150 ms waiting for the reply to RCPT/);
+    assert.match(s.closedReason ?? '', /timeout/);
+  });
+});
+
+test('RFC 5321 4.5.3.2.4/6: DATA initiation and end-of-data timeouts use their own limits', async () => {
+  await withSink({ respond: (c) => (c.verb === 'DATA' ? { silent: true } : undefined) }, async (sink) => {
+    const s = await connect(clientOptions(sink, { timeouts: { ...TIMEOUTS, dataInitMs: 100 } }));
+    const r = done(await s.send(message()));
+    assert.match(r.recipients[0]?.reply.lines[0] ?? '', /timeout after 100 ms waiting for the reply to DATA/);
+  });
+  await withSink({ respond: (c) => (c.verb === 'DATA-END' ? { silent: true } : undefined) }, async (sink) => {
+    const s = await connect(clientOptions(sink, { timeouts: { ...TIMEOUTS, dataEndMs: 120 } }));
+    const r = done(await s.send(message()));
+    assert.equal(r.recipients[0]?.kind, 'deferred');
+    assert.match(
+      r.recipients[0]?.reply.lines[0] ?? '',
+      /timeout after 120 ms waiting for the reply to the end of data/,
+    );
+  });
+});
+
+test('RFC 5321 4.5.3.2.5: a peer that stops reading trips the data block timeout (backpressure)', async () => {
+  await withSink({}, async (sink) => {
+    const s = await connect(clientOptions(sink, { timeouts: { ...TIMEOUTS, dataBlockMs: 200 } }));
+    // Stop reading on the sink side once DATA starts: the client's socket buffer fills.
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    const msg = message({
+      body: async function* () {
+        for (let i = 0; i < 2048; i++) {
+          await setImmediate();
+          sent++;
+          yield chunk;
+        }
+      },
+      size: 2048 * chunk.length,
+    });
+    const paused = new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (sink.commands().includes('DATA')) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 1);
+    });
+    const sending = s.send(msg);
+    await paused;
+    pauseSinkSockets(sink);
+    const r = done(await sending);
+    assert.equal(r.recipients[0]?.kind, 'deferred');
+    assert.match(r.recipients[0]?.reply.lines[0] ?? '', /timeout after 200 ms sending the message/);
+    assert.ok(sent < 2048, `backpressure stopped the producer (${sent} chunks pulled)`);
+  });
+});
+
+/** Stops the sink from reading any of its connections (simulates a stuck peer). */
+function pauseSinkSockets(sink: SmtpSink): void {
+  for (const socket of sink.sockets()) socket.pause();
+}

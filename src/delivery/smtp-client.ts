@@ -1,0 +1,1016 @@
+/**
+ * One outbound SMTP session: connect to one address, read the greeting, EHLO (HELO when EHLO is
+ * refused with 5xx), STARTTLS by policy, AUTH for a smarthost, then one or more mail
+ * transactions. The caller (router and queue manager) chooses the address, keeps recipient
+ * state and decides on retries; this module only speaks SMTP and reports outcomes.
+ *
+ * Standards: RFC 5321 (SMTP; 4.5.3.2 timeouts, 4.2 replies), RFC 3207 (STARTTLS), RFC 8314
+ * (implicit TLS), RFC 4954 / 4616 (AUTH PLAIN, and LOGIN), RFC 2920 (PIPELINING), RFC 1870
+ * (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 3030 (CHUNKING / BDAT), RFC 3461 (DSN
+ * parameters, xtext), RFC 3463 (enhanced status codes).
+ *
+ * Choices:
+ * - PIPELINING: MAIL and every RCPT go in one write; all their replies are read; DATA (or BDAT)
+ *   follows only if a recipient was accepted, else RSET. With PIPELINING and CHUNKING, BDAT
+ *   chunks are sent without waiting for each reply.
+ * - 8-bit body, no 8BITMIME offered: the message is sent as it is, without BODY=, as Postfix does
+ *   by default; no 7-bit conversion is attempted (most servers accept 8-bit data anyway).
+ * - SMTPUTF8 needed but not offered: the message fails permanently, 553 5.6.7, nothing sent.
+ * - SIZE: a declared size above the server's SIZE limit fails permanently, 552 5.3.4, nothing sent.
+ * - DSN parameters (RET, ENVID, NOTIFY, ORCPT) are sent only when the server offers DSN; relaying
+ *   a NOTIFY=SUCCESS request to a server without DSN is the caller's business (RFC 3461 4.1).
+ * - CHUNKING: the body goes by BDAT, byte for byte (no dot-stuffing, nothing added). With DATA
+ *   it is dot-stuffed and a missing final CRLF is added before ".".
+ * - Opportunistic TLS: a refused STARTTLS continues in clear; a failed handshake is retried once
+ *   on a new connection without TLS (Postfix "may" behaves the same). 'required' and
+ *   'required-verify' never send mail in clear: missing STARTTLS or a failed handshake is a
+ *   temporary failure (stage 'tls').
+ * - AUTH only over TLS (STARTTLS or implicit); an AUTH failure is temporary (like Postfix's
+ *   smtp_sasl_auth_soft_bounce), since a bad password must not bounce the queue.
+ * - A 421 at any step, a timeout, a broken reply, or a lost connection ends the session: every
+ *   recipient without a final answer is deferred. A recipient refused at RCPT keeps that answer.
+ * - Outcomes the client makes itself (connection lost, timeout, TLS policy, SIZE, SMTPUTF8)
+ *   carry a reply marked `local: true`; such a reply never came from the server.
+ *
+ * Trust: replies come from an untrusted remote server and are parsed strictly (ReplyParser).
+ * The message (addresses, parameters, body) comes from our own spool; addresses holding CR, LF
+ * or NUL are still refused so they can never inject a command. Credentials are never logged or
+ * put in an outcome.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import type { MailParams, RcptParams } from '../message/envelope.js';
+import { encodeXtext } from '../smtp/params.js';
+import { ReplyParseError, ReplyParser, type ParsedReply } from '../smtp/reply-parser.js';
+
+export interface ClientTimeouts {
+  /** TCP connect (and, for implicit TLS, the handshake). */
+  connectMs: number;
+  /** RFC 5321 4.5.3.2.1: initial 220 message, 5 minutes. */
+  greetingMs: number;
+  /** RFC 5321 4.5.3.2.2-3: MAIL, RCPT, and every other command (EHLO, STARTTLS, AUTH, RSET, BDAT chunks), 5 minutes. */
+  commandMs: number;
+  /** RFC 5321 4.5.3.2.4: the 354 reply to DATA, 2 minutes. */
+  dataInitMs: number;
+  /** RFC 5321 4.5.3.2.5: each write of the body (waiting for the socket to drain), 3 minutes. */
+  dataBlockMs: number;
+  /** RFC 5321 4.5.3.2.6: the reply to the final "." (or to BDAT LAST), 10 minutes. */
+  dataEndMs: number;
+}
+
+export interface ClientOptions {
+  /** An IP address (the caller resolved the MX) or a host name, and the port. */
+  host: string;
+  port: number;
+  /** Local address to bind the connection to. */
+  localAddress?: string;
+  /** Our host name, sent in EHLO / HELO. */
+  heloName: string;
+  /**
+   * 'opportunistic': STARTTLS when offered, clear otherwise. 'required': never send in clear; a
+   * peer without STARTTLS is a temporary failure. 'required-verify': as required, and the
+   * certificate must verify against `servername` (or `host` when no servername is given).
+   * 'none': never STARTTLS.
+   */
+  tls: 'opportunistic' | 'required' | 'required-verify' | 'none';
+  /** MX host name: SNI and certificate verification. */
+  servername?: string;
+  /** Extra TLS options (e.g. `ca` in tests); rejectUnauthorized is set by the policy above. */
+  tlsOptions?: tls.ConnectionOptions;
+  /** Smarthost credentials: AUTH PLAIN, or LOGIN when PLAIN is not offered; only over TLS. */
+  auth?: { username: string; password: string };
+  timeouts: ClientTimeouts;
+  /** TLS from the first byte (port 465 smarthosts, RFC 8314). */
+  implicitTls?: boolean;
+}
+
+export interface OutboundMessage {
+  /** Reverse-path; '' is the null sender. */
+  sender: string;
+  mailParams: MailParams;
+  recipients: { address: string; params: RcptParams }[];
+  /** Octets of the message, as SIZE= declares it (RFC 1870). */
+  size: number;
+  /** A fresh iterator each call; CRLF line endings, NOT dot-stuffed. */
+  body: () => AsyncIterable<Buffer>;
+  needsSmtputf8: boolean;
+  eightBit: boolean;
+}
+
+/** A reply from the server, or one made by this client (`local: true`), e.g. for a lost connection. */
+export interface ClientReply extends ParsedReply {
+  local?: true;
+}
+
+export interface RecipientResult {
+  address: string;
+  /** 2xx delivered, 4xx deferred, 5xx failed. */
+  kind: 'delivered' | 'deferred' | 'failed';
+  /** The RCPT reply if the recipient was refused there, else the message reply (or a local one). */
+  reply: ClientReply;
+}
+
+export type RejectStage = 'greeting' | 'ehlo' | 'tls' | 'auth' | 'mail';
+
+export type TransactionResult =
+  /** Per-recipient outcomes; messageReply is the final reply to the message (DATA / BDAT), if any. */
+  | { kind: 'done'; recipients: RecipientResult[]; messageReply: ClientReply | null }
+  /** Nothing was attempted for the message: the caller tries the next address or MX. */
+  | { kind: 'connection-failed'; reason: string; permanent: false }
+  /** The whole transaction was refused before any recipient got an answer. */
+  | { kind: 'rejected'; reply: ClientReply; permanent: boolean; stage: RejectStage };
+
+export type ConnectFailure = Extract<TransactionResult, { kind: 'connection-failed' } | { kind: 'rejected' }>;
+
+export interface TlsState {
+  version: string;
+  cipher: string;
+  /** The certificate chain and name verified (always true under 'required-verify'). */
+  verified: boolean;
+}
+
+/**
+ * Replies this client makes itself. They are never sent on the wire; they explain an outcome in
+ * the same shape as a server reply (code, RFC 3463 enhanced code, text).
+ */
+const LOCAL_REPLIES = {
+  CONNECTION_LOST: { code: 421, enhanced: '4.4.2', text: 'Connection with {peer} lost {when}: {reason}' },
+  TLS_NOT_OFFERED: {
+    code: 454,
+    enhanced: '4.7.4',
+    text: 'TLS is required for {peer}, but it does not offer STARTTLS; not sent in clear',
+  },
+  TLS_FAILED: { code: 454, enhanced: '4.7.5', text: 'TLS handshake with {peer} failed: {reason}' },
+  AUTH_NEEDS_TLS: {
+    code: 454,
+    enhanced: '4.7.11',
+    text: 'Authentication to {peer} is configured, but the connection is not encrypted; credentials not sent',
+  },
+  AUTH_NOT_OFFERED: {
+    code: 454,
+    enhanced: '4.7.0',
+    text: 'Authentication to {peer} is configured, but it offers neither AUTH PLAIN nor AUTH LOGIN',
+  },
+  SIZE_EXCEEDED: {
+    code: 552,
+    enhanced: '5.3.4',
+    text: 'Message size {size} exceeds the limit of {limit} octets announced by {peer}',
+  },
+  SMTPUTF8_NOT_OFFERED: {
+    code: 553,
+    enhanced: '5.6.7',
+    text: '{peer} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)',
+  },
+  BAD_ENVELOPE: {
+    code: 553,
+    enhanced: '5.1.3',
+    text: 'Envelope address or parameter holds CR, LF or NUL; not sent',
+  },
+  BODY_READ_ERROR: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Local error reading the message while sending it: {reason}',
+  },
+} as const satisfies Record<string, { code: number; enhanced: string; text: string }>;
+
+function local(id: keyof typeof LOCAL_REPLIES, vars: Record<string, string | number>): ClientReply {
+  const spec = LOCAL_REPLIES[id];
+  const text = spec.text.replace(/\{(\w+)\}/g, (whole, name: string) => {
+    const value = vars[name];
+    return value === undefined ? whole : String(value);
+  });
+  return { code: spec.code, enhanced: spec.enhanced, lines: [`${spec.enhanced} ${text}`], local: true };
+}
+
+/** Bytes sent per BDAT chunk (the body iterator's pieces are gathered up to this size). */
+const BDAT_CHUNK_BYTES = 64 * 1024;
+const CRLF = Buffer.from('\r\n');
+const DOT_CRLF = Buffer.from('.\r\n');
+const UNSAFE = /[\r\n\0]/;
+
+type Lost = { lost: string };
+
+function isLost(x: ParsedReply | Lost): x is Lost {
+  return 'lost' in x;
+}
+
+function classOf(code: number): 2 | 3 | 4 | 5 {
+  const c = Math.floor(code / 100);
+  return c === 2 || c === 3 || c === 4 ? c : 5;
+}
+
+function outcome(reply: ParsedReply): RecipientResult['kind'] {
+  const c = classOf(reply.code);
+  return c === 2 ? 'delivered' : c === 5 ? 'failed' : 'deferred';
+}
+
+function describe(reply: ParsedReply): string {
+  return `${reply.code} ${reply.lines.join(' ')}`;
+}
+
+/** An error's message on one line (OpenSSL messages end with a newline). */
+function errorText(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * The connection: socket, reply parser, queued replies and the one pending wait. Every wait has
+ * a timeout; a timeout, a socket error, a close or a parse error marks the connection failed
+ * (`failure` says why) and destroys it. Replies received before the failure can still be read.
+ */
+class Wire {
+  #socket: net.Socket;
+  readonly #parser = new ReplyParser();
+  readonly #queue: ParsedReply[] = [];
+  #failure: string | null = null;
+  #wake: (() => void) | null = null;
+
+  readonly #onData = (chunk: Buffer): void => {
+    try {
+      this.#queue.push(...this.#parser.push(chunk));
+    } catch (err) {
+      if (!(err instanceof ReplyParseError)) throw err;
+      this.#queue.push(...err.parsed);
+      this.destroy(`protocol error in the server's reply: ${err.message}`);
+    }
+    this.#notify();
+  };
+  readonly #onError = (err: Error): void => this.#fail(`connection error: ${errorText(err)}`);
+  readonly #onClose = (): void => this.#fail('the server closed the connection');
+  readonly #onDrain = (): void => this.#notify();
+
+  constructor(socket: net.Socket) {
+    this.#socket = socket;
+    this.#attach(socket);
+  }
+
+  get failure(): string | null {
+    return this.#failure;
+  }
+
+  /** A reply has arrived and not been read. */
+  get hasReply(): boolean {
+    return this.#queue.length > 0;
+  }
+
+  #attach(s: net.Socket): void {
+    s.on('data', this.#onData);
+    s.on('error', this.#onError);
+    s.on('close', this.#onClose);
+    s.on('drain', this.#onDrain);
+  }
+
+  #detach(s: net.Socket): void {
+    s.off('data', this.#onData);
+    s.off('error', this.#onError);
+    s.off('close', this.#onClose);
+    s.off('drain', this.#onDrain);
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  #fail(reason: string): void {
+    if (this.#failure === null) this.#failure = reason;
+    this.#notify();
+  }
+
+  /** Marks the connection failed with `reason` (unless it already failed) and destroys it. */
+  destroy(reason: string): void {
+    this.#fail(reason);
+    this.#socket.destroy();
+  }
+
+  /** Waits until `ready` returns a value, a failure, or the timeout (which destroys the connection). */
+  #wait<T>(ready: () => T | undefined, timeoutMs: number, what: string): Promise<T | Lost> {
+    return new Promise((resolve) => {
+      const check = (): boolean => {
+        const value = ready();
+        if (value !== undefined) {
+          resolve(value);
+          return true;
+        }
+        if (this.#failure !== null) {
+          resolve({ lost: this.#failure });
+          return true;
+        }
+        return false;
+      };
+      if (check()) return;
+      const timer = setTimeout(() => {
+        this.#wake = null;
+        this.destroy(`timeout after ${timeoutMs} ms ${what}`);
+        resolve({ lost: this.#failure ?? 'timeout' });
+      }, timeoutMs);
+      const wake = (): void => {
+        if (check()) clearTimeout(timer);
+        else this.#wake = wake;
+      };
+      this.#wake = wake;
+    });
+  }
+
+  /** The next reply (replies queued before a failure come first). */
+  reply(timeoutMs: number, what: string): Promise<ParsedReply | Lost> {
+    return this.#wait(() => this.#queue.shift(), timeoutMs, `waiting for the reply to ${what}`);
+  }
+
+  /** Writes, then waits for the socket to drain if its buffer is full. null when written. */
+  async write(data: Buffer | string, timeoutMs: number, what: string): Promise<Lost | null> {
+    if (this.#failure !== null) return { lost: this.#failure };
+    if (this.#socket.write(data)) return null;
+    const done = await this.#wait(
+      () => (this.#socket.writableNeedDrain ? undefined : true),
+      timeoutMs,
+      `sending ${what}`,
+    );
+    return done === true ? null : done;
+  }
+
+  /** Writes a command line and reads its reply. */
+  async command(line: string, timeoutMs: number, what: string): Promise<ParsedReply | Lost> {
+    const lost = await this.write(`${line}\r\n`, timeoutMs, what);
+    return lost ?? this.reply(timeoutMs, what);
+  }
+
+  /**
+   * RFC 3207: after "220" to STARTTLS, runs the handshake on this connection. Refuses if the
+   * server sent anything after the 220 (bytes sent in clear must not be read as if encrypted).
+   */
+  async startTls(options: tls.ConnectionOptions, timeoutMs: number): Promise<tls.TLSSocket | Lost> {
+    if (this.#failure !== null) return { lost: this.#failure };
+    if (!this.#parser.idle || this.#queue.length > 0) {
+      this.destroy('the server sent data after its 220 reply to STARTTLS (RFC 3207 5)');
+      return { lost: this.#failure ?? '' };
+    }
+    const plain = this.#socket;
+    this.#detach(plain);
+    plain.on('error', () => undefined);
+    const secure = tls.connect({ ...options, socket: plain });
+    this.#socket = secure;
+    const result = await handshake(secure, timeoutMs);
+    if (result !== null) {
+      this.#failure = result;
+      secure.destroy();
+      plain.destroy();
+      return { lost: result };
+    }
+    this.#attach(secure);
+    return secure;
+  }
+}
+
+/** Waits for 'secureConnect'; null on success, else why it failed. */
+function handshake(socket: tls.TLSSocket, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const finish = (why: string | null): void => {
+      clearTimeout(timer);
+      socket.off('secureConnect', onSecure);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if (why !== null) socket.on('error', () => undefined);
+      resolve(why);
+    };
+    const onSecure = (): void => finish(null);
+    const onError = (err: Error): void => finish(errorText(err));
+    const onClose = (): void => finish('the connection closed during the TLS handshake');
+    const timer = setTimeout(() => finish(`TLS handshake timed out after ${timeoutMs} ms`), timeoutMs);
+    socket.once('secureConnect', onSecure);
+    socket.once('error', onError);
+    socket.once('close', onClose);
+  });
+}
+
+/** Opens TCP (or TLS for implicit TLS); resolves with the socket or why it failed. */
+function openSocket(
+  opts: ClientOptions,
+  tlsConnect: tls.ConnectionOptions | null,
+): Promise<{ socket: net.Socket } | { error: string; tlsStage: boolean }> {
+  return new Promise((resolve) => {
+    const base = {
+      host: opts.host,
+      port: opts.port,
+      ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
+    };
+    const socket = tlsConnect === null ? net.connect(base) : tls.connect({ ...tlsConnect, ...base });
+    let tcpUp = false;
+    const ready = tlsConnect === null ? 'connect' : 'secureConnect';
+    const finish = (result: { socket: net.Socket } | { error: string; tlsStage: boolean }): void => {
+      clearTimeout(timer);
+      socket.off(ready, onReady);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+      if ('error' in result) {
+        socket.on('error', () => undefined);
+        socket.destroy();
+      }
+      resolve(result);
+    };
+    const onReady = (): void => {
+      // Commands and pipelined batches are written whole, so Nagle only adds delay.
+      socket.setNoDelay(true);
+      finish({ socket });
+    };
+    const onError = (err: Error): void => finish({ error: errorText(err), tlsStage: tcpUp });
+    const onClose = (): void => finish({ error: 'connection closed', tlsStage: tcpUp });
+    const timer = setTimeout(
+      () =>
+        finish({
+          error: `${tcpUp ? 'TLS handshake' : 'connection'} timed out after ${opts.timeouts.connectMs} ms`,
+          tlsStage: tcpUp,
+        }),
+      opts.timeouts.connectMs,
+    );
+    socket.once('connect', () => {
+      tcpUp = true;
+    });
+    socket.once(ready, onReady);
+    socket.once('error', onError);
+    socket.once('close', onClose);
+  });
+}
+
+/** Parses EHLO keyword lines (all lines after the first) into upper-case keyword → parameters. */
+function parseExtensions(reply: ParsedReply): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of reply.lines.slice(1)) {
+    const trimmed = line.trim();
+    if (trimmed === '') continue;
+    const sp = trimmed.indexOf(' ');
+    const keyword = (sp === -1 ? trimmed : trimmed.slice(0, sp)).toUpperCase();
+    const params = sp === -1 ? '' : trimmed.slice(sp + 1).trim();
+    if (!map.has(keyword)) map.set(keyword, params);
+  }
+  return map;
+}
+
+/**
+ * Dot-stuffing for DATA (RFC 5321 4.5.2): a "." at the start of a line is doubled, and end()
+ * gives what closes the data: a CRLF if the body did not end with one, then ".\r\n". A line
+ * starts at the beginning of the body and after every LF. Chunks without a line-initial "." are
+ * returned as they are (no copy).
+ */
+export class DotStuffer {
+  #atLineStart = true;
+  /** The last two bytes pushed so far (-1 for none). */
+  #secondLast = -1;
+  #last = -1;
+
+  push(chunk: Buffer): Buffer {
+    const n = chunk.length;
+    if (n === 0) return chunk;
+    const pieces: Buffer[] = [];
+    let from = 0;
+    if (this.#atLineStart && chunk[0] === 0x2e) pieces.push(DOT);
+    let pos = 0;
+    for (;;) {
+      const lf = chunk.indexOf(0x0a, pos);
+      if (lf === -1 || lf === n - 1) break;
+      if (chunk[lf + 1] === 0x2e) {
+        pieces.push(chunk.subarray(from, lf + 1), DOT);
+        from = lf + 1;
+      }
+      pos = lf + 1;
+    }
+    this.#secondLast = n >= 2 ? (chunk[n - 2] ?? -1) : this.#last;
+    this.#last = chunk[n - 1] ?? -1;
+    this.#atLineStart = this.#last === 0x0a;
+    if (pieces.length === 0) return chunk;
+    pieces.push(chunk.subarray(from));
+    return Buffer.concat(pieces);
+  }
+
+  /** The bytes that end the data: CRLF if the body did not end with one (LF after a final CR), then ".\r\n". */
+  end(): Buffer {
+    if (this.#last === -1) return DOT_CRLF;
+    if (this.#last === 0x0a && this.#secondLast === 0x0d) return DOT_CRLF;
+    if (this.#last === 0x0d) return Buffer.concat([LF_ONLY, DOT_CRLF]);
+    return Buffer.concat([CRLF, DOT_CRLF]);
+  }
+}
+
+const DOT = Buffer.from('.');
+const LF_ONLY = Buffer.from('\n');
+
+export class SmtpClientSession {
+  readonly #opts: ClientOptions;
+  readonly #wire: Wire;
+  readonly #peer: string;
+  #extensions: Map<string, string> = new Map();
+  #tls: TlsState | null = null;
+  /** A transaction was opened (MAIL accepted) and not closed by a final reply or RSET. */
+  #dirty = false;
+  #busy = false;
+
+  private constructor(opts: ClientOptions, wire: Wire) {
+    this.#opts = opts;
+    this.#wire = wire;
+    this.#peer = `${opts.servername ?? opts.host}[${opts.host}]:${opts.port}`;
+  }
+
+  /** EHLO keywords (upper case) and their parameters; empty after a HELO fallback. */
+  get extensions(): ReadonlyMap<string, string> {
+    return this.#extensions;
+  }
+
+  get tls(): TlsState | null {
+    return this.#tls;
+  }
+
+  /** Why the connection is no longer usable, or null while it is. */
+  get closedReason(): string | null {
+    return this.#wire.failure;
+  }
+
+  /**
+   * Connects, reads the greeting, EHLO (HELO on a 5xx to EHLO), STARTTLS by policy (then EHLO
+   * again), AUTH if configured. A 4xx greeting or any loss before the session is ready is a
+   * 'connection-failed'; a 5xx greeting, a refused EHLO and HELO, a TLS policy failure or an
+   * AUTH failure is 'rejected' with its stage. Only 5xx greeting and 5xx HELO are permanent.
+   */
+  static async connect(opts: ClientOptions): Promise<SmtpClientSession | ConnectFailure> {
+    const first = await SmtpClientSession.#open(opts);
+    if (first instanceof SmtpClientSession) return first;
+    if (first.handshakeFailed !== true) return first.result;
+    // Opportunistic TLS whose handshake failed: once more, in clear.
+    const second = await SmtpClientSession.#open({ ...opts, tls: 'none' });
+    return second instanceof SmtpClientSession ? second : second.result;
+  }
+
+  static async #open(
+    opts: ClientOptions,
+  ): Promise<SmtpClientSession | { result: ConnectFailure; handshakeFailed?: true }> {
+    const peer = `${opts.servername ?? opts.host}[${opts.host}]:${opts.port}`;
+    const implicit = opts.implicitTls === true;
+    const opened = await openSocket(opts, implicit ? SmtpClientSession.#tlsOptions(opts) : null);
+    if ('error' in opened) {
+      if (implicit && opened.tlsStage) {
+        return {
+          result: {
+            kind: 'rejected',
+            reply: local('TLS_FAILED', { peer, reason: opened.error }),
+            permanent: false,
+            stage: 'tls',
+          },
+        };
+      }
+      return { result: failed(`cannot connect to ${peer}: ${opened.error}`) };
+    }
+    const session = new SmtpClientSession(opts, new Wire(opened.socket));
+    if (opened.socket instanceof tls.TLSSocket) session.#tls = tlsState(opened.socket);
+    const result = await session.#handshake();
+    if (result === null) return session;
+    session.close();
+    return result;
+  }
+
+  static #tlsOptions(opts: ClientOptions): tls.ConnectionOptions {
+    const name = opts.servername;
+    return {
+      ...opts.tlsOptions,
+      ...(name !== undefined && net.isIP(name) === 0 ? { servername: name } : {}),
+      // Identity checked against servername, else against the address we connected to.
+      checkServerIdentity: (_host, cert) =>
+        (opts.tlsOptions?.checkServerIdentity ?? tls.checkServerIdentity)(name ?? opts.host, cert),
+      rejectUnauthorized: opts.tls === 'required-verify',
+    };
+  }
+
+  /** Greeting, EHLO, STARTTLS, AUTH. null when ready. */
+  async #handshake(): Promise<{ result: ConnectFailure; handshakeFailed?: true } | null> {
+    const { timeouts } = this.#opts;
+    const w = this.#wire;
+    const greeting = await w.reply(timeouts.greetingMs, 'the greeting');
+    if (isLost(greeting)) return { result: failed(`no greeting from ${this.#peer}: ${greeting.lost}`) };
+    if (greeting.code !== 220) {
+      if (classOf(greeting.code) === 5) {
+        return { result: { kind: 'rejected', reply: greeting, permanent: true, stage: 'greeting' } };
+      }
+      return { result: failed(`${this.#peer} refused the session at greeting: ${describe(greeting)}`) };
+    }
+
+    const ehlo = await this.#ehlo();
+    if (ehlo !== null) return { result: ehlo };
+
+    if (this.#tls === null && this.#opts.tls !== 'none') {
+      const required = this.#opts.tls !== 'opportunistic';
+      if (!this.#extensions.has('STARTTLS')) {
+        if (required) return { result: this.#rejectTls(local('TLS_NOT_OFFERED', { peer: this.#peer })) };
+      } else {
+        const r = await w.command('STARTTLS', timeouts.commandMs, 'STARTTLS');
+        if (isLost(r)) return { result: this.#lostAt('after STARTTLS', r) };
+        if (r.code === 220) {
+          const secure = await w.startTls(SmtpClientSession.#tlsOptions(this.#opts), timeouts.commandMs);
+          if ('lost' in secure) {
+            const reply = local('TLS_FAILED', { peer: this.#peer, reason: secure.lost });
+            if (required) return { result: this.#rejectTls(reply) };
+            return { result: failed(describe(reply)), handshakeFailed: true };
+          }
+          this.#tls = tlsState(secure);
+          this.#extensions = new Map();
+          const again = await this.#ehlo();
+          if (again !== null) return { result: again };
+        } else if (r.code === 421 || required) {
+          if (r.code === 421) w.destroy(`${this.#peer} closed the session: ${describe(r)}`);
+          return { result: this.#rejectTls(r) };
+        }
+        // Opportunistic and STARTTLS refused: RFC 3207 4 lets the session continue in clear.
+      }
+    }
+
+    if (this.#opts.auth !== undefined) {
+      const auth = await this.#authenticate(this.#opts.auth);
+      if (auth !== null) return { result: auth };
+    }
+    return null;
+  }
+
+  #rejectTls(reply: ClientReply): ConnectFailure {
+    return { kind: 'rejected', reply, permanent: false, stage: 'tls' };
+  }
+
+  #lostAt(when: string, lost: Lost): ConnectFailure {
+    return failed(`connection with ${this.#peer} lost ${when}: ${lost.lost}`);
+  }
+
+  /** EHLO, or HELO when EHLO gets a 5xx (RFC 5321 4.1.4, 3.2). null on success. */
+  async #ehlo(): Promise<ConnectFailure | null> {
+    const { timeouts, heloName } = this.#opts;
+    const w = this.#wire;
+    const r = await w.command(`EHLO ${heloName}`, timeouts.commandMs, 'EHLO');
+    if (isLost(r)) return this.#lostAt('after EHLO', r);
+    if (classOf(r.code) === 2) {
+      this.#extensions = parseExtensions(r);
+      return null;
+    }
+    if (classOf(r.code) !== 5 || w.failure !== null) {
+      if (r.code === 421) w.destroy(`${this.#peer} closed the session: ${describe(r)}`);
+      return { kind: 'rejected', reply: r, permanent: false, stage: 'ehlo' };
+    }
+    const h = await w.command(`HELO ${heloName}`, timeouts.commandMs, 'HELO');
+    if (isLost(h)) return this.#lostAt('after HELO', h);
+    if (classOf(h.code) === 2) {
+      this.#extensions = new Map();
+      return null;
+    }
+    if (h.code === 421) w.destroy(`${this.#peer} closed the session: ${describe(h)}`);
+    return { kind: 'rejected', reply: h, permanent: classOf(h.code) === 5, stage: 'ehlo' };
+  }
+
+  /** RFC 4954 AUTH PLAIN (RFC 4616) with an initial response, or AUTH LOGIN. null on success. */
+  async #authenticate(auth: { username: string; password: string }): Promise<ConnectFailure | null> {
+    const reject = (reply: ClientReply): ConnectFailure => ({
+      kind: 'rejected',
+      reply,
+      permanent: false,
+      stage: 'auth',
+    });
+    if (this.#tls === null) return reject(local('AUTH_NEEDS_TLS', { peer: this.#peer }));
+    const mechanisms = (this.#extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
+    const w = this.#wire;
+    const ms = this.#opts.timeouts.commandMs;
+    const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+    let r: ParsedReply | Lost;
+    if (mechanisms.includes('PLAIN')) {
+      r = await w.command(`AUTH PLAIN ${b64(`\0${auth.username}\0${auth.password}`)}`, ms, 'AUTH PLAIN');
+    } else if (mechanisms.includes('LOGIN')) {
+      r = await w.command('AUTH LOGIN', ms, 'AUTH LOGIN');
+      if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.username), ms, 'AUTH LOGIN (user name)');
+      if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.password), ms, 'AUTH LOGIN (password)');
+    } else {
+      return reject(local('AUTH_NOT_OFFERED', { peer: this.#peer }));
+    }
+    if (isLost(r)) return this.#lostAt('during AUTH', r);
+    if (r.code === 235) return null;
+    if (r.code === 334) {
+      // A challenge we cannot answer: cancel the exchange (RFC 4954 4) and give up on the session.
+      w.destroy(`${this.#peer} sent an unexpected AUTH challenge`);
+    }
+    if (r.code === 421) w.destroy(`${this.#peer} closed the session: ${describe(r)}`);
+    return reject(r);
+  }
+
+  /**
+   * One mail transaction. Call again after it returns for the next message on the same
+   * connection; a previous transaction left open is reset first (RSET). One call at a time.
+   */
+  async send(msg: OutboundMessage): Promise<TransactionResult> {
+    if (this.#busy) throw new Error('SmtpClientSession.send: a transaction is already in progress');
+    this.#busy = true;
+    try {
+      return await this.#send(msg);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #send(msg: OutboundMessage): Promise<TransactionResult> {
+    const w = this.#wire;
+    const { timeouts } = this.#opts;
+    const peer = this.#peer;
+    if (w.failure !== null) return failed(`connection with ${peer} is closed: ${w.failure}`);
+
+    const ext = this.#extensions;
+    if (msg.needsSmtputf8 && !ext.has('SMTPUTF8')) {
+      return {
+        kind: 'rejected',
+        reply: local('SMTPUTF8_NOT_OFFERED', { peer }),
+        permanent: true,
+        stage: 'mail',
+      };
+    }
+    const sizeLimit = /^[0-9]{1,20}$/.test(ext.get('SIZE') ?? '') ? Number(ext.get('SIZE')) : 0;
+    if (sizeLimit > 0 && msg.size > sizeLimit) {
+      return {
+        kind: 'rejected',
+        reply: local('SIZE_EXCEEDED', { peer, size: msg.size, limit: sizeLimit }),
+        permanent: true,
+        stage: 'mail',
+      };
+    }
+    const commands = this.#envelopeCommands(msg);
+    if (commands === null) {
+      return { kind: 'rejected', reply: local('BAD_ENVELOPE', {}), permanent: true, stage: 'mail' };
+    }
+
+    if (this.#dirty) {
+      const r = await w.command('RSET', timeouts.commandMs, 'RSET');
+      if (isLost(r)) return failed(`connection with ${peer} lost after RSET: ${r.lost}`);
+      if (classOf(r.code) !== 2) {
+        w.destroy(`${peer} refused RSET: ${describe(r)}`);
+        return failed(`${peer} refused RSET: ${describe(r)}`);
+      }
+      this.#dirty = false;
+    }
+
+    // MAIL and RCPT, in one batch when PIPELINING is offered (RFC 2920 3.1).
+    const pipelining = ext.has('PIPELINING');
+    const n = msg.recipients.length;
+    const rcptReplies: (ParsedReply | undefined)[] = new Array<ParsedReply | undefined>(n);
+    let mailReply: ParsedReply | Lost;
+    let lostAt: Lost | null = null;
+    if (pipelining) {
+      const batch = [commands.mail, ...commands.rcpts].map((c) => `${c}\r\n`).join('');
+      const lost = await w.write(batch, timeouts.commandMs, 'MAIL and RCPT');
+      if (lost !== null) return failed(`connection with ${peer} lost sending MAIL: ${lost.lost}`);
+      mailReply = await w.reply(timeouts.commandMs, 'MAIL');
+      if (!isLost(mailReply) && mailReply.code !== 421) {
+        for (let i = 0; i < n; i++) {
+          const r = await w.reply(timeouts.commandMs, 'RCPT');
+          if (isLost(r)) {
+            lostAt = r;
+            break;
+          }
+          rcptReplies[i] = r;
+          if (r.code === 421) break;
+        }
+      }
+    } else {
+      mailReply = await w.command(commands.mail, timeouts.commandMs, 'MAIL');
+      if (!isLost(mailReply) && classOf(mailReply.code) === 2) {
+        for (const [i, rcpt] of commands.rcpts.entries()) {
+          const r = await w.command(rcpt, timeouts.commandMs, 'RCPT');
+          if (isLost(r)) {
+            lostAt = r;
+            break;
+          }
+          rcptReplies[i] = r;
+          if (r.code === 421) break;
+        }
+      }
+    }
+    if (isLost(mailReply)) return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`);
+    if (classOf(mailReply.code) !== 2) {
+      if (mailReply.code === 421) w.destroy(`${peer} closed the session: ${describe(mailReply)}`);
+      else if (lostAt === null) this.#dirty = true; // RSET before the next transaction, to be safe.
+      return { kind: 'rejected', reply: mailReply, permanent: classOf(mailReply.code) === 5, stage: 'mail' };
+    }
+    this.#dirty = true;
+
+    const results: (RecipientResult | undefined)[] = msg.recipients.map((rcpt, i) => {
+      const r = rcptReplies[i];
+      return r === undefined || classOf(r.code) === 2
+        ? undefined
+        : { address: rcpt.address, kind: outcome(r), reply: r };
+    });
+    const closing = rcptReplies.find((r) => r?.code === 421);
+    if (closing !== undefined || lostAt !== null) {
+      // The session ended during RCPT: every recipient without a final answer is deferred.
+      let reply: ClientReply;
+      if (closing !== undefined) {
+        w.destroy(`${peer} closed the session: ${describe(closing)}`);
+        reply = closing;
+      } else {
+        reply = local('CONNECTION_LOST', { peer, when: 'after RCPT', reason: lostAt?.lost ?? '' });
+      }
+      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+    }
+    const accepted = rcptReplies.some((r) => r !== undefined && classOf(r.code) === 2);
+    if (!accepted) {
+      const r = await w.command('RSET', timeouts.commandMs, 'RSET');
+      if (!isLost(r) && classOf(r.code) === 2) this.#dirty = false;
+      // No recipient was accepted and none was left unanswered: every one has its RCPT reply.
+      const recipients = results.filter((x): x is RecipientResult => x !== undefined);
+      return { kind: 'done', recipients, messageReply: null };
+    }
+
+    const sent = ext.has('CHUNKING') ? await this.#sendBdat(msg, pipelining) : await this.#sendData(msg);
+    if ('lost' in sent) {
+      const reply = local('CONNECTION_LOST', { peer, when: sent.when, reason: sent.lost });
+      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+    }
+    if ('bodyError' in sent) {
+      const reply = local('BODY_READ_ERROR', { reason: sent.bodyError });
+      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+    }
+    if (sent.final) this.#dirty = false;
+    if (sent.reply.code === 421) w.destroy(`${peer} closed the session: ${describe(sent.reply)}`);
+    return this.#done(msg, results, { kind: outcome(sent.reply), reply: sent.reply }, sent.reply);
+  }
+
+  /** Fills every recipient without a result with `rest` (accepted ones too). */
+  #done(
+    msg: OutboundMessage,
+    results: (RecipientResult | undefined)[],
+    rest: { kind: RecipientResult['kind']; reply: ClientReply },
+    messageReply: ClientReply | null,
+  ): TransactionResult {
+    const recipients = msg.recipients.map(
+      (rcpt, i): RecipientResult =>
+        results[i] ?? { address: rcpt.address, kind: rest.kind, reply: rest.reply },
+    );
+    return { kind: 'done', recipients, messageReply };
+  }
+
+  /** MAIL FROM and RCPT TO lines with the parameters the server supports; null if unsafe. */
+  #envelopeCommands(msg: OutboundMessage): { mail: string; rcpts: string[] } | null {
+    const ext = this.#extensions;
+    const mp = msg.mailParams;
+    const mail = [`MAIL FROM:<${msg.sender}>`];
+    if (ext.has('SIZE')) mail.push(`SIZE=${msg.size}`);
+    if (msg.eightBit && ext.has('8BITMIME')) mail.push('BODY=8BITMIME');
+    if (msg.needsSmtputf8) mail.push('SMTPUTF8');
+    const dsn = ext.has('DSN');
+    if (dsn && mp.ret !== undefined) mail.push(`RET=${mp.ret}`);
+    if (dsn && mp.envid !== undefined) mail.push(`ENVID=${encodeXtext(mp.envid)}`);
+    const rcpts = msg.recipients.map((rcpt) => {
+      const line = [`RCPT TO:<${rcpt.address}>`];
+      if (dsn && rcpt.params.notify !== undefined && rcpt.params.notify.length > 0) {
+        line.push(`NOTIFY=${rcpt.params.notify.join(',')}`);
+      }
+      if (dsn && rcpt.params.orcpt !== undefined) {
+        line.push(`ORCPT=${rcpt.params.orcpt.type};${encodeXtext(rcpt.params.orcpt.address)}`);
+      }
+      return line.join(' ');
+    });
+    const all = [mail.join(' '), ...rcpts];
+    if (all.some((line) => UNSAFE.test(line))) return null;
+    return { mail: mail.join(' '), rcpts };
+  }
+
+  /** DATA, the dot-stuffed body with backpressure, ".", and the final reply. */
+  async #sendData(msg: OutboundMessage): Promise<SendOutcome> {
+    const w = this.#wire;
+    const { timeouts } = this.#opts;
+    const start = await w.command('DATA', timeouts.dataInitMs, 'DATA');
+    if (isLost(start)) return { lost: start.lost, when: 'after DATA' };
+    if (start.code !== 354) {
+      if (classOf(start.code) <= 3) {
+        w.destroy(`${this.#peer} answered DATA with ${describe(start)}`);
+        return { lost: `unexpected reply to DATA: ${describe(start)}`, when: 'after DATA' };
+      }
+      return { reply: start, final: false };
+    }
+    const stuffer = new DotStuffer();
+    try {
+      for await (const chunk of msg.body()) {
+        const early = await this.#earlyReply();
+        if (early !== null) return early;
+        const lost = await w.write(stuffer.push(chunk), timeouts.dataBlockMs, 'the message');
+        // A server that refuses mid-body often replies, then closes: its reply explains the loss.
+        if (lost !== null)
+          return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+      }
+    } catch (err) {
+      // The server cannot be told to drop a half-sent DATA: only closing the connection is safe.
+      w.destroy(`could not read the message: ${errorText(err)}`);
+      return { bodyError: errorText(err) };
+    }
+    const lost = await w.write(stuffer.end(), timeouts.dataBlockMs, 'the end of data');
+    if (lost !== null)
+      return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+    const final = await w.reply(timeouts.dataEndMs, 'the end of data');
+    if (isLost(final)) return { lost: final.lost, when: 'after the end of data' };
+    return { reply: final, final: true };
+  }
+
+  /**
+   * A reply that arrived while the body was being sent (before "." or BDAT): the server gave up
+   * on the message. The connection's state is unknown, so it is closed.
+   */
+  async #earlyReply(): Promise<SendOutcome | null> {
+    const w = this.#wire;
+    if (!w.hasReply) return null;
+    const r = await w.reply(0, 'the message');
+    w.destroy(`${this.#peer} replied before the end of the message`);
+    if (isLost(r)) return { lost: r.lost, when: 'while sending the message' };
+    if (classOf(r.code) === 5) return { reply: r, final: false };
+    return { lost: `early reply ${describe(r)}`, when: 'while sending the message' };
+  }
+
+  /**
+   * RFC 3030: the body in BDAT chunks, the last one marked LAST, byte for byte. With PIPELINING
+   * the chunks are not held back waiting for replies; the replies are checked as they come and
+   * all are read before returning. The first non-2xx reply is the message's answer.
+   */
+  async #sendBdat(msg: OutboundMessage, pipelining: boolean): Promise<SendOutcome> {
+    const w = this.#wire;
+    const { timeouts } = this.#opts;
+    const state: { outstanding: number; refused: ParsedReply | null; last: ParsedReply | null } = {
+      outstanding: 0,
+      refused: null,
+      last: null,
+    };
+    /** Reads owed replies: all of them if `wait`, else those already here. */
+    const collect = async (wait: boolean, lastTimeoutMs: number): Promise<Lost | null> => {
+      while (state.outstanding > 0 && (wait || w.hasReply)) {
+        const r = await w.reply(state.outstanding === 1 ? lastTimeoutMs : timeouts.commandMs, 'BDAT');
+        if (isLost(r)) return r;
+        state.outstanding--;
+        state.last = r;
+        if (classOf(r.code) !== 2 && state.refused === null) state.refused = r;
+      }
+      return null;
+    };
+    const chunk = async (data: Buffer, last: boolean): Promise<Lost | null> => {
+      const header = `BDAT ${data.length}${last ? ' LAST' : ''}\r\n`;
+      let lost = await w.write(header, timeouts.dataBlockMs, 'BDAT');
+      if (lost === null && data.length > 0) lost = await w.write(data, timeouts.dataBlockMs, 'the message');
+      if (lost !== null) return lost;
+      state.outstanding++;
+      return collect(!pipelining || last, last ? timeouts.dataEndMs : timeouts.commandMs);
+    };
+
+    let held: Buffer[] = [];
+    let heldBytes = 0;
+    try {
+      for await (const piece of msg.body()) {
+        held.push(piece);
+        heldBytes += piece.length;
+        if (heldBytes < BDAT_CHUNK_BYTES) continue;
+        const lost = await chunk(Buffer.concat(held, heldBytes), false);
+        held = [];
+        heldBytes = 0;
+        if (lost !== null) return { lost: lost.lost, when: 'while sending the message' };
+        if (state.refused !== null) break;
+      }
+    } catch (err) {
+      // A half-sent chunk cannot be taken back: only closing the connection is safe.
+      w.destroy(`could not read the message: ${errorText(err)}`);
+      return { bodyError: errorText(err) };
+    }
+    if (state.refused === null) {
+      const lost = await chunk(Buffer.concat(held, heldBytes), true);
+      if (lost !== null) return { lost: lost.lost, when: 'after BDAT LAST' };
+    } else {
+      // RFC 3030 2: no further chunk after a refused one; read the replies still owed.
+      const lost = await collect(true, timeouts.commandMs);
+      if (lost !== null) return { lost: lost.lost, when: 'while sending the message' };
+    }
+    if (state.refused !== null) return { reply: state.refused, final: false };
+    if (state.last === null) return { lost: 'no reply to BDAT LAST', when: 'after BDAT LAST' };
+    return { reply: state.last, final: true };
+  }
+
+  /** Sends QUIT and waits (commandMs at most) for the reply, then closes. Never throws. */
+  async quit(): Promise<void> {
+    const w = this.#wire;
+    if (w.failure === null) {
+      await w.command('QUIT', this.#opts.timeouts.commandMs, 'QUIT');
+    }
+    w.destroy('the session was closed by QUIT');
+  }
+
+  /** Closes the connection at once. */
+  close(): void {
+    this.#wire.destroy('the session was closed');
+  }
+}
+
+type SendOutcome =
+  { reply: ParsedReply; final: boolean } | { lost: string; when: string } | { bodyError: string };
+
+function failed(reason: string): { kind: 'connection-failed'; reason: string; permanent: false } {
+  return { kind: 'connection-failed', reason, permanent: false };
+}
+
+function tlsState(socket: tls.TLSSocket): TlsState {
+  return {
+    version: socket.getProtocol() ?? 'unknown',
+    cipher: socket.getCipher().name,
+    verified: socket.authorized,
+  };
+}
