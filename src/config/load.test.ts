@@ -83,6 +83,26 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       concurrency: 20,
       retry_ms: 300_000,
     },
+    dns: { servers: [], timeout_ms: 5000, tries: 2 },
+    outbound: {
+      connect_timeout_ms: 30_000,
+      greeting_timeout_ms: 300_000,
+      command_timeout_ms: 300_000,
+      data_init_timeout_ms: 120_000,
+      data_block_timeout_ms: 180_000,
+      data_end_timeout_ms: 600_000,
+      tls: 'opportunistic',
+      concurrency_total: 100,
+      concurrency_per_destination: 20,
+      port: 25,
+    },
+    queue: {
+      first_retry_ms: 300_000,
+      max_backoff_ms: 3_600_000,
+      max_lifetime_ms: 432_000_000,
+      jitter: 0.1,
+      delay_warning_ms: 14_400_000,
+    },
     log: { level: 'info', format: 'auto' },
   });
 });

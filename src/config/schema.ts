@@ -180,6 +180,87 @@ export const localDeliverySchema = z
   })
   .default({ maildir_root: '', postmaster: '', concurrency: 20, retry_ms: 5 * 60_000 });
 
+/** A DNS server as node:dns accepts it: "192.0.2.53", "127.0.0.1:5353", "2001:db8::53" or "[2001:db8::53]:53". */
+const dnsServer = z
+  .string()
+  .regex(
+    /^(\[[0-9a-fA-F:.]+\]:\d{1,5}|[0-9a-fA-F:.]+|[0-9.]+:\d{1,5})$/,
+    'expected an IP address with an optional port, e.g. "192.0.2.53", "127.0.0.1:5353" or "[2001:db8::53]:53"',
+  );
+
+export const dnsSchema = z
+  .strictObject({
+    /** Servers asked for MX, A and AAAA during outbound delivery. Empty: the system's resolvers (/etc/resolv.conf). */
+    servers: z.array(dnsServer).default([]),
+    /** Time allowed for the first try of each query (doubled on each retry). */
+    timeout_ms: z.number().int().min(1).max(60_000).default(5000),
+    /** Tries per server before a query counts as a temporary failure. */
+    tries: z.number().int().min(1).max(10).default(2),
+  })
+  .default({ servers: [], timeout_ms: 5000, tries: 2 });
+
+export const outboundSchema = z
+  .strictObject({
+    /** TCP connect to a remote MX. */
+    connect_timeout_ms: durationMs.default(30_000),
+    /** RFC 5321 4.5.3.2.1: the 220 greeting, 5 minutes. */
+    greeting_timeout_ms: durationMs.default(300_000),
+    /** RFC 5321 4.5.3.2.2-3: MAIL, RCPT and every other command, 5 minutes. */
+    command_timeout_ms: durationMs.default(300_000),
+    /** RFC 5321 4.5.3.2.4: the 354 reply to DATA, 2 minutes. */
+    data_init_timeout_ms: durationMs.default(120_000),
+    /** RFC 5321 4.5.3.2.5: each write of the body, 3 minutes. */
+    data_block_timeout_ms: durationMs.default(180_000),
+    /** RFC 5321 4.5.3.2.6: the reply to the final ".", 10 minutes. */
+    data_end_timeout_ms: durationMs.default(600_000),
+    /** STARTTLS policy: "opportunistic" (when offered, unverified), "required", "required-verify", "none". */
+    tls: z.enum(['opportunistic', 'required', 'required-verify', 'none']).default('opportunistic'),
+    /** Outbound SMTP deliveries running at once, all destinations together. */
+    concurrency_total: z.number().int().min(1).max(10_000).default(100),
+    /** Outbound SMTP deliveries running at once to one destination domain. */
+    concurrency_per_destination: z.number().int().min(1).max(10_000).default(20),
+    /** TCP port of remote MX hosts: 25; another value is for testing and for networks that need it. */
+    port: z.number().int().min(1).max(65535).default(25),
+  })
+  .default({
+    connect_timeout_ms: 30_000,
+    greeting_timeout_ms: 300_000,
+    command_timeout_ms: 300_000,
+    data_init_timeout_ms: 120_000,
+    data_block_timeout_ms: 180_000,
+    data_end_timeout_ms: 600_000,
+    tls: 'opportunistic',
+    concurrency_total: 100,
+    concurrency_per_destination: 20,
+    port: 25,
+  });
+
+export const queueSchema = z
+  .strictObject({
+    /** Delay before the first retry of a deferred remote recipient; doubles after each failure. */
+    first_retry_ms: durationMs.default(300_000),
+    /** Ceiling of the doubling retry delay (before jitter). */
+    max_backoff_ms: durationMs.default(3_600_000),
+    /** A recipient still undelivered this long after the message arrived fails (RFC 5321 4.5.4.1: 4-5 days). */
+    max_lifetime_ms: durationMs.default(432_000_000),
+    /** Random spread of each retry delay: 0.1 is plus or minus 10%. */
+    jitter: z.number().min(0).max(1).default(0.1),
+    /** Age after which the sender is warned of a delay (delay DSN, not sent yet); 0 never warns. */
+    delay_warning_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 24 * 3600 * 1000)
+      .default(14_400_000),
+  })
+  .default({
+    first_retry_ms: 300_000,
+    max_backoff_ms: 3_600_000,
+    max_lifetime_ms: 432_000_000,
+    jitter: 0.1,
+    delay_warning_ms: 14_400_000,
+  });
+
 export const logSchema = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -218,6 +299,9 @@ export const configSchema = z.strictObject({
   relay: relaySchema,
   spool: spoolSchema,
   local_delivery: localDeliverySchema,
+  dns: dnsSchema,
+  outbound: outboundSchema,
+  queue: queueSchema,
   log: logSchema,
 });
 

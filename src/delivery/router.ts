@@ -1,12 +1,12 @@
 /**
  * Where a recipient goes: a local mailbox (after alias and catch-all expansion, postmaster
- * mapped to the configured mailbox) or another domain (outbound, a later piece of work).
+ * mapped to the configured mailbox) or another domain (outbound SMTP, queue/manager.ts).
  * Decides nothing about policy: every recipient here was already accepted at RCPT time.
  */
 import { expand, type AliasTable } from '../policy/aliases.js';
 
 export type Route =
-  /** Local mailboxes to deliver to; remote addresses the aliases point at (left for outbound). */
+  /** Local mailboxes to deliver to; remote addresses the aliases point at (not delivered yet). */
   | { kind: 'local'; mailboxes: string[]; remote: string[] }
   | { kind: 'remote'; domain: string }
   /** Transport "discard": accepted, then thrown away. */

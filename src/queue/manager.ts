@@ -3,7 +3,22 @@
  * ones at start-up), routes each recipient, hands local ones to Maildir delivery with bounded
  * concurrency, records per-recipient results durably, retries deferred recipients, and marks
  * a message done when every recipient is final. Never parses SMTP from clients, never decides
- * policy. Recipients for other domains stay pending for the outbound transport.
+ * policy.
+ *
+ * Outbound (recipients in other domains): a message's remote recipients are grouped by domain;
+ * each group resolves its route (RFC 5321 5.1, RFC 7505 null MX) and tries the hosts and their
+ * addresses in order with one SMTP session each, moving on after a connection failure or a 421
+ * (RFC 5321 4.2.5, 5.1). Per recipient, 2xx is delivered, 4xx or a DNS failure that may clear up
+ * is deferred (retry times from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still
+ * deferred max_lifetime after arrival fails. A domain that fails as a whole (DNS, or no host
+ * answering) is backed off: its other messages wait instead of each trying it. Remote results
+ * are always recorded durably: a lost record would mean a second delivery to a remote server.
+ *
+ * Bounces (RFC 3461, 3464, 6522): the recipients that fail in a pass get one failure DSN to the
+ * sender (unless NOTIFY says otherwise, and never to the null sender, RFC 5321 4.5.5), spooled
+ * as a new message from <> before the failures are recorded, so a crash can repeat a bounce but
+ * never lose one. Trust: remote replies and DNS answers are untrusted data, only stored, logged
+ * and quoted in bounces (dsn.ts reduces them to printable text).
  */
 import {
   deliverToMaildir,
@@ -11,10 +26,45 @@ import {
   maildirPathFor,
   maildirUniqueName,
 } from '../delivery/local/maildir.js';
+import type { DnsResolver } from '../delivery/dns.js';
+import { resolveMx, type MxRoute } from '../delivery/mx.js';
 import type { Router } from '../delivery/router.js';
-import type { RecipientState } from '../message/envelope.js';
+import {
+  SmtpClientSession,
+  type ClientOptions,
+  type ClientReply,
+  type OutboundMessage,
+  type TransactionResult,
+} from '../delivery/smtp-client.js';
+import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
+import { buildDsn, DsnError, shouldNotify, type DsnMessage, type DsnRecipient } from './dsn.js';
+import {
+  ConcurrencyLimiter,
+  DestinationBackoff,
+  isExpired,
+  nextAttemptAt,
+  type RetryPolicy,
+} from './scheduler.js';
 import type { Spool } from './spool.js';
+
+/** What outbound (remote) delivery needs; without it remote recipients stay pending. */
+export interface OutboundOptions {
+  /** Resolver for MX, A and AAAA (a CachingResolver in production). */
+  dns: DnsResolver;
+  /** TCP port of remote MX hosts (25). */
+  port: number;
+  tls: ClientOptions['tls'];
+  timeouts: ClientOptions['timeouts'];
+  /** Deliveries at once, in total and per destination domain. */
+  concurrencyTotal: number;
+  concurrencyPerDestination: number;
+  retry: RetryPolicy;
+  /** True for an address this server receives mail on: an MX there would loop (RFC 5321 5.4.6). */
+  isOwnAddress: (ip: string) => boolean;
+  /** Uniform in [0, 1): MX order among equal preferences, retry jitter. Default Math.random. */
+  random?: () => number;
+}
 
 export interface ManagerOptions {
   spool: Spool;
@@ -28,7 +78,31 @@ export interface ManagerOptions {
   localConcurrency: number;
   /** Delay before a deferred local recipient is tried again. */
   retryMs: number;
+  outbound?: OutboundOptions;
   now?: () => number;
+}
+
+/** A remote recipient waiting for its domain's attempt. */
+interface RemoteItem {
+  index: number;
+  address: string;
+  params: RcptParams;
+  state: RecipientState;
+}
+
+/** How an outbound attempt ended for one recipient, before it becomes a RecipientState. */
+type RemoteResult =
+  | { kind: 'delivered'; detail: string }
+  /** notBefore: the destination is backed off until then. */
+  | { kind: 'deferred'; error: string; notBefore?: number }
+  /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
+  | { kind: 'failed'; error: string; mta?: string };
+
+/** A remote recipient's new state, and the MX host that refused it, if one did. */
+interface RemoteOutcome {
+  index: number;
+  state: RecipientState;
+  mta?: string;
 }
 
 type Outcome = { index: number; state: RecipientState } | null;
@@ -49,10 +123,32 @@ export class QueueManager {
   #idle: (() => void)[] = [];
   #localRunning = 0;
   readonly #localWaiting: (() => void)[] = [];
+  readonly #limiter: ConcurrencyLimiter | null;
+  /** Outbound deliveries waiting for a slot (total or per destination); woken on each release. */
+  #remoteWaiting: (() => void)[] = [];
+  /** Domains failing as a whole (no route, no host answering), and their last error. */
+  readonly #backoff: DestinationBackoff | null;
+  readonly #lastDestinationError = new Map<string, string>();
 
   constructor(o: ManagerOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#limiter =
+      o.outbound === undefined
+        ? null
+        : new ConcurrencyLimiter({
+            total: o.outbound.concurrencyTotal,
+            perDestination: o.outbound.concurrencyPerDestination,
+          });
+    this.#backoff =
+      o.outbound === undefined
+        ? null
+        : new DestinationBackoff({
+            now: this.#now,
+            random: o.outbound.random ?? Math.random,
+            baseMs: o.outbound.retry.firstRetryMs,
+            maxMs: o.outbound.retry.maxBackoffMs,
+          });
   }
 
   start(): void {
@@ -137,32 +233,435 @@ export class QueueManager {
     const msg = await spool.read(qid);
     const now = this.#now();
     const outcomes: Outcome[] = [];
+    const remote = new Map<string, RemoteItem[]>();
     for (let index = 0; index < msg.envelope.recipients.length; index++) {
       const state = msg.states[index];
       const rcpt = msg.envelope.recipients[index];
       if (state === undefined || rcpt === undefined) continue;
       if (state.status === 'delivered' || state.status === 'failed') continue;
       if (state.status === 'deferred' && state.nextAttemptAt > now) continue;
+      const route = this.#o.router.route(rcpt.address);
+      if (route.kind === 'remote') {
+        if (this.#o.outbound === undefined) continue; // no outbound transport: stays pending
+        const domain = route.domain.toLowerCase();
+        const group = remote.get(domain) ?? [];
+        group.push({ index, address: rcpt.address, params: rcpt.params, state });
+        remote.set(domain, group);
+        continue;
+      }
       const firstAttempt = state.status === 'pending' && fresh;
-      outcomes.push(
-        await this.#deliverOne(qid, index, rcpt.address, msg.envelope.sender, state, firstAttempt),
-      );
+      outcomes.push(await this.#deliverOne(qid, index, rcpt.address, msg.envelope, state, firstAttempt));
     }
     const updates = outcomes.filter((o): o is NonNullable<Outcome> => o !== null);
     const byIndex = new Map(updates.map((u) => [u.index, u.state]));
+    // Every domain is delivered independently. With several, each group's results are written
+    // (durably) as soon as it finishes, so a crash while another domain is slow cannot cause a
+    // second delivery to the finished one.
+    // Failures wait for the end of the pass: they are recorded only once their bounce is spooled.
+    const persistEach = remote.size > 1;
+    const persisted = new Set<number>();
+    const mtaOf = new Map<number, string>();
+    const groups = await Promise.allSettled(
+      [...remote].map(async ([domain, items]) => {
+        const results = await this.#deliverRemote(qid, msg.envelope, msg.size, domain, items);
+        for (const r of results) {
+          byIndex.set(r.index, r.state);
+          if (r.mta !== undefined) mtaOf.set(r.index, r.mta);
+        }
+        const early = results
+          .filter((r) => r.state.status !== 'failed')
+          .map(({ index, state }) => ({ index, state }));
+        if (persistEach && early.length > 0) {
+          await spool.update(qid, early);
+          for (const r of early) persisted.add(r.index);
+        }
+      }),
+    );
+    // Every group has settled before a failure is reported, so no attempt runs on unrecorded.
+    for (const g of groups) if (g.status === 'rejected') throw g.reason;
+    // Recipients that failed in this pass (only non-final ones were tried): bounce them first.
+    const failedNow = [...byIndex].filter(([, st]) => st.status === 'failed').map(([index]) => index);
+    const bounce =
+      failedNow.length > 0 ? await this.#bounce(qid, msg.envelope, failedNow, byIndex, mtaOf) : 'none';
+    if (bounce === 'error') {
+      // The bounce could not be spooled: defer those recipients, to be tried (and bounced)
+      // again on a later pass, rather than record a failure whose bounce is lost.
+      const retryAt = this.#now() + this.#o.retryMs;
+      for (const index of failedNow) {
+        const previous = msg.states[index];
+        const st = byIndex.get(index);
+        byIndex.set(index, {
+          status: 'deferred',
+          attempts: previous?.status === 'deferred' ? previous.attempts : 0,
+          nextAttemptAt: retryAt,
+          lastError: `${st?.status === 'failed' ? st.error : 'failed'} (bounce not sent yet)`,
+        });
+      }
+    }
     const states = msg.states.map((s, i) => byIndex.get(i) ?? s);
     if (states.every((s) => s.status === 'delivered' || s.status === 'failed')) {
       // Every recipient is final: one DONE record says it all (the results are in the mail log),
-      // so skip the STATE record and its sync.
-      // Only local and discard transports exist so far: redoing either after a crash is
-      // harmless (the Maildir copy is found again), so the DONE record need not force a sync.
-      await spool.done(qid, { durable: false });
+      // so skip the STATE record and its sync. Redoing a local or discard delivery after a crash
+      // is harmless (the Maildir copy is found again), so then the DONE record need not force a
+      // sync; after a remote delivery it must, or a crash would send the message again, and
+      // after a bounce, or a crash would bounce it twice.
+      await spool.done(qid, remote.size > 0 || bounce === 'sent' ? {} : { durable: false });
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
     }
-    if (updates.length > 0) await spool.update(qid, updates);
+    const pendingWrites = [...byIndex]
+      .filter(([index]) => !persisted.has(index))
+      .map(([index, state]) => ({ index, state }));
+    if (pendingWrites.length > 0) await spool.update(qid, pendingWrites);
     const next = nextDue(states);
     if (next !== null && next > this.#now()) this.#due.set(qid, next);
+  }
+
+  /**
+   * Spools one failure DSN (RFC 3461, 3464, 6522) to the sender for the recipients that failed
+   * in this pass and asked for it (NOTIFY). Never a bounce to the null sender. Returns 'error'
+   * when the bounce should have been sent but could not be spooled.
+   */
+  async #bounce(
+    qid: string,
+    envelope: Envelope,
+    failed: number[],
+    states: ReadonlyMap<number, RecipientState>,
+    mtaOf: ReadonlyMap<number, string>,
+  ): Promise<'sent' | 'none' | 'error'> {
+    const { log, spool, hostname } = this.#o;
+    const recipients: DsnRecipient[] = [];
+    for (const index of failed) {
+      const rcpt = envelope.recipients[index];
+      const st = states.get(index);
+      if (rcpt === undefined || st?.status !== 'failed') continue;
+      if (envelope.sender === '') {
+        log.warn(
+          { qid, rcpt: rcpt.address, error: st.error },
+          'failed recipient of a message from <>: no bounce',
+        );
+        continue;
+      }
+      if (!shouldNotify('failure', rcpt.params.notify)) {
+        log.info({ qid, rcpt: rcpt.address }, 'failed recipient asked for no failure report (NOTIFY)');
+        continue;
+      }
+      const mta = mtaOf.get(index);
+      recipients.push({
+        address: rcpt.address,
+        ...(rcpt.params.orcpt !== undefined ? { orcpt: rcpt.params.orcpt } : {}),
+        action: 'failed',
+        status: statusOf(st.error),
+        ...(mta !== undefined
+          ? { remoteMta: `dns; ${mta}`, diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.error) } }
+          : {}),
+        lastAttempt: st.at,
+      });
+    }
+    if (recipients.length === 0) return 'none';
+    let dsn: DsnMessage;
+    try {
+      dsn = await buildDsn({
+        reportingMta: hostname,
+        qid,
+        ...(envelope.mailParams.envid !== undefined ? { envid: envelope.mailParams.envid } : {}),
+        arrivalDate: envelope.receivedAt,
+        originalSender: envelope.sender,
+        recipients,
+        ret: envelope.mailParams.ret ?? 'HDRS',
+        originalMessage: spool.openBody(qid),
+        now: this.#now(),
+        kind: 'failure',
+        messageIdDomain: hostname,
+      });
+    } catch (err) {
+      if (err instanceof DsnError) {
+        // Our own inputs were refused (an address with control characters): nothing to retry.
+        log.error({ qid, err }, 'bounce not built; the failures stand without one');
+        return 'none';
+      }
+      log.error({ qid, err }, 'bounce not built; will retry');
+      return 'error';
+    }
+    const writer = spool.begin();
+    try {
+      await writer.write(dsn.message);
+      await writer.commit({
+        sender: '',
+        mailParams: dsn.mailParams,
+        recipients: [{ address: dsn.recipient, params: {} }],
+        client: { ip: '127.0.0.1', port: 0, helo: hostname },
+        listener: 'smtp',
+        receivedAt: this.#now(),
+      });
+    } catch (err) {
+      writer.abort();
+      log.error({ qid, err }, 'bounce not spooled; will retry');
+      return 'error';
+    }
+    log.info(
+      { qid, bounce: writer.qid, to: dsn.recipient, rcpt: recipients.map((r) => r.address) },
+      'bounce queued',
+    );
+    return 'sent';
+  }
+
+  /** Waits for an outbound slot for `domain` (total and per-destination limits); returns its release. */
+  async #acquireRemote(domain: string): Promise<() => void> {
+    const limiter = this.#limiter;
+    if (limiter === null) return () => undefined;
+    for (;;) {
+      const release = limiter.tryAcquire(domain);
+      if (release !== null) {
+        return () => {
+          release();
+          // Wake every waiter: each tries again; those still over a limit wait again.
+          const waiters = this.#remoteWaiting;
+          this.#remoteWaiting = [];
+          for (const w of waiters) w();
+        };
+      }
+      await new Promise<void>((resolve) => this.#remoteWaiting.push(resolve));
+    }
+  }
+
+  /**
+   * One outbound attempt for a message's recipients in one domain: resolve the route, then try
+   * each host and address in order until every recipient has a final answer for this attempt.
+   */
+  async #deliverRemote(
+    qid: string,
+    envelope: Envelope,
+    size: number,
+    domain: string,
+    items: RemoteItem[],
+  ): Promise<RemoteOutcome[]> {
+    const out = this.#o.outbound;
+    if (out === undefined) return [];
+    const { log } = this.#o;
+    const random = out.random ?? Math.random;
+    const results = new Map<number, RemoteResult>();
+    const blocked = this.#backoff?.blockedUntil(domain) ?? null;
+    if (blocked !== null) {
+      // The domain keeps failing as a whole: its messages wait instead of each trying it again.
+      const error = this.#lastDestinationError.get(domain) ?? `451 4.4.1 ${domain} is failing; backed off`;
+      log.info(
+        { qid, domain, until: new Date(blocked).toISOString(), reply: error },
+        'outbound: destination backed off; not tried',
+      );
+      for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
+      return this.#remoteOutcomes(qid, envelope, domain, items, results);
+    }
+    const release = await this.#acquireRemote(domain);
+    try {
+      const route: MxRoute = await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress });
+      const routeFailure = routeResult(domain, route);
+      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(domain, routeFailure.error);
+      if (routeFailure !== null) {
+        for (const item of items) {
+          results.set(item.index, routeFailure);
+          log.warn(
+            { qid, rcpt: item.address, domain, route: route.kind, reply: routeFailure.error },
+            'outbound: no route to the domain',
+          );
+        }
+      } else if (route.kind === 'hosts') {
+        let remaining = items;
+        /** The last reason the whole attempt failed at some address, and whether it was permanent. */
+        let last: { error: string; permanent: boolean; mta?: string } = {
+          error: `451 4.4.1 no MX host of ${domain} could be reached`,
+          permanent: false,
+        };
+        /** Some host answered the transaction: the destination as a whole works. */
+        let reached = false;
+        hosts: for (const host of route.hosts) {
+          for (const address of host.addresses) {
+            if (remaining.length === 0) break hosts;
+            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address);
+            if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
+              const error =
+                attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
+              last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
+              log.warn(
+                { qid, rcpt: remaining.map((r) => r.address), mx: host.name, address, reply: error },
+                'outbound: attempt failed at this address; trying the next',
+              );
+              if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
+                // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
+                for (const item of remaining)
+                  results.set(item.index, { kind: 'failed', error, mta: host.name });
+                remaining = [];
+              }
+              continue;
+            }
+            reached = true;
+            const next: RemoteItem[] = [];
+            for (const item of remaining) {
+              const r = attempt.recipients.find((x) => x.address === item.address);
+              if (r === undefined) {
+                next.push(item);
+                continue;
+              }
+              const text = replyText(r.reply);
+              // 421 (or a connection lost before a final answer): the next address may do better.
+              if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
+                last = { error: text, permanent: false };
+                next.push(item);
+                continue;
+              }
+              results.set(
+                item.index,
+                r.kind === 'delivered'
+                  ? { kind: 'delivered', detail: `${host.name}[${address}]: ${text}` }
+                  : r.kind === 'deferred'
+                    ? { kind: 'deferred', error: text }
+                    : { kind: 'failed', error: text, mta: host.name },
+              );
+            }
+            remaining = next;
+          }
+        }
+        if (reached) {
+          this.#backoff?.recordSuccess(domain);
+          this.#lastDestinationError.delete(domain);
+        } else if (!last.permanent) this.#destinationFailed(domain, last.error);
+        for (const item of remaining) {
+          results.set(
+            item.index,
+            last.permanent
+              ? { kind: 'failed', error: last.error, ...(last.mta !== undefined ? { mta: last.mta } : {}) }
+              : { kind: 'deferred', error: last.error },
+          );
+        }
+      }
+    } finally {
+      release();
+    }
+    return this.#remoteOutcomes(qid, envelope, domain, items, results);
+  }
+
+  /** Counts a failure of the whole destination (DNS, or no host answering) and keeps its error. */
+  #destinationFailed(domain: string, error: string): void {
+    this.#backoff?.recordFailure(domain);
+    this.#lastDestinationError.delete(domain);
+    this.#lastDestinationError.set(domain, error);
+    // Bounded like the backoff table: the least recently failed are forgotten first.
+    for (const oldest of this.#lastDestinationError.keys()) {
+      if (this.#lastDestinationError.size <= 10_000) break;
+      this.#lastDestinationError.delete(oldest);
+    }
+  }
+
+  /** The recipients' new states from an attempt's results, each logged. */
+  #remoteOutcomes(
+    qid: string,
+    envelope: Envelope,
+    domain: string,
+    items: RemoteItem[],
+    results: ReadonlyMap<number, RemoteResult>,
+  ): RemoteOutcome[] {
+    const { log } = this.#o;
+    return items.map((item) => {
+      const r = results.get(item.index) ?? {
+        kind: 'deferred',
+        error: '451 4.3.0 outbound attempt ended early',
+      };
+      const state = this.#remoteState(envelope, item.state, r);
+      const fields = { qid, rcpt: item.address, domain, status: state.status };
+      if (state.status === 'deferred')
+        log.warn(
+          { ...fields, reply: state.lastError, nextAttemptAt: new Date(state.nextAttemptAt).toISOString() },
+          'outbound: deferred',
+        );
+      else if (state.status === 'failed') log.error({ ...fields, reply: state.error }, 'outbound: failed');
+      else log.info(fields, 'outbound: delivered');
+      const mta = r.kind === 'failed' ? r.mta : undefined;
+      return { index: item.index, state, ...(mta !== undefined ? { mta } : {}) };
+    });
+  }
+
+  /** One SMTP session to one address for the given recipients; logs the attempt. */
+  async #attempt(
+    qid: string,
+    envelope: Envelope,
+    size: number,
+    items: RemoteItem[],
+    mx: string,
+    address: string,
+  ): Promise<TransactionResult> {
+    const out = this.#o.outbound;
+    if (out === undefined) throw new Error('outbound delivery is not configured');
+    const { log, spool } = this.#o;
+    const session = await SmtpClientSession.connect({
+      host: address,
+      port: out.port,
+      heloName: this.#o.hostname,
+      tls: out.tls,
+      servername: mx,
+      timeouts: out.timeouts,
+    });
+    if (!(session instanceof SmtpClientSession)) return session;
+    const message: OutboundMessage = {
+      sender: envelope.sender,
+      mailParams: envelope.mailParams,
+      recipients: items.map((i) => ({ address: i.address, params: i.params })),
+      size,
+      body: () => spool.openBody(qid),
+      needsSmtputf8: envelope.mailParams.smtputf8 === true,
+      eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
+    };
+    let result: TransactionResult;
+    try {
+      result = await session.send(message);
+    } finally {
+      await session.quit();
+    }
+    if (result.kind === 'done') {
+      for (const r of result.recipients) {
+        log.info(
+          {
+            qid,
+            rcpt: r.address,
+            mx,
+            address,
+            tls: session.tls?.version ?? 'none',
+            reply: replyText(r.reply),
+            result: r.kind,
+          },
+          'outbound attempt',
+        );
+      }
+    }
+    return result;
+  }
+
+  /** RFC 5321 4.5.4.1: the error of a recipient given up on, or null while the message may wait. */
+  #expiredError(envelope: Envelope, lastError: string): string | null {
+    const retry = this.#o.outbound?.retry;
+    const now = this.#now();
+    if (retry === undefined || !isExpired(envelope.receivedAt, now, retry)) return null;
+    const days = ((now - envelope.receivedAt) / 86_400_000).toFixed(1);
+    return `message expired after ${days} days in the queue (4.4.7); last error: ${lastError}`;
+  }
+
+  /** The recipient's new state after an outbound attempt; a deferral past the lifetime fails. */
+  #remoteState(envelope: Envelope, previous: RecipientState, r: RemoteResult): RecipientState {
+    const now = this.#now();
+    const out = this.#o.outbound;
+    if (r.kind === 'delivered') return { status: 'delivered', at: now, detail: r.detail };
+    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, error: r.error };
+    const expired = this.#expiredError(envelope, r.error);
+    if (expired !== null) return { status: 'failed', at: now, error: expired };
+    // A recipient not tried (its destination backed off) keeps its count of attempts.
+    const tried = r.notBefore === undefined ? 1 : 0;
+    const attempts = (previous.status === 'deferred' ? previous.attempts : 0) + tried;
+    const scheduled = nextAttemptAt(attempts, now, out.retry, out.random ?? Math.random);
+    return {
+      status: 'deferred',
+      attempts,
+      nextAttemptAt: Math.max(scheduled, r.notBefore ?? 0),
+      lastError: r.error,
+    };
   }
 
   /** Runs fn when fewer than localConcurrency Maildir deliveries are running. */
@@ -183,13 +682,14 @@ export class QueueManager {
     qid: string,
     index: number,
     address: string,
-    sender: string,
+    envelope: Envelope,
     state: RecipientState,
     firstAttempt: boolean,
   ): Promise<Outcome> {
+    const { sender } = envelope;
     const { log, spool, router } = this.#o;
     const route = router.route(address);
-    if (route.kind === 'remote') return null; // outbound delivery is not built yet: stays pending
+    if (route.kind === 'remote') return null; // handled by #deliverRemote
     if (route.kind === 'discard') {
       log.info({ qid, rcpt: address }, 'discarded (transport "discard")');
       return { index, state: { status: 'delivered', at: this.#now(), detail: 'discarded' } };
@@ -239,6 +739,11 @@ export class QueueManager {
       }
     }
     if (reasons.length > 0) {
+      const expired = this.#expiredError(envelope, reasons.join('; '));
+      if (expired !== null) {
+        log.error({ qid, rcpt: address, reason: expired }, 'delivery failed: message expired');
+        return { index, state: { status: 'failed', at: this.#now(), error: expired } };
+      }
       const attempts = state.status === 'deferred' ? state.attempts + 1 : 1;
       return {
         index,
@@ -269,4 +774,44 @@ function nextDue(states: readonly RecipientState[]): number | null {
     if (s.status === 'deferred') next = next === null ? s.nextAttemptAt : Math.min(next, s.nextAttemptAt);
   }
   return next;
+}
+
+/** A reply as one line of text: "550 5.1.1 <bob@example.test>: no such user". */
+function replyText(r: ClientReply): string {
+  return `${r.code} ${r.lines.join(' ')}`.trimEnd();
+}
+
+/** The result for every recipient of a domain whose route is not a list of hosts; null for hosts. */
+function routeResult(domain: string, route: MxRoute): Exclude<RemoteResult, { kind: 'delivered' }> | null {
+  switch (route.kind) {
+    case 'hosts':
+      return null;
+    case 'null-mx':
+      return { kind: 'failed', error: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)` };
+    case 'nxdomain':
+      return { kind: 'failed', error: `550 5.1.2 ${domain} does not exist (DNS: no such domain)` };
+    case 'no-address':
+      return { kind: 'failed', error: `550 5.4.4 unable to route to ${domain}: ${route.reason}` };
+    case 'loop':
+      return { kind: 'failed', error: `550 5.4.6 mail for ${domain} loops back to myself` };
+    case 'temp':
+      return { kind: 'deferred', error: `451 4.4.3 DNS lookup for ${domain} failed: ${route.reason}` };
+    default: {
+      const never: never = route;
+      throw new Error(`unhandled route ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/** RFC 3463 status for a failure: the reply's enhanced code, 4.4.7 for an expiry, else 5.0.0. */
+function statusOf(error: string): string {
+  if (error.startsWith('message expired')) return '4.4.7';
+  const m = /^[245]\d\d ([245]\.\d{1,3}\.\d{1,3})\b/.exec(error);
+  return m?.[1] ?? '5.0.0';
+}
+
+/** The remote reply for Diagnostic-Code: the error itself (or the last reply of an expiry). */
+function diagnosticOf(error: string): string {
+  const cut = error.indexOf('; last error: ');
+  return cut === -1 ? error : error.slice(cut + '; last error: '.length);
 }

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { AuthThrottle } from '../auth/lockout.js';
 import { UserStore } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
+import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
 import { Router } from '../delivery/router.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
@@ -101,8 +102,39 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     maxActive: config.spool.max_active_messages,
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,
+    outbound: {
+      dns: new CachingResolver(
+        new NodeDnsResolver({
+          servers: config.dns.servers,
+          timeoutMs: config.dns.timeout_ms,
+          tries: config.dns.tries,
+        }),
+        { now: Date.now },
+      ),
+      port: config.outbound.port,
+      tls: config.outbound.tls,
+      timeouts: {
+        connectMs: config.outbound.connect_timeout_ms,
+        greetingMs: config.outbound.greeting_timeout_ms,
+        commandMs: config.outbound.command_timeout_ms,
+        dataInitMs: config.outbound.data_init_timeout_ms,
+        dataBlockMs: config.outbound.data_block_timeout_ms,
+        dataEndMs: config.outbound.data_end_timeout_ms,
+      },
+      concurrencyTotal: config.outbound.concurrency_total,
+      concurrencyPerDestination: config.outbound.concurrency_per_destination,
+      retry: {
+        firstRetryMs: config.queue.first_retry_ms,
+        maxBackoffMs: config.queue.max_backoff_ms,
+        maxLifetimeMs: config.queue.max_lifetime_ms,
+        jitter: config.queue.jitter,
+        delayWarningMs: config.queue.delay_warning_ms,
+      },
+      // Our exact listener addresses (a wildcard bind names no address): an MX there loops.
+      // Not loopback in general: peers on 127.0.0.x other than ours are other servers.
+      isOwnAddress: (ip) => ownAddresses.has(ip.toLowerCase()),
+    },
   });
-  manager.start();
 
   const shared: SharedServices = { policy, router, throttle, users, spool };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
@@ -114,6 +146,12 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     secureContext: () => tls.context,
   });
   const addresses = await listeners.start();
+  const ownAddresses = new Set(
+    addresses.map((a) => a.address.toLowerCase()).filter((a) => a !== '0.0.0.0' && a !== '::'),
+  );
+  // Started once the listeners are bound, so that loop detection knows our addresses; messages
+  // committed before this are found in the spool listing.
+  manager.start();
 
   return {
     addresses,
