@@ -5,17 +5,15 @@
  * a message done when every recipient is final. Never parses SMTP from clients, never decides
  * policy.
  *
- * Outbound (recipients in other domains): a message's remote recipients are grouped by domain;
- * each group resolves its route (RFC 5321 5.1, RFC 7505 null MX) and tries the hosts and their
- * addresses in order with one SMTP session each, moving on after a connection failure or a 421
- * (RFC 5321 4.2.5, 5.1). Per recipient, 2xx is delivered, 4xx or a DNS failure that may clear up
- * is deferred (retry times from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still
- * deferred max_lifetime after arrival fails. A domain that fails as a whole (DNS, or no host
- * answering) is backed off: its other messages wait instead of each trying it. Remote results
- * are always recorded durably: a lost record would mean a second delivery to a remote server.
+ * Outbound (recipients in other domains): a message's remote recipients are grouped by domain
+ * and handed to delivery/remote.ts (route, MX hosts in order, one SMTP session each). Per
+ * recipient, 2xx is delivered, 4xx or a DNS failure that may clear up is deferred (retry times
+ * from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still deferred max_lifetime
+ * after arrival fails. Remote results are always recorded durably: a lost record would mean a
+ * second delivery to a remote server.
  *
- * Bounces (RFC 3461, 3464, 6522): the recipients that fail in a pass get one failure DSN to the
- * sender (unless NOTIFY says otherwise, and never to the null sender, RFC 5321 4.5.5), spooled
+ * Bounces (bounce.ts; RFC 3461, 3464, 6522): the recipients that fail in a pass get one failure
+ * DSN to the sender (unless NOTIFY says otherwise, and never to the null sender, RFC 5321 4.5.5), spooled
  * as a new message from <> before the failures are recorded, so a crash can repeat a bounce but
  * never lose one. Trust: remote replies and DNS answers are untrusted data, only stored, logged
  * and quoted in bounces (dsn.ts reduces them to printable text).
@@ -26,45 +24,13 @@ import {
   maildirPathFor,
   maildirUniqueName,
 } from '../delivery/local/maildir.js';
-import type { DnsResolver } from '../delivery/dns.js';
-import { resolveMx, type MxRoute } from '../delivery/mx.js';
+import { RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
-import {
-  SmtpClientSession,
-  type ClientOptions,
-  type ClientReply,
-  type OutboundMessage,
-  type TransactionResult,
-} from '../delivery/smtp-client.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
-import { buildDsn, DsnError, shouldNotify, type DsnMessage, type DsnRecipient } from './dsn.js';
-import {
-  ConcurrencyLimiter,
-  DestinationBackoff,
-  isExpired,
-  nextAttemptAt,
-  type RetryPolicy,
-} from './scheduler.js';
+import { spoolBounce } from './bounce.js';
+import { isExpired, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
-
-/** What outbound (remote) delivery needs; without it remote recipients stay pending. */
-export interface OutboundOptions {
-  /** Resolver for MX, A and AAAA (a CachingResolver in production). */
-  dns: DnsResolver;
-  /** TCP port of remote MX hosts (25). */
-  port: number;
-  tls: ClientOptions['tls'];
-  timeouts: ClientOptions['timeouts'];
-  /** Deliveries at once, in total and per destination domain. */
-  concurrencyTotal: number;
-  concurrencyPerDestination: number;
-  retry: RetryPolicy;
-  /** True for an address this server receives mail on: an MX there would loop (RFC 5321 5.4.6). */
-  isOwnAddress: (ip: string) => boolean;
-  /** Uniform in [0, 1): MX order among equal preferences, retry jitter. Default Math.random. */
-  random?: () => number;
-}
 
 export interface ManagerOptions {
   spool: Spool;
@@ -89,14 +55,6 @@ interface RemoteItem {
   params: RcptParams;
   state: RecipientState;
 }
-
-/** How an outbound attempt ended for one recipient, before it becomes a RecipientState. */
-type RemoteResult =
-  | { kind: 'delivered'; detail: string }
-  /** notBefore: the destination is backed off until then. */
-  | { kind: 'deferred'; error: string; notBefore?: number }
-  /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
-  | { kind: 'failed'; error: string; mta?: string };
 
 /** A remote recipient's new state, and the MX host that refused it, if one did. */
 interface RemoteOutcome {
@@ -123,31 +81,21 @@ export class QueueManager {
   #idle: (() => void)[] = [];
   #localRunning = 0;
   readonly #localWaiting: (() => void)[] = [];
-  readonly #limiter: ConcurrencyLimiter | null;
-  /** Outbound deliveries waiting for a slot (total or per destination); woken on each release. */
-  #remoteWaiting: (() => void)[] = [];
-  /** Domains failing as a whole (no route, no host answering), and their last error. */
-  readonly #backoff: DestinationBackoff | null;
-  readonly #lastDestinationError = new Map<string, string>();
+  /** Outbound delivery, when configured; without it remote recipients stay pending. */
+  readonly #remote: RemoteDelivery | null;
 
   constructor(o: ManagerOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
-    this.#limiter =
+    this.#remote =
       o.outbound === undefined
         ? null
-        : new ConcurrencyLimiter({
-            total: o.outbound.concurrencyTotal,
-            perDestination: o.outbound.concurrencyPerDestination,
-          });
-    this.#backoff =
-      o.outbound === undefined
-        ? null
-        : new DestinationBackoff({
+        : new RemoteDelivery({
+            outbound: o.outbound,
+            log: o.log,
+            hostname: o.hostname,
+            body: (qid) => o.spool.openBody(qid),
             now: this.#now,
-            random: o.outbound.random ?? Math.random,
-            baseMs: o.outbound.retry.firstRetryMs,
-            maxMs: o.outbound.retry.maxBackoffMs,
           });
   }
 
@@ -282,7 +230,16 @@ export class QueueManager {
     // Recipients that failed in this pass (only non-final ones were tried): bounce them first.
     const failedNow = [...byIndex].filter(([, st]) => st.status === 'failed').map(([index]) => index);
     const bounce =
-      failedNow.length > 0 ? await this.#bounce(qid, msg.envelope, failedNow, byIndex, mtaOf) : 'none';
+      failedNow.length > 0
+        ? await spoolBounce(
+            { spool, log, hostname: this.#o.hostname, now: this.#now },
+            qid,
+            msg.envelope,
+            failedNow,
+            byIndex,
+            mtaOf,
+          )
+        : 'none';
     if (bounce === 'error') {
       // The bounce could not be spooled: defer those recipients, to be tried (and bounced)
       // again on a later pass, rather than record a failure whose bounce is lost.
@@ -317,118 +274,7 @@ export class QueueManager {
     if (next !== null && next > this.#now()) this.#due.set(qid, next);
   }
 
-  /**
-   * Spools one failure DSN (RFC 3461, 3464, 6522) to the sender for the recipients that failed
-   * in this pass and asked for it (NOTIFY). Never a bounce to the null sender. Returns 'error'
-   * when the bounce should have been sent but could not be spooled.
-   */
-  async #bounce(
-    qid: string,
-    envelope: Envelope,
-    failed: number[],
-    states: ReadonlyMap<number, RecipientState>,
-    mtaOf: ReadonlyMap<number, string>,
-  ): Promise<'sent' | 'none' | 'error'> {
-    const { log, spool, hostname } = this.#o;
-    const recipients: DsnRecipient[] = [];
-    for (const index of failed) {
-      const rcpt = envelope.recipients[index];
-      const st = states.get(index);
-      if (rcpt === undefined || st?.status !== 'failed') continue;
-      if (envelope.sender === '') {
-        log.warn(
-          { qid, rcpt: rcpt.address, error: st.error },
-          'failed recipient of a message from <>: no bounce',
-        );
-        continue;
-      }
-      if (!shouldNotify('failure', rcpt.params.notify)) {
-        log.info({ qid, rcpt: rcpt.address }, 'failed recipient asked for no failure report (NOTIFY)');
-        continue;
-      }
-      const mta = mtaOf.get(index);
-      recipients.push({
-        address: rcpt.address,
-        ...(rcpt.params.orcpt !== undefined ? { orcpt: rcpt.params.orcpt } : {}),
-        action: 'failed',
-        status: statusOf(st.error),
-        ...(mta !== undefined
-          ? { remoteMta: `dns; ${mta}`, diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.error) } }
-          : {}),
-        lastAttempt: st.at,
-      });
-    }
-    if (recipients.length === 0) return 'none';
-    let dsn: DsnMessage;
-    try {
-      dsn = await buildDsn({
-        reportingMta: hostname,
-        qid,
-        ...(envelope.mailParams.envid !== undefined ? { envid: envelope.mailParams.envid } : {}),
-        arrivalDate: envelope.receivedAt,
-        originalSender: envelope.sender,
-        recipients,
-        ret: envelope.mailParams.ret ?? 'HDRS',
-        originalMessage: spool.openBody(qid),
-        now: this.#now(),
-        kind: 'failure',
-        messageIdDomain: hostname,
-      });
-    } catch (err) {
-      if (err instanceof DsnError) {
-        // Our own inputs were refused (an address with control characters): nothing to retry.
-        log.error({ qid, err }, 'bounce not built; the failures stand without one');
-        return 'none';
-      }
-      log.error({ qid, err }, 'bounce not built; will retry');
-      return 'error';
-    }
-    const writer = spool.begin();
-    try {
-      await writer.write(dsn.message);
-      await writer.commit({
-        sender: '',
-        mailParams: dsn.mailParams,
-        recipients: [{ address: dsn.recipient, params: {} }],
-        client: { ip: '127.0.0.1', port: 0, helo: hostname },
-        listener: 'smtp',
-        receivedAt: this.#now(),
-      });
-    } catch (err) {
-      writer.abort();
-      log.error({ qid, err }, 'bounce not spooled; will retry');
-      return 'error';
-    }
-    log.info(
-      { qid, bounce: writer.qid, to: dsn.recipient, rcpt: recipients.map((r) => r.address) },
-      'bounce queued',
-    );
-    return 'sent';
-  }
-
-  /** Waits for an outbound slot for `domain` (total and per-destination limits); returns its release. */
-  async #acquireRemote(domain: string): Promise<() => void> {
-    const limiter = this.#limiter;
-    if (limiter === null) return () => undefined;
-    for (;;) {
-      const release = limiter.tryAcquire(domain);
-      if (release !== null) {
-        return () => {
-          release();
-          // Wake every waiter: each tries again; those still over a limit wait again.
-          const waiters = this.#remoteWaiting;
-          this.#remoteWaiting = [];
-          for (const w of waiters) w();
-        };
-      }
-      await new Promise<void>((resolve) => this.#remoteWaiting.push(resolve));
-    }
-  }
-
-  /**
-   * One outbound attempt for a message's recipients in one domain: resolve the route, then try
-   * each host and address in order until every recipient has a final answer for this attempt.
-   */
+  /** One outbound attempt for a message's recipients in one domain, as new recipient states. */
   async #deliverRemote(
     qid: string,
     envelope: Envelope,
@@ -436,120 +282,9 @@ export class QueueManager {
     domain: string,
     items: RemoteItem[],
   ): Promise<RemoteOutcome[]> {
-    const out = this.#o.outbound;
-    if (out === undefined) return [];
-    const { log } = this.#o;
-    const random = out.random ?? Math.random;
-    const results = new Map<number, RemoteResult>();
-    const blocked = this.#backoff?.blockedUntil(domain) ?? null;
-    if (blocked !== null) {
-      // The domain keeps failing as a whole: its messages wait instead of each trying it again.
-      const error = this.#lastDestinationError.get(domain) ?? `451 4.4.1 ${domain} is failing; backed off`;
-      log.info(
-        { qid, domain, until: new Date(blocked).toISOString(), reply: error },
-        'outbound: destination backed off; not tried',
-      );
-      for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
-      return this.#remoteOutcomes(qid, envelope, domain, items, results);
-    }
-    const release = await this.#acquireRemote(domain);
-    try {
-      const route: MxRoute = await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress });
-      const routeFailure = routeResult(domain, route);
-      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(domain, routeFailure.error);
-      if (routeFailure !== null) {
-        for (const item of items) {
-          results.set(item.index, routeFailure);
-          log.warn(
-            { qid, rcpt: item.address, domain, route: route.kind, reply: routeFailure.error },
-            'outbound: no route to the domain',
-          );
-        }
-      } else if (route.kind === 'hosts') {
-        let remaining = items;
-        /** The last reason the whole attempt failed at some address, and whether it was permanent. */
-        let last: { error: string; permanent: boolean; mta?: string } = {
-          error: `451 4.4.1 no MX host of ${domain} could be reached`,
-          permanent: false,
-        };
-        /** Some host answered the transaction: the destination as a whole works. */
-        let reached = false;
-        hosts: for (const host of route.hosts) {
-          for (const address of host.addresses) {
-            if (remaining.length === 0) break hosts;
-            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address);
-            if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
-              const error =
-                attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
-              last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
-              log.warn(
-                { qid, rcpt: remaining.map((r) => r.address), mx: host.name, address, reply: error },
-                'outbound: attempt failed at this address; trying the next',
-              );
-              if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
-                // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
-                for (const item of remaining)
-                  results.set(item.index, { kind: 'failed', error, mta: host.name });
-                remaining = [];
-              }
-              continue;
-            }
-            reached = true;
-            const next: RemoteItem[] = [];
-            for (const item of remaining) {
-              const r = attempt.recipients.find((x) => x.address === item.address);
-              if (r === undefined) {
-                next.push(item);
-                continue;
-              }
-              const text = replyText(r.reply);
-              // 421 (or a connection lost before a final answer): the next address may do better.
-              if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
-                last = { error: text, permanent: false };
-                next.push(item);
-                continue;
-              }
-              results.set(
-                item.index,
-                r.kind === 'delivered'
-                  ? { kind: 'delivered', detail: `${host.name}[${address}]: ${text}` }
-                  : r.kind === 'deferred'
-                    ? { kind: 'deferred', error: text }
-                    : { kind: 'failed', error: text, mta: host.name },
-              );
-            }
-            remaining = next;
-          }
-        }
-        if (reached) {
-          this.#backoff?.recordSuccess(domain);
-          this.#lastDestinationError.delete(domain);
-        } else if (!last.permanent) this.#destinationFailed(domain, last.error);
-        for (const item of remaining) {
-          results.set(
-            item.index,
-            last.permanent
-              ? { kind: 'failed', error: last.error, ...(last.mta !== undefined ? { mta: last.mta } : {}) }
-              : { kind: 'deferred', error: last.error },
-          );
-        }
-      }
-    } finally {
-      release();
-    }
+    if (this.#remote === null) return [];
+    const results = await this.#remote.deliver(qid, envelope, size, domain, items);
     return this.#remoteOutcomes(qid, envelope, domain, items, results);
-  }
-
-  /** Counts a failure of the whole destination (DNS, or no host answering) and keeps its error. */
-  #destinationFailed(domain: string, error: string): void {
-    this.#backoff?.recordFailure(domain);
-    this.#lastDestinationError.delete(domain);
-    this.#lastDestinationError.set(domain, error);
-    // Bounded like the backoff table: the least recently failed are forgotten first.
-    for (const oldest of this.#lastDestinationError.keys()) {
-      if (this.#lastDestinationError.size <= 10_000) break;
-      this.#lastDestinationError.delete(oldest);
-    }
   }
 
   /** The recipients' new states from an attempt's results, each logged. */
@@ -578,61 +313,6 @@ export class QueueManager {
       const mta = r.kind === 'failed' ? r.mta : undefined;
       return { index: item.index, state, ...(mta !== undefined ? { mta } : {}) };
     });
-  }
-
-  /** One SMTP session to one address for the given recipients; logs the attempt. */
-  async #attempt(
-    qid: string,
-    envelope: Envelope,
-    size: number,
-    items: RemoteItem[],
-    mx: string,
-    address: string,
-  ): Promise<TransactionResult> {
-    const out = this.#o.outbound;
-    if (out === undefined) throw new Error('outbound delivery is not configured');
-    const { log, spool } = this.#o;
-    const session = await SmtpClientSession.connect({
-      host: address,
-      port: out.port,
-      heloName: this.#o.hostname,
-      tls: out.tls,
-      servername: mx,
-      timeouts: out.timeouts,
-    });
-    if (!(session instanceof SmtpClientSession)) return session;
-    const message: OutboundMessage = {
-      sender: envelope.sender,
-      mailParams: envelope.mailParams,
-      recipients: items.map((i) => ({ address: i.address, params: i.params })),
-      size,
-      body: () => spool.openBody(qid),
-      needsSmtputf8: envelope.mailParams.smtputf8 === true,
-      eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
-    };
-    let result: TransactionResult;
-    try {
-      result = await session.send(message);
-    } finally {
-      await session.quit();
-    }
-    if (result.kind === 'done') {
-      for (const r of result.recipients) {
-        log.info(
-          {
-            qid,
-            rcpt: r.address,
-            mx,
-            address,
-            tls: session.tls?.version ?? 'none',
-            reply: replyText(r.reply),
-            result: r.kind,
-          },
-          'outbound attempt',
-        );
-      }
-    }
-    return result;
   }
 
   /** RFC 5321 4.5.4.1: the error of a recipient given up on, or null while the message may wait. */
@@ -774,44 +454,4 @@ function nextDue(states: readonly RecipientState[]): number | null {
     if (s.status === 'deferred') next = next === null ? s.nextAttemptAt : Math.min(next, s.nextAttemptAt);
   }
   return next;
-}
-
-/** A reply as one line of text: "550 5.1.1 <bob@example.test>: no such user". */
-function replyText(r: ClientReply): string {
-  return `${r.code} ${r.lines.join(' ')}`.trimEnd();
-}
-
-/** The result for every recipient of a domain whose route is not a list of hosts; null for hosts. */
-function routeResult(domain: string, route: MxRoute): Exclude<RemoteResult, { kind: 'delivered' }> | null {
-  switch (route.kind) {
-    case 'hosts':
-      return null;
-    case 'null-mx':
-      return { kind: 'failed', error: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)` };
-    case 'nxdomain':
-      return { kind: 'failed', error: `550 5.1.2 ${domain} does not exist (DNS: no such domain)` };
-    case 'no-address':
-      return { kind: 'failed', error: `550 5.4.4 unable to route to ${domain}: ${route.reason}` };
-    case 'loop':
-      return { kind: 'failed', error: `550 5.4.6 mail for ${domain} loops back to myself` };
-    case 'temp':
-      return { kind: 'deferred', error: `451 4.4.3 DNS lookup for ${domain} failed: ${route.reason}` };
-    default: {
-      const never: never = route;
-      throw new Error(`unhandled route ${JSON.stringify(never)}`);
-    }
-  }
-}
-
-/** RFC 3463 status for a failure: the reply's enhanced code, 4.4.7 for an expiry, else 5.0.0. */
-function statusOf(error: string): string {
-  if (error.startsWith('message expired')) return '4.4.7';
-  const m = /^[245]\d\d ([245]\.\d{1,3}\.\d{1,3})\b/.exec(error);
-  return m?.[1] ?? '5.0.0';
-}
-
-/** The remote reply for Diagnostic-Code: the error itself (or the last reply of an expiry). */
-function diagnosticOf(error: string): string {
-  const cut = error.indexOf('; last error: ');
-  return cut === -1 ? error : error.slice(cut + '; last error: '.length);
 }

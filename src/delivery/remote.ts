@@ -1,0 +1,313 @@
+/**
+ * Outbound delivery to other domains (RFC 5321 5.1, 4.2.5; RFC 7505): for one message's
+ * recipients in one domain, resolve the route, then try each MX host and address in order with
+ * one SMTP session each, moving on after a connection failure or a 421, until every recipient
+ * has an answer for this attempt. Bounds deliveries in total and per destination, and backs off
+ * a destination that fails as a whole (DNS, or no host answering) so its messages wait instead of
+ * each trying it. Returns results; the queue manager turns them into recipient states, retries
+ * and bounces. Trust: remote replies and DNS answers are untrusted data, only logged and returned.
+ */
+import type { Envelope, RcptParams } from '../message/envelope.js';
+import type { Logger } from '../observability/log.js';
+import { ConcurrencyLimiter, DestinationBackoff, type RetryPolicy } from '../queue/scheduler.js';
+import type { DnsResolver } from './dns.js';
+import { resolveMx, type MxRoute } from './mx.js';
+import {
+  SmtpClientSession,
+  type ClientOptions,
+  type ClientReply,
+  type OutboundMessage,
+  type TransactionResult,
+} from './smtp-client.js';
+
+/** What outbound (remote) delivery needs; without it remote recipients stay pending. */
+export interface OutboundOptions {
+  /** Resolver for MX, A and AAAA (a CachingResolver in production). */
+  dns: DnsResolver;
+  /** TCP port of remote MX hosts (25). */
+  port: number;
+  tls: ClientOptions['tls'];
+  timeouts: ClientOptions['timeouts'];
+  /** Deliveries at once, in total and per destination domain. */
+  concurrencyTotal: number;
+  concurrencyPerDestination: number;
+  retry: RetryPolicy;
+  /** True for an address this server receives mail on: an MX there would loop (RFC 5321 5.4.6). */
+  isOwnAddress: (ip: string) => boolean;
+  /** Uniform in [0, 1): MX order among equal preferences, retry jitter. Default Math.random. */
+  random?: () => number;
+}
+
+/** A recipient of the message in the destination domain. */
+export interface RemoteRecipient {
+  index: number;
+  address: string;
+  params: RcptParams;
+}
+
+/** How an outbound attempt ended for one recipient, before it becomes a RecipientState. */
+export type RemoteResult =
+  | { kind: 'delivered'; detail: string }
+  /** notBefore: the destination is backed off until then. */
+  | { kind: 'deferred'; error: string; notBefore?: number }
+  /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
+  | { kind: 'failed'; error: string; mta?: string };
+
+export interface RemoteDeliveryOptions {
+  outbound: OutboundOptions;
+  log: Logger;
+  /** Our name in EHLO. */
+  hostname: string;
+  /** The message body, streamed from the spool, fresh on each call. */
+  body: (qid: string) => AsyncIterable<Buffer>;
+  now: () => number;
+}
+
+export class RemoteDelivery {
+  readonly #o: RemoteDeliveryOptions;
+  readonly #limiter: ConcurrencyLimiter;
+  /** Deliveries waiting for a slot (total or per destination); woken on each release. */
+  #remoteWaiting: (() => void)[] = [];
+  /** Domains failing as a whole (no route, no host answering), and their last error. */
+  readonly #backoff: DestinationBackoff;
+  readonly #lastDestinationError = new Map<string, string>();
+
+  constructor(o: RemoteDeliveryOptions) {
+    this.#o = o;
+    this.#limiter = new ConcurrencyLimiter({
+      total: o.outbound.concurrencyTotal,
+      perDestination: o.outbound.concurrencyPerDestination,
+    });
+    this.#backoff = new DestinationBackoff({
+      now: o.now,
+      random: o.outbound.random ?? Math.random,
+      baseMs: o.outbound.retry.firstRetryMs,
+      maxMs: o.outbound.retry.maxBackoffMs,
+    });
+  }
+
+  /** Waits for an outbound slot for `domain` (total and per-destination limits); returns its release. */
+  async #acquire(domain: string): Promise<() => void> {
+    const limiter = this.#limiter;
+    for (;;) {
+      const release = limiter.tryAcquire(domain);
+      if (release !== null) {
+        return () => {
+          release();
+          // Wake every waiter: each tries again; those still over a limit wait again.
+          const waiters = this.#remoteWaiting;
+          this.#remoteWaiting = [];
+          for (const w of waiters) w();
+        };
+      }
+      await new Promise<void>((resolve) => this.#remoteWaiting.push(resolve));
+    }
+  }
+
+  /**
+   * One outbound attempt for a message's recipients in one domain: resolve the route, then try
+   * each host and address in order until every recipient has a final answer for this attempt.
+   */
+  async deliver(
+    qid: string,
+    envelope: Envelope,
+    size: number,
+    domain: string,
+    items: readonly RemoteRecipient[],
+  ): Promise<Map<number, RemoteResult>> {
+    const out = this.#o.outbound;
+    const { log } = this.#o;
+    const random = out.random ?? Math.random;
+    const results = new Map<number, RemoteResult>();
+    const blocked = this.#backoff.blockedUntil(domain) ?? null;
+    if (blocked !== null) {
+      // The domain keeps failing as a whole: its messages wait instead of each trying it again.
+      const error = this.#lastDestinationError.get(domain) ?? `451 4.4.1 ${domain} is failing; backed off`;
+      log.info(
+        { qid, domain, until: new Date(blocked).toISOString(), reply: error },
+        'outbound: destination backed off; not tried',
+      );
+      for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
+      return results;
+    }
+    const release = await this.#acquire(domain);
+    try {
+      const route: MxRoute = await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress });
+      const routeFailure = routeResult(domain, route);
+      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(domain, routeFailure.error);
+      if (routeFailure !== null) {
+        for (const item of items) {
+          results.set(item.index, routeFailure);
+          log.warn(
+            { qid, rcpt: item.address, domain, route: route.kind, reply: routeFailure.error },
+            'outbound: no route to the domain',
+          );
+        }
+      } else if (route.kind === 'hosts') {
+        let remaining: readonly RemoteRecipient[] = items;
+        /** The last reason the whole attempt failed at some address, and whether it was permanent. */
+        let last: { error: string; permanent: boolean; mta?: string } = {
+          error: `451 4.4.1 no MX host of ${domain} could be reached`,
+          permanent: false,
+        };
+        /** Some host answered the transaction: the destination as a whole works. */
+        let reached = false;
+        hosts: for (const host of route.hosts) {
+          for (const address of host.addresses) {
+            if (remaining.length === 0) break hosts;
+            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address);
+            if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
+              const error =
+                attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
+              last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
+              log.warn(
+                { qid, rcpt: remaining.map((r) => r.address), mx: host.name, address, reply: error },
+                'outbound: attempt failed at this address; trying the next',
+              );
+              if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
+                // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
+                for (const item of remaining)
+                  results.set(item.index, { kind: 'failed', error, mta: host.name });
+                remaining = [];
+              }
+              continue;
+            }
+            reached = true;
+            const next: RemoteRecipient[] = [];
+            for (const item of remaining) {
+              const r = attempt.recipients.find((x) => x.address === item.address);
+              if (r === undefined) {
+                next.push(item);
+                continue;
+              }
+              const text = replyText(r.reply);
+              // 421 (or a connection lost before a final answer): the next address may do better.
+              if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
+                last = { error: text, permanent: false };
+                next.push(item);
+                continue;
+              }
+              results.set(
+                item.index,
+                r.kind === 'delivered'
+                  ? { kind: 'delivered', detail: `${host.name}[${address}]: ${text}` }
+                  : r.kind === 'deferred'
+                    ? { kind: 'deferred', error: text }
+                    : { kind: 'failed', error: text, mta: host.name },
+              );
+            }
+            remaining = next;
+          }
+        }
+        if (reached) {
+          this.#backoff.recordSuccess(domain);
+          this.#lastDestinationError.delete(domain);
+        } else if (!last.permanent) this.#destinationFailed(domain, last.error);
+        for (const item of remaining) {
+          results.set(
+            item.index,
+            last.permanent
+              ? { kind: 'failed', error: last.error, ...(last.mta !== undefined ? { mta: last.mta } : {}) }
+              : { kind: 'deferred', error: last.error },
+          );
+        }
+      }
+    } finally {
+      release();
+    }
+    return results;
+  }
+
+  /** Counts a failure of the whole destination (DNS, or no host answering) and keeps its error. */
+  #destinationFailed(domain: string, error: string): void {
+    this.#backoff.recordFailure(domain);
+    this.#lastDestinationError.delete(domain);
+    this.#lastDestinationError.set(domain, error);
+    // Bounded like the backoff table: the least recently failed are forgotten first.
+    for (const oldest of this.#lastDestinationError.keys()) {
+      if (this.#lastDestinationError.size <= 10_000) break;
+      this.#lastDestinationError.delete(oldest);
+    }
+  }
+
+  /** One SMTP session to one address for the given recipients; logs the attempt. */
+  async #attempt(
+    qid: string,
+    envelope: Envelope,
+    size: number,
+    items: readonly RemoteRecipient[],
+    mx: string,
+    address: string,
+  ): Promise<TransactionResult> {
+    const out = this.#o.outbound;
+    const { log } = this.#o;
+    const session = await SmtpClientSession.connect({
+      host: address,
+      port: out.port,
+      heloName: this.#o.hostname,
+      tls: out.tls,
+      servername: mx,
+      timeouts: out.timeouts,
+    });
+    if (!(session instanceof SmtpClientSession)) return session;
+    const message: OutboundMessage = {
+      sender: envelope.sender,
+      mailParams: envelope.mailParams,
+      recipients: items.map((i) => ({ address: i.address, params: i.params })),
+      size,
+      body: () => this.#o.body(qid),
+      needsSmtputf8: envelope.mailParams.smtputf8 === true,
+      eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
+    };
+    let result: TransactionResult;
+    try {
+      result = await session.send(message);
+    } finally {
+      await session.quit();
+    }
+    if (result.kind === 'done') {
+      for (const r of result.recipients) {
+        log.info(
+          {
+            qid,
+            rcpt: r.address,
+            mx,
+            address,
+            tls: session.tls?.version ?? 'none',
+            reply: replyText(r.reply),
+            result: r.kind,
+          },
+          'outbound attempt',
+        );
+      }
+    }
+    return result;
+  }
+}
+
+/** A reply as one line of text: "550 5.1.1 <bob@example.test>: no such user". */
+export function replyText(r: ClientReply): string {
+  return `${r.code} ${r.lines.join(' ')}`.trimEnd();
+}
+
+/** The result for every recipient of a domain whose route is not a list of hosts; null for hosts. */
+function routeResult(domain: string, route: MxRoute): Exclude<RemoteResult, { kind: 'delivered' }> | null {
+  switch (route.kind) {
+    case 'hosts':
+      return null;
+    case 'null-mx':
+      return { kind: 'failed', error: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)` };
+    case 'nxdomain':
+      return { kind: 'failed', error: `550 5.1.2 ${domain} does not exist (DNS: no such domain)` };
+    case 'no-address':
+      return { kind: 'failed', error: `550 5.4.4 unable to route to ${domain}: ${route.reason}` };
+    case 'loop':
+      return { kind: 'failed', error: `550 5.4.6 mail for ${domain} loops back to myself` };
+    case 'temp':
+      return { kind: 'deferred', error: `451 4.4.3 DNS lookup for ${domain} failed: ${route.reason}` };
+    default: {
+      const never: never = route;
+      throw new Error(`unhandled route ${JSON.stringify(never)}`);
+    }
+  }
+}
