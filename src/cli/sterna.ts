@@ -3,12 +3,13 @@
 // idle connections keeps little short-lived garbage, and the default (16 MiB) lets resident
 // memory grow by ~30 MiB for nothing (docs/benchmarks.md). It must be given at start-up.
 /**
- * The `sterna` command: serve, check-config, user. Parses arguments, prints help, maps errors
+ * The `sterna` command: serve, check-config, user, queue. Parses arguments, prints help, maps errors
  * to exit codes (0 ok, 1 operational failure, 2 usage or configuration error).
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatConfigError, loadConfig } from '../config/load.js';
 import { serve } from '../main.js';
+import { runQueueCommand } from './queue-command.js';
 import { runUserCommand } from './user-command.js';
 
 const HELP = `sterna — an SMTP server: submission, transfer and local delivery
@@ -17,6 +18,7 @@ Usage:
   sterna serve [--config FILE]         run the server (embedded defaults without --config)
   sterna check-config [--config FILE]  validate a configuration file and exit
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
+  sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
 
@@ -126,6 +128,24 @@ async function main(argv: string[]): Promise<number> {
         stderr: process.stderr,
         usersFile,
       });
+    }
+    case 'queue': {
+      const file = takeConfig(rest);
+      if (file instanceof Error) {
+        process.stderr.write(`sterna queue: ${file.message}\n`);
+        return 2;
+      }
+      let config;
+      try {
+        config = await loadConfig(file);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`${formatConfigError(err)}\n`);
+          return 2;
+        }
+        throw err;
+      }
+      return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
     default:
       process.stderr.write(`sterna: unknown command "${command}"\n\n${HELP}`);

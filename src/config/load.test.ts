@@ -348,3 +348,115 @@ test('formatConfigError lists every problem for the operator', () => {
     ].join('\n'),
   );
 });
+
+test('transport: "local", "discard" and relay tables; "*" is every other domain', () => {
+  const c = parseConfigText(
+    `[transport]
+"sink.test" = "discard"
+"here.test" = "local"
+"example.com" = { relay = "[127.0.0.2]:2525", tls = "required", auth_user = "u", auth_password_file = "pw.txt" }
+"*" = { relay = "smtp.provider.net:587", tls = "required-verify" }
+`,
+    'x.toml',
+    HOST,
+  );
+  assert.equal(c.transport['sink.test'], 'discard');
+  assert.equal(c.transport['here.test'], 'local');
+  assert.deepEqual(c.transport['example.com'], {
+    relay: '[127.0.0.2]:2525',
+    tls: 'required',
+    implicit_tls: false,
+    auth_user: 'u',
+    auth_password_file: resolve('pw.txt'),
+  });
+  assert.deepEqual(c.transport['*'], {
+    relay: 'smtp.provider.net:587',
+    tls: 'required-verify',
+    implicit_tls: false,
+  });
+});
+
+test('transport: tls = "none" contradicts implicit_tls and AUTH', () => {
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[transport]\n"a.test" = { relay = "h:465", implicit_tls = true, tls = "none" }\n',
+        'x.toml',
+        HOST,
+      ),
+    ),
+    ['transport."a.test".tls: "none" contradicts implicit_tls = true (TLS from the first byte)'],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[transport]\n"a.test" = { relay = "h", tls = "none", auth_user = "u", auth_password = "p" }\n',
+        'x.toml',
+        HOST,
+      ),
+    ),
+    ['transport."a.test".tls: AUTH is only sent over TLS; "none" would never authenticate'],
+  );
+});
+
+test('transport: a bad relay table names the key', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = { relay = "host:port" }\n', 'x.toml', HOST)),
+    [
+      'transport."a.test".relay: expected "host", "host:port" or "[address]:port", e.g. "smtp.example.net:587" or "[192.0.2.1]:25", got string "host:port"',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = { relay = "h:70000" }\n', 'x.toml', HOST)),
+    ['transport."a.test".relay: the port must be from 1 to 65535, got string "h:70000"'],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText('[transport]\n"a.test" = { relay = "h", tls = "yes" }\n', 'x.toml', HOST),
+    ),
+    [
+      'transport."a.test".tls: expected one of "opportunistic", "required", "required-verify", "none", got string "yes"',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = { tls = "none" }\n', 'x.toml', HOST)),
+    ['transport."a.test".relay: expected a string (in quotes), got nothing'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = "smtp"\n', 'x.toml', HOST)),
+    ['transport."a.test": expected "local", "discard" or a table, got string "smtp"'],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"*" = "local"\n', 'x.toml', HOST)),
+    [
+      'transport."*": "*" (every other domain) may only name a relay table, e.g. { relay = "smtp.example.net:587" }, got string "local"',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText('[transport]\n"a.test" = { relay = "h", auth_user = "u" }\n', 'x.toml', HOST),
+    ),
+    [
+      'transport."a.test".auth_password_file: must be set when transport."a.test".auth_user is set (or auth_password)',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[transport]\n"a.test" = { relay = "h", auth_password = "p", auth_password_file = "f" }\n',
+        'x.toml',
+        HOST,
+      ),
+    ),
+    [
+      'transport."a.test".auth_password: set auth_password or auth_password_file, not both',
+      'transport."a.test".auth_user: must be set when a password is set',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = { relay = "h", relai = 1 }\n', 'x.toml', HOST)),
+    [
+      'unknown key "transport."a.test".relai" in table [transport."a.test"]; did you mean "transport."a.test".relay"?',
+    ],
+  );
+});

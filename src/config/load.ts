@@ -148,6 +148,20 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
     data_dir: dataDir,
     local_domains: [...new Set(domains.map((d) => d.toLowerCase()))],
     aliases_file: optionalPath(parsed.aliases_file),
+    transport: Object.fromEntries(
+      Object.entries(parsed.transport).map(([domain, t]) => [
+        domain,
+        typeof t === 'string'
+          ? t
+          : {
+              ...t,
+              ...(t.auth_password_file !== undefined
+                ? { auth_password_file: resolvePath(t.auth_password_file) }
+                : {}),
+              ...(t.tls_ca_file !== undefined ? { tls_ca_file: resolvePath(t.tls_ca_file) } : {}),
+            },
+      ]),
+    ),
     tls: {
       ...parsed.tls,
       cert_file: optionalPath(parsed.tls.cert_file),
@@ -210,6 +224,8 @@ function schemaAt(path: readonly PathSegment[]): z.ZodType | undefined {
     } else if (cur instanceof z.ZodArray) cur = cur.element as z.ZodType;
     else if (cur instanceof z.ZodRecord) cur = cur.valueType as z.ZodType;
     else return undefined;
+    // A union of a string form and a table (transport."d"): the table branch names the keys.
+    if (cur instanceof z.ZodUnion) cur = (cur.options as z.ZodType[]).find((o) => o instanceof z.ZodObject);
     if (cur === undefined) return undefined;
     cur = unwrap(cur);
   }
@@ -282,6 +298,15 @@ function schemaProblems(issues: readonly z.core.$ZodIssue[], raw: unknown): Conf
       for (const k of issue.keys) out.push(unknownKeyProblem(issue.path, k));
       continue;
     }
+    if (issue.code === 'invalid_union') {
+      // A table given where a table is one of the forms: report that form's problems, by key.
+      const tableBranch = issue.errors.find((branch) => branch.every((i) => i.path.length > 0));
+      if (tableBranch !== undefined && typeof valueAt(raw, issue.path) === 'object') {
+        const nested = tableBranch.map((i) => ({ ...i, path: [...issue.path, ...i.path] }));
+        out.push(...schemaProblems(nested, raw));
+        continue;
+      }
+    }
     const key = tomlKeyPath(issue.path);
     // One problem per key: zod may report the same bad value twice (e.g. two upper bounds).
     if (seen.has(key)) continue;
@@ -328,6 +353,20 @@ function issueText(issue: z.core.$ZodIssue, value: unknown): string {
     case 'invalid_format':
       // The schema's own message already says what is expected (e.g. "expected a domain name").
       return `${issue.message}, ${got}`;
+    case 'invalid_union': {
+      const forms = issue.errors.flatMap((branch) =>
+        branch
+          .filter((i) => i.path.length === 0)
+          .map((i) =>
+            i.code === 'invalid_value'
+              ? quoteList(i.values)
+              : i.code === 'invalid_type'
+                ? (EXPECTED_TYPE[i.expected] ?? i.expected)
+                : i.message,
+          ),
+      );
+      return `expected ${forms.join(' or ')}, ${got}`;
+    }
     default:
       return `${issue.message}, ${got}`;
   }
@@ -453,6 +492,8 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
     }
   }
 
+  out.push(...transportProblems(root['transport']));
+
   const ld = root['local_delivery'];
   if (typeof ld === 'object' && ld !== null) {
     const pm = (ld as Record<string, unknown>)['postmaster'];
@@ -460,6 +501,70 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
       out.push({
         key: 'local_delivery.postmaster',
         message: `local_delivery.postmaster: expected an address such as "postmaster@example.org", got ${describe(pm)}`,
+      });
+    }
+  }
+  return out;
+}
+
+/** transport: "*" only as a relay; AUTH credentials complete; a relay port in range. */
+function transportProblems(transport: unknown): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  if (typeof transport !== 'object' || transport === null || Array.isArray(transport)) return out;
+  for (const [domain, value] of Object.entries(transport as Record<string, unknown>)) {
+    const at = (k?: string): string =>
+      tomlKeyPath(k === undefined ? ['transport', domain] : ['transport', domain, k]);
+    if (typeof value === 'string') {
+      if (domain === '*' && (value === 'local' || value === 'discard')) {
+        out.push({
+          key: at(),
+          message: `${at()}: "*" (every other domain) may only name a relay table, e.g. { relay = "smtp.example.net:587" }, got ${describe(value)}`,
+        });
+      }
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+    const t = value as Record<string, unknown>;
+    const relay = t['relay'];
+    if (typeof relay === 'string') {
+      const port = /:(\d{1,5})$/.exec(relay)?.[1];
+      if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+        out.push({
+          key: at('relay'),
+          message: `${at('relay')}: the port must be from 1 to 65535, got ${describe(relay)}`,
+        });
+      }
+    }
+    const user = t['auth_user'];
+    const hasPassword = t['auth_password'] !== undefined;
+    const hasFile = t['auth_password_file'] !== undefined;
+    if (user !== undefined && !hasPassword && !hasFile) {
+      out.push({
+        key: at('auth_password_file'),
+        message: `${at('auth_password_file')}: must be set when ${at('auth_user')} is set (or auth_password)`,
+      });
+    }
+    if (hasPassword && hasFile) {
+      out.push({
+        key: at('auth_password'),
+        message: `${at('auth_password')}: set auth_password or auth_password_file, not both`,
+      });
+    }
+    if (user === undefined && (hasPassword || hasFile)) {
+      out.push({
+        key: at('auth_user'),
+        message: `${at('auth_user')}: must be set when a password is set`,
+      });
+    }
+    if (t['implicit_tls'] === true && t['tls'] === 'none') {
+      out.push({
+        key: at('tls'),
+        message: `${at('tls')}: "none" contradicts implicit_tls = true (TLS from the first byte)`,
+      });
+    } else if (user !== undefined && t['tls'] === 'none') {
+      out.push({
+        key: at('tls'),
+        message: `${at('tls')}: AUTH is only sent over TLS; "none" would never authenticate`,
       });
     }
   }

@@ -269,6 +269,37 @@ export const logSchema = z
   })
   .default({ level: 'info', format: 'auto' });
 
+/**
+ * A relay host (smarthost) for a transport entry: "host", "host:port", "[host]:port" or
+ * "[2001:db8::1]:587". Brackets mean what they mean in Postfix (no MX lookup); Sterna never looks
+ * up MX for a relay, so they are only needed around an IPv6 address. The port defaults to 25.
+ */
+const relayHost = z
+  .string()
+  .regex(
+    /^(\[[A-Za-z0-9.:-]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/,
+    'expected "host", "host:port" or "[address]:port", e.g. "smtp.example.net:587" or "[192.0.2.1]:25"',
+  );
+
+export const relayTransportSchema = z.strictObject({
+  /** Where the domain's mail goes instead of its MX. */
+  relay: relayHost,
+  /** STARTTLS policy towards the relay; default: [outbound] tls. */
+  tls: z.enum(['opportunistic', 'required', 'required-verify', 'none']).optional(),
+  /** TLS from the first byte (RFC 8314, usually port 465) instead of STARTTLS. */
+  implicit_tls: z.boolean().default(false),
+  /** AUTH user name at the relay (AUTH only ever over TLS). */
+  auth_user: z.string().min(1).optional(),
+  /** File holding the AUTH password (first line); read at each delivery attempt. */
+  auth_password_file: z.string().min(1).optional(),
+  /** The AUTH password inline; auth_password_file keeps it out of the configuration file. */
+  auth_password: z.string().min(1).optional(),
+  /** PEM CA certificates to verify the relay with (tls = "required-verify"); default: the system's. */
+  tls_ca_file: z.string().min(1).optional(),
+});
+
+export type RelayTransport = z.output<typeof relayTransportSchema>;
+
 export const configSchema = z.strictObject({
   /** The name this server uses in its greeting, EHLO, Received headers and bounces. Default: the machine's hostname. */
   hostname: z
@@ -286,10 +317,15 @@ export const configSchema = z.strictObject({
   /**
    * Transports by recipient domain: "local" delivers to Maildir like a local domain; "discard"
    * accepts every recipient of the domain and throws the mail away once queued (Postfix's
-   * discard transport; used by benchmarks and for sink domains).
+   * discard transport; used by benchmarks and for sink domains); a table sends the domain's mail
+   * to a relay host (smarthost) instead of its MX. The key "*" (a relay table only) is every
+   * other non-local domain.
    */
   transport: z
-    .record(z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a domain name'), z.enum(['local', 'discard']))
+    .record(
+      z.string().regex(/^(\*|[A-Za-z0-9.-]+)$/, 'expected a domain name or "*"'),
+      z.union([z.enum(['local', 'discard']), relayTransportSchema]),
+    )
     .default({}),
   listen: listenSchema,
   tls: tlsSchema,

@@ -5,8 +5,13 @@
  * has an answer for this attempt. Bounds deliveries in total and per destination, and backs off
  * a destination that fails as a whole (DNS, or no host answering) so its messages wait instead of
  * each trying it. Returns results; the queue manager turns them into recipient states, retries
- * and bounces. Trust: remote replies and DNS answers are untrusted data, only logged and returned.
+ * and bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
+ * instead of its MX: its A/AAAA addresses (never MX, like a bracketed Postfix relayhost) or its
+ * literal address, with the relay's port, TLS policy and AUTH credentials. Trust: remote replies
+ * and DNS answers are untrusted data, only logged and returned; AUTH passwords are never logged.
  */
+import net from 'node:net';
+import type tls from 'node:tls';
 import type { Envelope, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import { ConcurrencyLimiter, DestinationBackoff, type RetryPolicy } from '../queue/scheduler.js';
@@ -36,6 +41,46 @@ export interface OutboundOptions {
   isOwnAddress: (ip: string) => boolean;
   /** Uniform in [0, 1): MX order among equal preferences, retry jitter. Default Math.random. */
   random?: () => number;
+  /** Relay hosts by lower-case recipient domain; "*" for every other domain. */
+  relays?: ReadonlyMap<string, RelayRoute>;
+  /**
+   * True for an address and port this server listens on: a relay there would loop. A relay is
+   * checked by port too, as it often sits on another port of the same address (a local filter).
+   */
+  isOwnEndpoint?: (ip: string, port: number) => boolean;
+}
+
+/** A relay host (smarthost) that takes a domain's mail instead of its MX. */
+export interface RelayRoute {
+  /** Host name or IP address, without brackets. */
+  host: string;
+  port: number;
+  tls: ClientOptions['tls'];
+  implicitTls: boolean;
+  /** AUTH credentials; the password is fetched at each attempt (e.g. read from its file). */
+  auth?: { username: string; password: () => Promise<string> };
+  tlsOptions?: tls.ConnectionOptions;
+  /** The relay as configured, for logs and errors: "[192.0.2.1]:587". */
+  label: string;
+}
+
+/** "host", "host:port", "[host]:port", "[2001:db8::1]:587" → host (no brackets) and port (default 25). */
+export function parseRelayHost(relay: string): { host: string; port: number } | null {
+  const m = /^(?:\[([A-Za-z0-9.:-]+)\]|([A-Za-z0-9.-]+))(?::(\d{1,5}))?$/.exec(relay);
+  if (m === null) return null;
+  const port = m[3] === undefined ? 25 : Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  const host = (m[1] ?? m[2] ?? '').replace(/^ipv6:/i, '');
+  return host === '' ? null : { host, port };
+}
+
+/** Where one attempt connects, and how. */
+interface Target {
+  port: number;
+  tls: ClientOptions['tls'];
+  implicitTls?: boolean;
+  auth?: { username: string; password: () => Promise<string> };
+  tlsOptions?: tls.ConnectionOptions;
 }
 
 /** A recipient of the message in the destination domain. */
@@ -130,9 +175,23 @@ export class RemoteDelivery {
       for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
       return results;
     }
+    const relay = out.relays?.get(domain) ?? out.relays?.get('*');
+    const target: Target =
+      relay === undefined
+        ? { port: out.port, tls: out.tls }
+        : {
+            port: relay.port,
+            tls: relay.tls,
+            implicitTls: relay.implicitTls,
+            ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
+            ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
+          };
     const release = await this.#acquire(domain);
     try {
-      const route: MxRoute = await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress });
+      const route: MxRoute =
+        relay === undefined
+          ? await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress })
+          : await resolveRelay(relay, out.dns, (ip) => out.isOwnEndpoint?.(ip, relay.port) ?? false);
       const routeFailure = routeResult(domain, route);
       if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(domain, routeFailure.error);
       if (routeFailure !== null) {
@@ -147,7 +206,10 @@ export class RemoteDelivery {
         let remaining: readonly RemoteRecipient[] = items;
         /** The last reason the whole attempt failed at some address, and whether it was permanent. */
         let last: { error: string; permanent: boolean; mta?: string } = {
-          error: `451 4.4.1 no MX host of ${domain} could be reached`,
+          error:
+            relay === undefined
+              ? `451 4.4.1 no MX host of ${domain} could be reached`
+              : `451 4.4.1 relay ${relay.label} for ${domain} could not be reached`,
           permanent: false,
         };
         /** Some host answered the transaction: the destination as a whole works. */
@@ -155,7 +217,7 @@ export class RemoteDelivery {
         hosts: for (const host of route.hosts) {
           for (const address of host.addresses) {
             if (remaining.length === 0) break hosts;
-            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address);
+            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address, target);
             if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
               const error =
                 attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
@@ -238,16 +300,34 @@ export class RemoteDelivery {
     items: readonly RemoteRecipient[],
     mx: string,
     address: string,
+    target: Target,
   ): Promise<TransactionResult> {
     const out = this.#o.outbound;
     const { log } = this.#o;
+    let auth: { username: string; password: string } | undefined;
+    if (target.auth !== undefined) {
+      try {
+        auth = { username: target.auth.username, password: await target.auth.password() };
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        return {
+          kind: 'connection-failed',
+          reason: `cannot read the AUTH password for ${mx}: ${reason}`,
+          permanent: false,
+        };
+      }
+    }
     const session = await SmtpClientSession.connect({
       host: address,
-      port: out.port,
+      port: target.port,
       heloName: this.#o.hostname,
-      tls: out.tls,
-      servername: mx,
+      tls: target.tls,
+      // An IP literal is no TLS server name (RFC 6066 3).
+      ...(net.isIP(mx) === 0 ? { servername: mx } : {}),
       timeouts: out.timeouts,
+      ...(target.implicitTls === true ? { implicitTls: true } : {}),
+      ...(target.tlsOptions !== undefined ? { tlsOptions: target.tlsOptions } : {}),
+      ...(auth !== undefined ? { auth } : {}),
     });
     if (!(session instanceof SmtpClientSession)) return session;
     const message: OutboundMessage = {
@@ -288,6 +368,37 @@ export class RemoteDelivery {
 /** A reply as one line of text: "550 5.1.1 <bob@example.test>: no such user". */
 export function replyText(r: ClientReply): string {
   return `${r.code} ${r.lines.join(' ')}`.trimEnd();
+}
+
+/**
+ * The route to a relay host: its literal address, or its AAAA then A addresses (no MX lookup).
+ * A relay that cannot be resolved is a temporary failure (a configuration or DNS problem to
+ * fix, not a reason to bounce); one that is this server (address and port) is a loop.
+ */
+async function resolveRelay(
+  relay: RelayRoute,
+  dns: DnsResolver,
+  isOwnEndpoint: (ip: string) => boolean,
+): Promise<MxRoute> {
+  let addresses: string[];
+  if (net.isIP(relay.host) !== 0) addresses = [relay.host];
+  else {
+    const [v6, v4] = await Promise.all([dns.aaaa(relay.host), dns.a(relay.host)]);
+    addresses = [
+      ...new Set([v6, v4].flatMap((r) => (r.kind === 'ok' ? r.records.map((x) => x.address) : []))),
+    ];
+    if (addresses.length === 0) {
+      const why = [v6, v4].map((r) => (r.kind === 'temp' ? r.reason : r.kind)).join(', ');
+      return { kind: 'temp', reason: `relay host ${relay.label} has no usable address (${why})` };
+    }
+  }
+  const own = addresses.find(isOwnEndpoint);
+  if (own !== undefined) return { kind: 'loop', reason: `relay ${relay.label} is this server (${own})` };
+  return {
+    kind: 'hosts',
+    hosts: [{ name: relay.host.toLowerCase(), preference: 0, addresses }],
+    implicit: true,
+  };
 }
 
 /** The result for every recipient of a domain whose route is not a list of hosts; null for hosts. */

@@ -15,7 +15,12 @@
  * Bounces (bounce.ts; RFC 3461, 3464, 6522): the recipients that fail in a pass get one failure
  * DSN to the sender (unless NOTIFY says otherwise, and never to the null sender, RFC 5321 4.5.5), spooled
  * as a new message from <> before the failures are recorded, so a crash can repeat a bounce but
- * never lose one. Trust: remote replies and DNS answers are untrusted data, only stored, logged
+ * never lose one.
+ *
+ * Administration (admin.ts, `sterna queue`): a held message (held.ts) is never started; hold,
+ * release, delete and bounce first wait for a delivery pass of that message to end and keep
+ * new ones from starting meanwhile, so the operator and the manager never both act on it.
+ * Trust: remote replies and DNS answers are untrusted data, only stored, logged
  * and quoted in bounces (dsn.ts reduces them to printable text).
  */
 import {
@@ -28,7 +33,17 @@ import { RemoteDelivery, type OutboundOptions, type RemoteResult } from '../deli
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
+import {
+  bounceMessage,
+  deleteMessage,
+  listQueue,
+  showMessage,
+  type AdminContext,
+  type QueueEntry,
+  type QueueMessageDetail,
+} from './admin.js';
 import { spoolBounce } from './bounce.js';
+import { HeldSet } from './held.js';
 import { isExpired, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
 
@@ -46,6 +61,8 @@ export interface ManagerOptions {
   retryMs: number;
   outbound?: OutboundOptions;
   now?: () => number;
+  /** Held messages (`sterna queue hold`); in memory only when not given. */
+  held?: HeldSet;
 }
 
 /** A remote recipient waiting for its domain's attempt. */
@@ -83,10 +100,18 @@ export class QueueManager {
   readonly #localWaiting: (() => void)[] = [];
   /** Outbound delivery, when configured; without it remote recipients stay pending. */
   readonly #remote: RemoteDelivery | null;
+  readonly #held: HeldSet;
+  /** The delivery pass running for each message in #running. */
+  readonly #runs = new Map<string, Promise<void>>();
+  /** Messages an administrative command is working on: no pass starts for them meanwhile. */
+  readonly #admin = new Set<string>();
+  /** Flushed messages: their next pass tries deferred recipients before their retry time. */
+  readonly #forced = new Set<string>();
 
   constructor(o: ManagerOptions) {
     this.#o = o;
     this.#now = o.now ?? Date.now;
+    this.#held = o.held ?? HeldSet.memory();
     this.#remote =
       o.outbound === undefined
         ? null
@@ -128,12 +153,136 @@ export class QueueManager {
     return new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  /** Try a message again now (queue flush). */
-  flush(qid?: string): void {
-    const ids = qid === undefined ? [...this.#due.keys()] : [qid];
+  /**
+   * Try messages again now (queue flush), deferred recipients included: one message, the
+   * messages with a recipient still to deliver in `domain`, or every waiting message. Held
+   * messages are left alone. Returns the queue ids handed to a worker.
+   */
+  async flush(target: { qid?: string; domain?: string } = {}): Promise<string[]> {
+    const waiting = this.#o.spool
+      .list()
+      .filter((m) => m.states.some((s) => s.status === 'pending' || s.status === 'deferred'))
+      .map((m) => m.qid);
+    let ids: string[];
+    if (target.qid !== undefined) ids = waiting.filter((id) => id === target.qid);
+    else if (target.domain !== undefined) ids = await this.#idsForDomain(waiting, target.domain);
+    else ids = waiting;
+    const out: string[] = [];
     for (const id of ids) {
+      if (this.#held.has(id) || this.#admin.has(id) || this.#stopped) continue;
       this.#due.delete(id);
+      this.#forced.add(id);
       this.#enqueue(id);
+      out.push(id);
+    }
+    return out;
+  }
+
+  /** The messages among `ids` with a recipient not yet final in `domain`. */
+  async #idsForDomain(ids: readonly string[], domain: string): Promise<string[]> {
+    const want = domain.toLowerCase();
+    const out: string[] = [];
+    for (const qid of ids) {
+      let msg;
+      try {
+        msg = await this.#o.spool.read(qid);
+      } catch {
+        continue; // finished meanwhile
+      }
+      const hit = msg.envelope.recipients.some((r, i) => {
+        const st = msg.states[i]?.status;
+        const at = r.address.lastIndexOf('@');
+        return (st === 'pending' || st === 'deferred') && r.address.slice(at + 1).toLowerCase() === want;
+      });
+      if (hit) out.push(qid);
+    }
+    return out;
+  }
+
+  #adminContext(): AdminContext {
+    return {
+      spool: this.#o.spool,
+      held: this.#held,
+      log: this.#o.log,
+      hostname: this.#o.hostname,
+      now: this.#now,
+    };
+  }
+
+  /** Every live message, oldest first, with sender, recipient states and whether it is held. */
+  list(): Promise<QueueEntry[]> {
+    return listQueue(this.#adminContext());
+  }
+
+  /** One message's envelope, recipient states and header section. */
+  show(qid: string): Promise<QueueMessageDetail> {
+    return showMessage(this.#adminContext(), qid);
+  }
+
+  /** Keeps the message from being delivered until release(). Returns false if already held. */
+  hold(qid: string): Promise<boolean> {
+    return this.#withMessage(qid, async () => {
+      await this.#o.spool.read(qid); // NOT_FOUND for an unknown id
+      const added = await this.#held.add(qid);
+      this.#due.delete(qid);
+      this.#ready.delete(qid);
+      this.#o.log.warn({ qid }, 'queue: message held by the administrator');
+      return added;
+    });
+  }
+
+  /** Lets a held message be delivered again, at its recipients' retry times. */
+  async release(qid: string): Promise<boolean> {
+    const removed = await this.#withMessage(qid, async () => {
+      const msg = await this.#o.spool.read(qid);
+      const was = await this.#held.remove(qid);
+      const next = nextDue(msg.states);
+      if (next !== null) this.#due.set(qid, next);
+      this.#o.log.info({ qid }, 'queue: message released by the administrator');
+      return was;
+    });
+    this.#sweep();
+    return removed;
+  }
+
+  /** Removes the message without delivering it further or bouncing it. */
+  delete(qid: string): Promise<void> {
+    return this.#withMessage(qid, async () => {
+      await deleteMessage(this.#adminContext(), qid);
+      this.#forget(qid);
+    });
+  }
+
+  /** Fails every remaining recipient, with a bounce to the sender, and removes the message. */
+  bounce(qid: string): Promise<{ bounced: boolean }> {
+    return this.#withMessage(qid, async () => {
+      const r = await bounceMessage(this.#adminContext(), qid);
+      this.#forget(qid);
+      return r;
+    });
+  }
+
+  /** Drops what the manager remembers about a message that left the spool. */
+  #forget(qid: string): void {
+    this.#due.delete(qid);
+    this.#fresh.delete(qid);
+    this.#forced.delete(qid);
+  }
+
+  /** Runs fn once no delivery pass of qid runs, keeping new passes from starting meanwhile. */
+  async #withMessage<T>(qid: string, fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const run = this.#runs.get(qid);
+      if (run === undefined && !this.#admin.has(qid)) break;
+      if (run !== undefined) await run.catch(() => undefined);
+      else await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    this.#admin.add(qid);
+    this.#ready.delete(qid);
+    try {
+      return await fn();
+    } finally {
+      this.#admin.delete(qid);
     }
   }
 
@@ -148,7 +297,7 @@ export class QueueManager {
   }
 
   #enqueue(qid: string): void {
-    if (this.#stopped || this.#running.has(qid)) return;
+    if (this.#stopped || this.#running.has(qid) || this.#admin.has(qid) || this.#held.has(qid)) return;
     this.#ready.add(qid);
     this.#pump();
   }
@@ -158,13 +307,16 @@ export class QueueManager {
       const qid = this.#ready.values().next().value as string; // non-empty: size checked above
       this.#ready.delete(qid);
       this.#running.add(qid);
-      void this.#process(qid)
+      const run = this.#process(qid);
+      this.#runs.set(qid, run);
+      void run
         .catch((err: unknown) => {
           this.#o.log.error({ qid, err }, 'delivery run failed; will retry');
           this.#due.set(qid, this.#now() + this.#o.retryMs);
         })
         .finally(() => {
           this.#running.delete(qid);
+          this.#runs.delete(qid);
           this.#pump();
           if (this.#running.size === 0 && (this.#ready.size === 0 || this.#stopped)) {
             const waiters = this.#idle;
@@ -178,6 +330,8 @@ export class QueueManager {
   async #process(qid: string): Promise<void> {
     const { spool, log } = this.#o;
     const fresh = this.#fresh.delete(qid);
+    const forced = this.#forced.delete(qid);
+    if (this.#held.has(qid)) return;
     const msg = await spool.read(qid);
     const now = this.#now();
     const outcomes: Outcome[] = [];
@@ -187,7 +341,7 @@ export class QueueManager {
       const rcpt = msg.envelope.recipients[index];
       if (state === undefined || rcpt === undefined) continue;
       if (state.status === 'delivered' || state.status === 'failed') continue;
-      if (state.status === 'deferred' && state.nextAttemptAt > now) continue;
+      if (state.status === 'deferred' && state.nextAttemptAt > now && !forced) continue;
       const route = this.#o.router.route(rcpt.address);
       if (route.kind === 'remote') {
         if (this.#o.outbound === undefined) continue; // no outbound transport: stays pending

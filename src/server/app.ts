@@ -8,11 +8,13 @@ import { AuthThrottle } from '../auth/lockout.js';
 import { UserStore } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
 import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
+import { buildRelays } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
 import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
+import { HeldSet } from '../queue/held.js';
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
 import type { Credentials } from '../auth/sasl.js';
@@ -25,6 +27,7 @@ import type {
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
+import { ControlServer } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
 
@@ -85,6 +88,14 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     logger: log,
   });
   log.info({ ...report, spool: config.spool.dir }, 'spool opened');
+  const live = new Set(spool.list().map((m) => m.qid));
+  const held = await HeldSet.load(config.spool.dir, {
+    fsync: config.spool.fsync,
+    live: (qid) => live.has(qid),
+  }).catch(async (err: unknown) => {
+    await spool.close();
+    throw err;
+  });
 
   const router = new Router({
     localDomains,
@@ -95,6 +106,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
   const manager = new QueueManager({
     spool,
+    held,
     router,
     log,
     hostname: config.hostname,
@@ -133,6 +145,16 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       // Our exact listener addresses (a wildcard bind names no address): an MX there loops.
       // Not loopback in general: peers on 127.0.0.x other than ours are other servers.
       isOwnAddress: (ip) => ownAddresses.has(ip.toLowerCase()),
+      // transport entries that are relay tables: those domains go to the relay, not their MX.
+      relays: buildRelays(config.transport, config.outbound.tls),
+      isOwnEndpoint: (ip, port) =>
+        addresses.some(
+          (a) =>
+            a.port === port &&
+            (a.address.toLowerCase() === ip.toLowerCase() ||
+              // A wildcard listener takes loopback connections too.
+              ((a.address === '0.0.0.0' || a.address === '::') && /^(127\.|::1$)/.test(ip))),
+        ),
     },
   });
 
@@ -152,6 +174,11 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // Started once the listeners are bound, so that loop detection knows our addresses; messages
   // committed before this are found in the spool listing.
   manager.start();
+  // `sterna queue` talks to the manager through this socket (docs/operations.md).
+  const control = await ControlServer.start(config.data_dir, manager, log).catch((err: unknown) => {
+    log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
+    return null;
+  });
 
   return {
     addresses,
@@ -170,6 +197,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
     async close() {
       await listeners.close();
+      await control?.close();
       await manager.stop();
       await spool.close();
       users.close();

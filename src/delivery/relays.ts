@@ -1,0 +1,55 @@
+/**
+ * Relay hosts (smarthosts) from the `transport` configuration: each domain (or "*") whose value
+ * is a relay table becomes a RelayRoute for delivery/remote.ts. The AUTH password file is read
+ * at each attempt (first line, so a rotated password is picked up without a restart); a CA file
+ * is read once, at start. Trust: configuration is trusted; passwords never reach a log.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { Config, RelayTransport } from '../config/schema.js';
+import { parseRelayHost, type RelayRoute } from './remote.js';
+
+/** The relays by lower-case domain ("*" for every other domain). Throws on an unreadable CA file. */
+export function buildRelays(
+  transport: Config['transport'],
+  defaultTls: RelayRoute['tls'],
+): Map<string, RelayRoute> {
+  const out = new Map<string, RelayRoute>();
+  for (const [domain, t] of Object.entries(transport)) {
+    if (typeof t === 'string') continue;
+    out.set(domain.toLowerCase(), relayRoute(domain, t, defaultTls));
+  }
+  return out;
+}
+
+function relayRoute(domain: string, t: RelayTransport, defaultTls: RelayRoute['tls']): RelayRoute {
+  const parsed = parseRelayHost(t.relay);
+  // The schema and config/load.ts checked the form already; this guards direct callers.
+  if (parsed === null)
+    throw new Error(`transport.${JSON.stringify(domain)}.relay: not a relay host: ${t.relay}`);
+  const route: RelayRoute = {
+    host: parsed.host,
+    port: parsed.port,
+    tls: t.tls ?? defaultTls,
+    implicitTls: t.implicit_tls,
+    label: t.relay,
+  };
+  if (t.auth_user !== undefined) {
+    const inline = t.auth_password;
+    const file = t.auth_password_file;
+    route.auth = {
+      username: t.auth_user,
+      password:
+        inline !== undefined
+          ? (): Promise<string> => Promise.resolve(inline)
+          : async (): Promise<string> => firstLine(await readFile(file ?? '', 'utf8')),
+    };
+  }
+  if (t.tls_ca_file !== undefined) route.tlsOptions = { ca: readFileSync(t.tls_ca_file, 'utf8') };
+  return route;
+}
+
+/** A password file's first line, without its line ending. */
+function firstLine(text: string): string {
+  return text.split(/\r?\n/, 1)[0] ?? '';
+}

@@ -1,0 +1,165 @@
+/**
+ * Queue administration on an open spool (`sterna queue …`): list, show, hold, release, delete
+ * and bounce. The queue manager calls these while it runs (after making sure it is not
+ * delivering the message at the same moment); the CLI calls them itself on the spool of a
+ * stopped server. Bounces follow bounce.ts (RFC 3461, 3464, 6522): spooled before the
+ * message is removed, so a crash can repeat one but never lose one.
+ * Trust level: internal; the operator's queue ids are looked up, never used as paths.
+ */
+import type { Envelope, RecipientState } from '../message/envelope.js';
+import type { Logger } from '../observability/log.js';
+import { spoolBounce } from './bounce.js';
+import type { HeldSet } from './held.js';
+import type { Spool } from './spool.js';
+
+/** One recipient of a queued message, as listed. */
+export interface QueueRecipient {
+  address: string;
+  status: RecipientState['status'];
+  /** The last error of a deferred or failed recipient. */
+  lastError?: string;
+  /** When a deferred recipient is due again (ms since the epoch). */
+  nextAttemptAt?: number;
+  attempts?: number;
+}
+
+/** One queued message, as `queue list` shows it. */
+export interface QueueEntry {
+  qid: string;
+  receivedAt: number;
+  size: number;
+  /** Reverse-path; "" is the null sender. */
+  sender: string;
+  held: boolean;
+  recipients: QueueRecipient[];
+}
+
+/** `queue show`: the entry, the whole envelope, and the message's header section. */
+export interface QueueMessageDetail extends QueueEntry {
+  envelope: Envelope;
+  headers: string;
+}
+
+/** At most this much of a body is read to find the end of its header section. */
+const MAX_HEADER_BYTES = 256 * 1024;
+
+export const ADMIN_BOUNCE_ERROR = '550 5.7.0 returned to the sender by the mail administrator';
+
+export interface AdminContext {
+  spool: Spool;
+  held: HeldSet;
+  log: Logger;
+  hostname: string;
+  now: () => number;
+}
+
+function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): QueueRecipient[] {
+  return envelope.recipients.map((r, i): QueueRecipient => {
+    const s = states[i] ?? { status: 'pending' };
+    if (s.status === 'deferred')
+      return {
+        address: r.address,
+        status: s.status,
+        lastError: s.lastError,
+        nextAttemptAt: s.nextAttemptAt,
+        attempts: s.attempts,
+      };
+    if (s.status === 'failed') return { address: r.address, status: s.status, lastError: s.error };
+    return { address: r.address, status: s.status };
+  });
+}
+
+/** Every live message, oldest first. */
+export async function listQueue(ctx: AdminContext): Promise<QueueEntry[]> {
+  const out: QueueEntry[] = [];
+  for (const m of ctx.spool.list()) {
+    let envelope: Envelope;
+    try {
+      envelope = (await ctx.spool.read(m.qid)).envelope;
+    } catch {
+      continue; // finished meanwhile
+    }
+    out.push({
+      qid: m.qid,
+      receivedAt: m.receivedAt,
+      size: m.size,
+      sender: envelope.sender,
+      held: ctx.held.has(m.qid),
+      recipients: recipientsOf(envelope, m.states),
+    });
+  }
+  return out;
+}
+
+/** One message: envelope, recipient states and header section. Throws NOT_FOUND. */
+export async function showMessage(ctx: AdminContext, qid: string): Promise<QueueMessageDetail> {
+  const msg = await ctx.spool.read(qid);
+  return {
+    qid,
+    receivedAt: msg.envelope.receivedAt,
+    size: msg.size,
+    sender: msg.envelope.sender,
+    held: ctx.held.has(qid),
+    recipients: recipientsOf(msg.envelope, msg.states),
+    envelope: msg.envelope,
+    headers: await readHeaders(ctx.spool, qid),
+  };
+}
+
+/** The body up to and including the blank line after its header fields (bounded). */
+async function readHeaders(spool: Spool, qid: string): Promise<string> {
+  const parts: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of spool.openBody(qid)) {
+    parts.push(chunk);
+    length += chunk.length;
+    const text = Buffer.concat(parts).toString('latin1');
+    const end = /\r?\n\r?\n/.exec(text);
+    if (end !== null)
+      return Buffer.concat(parts)
+        .subarray(0, end.index + end[0].length)
+        .toString('utf8');
+    if (length >= MAX_HEADER_BYTES) break;
+  }
+  return Buffer.concat(parts).subarray(0, MAX_HEADER_BYTES).toString('utf8');
+}
+
+/** Removes a message from the spool without delivering or bouncing it. */
+export async function deleteMessage(ctx: AdminContext, qid: string): Promise<void> {
+  await ctx.spool.done(qid);
+  await ctx.held.remove(qid);
+  ctx.log.warn({ qid }, 'queue: message deleted by the administrator');
+}
+
+/**
+ * Fails every recipient not yet delivered or failed, spools one failure DSN to the sender for
+ * them (NOTIFY permitting, never to <>), then removes the message. Returns whether a bounce
+ * was spooled. Throws if the bounce could not be spooled (the message then stays).
+ */
+export async function bounceMessage(ctx: AdminContext, qid: string): Promise<{ bounced: boolean }> {
+  const msg = await ctx.spool.read(qid);
+  const at = ctx.now();
+  const failed: number[] = [];
+  const states = new Map<number, RecipientState>();
+  msg.states.forEach((s, index) => {
+    if (s.status === 'delivered' || s.status === 'failed') return;
+    failed.push(index);
+    states.set(index, { status: 'failed', at, error: ADMIN_BOUNCE_ERROR });
+  });
+  const result =
+    failed.length === 0
+      ? 'none'
+      : await spoolBounce(
+          { spool: ctx.spool, log: ctx.log, hostname: ctx.hostname, now: ctx.now },
+          qid,
+          msg.envelope,
+          failed,
+          states,
+          new Map(),
+        );
+  if (result === 'error') throw new Error(`the bounce for ${qid} could not be spooled; message kept`);
+  await ctx.spool.done(qid);
+  await ctx.held.remove(qid);
+  ctx.log.warn({ qid, recipients: failed.length }, 'queue: message bounced by the administrator');
+  return { bounced: result === 'sent' };
+}

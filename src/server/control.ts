@@ -1,0 +1,180 @@
+/**
+ * The control channel of a running server: a Unix domain socket, `<data_dir>/control.sock`
+ * (mode 0600: only the server's user may connect), created at start and removed at stop. It
+ * speaks newline-delimited JSON: one request per line, `{"op":"list"}`,
+ * `{"op":"flush","qid":ID}`, …, and one reply line per request, `{"ok":true,"result":…}` or
+ * `{"ok":false,"error":TEXT,"code":CODE}` (code "NOT_FOUND" for an unknown queue id, "USAGE"
+ * for a malformed request, "FAILED" otherwise). The `sterna queue` commands use it so that only
+ * one process ever writes the spool (docs/operations.md).
+ * Trust level: local and authenticated by file permissions; requests are still checked.
+ */
+import { chmod, unlink } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from '../observability/log.js';
+import type { QueueManager } from '../queue/manager.js';
+import { SpoolError } from '../queue/spool.js';
+
+export const CONTROL_SOCKET = 'control.sock';
+
+/** A request line longer than this closes the connection. */
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+export type ControlOp = 'list' | 'show' | 'flush' | 'hold' | 'release' | 'delete' | 'bounce';
+
+export interface ControlRequest {
+  op: ControlOp;
+  qid?: string;
+  domain?: string;
+}
+
+export type ControlReply =
+  { ok: true; result: unknown } | { ok: false; error: string; code: 'NOT_FOUND' | 'USAGE' | 'FAILED' };
+
+export function controlSocketPath(dataDir: string): string {
+  return join(dataDir, CONTROL_SOCKET);
+}
+
+const OPS: readonly ControlOp[] = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce'];
+
+/** Checks a decoded request line; returns the request or the reason it is refused. */
+export function parseControlRequest(value: unknown): ControlRequest | string {
+  if (typeof value !== 'object' || value === null) return 'a request is a JSON object';
+  const op: unknown = 'op' in value ? value.op : undefined;
+  const found = OPS.find((o) => o === op);
+  if (found === undefined) return `unknown op ${JSON.stringify(op)}`;
+  const req: ControlRequest = { op: found };
+  for (const key of ['qid', 'domain'] as const) {
+    const v: unknown = key in value ? (value as Record<string, unknown>)[key] : undefined;
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v === '' || v.length > 255) return `${key} must be a non-empty string`;
+    req[key] = v;
+  }
+  if (found !== 'list' && found !== 'flush' && req.qid === undefined) return `${found} needs a qid`;
+  return req;
+}
+
+export class ControlServer {
+  readonly #server: Server;
+  readonly #path: string;
+  readonly #log: Logger;
+  readonly #manager: QueueManager;
+  readonly #sockets = new Set<Socket>();
+
+  private constructor(path: string, manager: QueueManager, log: Logger) {
+    this.#path = path;
+    this.#manager = manager;
+    this.#log = log;
+    this.#server = createServer((s) => this.#serve(s));
+  }
+
+  /** Listens on `<dataDir>/control.sock`, replacing a stale socket file left by a crash. */
+  static async start(dataDir: string, manager: QueueManager, log: Logger): Promise<ControlServer> {
+    const path = controlSocketPath(dataDir);
+    // The spool lock is ours, so no other server uses this data directory: a socket file here is stale.
+    await unlink(path).catch(() => undefined);
+    const cs = new ControlServer(path, manager, log);
+    const old = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        cs.#server.once('error', reject);
+        cs.#server.listen(path, () => {
+          cs.#server.off('error', reject);
+          resolve();
+        });
+      });
+    } finally {
+      process.umask(old);
+    }
+    await chmod(path, 0o600);
+    log.info({ socket: path }, 'control socket listening');
+    return cs;
+  }
+
+  get path(): string {
+    return this.#path;
+  }
+
+  /** Stops listening, ends open connections and removes the socket file. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#sockets) s.end();
+    const timer = setTimeout(() => {
+      for (const s of this.#sockets) s.destroy();
+    }, 2000);
+    await closed;
+    clearTimeout(timer);
+    await unlink(this.#path).catch(() => undefined);
+  }
+
+  #serve(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.on('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let buffered = '';
+    let chain: Promise<void> = Promise.resolve();
+    socket.setEncoding('utf8');
+    socket.on('data', (data: string) => {
+      buffered += data;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        chain = chain.then(async () => {
+          const reply = await this.#handle(line);
+          if (!socket.destroyed) socket.write(`${JSON.stringify(reply)}\n`);
+        });
+      }
+      if (buffered.length > MAX_REQUEST_BYTES) socket.destroy();
+    });
+  }
+
+  async #handle(line: string): Promise<ControlReply> {
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      return { ok: false, error: 'a request is one line of JSON', code: 'USAGE' };
+    }
+    const req = parseControlRequest(value);
+    if (typeof req === 'string') return { ok: false, error: req, code: 'USAGE' };
+    try {
+      return { ok: true, result: await this.#run(req) };
+    } catch (err) {
+      if (err instanceof SpoolError && err.code === 'NOT_FOUND')
+        return { ok: false, error: `no message ${req.qid ?? ''} in the queue`, code: 'NOT_FOUND' };
+      this.#log.error({ err, op: req.op, qid: req.qid }, 'control request failed');
+      return { ok: false, error: err instanceof Error ? err.message : String(err), code: 'FAILED' };
+    }
+  }
+
+  async #run(req: ControlRequest): Promise<unknown> {
+    const m = this.#manager;
+    const qid = req.qid ?? '';
+    switch (req.op) {
+      case 'list':
+        return m.list();
+      case 'show':
+        return m.show(qid);
+      case 'flush': {
+        if (req.qid !== undefined) await m.show(qid); // NOT_FOUND for an unknown id
+        const target =
+          req.qid !== undefined ? { qid } : req.domain !== undefined ? { domain: req.domain } : {};
+        return { flushed: await m.flush(target) };
+      }
+      case 'hold':
+        return { changed: await m.hold(qid) };
+      case 'release':
+        return { changed: await m.release(qid) };
+      case 'delete':
+        await m.delete(qid);
+        return { deleted: qid };
+      case 'bounce':
+        return await m.bounce(qid);
+      default: {
+        const never: never = req.op;
+        throw new Error(`unhandled op ${String(never)}`);
+      }
+    }
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * Relay hosts (smarthosts) from the `transport` table, end to end on loopback: a relay named by
+ * host (A lookup, no MX) with STARTTLS verified against a given CA and AUTH (RFC 4954) whose
+ * password comes from a file; a relay with tls = "required" that offers no STARTTLS (deferred,
+ * nothing sent in clear, RFC 3207 / RFC 8314 policy); and "*" catching a domain without any
+ * DNS record while local domains stay local.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import type { RecipientState } from '../src/message/envelope.js';
+import { generateSelfSigned } from '../src/server/tls.js';
+import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
+import { waitForMessages } from './helpers/maildir.js';
+import { TestClient } from './helpers/smtp-client.js';
+import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+const PASSWORD = 'relay pass-word 7';
+
+let dir: string;
+let dns: TestDnsServer;
+/** STARTTLS + AUTH, reached by host name smarthost.test. */
+let smart: SmtpSink;
+/** No STARTTLS; its destination requires TLS. */
+let clear: SmtpSink;
+/** The "*" relay. */
+let star: SmtpSink;
+let server: TestServer;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'sterna-smarthost-'));
+  const cert = await generateSelfSigned('smarthost.test', new Date(Date.now() - 60_000));
+  const caFile = path.join(dir, 'ca.pem');
+  const pwFile = path.join(dir, 'relay-password');
+  await writeFile(caFile, cert.cert);
+  await writeFile(pwFile, `${PASSWORD}\n`);
+  dns = await startDnsServer({ 'smarthost.test': { A: ['127.0.0.2'] } });
+  smart = await startSmtpSink({
+    host: '127.0.0.2',
+    tls: cert,
+    auth: { username: 'relay-user', password: PASSWORD },
+  });
+  clear = await startSmtpSink({ host: '127.0.0.3' });
+  star = await startSmtpSink({ host: '127.0.0.5' });
+  server = await startTestServer({
+    users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
+    toml: `[relay]
+trusted_networks = ["127.0.0.1/32"]
+[dns]
+servers = ["127.0.0.1:${dns.port}"]
+timeout_ms = 500
+tries = 1
+[outbound]
+connect_timeout_ms = 2000
+greeting_timeout_ms = 5000
+command_timeout_ms = 5000
+data_end_timeout_ms = 5000
+[queue]
+first_retry_ms = 600000
+jitter = 0
+[transport]
+"smart.test" = { relay = "smarthost.test:${smart.port}", tls = "required-verify", tls_ca_file = "${caFile}", auth_user = "relay-user", auth_password_file = "${pwFile}" }
+"cleartext.test" = { relay = "[127.0.0.3]:${clear.port}", tls = "required" }
+"*" = { relay = "[127.0.0.5]:${star.port}" }
+`,
+  });
+});
+
+after(async () => {
+  await server.stop({ remove: true });
+  await smart.close();
+  await clear.close();
+  await star.close();
+  await dns.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const BODY = 'From: alice@sterna.test\r\nSubject: via the smarthost\r\n\r\nRelayed, not sent by MX.\r\n';
+
+/** Sends one message through the smtp listener (the client is a trusted network); returns its queue id. */
+async function send(to: string): Promise<string> {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  await c.cmd('EHLO client.test');
+  assert.equal((await c.cmd('MAIL FROM:<alice@sterna.test>')).code, 250);
+  const r = await c.cmd(`RCPT TO:<${to}>`);
+  assert.equal(r.code, 250, r.text);
+  assert.equal((await c.cmd('DATA')).code, 354);
+  c.send(`${BODY}.\r\n`);
+  const q = await c.expect(250, '2.0.0');
+  await c.cmd('QUIT');
+  c.close();
+  const qid = /queued as (\S+)/.exec(q.text)?.[1];
+  assert.ok(qid !== undefined, q.text);
+  return qid;
+}
+
+function states(qid: string): RecipientState[] | null {
+  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function assertBody(received: Buffer | undefined): void {
+  assert.ok(received !== undefined, 'the relay received the message');
+  const text = received.toString('latin1');
+  assert.ok(text.endsWith(BODY), 'the body arrives byte for byte');
+  assert.match(text.slice(0, text.length - BODY.length), /^Received: from client\.test /);
+}
+
+test('transport relay: a smarthost named by host gets the mail over verified STARTTLS with AUTH', async () => {
+  const qid = await send('bob@smart.test');
+  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+  const got = smart.messages();
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0]?.rcptTo, ['bob@smart.test']);
+  assertBody(got[0]?.body);
+  const session = smart.sessions.find((s) => s.messages.length > 0);
+  assert.equal(session?.tls, true);
+  assert.equal(session?.authUser, 'relay-user');
+  assert.equal(session?.injectedBytes, 0);
+  // The relay host was looked up by address; the recipient domain's MX never was.
+  assert.equal(
+    dns.queries.some((q) => q.name === 'smart.test'),
+    false,
+  );
+  assert.ok(dns.queries.some((q) => q.name === 'smarthost.test' && q.type === 'A'));
+});
+
+test('transport relay: tls = "required" and no STARTTLS offered: deferred, nothing sent in clear', async () => {
+  const qid = await send('carol@cleartext.test');
+  await waitFor(`message ${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
+  const state = states(qid)?.[0];
+  assert.ok(state?.status === 'deferred');
+  assert.match(state.lastError, /^454 4\.7\.4 /);
+  assert.equal(clear.messages().length, 0);
+  const verbs = clear.commands().map((l) => l.split(/[\s:]/, 1)[0]?.toUpperCase());
+  assert.equal(verbs.includes('MAIL'), false);
+  assert.equal(verbs.includes('RCPT'), false);
+});
+
+test('transport "*": a domain with no DNS records at all goes to the catch-all relay; local stays local', async () => {
+  const qid = await send('eve@nowhere-in-dns.example');
+  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+  const got = star.messages();
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0]?.rcptTo, ['eve@nowhere-in-dns.example']);
+  assertBody(got[0]?.body);
+  assert.equal(
+    dns.queries.some((q) => q.name === 'nowhere-in-dns.example'),
+    false,
+  );
+
+  await send('dora@sterna.test');
+  const local = await waitForMessages(server.dataDir, 'sterna.test', 'dora');
+  assert.equal(local.length, 1);
+  assert.equal(star.messages().length, 1);
+});

@@ -1,0 +1,406 @@
+/**
+ * `sterna queue` end to end: a real server with a DNS server of the test's own on 127.0.0.1
+ * and a receiving SMTP sink on 127.0.0.2. far.test's MX (127.0.0.4) refuses connections, so its
+ * messages stay deferred; example.test's MX (the sink) answers 451 to the recipients listed in
+ * `refused` until a test lets them through. The commands go through the control socket of the
+ * running server, once through the real CLI binary, and at the end through the spool of the
+ * stopped server. Bounces are checked as RFC 3464 DSNs.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { stat, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { runQueueCommand } from '../src/cli/queue-command.js';
+import type { RecipientState } from '../src/message/envelope.js';
+import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
+import { parseDsn } from '../src/queue/dsn.js';
+import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
+import { maildirMessages, waitForMessages } from './helpers/maildir.js';
+import { TestClient } from './helpers/smtp-client.js';
+import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/sterna.js', import.meta.url));
+
+let dns: TestDnsServer;
+let sink: SmtpSink;
+let server: TestServer;
+let running = true;
+/** Recipients the sink answers 451 to. */
+const refused = new Set<string>();
+/** Set when the sink got the end of the data for race@example.test and left it unanswered. */
+let raceHeld = false;
+
+before(async () => {
+  dns = await startDnsServer({
+    'far.test': { MX: [{ preference: 10, exchange: 'mx.far.test' }] },
+    'mx.far.test': { A: ['127.0.0.4'] },
+    'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
+    'mx1.example.test': { A: ['127.0.0.2'] },
+  });
+  sink = await startSmtpSink({
+    host: '127.0.0.2',
+    respond: (cmd) => {
+      if (cmd.verb === 'DATA-END' && cmd.session.transcript.some((l) => l.includes('<race@example.test>'))) {
+        raceHeld = true;
+        return { silent: true };
+      }
+      if (cmd.verb !== 'RCPT') return undefined;
+      const addr = /<([^>]*)>/.exec(cmd.line)?.[1]?.toLowerCase() ?? '';
+      return refused.has(addr) ? `451 4.2.1 <${addr}>: mailbox busy, try again` : undefined;
+    },
+  });
+  server = await startServer();
+});
+
+/** The test server; with dataDir, a restart on the same data directory. */
+function startServer(dataDir?: string): Promise<TestServer> {
+  return startTestServer({
+    ...(dataDir !== undefined
+      ? { dataDir }
+      : { users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }] }),
+    toml: `[relay]
+trusted_networks = ["127.0.0.1/32"]
+[dns]
+servers = ["127.0.0.1:${dns.port}"]
+timeout_ms = 500
+tries = 1
+[outbound]
+port = ${sink.port}
+connect_timeout_ms = 2000
+[queue]
+first_retry_ms = 150
+max_backoff_ms = 300
+jitter = 0
+`,
+  });
+}
+
+after(async () => {
+  if (running) await server.stop({ remove: true });
+  await sink.close();
+  await dns.close();
+});
+
+const BODY = 'From: dora@sterna.test\r\nSubject: queue-cli\r\n\r\nWaiting in the queue.\r\n';
+
+async function send(from: string, to: string[], body = BODY): Promise<string> {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  await c.cmd('EHLO client.test');
+  assert.equal((await c.cmd(`MAIL FROM:<${from}>`)).code, 250);
+  for (const rcpt of to) assert.equal((await c.cmd(`RCPT TO:<${rcpt}>`)).code, 250);
+  assert.equal((await c.cmd('DATA')).code, 354);
+  c.send(`${body}.\r\n`);
+  const q = await c.expect(250, '2.0.0');
+  await c.cmd('QUIT');
+  c.close();
+  const qid = /queued as (\S+)/.exec(q.text)?.[1];
+  assert.ok(qid !== undefined, q.text);
+  return qid;
+}
+
+async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function states(qid: string): RecipientState[] | null {
+  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
+}
+
+async function waitDeferred(qid: string): Promise<void> {
+  await waitFor(`${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Runs `sterna queue ARGS` in this process against the test server's configuration. */
+async function queue(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sinkTo = (add: (s: string) => void): Writable =>
+    new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        add(chunk.toString());
+        cb();
+      },
+    });
+  const code = await runQueueCommand(args, {
+    stdout: sinkTo((s) => (out += s)),
+    stderr: sinkTo((s) => (err += s)),
+    config: server.config,
+  });
+  return { code, out, err };
+}
+
+/** The CLI's own --json output of list, checked field by field by the tests. */
+function listJson(text: string): QueueEntry[] {
+  return JSON.parse(text) as QueueEntry[];
+}
+
+/** The CLI's own --json output of show. */
+function showJson(text: string): QueueMessageDetail {
+  return JSON.parse(text) as QueueMessageDetail;
+}
+
+function json(text: string): unknown {
+  return JSON.parse(text);
+}
+
+test('the server creates its control socket in the data directory with mode 0600', async () => {
+  const st = await stat(path.join(server.dataDir, 'control.sock'));
+  assert.equal(st.isSocket(), true);
+  assert.equal(st.mode & 0o777, 0o600);
+});
+
+test('queue list shows a deferred message: id, size, sender, recipient state and last error (text and --json)', async () => {
+  const qid = await send('dora@sterna.test', ['bob@far.test']);
+  await waitDeferred(qid);
+  const text = await queue('list');
+  assert.equal(text.code, 0, text.err);
+  const line = text.out.split('\n').find((l) => l.startsWith(qid));
+  assert.ok(line !== undefined, text.out);
+  assert.match(line, /<dora@sterna\.test>$/);
+  assert.match(text.out, /<bob@far\.test> deferred, \d+ attempts?, (next in \d+m?s|due now)\n {8}\S/);
+
+  const json = await queue('list', '--json');
+  assert.equal(json.code, 0, json.err);
+  const entry = listJson(json.out).find((e) => e.qid === qid);
+  assert.ok(entry !== undefined);
+  assert.equal(entry.sender, 'dora@sterna.test');
+  assert.equal(entry.held, false);
+  assert.equal(entry.recipients.length, 1);
+  assert.equal(entry.recipients[0]?.address, 'bob@far.test');
+  assert.equal(entry.recipients[0]?.status, 'deferred');
+  assert.ok((entry.recipients[0]?.lastError ?? '').length > 0);
+  assert.equal(entry.size, server.app.spool.list().find((m) => m.qid === qid)?.size);
+  assert.match(text.out, new RegExp(` ${entry.size}  <dora@sterna\\.test>`));
+});
+
+test('queue show prints the envelope, the recipient states and the header section', async () => {
+  const qid = server.app.spool.list()[0]?.qid ?? '';
+  const text = await queue('show', qid);
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, new RegExp(`^Queue ID: ${qid}\n`));
+  assert.match(text.out, /\nSender: <dora@sterna\.test>\n/);
+  assert.match(text.out, /\nClient: 127\.0\.0\.1:\d+ \(HELO client\.test\) on smtp\n/);
+  assert.match(text.out, /\nRecipients:\n {4}<bob@far\.test> deferred/);
+  assert.match(
+    text.out,
+    /\nHeaders:\nReceived: from client\.test[^]*\nFrom: dora@sterna\.test\nSubject: queue-cli\n\n$/,
+  );
+
+  const json = await queue('show', qid, '--json');
+  const d = showJson(json.out);
+  assert.equal(d.qid, qid);
+  assert.equal(d.envelope.sender, 'dora@sterna.test');
+  assert.deepEqual(
+    d.envelope.recipients.map((r) => r.address),
+    ['bob@far.test'],
+  );
+  assert.ok(d.headers.endsWith('From: dora@sterna.test\r\nSubject: queue-cli\r\n\r\n'), d.headers);
+  assert.ok(d.headers.startsWith('Received: from client.test'), d.headers);
+});
+
+test('a held message is not delivered, even when due or flushed; released and flushed it is', async () => {
+  refused.add('hal@example.test');
+  const qid = await send('dora@sterna.test', ['hal@example.test']);
+  await waitDeferred(qid);
+  const hold = await queue('hold', qid);
+  assert.equal(hold.code, 0, hold.err);
+  assert.equal(hold.out, `${qid}: held\n`);
+  assert.equal((await queue('hold', qid)).out, `${qid}: already held\n`);
+  refused.delete('hal@example.test');
+  const flush = await queue('flush', qid, '--json');
+  assert.equal(flush.code, 0, flush.err);
+  assert.deepEqual(json(flush.out), { flushed: [] });
+  assert.equal((await queue('flush', '--domain', 'example.test')).out, 'nothing to flush\n');
+  await sleep(1000); // several retry periods (150-300 ms) pass
+  const delivered = (): boolean => sink.messages().some((m) => m.rcptTo.includes('hal@example.test'));
+  assert.equal(delivered(), false);
+  assert.equal(states(qid)?.[0]?.status, 'deferred');
+  const list = listJson((await queue('list', '--json')).out);
+  assert.equal(list.find((e) => e.qid === qid)?.held, true);
+  assert.match((await queue('list')).out, new RegExp(`^${qid} .*<dora@sterna\\.test>  \\(held\\)$`, 'm'));
+
+  assert.equal((await queue('release', qid)).out, `${qid}: released\n`);
+  const f2 = await queue('flush', qid);
+  assert.equal(f2.code, 0, f2.err);
+  await waitFor('the released message to reach the sink', delivered);
+  await waitFor(`${qid} to leave the spool`, () => states(qid) === null);
+  assert.equal(sink.messages().filter((m) => m.rcptTo.includes('hal@example.test')).length, 1);
+});
+
+test('queue delete removes the message: gone from the spool and never delivered, no bounce', async () => {
+  refused.add('del@example.test');
+  const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
+  const qid = await send('dora@sterna.test', ['del@example.test']);
+  await waitDeferred(qid);
+  const del = await queue('delete', qid, '--json');
+  assert.equal(del.code, 0, del.err);
+  assert.deepEqual(json(del.out), { deleted: qid });
+  assert.equal(states(qid), null);
+  refused.delete('del@example.test');
+  assert.equal((await queue('flush')).code, 0);
+  await sleep(600);
+  assert.equal(
+    sink.messages().some((m) => m.rcptTo.includes('del@example.test')),
+    false,
+  );
+  assert.equal((await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length, before);
+  const again = await queue('delete', qid);
+  assert.equal(again.code, 1);
+  assert.equal(again.err, `sterna queue delete: no message ${qid} in the queue\n`);
+});
+
+test('queue bounce fails the remaining recipients with a DSN to the sender and removes the message', async () => {
+  refused.add('bnc@example.test');
+  const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
+  const qid = await send('dora@sterna.test', ['bnc@example.test']);
+  await waitDeferred(qid);
+  const b = await queue('bounce', qid, '--json');
+  assert.equal(b.code, 0, b.err);
+  assert.deepEqual(json(b.out), { bounced: true });
+  assert.equal(states(qid), null);
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'dora', before + 1);
+  const raw = msgs.find((m) => m.toString('latin1').includes(`X-Sterna-Queue-ID: ${qid}`));
+  assert.ok(raw !== undefined, 'the bounce names the original queue id');
+  assert.match(raw.toString('latin1'), /^Return-Path: <>\r\n/);
+  const dsn = parseDsn(raw);
+  assert.equal(dsn.reportType, 'delivery-status');
+  assert.equal(dsn.perMessage['reporting-mta'], 'dns; mx.sterna.test');
+  assert.equal(dsn.recipients.length, 1);
+  assert.equal(dsn.recipients[0]?.['final-recipient'], 'rfc822; bnc@example.test');
+  assert.equal(dsn.recipients[0]?.['action'], 'failed');
+  assert.equal(dsn.recipients[0]?.['status'], '5.7.0');
+  assert.equal(
+    sink.messages().some((m) => m.rcptTo.includes('bnc@example.test')),
+    false,
+  );
+  refused.delete('bnc@example.test');
+});
+
+test('a delete during a delivery attempt waits for it: the message is delivered once, then not found', async () => {
+  const qid = await send('dora@sterna.test', ['race@example.test']);
+  await waitFor('the sink to hold the end of the data', () => raceHeld);
+  let settled = false;
+  const pending = queue('delete', qid).finally(() => {
+    settled = true;
+  });
+  await sleep(300);
+  assert.equal(settled, false, 'delete waits while the attempt runs');
+  assert.notEqual(states(qid), null);
+  for (const sock of sink.sockets()) sock.write('250 2.0.0 Ok: at last\r\n');
+  const del = await pending;
+  assert.equal(del.code, 1);
+  assert.equal(del.err, `sterna queue delete: no message ${qid} in the queue\n`);
+  assert.equal(states(qid), null);
+  // One session carried it (the sink leaves a message it did not answer out of messages()).
+  const sessions = sink.sessions.filter((x) => x.transcript.some((l) => l.includes('<race@example.test>')));
+  assert.equal(sessions.length, 1);
+  assert.equal(sessions[0]?.transcript.filter((l) => l === 'C: DATA').length, 1);
+});
+
+test('usage errors exit 2, an unknown queue id exits 1, --help exits 0', async () => {
+  assert.equal((await queue('show')).code, 2);
+  assert.equal((await queue('list', 'extra')).code, 2);
+  assert.equal((await queue('hold', '--domain', 'x.test', 'ABC')).code, 2);
+  assert.equal((await queue('frobnicate')).code, 2);
+  assert.equal((await queue('delete', '--failed')).code, 2);
+  const missing = await queue('show', 'NOSUCHID');
+  assert.equal(missing.code, 1);
+  assert.equal(missing.err, 'sterna queue show: no message NOSUCHID in the queue\n');
+  for (const op of ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce']) {
+    const h = await queue(op, '--help');
+    assert.equal(h.code, 0);
+    assert.ok(h.out.startsWith(`Usage: sterna queue ${op}`), h.out);
+  }
+});
+
+test('the sterna binary reaches the running server through --config (list --json)', async () => {
+  const file = path.join(server.dataDir, 'cli.toml');
+  await writeFile(file, `data_dir = "${server.dataDir}"\nhostname = "mx.sterna.test"\n`);
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, 'queue', 'list', '--json', '--config', file],
+      { timeout: 20_000, env: { ...process.env, STERNA_CONFIG: '' } },
+      (err, stdout, stderr) =>
+        resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
+    );
+  });
+  assert.equal(r.code, 0, r.stderr);
+  const ids = listJson(r.stdout).map((e) => e.qid);
+  assert.deepEqual(
+    ids,
+    server.app.spool.list().map((m) => m.qid),
+  );
+});
+
+test('on a stopped server the commands open the spool; a hold made there survives the restart', async () => {
+  const far = server.app.spool.list()[0]?.qid ?? '';
+  assert.notEqual(far, '');
+  refused.add('rst@example.test');
+  const rst = await send('dora@sterna.test', ['rst@example.test']);
+  await waitDeferred(rst);
+  await server.stop();
+  running = false;
+  await assert.rejects(stat(path.join(server.dataDir, 'control.sock')), { code: 'ENOENT' });
+
+  const list = await queue('list', '--json');
+  assert.equal(list.code, 0, list.err);
+  assert.deepEqual(
+    listJson(list.out).map((e) => [e.qid, e.recipients[0]?.address, e.recipients[0]?.status, e.held]),
+    [
+      [far, 'bob@far.test', 'deferred', false],
+      [rst, 'rst@example.test', 'deferred', false],
+    ],
+  );
+  const flush = await queue('flush');
+  assert.equal(flush.code, 0);
+  assert.equal(flush.out, 'not running; delivery happens when the server starts\n');
+  assert.equal((await queue('hold', rst)).out, `${rst}: held\n`);
+  const del = await queue('delete', far);
+  assert.equal(del.code, 0, del.err);
+  assert.equal(del.out, `${far}: deleted\n`);
+
+  // A spool locked by a live process that does not answer on the socket: said so, exit 1.
+  const lock = path.join(server.config.spool.dir, 'LOCK');
+  await writeFile(lock, `${process.pid}\n`);
+  try {
+    const locked = await queue('list');
+    assert.equal(locked.code, 1);
+    assert.match(
+      locked.err,
+      /^sterna queue list: no server answers on .*control\.sock, but the spool is locked: /,
+    );
+  } finally {
+    await unlink(lock);
+  }
+
+  // Restarted, the server keeps the hold even though the recipient is due and now accepted.
+  refused.delete('rst@example.test');
+  server = await startServer(server.dataDir);
+  running = true;
+  await sleep(800);
+  assert.equal(states(rst)?.[0]?.status, 'deferred');
+  const entries = listJson((await queue('list', '--json')).out);
+  assert.deepEqual(
+    entries.map((e) => [e.qid, e.held]),
+    [[rst, true]],
+  );
+  assert.equal((await queue('release', rst)).out, `${rst}: released\n`);
+  assert.equal((await queue('flush', '--domain', 'EXAMPLE.test')).code, 0);
+  await waitFor(`${rst} to be delivered`, () => states(rst) === null);
+  assert.equal(sink.messages().filter((m) => m.rcptTo.includes('rst@example.test')).length, 1);
+  assert.equal((await queue('list')).out, 'queue is empty\n');
+});
