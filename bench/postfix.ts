@@ -4,6 +4,7 @@
  * chroot, every destination on the discard(8) transport, so mail is queued normally (cleanup(8)
  * fsyncs the queue file before smtpd answers 250) and then thrown away. The system instance and
  * /etc/postfix are never touched (meta_directory, the list of Postfix's own files, is only read).
+ * With a relayhost (the outbound benchmark) every destination goes to smtp(8) and that host instead.
  * Needs root (Postfix's master starts as root and drops to mail_owner).
  * Benchmark code: trusted, loopback only.
  */
@@ -45,12 +46,27 @@ showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `;
 
-function mainCf(dir: string): string {
+/**
+ * With relayhost ("[address]:port"), every destination goes to the smtp(8) client and that host
+ * instead of discard(8): the outbound benchmark.
+ */
+function mainCf(dir: string, relayhost: string | undefined): string {
+  const transport =
+    relayhost === undefined
+      ? `# Every destination goes to discard(8): queued durably, then thrown away.
+default_transport = discard
+relay_transport = discard`
+      : `# Every destination goes to the smtp(8) client and the relay host (the outbound benchmark).
+default_transport = smtp
+relay_transport = smtp
+relayhost = ${relayhost}
+smtp_tls_security_level = none`;
   return `# Written by bench/postfix.ts for one benchmark run.
 compatibility_level = 3.6
 config_directory = ${dir}/conf
@@ -67,10 +83,8 @@ mydestination =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relay_domains = bench.test
-# Every destination goes to discard(8): queued durably, then thrown away.
-default_transport = discard
-relay_transport = discard
+relay_domains = bench.test, sink.test
+${transport}
 local_transport = discard
 alias_maps =
 alias_database =
@@ -116,7 +130,7 @@ export async function postfixAvailable(): Promise<string | null> {
 }
 
 /** Creates and starts the instance in dir (which must exist and be empty). */
-export async function startPostfix(dir: string): Promise<PostfixInstance> {
+export async function startPostfix(dir: string, relayhost?: string): Promise<PostfixInstance> {
   const port = await freePort();
   const configDir = join(dir, 'conf');
   const logFile = join(dir, 'maillog');
@@ -125,7 +139,7 @@ export async function startPostfix(dir: string): Promise<PostfixInstance> {
   await mkdir(join(dir, 'data'), { recursive: true, mode: 0o700 });
   const ids = await run('id', ['-u', 'postfix']);
   await chown(join(dir, 'data'), Number(ids.stdout.trim()), 0);
-  await writeFile(join(configDir, 'main.cf'), mainCf(dir));
+  await writeFile(join(configDir, 'main.cf'), mainCf(dir, relayhost));
   await writeFile(
     join(configDir, 'master.cf'),
     `127.0.0.1:${port} inet n - n - - smtpd\n${MASTER_SERVICES.trimStart()}`,

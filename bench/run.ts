@@ -9,6 +9,8 @@
  *     to drain after the load stops;
  * plus Sterna's resident memory with 5,000 idle connections and an extra row with real Maildir
  * delivery. Prints markdown tables and writes JSON to bench/results/.
+ * Then the outbound benchmark (issue 4, bench/outbound.ts): spool to a local smtp-sink, Sterna
+ * next to Postfix; `--only outbound` runs that part alone.
  * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.1 for a quick smoke run.
  * Benchmark code: trusted, loopback only; every process it starts is stopped on exit.
  */
@@ -18,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openIdle } from './idle.js';
+import { outboundSummary, runOutbound, type OutboundCase, type OutboundReport } from './outbound.js';
 import { runLoad, type LoadResult } from './load.js';
 import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
 import { postfixAvailable, startPostfix, type PostfixInstance } from './postfix.js';
@@ -34,6 +37,11 @@ const FROM = 'sender@source.bench.local';
 const TO = 'rcpt@bench.test';
 const LOCAL_RCPT = 'rcpt@sterna.local';
 const DRAIN_TIMEOUT_MS = 180_000;
+/** Outbound cases: messages per run sized so that a run takes several seconds on a 2-core machine. */
+const OUTBOUND_CASES: readonly OutboundCase[] = [
+  { bodyBytes: 1 * KiB, messages: 3000 },
+  { bodyBytes: 100 * KiB, messages: 1500 },
+].map((c) => ({ ...c, messages: Math.max(20, Math.round(c.messages * SCALE)) }));
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
 interface Case {
@@ -113,6 +121,7 @@ interface Report {
   sternaPeakRssBytes: number;
   checks: { postfixSent: number; postfixAccepted: number; postfixProblems: number; sternaLive: number };
   commands: string[];
+  outbound: OutboundReport | null;
 }
 
 // --- processes started by this run, stopped whatever happens ---------------------------------
@@ -397,8 +406,31 @@ async function checkFdLimit(): Promise<void> {
   }
 }
 
+async function outbound(base: string, postfixSkipped: string | null): Promise<OutboundReport> {
+  await mkdir(join(base, 'outbound'));
+  return runOutbound({
+    dir: join(base, 'outbound'),
+    cases: OUTBOUND_CASES,
+    repeats: REPEATS,
+    withPostfix: postfixSkipped === null,
+    onCleanup: (stop) => cleanups.push(stop),
+    progress,
+  });
+}
+
+async function writeResults(startedAt: string, data: unknown): Promise<void> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `bench-${startedAt.replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
+  progress(`results written to ${file}`);
+}
+
 async function main(): Promise<void> {
-  await checkFdLimit();
+  const args = process.argv.slice(2);
+  const only = args[0] === '--only' ? args[1] : undefined;
+  if (only !== undefined && only !== 'outbound')
+    throw new Error(`--only: expected "outbound", got "${only}"`);
+  if (only === undefined) await checkFdLimit();
   const base = await mkdtemp(join(tmpdir(), 'sterna-bench-'));
   // Postfix's daemons run as the postfix user and must be able to reach their directories.
   await chmod(base, 0o755);
@@ -407,6 +439,19 @@ async function main(): Promise<void> {
   progress(`working directory ${base}; load average ${machine.loadBefore}`);
   const postfixSkipped = await postfixAvailable();
   if (postfixSkipped !== null) progress(postfixSkipped);
+  if (only === 'outbound') {
+    const out = await outbound(base, postfixSkipped);
+    const m = machine;
+    process.stdout.write(
+      `machine: ${m.nproc} CPUs (${m.cpuModel}), ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ` +
+        `${m.kernel}; node ${m.node}; postfix ${m.postfix}; load before ${m.loadBefore}\n` +
+        (postfixSkipped === null ? '' : `Postfix skipped: ${postfixSkipped}\n`) +
+        `\n${outboundSummary(out)}\n`,
+    );
+    await writeResults(startedAt, { startedAt, scale: SCALE, machine, postfixSkipped, outbound: out });
+    await rm(base, { recursive: true, force: true });
+    return;
+  }
   const commands = new Set<string>();
 
   const idle = await idleMemory(base);
@@ -461,12 +506,13 @@ async function main(): Promise<void> {
         postfixProblems: postfix === null ? 0 : await postfix.problemCount(),
       },
       commands: [...commands],
+      outbound: null,
     };
-    process.stdout.write(`${summary(report)}\n`);
-    await mkdir(RESULTS_DIR, { recursive: true });
-    const file = join(RESULTS_DIR, `bench-${startedAt.replace(/[:.]/g, '-')}.json`);
-    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-    progress(`results written to ${file}`);
+    await sterna.stop();
+    await postfix?.stop().catch((err: unknown) => progress(`postfix stop: ${String(err)}`));
+    report.outbound = await outbound(base, postfixSkipped);
+    process.stdout.write(`${summary(report)}\n\n${outboundSummary(report.outbound)}\n`);
+    await writeResults(startedAt, report);
   } finally {
     await sterna.stop();
     await postfix?.stop().catch((err: unknown) => progress(`postfix stop: ${String(err)}`));

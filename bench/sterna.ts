@@ -32,6 +32,10 @@ export interface SternaOptions {
   users?: readonly string[];
   /** Descriptor limit for the server process. */
   fdLimit?: number;
+  /** Extra `transport` entries, inline TOML (e.g. `"sink.test" = { relay = "[127.0.0.2]:2525" }`). */
+  transportEntries?: string;
+  /** TOML appended to the config (whole sections, e.g. `[relay]`). */
+  extraConfig?: string;
 }
 
 export interface SternaInstance {
@@ -52,12 +56,13 @@ export interface SternaInstance {
   kill: () => void;
 }
 
-function configText(dir: string, port: number): string {
+function configText(dir: string, port: number, options: SternaOptions): string {
+  const extraTransport = options.transportEntries === undefined ? '' : `, ${options.transportEntries}`;
   return `# Written by bench/sterna.ts for one benchmark run.
 hostname = "bench.local"
 data_dir = ${JSON.stringify(join(dir, 'data'))}
 local_domains = ["sterna.local"]
-transport = { "bench.test" = "discard" }
+transport = { "bench.test" = "discard"${extraTransport} }
 
 [listen]
 smtp = ["127.0.0.1:${port}"]
@@ -74,7 +79,7 @@ fsync = true
 [log]
 level = "warn"
 format = "json"
-`;
+${options.extraConfig ?? ''}`;
 }
 
 /** Resolves once the port answers with a 220 greeting; rejects after timeoutMs. */
@@ -186,7 +191,7 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
   const configFile = join(options.dir, 'sterna.toml');
   const logFile = join(options.dir, 'sterna.log');
   await mkdir(join(options.dir, 'data'), { recursive: true, mode: 0o700 });
-  await writeFile(configFile, configText(options.dir, port));
+  await writeFile(configFile, configText(options.dir, port, options));
   for (const u of options.users ?? []) await addUser(configFile, u);
 
   const log = await open(logFile, 'a');
