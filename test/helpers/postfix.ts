@@ -13,9 +13,10 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { freePort } from './process.js';
 
 const POSTFIX = '/usr/sbin/postfix';
 const POSTQUEUE = '/usr/sbin/postqueue';
@@ -99,18 +100,8 @@ function run(file: string, args: string[], timeoutMs = 60_000): Promise<{ code: 
   });
 }
 
-/** A port free on 127.0.0.1 right now. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
+/** A port free on 127.0.0.1 right now, never one handed out before in this process. */
+export { freePort };
 
 function mainCf(dir: string, o: PostfixOptions, uid: number, gid: number): string {
   return `# Written by test/helpers/postfix.ts for one test run.

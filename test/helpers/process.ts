@@ -73,17 +73,31 @@ export interface SternaProcess {
   stop(timeoutMs?: number): Promise<ProcessExit>;
 }
 
-/** A port that was free on 127.0.0.1 a moment ago: bound to port 0, read, closed. */
+/** Ports handed out by freePort in this process: never handed out twice. */
+const handedOut = new Set<number>();
+
+/**
+ * A port that was free on 127.0.0.1 a moment ago: bound to port 0, read, closed. The kernel may
+ * give the same ephemeral port to two binds in a row, so a port already handed out in this
+ * process is never returned again (two listeners of one test must not collide).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port from listen(0)'))));
+  for (let tries = 0; tries < 50; tries++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = net.createServer();
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        const addr = server.address();
+        const p = typeof addr === 'object' && addr !== null ? addr.port : 0;
+        server.close(() => (p > 0 ? resolve(p) : reject(new Error('no port from listen(0)'))));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('freePort: no new port after 50 tries');
 }
 
 export function sleep(ms: number): Promise<void> {
