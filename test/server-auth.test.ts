@@ -6,16 +6,12 @@
  * added to the users file while the server runs.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { createHmac } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { addUser } from '../src/auth/users.js';
-import { generateSelfSigned, TEST_CERT_NAME, TEST_KEY_NAME } from '../src/server/tls.js';
 import { waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
-import { startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
+import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 
 let server: TestServer;
 let lockout: TestServer;
@@ -45,23 +41,6 @@ before(async () => {
 after(async () => {
   await Promise.all([server.stop({ remove: true }), lockout.stop({ remove: true })]);
 });
-
-/**
- * Fresh data directories that already hold one shared test certificate, so the servers of this
- * file do not each generate an RSA key (slow on a busy machine). startTestServer reuses it.
- */
-async function dataDirsWithCert(n: number): Promise<string[]> {
-  const pems = await generateSelfSigned(TEST_HOSTNAME, new Date());
-  return Promise.all(
-    Array.from({ length: n }, async () => {
-      const dir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
-      await mkdir(path.join(dir, 'tls'), { mode: 0o700 });
-      await writeFile(path.join(dir, 'tls', TEST_KEY_NAME), pems.key, { mode: 0o600 });
-      await writeFile(path.join(dir, 'tls', TEST_CERT_NAME), pems.cert);
-      return dir;
-    }),
-  );
-}
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const plain = (user: string, password: string): string => b64(`\0${user}\0${password}`);

@@ -4,13 +4,9 @@
  * unknown commands and commands out of sequence.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { generateSelfSigned, TEST_CERT_NAME, TEST_KEY_NAME } from '../src/server/tls.js';
 import { TestClient } from './helpers/smtp-client.js';
-import { startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
+import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 
 let server: TestServer;
 let verify: TestServer;
@@ -27,20 +23,6 @@ before(async () => {
 after(async () => {
   await Promise.all([server.stop({ remove: true }), verify.stop({ remove: true })]);
 });
-
-/** Fresh data directories sharing one test certificate (one RSA key generated, not one per server). */
-async function dataDirsWithCert(n: number): Promise<string[]> {
-  const pems = await generateSelfSigned(TEST_HOSTNAME, new Date());
-  return Promise.all(
-    Array.from({ length: n }, async () => {
-      const dir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
-      await mkdir(path.join(dir, 'tls'), { mode: 0o700 });
-      await writeFile(path.join(dir, 'tls', TEST_KEY_NAME), pems.key, { mode: 0o600 });
-      await writeFile(path.join(dir, 'tls', TEST_CERT_NAME), pems.cert);
-      return dir;
-    }),
-  );
-}
 
 async function session(s: TestServer = server): Promise<TestClient> {
   const c = await TestClient.connect(s.ports.smtp);

@@ -6,14 +6,10 @@
  * commands inside its body. In both modes the hidden commands are never run.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { generateSelfSigned, TEST_CERT_NAME, TEST_KEY_NAME } from '../src/server/tls.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
-import { startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
+import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 
 let reject: TestServer;
 let normalize: TestServer;
@@ -34,23 +30,6 @@ before(async () => {
 after(async () => {
   await Promise.all([reject.stop({ remove: true }), normalize.stop({ remove: true })]);
 });
-
-/**
- * Fresh data directories that already hold one shared test certificate, so the servers of this
- * file do not each generate an RSA key (slow on a busy machine). startTestServer reuses it.
- */
-async function dataDirsWithCert(n: number): Promise<string[]> {
-  const pems = await generateSelfSigned(TEST_HOSTNAME, new Date());
-  return Promise.all(
-    Array.from({ length: n }, async () => {
-      const dir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
-      await mkdir(path.join(dir, 'tls'), { mode: 0o700 });
-      await writeFile(path.join(dir, 'tls', TEST_KEY_NAME), pems.key, { mode: 0o600 });
-      await writeFile(path.join(dir, 'tls', TEST_CERT_NAME), pems.cert);
-      return dir;
-    }),
-  );
-}
 
 const FAKE_ENDS: [string, string][] = [
   ['\\n.\\n', '\n.\n'],

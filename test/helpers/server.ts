@@ -2,7 +2,7 @@
  * Starts a real Sterna for a test: a fresh data directory, listeners on 127.0.0.1 ephemeral
  * ports, the same startSterna() that production runs. Extra TOML is appended to the base config.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { addUser } from '../../src/auth/users.js';
@@ -10,6 +10,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { createLogger, silentLogger } from '../../src/observability/log.js';
 import { startSterna, type RunningSterna } from '../../src/server/app.js';
+import { generateSelfSigned, TEST_CERT_NAME, TEST_KEY_NAME } from '../../src/server/tls.js';
 
 export interface TestServer {
   config: Config;
@@ -75,4 +76,21 @@ ${opts.toml ?? ''}
       if (stopOpts.remove === true) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Fresh data directories that already hold one shared test certificate, so the servers of a
+ * test file do not each generate an RSA key (slow on a busy machine). startTestServer reuses it.
+ */
+export async function dataDirsWithCert(n: number): Promise<string[]> {
+  const pems = await generateSelfSigned(TEST_HOSTNAME, new Date());
+  return Promise.all(
+    Array.from({ length: n }, async () => {
+      const dir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
+      await mkdir(path.join(dir, 'tls'), { mode: 0o700 });
+      await writeFile(path.join(dir, 'tls', TEST_KEY_NAME), pems.key, { mode: 0o600 });
+      await writeFile(path.join(dir, 'tls', TEST_CERT_NAME), pems.cert);
+      return dir;
+    }),
+  );
 }
