@@ -301,13 +301,15 @@ test('a delete during a delivery attempt waits for it: the message is delivered 
   assert.notEqual(states(qid), null);
   for (const sock of sink.sockets()) sock.write('250 2.0.0 Ok: at last\r\n');
   const del = await pending;
-  assert.equal(del.code, 1);
+  assert.equal(del.code, 1, del.err);
   assert.equal(del.err, `sterna queue delete: no message ${qid} in the queue\n`);
   assert.equal(states(qid), null);
-  // One session carried it (the sink leaves a message it did not answer out of messages()).
-  const sessions = sink.sessions.filter((x) => x.transcript.some((l) => l.includes('<race@example.test>')));
-  assert.equal(sessions.length, 1);
-  assert.equal(sessions[0]?.transcript.filter((l) => l === 'C: DATA').length, 1);
+  // It was sent once (the sink leaves a message it did not answer out of messages(); a session
+  // may carry other messages before or after it, as connections are reused).
+  const rcpts = sink.sessions
+    .flatMap((x) => x.transcript)
+    .filter((l) => /^C: RCPT TO:<race@example\.test>/i.test(l));
+  assert.equal(rcpts.length, 1);
 });
 
 test('usage errors exit 2, an unknown queue id exits 1, --help exits 0', async () => {

@@ -95,6 +95,9 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       concurrency_total: 100,
       concurrency_per_destination: 20,
       port: 25,
+      tls_policy: {},
+      connection_reuse_limit: 100,
+      connection_idle_ms: 2000,
     },
     queue: {
       first_retry_ms: 300_000,

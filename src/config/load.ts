@@ -162,6 +162,15 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
             },
       ]),
     ),
+    outbound: {
+      ...parsed.outbound,
+      tls_policy: Object.fromEntries(
+        Object.entries(parsed.outbound.tls_policy).map(([domain, p]) => [domain.toLowerCase(), p]),
+      ),
+      ...(parsed.outbound.tls_ca_file !== undefined
+        ? { tls_ca_file: resolvePath(parsed.outbound.tls_ca_file) }
+        : {}),
+    },
     tls: {
       ...parsed.tls,
       cert_file: optionalPath(parsed.tls.cert_file),

@@ -221,6 +221,22 @@ export const outboundSchema = z
     concurrency_per_destination: z.number().int().min(1).max(10_000).default(20),
     /** TCP port of remote MX hosts: 25; another value is for testing and for networks that need it. */
     port: z.number().int().min(1).max(65535).default(25),
+    /**
+     * STARTTLS policy per destination domain (lower case), overriding `tls` for mail routed by
+     * MX to that domain; "required-verify" checks each MX's certificate against the MX host name.
+     */
+    tls_policy: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a domain name'),
+        z.enum(['opportunistic', 'required', 'required-verify', 'none']),
+      )
+      .default({}),
+    /** PEM CA certificates for "required-verify" towards MX hosts; default: the system's. */
+    tls_ca_file: z.string().min(1).optional(),
+    /** Mail transactions on one connection before it is closed (RSET between them); 1: no reuse. */
+    connection_reuse_limit: z.number().int().min(1).max(100_000).default(100),
+    /** How long an idle connection waits for the next message to its host before QUIT. */
+    connection_idle_ms: z.number().int().min(0).max(300_000).default(2000),
   })
   .default({
     connect_timeout_ms: 30_000,
@@ -233,6 +249,9 @@ export const outboundSchema = z
     concurrency_total: 100,
     concurrency_per_destination: 20,
     port: 25,
+    tls_policy: {},
+    connection_reuse_limit: 100,
+    connection_idle_ms: 2000,
   });
 
 export const queueSchema = z

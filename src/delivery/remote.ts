@@ -1,8 +1,9 @@
 /**
  * Outbound delivery to other domains (RFC 5321 5.1, 4.2.5; RFC 7505): for one message's
  * recipients in one domain, resolve the route, then try each MX host and address in order with
- * one SMTP session each, moving on after a connection failure or a 421, until every recipient
- * has an answer for this attempt. Bounds deliveries in total and per destination, and backs off
+ * one SMTP session each (reused across messages to the same address, connection-cache.ts),
+ * moving on after a connection failure or a 421, until every recipient has an answer for this
+ * attempt. Bounds deliveries in total and per destination, and backs off
  * a destination that fails as a whole (DNS, or no host answering) so its messages wait instead of
  * each trying it. Returns results; the queue manager turns them into recipient states, retries
  * and bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
@@ -15,15 +16,20 @@ import type tls from 'node:tls';
 import type { Envelope, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import { ConcurrencyLimiter, DestinationBackoff, type RetryPolicy } from '../queue/scheduler.js';
+import { ConnectionCache, sessionKey } from './connection-cache.js';
 import type { DnsResolver } from './dns.js';
 import { resolveMx, type MxRoute } from './mx.js';
 import {
   SmtpClientSession,
   type ClientOptions,
   type ClientReply,
+  type ConnectFailure,
   type OutboundMessage,
   type TransactionResult,
 } from './smtp-client.js';
+
+/** A transaction that reached its end at the server, one result per recipient. */
+type DoneResult = Extract<TransactionResult, { kind: 'done' }>;
 
 /** What outbound (remote) delivery needs; without it remote recipients stay pending. */
 export interface OutboundOptions {
@@ -31,7 +37,16 @@ export interface OutboundOptions {
   dns: DnsResolver;
   /** TCP port of remote MX hosts (25). */
   port: number;
+  /** STARTTLS policy towards MX hosts, unless tlsPolicies names the domain. */
   tls: ClientOptions['tls'];
+  /** STARTTLS policy by lower-case destination domain (config `outbound.tls_policy`). */
+  tlsPolicies?: ReadonlyMap<string, ClientOptions['tls']>;
+  /** Extra TLS options towards MX hosts, e.g. the CA certificates for "required-verify". */
+  tlsOptions?: tls.ConnectionOptions;
+  /** Mail transactions on one connection before it is closed; 1 turns reuse off. Default 1. */
+  connectionReuseLimit?: number;
+  /** How long an idle connection is kept for the next message to its host. Default 0. */
+  connectionIdleMs?: number;
   timeouts: ClientOptions['timeouts'];
   /** Deliveries at once, in total and per destination domain. */
   concurrencyTotal: number;
@@ -92,9 +107,10 @@ export interface RemoteRecipient {
 
 /** How an outbound attempt ended for one recipient, before it becomes a RecipientState. */
 export type RemoteResult =
-  | { kind: 'delivered'; detail: string }
-  /** notBefore: the destination is backed off until then. */
-  | { kind: 'deferred'; error: string; notBefore?: number }
+  /** relayed: the next hop does not offer DSN, so a NOTIFY request ends here (RFC 3461 6.2.1). */
+  | { kind: 'delivered'; detail: string; mta: string; relayed: boolean }
+  /** notBefore: the destination is backed off until then; mta: the host whose reply this is. */
+  | { kind: 'deferred'; error: string; notBefore?: number; mta?: string }
   /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
   | { kind: 'failed'; error: string; mta?: string };
 
@@ -116,9 +132,17 @@ export class RemoteDelivery {
   /** Domains failing as a whole (no route, no host answering), and their last error. */
   readonly #backoff: DestinationBackoff;
   readonly #lastDestinationError = new Map<string, string>();
+  /** Idle sessions kept for the next message to the same address (connection reuse). */
+  readonly #cache: ConnectionCache;
 
   constructor(o: RemoteDeliveryOptions) {
     this.#o = o;
+    this.#cache = new ConnectionCache({
+      reuseLimit: o.outbound.connectionReuseLimit ?? 1,
+      idleMs: o.outbound.connectionIdleMs ?? 0,
+      // No more idle connections than could be busy at once.
+      maxIdle: o.outbound.concurrencyTotal,
+    });
     this.#limiter = new ConcurrencyLimiter({
       total: o.outbound.concurrencyTotal,
       perDestination: o.outbound.concurrencyPerDestination,
@@ -164,10 +188,14 @@ export class RemoteDelivery {
     const { log } = this.#o;
     const random = out.random ?? Math.random;
     const results = new Map<number, RemoteResult>();
-    const blocked = this.#backoff.blockedUntil(domain) ?? null;
+    const relay = out.relays?.get(domain) ?? out.relays?.get('*');
+    // Backoff and the per-destination limit count per next hop: every domain sent through one
+    // relay shares it, so a dead relay is not tried once per domain (Postfix counts per nexthop).
+    const dest = relay === undefined ? domain : `relay ${relay.label}`;
+    const blocked = this.#backoff.blockedUntil(dest) ?? null;
     if (blocked !== null) {
       // The domain keeps failing as a whole: its messages wait instead of each trying it again.
-      const error = this.#lastDestinationError.get(domain) ?? `451 4.4.1 ${domain} is failing; backed off`;
+      const error = this.#lastDestinationError.get(dest) ?? `451 4.4.1 ${dest} is failing; backed off`;
       log.info(
         { qid, domain, until: new Date(blocked).toISOString(), reply: error },
         'outbound: destination backed off; not tried',
@@ -175,10 +203,13 @@ export class RemoteDelivery {
       for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
       return results;
     }
-    const relay = out.relays?.get(domain) ?? out.relays?.get('*');
     const target: Target =
       relay === undefined
-        ? { port: out.port, tls: out.tls }
+        ? {
+            port: out.port,
+            tls: out.tlsPolicies?.get(domain) ?? out.tls,
+            ...(out.tlsOptions !== undefined ? { tlsOptions: out.tlsOptions } : {}),
+          }
         : {
             port: relay.port,
             tls: relay.tls,
@@ -186,14 +217,14 @@ export class RemoteDelivery {
             ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
             ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
           };
-    const release = await this.#acquire(domain);
+    const release = await this.#acquire(dest);
     try {
       const route: MxRoute =
         relay === undefined
           ? await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress })
           : await resolveRelay(relay, out.dns, (ip) => out.isOwnEndpoint?.(ip, relay.port) ?? false);
       const routeFailure = routeResult(domain, route);
-      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(domain, routeFailure.error);
+      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(dest, routeFailure.error);
       if (routeFailure !== null) {
         for (const item of items) {
           results.set(item.index, routeFailure);
@@ -252,9 +283,14 @@ export class RemoteDelivery {
               results.set(
                 item.index,
                 r.kind === 'delivered'
-                  ? { kind: 'delivered', detail: `${host.name}[${address}]: ${text}` }
+                  ? {
+                      kind: 'delivered',
+                      detail: `${host.name}[${address}]: ${text}`,
+                      mta: host.name,
+                      relayed: !attempt.nextHopDsn,
+                    }
                   : r.kind === 'deferred'
-                    ? { kind: 'deferred', error: text }
+                    ? { kind: 'deferred', error: text, mta: host.name }
                     : { kind: 'failed', error: text, mta: host.name },
               );
             }
@@ -262,9 +298,9 @@ export class RemoteDelivery {
           }
         }
         if (reached) {
-          this.#backoff.recordSuccess(domain);
-          this.#lastDestinationError.delete(domain);
-        } else if (!last.permanent) this.#destinationFailed(domain, last.error);
+          this.#backoff.recordSuccess(dest);
+          this.#lastDestinationError.delete(dest);
+        } else if (!last.permanent) this.#destinationFailed(dest, last.error);
         for (const item of remaining) {
           results.set(
             item.index,
@@ -292,7 +328,20 @@ export class RemoteDelivery {
     }
   }
 
-  /** One SMTP session to one address for the given recipients; logs the attempt. */
+  /**
+   * Closes the idle connections kept for reuse (QUIT) and waits for them; connections still in
+   * use are closed when their delivery ends. For shutdown, after the last delivery.
+   */
+  close(): Promise<void> {
+    return this.#cache.closeAll();
+  }
+
+  /**
+   * One SMTP transaction at one address for the given recipients, on an idle cached session to
+   * that address if there is one (RSET first), else on a new one; logs the attempt. A session
+   * that ends the transaction usable goes back to the cache. A cached session found stale (the
+   * server closed it while idle) is no failure of the address: a new connection is tried at once.
+   */
   async #attempt(
     qid: string,
     envelope: Envelope,
@@ -301,9 +350,93 @@ export class RemoteDelivery {
     mx: string,
     address: string,
     target: Target,
-  ): Promise<TransactionResult> {
-    const out = this.#o.outbound;
+  ): Promise<Exclude<TransactionResult, DoneResult> | (DoneResult & { nextHopDsn: boolean })> {
     const { log } = this.#o;
+    // An IP literal is no TLS server name (RFC 6066 3).
+    const servername = net.isIP(mx) === 0 ? mx : undefined;
+    const key = sessionKey({
+      address,
+      port: target.port,
+      tls: target.tls,
+      implicitTls: target.implicitTls === true,
+      servername,
+      authUsername: target.auth?.username,
+      tlsOptions: target.tlsOptions,
+    });
+    const message: OutboundMessage = {
+      sender: envelope.sender,
+      mailParams: envelope.mailParams,
+      recipients: items.map((i) => ({ address: i.address, params: i.params })),
+      size,
+      body: () => this.#o.body(qid),
+      needsSmtputf8: envelope.mailParams.smtputf8 === true,
+      eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
+    };
+    let session = this.#cache.take(key);
+    let reused = session !== null;
+    for (;;) {
+      if (session === null) {
+        const opened = await this.#connect(mx, address, target, servername);
+        if (!(opened instanceof SmtpClientSession)) return opened;
+        session = opened;
+      }
+      const before = this.#cache.transactions(session);
+      log.debug(
+        { qid, mx, address, reused, transactions: before },
+        reused ? 'outbound: reusing an idle connection' : 'outbound: new connection',
+      );
+      let result: TransactionResult;
+      try {
+        result = await session.send(message, { reset: reused });
+      } catch (err) {
+        await session.quit();
+        throw err;
+      }
+      // A 421 or a lost connection has already closed the session (closedReason set).
+      if (result.kind === 'done' && session.closedReason === null) {
+        await this.#cache.put(key, session, before + 1);
+      } else {
+        await session.quit();
+      }
+      if (reused && result.kind === 'connection-failed') {
+        log.debug(
+          { qid, mx, address, reason: result.reason },
+          'outbound: idle connection no longer usable; connecting again',
+        );
+        session = null;
+        reused = false;
+        continue;
+      }
+      if (result.kind === 'done') {
+        for (const r of result.recipients) {
+          log.info(
+            {
+              qid,
+              rcpt: r.address,
+              mx,
+              address,
+              tls: session.tls?.version ?? 'none',
+              tlsVerified: session.tls?.verified ?? false,
+              reused,
+              reply: replyText(r.reply),
+              result: r.kind,
+            },
+            'outbound attempt',
+          );
+        }
+        return { ...result, nextHopDsn: session.extensions.has('DSN') };
+      }
+      return result;
+    }
+  }
+
+  /** A new session to `address` as `target` says (AUTH password fetched now). */
+  async #connect(
+    mx: string,
+    address: string,
+    target: Target,
+    servername: string | undefined,
+  ): Promise<SmtpClientSession | ConnectFailure> {
     let auth: { username: string; password: string } | undefined;
     if (target.auth !== undefined) {
       try {
@@ -317,51 +450,17 @@ export class RemoteDelivery {
         };
       }
     }
-    const session = await SmtpClientSession.connect({
+    return SmtpClientSession.connect({
       host: address,
       port: target.port,
       heloName: this.#o.hostname,
       tls: target.tls,
-      // An IP literal is no TLS server name (RFC 6066 3).
-      ...(net.isIP(mx) === 0 ? { servername: mx } : {}),
-      timeouts: out.timeouts,
+      ...(servername !== undefined ? { servername } : {}),
+      timeouts: this.#o.outbound.timeouts,
       ...(target.implicitTls === true ? { implicitTls: true } : {}),
       ...(target.tlsOptions !== undefined ? { tlsOptions: target.tlsOptions } : {}),
       ...(auth !== undefined ? { auth } : {}),
     });
-    if (!(session instanceof SmtpClientSession)) return session;
-    const message: OutboundMessage = {
-      sender: envelope.sender,
-      mailParams: envelope.mailParams,
-      recipients: items.map((i) => ({ address: i.address, params: i.params })),
-      size,
-      body: () => this.#o.body(qid),
-      needsSmtputf8: envelope.mailParams.smtputf8 === true,
-      eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
-    };
-    let result: TransactionResult;
-    try {
-      result = await session.send(message);
-    } finally {
-      await session.quit();
-    }
-    if (result.kind === 'done') {
-      for (const r of result.recipients) {
-        log.info(
-          {
-            qid,
-            rcpt: r.address,
-            mx,
-            address,
-            tls: session.tls?.version ?? 'none',
-            reply: replyText(r.reply),
-            result: r.kind,
-          },
-          'outbound attempt',
-        );
-      }
-    }
-    return result;
   }
 }
 

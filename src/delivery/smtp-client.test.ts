@@ -304,6 +304,148 @@ test('connection reuse: two messages in one session, no RSET after a complete tr
   });
 });
 
+test('RFC 5321 4.1.1.5 / RFC 2920 3.1: reset on a reused connection leads the pipelined MAIL and RCPT batch', async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    done(await s.send(message({ sender: 'one@example.org' })));
+    const two = done(await s.send(message({ sender: 'two@example.org' }), { reset: true }));
+    await s.quit();
+    assert.deepEqual(two.recipients, [{ address: 'bob@example.net', kind: 'delivered', reply: QUEUED }]);
+    assert.deepEqual(sink.sessions[0]?.batches, [
+      ['EHLO client.test'],
+      ['MAIL FROM:<one@example.org>', 'RCPT TO:<bob@example.net>'],
+      ['DATA'],
+      ['RSET', 'MAIL FROM:<two@example.org>', 'RCPT TO:<bob@example.net>'],
+      ['DATA'],
+      ['QUIT'],
+    ]);
+    assert.deepEqual(
+      sink.messages().map((m) => m.mailFrom),
+      ['one@example.org', 'two@example.org'],
+    );
+  });
+});
+
+test('RFC 5321 4.1.1.5: reset without PIPELINING sends RSET alone and waits for its reply', async () => {
+  await withSink({ ehlo: [] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    done(await s.send(message()));
+    const two = done(await s.send(message(), { reset: true }));
+    await s.quit();
+    assert.equal(two.recipients[0]?.kind, 'delivered');
+    assert.deepEqual(sink.sessions[0]?.batches.slice(4), [
+      ['RSET'],
+      ['MAIL FROM:<alice@example.org>'],
+      ['RCPT TO:<bob@example.net>'],
+      ['DATA'],
+      ['QUIT'],
+    ]);
+  });
+});
+
+for (const pipelining of [true, false]) {
+  test(`a refused RSET before a reused transaction is connection-failed, the session closed, no DATA${pipelining ? ' (pipelined)' : ''}`, async () => {
+    let transactions = 0;
+    await withSink(
+      {
+        ehlo: pipelining ? ['PIPELINING'] : [],
+        respond: (c) => {
+          if (c.verb === 'DATA') transactions++;
+          return c.verb === 'RSET' ? '500 5.5.1 Command not recognized' : undefined;
+        },
+      },
+      async (sink) => {
+        const s = await connect(clientOptions(sink));
+        done(await s.send(message()));
+        const r = await s.send(message(), { reset: true });
+        assert.deepEqual(r, {
+          kind: 'connection-failed',
+          reason: `127.0.0.1[127.0.0.1]:${sink.port} refused RSET: 500 5.5.1 Command not recognized`,
+          permanent: false,
+        });
+        assert.equal(
+          s.closedReason,
+          `127.0.0.1[127.0.0.1]:${sink.port} refused RSET: 500 5.5.1 Command not recognized`,
+        );
+        await s.quit();
+        assert.equal(transactions, 1, 'DATA only for the first message');
+        assert.equal(sink.messages().length, 1);
+        const cmds = sink.commands();
+        assert.ok(!cmds.includes('QUIT'), 'no QUIT on a session out of step');
+        assert.equal(cmds.filter((c) => c === 'RSET').length, 1);
+      },
+    );
+  });
+}
+
+for (const pipelining of [true, false]) {
+  test(`a reused connection the server drops at RSET is connection-failed, nothing taken for the message${pipelining ? ' (pipelined)' : ''}`, async () => {
+    await withSink(
+      {
+        ehlo: pipelining ? ['PIPELINING'] : [],
+        respond: (c) => (c.verb === 'RSET' ? { close: true } : undefined),
+      },
+      async (sink) => {
+        const s = await connect(clientOptions(sink));
+        done(await s.send(message()));
+        const r = await s.send(message(), { reset: true });
+        assert.equal(r.kind, 'connection-failed');
+        assert.ok(
+          r.kind === 'connection-failed' &&
+            r.reason.startsWith(`connection with 127.0.0.1[127.0.0.1]:${sink.port} lost after RSET: `),
+          JSON.stringify(r),
+        );
+        assert.notEqual(s.closedReason, null);
+        await s.quit();
+        assert.equal(sink.messages().length, 1);
+      },
+    );
+  });
+}
+
+test('a connection the server closed while idle: send is connection-failed at once, nothing written', async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    done(await s.send(message()));
+    for (const socket of sink.sockets()) socket.destroy();
+    const deadline = Date.now() + 5000;
+    while (s.closedReason === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    const r = await s.send(message(), { reset: true });
+    assert.deepEqual(r, {
+      kind: 'connection-failed',
+      reason: `connection with 127.0.0.1[127.0.0.1]:${sink.port} is closed: the server closed the connection`,
+      permanent: false,
+    });
+    assert.deepEqual(sink.commands(), [
+      'EHLO client.test',
+      'MAIL FROM:<alice@example.org>',
+      'RCPT TO:<bob@example.net>',
+      'DATA',
+      '<26 octets of DATA>',
+    ]);
+  });
+});
+
+test('a reply sent while the session is idle (421 before an idle timeout) is connection-failed, nothing sent', async () => {
+  await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
+    const s = await connect(clientOptions(sink));
+    done(await s.send(message()));
+    const before = sink.commands().length;
+    for (const socket of sink.sockets()) socket.write('421 4.4.2 sink.test idle timeout\r\n');
+    // Loopback: the reply is in long before this (the client cannot be asked without a command).
+    await new Promise((r) => setTimeout(r, 200));
+    const r = await s.send(message(), { reset: true });
+    assert.deepEqual(r, {
+      kind: 'connection-failed',
+      reason: `127.0.0.1[127.0.0.1]:${sink.port} sent a reply between transactions; connection closed`,
+      permanent: false,
+    });
+    assert.notEqual(s.closedReason, null);
+    await s.quit();
+    assert.equal(sink.commands().length, before, 'not even RSET was sent');
+  });
+});
+
 test('MAIL refused: rejected at stage mail, permanent for 5xx, temporary for 4xx', async () => {
   await withSink(
     {

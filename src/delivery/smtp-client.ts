@@ -13,6 +13,9 @@
  * - PIPELINING: MAIL and every RCPT go in one write; all their replies are read; DATA (or BDAT)
  *   follows only if a recipient was accepted, else RSET. With PIPELINING and CHUNKING, BDAT
  *   chunks are sent without waiting for each reply.
+ * - Several transactions per session: a transaction left open, or a reused connection (send's
+ *   `reset`), gets RSET first; with PIPELINING the RSET leads the MAIL and RCPT batch. A refused
+ *   or lost RSET is 'connection-failed', so a stale cached connection costs no deferral.
  * - 8-bit body, no 8BITMIME offered: the message is sent as it is, without BODY=, as Postfix does
  *   by default; no 7-bit conversion is attempted (most servers accept 8-bit data anyway).
  * - SMTPUTF8 needed but not offered: the message fails permanently, 553 5.6.7, nothing sent.
@@ -108,6 +111,16 @@ export interface RecipientResult {
   kind: 'delivered' | 'deferred' | 'failed';
   /** The RCPT reply if the recipient was refused there, else the message reply (or a local one). */
   reply: ClientReply;
+}
+
+export interface SendOptions {
+  /**
+   * RSET before MAIL even if the previous transaction ended cleanly: checks that a connection
+   * reused after idling is still alive and in step (RFC 5321 4.1.1.5), as Postfix does for a
+   * cached session. A refused or lost RSET is a 'connection-failed' (nothing taken for the
+   * message), so the caller may try again on a new connection.
+   */
+  reset?: boolean;
 }
 
 export type RejectStage = 'greeting' | 'ehlo' | 'tls' | 'auth' | 'mail';
@@ -695,23 +708,29 @@ export class SmtpClientSession {
 
   /**
    * One mail transaction. Call again after it returns for the next message on the same
-   * connection; a previous transaction left open is reset first (RSET). One call at a time.
+   * connection; a previous transaction left open is reset first (RSET), and so is any when
+   * `options.reset` is set. One call at a time.
    */
-  async send(msg: OutboundMessage): Promise<TransactionResult> {
+  async send(msg: OutboundMessage, options: SendOptions = {}): Promise<TransactionResult> {
     if (this.#busy) throw new Error('SmtpClientSession.send: a transaction is already in progress');
     this.#busy = true;
     try {
-      return await this.#send(msg);
+      return await this.#send(msg, options.reset === true);
     } finally {
       this.#busy = false;
     }
   }
 
-  async #send(msg: OutboundMessage): Promise<TransactionResult> {
+  async #send(msg: OutboundMessage, forceReset: boolean): Promise<TransactionResult> {
     const w = this.#wire;
     const { timeouts } = this.#opts;
     const peer = this.#peer;
     if (w.failure !== null) return failed(`connection with ${peer} is closed: ${w.failure}`);
+    if (w.hasReply) {
+      // A reply nobody asked for (often a 421 before an idle timeout): the session is out of step.
+      w.destroy(`${peer} sent a reply between transactions`);
+      return failed(`${peer} sent a reply between transactions; connection closed`);
+    }
 
     const ext = this.#extensions;
     if (msg.needsSmtputf8 && !ext.has('SMTPUTF8')) {
@@ -736,26 +755,33 @@ export class SmtpClientSession {
       return { kind: 'rejected', reply: local('BAD_ENVELOPE', {}), permanent: true, stage: 'mail' };
     }
 
-    if (this.#dirty) {
-      const r = await w.command('RSET', timeouts.commandMs, 'RSET');
-      if (isLost(r)) return failed(`connection with ${peer} lost after RSET: ${r.lost}`);
-      if (classOf(r.code) !== 2) {
-        w.destroy(`${peer} refused RSET: ${describe(r)}`);
-        return failed(`${peer} refused RSET: ${describe(r)}`);
-      }
-      this.#dirty = false;
+    // RSET closes a transaction left open, or checks that a reused connection still works
+    // (RFC 5321 4.1.1.5). With PIPELINING it leads the MAIL and RCPT batch (RFC 2920 3.1 lets
+    // RSET go anywhere in a group), so it costs no round trip; its reply is read first. A
+    // refused or lost RSET is a 'connection-failed': no answer was taken for the message.
+    const reset = this.#dirty || forceReset;
+    const pipelining = ext.has('PIPELINING');
+    if (reset && !pipelining) {
+      const refused = this.#resetFailure(await w.command('RSET', timeouts.commandMs, 'RSET'));
+      if (refused !== null) return refused;
     }
 
     // MAIL and RCPT, in one batch when PIPELINING is offered (RFC 2920 3.1).
-    const pipelining = ext.has('PIPELINING');
     const n = msg.recipients.length;
     const rcptReplies: (ParsedReply | undefined)[] = new Array<ParsedReply | undefined>(n);
     let mailReply: ParsedReply | Lost;
     let lostAt: Lost | null = null;
     if (pipelining) {
-      const batch = [commands.mail, ...commands.rcpts].map((c) => `${c}\r\n`).join('');
-      const lost = await w.write(batch, timeouts.commandMs, 'MAIL and RCPT');
-      if (lost !== null) return failed(`connection with ${peer} lost sending MAIL: ${lost.lost}`);
+      const lines = [...(reset ? ['RSET'] : []), commands.mail, ...commands.rcpts];
+      const batch = lines.map((c) => `${c}\r\n`).join('');
+      const lost = await w.write(batch, timeouts.commandMs, reset ? 'RSET, MAIL and RCPT' : 'MAIL and RCPT');
+      if (lost !== null) {
+        return failed(`connection with ${peer} lost sending ${reset ? 'RSET' : 'MAIL'}: ${lost.lost}`);
+      }
+      if (reset) {
+        const refused = this.#resetFailure(await w.reply(timeouts.commandMs, 'RSET'));
+        if (refused !== null) return refused;
+      }
       mailReply = await w.reply(timeouts.commandMs, 'MAIL');
       if (!isLost(mailReply) && mailReply.code !== 421) {
         for (let i = 0; i < n; i++) {
@@ -829,6 +855,23 @@ export class SmtpClientSession {
     if (sent.final) this.#dirty = false;
     if (sent.reply.code === 421) w.destroy(`${peer} closed the session: ${describe(sent.reply)}`);
     return this.#done(msg, results, { kind: outcome(sent.reply), reply: sent.reply }, sent.reply);
+  }
+
+  /**
+   * Checks the reply to RSET: null when 2xx (no transaction open any more); else the session is
+   * closed (a pipelined MAIL and RCPT may follow the RSET, and must not be taken for accepted)
+   * and the result is a 'connection-failed'.
+   */
+  #resetFailure(r: ParsedReply | Lost): Extract<TransactionResult, { kind: 'connection-failed' }> | null {
+    const w = this.#wire;
+    const peer = this.#peer;
+    if (isLost(r)) return failed(`connection with ${peer} lost after RSET: ${r.lost}`);
+    if (classOf(r.code) !== 2) {
+      w.destroy(`${peer} refused RSET: ${describe(r)}`);
+      return failed(`${peer} refused RSET: ${describe(r)}`);
+    }
+    this.#dirty = false;
+    return null;
   }
 
   /** Fills every recipient without a result with `rest` (accepted ones too). */

@@ -68,5 +68,12 @@ export interface Envelope {
 export type RecipientState =
   | { status: 'pending' }
   | { status: 'delivered'; at: number; detail?: string }
-  | { status: 'deferred'; attempts: number; nextAttemptAt: number; lastError: string }
+  | {
+      status: 'deferred';
+      attempts: number;
+      nextAttemptAt: number;
+      lastError: string;
+      /** The sender has been sent the delay warning for this recipient (once, RFC 3461 "delayed"). */
+      warned?: true;
+    }
   | { status: 'failed'; at: number; error: string };

@@ -1,8 +1,11 @@
 /**
- * Bounces (RFC 3461, 3464, 6522): one failure DSN to the sender for the recipients of a message
- * that failed in a delivery pass and asked for it (NOTIFY), spooled as a new message from <>.
- * Never a bounce to the null sender (RFC 5321 4.5.5). The caller records the failures only after
- * this returns 'sent' or 'none', so a crash can repeat a bounce but never lose one.
+ * Reports to the sender (RFC 3461, 3464, 6522), spooled as new messages from <>: the bounce
+ * (recipients that failed in a delivery pass), the delay warning (recipients still deferred
+ * after queue.delay_warning_ms, once each) and the success report (NOTIFY=SUCCESS: delivered
+ * here, or relayed to a server that could not pass the request on). Each goes only to the
+ * recipients that asked for it (NOTIFY) and never to the null sender (RFC 5321 4.5.5). The
+ * caller records the recipients' new states only after this returns 'sent' or 'none', so a
+ * crash can repeat a report but never lose one.
  */
 import type { Envelope, RecipientState } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
@@ -12,51 +15,88 @@ import type { Spool } from './spool.js';
 export interface BounceContext {
   spool: Spool;
   log: Logger;
-  /** Reporting-MTA and the bounce's Message-ID domain. */
+  /** Reporting-MTA and the report's Message-ID domain. */
   hostname: string;
   now: () => number;
 }
 
+/** What a report says about one recipient, beyond its state. */
+export interface ReportDetail {
+  /** The remote host whose reply this is (Remote-MTA). */
+  mta?: string;
+  /** What was tried, in plain words. */
+  tried?: string;
+  /** Success reports: delivered here, or relayed to a server without DSN (RFC 3461 6.2.1). */
+  action?: 'delivered' | 'relayed';
+}
+
+export type ReportKind = 'failure' | 'delay' | 'success';
+
 /**
- * Spools one failure DSN (RFC 3461, 3464, 6522) to the sender for the recipients that failed
- * in this pass and asked for it (NOTIFY). Never a bounce to the null sender. Returns 'error'
- * when the bounce should have been sent but could not be spooled.
+ * Spools one failure DSN to the sender for the recipients that failed in this pass and asked
+ * for it (NOTIFY). Returns 'error' when the bounce should have been sent but could not be
+ * spooled.
  */
-export async function spoolBounce(
+export function spoolBounce(
   ctx: BounceContext,
   qid: string,
   envelope: Envelope,
   failed: number[],
   states: ReadonlyMap<number, RecipientState>,
   mtaOf: ReadonlyMap<number, string>,
+  triedOf: ReadonlyMap<number, string> = new Map(),
+): Promise<'sent' | 'none' | 'error'> {
+  const details = new Map<number, ReportDetail>();
+  for (const index of failed) {
+    const mta = mtaOf.get(index);
+    const tried = triedOf.get(index);
+    details.set(index, {
+      ...(mta !== undefined ? { mta } : {}),
+      ...(tried !== undefined ? { tried } : {}),
+    });
+  }
+  return spoolReport(ctx, qid, envelope, 'failure', failed, states, details);
+}
+
+/**
+ * Spools one report of `kind` to the sender for the recipients in `indexes` whose state fits it
+ * (failed / deferred / delivered) and who asked for it. `willRetryUntil` is when Sterna gives up
+ * (delay warnings).
+ */
+export async function spoolReport(
+  ctx: BounceContext,
+  qid: string,
+  envelope: Envelope,
+  kind: ReportKind,
+  indexes: readonly number[],
+  states: ReadonlyMap<number, RecipientState>,
+  details: ReadonlyMap<number, ReportDetail>,
+  willRetryUntil?: number,
 ): Promise<'sent' | 'none' | 'error'> {
   const { log, spool, hostname } = ctx;
   const recipients: DsnRecipient[] = [];
-  for (const index of failed) {
+  for (const index of indexes) {
     const rcpt = envelope.recipients[index];
     const st = states.get(index);
-    if (rcpt === undefined || st?.status !== 'failed') continue;
+    if (rcpt === undefined || st === undefined) continue;
+    const entry = reportEntry(kind, st, details.get(index), willRetryUntil);
+    if (entry === null) continue;
     if (envelope.sender === '') {
-      log.warn(
-        { qid, rcpt: rcpt.address, error: st.error },
-        'failed recipient of a message from <>: no bounce',
-      );
+      if (kind === 'failure')
+        log.warn(
+          { qid, rcpt: rcpt.address, error: entry.error },
+          'failed recipient of a message from <>: no bounce',
+        );
       continue;
     }
-    if (!shouldNotify('failure', rcpt.params.notify)) {
-      log.info({ qid, rcpt: rcpt.address }, 'failed recipient asked for no failure report (NOTIFY)');
+    if (!shouldNotify(kind, rcpt.params.notify)) {
+      log.info({ qid, rcpt: rcpt.address, kind }, 'recipient asked for no report of this kind (NOTIFY)');
       continue;
     }
-    const mta = mtaOf.get(index);
     recipients.push({
       address: rcpt.address,
       ...(rcpt.params.orcpt !== undefined ? { orcpt: rcpt.params.orcpt } : {}),
-      action: 'failed',
-      status: statusOf(st.error),
-      ...(mta !== undefined
-        ? { remoteMta: `dns; ${mta}`, diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.error) } }
-        : {}),
-      lastAttempt: st.at,
+      ...entry.recipient,
     });
   }
   if (recipients.length === 0) return 'none';
@@ -72,16 +112,16 @@ export async function spoolBounce(
       ret: envelope.mailParams.ret ?? 'HDRS',
       originalMessage: spool.openBody(qid),
       now: ctx.now(),
-      kind: 'failure',
+      kind,
       messageIdDomain: hostname,
     });
   } catch (err) {
     if (err instanceof DsnError) {
       // Our own inputs were refused (an address with control characters): nothing to retry.
-      log.error({ qid, err }, 'bounce not built; the failures stand without one');
+      log.error({ qid, err, kind }, 'report not built; the states stand without one');
       return 'none';
     }
-    log.error({ qid, err }, 'bounce not built; will retry');
+    log.error({ qid, err, kind }, 'report not built; will retry');
     return 'error';
   }
   const writer = spool.begin();
@@ -97,21 +137,91 @@ export async function spoolBounce(
     });
   } catch (err) {
     writer.abort();
-    log.error({ qid, err }, 'bounce not spooled; will retry');
+    log.error({ qid, err, kind }, 'report not spooled; will retry');
     return 'error';
   }
   log.info(
-    { qid, bounce: writer.qid, to: dsn.recipient, rcpt: recipients.map((r) => r.address) },
-    'bounce queued',
+    { qid, report: writer.qid, to: dsn.recipient, rcpt: recipients.map((r) => r.address), kind },
+    LOG_TEXT[kind],
   );
   return 'sent';
 }
 
-/** RFC 3463 status for a failure: the reply's enhanced code, 4.4.7 for an expiry, else 5.0.0. */
-function statusOf(error: string): string {
+const LOG_TEXT: Record<ReportKind, string> = {
+  failure: 'bounce queued',
+  delay: 'delay warning queued',
+  success: 'success report queued',
+};
+
+/** The DSN fields for one recipient, or null when its state does not fit the report. */
+function reportEntry(
+  kind: ReportKind,
+  st: RecipientState,
+  detail: ReportDetail | undefined,
+  willRetryUntil: number | undefined,
+): { recipient: Omit<DsnRecipient, 'address' | 'orcpt'>; error: string } | null {
+  const tried = detail?.tried !== undefined ? { tried: detail.tried } : {};
+  switch (kind) {
+    case 'failure': {
+      if (st.status !== 'failed') return null;
+      const mta = detail?.mta;
+      return {
+        error: st.error,
+        recipient: {
+          action: 'failed',
+          status: statusOf(st.error, '5.0.0'),
+          ...(mta !== undefined
+            ? {
+                remoteMta: `dns; ${mta}`,
+                diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.error) },
+              }
+            : {}),
+          lastAttempt: st.at,
+          ...tried,
+        },
+      };
+    }
+    case 'delay': {
+      if (st.status !== 'deferred') return null;
+      const mta = detail?.mta;
+      return {
+        error: st.lastError,
+        recipient: {
+          action: 'delayed',
+          status: statusOf(st.lastError, '4.0.0').replace(/^5/, '4'),
+          ...(mta !== undefined
+            ? { remoteMta: `dns; ${mta}`, diagnostic: { type: 'smtp' as const, text: st.lastError } }
+            : {}),
+          ...(willRetryUntil !== undefined ? { willRetryUntil } : {}),
+          ...tried,
+        },
+      };
+    }
+    case 'success': {
+      if (st.status !== 'delivered') return null;
+      return {
+        error: '',
+        recipient: {
+          action: detail?.action ?? 'delivered',
+          status: '2.0.0',
+          lastAttempt: st.at,
+          ...(detail?.mta !== undefined ? { remoteMta: `dns; ${detail.mta}` } : {}),
+          ...tried,
+        },
+      };
+    }
+    default: {
+      const never: never = kind;
+      throw new Error(`unhandled report kind ${String(never)}`);
+    }
+  }
+}
+
+/** RFC 3463 status for an error: the reply's enhanced code, 4.4.7 for an expiry, else `fallback`. */
+function statusOf(error: string, fallback: string): string {
   if (error.startsWith('message expired')) return '4.4.7';
   const m = /^[245]\d\d ([245]\.\d{1,3}\.\d{1,3})\b/.exec(error);
-  return m?.[1] ?? '5.0.0';
+  return m?.[1] ?? fallback;
 }
 
 /** The remote reply for Diagnostic-Code: the error itself (or the last reply of an expiry). */

@@ -190,7 +190,7 @@ test('RFC 3461 4.3: RET=HDRS returns the header section only, as text/rfc822-hea
   assert.equal(p.returned?.content.toString(), HEADER);
   assert.ok(
     flat(p.humanText).includes(
-      'The header of your message is attached below; its body is not returned (as you asked).',
+      'The header of your message is attached below; its body is not returned (the whole message is returned only when the sender asks for it, with RET=FULL).',
     ),
   );
 });

@@ -506,7 +506,10 @@ function chooseReturned(original: Original, wantFull: boolean, ret: 'FULL' | 'HD
       ? 'it has lines a report cannot carry unchanged'
       : 'it is larger than the mail system returns';
   } else {
-    reason = ret === 'HDRS' ? 'as you asked' : 'as only failure reports return the whole message';
+    reason =
+      ret === 'HDRS'
+        ? 'the whole message is returned only when the sender asks for it, with RET=FULL'
+        : 'only failure reports return the whole message';
   }
   const headerEnd = original.headerEnd !== -1 ? original.headerEnd : complete ? bytes.length : -1;
   if (headerEnd !== -1) {

@@ -42,9 +42,9 @@ import {
   type QueueEntry,
   type QueueMessageDetail,
 } from './admin.js';
-import { spoolBounce } from './bounce.js';
+import { spoolBounce, spoolReport, type ReportDetail } from './bounce.js';
 import { HeldSet } from './held.js';
-import { isExpired, nextAttemptAt } from './scheduler.js';
+import { isExpired, needsDelayWarning, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
 
 export interface ManagerOptions {
@@ -78,6 +78,8 @@ interface RemoteOutcome {
   index: number;
   state: RecipientState;
   mta?: string;
+  /** Delivered to a next hop that could not take the DSN request on (RFC 3461 6.2.1 "relayed"). */
+  relayed?: true;
 }
 
 type Outcome = { index: number; state: RecipientState } | null;
@@ -145,6 +147,7 @@ export class QueueManager {
     this.#unsubscribe?.();
     if (this.#timer !== null) clearInterval(this.#timer);
     await this.whenIdle();
+    await this.#remote?.close();
   }
 
   /** Resolves when no delivery is running or waiting (tests and shutdown). */
@@ -355,6 +358,10 @@ export class QueueManager {
       outcomes.push(await this.#deliverOne(qid, index, rcpt.address, msg.envelope, state, firstAttempt));
     }
     const updates = outcomes.filter((o): o is NonNullable<Outcome> => o !== null);
+    // A forwarded alias, like a remote delivery, must not be redone after a crash.
+    const forwardedNow = updates.some(
+      (u) => u.state.status === 'delivered' && u.state.detail?.includes('forwarded as') === true,
+    );
     const byIndex = new Map(updates.map((u) => [u.index, u.state]));
     // Every domain is delivered independently. With several, each group's results are written
     // (durably) as soon as it finishes, so a crash while another domain is slow cannot cause a
@@ -363,12 +370,14 @@ export class QueueManager {
     const persistEach = remote.size > 1;
     const persisted = new Set<number>();
     const mtaOf = new Map<number, string>();
+    const relayedNow = new Set<number>();
     const groups = await Promise.allSettled(
       [...remote].map(async ([domain, items]) => {
         const results = await this.#deliverRemote(qid, msg.envelope, msg.size, domain, items);
         for (const r of results) {
           byIndex.set(r.index, r.state);
           if (r.mta !== undefined) mtaOf.set(r.index, r.mta);
+          if (r.relayed === true) relayedNow.add(r.index);
         }
         const early = results
           .filter((r) => r.state.status !== 'failed')
@@ -386,12 +395,23 @@ export class QueueManager {
     const bounce =
       failedNow.length > 0
         ? await spoolBounce(
-            { spool, log, hostname: this.#o.hostname, now: this.#now },
+            this.#reportContext(),
             qid,
             msg.envelope,
             failedNow,
             byIndex,
             mtaOf,
+            new Map(
+              failedNow.map((i) => [
+                i,
+                triedText(
+                  attemptsBefore(msg.states[i]) + 1,
+                  msg.envelope.receivedAt,
+                  this.#now(),
+                  mtaOf.get(i),
+                ),
+              ]),
+            ),
           )
         : 'none';
     if (bounce === 'error') {
@@ -406,17 +426,32 @@ export class QueueManager {
           attempts: previous?.status === 'deferred' ? previous.attempts : 0,
           nextAttemptAt: retryAt,
           lastError: `${st?.status === 'failed' ? st.error : 'failed'} (bounce not sent yet)`,
+          ...(previous !== undefined ? warnedOf(previous) : {}),
         });
       }
     }
+    const remoteIdx = new Set([...remote.values()].flatMap((items) => items.map((it) => it.index)));
+    const { sent: reports, warned } = await this.#sendReports(
+      qid,
+      msg.envelope,
+      msg.states,
+      byIndex,
+      mtaOf,
+      remoteIdx,
+      relayedNow,
+    );
+    for (const index of warned) persisted.delete(index); // its state changed: write it again
     const states = msg.states.map((s, i) => byIndex.get(i) ?? s);
     if (states.every((s) => s.status === 'delivered' || s.status === 'failed')) {
       // Every recipient is final: one DONE record says it all (the results are in the mail log),
       // so skip the STATE record and its sync. Redoing a local or discard delivery after a crash
       // is harmless (the Maildir copy is found again), so then the DONE record need not force a
-      // sync; after a remote delivery it must, or a crash would send the message again, and
-      // after a bounce, or a crash would bounce it twice.
-      await spool.done(qid, remote.size > 0 || bounce === 'sent' ? {} : { durable: false });
+      // sync; after a remote delivery, a forwarded alias, a bounce or another report it must, or
+      // a crash would send it again.
+      await spool.done(
+        qid,
+        remote.size > 0 || bounce === 'sent' || reports || forwardedNow ? {} : { durable: false },
+      );
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
     }
@@ -426,6 +461,100 @@ export class QueueManager {
     if (pendingWrites.length > 0) await spool.update(qid, pendingWrites);
     const next = nextDue(states);
     if (next !== null && next > this.#now()) this.#due.set(qid, next);
+  }
+
+  #reportContext(): { spool: Spool; log: Logger; hostname: string; now: () => number } {
+    return { spool: this.#o.spool, log: this.#o.log, hostname: this.#o.hostname, now: this.#now };
+  }
+
+  /**
+   * The reports of a pass other than bounces (RFC 3461): a delay warning, once, for recipients
+   * still deferred after delay_warning_ms, and a success report for recipients delivered in
+   * this pass that asked for one (NOTIFY=SUCCESS) and were delivered here or relayed to a
+   * server without DSN. Each is spooled before the states that mark it sent are recorded
+   * (`warned` is set in byIndex), so a crash may repeat a report but never lose one. Returns
+   * whether a report was spooled, and the recipients newly marked as warned.
+   */
+  async #sendReports(
+    qid: string,
+    envelope: Envelope,
+    previous: readonly RecipientState[],
+    byIndex: Map<number, RecipientState>,
+    mtaOf: ReadonlyMap<number, string>,
+    remoteIdx: ReadonlySet<number>,
+    relayed: ReadonlySet<number>,
+  ): Promise<{ sent: boolean; warned: number[] }> {
+    let sent = false;
+    const warned: number[] = [];
+    const retry = this.#o.outbound?.retry;
+    const now = this.#now();
+    const late = [...byIndex]
+      .filter(
+        ([, st]) =>
+          st.status === 'deferred' &&
+          retry !== undefined &&
+          needsDelayWarning(envelope.receivedAt, now, st.warned === true, retry),
+      )
+      .map(([index]) => index);
+    if (late.length > 0 && retry !== undefined) {
+      const details = new Map<number, ReportDetail>(
+        late.map((i) => {
+          const mta = mtaOf.get(i);
+          return [
+            i,
+            {
+              tried: triedText(attemptsBefore(byIndex.get(i)), envelope.receivedAt, now, mta),
+              ...(mta !== undefined ? { mta } : {}),
+            },
+          ];
+        }),
+      );
+      const r = await spoolReport(
+        this.#reportContext(),
+        qid,
+        envelope,
+        'delay',
+        late,
+        byIndex,
+        details,
+        envelope.receivedAt + retry.maxLifetimeMs,
+      );
+      sent ||= r === 'sent';
+      // 'none' (nobody asked for it) counts as done too; after 'error' the next pass tries again.
+      if (r !== 'error') {
+        for (const i of late) {
+          const st = byIndex.get(i);
+          if (st?.status === 'deferred') byIndex.set(i, { ...st, warned: true });
+          warned.push(i);
+        }
+      }
+    }
+    const delivered = [...byIndex]
+      .filter(([i, st]) => st.status === 'delivered' && previous[i]?.status !== 'delivered')
+      .map(([index]) => index)
+      .filter((i) => envelope.recipients[i]?.params.notify?.includes('SUCCESS') === true)
+      // Delivered to a DSN-capable next hop: NOTIFY went with it, the report is its business.
+      .filter((i) => !remoteIdx.has(i) || relayed.has(i));
+    if (delivered.length > 0) {
+      const details = new Map<number, ReportDetail>(
+        delivered.map((i): [number, ReportDetail] => {
+          const mta = mtaOf.get(i);
+          if (!relayed.has(i)) return [i, { action: 'delivered' }];
+          return [i, { action: 'relayed', ...(mta !== undefined ? { mta } : {}) }];
+        }),
+      );
+      const r = await spoolReport(
+        this.#reportContext(),
+        qid,
+        envelope,
+        'success',
+        delivered,
+        byIndex,
+        details,
+      );
+      sent ||= r === 'sent';
+    }
+    return { sent, warned };
   }
 
   /** One outbound attempt for a message's recipients in one domain, as new recipient states. */
@@ -456,7 +585,9 @@ export class QueueManager {
         error: '451 4.3.0 outbound attempt ended early',
       };
       const state = this.#remoteState(envelope, item.state, r);
-      const fields = { qid, rcpt: item.address, domain, status: state.status };
+      // delay: seconds since arrival, as Postfix's delay= (the whole story of a message by its qid).
+      const delay = Math.round((this.#now() - envelope.receivedAt) / 100) / 10;
+      const fields = { qid, rcpt: item.address, domain, status: state.status, delay };
       if (state.status === 'deferred')
         log.warn(
           { ...fields, reply: state.lastError, nextAttemptAt: new Date(state.nextAttemptAt).toISOString() },
@@ -464,8 +595,13 @@ export class QueueManager {
         );
       else if (state.status === 'failed') log.error({ ...fields, reply: state.error }, 'outbound: failed');
       else log.info(fields, 'outbound: delivered');
-      const mta = r.kind === 'failed' ? r.mta : undefined;
-      return { index: item.index, state, ...(mta !== undefined ? { mta } : {}) };
+      const mta = r.mta;
+      return {
+        index: item.index,
+        state,
+        ...(mta !== undefined ? { mta } : {}),
+        ...(r.kind === 'delivered' && r.relayed ? { relayed: true as const } : {}),
+      };
     });
   }
 
@@ -495,6 +631,7 @@ export class QueueManager {
       attempts,
       nextAttemptAt: Math.max(scheduled, r.notBefore ?? 0),
       lastError: r.error,
+      ...warnedOf(previous),
     };
   }
 
@@ -586,17 +723,69 @@ export class QueueManager {
           attempts,
           nextAttemptAt: this.#now() + this.#o.retryMs,
           lastError: reasons.join('; '),
+          ...warnedOf(state),
         },
       };
     }
     if (route.remote.length > 0) {
-      log.info(
-        { qid, rcpt: address, remote: route.remote },
-        'alias targets in other domains wait for outbound',
-      );
-      return null;
+      const forwarded = await this.#forward(qid, envelope, index, route.remote);
+      if (forwarded === null) {
+        const attempts = state.status === 'deferred' ? state.attempts + 1 : 1;
+        const error = `forwarding to ${route.remote.join(', ')} not queued yet (spool error)`;
+        return {
+          index,
+          state: {
+            status: 'deferred',
+            attempts,
+            nextAttemptAt: this.#now() + this.#o.retryMs,
+            lastError: error,
+            ...warnedOf(state),
+          },
+        };
+      }
+      const detail = `${route.mailboxes.length > 0 ? 'local; ' : ''}forwarded as ${forwarded}`;
+      return { index, state: { status: 'delivered', at: this.#now(), detail } };
     }
     return { index, state: { status: 'delivered', at: this.#now(), detail: 'local' } };
+  }
+
+  /**
+   * An alias's targets in other domains: a new message with the same sender, parameters and
+   * content (as Postfix's local delivery forwards), queued before the alias's recipient is
+   * marked delivered, so a crash may forward twice but never lose the mail. Each target keeps
+   * the original recipient's NOTIFY and, as ORCPT, the address the sender used. Returns the new
+   * queue id, or null when it could not be spooled. Loops through other servers end at the
+   * Received-header limit (RFC 5321 6.3).
+   */
+  async #forward(qid: string, envelope: Envelope, index: number, targets: string[]): Promise<string | null> {
+    const { spool, log } = this.#o;
+    const rcpt = envelope.recipients[index];
+    if (rcpt === undefined) return null;
+    const orcpt = rcpt.params.orcpt ?? { type: 'rfc822', address: rcpt.address };
+    const writer = spool.begin();
+    try {
+      for await (const chunk of spool.openBody(qid)) await writer.write(chunk);
+      await writer.commit({
+        sender: envelope.sender,
+        mailParams: envelope.mailParams,
+        recipients: targets.map((address) => ({
+          address,
+          params: { ...(rcpt.params.notify !== undefined ? { notify: rcpt.params.notify } : {}), orcpt },
+        })),
+        client: { ip: '127.0.0.1', port: 0, helo: this.#o.hostname },
+        listener: 'smtp',
+        receivedAt: this.#now(),
+      });
+    } catch (err) {
+      writer.abort();
+      log.error({ qid, rcpt: rcpt.address, err }, 'alias forwarding not queued; will retry');
+      return null;
+    }
+    log.info(
+      { qid, rcpt: rcpt.address, forwarded: writer.qid, to: targets },
+      'alias forwarded to other domains',
+    );
+    return writer.qid;
   }
 }
 
@@ -608,4 +797,28 @@ function nextDue(states: readonly RecipientState[]): number | null {
     if (s.status === 'deferred') next = next === null ? s.nextAttemptAt : Math.min(next, s.nextAttemptAt);
   }
   return next;
+}
+
+/** Delivery attempts a recipient has had, by its state (0 when it never was deferred). */
+function attemptsBefore(st: RecipientState | undefined): number {
+  return st?.status === 'deferred' ? st.attempts : 0;
+}
+
+/** What was tried, in plain words, for a report: "3 delivery attempts over 2.0 days, the last to mx.example.net". */
+function triedText(attempts: number, receivedAt: number, now: number, mta?: string): string {
+  const hours = (now - receivedAt) / 3_600_000;
+  const span =
+    hours >= 48
+      ? `over ${(hours / 24).toFixed(1)} days`
+      : hours >= 1
+        ? `over ${hours.toFixed(1)} hours`
+        : 'within an hour';
+  const n = Math.max(1, attempts);
+  const what = `${n} delivery ${n === 1 ? 'attempt' : 'attempts'} ${span}`;
+  return mta === undefined ? what : `${what}, the last to ${mta}`;
+}
+
+/** The delay-warning mark of a previous state, to carry into the next deferred state. */
+function warnedOf(previous: RecipientState): { warned?: true } {
+  return previous.status === 'deferred' && previous.warned === true ? { warned: true } : {};
 }

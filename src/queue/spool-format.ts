@@ -297,6 +297,7 @@ function toRecipientState(v: unknown): RecipientState {
         attempts: v.attempts,
         nextAttemptAt: v.nextAttemptAt,
         lastError: v.lastError,
+        ...(v.warned === true ? { warned: true as const } : {}),
       };
     case 'failed':
       if (typeof v.at !== 'number' || typeof v.error !== 'string') break;

@@ -4,6 +4,7 @@
  * both start Sterna through here, so tests run exactly what production runs.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { AuthThrottle } from '../auth/lockout.js';
 import { UserStore } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
@@ -125,6 +126,12 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       ),
       port: config.outbound.port,
       tls: config.outbound.tls,
+      tlsPolicies: new Map(Object.entries(config.outbound.tls_policy)),
+      ...(config.outbound.tls_ca_file !== undefined
+        ? { tlsOptions: { ca: readFileSync(config.outbound.tls_ca_file, 'utf8') } }
+        : {}),
+      connectionReuseLimit: config.outbound.connection_reuse_limit,
+      connectionIdleMs: config.outbound.connection_idle_ms,
       timeouts: {
         connectMs: config.outbound.connect_timeout_ms,
         greetingMs: config.outbound.greeting_timeout_ms,

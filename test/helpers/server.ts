@@ -8,7 +8,7 @@ import path from 'node:path';
 import { addUser } from '../../src/auth/users.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { createLogger, silentLogger } from '../../src/observability/log.js';
+import { createLogger, silentLogger, type Logger } from '../../src/observability/log.js';
 import { startSterna, type RunningSterna } from '../../src/server/app.js';
 import { generateSelfSigned, TEST_CERT_NAME, TEST_KEY_NAME } from '../../src/server/tls.js';
 
@@ -33,6 +33,8 @@ export interface TestServerOptions {
   users?: { address: string; password: string; cram?: boolean; sendAs?: string[] }[];
   /** Reuse a data directory (restart). */
   dataDir?: string;
+  /** The server's logger; default silent (debug JSON on stdout with STERNA_TEST_LOG set). */
+  log?: Logger;
 }
 
 export const TEST_HOSTNAME = 'mx.sterna.test';
@@ -61,9 +63,10 @@ ${opts.toml ?? ''}
     });
   }
   const log =
-    process.env['STERNA_TEST_LOG'] !== undefined
+    opts.log ??
+    (process.env['STERNA_TEST_LOG'] !== undefined
       ? createLogger({ level: 'debug', format: 'json' })
-      : silentLogger();
+      : silentLogger());
   const app = await startSterna(config, log);
   const port = (kind: string): number => app.addresses.find((a) => a.listener === kind)?.port ?? 0;
   return {

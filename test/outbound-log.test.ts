@@ -1,0 +1,115 @@
+/**
+ * "grep QID" tells the whole story of an outbound message (issue 4, Logging): arrival, each
+ * attempt with the MX host and address, TLS version and the remote reply, the deferral with the
+ * delay so far and the next attempt, the delivery, and the end. Runs the real server on loopback
+ * (a DNS server of the test's own, a receiving server on 127.0.0.2 that defers the first try)
+ * with a JSON logger whose lines the test reads back.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { pino } from 'pino';
+import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
+import { TestClient } from './helpers/smtp-client.js';
+import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+let dns: TestDnsServer;
+let sink: SmtpSink;
+let server: TestServer;
+const lines: Record<string, unknown>[] = [];
+let rcpts = 0;
+
+before(async () => {
+  dns = await startDnsServer({
+    'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
+    'mx1.example.test': { A: ['127.0.0.2'] },
+  });
+  sink = await startSmtpSink({
+    host: '127.0.0.2',
+    ehlo: ['PIPELINING'],
+    respond: (cmd) =>
+      cmd.verb === 'RCPT' && rcpts++ === 0
+        ? '451 4.7.1 <ann@example.test>: greylisted, come back later'
+        : undefined,
+  });
+  const log = pino(
+    { level: 'info' },
+    {
+      write(line: string): void {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
+  server = await startTestServer({
+    log,
+    toml: `[relay]
+trusted_networks = ["127.0.0.1/32"]
+[dns]
+servers = ["127.0.0.1:${dns.port}"]
+timeout_ms = 500
+tries = 1
+[outbound]
+port = ${sink.port}
+[queue]
+first_retry_ms = 200
+jitter = 0
+`,
+  });
+});
+
+after(async () => {
+  await server.stop({ remove: true });
+  await sink.close();
+  await dns.close();
+});
+
+test('every line about a message carries its qid: queued, attempt (MX, address, TLS, reply), deferred (delay, next attempt), delivered, finished', async () => {
+  const c = await TestClient.connect(server.ports.smtp);
+  await c.expect(220);
+  await c.cmd('EHLO client.test');
+  assert.equal((await c.cmd('MAIL FROM:<zoe@sterna.test>')).code, 250);
+  assert.equal((await c.cmd('RCPT TO:<ann@example.test>')).code, 250);
+  assert.equal((await c.cmd('DATA')).code, 354);
+  c.send('Subject: story\r\n\r\ntell it\r\n.\r\n');
+  const q = await c.expect(250, '2.0.0');
+  c.close();
+  const qid = /queued as (\S+)/.exec(q.text)?.[1];
+  assert.ok(qid !== undefined);
+  const deadline = Date.now() + 8000;
+  const story = (): Record<string, unknown>[] => lines.filter((l) => l['qid'] === qid);
+  while (!story().some((l) => l['msg'] === 'message finished: every recipient delivered or failed')) {
+    if (Date.now() > deadline) assert.fail(`no end of story: ${JSON.stringify(story(), null, 1)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const s = story();
+  const msgs = s.map((l) => l['msg']);
+  const find = (msg: string, nth = 0): Record<string, unknown> => {
+    const hit = s.filter((l) => l['msg'] === msg)[nth];
+    assert.ok(hit !== undefined, `no "${msg}" line #${nth} in ${JSON.stringify(msgs)}`);
+    return hit;
+  };
+  assert.ok(msgs.indexOf('outbound: deferred') < msgs.indexOf('outbound: delivered'));
+
+  const first = find('outbound attempt', 0);
+  assert.equal(first['rcpt'], 'ann@example.test');
+  assert.equal(first['mx'], 'mx1.example.test');
+  assert.equal(first['address'], '127.0.0.2');
+  assert.equal(first['tls'], 'none');
+  assert.equal(first['reply'], '451 4.7.1 <ann@example.test>: greylisted, come back later');
+
+  const deferred = find('outbound: deferred');
+  assert.equal(deferred['reply'], '451 4.7.1 <ann@example.test>: greylisted, come back later');
+  assert.equal(typeof deferred['delay'], 'number');
+  assert.match(String(deferred['nextAttemptAt']), /^\d{4}-\d\d-\d\dT/);
+
+  const second = find('outbound attempt', 1);
+  assert.match(String(second['reply']), /^250 /);
+  const delivered = find('outbound: delivered');
+  assert.equal(delivered['rcpt'], 'ann@example.test');
+  assert.ok(Number(delivered['delay']) >= 0.2, 'the delay so far includes the wait for the retry');
+  // The line that says the message was accepted carries the same id.
+  assert.ok(
+    lines.some((l) => l['qid'] === qid && /queued/i.test(String(l['msg']))),
+    'the acceptance is logged with the qid',
+  );
+});
