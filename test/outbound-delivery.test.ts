@@ -8,11 +8,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { RecipientState } from '../src/message/envelope.js';
 import { parseDsn } from '../src/queue/dsn.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import {
+  liveStates,
+  outboundToml,
+  sendMessage,
+  TEST_OUTBOUND_TIMEOUTS,
+  waitFor,
+  waitGone,
+  type OutboundMessage,
+} from './helpers/outbound.js';
 import { startSmtpSink, type SinkAction, type SinkCommand, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -64,19 +71,7 @@ before(async () => {
   sink3 = await startSmtpSink({ host: '127.0.0.3', port: sink.port, respond: (cmd) => sink3Respond(cmd) });
   server = await startTestServer({
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-connect_timeout_ms = 2000
-greeting_timeout_ms = 5000
-command_timeout_ms = 5000
-data_end_timeout_ms = 5000
-[queue]
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, ...TEST_OUTBOUND_TIMEOUTS } })}[queue]
 first_retry_ms = 300
 jitter = 0
 `,
@@ -92,47 +87,13 @@ after(async () => {
 
 const BODY = 'From: alice@sterna.test\r\nSubject: outbound\r\n\r\nHello over there.\r\n';
 
-/** Sends one message through the smtp listener (the client is a trusted network); returns its queue id. */
-async function send(
+/** Sends BODY through the smtp listener (the client is a trusted network); returns its queue id. */
+function send(
   from: string,
   to: string[],
-  body = BODY,
-  params: { mail?: string; rcpt?: string } = {},
+  params: Pick<OutboundMessage, 'mailParams' | 'rcptParams'> = {},
 ): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  const mail = await c.cmd(`MAIL FROM:<${from}>${params.mail ?? ''}`);
-  assert.equal(mail.code, 250, mail.text);
-  for (const rcpt of to) {
-    const r = await c.cmd(`RCPT TO:<${rcpt}>${params.rcpt ?? ''}`);
-    assert.equal(r.code, 250, r.text);
-  }
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${body}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** The recipient states of a live message, or null once it is finished (gone from the spool). */
-function states(qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
-}
-
-async function waitGone(qid: string): Promise<void> {
-  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+  return sendMessage(server.ports.smtp, { from, to, body: BODY, ...params });
 }
 
 /** A body as the sink received it: Sterna's Received header, then exactly what was sent. */
@@ -148,7 +109,7 @@ function assertRelayed(received: Buffer | undefined, sent: string): void {
 test('RFC 5321 5.1: mail for a remote domain goes to its MX, byte for byte with a Received header', async () => {
   const before = sink.messages().length;
   const qid = await send('alice@sterna.test', ['bob@example.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1);
   assert.equal(got[0]?.mailFrom, 'alice@sterna.test');
@@ -160,7 +121,7 @@ test('RFC 5321 5.1: mail for a remote domain goes to its MX, byte for byte with 
 test('RFC 5321 5.1: a refused connection to the preferred MX falls back to the next MX in the same attempt', async () => {
   const before = sink.messages().length;
   const qid = await send('alice@sterna.test', ['carol@refused.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1);
   assert.deepEqual(got[0]?.rcptTo, ['carol@refused.test']);
@@ -172,7 +133,7 @@ test('RFC 5321 4.2.5: a 421 greeting from the preferred MX falls back to the nex
   const before = sink.messages().length;
   const sessions3 = sink3.sessions.length;
   const qid = await send('alice@sterna.test', ['dan@busy.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   assert.equal(sink3.sessions.length, sessions3 + 1, 'the preferred MX was tried first');
   assert.equal(sink3.messages().length, 0);
   const got = sink.messages().slice(before);
@@ -185,7 +146,7 @@ test('RFC 5321 4.2.5: a 421 to RCPT moves on to the next MX too', async () => {
     cmd.verb === 'RCPT' ? { reply: '421 4.3.2 shutting down', close: true } : undefined;
   const before = sink.messages().length;
   const qid = await send('alice@sterna.test', ['erin@busy.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   assert.equal(sink3.messages().length, 0);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1);
@@ -195,12 +156,12 @@ test('RFC 5321 4.2.5: a 421 to RCPT moves on to the next MX too', async () => {
 test('4xx at RCPT defers the recipient with the exact reply, and the retry delivers it', async () => {
   const before = sink.messages().length;
   const qid = await send('alice@sterna.test', ['later@example.test']);
-  await waitFor('the deferral', () => states(qid)?.[0]?.status === 'deferred');
-  const s = states(qid)?.[0];
+  await waitFor('the deferral', () => liveStates(server, qid)?.[0]?.status === 'deferred');
+  const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.equal(s.attempts, 1);
   assert.equal(s.lastError, '451 4.2.1 <later@example.test>: mailbox busy, try again');
-  await waitGone(qid);
+  await waitGone(server, qid);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1, 'delivered once, on the retry');
   assert.deepEqual(got[0]?.rcptTo, ['later@example.test']);
@@ -212,8 +173,8 @@ test('4xx at RCPT defers the recipient with the exact reply, and the retry deliv
  */
 async function failedError(to: string): Promise<string> {
   const qid = await send('alice@sterna.test', [to, 'keep@servfail.test']);
-  await waitFor('the failure', () => states(qid)?.[0]?.status === 'failed');
-  const s = states(qid)?.[0];
+  await waitFor('the failure', () => liveStates(server, qid)?.[0]?.status === 'failed');
+  const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'failed');
   return s.error;
 }
@@ -242,8 +203,8 @@ test('RFC 5321 5.4.6: an MX that is our own listener address fails as a loop', a
 
 test('SERVFAIL defers the recipient (a DNS failure that may clear up never bounces)', async () => {
   const qid = await send('alice@sterna.test', ['x@servfail.test']);
-  await waitFor('the deferral', () => states(qid)?.[0]?.status === 'deferred');
-  const s = states(qid)?.[0];
+  await waitFor('the deferral', () => liveStates(server, qid)?.[0]?.status === 'deferred');
+  const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.match(s.lastError, /^451 4\.4\.3 DNS lookup for servfail\.test failed: /);
   assert.ok(s.nextAttemptAt > Date.now() - 1000);
@@ -252,7 +213,7 @@ test('SERVFAIL defers the recipient (a DNS failure that may clear up never bounc
 test('a message to a local mailbox and a remote recipient is delivered to both independently', async () => {
   const before = sink.messages().length;
   const qid = await send('alice@sterna.test', ['dora@sterna.test', 'frank@example.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const local = await waitForMessages(server.dataDir, 'sterna.test', 'dora', 1);
   assert.equal(local.length, 1);
   assert.ok(local[0]?.toString('latin1').endsWith(BODY));
@@ -265,7 +226,7 @@ test('a message to a local mailbox and a remote recipient is delivered to both i
 test('RFC 3464: a 5xx remote failure bounces to the sender with a DSN that carries the exact reply', async () => {
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
   const qid = await send('dora@sterna.test', ['nobody@example.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'dora', before + 1);
   assert.equal(msgs.length, before + 1);
   const raw = msgs.find((m) => m.toString('latin1').includes(`X-Sterna-Queue-ID: ${qid}`));
@@ -297,7 +258,7 @@ test('RFC 5321 4.5.5: a failed message from the null sender <> produces no bounc
   const unsubscribe = server.app.spool.onCommitted(() => commits++);
   try {
     const qid = await send('', ['nobody@example.test']);
-    await waitGone(qid);
+    await waitGone(server, qid);
     await server.app.manager.whenIdle();
     assert.equal(commits, 1, 'only the original message was ever spooled');
   } finally {
@@ -307,11 +268,11 @@ test('RFC 5321 4.5.5: a failed message from the null sender <> produces no bounc
 
 test('RFC 3461: RET=FULL, ENVID and ORCPT come back in the bounce with the whole message', async () => {
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
-  const qid = await send('dora@sterna.test', ['nobody@example.test'], BODY, {
-    mail: ' RET=FULL ENVID=env-42',
-    rcpt: ' NOTIFY=FAILURE ORCPT=rfc822;nobody+2Borig@example.test',
+  const qid = await send('dora@sterna.test', ['nobody@example.test'], {
+    mailParams: ' RET=FULL ENVID=env-42',
+    rcptParams: ' NOTIFY=FAILURE ORCPT=rfc822;nobody+2Borig@example.test',
   });
-  await waitGone(qid);
+  await waitGone(server, qid);
   const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'dora', before + 1);
   const raw = msgs.find((m) => m.toString('latin1').includes(`X-Sterna-Queue-ID: ${qid}`));
   assert.ok(raw !== undefined);
@@ -328,8 +289,8 @@ test('RFC 3461 4.1: NOTIFY=NEVER suppresses the bounce', async () => {
   let commits = 0;
   const unsubscribe = server.app.spool.onCommitted(() => commits++);
   try {
-    const qid = await send('dora@sterna.test', ['nobody@example.test'], BODY, { rcpt: ' NOTIFY=NEVER' });
-    await waitGone(qid);
+    const qid = await send('dora@sterna.test', ['nobody@example.test'], { rcptParams: ' NOTIFY=NEVER' });
+    await waitGone(server, qid);
     await server.app.manager.whenIdle();
     assert.equal(commits, 1, 'only the original message was ever spooled');
   } finally {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -42,15 +42,7 @@ before(async () => {
   );
   server = await startTestServer({
     log,
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-[queue]
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port } })}[queue]
 first_retry_ms = 200
 jitter = 0
 `,
@@ -64,23 +56,16 @@ after(async () => {
 });
 
 test('every line about a message carries its qid: queued, attempt (MX, address, TLS, reply), deferred (delay, next attempt), delivered, finished', async () => {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd('MAIL FROM:<zoe@sterna.test>')).code, 250);
-  assert.equal((await c.cmd('RCPT TO:<ann@example.test>')).code, 250);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send('Subject: story\r\n\r\ntell it\r\n.\r\n');
-  const q = await c.expect(250, '2.0.0');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined);
-  const deadline = Date.now() + 8000;
+  const qid = await sendMessage(server.ports.smtp, {
+    from: 'zoe@sterna.test',
+    to: ['ann@example.test'],
+    body: 'Subject: story\r\n\r\ntell it\r\n',
+  });
   const story = (): Record<string, unknown>[] => lines.filter((l) => l['qid'] === qid);
-  while (!story().some((l) => l['msg'] === 'message finished: every recipient delivered or failed')) {
-    if (Date.now() > deadline) assert.fail(`no end of story: ${JSON.stringify(story(), null, 1)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(
+    () => `the end of the story: ${JSON.stringify(story(), null, 1)}`,
+    () => story().some((l) => l['msg'] === 'message finished: every recipient delivered or failed'),
+  );
   const s = story();
   const msgs = s.map((l) => l['msg']);
   const find = (msg: string, nth = 0): Record<string, unknown> => {

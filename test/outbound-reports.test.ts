@@ -14,7 +14,14 @@ import type { RecipientState } from '../src/message/envelope.js';
 import { parseDsn, type ParsedDsn } from '../src/queue/dsn.js';
 import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import {
+  liveStates,
+  outboundToml,
+  sendMessage,
+  waitFor,
+  waitGone,
+  type OutboundMessage,
+} from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -23,10 +30,11 @@ const ZONE: Zone = {
   'mx1.example.test': { A: ['127.0.0.2'] },
   'dsn.test': { MX: [{ preference: 10, exchange: 'mx.dsn.test' }] },
   'mx.dsn.test': { A: ['127.0.0.3'] },
+  'other.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
 };
 
 let dns: TestDnsServer;
-/** No DSN extension; refuses <slow@example.test> with 450 every time. */
+/** No DSN extension; refuses <slow@…> with 450 every time. */
 let sink: SmtpSink;
 /** Offers DSN. */
 let dsnSink: SmtpSink;
@@ -37,8 +45,8 @@ before(async () => {
     host: '127.0.0.2',
     ehlo: ['PIPELINING', '8BITMIME'],
     respond: (cmd) =>
-      cmd.verb === 'RCPT' && /<slow@example\.test>/i.test(cmd.line)
-        ? '450 4.2.1 <slow@example.test>: mailbox busy, try later'
+      cmd.verb === 'RCPT' && /<slow@/i.test(cmd.line)
+        ? `450 4.2.1 ${/<[^>]*>/.exec(cmd.line)?.[0] ?? ''}: mailbox busy, try later`
         : undefined,
   });
   dsnSink = await startSmtpSink({ host: '127.0.0.3', port: sink.port, ehlo: ['PIPELINING', 'DSN'] });
@@ -51,18 +59,9 @@ after(async () => {
 });
 
 function config(): string {
-  return `[aliases]
+  return `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[aliases]
 "fwd@sterna.test" = ["far@example.test", "dora@sterna.test"]
 "away@sterna.test" = ["only@example.test"]
-[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-connect_timeout_ms = 2000
 [queue]
 first_retry_ms = 150
 max_backoff_ms = 150
@@ -75,43 +74,13 @@ const USERS = [{ address: 'dora@sterna.test', password: 'pw-dora-1' }];
 
 const BODY = 'From: dora@sterna.test\r\nSubject: reports\r\n\r\nAny news?\r\n';
 
-async function send(
+/** Sends BODY from dora through the smtp listener of `server` (a trusted network); returns its queue id. */
+function send(
   server: TestServer,
   to: string[],
-  params: { mail?: string; rcpt?: string } = {},
+  params: Pick<OutboundMessage, 'mailParams' | 'rcptParams'> = {},
 ): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd(`MAIL FROM:<dora@sterna.test>${params.mail ?? ''}`)).code, 250);
-  for (const rcpt of to) {
-    const r = await c.cmd(`RCPT TO:<${rcpt}>${params.rcpt ?? ''}`);
-    assert.equal(r.code, 250, r.text);
-  }
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${BODY}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(
-  what: string,
-  check: () => boolean | Promise<boolean>,
-  timeoutMs = 8000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function states(server: TestServer, qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
+  return sendMessage(server.ports.smtp, { from: 'dora@sterna.test', to, body: BODY, ...params });
 }
 
 /** The reports about message qid in dora's mailbox, parsed. */
@@ -131,7 +100,7 @@ test('RFC 3461: a recipient still deferred after delay_warning_ms gets one delay
   const dataDir = server.dataDir;
   try {
     const first = server;
-    const qid = await send(first, ['slow@example.test'], { mail: ' ENVID=slow-1' });
+    const qid = await send(first, ['slow@example.test'], { mailParams: ' ENVID=slow-1' });
     await waitFor('the delay warning', async () => (await reportsAbout(first, qid)).length === 1);
     const [dsn] = await reportsAbout(first, qid);
     assert.ok(dsn !== undefined);
@@ -152,12 +121,12 @@ test('RFC 3461: a recipient still deferred after delay_warning_ms gets one delay
     assert.equal(r?.['remote-mta'], 'dns; mx1.example.test');
     assert.equal(r?.['diagnostic-code'], 'smtp; 450 4.2.1 <slow@example.test>: mailbox busy, try later');
     await waitFor('the warning mark on disk', () => {
-      const st = states(first, qid)?.[0];
+      const st = liveStates(first, qid)?.[0];
       return st?.status === 'deferred' && st.warned === true;
     });
     // More attempts, no second warning.
-    const seen = attempts(states(first, qid)?.[0]);
-    await waitFor('three more attempts', () => attempts(states(first, qid)?.[0]) >= seen + 3);
+    const seen = attempts(liveStates(first, qid)?.[0]);
+    await waitFor('three more attempts', () => attempts(liveStates(first, qid)?.[0]) >= seen + 3);
     await first.app.manager.whenIdle();
     assert.equal((await reportsAbout(first, qid)).length, 1, 'one warning, however many attempts');
 
@@ -165,10 +134,10 @@ test('RFC 3461: a recipient still deferred after delay_warning_ms gets one delay
     server = undefined;
     const second = await startTestServer({ toml: config(), dataDir });
     server = second;
-    const st = states(second, qid)?.[0];
+    const st = liveStates(second, qid)?.[0];
     assert.ok(st?.status === 'deferred' && st.warned === true, 'the warning mark survived the restart');
     const now = attempts(st);
-    await waitFor('two attempts after the restart', () => attempts(states(second, qid)?.[0]) >= now + 2);
+    await waitFor('two attempts after the restart', () => attempts(liveStates(second, qid)?.[0]) >= now + 2);
     await second.app.manager.whenIdle();
     assert.equal((await reportsAbout(second, qid)).length, 1, 'still one warning after the restart');
     await second.app.manager.delete(qid);
@@ -181,11 +150,11 @@ test('RFC 3461: a recipient still deferred after delay_warning_ms gets one delay
 test('RFC 3461 4.1: NOTIFY without DELAY gets no delay warning', async () => {
   const server = await startTestServer({ users: USERS, toml: config() });
   try {
-    const qid = await send(server, ['slow@example.test'], { rcpt: ' NOTIFY=FAILURE' });
-    await waitFor('three attempts', () => attempts(states(server, qid)?.[0]) >= 3);
+    const qid = await send(server, ['slow@example.test'], { rcptParams: ' NOTIFY=FAILURE' });
+    await waitFor('three attempts', () => attempts(liveStates(server, qid)?.[0]) >= 3);
     await server.app.manager.whenIdle();
     assert.equal((await reportsAbout(server, qid)).length, 0);
-    const st = states(server, qid)?.[0];
+    const st = liveStates(server, qid)?.[0];
     assert.ok(st?.status === 'deferred' && st.warned === true, 'marked as handled, not looked at again');
     await server.app.manager.delete(qid);
   } finally {
@@ -196,7 +165,7 @@ test('RFC 3461 4.1: NOTIFY without DELAY gets no delay warning', async () => {
 test('RFC 3461 NOTIFY=SUCCESS: local delivery gets a "delivered" report with status 2.0.0', async () => {
   const server = await startTestServer({ users: USERS, toml: config() });
   try {
-    const qid = await send(server, ['dora@sterna.test'], { rcpt: ' NOTIFY=SUCCESS' });
+    const qid = await send(server, ['dora@sterna.test'], { rcptParams: ' NOTIFY=SUCCESS' });
     // The message itself, then the report.
     await waitForMessages(server.dataDir, 'sterna.test', 'dora', 2);
     const [dsn, ...more] = await reportsAbout(server, qid);
@@ -212,7 +181,7 @@ test('RFC 3461 NOTIFY=SUCCESS: local delivery gets a "delivered" report with sta
 test('RFC 3461 6.2.1: NOTIFY=SUCCESS to a next hop without DSN gets a "relayed" report', async () => {
   const server = await startTestServer({ users: USERS, toml: config() });
   try {
-    const qid = await send(server, ['ok@example.test'], { rcpt: ' NOTIFY=SUCCESS,FAILURE' });
+    const qid = await send(server, ['ok@example.test'], { rcptParams: ' NOTIFY=SUCCESS,FAILURE' });
     await waitFor('the report', async () => (await reportsAbout(server, qid)).length === 1);
     const [dsn] = await reportsAbout(server, qid);
     assert.equal(dsn?.recipients[0]?.['action'], 'relayed');
@@ -230,8 +199,8 @@ test('RFC 3461 4.1: NOTIFY=SUCCESS to a next hop with DSN is passed on, and Ster
   let commits = 0;
   const unsubscribe = server.app.spool.onCommitted(() => commits++);
   try {
-    const qid = await send(server, ['ok@dsn.test'], { rcpt: ' NOTIFY=SUCCESS' });
-    await waitFor('delivery', () => states(server, qid) === null);
+    const qid = await send(server, ['ok@dsn.test'], { rcptParams: ' NOTIFY=SUCCESS' });
+    await waitGone(server, qid);
     await server.app.manager.whenIdle();
     assert.equal(commits, 1, 'only the message itself was spooled');
     const rcpt = dsnSink.commands().filter((l) => /^RCPT TO:<ok@dsn\.test>/i.test(l));
@@ -255,7 +224,7 @@ test('an alias pointing to another domain is forwarded: same sender, same conten
     assert.deepEqual(out.rcptTo, ['far@example.test']);
     assert.ok(out.body.toString('latin1').endsWith(BODY), 'byte for byte');
     await waitFor('both messages to finish', () => server.app.spool.list().length === 0);
-    assert.equal(states(server, qid), null);
+    assert.equal(liveStates(server, qid), null);
   } finally {
     await server.stop({ remove: true });
   }
@@ -269,8 +238,46 @@ test("an alias whose only target is remote: its deferral is the forwarded messag
     await waitFor('the forwarded copy', () => sink.messages().length === before + 1);
     assert.deepEqual(sink.messages().at(-1)?.rcptTo, ['only@example.test']);
     await waitFor('both messages to finish', () => server.app.spool.list().length === 0);
-    assert.equal(states(server, qid), null);
+    assert.equal(liveStates(server, qid), null);
   } finally {
     await server.stop({ remove: true });
+  }
+});
+
+test('recipients in two deferred domains: one delay warning lists both, and both marks reach the disk', async () => {
+  let server: TestServer | undefined = await startTestServer({ users: USERS, toml: config() });
+  const dataDir = server.dataDir;
+  try {
+    const first = server;
+    // Two domains: each group's results are written as soon as it finishes, before the warning.
+    const qid = await send(first, ['slow@example.test', 'slow@other.test']);
+    await waitFor('the delay warning', async () => (await reportsAbout(first, qid)).length === 1);
+    const [dsn] = await reportsAbout(first, qid);
+    assert.deepEqual(
+      dsn?.recipients.map((r) => [r['final-recipient'], r['action'], r['status']]),
+      [
+        ['rfc822; slow@example.test', 'delayed', '4.2.1'],
+        ['rfc822; slow@other.test', 'delayed', '4.2.1'],
+      ],
+    );
+    await first.app.manager.whenIdle();
+    await first.stop();
+    server = undefined;
+    const second = await startTestServer({ toml: config(), dataDir });
+    server = second;
+    const st = liveStates(second, qid);
+    assert.deepEqual(
+      st?.map((x) => x.status === 'deferred' && x.warned === true),
+      [true, true],
+      'both marks survived the restart',
+    );
+    const now = attempts(st?.[0]);
+    await waitFor('another attempt', () => attempts(liveStates(second, qid)?.[0]) >= now + 1);
+    await second.app.manager.whenIdle();
+    assert.equal((await reportsAbout(second, qid)).length, 1, 'no second warning');
+    await second.app.manager.delete(qid);
+  } finally {
+    await server?.stop();
+    await rm(dataDir, { recursive: true, force: true });
   }
 });

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import { parseDsn } from '../src/queue/dsn.js';
 import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { liveStates, outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -52,43 +52,15 @@ after(async () => {
 });
 
 function config(extraQueue = 'first_retry_ms = 300'): string {
-  return `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-connect_timeout_ms = 2000
-[queue]
+  return `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[queue]
 jitter = 0
 ${extraQueue}
 `;
 }
 
-async function send(port: number, from: string, to: string[]): Promise<string> {
-  const c = await TestClient.connect(port);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd(`MAIL FROM:<${from}>`)).code, 250);
-  for (const rcpt of to) assert.equal((await c.cmd(`RCPT TO:<${rcpt}>`)).code, 250);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send('Subject: retry\r\n\r\nagain\r\n.\r\n');
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Sends a short fixed message through the smtp listener of `server`; returns its queue id. */
+function send(server: TestServer, from: string, to: string[]): Promise<string> {
+  return sendMessage(server.ports.smtp, { from, to, body: 'Subject: retry\r\n\r\nagain\r\n' });
 }
 
 function delivered(to: string): number {
@@ -99,12 +71,10 @@ test('a restart resumes a deferred recipient and never resends to one that alrea
   let server: TestServer | undefined = await startTestServer({ toml: config() });
   const dataDir = server.dataDir;
   try {
-    const qid = await send(server.ports.smtp, 'alice@sterna.test', ['gus@example.test', 'hal@flaky.test']);
-    const live = (s: TestServer): ReturnType<TestServer['app']['spool']['list']>[number] | undefined =>
-      s.app.spool.list().find((m) => m.qid === qid);
+    const qid = await send(server, 'alice@sterna.test', ['gus@example.test', 'hal@flaky.test']);
     const first = server;
     await waitFor('the first attempt', () => {
-      const st = live(first)?.states;
+      const st = liveStates(first, qid);
       return st?.[0]?.status === 'delivered' && st[1]?.status === 'deferred';
     });
     assert.equal(delivered('gus@example.test'), 1);
@@ -114,10 +84,10 @@ test('a restart resumes a deferred recipient and never resends to one that alrea
     dns.setZone({ ...ZONE, 'flaky.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] } });
     server = await startTestServer({ toml: config(), dataDir });
     const second = server;
-    const states = live(second)?.states;
+    const states = liveStates(second, qid);
     assert.equal(states?.[0]?.status, 'delivered', 'the 250 survived the restart');
     assert.equal(states?.[1]?.status, 'deferred', 'the deferral and its next attempt survived the restart');
-    await waitFor('the retry after the restart', () => live(second) === undefined);
+    await waitFor('the retry after the restart', () => liveStates(second, qid) === null);
     assert.equal(delivered('hal@flaky.test'), 1);
     assert.equal(delivered('gus@example.test'), 1, 'no second delivery to the recipient that got 250');
   } finally {
@@ -133,7 +103,7 @@ test('RFC 5321 4.5.4.1: a recipient deferred past queue.max_lifetime_ms fails, a
     toml: config('first_retry_ms = 300\nmax_lifetime_ms = 1'),
   });
   try {
-    const qid = await send(server.ports.smtp, 'dora@sterna.test', ['busy@example.test']);
+    const qid = await send(server, 'dora@sterna.test', ['busy@example.test']);
     const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'dora', 1);
     assert.equal(msgs.length, 1);
     assert.equal(
@@ -154,22 +124,20 @@ test('RFC 5321 4.5.4.1: a recipient deferred past queue.max_lifetime_ms fails, a
 test('a destination whose every MX fails is backed off: the next message for it waits without connecting', async () => {
   const server = await startTestServer({ toml: config('first_retry_ms = 60000') });
   try {
-    const live = (qid: string): ReturnType<TestServer['app']['spool']['list']>[number] | undefined =>
-      server.app.spool.list().find((m) => m.qid === qid);
     const sessions = busy.sessions.length;
-    const first = await send(server.ports.smtp, 'alice@sterna.test', ['ivy@busy.test']);
-    await waitFor('the first deferral', () => live(first)?.states[0]?.status === 'deferred');
+    const first = await send(server, 'alice@sterna.test', ['ivy@busy.test']);
+    await waitFor('the first deferral', () => liveStates(server, first)?.[0]?.status === 'deferred');
     assert.equal(busy.sessions.length, sessions + 1);
-    const s1 = live(first)?.states[0];
+    const s1 = liveStates(server, first)?.[0];
     assert.ok(s1?.status === 'deferred');
     assert.equal(s1.attempts, 1);
     const why = `451 4.4.1 mx.busy.test[127.0.0.3]:${sink.port} refused the session at greeting: 421 4.3.2 too busy`;
     assert.equal(s1.lastError, why);
 
-    const second = await send(server.ports.smtp, 'alice@sterna.test', ['joe@busy.test']);
-    await waitFor('the second deferral', () => live(second)?.states[0]?.status === 'deferred');
+    const second = await send(server, 'alice@sterna.test', ['joe@busy.test']);
+    await waitFor('the second deferral', () => liveStates(server, second)?.[0]?.status === 'deferred');
     assert.equal(busy.sessions.length, sessions + 1, 'no new connection while the destination is backed off');
-    const s2 = live(second)?.states[0];
+    const s2 = liveStates(server, second)?.[0];
     assert.ok(s2?.status === 'deferred');
     assert.equal(s2.attempts, 0, 'not tried');
     assert.equal(s2.lastError, why);

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { outboundToml, sendMessage, TEST_OUTBOUND_TIMEOUTS, waitFor, waitGone } from './helpers/outbound.js';
 import { startSmtpSink, type SinkAction, type SinkCommand, type SmtpSink } from './helpers/smtp-sink.js';
 import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -27,22 +27,16 @@ let flakyRespond: (cmd: SinkCommand) => SinkAction | undefined = () => undefined
 
 function config(sinkPort: number, reuseLimit: number): string {
   // A deferral would keep the message for 10 minutes: tests that wait for delivery see it.
-  return `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sinkPort}
-tls = "none"
-connection_reuse_limit = ${reuseLimit}
-connection_idle_ms = 30000
-connect_timeout_ms = 2000
-greeting_timeout_ms = 5000
-command_timeout_ms = 5000
-data_end_timeout_ms = 5000
-[queue]
+  return `${outboundToml({
+    dnsPort: dns.port,
+    outbound: {
+      port: sinkPort,
+      tls: 'none',
+      connection_reuse_limit: reuseLimit,
+      connection_idle_ms: 30000,
+      ...TEST_OUTBOUND_TIMEOUTS,
+    },
+  })}[queue]
 first_retry_ms = 600000
 jitter = 0
 `;
@@ -72,40 +66,12 @@ function body(i: number): string {
   return `From: alice@sterna.test\r\nSubject: reuse ${i}\r\n\r\nMessage number ${i}.\r\n..a dot line\r\n`;
 }
 
-/** Sends one message through the smtp listener (the client is a trusted network); returns its queue id. */
-async function send(server: TestServer, to: string, text: string): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd('MAIL FROM:<alice@sterna.test>')).code, 250);
-  assert.equal((await c.cmd(`RCPT TO:<${to}>`)).code, 250);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  // Dot-stuffed on the wire; the sink's `body` is un-stuffed again.
-  c.send(`${text.replace(/^\./gm, '..')}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Waits until the message has left the spool: delivered (a deferral would keep it 10 minutes). */
-async function waitGone(server: TestServer, qid: string): Promise<void> {
-  await waitFor(`message ${qid} to be delivered`, () => !server.app.spool.list().some((m) => m.qid === qid));
-}
-
-/** Sends `text` to `to` and waits for its delivery. */
+/** Sends `text` from alice to `to` and waits for its delivery (a deferral would keep it 10 minutes). */
 async function deliver(server: TestServer, to: string, text: string): Promise<void> {
-  await waitGone(server, await send(server, to, text));
+  await waitGone(
+    server,
+    await sendMessage(server.ports.smtp, { from: 'alice@sterna.test', to: [to], body: text }),
+  );
 }
 
 /** A body as the sink received it: Sterna's Received header, then exactly what was sent. */

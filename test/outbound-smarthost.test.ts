@@ -2,19 +2,27 @@
  * Relay hosts (smarthosts) from the `transport` table, end to end on loopback: a relay named by
  * host (A lookup, no MX) with STARTTLS verified against a given CA and AUTH (RFC 4954) whose
  * password comes from a file; a relay with tls = "required" that offers no STARTTLS (deferred,
- * nothing sent in clear, RFC 3207 / RFC 8314 policy); and "*" catching a domain without any
- * DNS record while local domains stay local.
+ * nothing sent in clear, RFC 3207 / RFC 8314 policy); "*" catching a domain without any
+ * DNS record while local domains stay local; and a dead relay backed off once for every domain
+ * it serves, not once per domain.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type { RecipientState } from '../src/message/envelope.js';
 import { generateSelfSigned } from '../src/server/tls.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import {
+  liveStates,
+  outboundToml,
+  sendMessage,
+  TEST_OUTBOUND_TIMEOUTS,
+  waitFor,
+  waitGone,
+} from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -47,18 +55,7 @@ before(async () => {
   star = await startSmtpSink({ host: '127.0.0.5' });
   server = await startTestServer({
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-connect_timeout_ms = 2000
-greeting_timeout_ms = 5000
-command_timeout_ms = 5000
-data_end_timeout_ms = 5000
-[queue]
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: TEST_OUTBOUND_TIMEOUTS })}[queue]
 first_retry_ms = 600000
 jitter = 0
 [transport]
@@ -80,34 +77,9 @@ after(async () => {
 
 const BODY = 'From: alice@sterna.test\r\nSubject: via the smarthost\r\n\r\nRelayed, not sent by MX.\r\n';
 
-/** Sends one message through the smtp listener (the client is a trusted network); returns its queue id. */
-async function send(to: string): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd('MAIL FROM:<alice@sterna.test>')).code, 250);
-  const r = await c.cmd(`RCPT TO:<${to}>`);
-  assert.equal(r.code, 250, r.text);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${BODY}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-function states(qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Sends BODY from alice to `to` through the smtp listener (a trusted network); returns its queue id. */
+function send(to: string): Promise<string> {
+  return sendMessage(server.ports.smtp, { from: 'alice@sterna.test', to: [to], body: BODY });
 }
 
 function assertBody(received: Buffer | undefined): void {
@@ -119,7 +91,7 @@ function assertBody(received: Buffer | undefined): void {
 
 test('transport relay: a smarthost named by host gets the mail over verified STARTTLS with AUTH', async () => {
   const qid = await send('bob@smart.test');
-  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+  await waitGone(server, qid);
   const got = smart.messages();
   assert.equal(got.length, 1);
   assert.deepEqual(got[0]?.rcptTo, ['bob@smart.test']);
@@ -138,8 +110,8 @@ test('transport relay: a smarthost named by host gets the mail over verified STA
 
 test('transport relay: tls = "required" and no STARTTLS offered: deferred, nothing sent in clear', async () => {
   const qid = await send('carol@cleartext.test');
-  await waitFor(`message ${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
-  const state = states(qid)?.[0];
+  await waitFor(`message ${qid} to be deferred`, () => liveStates(server, qid)?.[0]?.status === 'deferred');
+  const state = liveStates(server, qid)?.[0];
   assert.ok(state?.status === 'deferred');
   assert.match(state.lastError, /^454 4\.7\.4 /);
   assert.equal(clear.messages().length, 0);
@@ -150,7 +122,7 @@ test('transport relay: tls = "required" and no STARTTLS offered: deferred, nothi
 
 test('transport "*": a domain with no DNS records at all goes to the catch-all relay; local stays local', async () => {
   const qid = await send('eve@nowhere-in-dns.example');
-  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+  await waitGone(server, qid);
   const got = star.messages();
   assert.equal(got.length, 1);
   assert.deepEqual(got[0]?.rcptTo, ['eve@nowhere-in-dns.example']);
@@ -164,4 +136,58 @@ test('transport "*": a domain with no DNS records at all goes to the catch-all r
   const local = await waitForMessages(server.dataDir, 'sterna.test', 'dora');
   assert.equal(local.length, 1);
   assert.equal(star.messages().length, 1);
+});
+
+test('a relay that fails is backed off for every domain it serves: the next domain waits without connecting', async () => {
+  // A "relay" on 127.0.0.6 that drops every connection before the greeting.
+  let connections = 0;
+  const dead = net.createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => dead.listen(0, '127.0.0.6', resolve));
+  const address = dead.address();
+  assert.ok(address !== null && typeof address === 'object');
+  const local = await startTestServer({
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: TEST_OUTBOUND_TIMEOUTS })}[queue]
+first_retry_ms = 600000
+jitter = 0
+[transport]
+"*" = { relay = "[127.0.0.6]:${address.port}", tls = "none" }
+`,
+  });
+  try {
+    const one = await sendMessage(local.ports.smtp, {
+      from: 'alice@sterna.test',
+      to: ['a@one.test'],
+      body: BODY,
+    });
+    await waitFor(
+      'the first domain to be deferred',
+      () => liveStates(local, one)?.[0]?.status === 'deferred',
+    );
+    assert.equal(connections, 1);
+    const first = liveStates(local, one)?.[0];
+    assert.ok(first?.status === 'deferred');
+    assert.match(first.lastError, /^451 4\.4\.1 /);
+
+    const two = await sendMessage(local.ports.smtp, {
+      from: 'alice@sterna.test',
+      to: ['b@two.test'],
+      body: BODY,
+    });
+    await waitFor(
+      'the second domain to be deferred',
+      () => liveStates(local, two)?.[0]?.status === 'deferred',
+    );
+    const second = liveStates(local, two)?.[0];
+    assert.ok(second?.status === 'deferred');
+    assert.equal(connections, 1, 'the backed-off relay was not tried again for another domain');
+    assert.equal(second.lastError, first.lastError, "the relay's last error stands for the waiting domain");
+    assert.equal(second.attempts, 0, 'not tried, so no attempt counted');
+    assert.ok(second.nextAttemptAt >= first.nextAttemptAt - 60_000, 'it waits for the back-off to end');
+  } finally {
+    await local.stop({ remove: true });
+    await new Promise((resolve) => dead.close(resolve));
+  }
 });

@@ -14,12 +14,18 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import type { RecipientState } from '../src/message/envelope.js';
 import { parseDsn } from '../src/queue/dsn.js';
 import { generateSelfSigned } from '../src/server/tls.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import {
+  liveStates,
+  outboundToml,
+  sendMessage,
+  TEST_OUTBOUND_TIMEOUTS,
+  waitFor,
+  waitGone,
+} from './helpers/outbound.js';
 import { startSmtpSink, type SinkSession, type SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -77,21 +83,15 @@ before(async () => {
   plain = await startSmtpSink({ host: '127.0.0.5', port: trusted.port, ehlo: ['8BITMIME'] });
   server = await startTestServer({
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${trusted.port}
-connect_timeout_ms = 2000
-greeting_timeout_ms = 5000
-command_timeout_ms = 5000
-data_end_timeout_ms = 5000
-connection_reuse_limit = 1
-tls_ca_file = "${caFile}"
-[outbound.tls_policy]
+    toml: `${outboundToml({
+      dnsPort: dns.port,
+      outbound: {
+        port: trusted.port,
+        ...TEST_OUTBOUND_TIMEOUTS,
+        connection_reuse_limit: 1,
+        tls_ca_file: caFile,
+      },
+    })}[outbound.tls_policy]
 "cleartext.test" = "required"
 "Mixed-Case.TEST" = "required"
 "verify.test" = "required-verify"
@@ -116,53 +116,15 @@ after(async () => {
 
 const BODY = 'From: alice@sterna.test\r\nSubject: over TLS\r\n\r\nSealed in transit.\r\n';
 
-/** Sends one message through the smtp listener (the client is a trusted network); returns its queue id. */
-async function send(
-  from: string,
-  to: string[],
-  body: string | Buffer = BODY,
-  mailParams = '',
-): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  const mail = await c.cmd(`MAIL FROM:<${from}>${mailParams}`);
-  assert.equal(mail.code, 250, mail.text);
-  for (const rcpt of to) {
-    const r = await c.cmd(`RCPT TO:<${rcpt}>`);
-    assert.equal(r.code, 250, r.text);
-  }
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(Buffer.concat([Buffer.from(body), Buffer.from('.\r\n')]));
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** The recipient states of a live message, or null once it is finished (gone from the spool). */
-function states(qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
-}
-
-async function waitGone(qid: string): Promise<void> {
-  await waitFor(`message ${qid} to finish`, () => states(qid) === null);
+/** Sends a message (BODY unless given) through the smtp listener (a trusted network); returns its queue id. */
+function send(from: string, to: string[], body: string | Buffer = BODY, mailParams = ''): Promise<string> {
+  return sendMessage(server.ports.smtp, { from, to, body, mailParams });
 }
 
 /** Waits for the first recipient of `qid` to be deferred and returns its last error. */
 async function deferredError(qid: string): Promise<string> {
-  await waitFor(`message ${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
-  const s = states(qid)?.[0];
+  await waitFor(`message ${qid} to be deferred`, () => liveStates(server, qid)?.[0]?.status === 'deferred');
+  const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.equal(s.attempts, 1);
   return s.lastError;
@@ -192,7 +154,7 @@ function assertRelayed(received: Buffer | undefined, sent: Buffer): void {
 test('RFC 3207: opportunistic STARTTLS to an MX, EHLO again over TLS, the message byte for byte', async () => {
   const from = trusted.sessions.length;
   const qid = await send('alice@sterna.test', ['bob@tls.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const sessions = trusted.sessions.slice(from);
   assert.equal(sessions.length, 1);
   const s = sessions[0];
@@ -220,7 +182,7 @@ test('RFC 3207: opportunistic STARTTLS to an MX, EHLO again over TLS, the messag
 test('opportunistic TLS does not verify: an untrusted certificate for another name still gets the mail, encrypted', async () => {
   const from = untrusted.sessions.length;
   const qid = await send('alice@sterna.test', ['carol@opportunistic-bad.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const sessions = untrusted.sessions.slice(from);
   assert.equal(sessions.length, 1, 'one session: the handshake was not retried in clear');
   assert.equal(sessions[0]?.tls, true);
@@ -275,7 +237,7 @@ test('tls_policy: domain names match case-insensitively, in the key and in the r
 test('tls_policy "required-verify" with tls_ca_file: a certificate for the MX name signed by that CA gets the mail', async () => {
   const from = trusted.sessions.length;
   const qid = await send('alice@sterna.test', ['erin@verify.test']);
-  await waitGone(qid);
+  await waitGone(server, qid);
   const sessions = trusted.sessions.slice(from);
   assert.equal(sessions.length, 1);
   assert.equal(sessions[0]?.tls, true);
@@ -330,7 +292,7 @@ test('RFC 6152: BODY=8BITMIME is passed on to an MX that offers 8BITMIME, 8-bit 
   ]);
   const from = trusted.sessions.length;
   const qid = await send('alice@sterna.test', ['hans@remote-8bit.test'], body, ' BODY=8BITMIME');
-  await waitGone(qid);
+  await waitGone(server, qid);
   const sessions = trusted.sessions.slice(from);
   assert.equal(sessions.length, 1);
   const lines = clientLines(sessions, 0);
@@ -358,7 +320,7 @@ test('RFC 6531: an SMTPUTF8 message goes to an MX that offers SMTPUTF8 with SMTP
     UTF8_BODY,
     ' BODY=8BITMIME SMTPUTF8',
   );
-  await waitGone(qid);
+  await waitGone(server, qid);
   const sessions = trusted.sessions.slice(from);
   assert.equal(sessions.length, 1);
   const lines = clientLines(sessions, 0);
@@ -382,8 +344,8 @@ test('RFC 6531 3.5: an MX without SMTPUTF8 fails the recipient with 553 5.6.7 an
     ' BODY=8BITMIME SMTPUTF8',
   );
   const expected = `553 5.6.7 mx.cleartext.test[127.0.0.5]:${plain.port} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)`;
-  await waitFor('the failure', () => states(qid)?.[0]?.status === 'failed');
-  const st = states(qid);
+  await waitFor('the failure', () => liveStates(server, qid)?.[0]?.status === 'failed');
+  const st = liveStates(server, qid);
   assert.ok(st?.[0]?.status === 'failed');
   assert.equal(st[0].error, expected);
   assert.equal(st[1]?.status, 'deferred', 'the other recipient is unaffected');

@@ -17,6 +17,7 @@ import { runQueueCommand } from '../src/cli/queue-command.js';
 import type { RecipientState } from '../src/message/envelope.js';
 import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
 import { parseDsn } from '../src/queue/dsn.js';
+import { parseControlRequest } from '../src/server/control.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
@@ -317,7 +318,7 @@ test('usage errors exit 2, an unknown queue id exits 1, --help exits 0', async (
   assert.equal((await queue('list', 'extra')).code, 2);
   assert.equal((await queue('hold', '--domain', 'x.test', 'ABC')).code, 2);
   assert.equal((await queue('frobnicate')).code, 2);
-  assert.equal((await queue('delete', '--failed')).code, 2);
+  assert.equal((await queue('delete', 'ABC', '--failed')).code, 2);
   const missing = await queue('show', 'NOSUCHID');
   assert.equal(missing.code, 1);
   assert.equal(missing.err, 'sterna queue show: no message NOSUCHID in the queue\n');
@@ -404,5 +405,123 @@ test('on a stopped server the commands open the spool; a hold made there survive
   assert.equal((await queue('flush', '--domain', 'EXAMPLE.test')).code, 0);
   await waitFor(`${rst} to be delivered`, () => states(rst) === null);
   assert.equal(sink.messages().filter((m) => m.rcptTo.includes('rst@example.test')).length, 1);
+  assert.equal((await queue('list')).out, 'queue is empty\n');
+});
+
+test('queue delete --failed removes the deferred queue only: not held ones, nor those with a recipient pending', async () => {
+  refused.add('dfa@example.test');
+  refused.add('dfh@example.test');
+  refused.add('mixno@example.test');
+  const deferred = await send('dora@sterna.test', ['dfa@example.test']);
+  await waitDeferred(deferred);
+  const held = await send('dora@sterna.test', ['dfh@example.test']);
+  await waitDeferred(held);
+  assert.equal((await queue('hold', held)).out, `${held}: held\n`);
+  // One recipient delivered, the other deferred: it waits for a retry, so it is in the deferred queue.
+  const mixed = await send('dora@sterna.test', ['mixok@example.test', 'mixno@example.test']);
+  await waitFor(`${mixed} to be half delivered`, () => {
+    const st = states(mixed);
+    return st?.[0]?.status === 'delivered' && st[1]?.status === 'deferred';
+  });
+  // Deferred, then flushed: its retry is under way (the sink holds the end of the data).
+  refused.add('race@example.test');
+  const retrying = await send('dora@sterna.test', ['race@example.test']);
+  await waitDeferred(retrying);
+  refused.delete('race@example.test');
+  raceHeld = false;
+  assert.deepEqual(json((await queue('flush', retrying, '--json')).out), { flushed: [retrying] });
+  await waitFor('the sink to hold the end of the retried data', () => raceHeld);
+  // A message whose first delivery attempt is under way: its recipient is still pending.
+  raceHeld = false;
+  const pending = await send('dora@sterna.test', ['race@example.test']);
+  await waitFor('the sink to hold the end of the data', () => raceHeld);
+  assert.equal(states(pending)?.[0]?.status, 'pending');
+  assert.equal(states(retrying)?.[0]?.status, 'deferred');
+
+  // The retried message is deferred in the spool: delete waits for its attempt, which delivers it.
+  let settled = false;
+  const deleting = queue('delete', '--failed', '--json').finally(() => {
+    settled = true;
+  });
+  await sleep(300);
+  assert.equal(settled, false, 'delete --failed waits while an attempt of a deferred message runs');
+  assert.equal(states(deferred), null);
+  assert.equal(states(mixed), null);
+  assert.equal(states(pending)?.[0]?.status, 'pending');
+  for (const sock of sink.sockets()) sock.write('250 2.0.0 Ok: at last\r\n');
+  const del = await deleting;
+  assert.equal(del.code, 0, del.err);
+  // Delivered meanwhile, the retried message left the queue by itself: not in the list.
+  assert.deepEqual(json(del.out), { deleted: [deferred, mixed] });
+  assert.equal(states(retrying), null);
+  assert.equal(states(held)?.[0]?.status, 'deferred');
+  await waitFor(`${pending} to be delivered`, () => states(pending) === null);
+  const none = await queue('delete', '--failed');
+  assert.equal(none.code, 0, none.err);
+  assert.equal(none.out, '0 messages deleted\n');
+
+  // Only far.test from here on: the sink's idle sessions were just sent a stray reply.
+  const far = await send('dora@sterna.test', ['zed@far.test']);
+  await waitDeferred(far);
+  const text = await queue('delete', '--failed');
+  assert.equal(text.code, 0, text.err);
+  assert.equal(text.out, `${far}: deleted\n1 message deleted\n`);
+  assert.deepEqual(
+    listJson((await queue('list', '--json')).out).map((e) => [e.qid, e.held]),
+    [[held, true]],
+  );
+  assert.equal(
+    sink
+      .messages()
+      .some((m) => m.rcptTo.includes('dfa@example.test') || m.rcptTo.includes('mixno@example.test')),
+    false,
+  );
+});
+
+test('queue delete --failed with a queue id, or on another command, is a usage error (exit 2)', async () => {
+  const both = await queue('delete', 'ABC', '--failed');
+  assert.equal(both.code, 2);
+  assert.ok(both.err.startsWith('sterna queue delete: give a queue id or --failed, not both\n'), both.err);
+  const hold = await queue('hold', 'ABC', '--failed');
+  assert.equal(hold.code, 2);
+  assert.ok(hold.err.startsWith('sterna queue hold: --failed is only for delete\n'), hold.err);
+  assert.equal(
+    parseControlRequest({ op: 'delete', qid: 'ABC', failed: true }),
+    'delete takes a qid or failed, not both',
+  );
+  assert.equal(parseControlRequest({ op: 'delete', failed: 'yes' }), 'failed must be true');
+  assert.equal(parseControlRequest({ op: 'bounce', qid: 'ABC', failed: true }), 'failed is only for delete');
+  assert.equal(parseControlRequest({ op: 'delete' }), 'delete needs a qid or failed');
+  assert.deepEqual(parseControlRequest({ op: 'delete', failed: true }), { op: 'delete', failed: true });
+  const help = await queue('delete', '--help');
+  assert.equal(help.code, 0);
+  assert.match(help.out, /^ {7}sterna queue delete --failed \[--json\]$/m);
+});
+
+test('queue delete --failed on a stopped server removes the deferred messages from the spool, not the held one', async () => {
+  const held = server.app.spool.list()[0]?.qid ?? '';
+  assert.notEqual(held, '');
+  const a = await send('dora@sterna.test', ['amy@far.test']);
+  await waitDeferred(a);
+  const b = await send('dora@sterna.test', ['ben@far.test']);
+  await waitDeferred(b);
+  await server.stop();
+  running = false;
+
+  const del = await queue('delete', '--failed');
+  assert.equal(del.code, 0, del.err);
+  assert.equal(del.out, `${a}: deleted\n${b}: deleted\n2 messages deleted\n`);
+  const again = await queue('delete', '--failed', '--json');
+  assert.equal(again.code, 0, again.err);
+  assert.deepEqual(json(again.out), { deleted: [] });
+
+  // Restarted, the server finds only the held message: the deletions were durable.
+  server = await startServer(server.dataDir);
+  running = true;
+  assert.deepEqual(
+    listJson((await queue('list', '--json')).out).map((e) => [e.qid, e.held]),
+    [[held, true]],
+  );
+  assert.equal((await queue('delete', held)).out, `${held}: deleted\n`);
   assert.equal((await queue('list')).out, 'queue is empty\n');
 });

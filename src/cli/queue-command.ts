@@ -1,5 +1,6 @@
 /**
- * `sterna queue …`: list, show, flush, hold, release, delete and bounce queued messages.
+ * `sterna queue …`: list, show, flush, hold, release, delete and bounce queued messages;
+ * `delete --failed` removes the whole deferred queue (like `postsuper -d ALL deferred`).
  * A running server is asked through its control socket (server/control.ts), so that only the
  * server writes its spool; when nothing answers there the spool is opened here (Spool.open
  * takes the spool's lock, so a server cannot start meanwhile) and the command runs itself.
@@ -14,6 +15,7 @@ import type { Config } from '../config/schema.js';
 import { silentLogger } from '../observability/log.js';
 import {
   bounceMessage,
+  deleteDeferredMessages,
   deleteMessage,
   listQueue,
   showMessage,
@@ -53,7 +55,7 @@ Commands:
   flush [ID | --domain D]   try again now (all, one message, or those for domain D)
   hold ID                   do not deliver the message until released
   release ID                deliver a held message again
-  delete ID                 remove the message: no delivery, no bounce
+  delete ID | --failed      remove the message (or every deferred one): no delivery, no bounce
   bounce ID                 fail every remaining recipient, with a bounce to the sender
 
 With a running server the commands go through its control socket (<data_dir>/control.sock);
@@ -93,8 +95,15 @@ Releases a held message; it is delivered at its recipients' retry times (or now,
 "sterna queue flush ID").
 `,
   delete: `Usage: sterna queue delete ID [--json]
+       sterna queue delete --failed [--json]
 
 Removes the message from the queue. Nothing more is delivered and no bounce is sent.
+
+With --failed instead of an ID, removes every message of the deferred queue: those not held,
+with no recipient still pending and at least one deferred (waiting for a retry after a failed
+attempt), like "postsuper -d ALL deferred". Prints each id deleted and their number. A running
+server first lets a delivery attempt already under way end; a message delivered or changed
+meanwhile is left alone. No bounce is sent ("sterna queue bounce ID" sends one).
 `,
   bounce: `Usage: sterna queue bounce ID [--json]
 
@@ -115,6 +124,7 @@ interface Parsed {
   help: boolean;
   qid?: string;
   domain?: string;
+  failed?: true;
 }
 
 /** Runs `sterna queue ARGV...` (ARGV without --config); resolves to the exit code. */
@@ -143,6 +153,7 @@ export async function runQueueCommand(argv: string[], io: QueueCommandIo): Promi
       op,
       ...(p.qid !== undefined ? { qid: p.qid } : {}),
       ...(p.domain !== undefined ? { domain: p.domain } : {}),
+      ...(p.failed !== undefined ? { failed: p.failed } : {}),
     };
     const socket = controlSocketPath(io.config.data_dir);
     const remote = await askServer(socket, req);
@@ -189,6 +200,7 @@ function parse(op: ControlOp, rest: string[]): Parsed {
         help: { type: 'boolean', short: 'h' },
         json: { type: 'boolean' },
         domain: { type: 'string' },
+        failed: { type: 'boolean' },
       },
       allowPositionals: true,
       strict: true,
@@ -200,11 +212,17 @@ function parse(op: ControlOp, rest: string[]): Parsed {
   const out: Parsed = { op, json: values.json === true, help: values.help === true };
   if (out.help) return out;
   if (values.domain !== undefined && op !== 'flush') throw new UsageError('--domain is only for flush');
+  if (values.failed === true && op !== 'delete') throw new UsageError('--failed is only for delete');
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1] ?? ''}"`);
   const qid = positionals[0];
   if (op === 'list' && qid !== undefined) throw new UsageError(`unexpected argument "${qid}"`);
   if (op === 'flush' && qid !== undefined && values.domain !== undefined)
     throw new UsageError('give a queue id or --domain, not both');
+  if (values.failed === true) {
+    if (qid !== undefined) throw new UsageError('give a queue id or --failed, not both');
+    out.failed = true;
+    return out;
+  }
   if (op !== 'list' && op !== 'flush' && qid === undefined) throw new UsageError('a queue id is needed');
   if (qid !== undefined) {
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(qid)) throw new UsageError(`"${qid}" is not a queue id`);
@@ -305,6 +323,7 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
         await spool.read(qid);
         return { changed: await held.remove(qid) };
       case 'delete':
+        if (req.failed === true) return { deleted: await deleteDeferredMessages(ctx) };
         await deleteMessage(ctx, qid);
         return { deleted: qid };
       case 'bounce':
@@ -401,8 +420,12 @@ function render(req: ControlRequest, result: unknown, now: () => number): string
       return (result as { changed: boolean }).changed
         ? `${req.qid ?? ''}: released\n`
         : `${req.qid ?? ''}: was not held\n`;
-    case 'delete':
-      return `${req.qid ?? ''}: deleted\n`;
+    case 'delete': {
+      if (req.failed !== true) return `${req.qid ?? ''}: deleted\n`;
+      const { deleted } = result as { deleted: string[] };
+      const lines = deleted.map((id) => `${id}: deleted\n`).join('');
+      return `${lines}${deleted.length} message${deleted.length === 1 ? '' : 's'} deleted\n`;
+    }
     case 'bounce':
       return (result as { bounced: boolean }).bounced
         ? `${req.qid ?? ''}: bounced to the sender\n`

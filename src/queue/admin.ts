@@ -1,8 +1,8 @@
 /**
  * Queue administration on an open spool (`sterna queue …`): list, show, hold, release, delete
- * and bounce. The queue manager calls these while it runs (after making sure it is not
- * delivering the message at the same moment); the CLI calls them itself on the spool of a
- * stopped server. Bounces follow bounce.ts (RFC 3461, 3464, 6522): spooled before the
+ * (one message, or the whole deferred queue) and bounce. The queue manager calls these while
+ * it runs (after making sure it is not delivering the message at the same moment); the CLI
+ * calls them itself on the spool of a stopped server. Bounces follow bounce.ts (RFC 3461, 3464, 6522): spooled before the
  * message is removed, so a crash can repeat one but never lose one.
  * Trust level: internal; the operator's queue ids are looked up, never used as paths.
  */
@@ -129,6 +129,30 @@ export async function deleteMessage(ctx: AdminContext, qid: string): Promise<voi
   await ctx.spool.done(qid);
   await ctx.held.remove(qid);
   ctx.log.warn({ qid }, 'queue: message deleted by the administrator');
+}
+
+/**
+ * Whether a message is in "the deferred queue" in Postfix's sense (`postsuper -d ALL
+ * deferred`): not held, no recipient still pending, and at least one recipient deferred, i.e.
+ * it waits for a retry after a failed attempt.
+ */
+export function isDeferredQueued(states: readonly RecipientState[], held: boolean): boolean {
+  return !held && !states.some((s) => s.status === 'pending') && states.some((s) => s.status === 'deferred');
+}
+
+/**
+ * `delete --failed` on the spool of a stopped server: removes every message of the deferred
+ * queue (isDeferredQueued), without bounces. Returns their queue ids, oldest first. A running
+ * server does this itself (QueueManager.deleteDeferred), waiting for delivery passes.
+ */
+export async function deleteDeferredMessages(ctx: AdminContext): Promise<string[]> {
+  const out: string[] = [];
+  for (const m of ctx.spool.list()) {
+    if (!isDeferredQueued(m.states, ctx.held.has(m.qid))) continue;
+    await deleteMessage(ctx, m.qid);
+    out.push(m.qid);
+  }
+  return out;
 }
 
 /**

@@ -75,7 +75,8 @@ export async function spoolReport(
 ): Promise<'sent' | 'none' | 'error'> {
   const { log, spool, hostname } = ctx;
   const recipients: DsnRecipient[] = [];
-  for (const index of indexes) {
+  // In the order the sender gave them, whichever destination answered first.
+  for (const index of [...indexes].sort((a, b) => a - b)) {
     const rcpt = envelope.recipients[index];
     const st = states.get(index);
     if (rcpt === undefined || st === undefined) continue;

@@ -36,6 +36,7 @@ import type { Logger } from '../observability/log.js';
 import {
   bounceMessage,
   deleteMessage,
+  isDeferredQueued,
   listQueue,
   showMessage,
   type AdminContext,
@@ -46,6 +47,7 @@ import { spoolBounce, spoolReport, type ReportDetail } from './bounce.js';
 import { HeldSet } from './held.js';
 import { isExpired, needsDelayWarning, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
+import { SpoolError } from './spool-errors.js';
 
 export interface ManagerOptions {
   spool: Spool;
@@ -254,6 +256,45 @@ export class QueueManager {
       await deleteMessage(this.#adminContext(), qid);
       this.#forget(qid);
     });
+  }
+
+  /**
+   * `delete --failed`: removes every message of the deferred queue (not held, no recipient
+   * pending, at least one deferred; admin.ts isDeferredQueued), each as delete() does, once no
+   * delivery pass of it runs. A message that finished, or no longer qualifies, by then is left
+   * alone. No bounce is sent. Returns the deleted queue ids, oldest first.
+   */
+  async deleteDeferred(): Promise<string[]> {
+    // Checked again once the message is ours: it may have been delivered or held meanwhile.
+    const qualifies = (qid: string, states: readonly RecipientState[]): boolean =>
+      isDeferredQueued(states, this.#held.has(qid));
+    const ids = this.#o.spool
+      .list()
+      .filter((m) => qualifies(m.qid, m.states))
+      .map((m) => m.qid);
+    const deleted = new Set<string>();
+    let next = 0;
+    // A few at a time: each waits for its own delivery pass and reads its envelope (a file handle).
+    const worker = async (): Promise<void> => {
+      for (let qid = ids[next++]; qid !== undefined; qid = ids[next++]) {
+        const id = qid;
+        await this.#withMessage(id, async () => {
+          let states: RecipientState[];
+          try {
+            states = (await this.#o.spool.read(id)).states;
+          } catch (err) {
+            if (err instanceof SpoolError && err.code === 'NOT_FOUND') return; // finished meanwhile
+            throw err;
+          }
+          if (!qualifies(id, states)) return;
+          await deleteMessage(this.#adminContext(), id);
+          this.#forget(id);
+          deleted.add(id);
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, worker));
+    return ids.filter((id) => deleted.has(id));
   }
 
   /** Fails every remaining recipient, with a bounce to the sender, and removes the message. */

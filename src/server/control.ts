@@ -2,7 +2,8 @@
  * The control channel of a running server: a Unix domain socket, `<data_dir>/control.sock`
  * (mode 0600: only the server's user may connect), created at start and removed at stop. It
  * speaks newline-delimited JSON: one request per line, `{"op":"list"}`,
- * `{"op":"flush","qid":ID}`, …, and one reply line per request, `{"ok":true,"result":…}` or
+ * `{"op":"flush","qid":ID}`, `{"op":"delete","failed":true}` (every message of the deferred
+ * queue), …, and one reply line per request, `{"ok":true,"result":…}` or
  * `{"ok":false,"error":TEXT,"code":CODE}` (code "NOT_FOUND" for an unknown queue id, "USAGE"
  * for a malformed request, "FAILED" otherwise). The `sterna queue` commands use it so that only
  * one process ever writes the spool (docs/operations.md).
@@ -26,6 +27,8 @@ export interface ControlRequest {
   op: ControlOp;
   qid?: string;
   domain?: string;
+  /** delete only, instead of qid: every message of the deferred queue (admin.ts isDeferredQueued). */
+  failed?: true;
 }
 
 export type ControlReply =
@@ -50,7 +53,15 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
     if (typeof v !== 'string' || v === '' || v.length > 255) return `${key} must be a non-empty string`;
     req[key] = v;
   }
-  if (found !== 'list' && found !== 'flush' && req.qid === undefined) return `${found} needs a qid`;
+  const failed: unknown = 'failed' in value ? value.failed : undefined;
+  if (failed !== undefined) {
+    if (failed !== true) return 'failed must be true';
+    if (found !== 'delete') return 'failed is only for delete';
+    if (req.qid !== undefined) return 'delete takes a qid or failed, not both';
+    req.failed = true;
+  }
+  if (found !== 'list' && found !== 'flush' && req.qid === undefined && req.failed === undefined)
+    return found === 'delete' ? 'delete needs a qid or failed' : `${found} needs a qid`;
   return req;
 }
 
@@ -167,6 +178,7 @@ export class ControlServer {
       case 'release':
         return { changed: await m.release(qid) };
       case 'delete':
+        if (req.failed === true) return { deleted: await m.deleteDeferred() };
         await m.delete(qid);
         return { deleted: qid };
       case 'bounce':
