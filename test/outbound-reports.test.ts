@@ -124,6 +124,8 @@ test('RFC 3461: a recipient still deferred after delay_warning_ms gets one delay
       const st = liveStates(first, qid)?.[0];
       return st?.status === 'deferred' && st.warned === true;
     });
+    const shown = await first.app.manager.show(qid);
+    assert.equal(shown.recipients[0]?.delayWarned, true, 'sterna queue show tells the warning was sent');
     // More attempts, no second warning.
     const seen = attempts(liveStates(first, qid)?.[0]);
     await waitFor('three more attempts', () => attempts(liveStates(first, qid)?.[0]) >= seen + 3);

@@ -355,7 +355,9 @@ function recipientLine(r: QueueRecipient, now: number): string {
     const wait = r.nextAttemptAt - now;
     line += wait > 0 ? `, next in ${age(wait)}` : ', due now';
   }
+  if (r.delayWarned === true) line += ', sender warned of the delay';
   if (r.lastError !== undefined) line += `\n        ${r.lastError}`;
+  if (r.detail !== undefined) line += `\n        ${r.detail}`;
   return `${line}\n`;
 }
 

@@ -21,6 +21,10 @@ export interface QueueRecipient {
   /** When a deferred recipient is due again (ms since the epoch). */
   nextAttemptAt?: number;
   attempts?: number;
+  /** A deferred recipient whose sender has had the delay warning. */
+  delayWarned?: true;
+  /** Where a delivered recipient went: "mx1.example.net[192.0.2.1]: 250 …", "local", "forwarded as ID". */
+  detail?: string;
 }
 
 /** One queued message, as `queue list` shows it. */
@@ -63,8 +67,11 @@ function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): Qu
         lastError: s.lastError,
         nextAttemptAt: s.nextAttemptAt,
         attempts: s.attempts,
+        ...(s.warned === true ? { delayWarned: true as const } : {}),
       };
     if (s.status === 'failed') return { address: r.address, status: s.status, lastError: s.error };
+    if (s.status === 'delivered' && s.detail !== undefined)
+      return { address: r.address, status: s.status, detail: s.detail };
     return { address: r.address, status: s.status };
   });
 }
