@@ -2,13 +2,14 @@
  * Queue administration on an open spool (`sterna queue …`): list, show, hold, release, delete
  * (one message, or the whole deferred queue) and bounce. The queue manager calls these while
  * it runs (after making sure it is not delivering the message at the same moment); the CLI
- * calls them itself on the spool of a stopped server. Bounces follow bounce.ts (RFC 3461, 3464, 6522): spooled before the
- * message is removed, so a crash can repeat one but never lose one.
+ * calls them itself on the spool of a stopped server. Bounces follow reports.ts (RFC 3461,
+ * 3464, 6522): spooled before the message is removed, so a crash can repeat one but never lose
+ * one.
  * Trust level: internal; the operator's queue ids are looked up, never used as paths.
  */
 import type { Envelope, RecipientState } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
-import { spoolBounce } from './bounce.js';
+import { spoolBounce } from './reports.js';
 import type { HeldSet } from './held.js';
 import type { Spool } from './spool.js';
 

@@ -6,16 +6,18 @@
  * policy.
  *
  * Outbound (recipients in other domains): a message's remote recipients are grouped by domain
- * and handed to delivery/remote.ts (route, MX hosts in order, one SMTP session each). Per
- * recipient, 2xx is delivered, 4xx or a DNS failure that may clear up is deferred (retry times
- * from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still deferred max_lifetime
- * after arrival fails. Remote results are always recorded durably: a lost record would mean a
- * second delivery to a remote server.
+ * and handed to delivery/remote.ts (route, MX hosts in order, connections reused across
+ * messages). Per recipient, 2xx is delivered, 4xx or a DNS failure that may clear up is
+ * deferred (retry times from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still
+ * deferred max_lifetime after arrival fails. Remote results are always recorded durably: a
+ * lost record would mean a second delivery to a remote server. Local aliases with targets in
+ * other domains are forwarded as a new message (forward.ts).
  *
- * Bounces (bounce.ts; RFC 3461, 3464, 6522): the recipients that fail in a pass get one failure
- * DSN to the sender (unless NOTIFY says otherwise, and never to the null sender, RFC 5321 4.5.5), spooled
- * as a new message from <> before the failures are recorded, so a crash can repeat a bounce but
- * never lose one.
+ * Reports (reports.ts; RFC 3461, 3464, 6522): the recipients that fail in a pass get one
+ * failure DSN to the sender, those still deferred after delay_warning_ms one delay warning,
+ * those delivered with NOTIFY=SUCCESS a success report (each as NOTIFY asks, never to the null
+ * sender, RFC 5321 4.5.5), spooled as a new message from <> before the states are recorded, so
+ * a crash can repeat a report but never lose one.
  *
  * Administration (admin.ts, `sterna queue`): a held message (held.ts) is never started; hold,
  * release, delete and bounce first wait for a delivery pass of that message to end and keep
@@ -43,9 +45,10 @@ import {
   type QueueEntry,
   type QueueMessageDetail,
 } from './admin.js';
-import { spoolBounce, spoolReport, type ReportDetail } from './bounce.js';
+import { forwardAlias } from './forward.js';
+import { attemptsBefore, sendPassReports, spoolBounce, triedText, type ReportContext } from './reports.js';
 import { HeldSet } from './held.js';
-import { isExpired, needsDelayWarning, nextAttemptAt } from './scheduler.js';
+import { isExpired, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
 import { SpoolError } from './spool-errors.js';
 
@@ -472,7 +475,9 @@ export class QueueManager {
       }
     }
     const remoteIdx = new Set([...remote.values()].flatMap((items) => items.map((it) => it.index)));
-    const { sent: reports, warned } = await this.#sendReports(
+    const { sent: reports, warned } = await sendPassReports(
+      this.#reportContext(),
+      this.#o.outbound?.retry,
       qid,
       msg.envelope,
       msg.states,
@@ -504,98 +509,8 @@ export class QueueManager {
     if (next !== null && next > this.#now()) this.#due.set(qid, next);
   }
 
-  #reportContext(): { spool: Spool; log: Logger; hostname: string; now: () => number } {
+  #reportContext(): ReportContext {
     return { spool: this.#o.spool, log: this.#o.log, hostname: this.#o.hostname, now: this.#now };
-  }
-
-  /**
-   * The reports of a pass other than bounces (RFC 3461): a delay warning, once, for recipients
-   * still deferred after delay_warning_ms, and a success report for recipients delivered in
-   * this pass that asked for one (NOTIFY=SUCCESS) and were delivered here or relayed to a
-   * server without DSN. Each is spooled before the states that mark it sent are recorded
-   * (`warned` is set in byIndex), so a crash may repeat a report but never lose one. Returns
-   * whether a report was spooled, and the recipients newly marked as warned.
-   */
-  async #sendReports(
-    qid: string,
-    envelope: Envelope,
-    previous: readonly RecipientState[],
-    byIndex: Map<number, RecipientState>,
-    mtaOf: ReadonlyMap<number, string>,
-    remoteIdx: ReadonlySet<number>,
-    relayed: ReadonlySet<number>,
-  ): Promise<{ sent: boolean; warned: number[] }> {
-    let sent = false;
-    const warned: number[] = [];
-    const retry = this.#o.outbound?.retry;
-    const now = this.#now();
-    const late = [...byIndex]
-      .filter(
-        ([, st]) =>
-          st.status === 'deferred' &&
-          retry !== undefined &&
-          needsDelayWarning(envelope.receivedAt, now, st.warned === true, retry),
-      )
-      .map(([index]) => index);
-    if (late.length > 0 && retry !== undefined) {
-      const details = new Map<number, ReportDetail>(
-        late.map((i) => {
-          const mta = mtaOf.get(i);
-          return [
-            i,
-            {
-              tried: triedText(attemptsBefore(byIndex.get(i)), envelope.receivedAt, now, mta),
-              ...(mta !== undefined ? { mta } : {}),
-            },
-          ];
-        }),
-      );
-      const r = await spoolReport(
-        this.#reportContext(),
-        qid,
-        envelope,
-        'delay',
-        late,
-        byIndex,
-        details,
-        envelope.receivedAt + retry.maxLifetimeMs,
-      );
-      sent ||= r === 'sent';
-      // 'none' (nobody asked for it) counts as done too; after 'error' the next pass tries again.
-      if (r !== 'error') {
-        for (const i of late) {
-          const st = byIndex.get(i);
-          if (st?.status === 'deferred') byIndex.set(i, { ...st, warned: true });
-          warned.push(i);
-        }
-      }
-    }
-    const delivered = [...byIndex]
-      .filter(([i, st]) => st.status === 'delivered' && previous[i]?.status !== 'delivered')
-      .map(([index]) => index)
-      .filter((i) => envelope.recipients[i]?.params.notify?.includes('SUCCESS') === true)
-      // Delivered to a DSN-capable next hop: NOTIFY went with it, the report is its business.
-      .filter((i) => !remoteIdx.has(i) || relayed.has(i));
-    if (delivered.length > 0) {
-      const details = new Map<number, ReportDetail>(
-        delivered.map((i): [number, ReportDetail] => {
-          const mta = mtaOf.get(i);
-          if (!relayed.has(i)) return [i, { action: 'delivered' }];
-          return [i, { action: 'relayed', ...(mta !== undefined ? { mta } : {}) }];
-        }),
-      );
-      const r = await spoolReport(
-        this.#reportContext(),
-        qid,
-        envelope,
-        'success',
-        delivered,
-        byIndex,
-        details,
-      );
-      sent ||= r === 'sent';
-    }
-    return { sent, warned };
   }
 
   /** One outbound attempt for a message's recipients in one domain, as new recipient states. */
@@ -769,7 +684,7 @@ export class QueueManager {
       };
     }
     if (route.remote.length > 0) {
-      const forwarded = await this.#forward(qid, envelope, index, route.remote);
+      const forwarded = await forwardAlias(this.#reportContext(), qid, envelope, index, route.remote);
       if (forwarded === null) {
         const attempts = state.status === 'deferred' ? state.attempts + 1 : 1;
         const error = `forwarding to ${route.remote.join(', ')} not queued yet (spool error)`;
@@ -789,45 +704,6 @@ export class QueueManager {
     }
     return { index, state: { status: 'delivered', at: this.#now(), detail: 'local' } };
   }
-
-  /**
-   * An alias's targets in other domains: a new message with the same sender, parameters and
-   * content (as Postfix's local delivery forwards), queued before the alias's recipient is
-   * marked delivered, so a crash may forward twice but never lose the mail. Each target keeps
-   * the original recipient's NOTIFY and, as ORCPT, the address the sender used. Returns the new
-   * queue id, or null when it could not be spooled. Loops through other servers end at the
-   * Received-header limit (RFC 5321 6.3).
-   */
-  async #forward(qid: string, envelope: Envelope, index: number, targets: string[]): Promise<string | null> {
-    const { spool, log } = this.#o;
-    const rcpt = envelope.recipients[index];
-    if (rcpt === undefined) return null;
-    const orcpt = rcpt.params.orcpt ?? { type: 'rfc822', address: rcpt.address };
-    const writer = spool.begin();
-    try {
-      for await (const chunk of spool.openBody(qid)) await writer.write(chunk);
-      await writer.commit({
-        sender: envelope.sender,
-        mailParams: envelope.mailParams,
-        recipients: targets.map((address) => ({
-          address,
-          params: { ...(rcpt.params.notify !== undefined ? { notify: rcpt.params.notify } : {}), orcpt },
-        })),
-        client: { ip: '127.0.0.1', port: 0, helo: this.#o.hostname },
-        listener: 'smtp',
-        receivedAt: this.#now(),
-      });
-    } catch (err) {
-      writer.abort();
-      log.error({ qid, rcpt: rcpt.address, err }, 'alias forwarding not queued; will retry');
-      return null;
-    }
-    log.info(
-      { qid, rcpt: rcpt.address, forwarded: writer.qid, to: targets },
-      'alias forwarded to other domains',
-    );
-    return writer.qid;
-  }
 }
 
 /** When a message next needs work: now for pending recipients, the earliest retry for deferred ones. */
@@ -838,25 +714,6 @@ function nextDue(states: readonly RecipientState[]): number | null {
     if (s.status === 'deferred') next = next === null ? s.nextAttemptAt : Math.min(next, s.nextAttemptAt);
   }
   return next;
-}
-
-/** Delivery attempts a recipient has had, by its state (0 when it never was deferred). */
-function attemptsBefore(st: RecipientState | undefined): number {
-  return st?.status === 'deferred' ? st.attempts : 0;
-}
-
-/** What was tried, in plain words, for a report: "3 delivery attempts over 2.0 days, the last to mx.example.net". */
-function triedText(attempts: number, receivedAt: number, now: number, mta?: string): string {
-  const hours = (now - receivedAt) / 3_600_000;
-  const span =
-    hours >= 48
-      ? `over ${(hours / 24).toFixed(1)} days`
-      : hours >= 1
-        ? `over ${hours.toFixed(1)} hours`
-        : 'within an hour';
-  const n = Math.max(1, attempts);
-  const what = `${n} delivery ${n === 1 ? 'attempt' : 'attempts'} ${span}`;
-  return mta === undefined ? what : `${what}, the last to ${mta}`;
 }
 
 /** The delay-warning mark of a previous state, to carry into the next deferred state. */

@@ -10,9 +10,10 @@
 import type { Envelope, RecipientState } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import { buildDsn, DsnError, shouldNotify, type DsnMessage, type DsnRecipient } from './dsn.js';
+import { needsDelayWarning, type RetryPolicy } from './scheduler.js';
 import type { Spool } from './spool.js';
 
-export interface BounceContext {
+export interface ReportContext {
   spool: Spool;
   log: Logger;
   /** Reporting-MTA and the report's Message-ID domain. */
@@ -38,7 +39,7 @@ export type ReportKind = 'failure' | 'delay' | 'success';
  * spooled.
  */
 export function spoolBounce(
-  ctx: BounceContext,
+  ctx: ReportContext,
   qid: string,
   envelope: Envelope,
   failed: number[],
@@ -64,7 +65,7 @@ export function spoolBounce(
  * (delay warnings).
  */
 export async function spoolReport(
-  ctx: BounceContext,
+  ctx: ReportContext,
   qid: string,
   envelope: Envelope,
   kind: ReportKind,
@@ -229,4 +230,96 @@ function statusOf(error: string, fallback: string): string {
 function diagnosticOf(error: string): string {
   const cut = error.indexOf('; last error: ');
   return cut === -1 ? error : error.slice(cut + '; last error: '.length);
+}
+
+/**
+ * The reports of a delivery pass other than bounces (RFC 3461): a delay warning, once, for
+ * recipients still deferred after delay_warning_ms, and a success report for recipients
+ * delivered in this pass that asked for one (NOTIFY=SUCCESS) and were delivered here or relayed
+ * to a server without DSN. Each is spooled before the states that mark it sent are recorded
+ * (`warned` is set in byIndex), so a crash may repeat a report but never lose one. `remote`: the
+ * recipients that went to another server; `relayed`: those of them whose server had no DSN.
+ * Returns whether a report was spooled, and the recipients newly marked as warned.
+ */
+export async function sendPassReports(
+  ctx: ReportContext,
+  retry: RetryPolicy | undefined,
+  qid: string,
+  envelope: Envelope,
+  previous: readonly RecipientState[],
+  byIndex: Map<number, RecipientState>,
+  mtaOf: ReadonlyMap<number, string>,
+  remote: ReadonlySet<number>,
+  relayed: ReadonlySet<number>,
+): Promise<{ sent: boolean; warned: number[] }> {
+  let sent = false;
+  const warned: number[] = [];
+  const now = ctx.now();
+  const late =
+    retry === undefined
+      ? []
+      : [...byIndex]
+          .filter(
+            ([, st]) =>
+              st.status === 'deferred' &&
+              needsDelayWarning(envelope.receivedAt, now, st.warned === true, retry),
+          )
+          .map(([index]) => index);
+  if (late.length > 0 && retry !== undefined) {
+    const details = new Map<number, ReportDetail>(
+      late.map((i): [number, ReportDetail] => {
+        const mta = mtaOf.get(i);
+        const tried = triedText(attemptsBefore(byIndex.get(i)), envelope.receivedAt, now, mta);
+        return [i, { tried, ...(mta !== undefined ? { mta } : {}) }];
+      }),
+    );
+    const until = envelope.receivedAt + retry.maxLifetimeMs;
+    const r = await spoolReport(ctx, qid, envelope, 'delay', late, byIndex, details, until);
+    sent ||= r === 'sent';
+    // 'none' (nobody asked for it) counts as done too; after 'error' the next pass tries again.
+    if (r !== 'error') {
+      for (const i of late) {
+        const st = byIndex.get(i);
+        if (st?.status === 'deferred') byIndex.set(i, { ...st, warned: true });
+        warned.push(i);
+      }
+    }
+  }
+  const delivered = [...byIndex]
+    .filter(([i, st]) => st.status === 'delivered' && previous[i]?.status !== 'delivered')
+    .map(([index]) => index)
+    .filter((i) => envelope.recipients[i]?.params.notify?.includes('SUCCESS') === true)
+    // Delivered to a DSN-capable next hop: NOTIFY went with it, the report is its business.
+    .filter((i) => !remote.has(i) || relayed.has(i));
+  if (delivered.length > 0) {
+    const details = new Map<number, ReportDetail>(
+      delivered.map((i): [number, ReportDetail] => {
+        const mta = mtaOf.get(i);
+        if (!relayed.has(i)) return [i, { action: 'delivered' }];
+        return [i, { action: 'relayed', ...(mta !== undefined ? { mta } : {}) }];
+      }),
+    );
+    const r = await spoolReport(ctx, qid, envelope, 'success', delivered, byIndex, details);
+    sent ||= r === 'sent';
+  }
+  return { sent, warned };
+}
+
+/** Delivery attempts a recipient has had, by its state (0 when it never was deferred). */
+export function attemptsBefore(st: RecipientState | undefined): number {
+  return st?.status === 'deferred' ? st.attempts : 0;
+}
+
+/** What was tried, in plain words, for a report: "3 delivery attempts over 2.0 days, the last to mx.example.net". */
+export function triedText(attempts: number, receivedAt: number, now: number, mta?: string): string {
+  const hours = (now - receivedAt) / 3_600_000;
+  const span =
+    hours >= 48
+      ? `over ${(hours / 24).toFixed(1)} days`
+      : hours >= 1
+        ? `over ${hours.toFixed(1)} hours`
+        : 'within an hour';
+  const n = Math.max(1, attempts);
+  const what = `${n} delivery ${n === 1 ? 'attempt' : 'attempts'} ${span}`;
+  return mta === undefined ? what : `${what}, the last to ${mta}`;
 }
