@@ -125,7 +125,7 @@ test('RFC 5321 4.1.1.5: five messages to one MX go over 2 sessions (limit 3), RS
   assert.deepEqual(commands(sink3, 1), [EHLO, ...TRANSACTION, 'RSET', ...TRANSACTION]);
   // RFC 2920 3.1: with PIPELINING the RSET goes in one write with MAIL and RCPT.
   const withRset = sink3.sessions.flatMap((s) => s.batches.filter((b) => b.includes('RSET')));
-  const group = ['RSET', 'MAIL FROM:<alice@sterna.test>', 'RCPT TO:<bob@reuse.test>'];
+  const group = ['RSET', 'MAIL FROM:<alice@sterna.test>', 'RCPT TO:<bob@reuse.test>', 'DATA'];
   assert.deepEqual(withRset, [group, group, group]);
 });
 

@@ -127,8 +127,8 @@ export interface RemoteDeliveryOptions {
 export class RemoteDelivery {
   readonly #o: RemoteDeliveryOptions;
   readonly #limiter: ConcurrencyLimiter;
-  /** Deliveries waiting for a slot (total or per destination); woken on each release. */
-  #remoteWaiting: (() => void)[] = [];
+  /** Deliveries waiting for a slot (total or per destination), in arrival order. */
+  readonly #waiting: { destination: string; grant: (release: () => void) => void }[] = [];
   /** Domains failing as a whole (no route, no host answering), and their last error. */
   readonly #backoff: DestinationBackoff;
   readonly #lastDestinationError = new Map<string, string>();
@@ -155,21 +155,39 @@ export class RemoteDelivery {
     });
   }
 
-  /** Waits for an outbound slot for `domain` (total and per-destination limits); returns its release. */
-  async #acquire(domain: string): Promise<() => void> {
-    const limiter = this.#limiter;
-    for (;;) {
-      const release = limiter.tryAcquire(domain);
-      if (release !== null) {
-        return () => {
-          release();
-          // Wake every waiter: each tries again; those still over a limit wait again.
-          const waiters = this.#remoteWaiting;
-          this.#remoteWaiting = [];
-          for (const w of waiters) w();
-        };
+  /** Waits for an outbound slot for `destination` (total and per-destination limits); returns its release. */
+  #acquire(destination: string): Promise<() => void> {
+    const release = this.#limiter.tryAcquire(destination);
+    if (release !== null) return Promise.resolve(this.#releaser(release));
+    return new Promise((grant) => this.#waiting.push({ destination, grant }));
+  }
+
+  /** A release that also hands the freed slot to the first waiter that can use it. */
+  #releaser(release: () => void): () => void {
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      release();
+      this.#handOff();
+    };
+  }
+
+  /**
+   * Grants freed slots to waiters in arrival order, skipping those whose destination is still at
+   * its limit. Only waiters that get a slot are woken (no herd of retries after each release).
+   */
+  #handOff(): void {
+    const total = this.#o.outbound.concurrencyTotal;
+    for (let i = 0; i < this.#waiting.length && this.#limiter.active() < total;) {
+      const w = this.#waiting[i];
+      const release = w === undefined ? null : this.#limiter.tryAcquire(w.destination);
+      if (w === undefined || release === null) {
+        i++;
+        continue;
       }
-      await new Promise<void>((resolve) => this.#remoteWaiting.push(resolve));
+      this.#waiting.splice(i, 1);
+      w.grant(this.#releaser(release));
     }
   }
 

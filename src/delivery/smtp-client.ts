@@ -766,13 +766,22 @@ export class SmtpClientSession {
       if (refused !== null) return refused;
     }
 
-    // MAIL and RCPT, in one batch when PIPELINING is offered (RFC 2920 3.1).
+    // MAIL and RCPT, in one batch when PIPELINING is offered (RFC 2920 3.1), and DATA too when
+    // the body goes by DATA: it may end a group, so the whole envelope costs one round trip.
     const n = msg.recipients.length;
     const rcptReplies: (ParsedReply | undefined)[] = new Array<ParsedReply | undefined>(n);
     let mailReply: ParsedReply | Lost;
     let lostAt: Lost | null = null;
+    const dataInBatch = pipelining && !ext.has('CHUNKING');
+    /** The reply to a pipelined DATA; undefined when DATA was not sent in the batch (or not read). */
+    let dataReply: ParsedReply | Lost | undefined;
     if (pipelining) {
-      const lines = [...(reset ? ['RSET'] : []), commands.mail, ...commands.rcpts];
+      const lines = [
+        ...(reset ? ['RSET'] : []),
+        commands.mail,
+        ...commands.rcpts,
+        ...(dataInBatch ? ['DATA'] : []),
+      ];
       const batch = lines.map((c) => `${c}\r\n`).join('');
       const lost = await w.write(batch, timeouts.commandMs, reset ? 'RSET, MAIL and RCPT' : 'MAIL and RCPT');
       if (lost !== null) {
@@ -793,6 +802,10 @@ export class SmtpClientSession {
           rcptReplies[i] = r;
           if (r.code === 421) break;
         }
+        if (dataInBatch && lostAt === null && !rcptReplies.some((r) => r?.code === 421)) {
+          dataReply = await w.reply(timeouts.dataInitMs, 'DATA');
+          if (isLost(dataReply)) lostAt = dataReply;
+        }
       }
     } else {
       mailReply = await w.command(commands.mail, timeouts.commandMs, 'MAIL');
@@ -811,7 +824,10 @@ export class SmtpClientSession {
     if (isLost(mailReply)) return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`);
     if (classOf(mailReply.code) !== 2) {
       if (mailReply.code === 421) w.destroy(`${peer} closed the session: ${describe(mailReply)}`);
-      else if (lostAt === null) this.#dirty = true; // RSET before the next transaction, to be safe.
+      else if (lostAt === null) {
+        await this.#endEmptyData(dataReply);
+        this.#dirty = true; // RSET before the next transaction, to be safe.
+      }
       return { kind: 'rejected', reply: mailReply, permanent: classOf(mailReply.code) === 5, stage: 'mail' };
     }
     this.#dirty = true;
@@ -836,6 +852,7 @@ export class SmtpClientSession {
     }
     const accepted = rcptReplies.some((r) => r !== undefined && classOf(r.code) === 2);
     if (!accepted) {
+      await this.#endEmptyData(dataReply);
       const r = await w.command('RSET', timeouts.commandMs, 'RSET');
       if (!isLost(r) && classOf(r.code) === 2) this.#dirty = false;
       // No recipient was accepted and none was left unanswered: every one has its RCPT reply.
@@ -843,7 +860,9 @@ export class SmtpClientSession {
       return { kind: 'done', recipients, messageReply: null };
     }
 
-    const sent = ext.has('CHUNKING') ? await this.#sendBdat(msg, pipelining) : await this.#sendData(msg);
+    const sent = ext.has('CHUNKING')
+      ? await this.#sendBdat(msg, pipelining)
+      : await this.#sendData(msg, dataReply);
     if ('lost' in sent) {
       const reply = local('CONNECTION_LOST', { peer, when: sent.when, reason: sent.lost });
       return this.#done(msg, results, { kind: 'deferred', reply }, null);
@@ -915,10 +934,23 @@ export class SmtpClientSession {
   }
 
   /** DATA, the dot-stuffed body with backpressure, ".", and the final reply. */
-  async #sendData(msg: OutboundMessage): Promise<SendOutcome> {
+  /**
+   * After a pipelined DATA that a server answered 354 although MAIL or every RCPT was refused
+   * (RFC 2920 3.1 says it must not): end that empty message at once, so the session stays in
+   * step. Its reply is read and ignored; nothing was accepted for delivery.
+   */
+  async #endEmptyData(dataReply: ParsedReply | Lost | undefined): Promise<void> {
+    if (dataReply === undefined || isLost(dataReply) || dataReply.code !== 354) return;
+    const w = this.#wire;
+    const lost = await w.write('.\r\n', this.#opts.timeouts.dataBlockMs, 'the end of data');
+    if (lost === null) await w.reply(this.#opts.timeouts.dataEndMs, 'the end of data');
+  }
+
+  /** The body by DATA; `pipelined` is the reply to a DATA already sent with MAIL and RCPT. */
+  async #sendData(msg: OutboundMessage, pipelined?: ParsedReply | Lost): Promise<SendOutcome> {
     const w = this.#wire;
     const { timeouts } = this.#opts;
-    const start = await w.command('DATA', timeouts.dataInitMs, 'DATA');
+    const start = pipelined ?? (await w.command('DATA', timeouts.dataInitMs, 'DATA'));
     if (isLost(start)) return { lost: start.lost, when: 'after DATA' };
     if (start.code !== 354) {
       if (classOf(start.code) <= 3) {
@@ -928,21 +960,32 @@ export class SmtpClientSession {
       return { reply: start, final: false };
     }
     const stuffer = new DotStuffer();
+    // Each piece is written when the next one has been read, so the last goes out with the end
+    // of data in one write (a small message: one write for the whole body).
+    let held: Buffer | null = null;
     try {
       for await (const chunk of msg.body()) {
         const early = await this.#earlyReply();
         if (early !== null) return early;
-        const lost = await w.write(stuffer.push(chunk), timeouts.dataBlockMs, 'the message');
-        // A server that refuses mid-body often replies, then closes: its reply explains the loss.
-        if (lost !== null)
-          return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+        if (held !== null) {
+          const lost = await w.write(held, timeouts.dataBlockMs, 'the message');
+          // A server that refuses mid-body often replies, then closes: its reply explains the loss.
+          if (lost !== null)
+            return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+        }
+        held = stuffer.push(chunk);
       }
     } catch (err) {
       // The server cannot be told to drop a half-sent DATA: only closing the connection is safe.
       w.destroy(`could not read the message: ${errorText(err)}`);
       return { bodyError: errorText(err) };
     }
-    const lost = await w.write(stuffer.end(), timeouts.dataBlockMs, 'the end of data');
+    const tail = stuffer.end();
+    const lost = await w.write(
+      held === null ? tail : Buffer.concat([held, tail]),
+      timeouts.dataBlockMs,
+      'the end of data',
+    );
     if (lost !== null)
       return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
     const final = await w.reply(timeouts.dataEndMs, 'the end of data');

@@ -293,6 +293,12 @@ export class Spool {
   #closed = false;
   #chain: Promise<unknown> = Promise.resolve();
   #maintenanceQueued = false;
+  /**
+   * Read handles by segment, shared by concurrent readers so a delivery does not open and close
+   * a segment for its envelope and again for its body. At most MAX_READ_HANDLES stay open
+   * while unused (least recently used closed first); a deleted segment's handle is closed.
+   */
+  readonly #readers = new Map<number, SegmentReader>();
 
   private constructor(
     opts: SpoolOptions,
@@ -474,6 +480,7 @@ export class Spool {
     this.#closed = true;
     try {
       await this.#chain;
+      for (const segment of [...this.#readers.keys()]) this.#dropReader(segment);
       await this.#log.close();
     } finally {
       await this.#release();
@@ -498,11 +505,11 @@ export class Spool {
     offset: number,
     length: number,
     types: readonly RecordType[],
-    fh?: FileHandle,
   ): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
-    const file = fh ?? (await this.#openSegment(segment));
+    const reader = this.#reader(segment);
     try {
+      const file = await reader.fh;
       let done = 0;
       while (done < length) {
         const { bytesRead } = await file.read(buf, done, length - done, offset + done);
@@ -518,7 +525,7 @@ export class Spool {
     } catch (err) {
       throw toSpoolError(err, `reading ${segmentFileName(segment)}`);
     } finally {
-      if (!fh) await file.close();
+      this.#doneReading(segment, reader);
     }
     try {
       return checkRecord(buf, types);
@@ -564,26 +571,52 @@ export class Spool {
   }
 
   async *#readChunks(chunks: readonly ChunkRef[]): AsyncGenerator<Buffer> {
-    const files = new Map<number, FileHandle>();
-    try {
-      for (const [segment, offset, length] of chunks) {
-        let fh = files.get(segment);
-        if (!fh) {
-          fh = await this.#openSegment(segment);
-          files.set(segment, fh);
-        }
-        const payload = await this.#readRecord(
-          segment,
-          offset,
-          HEADER_BYTES + CHUNK_PREFIX_BYTES + length,
-          [RecordType.Chunk],
-          fh,
-        );
-        yield payload.subarray(CHUNK_PREFIX_BYTES);
-      }
-    } finally {
-      for (const fh of files.values()) await fh.close().catch(() => undefined);
+    for (const [segment, offset, length] of chunks) {
+      const payload = await this.#readRecord(segment, offset, HEADER_BYTES + CHUNK_PREFIX_BYTES + length, [
+        RecordType.Chunk,
+      ]);
+      yield payload.subarray(CHUNK_PREFIX_BYTES);
     }
+  }
+
+  /** The shared read handle of a segment, opened on first use; pair with #doneReading. */
+  #reader(segment: number): SegmentReader {
+    let r = this.#readers.get(segment);
+    if (r === undefined) {
+      const opened = this.#openSegment(segment);
+      r = { fh: opened, users: 0, dropped: false };
+      const entry = r;
+      // A failed open is not kept: the next reader tries again (and reports its own error).
+      opened.catch(() => {
+        if (this.#readers.get(segment) === entry) this.#readers.delete(segment);
+      });
+    } else {
+      this.#readers.delete(segment); // re-inserted below: most recently used last
+    }
+    if (!r.dropped) this.#readers.set(segment, r);
+    r.users++;
+    return r;
+  }
+
+  /** Ends one use of a read handle; closes the unused ones beyond the limit, and dropped ones. */
+  #doneReading(segment: number, r: SegmentReader): void {
+    r.users--;
+    if (r.dropped && r.users === 0) closeReader(r);
+    for (const [seg, other] of this.#readers) {
+      if (this.#readers.size <= MAX_READ_HANDLES) break;
+      if (other.users > 0 || seg === segment) continue;
+      this.#readers.delete(seg);
+      closeReader(other);
+    }
+  }
+
+  /** Forgets a segment's read handle (the segment is deleted): closed now, or by its last user. */
+  #dropReader(segment: number): void {
+    const r = this.#readers.get(segment);
+    if (r === undefined) return;
+    this.#readers.delete(segment);
+    r.dropped = true;
+    if (r.users === 0) closeReader(r);
   }
 
   #unpinReader(pin: number): void {
@@ -642,6 +675,7 @@ export class Spool {
     const deleted: number[] = [];
     while (this.#segments.length > 0 && this.#segments[0]! < bound) {
       const s = this.#segments[0]!;
+      this.#dropReader(s);
       try {
         await unlink(this.#segmentPath(s));
       } catch (err) {
@@ -729,4 +763,19 @@ function isErrno(err: unknown, code: string): boolean {
 
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** Read handles kept open while unused, across segments. */
+const MAX_READ_HANDLES = 16;
+
+/** A segment's shared read handle and how many reads use it now. */
+interface SegmentReader {
+  fh: Promise<FileHandle>;
+  users: number;
+  /** The segment was deleted (or the spool closed): close once the last user is done. */
+  dropped: boolean;
+}
+
+function closeReader(r: SegmentReader): void {
+  r.fh.then((fh) => fh.close()).catch(() => undefined);
 }

@@ -344,7 +344,14 @@ class SinkConnection {
         return;
       }
       case 'DATA': {
-        const reply = this.#act(verb, line, '354 End data with <CR><LF>.<CR><LF>');
+        // As a real server does (RFC 2920 3.1): no DATA without MAIL and an accepted RCPT.
+        const fallback =
+          this.#mailFrom === null
+            ? '503 5.5.1 Error: need MAIL command'
+            : this.#rcptTo.length === 0
+              ? '554 5.5.1 Error: no valid recipients'
+              : '354 End data with <CR><LF>.<CR><LF>';
+        const reply = this.#act(verb, line, fallback);
         if (reply?.startsWith('354') === true) this.#mode = { kind: 'data', from: 0 };
         return;
       }
