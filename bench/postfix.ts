@@ -5,13 +5,15 @@
  * fsyncs the queue file before smtpd answers 250) and then thrown away. The system instance and
  * /etc/postfix are never touched (meta_directory, the list of Postfix's own files, is only read).
  * With a relayhost (the outbound benchmark) every destination goes to smtp(8) and that host instead.
+ * For the queue-drain measurement the instance can defer a transport (defer_transports, set with
+ * postconf -e and a reload) and flush its queue (postqueue -f), both on its own config directory.
  * Needs root (Postfix's master starts as root and drops to mail_owner).
  * Benchmark code: trusted, loopback only.
  */
 import { execFileSync } from 'node:child_process';
 import { chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, run } from './machine.js';
+import { freePort, run, sleep } from './machine.js';
 
 export interface PostfixInstance {
   port: number;
@@ -20,6 +22,15 @@ export interface PostfixInstance {
   logFile: string;
   /** Queue files in incoming, active, deferred, hold and maildrop: mail not yet delivered. */
   queuedMessages: () => Promise<number>;
+  /** Queue files per queue (incoming, active, deferred, hold, maildrop). */
+  queueCounts: () => Promise<Record<QueueName, number>>;
+  /**
+   * Sets defer_transports (e.g. "smtp", or "" for none) in main.cf, runs `postfix reload` and
+   * waits until a new qmgr(8) runs (the old one still has the old setting).
+   */
+  setDeferTransports: (transports: string) => Promise<void>;
+  /** `postqueue -f`: every queued message, deferred ones included, is tried now. */
+  flushQueue: () => Promise<void>;
   /** Deliveries logged with status=sent (the discard transport's "delivered"). */
   sentCount: () => Promise<number>;
   /** Deferred or bounced deliveries in the log: there must be none. */
@@ -104,6 +115,21 @@ async function postfix(configDir: string, command: string): Promise<void> {
   if (r.code !== 0) throw new Error(`postfix ${command} failed (exit ${r.code}); see the instance's maillog`);
 }
 
+const QUEUES = ['incoming', 'active', 'deferred', 'hold', 'maildrop'] as const;
+export type QueueName = (typeof QUEUES)[number];
+
+/** The pid of the instance's qmgr(8), a child of its master (pid file in the queue directory), or null. */
+async function qmgrPid(queueDir: string): Promise<number | null> {
+  const master = (await readFile(join(queueDir, 'pid', 'master.pid'), 'utf8').catch(() => '')).trim();
+  if (!/^\d+$/.test(master)) return null;
+  const r = await run('ps', ['-o', 'pid=,comm=', '--ppid', master]);
+  for (const line of r.stdout.split('\n')) {
+    const [pid, comm] = line.trim().split(/\s+/);
+    if (comm === 'qmgr' && pid !== undefined) return Number(pid);
+  }
+  return null;
+}
+
 async function countIn(dir: string): Promise<number> {
   // Queue files sit one or more hash levels deep (hash_queue_names): count files, not dirs.
   let n = 0;
@@ -156,11 +182,34 @@ export async function startPostfix(dir: string, relayhost?: string): Promise<Pos
     configDir,
     logFile,
     queuedMessages: async () =>
-      (
-        await Promise.all(
-          ['incoming', 'active', 'deferred', 'hold', 'maildrop'].map((q) => countIn(join(queueDir, q))),
-        )
-      ).reduce((a, b) => a + b, 0),
+      (await Promise.all(QUEUES.map((q) => countIn(join(queueDir, q))))).reduce((a, b) => a + b, 0),
+    queueCounts: async () => {
+      const counts = await Promise.all(QUEUES.map((q) => countIn(join(queueDir, q))));
+      const [incoming = 0, active = 0, deferred = 0, hold = 0, maildrop = 0] = counts;
+      return { incoming, active, deferred, hold, maildrop };
+    },
+    setDeferTransports: async (transports) => {
+      const set = await run('/usr/sbin/postconf', [
+        '-c',
+        configDir,
+        '-e',
+        `defer_transports = ${transports}`,
+      ]);
+      if (set.code !== 0) throw new Error(`postconf -e defer_transports: ${set.stderr.trim()}`);
+      const before = await qmgrPid(queueDir);
+      await postfix(configDir, 'reload');
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const now = await qmgrPid(queueDir);
+        if (now !== null && now !== before) return;
+        if (Date.now() > deadline) throw new Error('postfix reload: no new qmgr within 30 s');
+        await sleep(50);
+      }
+    },
+    flushQueue: async () => {
+      const r = await run('/usr/sbin/postqueue', ['-c', configDir, '-f'], { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new Error(`postqueue -f: ${r.stderr.trim()}`);
+    },
     sentCount: () => countLog(logFile, /status=sent/g),
     problemCount: () => countLog(logFile, /status=(deferred|bounced)/g),
     stop: async () => {

@@ -3,7 +3,9 @@
  * on a free 127.0.0.1 port; domain bench.test on the "discard" transport; log level warn; fsync
  * on), starts `node dist/src/cli/sterna.js serve` as a child with a raised descriptor limit, and
  * reports its memory and how many accepted messages its spool still holds (read from the
- * segment files, format in docs/spool.md). Benchmark code: trusted, loopback only.
+ * segment files, format in docs/spool.md). Queue requests (list, flush) go to the server's
+ * control socket, `<data_dir>/control.sock` (one line of JSON each way, docs/operations.md).
+ * Starting again on the same directory keeps the spool. Benchmark code: trusted, loopback only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readSync, readdirSync, type PathLike } from 'node:fs';
@@ -51,6 +53,8 @@ export interface SternaInstance {
   liveMessages: () => number;
   /** Files in a local mailbox's Maildir new/ directory. */
   deliveredTo: (domain: string, localPart: string) => number;
+  /** One request on the control socket (e.g. `{ op: 'flush' }`); resolves to its `result`. */
+  control: (request: Readonly<Record<string, string | boolean>>) => Promise<unknown>;
   stop: () => Promise<void>;
   /** Synchronous last-resort kill, for process 'exit' handlers. */
   kill: () => void;
@@ -170,6 +174,41 @@ export function countLiveMessages(spoolDir: string): number {
   return live.size;
 }
 
+/** Sends one request line to a control socket and resolves to the reply's result; rejects on an error reply. */
+export async function controlRequest(
+  socketPath: string,
+  request: Readonly<Record<string, string | boolean>>,
+  timeoutMs = 30_000,
+): Promise<unknown> {
+  const line = await new Promise<string>((resolve, reject) => {
+    const socket = connect({ path: socketPath });
+    let buffered = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`control request ${JSON.stringify(request)}: no reply within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
+    socket.on('data', (d: string) => {
+      buffered += d;
+      const nl = buffered.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      socket.end();
+      resolve(buffered.slice(0, nl));
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+  const reply: unknown = JSON.parse(line);
+  if (typeof reply !== 'object' || reply === null || !('ok' in reply))
+    throw new Error(`control reply is not a reply: ${line.slice(0, 200)}`);
+  if (reply.ok !== true) throw new Error(`control request failed: ${line.slice(0, 300)}`);
+  return 'result' in reply ? reply.result : undefined;
+}
+
 function countFiles(path: PathLike): number {
   try {
     return readdirSync(path).length;
@@ -234,6 +273,7 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
     peakRssBytes: () => procStatusBytes(pid, 'VmHWM'),
     liveMessages: () => countLiveMessages(spoolDir),
     deliveredTo: (domain, localPart) => countFiles(join(maildirRoot, domain, localPart, 'new')),
+    control: (request) => controlRequest(join(options.dir, 'data', 'control.sock'), request),
     kill,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
