@@ -10,9 +10,11 @@
  * parameters, xtext), RFC 3463 (enhanced status codes).
  *
  * Choices:
- * - PIPELINING: MAIL and every RCPT go in one write; all their replies are read; DATA (or BDAT)
- *   follows only if a recipient was accepted, else RSET. With PIPELINING and CHUNKING, BDAT
- *   chunks are sent without waiting for each reply.
+ * - PIPELINING: MAIL, every RCPT and (without CHUNKING) DATA go in one write, DATA last as
+ *   RFC 2920 3.1 allows; all their replies are read; the body follows only if a recipient was
+ *   accepted and DATA got 354, else RSET (a 354 with nothing accepted gets an empty "." first).
+ *   The body's last piece and the final "." go in one write. With PIPELINING and CHUNKING, BDAT
+ *   follows the replies, and its chunks are sent without waiting for each reply.
  * - Several transactions per session: a transaction left open, or a reused connection (send's
  *   `reset`), gets RSET first; with PIPELINING the RSET leads the MAIL and RCPT batch. A refused
  *   or lost RSET is 'connection-failed', so a stale cached connection costs no deferral.
