@@ -591,6 +591,17 @@ export class QueueManager {
     };
   }
 
+  /** A local recipient's next state after a temporary failure: tried again after retryMs. */
+  #localDeferral(previous: RecipientState, error: string): RecipientState {
+    return {
+      status: 'deferred',
+      attempts: previous.status === 'deferred' ? previous.attempts + 1 : 1,
+      nextAttemptAt: this.#now() + this.#o.retryMs,
+      lastError: error,
+      ...warnedOf(previous),
+    };
+  }
+
   /** Runs fn when fewer than localConcurrency Maildir deliveries are running. */
   async #withLocalSlot<T>(fn: () => Promise<T>): Promise<T> {
     while (this.#localRunning >= this.#o.localConcurrency) {
@@ -671,33 +682,13 @@ export class QueueManager {
         log.error({ qid, rcpt: address, reason: expired }, 'delivery failed: message expired');
         return { index, state: { status: 'failed', at: this.#now(), error: expired } };
       }
-      const attempts = state.status === 'deferred' ? state.attempts + 1 : 1;
-      return {
-        index,
-        state: {
-          status: 'deferred',
-          attempts,
-          nextAttemptAt: this.#now() + this.#o.retryMs,
-          lastError: reasons.join('; '),
-          ...warnedOf(state),
-        },
-      };
+      return { index, state: this.#localDeferral(state, reasons.join('; ')) };
     }
     if (route.remote.length > 0) {
       const forwarded = await forwardAlias(this.#reportContext(), qid, envelope, index, route.remote);
       if (forwarded === null) {
-        const attempts = state.status === 'deferred' ? state.attempts + 1 : 1;
         const error = `forwarding to ${route.remote.join(', ')} not queued yet (spool error)`;
-        return {
-          index,
-          state: {
-            status: 'deferred',
-            attempts,
-            nextAttemptAt: this.#now() + this.#o.retryMs,
-            lastError: error,
-            ...warnedOf(state),
-          },
-        };
+        return { index, state: this.#localDeferral(state, error) };
       }
       const detail = `${route.mailboxes.length > 0 ? 'local; ' : ''}forwarded as ${forwarded}`;
       return { index, state: { status: 'delivered', at: this.#now(), detail } };
