@@ -86,6 +86,7 @@ test('every line about a message carries its qid: queued, attempt (MX, address, 
   assert.equal(deferred['reply'], '451 4.7.1 <ann@example.test>: greylisted, come back later');
   assert.equal(typeof deferred['delay'], 'number');
   assert.match(String(deferred['nextAttemptAt']), /^\d{4}-\d\d-\d\dT/);
+  assert.match(String(deferred['fix']), /greylisting/, 'the deferral says what the administrator can do');
 
   const second = find('outbound attempt', 1);
   assert.match(String(second['reply']), /^250 /);

@@ -31,6 +31,7 @@ import {
   maildirPathFor,
   maildirUniqueName,
 } from '../delivery/local/maildir.js';
+import { operatorHint } from '../delivery/operator-hints.js';
 import { RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
@@ -544,13 +545,25 @@ export class QueueManager {
       // delay: seconds since arrival, as Postfix's delay= (the whole story of a message by its qid).
       const delay = Math.round((this.#now() - envelope.receivedAt) / 100) / 10;
       const fields = { qid, rcpt: item.address, domain, status: state.status, delay };
-      if (state.status === 'deferred')
+      // fix: what the administrator can do about it, when something specific applies.
+      if (state.status === 'deferred') {
+        const fix = operatorHint(state.lastError);
         log.warn(
-          { ...fields, reply: state.lastError, nextAttemptAt: new Date(state.nextAttemptAt).toISOString() },
+          {
+            ...fields,
+            reply: state.lastError,
+            nextAttemptAt: new Date(state.nextAttemptAt).toISOString(),
+            ...(fix !== undefined ? { fix } : {}),
+          },
           'outbound: deferred',
         );
-      else if (state.status === 'failed') log.error({ ...fields, reply: state.error }, 'outbound: failed');
-      else log.info(fields, 'outbound: delivered');
+      } else if (state.status === 'failed') {
+        const fix = operatorHint(r.kind === 'delivered' ? '' : r.error);
+        log.error(
+          { ...fields, reply: state.error, ...(fix !== undefined ? { fix } : {}) },
+          'outbound: failed',
+        );
+      } else log.info(fields, 'outbound: delivered');
       const mta = r.mta;
       return {
         index: item.index,
