@@ -6,69 +6,32 @@
  * (RFC 5321 4.4, RFC 3848 "with" names).
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { waitForMessages } from './helpers/maildir.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { test } from 'node:test';
 import {
-  assertDelivered,
-  assertRunOk,
-  crlfMessage,
-  describeRun,
-  makeTempDir,
-  queueIdIn,
-  requireTool,
-  runTool,
-  writeTempFile,
-  type ToolRun,
-} from './helpers/tools.js';
+  aliceToBob,
+  assertQueuedAndDelivered,
+  composeMessage,
+  useInteropServer,
+  type ClientDelivery,
+} from './helpers/interop.js';
+import { assertRunOk, describeRun, runTool, type ToolRun } from './helpers/tools.js';
 
-const tool = requireTool('curl');
 const HELO = 'client.curl.test';
 const PASSWORD = 'curl: horse battery';
-
-let server: TestServer;
-let tmp: { dir: string; cleanup(): Promise<void> };
+const fx = useInteropServer('curl', { tmpPrefix: 'sterna-curl-', alicePassword: PASSWORD });
+const { tool } = fx;
 /** Messages bob has received so far: each test waits for one more. */
 let bobCount = 0;
-let files = 0;
 
-before(async () => {
-  if (tool.skip !== false) return;
-  server = await startTestServer({
-    users: [
-      { address: 'alice@sterna.test', password: PASSWORD },
-      { address: 'bob@sterna.test', password: 'bob password' },
-    ],
-  });
-  tmp = await makeTempDir('sterna-curl-');
-});
-
-after(async () => {
-  if (tool.skip !== false) return;
-  await server.stop({ remove: true });
-  await tmp.cleanup();
-});
-
-/** A message with its own Date and Message-ID, so submission adds nothing to it. */
-function message(subject: string, body: string[]): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@sterna.test>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Mon, 2 Mar 2026 11:00:00 +0000',
-    `Message-ID: <${subject.replace(/[^A-Za-z0-9]/g, '-')}@client.curl.test>`,
-    '',
-    ...body,
-  ]);
-}
+const message = (subject: string, body: string[]): Buffer =>
+  aliceToBob(HELO, 'Mon, 2 Mar 2026 11:00:00 +0000', subject, body);
 
 /**
  * Sends `msg` with curl (-v, so the server's replies are on stderr). The self-signed test
  * certificate is not verified (-k).
  */
 async function curl(url: string, from: string, msg: Buffer, extra: string[]): Promise<ToolRun> {
-  files++;
-  const file = await writeTempFile(tmp.dir, `msg-${files}.eml`, msg);
+  const file = await fx.env.messageFile(msg);
   return runTool('curl', [
     '--silent',
     '--show-error',
@@ -90,15 +53,31 @@ async function curl(url: string, from: string, msg: Buffer, extra: string[]): Pr
 
 const authAlice = ['--user', `alice@sterna.test:${PASSWORD}`, '--login-options', 'AUTH=PLAIN'];
 
-async function nextBobMessage(run: ToolRun): Promise<Buffer | undefined> {
+/**
+ * Sends `msg` to bob from `from` (also the expected Return-Path) with curl, which must succeed;
+ * runs `checks` on its transcript, then expects bob's next message to be `msg` with `protocol`.
+ */
+async function sendToBob(
+  url: string,
+  from: string,
+  msg: Buffer,
+  extra: string[],
+  protocol: ClientDelivery['protocol'],
+  checks: (run: ToolRun) => void = () => undefined,
+): Promise<void> {
+  const run = await curl(url, from, msg, extra);
+  assertRunOk(run);
+  checks(run);
   bobCount++;
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount);
-  assert.equal(
-    msgs.length,
-    bobCount,
-    `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`,
-  );
-  return msgs[bobCount - 1];
+  await assertQueuedAndDelivered(fx.env, run, {
+    transcript: run.stderr,
+    count: bobCount,
+    sender: from,
+    recipient: 'bob@sterna.test',
+    helo: HELO,
+    protocol,
+    message: msg,
+  });
 }
 
 test(
@@ -106,22 +85,10 @@ test(
   tool,
   async () => {
     const msg = message('curl starttls', ['Hello Bob,', '', 'sent by curl after STARTTLS and AUTH PLAIN.']);
-    const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
-      '--ssl-reqd',
-      ...authAlice,
-    ]);
-    assertRunOk(run);
-    assert.match(run.stderr, /^> STARTTLS\r?$/m, describeRun(run));
-    assert.match(run.stderr, /^< 235 2\.7\.0 /m, describeRun(run));
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
+    const url = `smtp://127.0.0.1:${fx.env.ports.submission}/${HELO}`;
+    await sendToBob(url, 'alice@sterna.test', msg, ['--ssl-reqd', ...authAlice], 'ESMTPSA', (run) => {
+      assert.match(run.stderr, /^> STARTTLS\r?$/m, describeRun(run));
+      assert.match(run.stderr, /^< 235 2\.7\.0 /m, describeRun(run));
     });
   },
 );
@@ -131,23 +98,8 @@ test(
   tool,
   async () => {
     const msg = message('curl implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-    const run = await curl(
-      `smtps://127.0.0.1:${server.ports.submissions}/${HELO}`,
-      'alice@sterna.test',
-      msg,
-      authAlice,
-    );
-    assertRunOk(run);
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
-    });
+    const url = `smtps://127.0.0.1:${fx.env.ports.submissions}/${HELO}`;
+    await sendToBob(url, 'alice@sterna.test', msg, authAlice, 'ESMTPSA');
   },
 );
 
@@ -155,27 +107,17 @@ test(
   'RFC 5321: curl sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
   tool,
   async () => {
-    const msg = crlfMessage([
-      'From: Carol <carol@example.org>',
-      'To: bob@sterna.test',
-      'Subject: curl plain smtp',
-      'Date: Mon, 2 Mar 2026 11:05:00 +0000',
-      'Message-ID: <curl-plain@client.curl.test>',
-      '',
-      'No TLS, no AUTH: an ordinary inbound message.',
-    ]);
-    const run = await curl(`smtp://127.0.0.1:${server.ports.smtp}/${HELO}`, 'carol@example.org', msg, []);
-    assertRunOk(run);
-    assert.doesNotMatch(run.stderr, /^> STARTTLS/m, describeRun(run));
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'carol@example.org',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTP',
-      message: msg,
-      qid,
+    const msg = composeMessage({
+      from: 'Carol <carol@example.org>',
+      to: 'bob@sterna.test',
+      subject: 'curl plain smtp',
+      date: 'Mon, 2 Mar 2026 11:05:00 +0000',
+      messageId: '<curl-plain@client.curl.test>',
+      body: ['No TLS, no AUTH: an ordinary inbound message.'],
+    });
+    const url = `smtp://127.0.0.1:${fx.env.ports.smtp}/${HELO}`;
+    await sendToBob(url, 'carol@example.org', msg, [], 'ESMTP', (run) => {
+      assert.doesNotMatch(run.stderr, /^> STARTTLS/m, describeRun(run));
     });
   },
 );
@@ -193,20 +135,7 @@ test(
       ' . a space first, not stuffed',
       '.',
     ]);
-    const run = await curl(`smtp://127.0.0.1:${server.ports.submission}/${HELO}`, 'alice@sterna.test', msg, [
-      '--ssl-reqd',
-      ...authAlice,
-    ]);
-    assertRunOk(run);
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
-    });
+    const url = `smtp://127.0.0.1:${fx.env.ports.submission}/${HELO}`;
+    await sendToBob(url, 'alice@sterna.test', msg, ['--ssl-reqd', ...authAlice], 'ESMTPSA');
   },
 );

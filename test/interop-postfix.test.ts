@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { pollUntil } from './helpers/interop.js';
 import { freePort, requirePostfix, startPostfix, type PostfixInstance } from './helpers/postfix.js';
 import { waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
@@ -89,6 +90,16 @@ async function sendTo(port: number, to: string, body: string): Promise<string> {
   return done.text;
 }
 
+/**
+ * What the hops added before the message: asserts that the delivered file, read as latin1 text,
+ * ends with `expected` byte for byte, and returns the text before it.
+ */
+function addedBefore(delivered: Buffer | undefined, expected: string): string {
+  const text = delivered?.toString('latin1') ?? '';
+  assert.ok(text.endsWith(expected), `byte for byte after the trace headers:\n${text}`);
+  return text.slice(0, text.length - expected.length);
+}
+
 /** Only trace and delivery headers before the message: Return-Path, Received, Delivered-To. */
 const TRACE_ONLY = /^(?:(?:Return-Path|Received|Delivered-To|X-Original-To):[^\n]*\n(?:[ \t][^\n]*\n)*)*$/;
 
@@ -99,18 +110,15 @@ test(
     assert.ok(server !== undefined && pf !== undefined);
     const body = message('bob@pf.test', 'sterna-to-postfix');
     await sendTo(server.ports.smtp, 'bob@pf.test', body);
-    const deadline = Date.now() + 20_000;
-    let got = await pf.maildir('bob');
-    while (got.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      got = await pf.maildir('bob');
-    }
+    const postfix = pf; // a const keeps the narrowing inside the closure below
+    const got = await pollUntil(
+      () => postfix.maildir('bob'),
+      (files) => files.length > 0,
+      20_000,
+    );
     assert.equal(got.length, 1, `Postfix's Maildir got the message; maillog:\n${await pf.log()}`);
-    const text = got[0]?.toString('latin1') ?? '';
     // Postfix writes mailbox files with LF line ends.
-    const expected = body.replace(/\r\n/g, '\n');
-    assert.ok(text.endsWith(expected), `byte for byte after the trace headers:\n${text}`);
-    const added = text.slice(0, text.length - expected.length);
+    const added = addedBefore(got[0], body.replace(/\r\n/g, '\n'));
     assert.match(added, TRACE_ONLY);
     assert.match(added, /^Delivered-To: bob@pf\.test\n/m);
     assert.match(added, /by pf-mx\.pf\.test \(Postfix\)/);
@@ -129,9 +137,7 @@ test(
     await pf.flush();
     const got = await waitForMessages(server.dataDir, 'sterna.test', 'dora', 1, 20_000);
     assert.equal(got.length, 1, `Sterna's Maildir got the message; Postfix maillog:\n${await pf.log()}`);
-    const text = got[0]?.toString('latin1') ?? '';
-    assert.ok(text.endsWith(body), `byte for byte after the trace headers:\n${text}`);
-    const added = text.slice(0, text.length - body.length).replace(/\r\n/g, '\n');
+    const added = addedBefore(got[0], body).replace(/\r\n/g, '\n');
     assert.match(added, TRACE_ONLY);
     assert.match(added, /by pf-mx\.pf\.test \(Postfix\)/);
     assert.match(added, /from pf-mx\.pf\.test/);

@@ -7,25 +7,17 @@
  * RFC 3848 and RFC 6531 4.3 "with" names).
  */
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { after, before, test } from 'node:test';
-import { maildirPathFor } from '../src/delivery/local/maildir.js';
-import { waitForMessages } from './helpers/maildir.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { test } from 'node:test';
 import {
-  assertDelivered,
-  assertRunOk,
-  crlfMessage,
-  describeRun,
-  makeTempDir,
-  queueIdIn,
-  requireTool,
-  runTool,
-  writeTempFile,
-  type ToolRun,
-} from './helpers/tools.js';
+  aliceToBob,
+  assertQueuedAndDelivered,
+  composeMessage,
+  messageIdFor,
+  useInteropServer,
+  type ClientDelivery,
+} from './helpers/interop.js';
+import { assertRunOk, describeRun, runTool, writeTempFile, type ToolRun } from './helpers/tools.js';
 
-const tool = requireTool('python3');
 const HELO = 'client.python.test';
 const PASSWORD = 'python horse battery';
 
@@ -67,30 +59,19 @@ s.quit()
 print(json.dumps({"refused": refused}))
 `;
 
-let server: TestServer;
-let tmp: { dir: string; cleanup(): Promise<void> };
+/** The client script, CLIENT_PY, written into the scratch directory at set-up. */
 let script: string;
-let files = 0;
-
-before(async () => {
-  if (tool.skip !== false) return;
-  server = await startTestServer({
-    users: [
-      { address: 'alice@sterna.test', password: PASSWORD },
-      { address: 'bob@sterna.test', password: 'bob password' },
-      { address: 'jörg@sterna.test', password: 'jörg password' },
-    ],
-  });
-  tmp = await makeTempDir('sterna-smtplib-');
-  script = await writeTempFile(tmp.dir, 'client.py', CLIENT_PY);
+const fx = useInteropServer('python3', {
+  tmpPrefix: 'sterna-smtplib-',
+  alicePassword: PASSWORD,
+  moreUsers: [{ address: 'jörg@sterna.test', password: 'jörg password' }],
+  setup: async (env) => {
+    script = await writeTempFile(env.tmpDir, 'client.py', CLIENT_PY);
+  },
 });
+const { tool } = fx;
 
-after(async () => {
-  if (tool.skip !== false) return;
-  await server.stop({ remove: true });
-  await tmp.cleanup();
-});
-
+/** One run of CLIENT_PY: the connection mode, the envelope and the MAIL FROM parameters. */
 interface Job {
   mode: 'starttls' | 'implicit' | 'plain';
   port: number;
@@ -100,9 +81,11 @@ interface Job {
   mailOptions?: string[];
 }
 
+/** A Job with one recipient, whose Maildir the test checks. */
+type SingleJob = Job & { to: [string] };
+
 async function smtplib(job: Job, msg: Buffer): Promise<ToolRun> {
-  files++;
-  const file = await writeTempFile(tmp.dir, `msg-${files}.eml`, msg);
+  const file = await fx.env.messageFile(msg);
   const input = JSON.stringify({
     mode: job.mode,
     port: job.port,
@@ -117,26 +100,42 @@ async function smtplib(job: Job, msg: Buffer): Promise<ToolRun> {
   return runTool('python3', ['-I', script], { input });
 }
 
-/** A message with its own Date and Message-ID, so submission adds nothing to it. */
-function message(subject: string, body: string[]): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@sterna.test>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Mon, 2 Mar 2026 12:00:00 +0000',
-    `Message-ID: <${subject.replace(/[^A-Za-z0-9]/g, '-')}@client.python.test>`,
-    '',
-    ...body,
-  ]);
+const message = (subject: string, body: string[]): Buffer =>
+  aliceToBob(HELO, 'Mon, 2 Mar 2026 12:00:00 +0000', subject, body);
+
+/**
+ * Runs `job` with smtplib, which must succeed; runs `checks` on its transcript, then expects the
+ * `count`-th message of its (single) recipient to be `msg` from job.from with `protocol`.
+ */
+async function sendAndCheck(
+  job: SingleJob,
+  msg: Buffer,
+  count: number,
+  protocol: ClientDelivery['protocol'],
+  checks: (run: ToolRun) => void = () => undefined,
+): Promise<void> {
+  const run = await smtplib(job, msg);
+  assertRunOk(run);
+  checks(run);
+  await assertQueuedAndDelivered(fx.env, run, {
+    transcript: run.stderr,
+    count,
+    sender: job.from,
+    recipient: job.to[0],
+    helo: HELO,
+    protocol,
+    message: msg,
+  });
 }
 
-/** Waits for the `count`-th message in a local mailbox of sterna.test and returns it. */
-async function nthMessage(local: string, count: number, run: ToolRun): Promise<Buffer | undefined> {
-  const dirName = path.basename(maildirPathFor('/', { local, domain: 'sterna.test' }));
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', dirName, count);
-  assert.equal(msgs.length, count, `${local}'s Maildir should hold ${count} message(s)\n${describeRun(run)}`);
-  return msgs[count - 1];
-}
+/** alice@sterna.test submits to bob@sterna.test, authenticating with `auth`. */
+const aliceToBobJob = (mode: Job['mode'], port: number, auth: 'LOGIN' | 'PLAIN'): SingleJob => ({
+  mode,
+  port,
+  from: 'alice@sterna.test',
+  to: ['bob@sterna.test'],
+  auth,
+});
 
 test(
   'RFC 6409 + 3207 + 4954: smtplib submits with STARTTLS and AUTH LOGIN; bob gets it byte for byte, with ESMTPSA',
@@ -147,28 +146,10 @@ test(
       '',
       'sent by smtplib after STARTTLS and AUTH LOGIN.',
     ]);
-    const run = await smtplib(
-      {
-        mode: 'starttls',
-        port: server.ports.submission,
-        from: 'alice@sterna.test',
-        to: ['bob@sterna.test'],
-        auth: 'LOGIN',
-      },
-      msg,
-    );
-    assertRunOk(run);
-    assert.equal(run.stdout, '{"refused": {}}\n', describeRun(run));
-    assert.match(run.stderr, /reply: retcode \(235\); Msg: b'2\.7\.0 /, describeRun(run));
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nthMessage('bob', 1, run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
+    const job = aliceToBobJob('starttls', fx.env.ports.submission, 'LOGIN');
+    await sendAndCheck(job, msg, 1, 'ESMTPSA', (run) => {
+      assert.equal(run.stdout, '{"refused": {}}\n', describeRun(run));
+      assert.match(run.stderr, /reply: retcode \(235\); Msg: b'2\.7\.0 /, describeRun(run));
     });
   },
 );
@@ -178,27 +159,8 @@ test(
   tool,
   async () => {
     const msg = message('smtplib implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-    const run = await smtplib(
-      {
-        mode: 'implicit',
-        port: server.ports.submissions,
-        from: 'alice@sterna.test',
-        to: ['bob@sterna.test'],
-        auth: 'PLAIN',
-      },
-      msg,
-    );
-    assertRunOk(run);
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nthMessage('bob', 2, run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
-    });
+    const job = aliceToBobJob('implicit', fx.env.ports.submissions, 'PLAIN');
+    await sendAndCheck(job, msg, 2, 'ESMTPSA');
   },
 );
 
@@ -206,81 +168,64 @@ test(
   'RFC 5321: smtplib sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
   tool,
   async () => {
-    const msg = crlfMessage([
-      'From: Carol <carol@example.org>',
-      'To: bob@sterna.test',
-      'Subject: smtplib plain smtp',
-      'Date: Mon, 2 Mar 2026 12:05:00 +0000',
-      'Message-ID: <smtplib-plain@client.python.test>',
-      '',
-      'No TLS, no AUTH: an ordinary inbound message.',
-      '.and a line with a leading dot, which smtplib stuffs.',
-    ]);
-    const run = await smtplib(
-      { mode: 'plain', port: server.ports.smtp, from: 'carol@example.org', to: ['bob@sterna.test'] },
-      msg,
-    );
-    assertRunOk(run);
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nthMessage('bob', 3, run), {
-      sender: 'carol@example.org',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTP',
-      message: msg,
-      qid,
+    const msg = composeMessage({
+      from: 'Carol <carol@example.org>',
+      to: 'bob@sterna.test',
+      subject: 'smtplib plain smtp',
+      date: 'Mon, 2 Mar 2026 12:05:00 +0000',
+      messageId: '<smtplib-plain@client.python.test>',
+      body: [
+        'No TLS, no AUTH: an ordinary inbound message.',
+        '.and a line with a leading dot, which smtplib stuffs.',
+      ],
     });
+    const job: SingleJob = {
+      mode: 'plain',
+      port: fx.env.ports.smtp,
+      from: 'carol@example.org',
+      to: ['bob@sterna.test'],
+    };
+    await sendAndCheck(job, msg, 3, 'ESMTP');
   },
 );
 
 /** An RFC 6532 message: UTF-8 in header fields and in the 8-bit body. */
 function utf8Message(to: string, subject: string): Buffer {
-  return crlfMessage([
-    'From: Jörg Müller <jörg@example.org>',
-    `To: ${to}`,
-    `Subject: ${subject}`,
-    'Date: Mon, 2 Mar 2026 12:10:00 +0000',
-    `Message-ID: <${subject.replace(/[^A-Za-z0-9]/g, '-')}@client.python.test>`,
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=utf-8',
-    'Content-Transfer-Encoding: 8bit',
-    '',
-    'Grüße aus Köln! Ça va ? Ελληνικά, 日本語, emoji 🐦.',
-    'Zeile mit ß und €.',
-  ]);
+  return composeMessage({
+    from: 'Jörg Müller <jörg@example.org>',
+    to,
+    subject,
+    date: 'Mon, 2 Mar 2026 12:10:00 +0000',
+    messageId: messageIdFor(subject, HELO),
+    headers: [
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=utf-8',
+      'Content-Transfer-Encoding: 8bit',
+    ],
+    body: ['Grüße aus Köln! Ça va ? Ελληνικά, 日本語, emoji 🐦.', 'Zeile mit ß und €.'],
+  });
 }
+
+/** smtplib sends from jörg@example.org to `to` on the smtp port with SMTPUTF8 and BODY=8BITMIME. */
+const utf8Job = (to: string): SingleJob => ({
+  mode: 'plain',
+  port: fx.env.ports.smtp,
+  from: 'jörg@example.org',
+  to: [to],
+  mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
+});
 
 test(
   'RFC 6531 + 6152: smtplib with SMTPUTF8 and BODY=8BITMIME from jörg@example.org; the UTF-8 message arrives byte for byte, with UTF8SMTP',
   tool,
   async () => {
     const msg = utf8Message('bob@sterna.test', 'smtplib utf8 Grüße');
-    const run = await smtplib(
-      {
-        mode: 'plain',
-        port: server.ports.smtp,
-        from: 'jörg@example.org',
-        to: ['bob@sterna.test'],
-        mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
-      },
-      msg,
-    );
-    assertRunOk(run);
-    assert.match(
-      run.stderr,
-      /^send: 'mail FROM:<jörg@example\.org> size=\d+ SMTPUTF8 BODY=8BITMIME\\r\\n'$/m,
-      describeRun(run),
-    );
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nthMessage('bob', 4, run), {
-      sender: 'jörg@example.org',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'UTF8SMTP',
-      message: msg,
-      qid,
+    await sendAndCheck(utf8Job('bob@sterna.test'), msg, 4, 'UTF8SMTP', (run) => {
+      assert.match(
+        run.stderr,
+        /^send: 'mail FROM:<jörg@example\.org> size=\d+ SMTPUTF8 BODY=8BITMIME\\r\\n'$/m,
+        describeRun(run),
+      );
     });
   },
 );
@@ -290,26 +235,6 @@ test(
   tool,
   async () => {
     const msg = utf8Message('Jörg <jörg@sterna.test>', 'smtplib utf8 local part');
-    const run = await smtplib(
-      {
-        mode: 'plain',
-        port: server.ports.smtp,
-        from: 'jörg@example.org',
-        to: ['jörg@sterna.test'],
-        mailOptions: ['SMTPUTF8', 'BODY=8BITMIME'],
-      },
-      msg,
-    );
-    assertRunOk(run);
-    const qid = queueIdIn(run.stderr);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nthMessage('jörg', 1, run), {
-      sender: 'jörg@example.org',
-      recipient: 'jörg@sterna.test',
-      helo: HELO,
-      protocol: 'UTF8SMTP',
-      message: msg,
-      qid,
-    });
+    await sendAndCheck(utf8Job('jörg@sterna.test'), msg, 1, 'UTF8SMTP');
   },
 );

@@ -6,61 +6,26 @@
  * RFC 3848 "with" names).
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { waitForMessages } from './helpers/maildir.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { test } from 'node:test';
 import {
-  assertDelivered,
-  assertRunOk,
-  crlfMessage,
-  describeRun,
-  makeTempDir,
-  queueIdIn,
-  requireTool,
-  runTool,
-  writeTempFile,
-  type ToolRun,
-} from './helpers/tools.js';
+  aliceToBob,
+  assertQueuedAndDelivered,
+  composeMessage,
+  useInteropServer,
+  type ClientDelivery,
+} from './helpers/interop.js';
+import { waitForMessages } from './helpers/maildir.js';
+import { assertRunOk, describeRun, queueIdIn, runTool, type ToolRun } from './helpers/tools.js';
 
-const tool = requireTool('swaks');
 const HELO = 'client.swaks.test';
 const PASSWORD = 'swaks horse battery';
-
-let server: TestServer;
-let tmp: { dir: string; cleanup(): Promise<void> };
+const fx = useInteropServer('swaks', { tmpPrefix: 'sterna-swaks-', alicePassword: PASSWORD });
+const { tool } = fx;
 /** Messages bob has received so far: each test waits for one more. */
 let bobCount = 0;
-let files = 0;
 
-before(async () => {
-  if (tool.skip !== false) return;
-  server = await startTestServer({
-    users: [
-      { address: 'alice@sterna.test', password: PASSWORD },
-      { address: 'bob@sterna.test', password: 'bob password' },
-    ],
-  });
-  tmp = await makeTempDir('sterna-swaks-');
-});
-
-after(async () => {
-  if (tool.skip !== false) return;
-  await server.stop({ remove: true });
-  await tmp.cleanup();
-});
-
-/** A message with its own Date and Message-ID, so submission adds nothing to it. */
-function message(subject: string, body: string[]): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@sterna.test>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Mon, 2 Mar 2026 10:00:00 +0000',
-    `Message-ID: <${subject.replace(/[^A-Za-z0-9]/g, '-')}@client.swaks.test>`,
-    '',
-    ...body,
-  ]);
-}
+const message = (subject: string, body: string[]): Buffer =>
+  aliceToBob(HELO, 'Mon, 2 Mar 2026 10:00:00 +0000', subject, body);
 
 /**
  * Runs swaks with `msg` as the DATA portion. swaks treats its data as lines without a final line
@@ -68,8 +33,7 @@ function message(subject: string, body: string[]): Buffer {
  */
 async function swaks(port: number, msg: Buffer, extra: string[]): Promise<ToolRun> {
   assert.ok(msg.subarray(-2).equals(Buffer.from('\r\n')), 'test messages end with CRLF');
-  files++;
-  const file = await writeTempFile(tmp.dir, `msg-${files}.eml`, msg.subarray(0, -2));
+  const file = await fx.env.messageFile(msg.subarray(0, -2));
   return runTool('swaks', [
     '--server',
     '127.0.0.1',
@@ -98,15 +62,31 @@ const authAlice = (password: string): string[] => [
   password,
 ];
 
-async function nextBobMessage(run: ToolRun): Promise<Buffer | undefined> {
+/**
+ * Sends `msg` to bob with swaks, which must succeed; runs `checks` on its transcript, then expects
+ * bob's next message to be `msg` from `sender` with `protocol`.
+ */
+async function sendToBob(
+  port: number,
+  msg: Buffer,
+  extra: string[],
+  sender: string,
+  protocol: ClientDelivery['protocol'],
+  checks: (run: ToolRun) => void = () => undefined,
+): Promise<void> {
+  const run = await swaks(port, msg, extra);
+  assertRunOk(run);
+  checks(run);
   bobCount++;
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount);
-  assert.equal(
-    msgs.length,
-    bobCount,
-    `bob's Maildir should hold ${bobCount} message(s)\n${describeRun(run)}`,
-  );
-  return msgs[bobCount - 1];
+  await assertQueuedAndDelivered(fx.env, run, {
+    transcript: run.stdout,
+    count: bobCount,
+    sender,
+    recipient: 'bob@sterna.test',
+    helo: HELO,
+    protocol,
+    message: msg,
+  });
 }
 
 test(
@@ -120,18 +100,9 @@ test(
       '-- ',
       'Alice',
     ]);
-    const run = await swaks(server.ports.submission, msg, ['--tls', ...authAlice(PASSWORD)]);
-    assertRunOk(run);
-    assert.match(run.stdout, /^<~ {2}235 2\.7\.0 /m, describeRun(run));
-    const qid = queueIdIn(run.stdout);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
+    const extra = ['--tls', ...authAlice(PASSWORD)];
+    await sendToBob(fx.env.ports.submission, msg, extra, 'alice@sterna.test', 'ESMTPSA', (run) => {
+      assert.match(run.stdout, /^<~ {2}235 2\.7\.0 /m, describeRun(run));
     });
   },
 );
@@ -141,18 +112,8 @@ test(
   tool,
   async () => {
     const msg = message('swaks implicit tls', ['Implicit TLS from the first byte.', 'Second line.']);
-    const run = await swaks(server.ports.submissions, msg, ['--tls-on-connect', ...authAlice(PASSWORD)]);
-    assertRunOk(run);
-    const qid = queueIdIn(run.stdout);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'alice@sterna.test',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTPSA',
-      message: msg,
-      qid,
-    });
+    const extra = ['--tls-on-connect', ...authAlice(PASSWORD)];
+    await sendToBob(fx.env.ports.submissions, msg, extra, 'alice@sterna.test', 'ESMTPSA');
   },
 );
 
@@ -160,37 +121,26 @@ test(
   'RFC 5321: swaks sends plain ESMTP to the smtp port without AUTH; delivered with ESMTP',
   tool,
   async () => {
-    const msg = crlfMessage([
-      'From: Carol <carol@example.org>',
-      'To: bob@sterna.test',
-      'Subject: swaks plain smtp',
-      'Date: Mon, 2 Mar 2026 10:05:00 +0000',
-      'Message-ID: <swaks-plain@client.swaks.test>',
-      '',
-      'No TLS, no AUTH: an ordinary inbound message.',
-    ]);
-    const run = await swaks(server.ports.smtp, msg, ['--from', 'carol@example.org']);
-    assertRunOk(run);
-    const qid = queueIdIn(run.stdout);
-    assert.ok(qid !== undefined, describeRun(run));
-    assertDelivered(await nextBobMessage(run), {
-      sender: 'carol@example.org',
-      recipient: 'bob@sterna.test',
-      helo: HELO,
-      protocol: 'ESMTP',
-      message: msg,
-      qid,
+    const msg = composeMessage({
+      from: 'Carol <carol@example.org>',
+      to: 'bob@sterna.test',
+      subject: 'swaks plain smtp',
+      date: 'Mon, 2 Mar 2026 10:05:00 +0000',
+      messageId: '<swaks-plain@client.swaks.test>',
+      body: ['No TLS, no AUTH: an ordinary inbound message.'],
     });
+    const extra = ['--from', 'carol@example.org'];
+    await sendToBob(fx.env.ports.smtp, msg, extra, 'carol@example.org', 'ESMTP');
   },
 );
 
 test('RFC 4954 6: swaks with a wrong password gets 535 5.7.8 and nothing is delivered', tool, async () => {
   const msg = message('swaks wrong password', ['This must not arrive.']);
-  const run = await swaks(server.ports.submission, msg, ['--tls', ...authAlice('not the password')]);
+  const run = await swaks(fx.env.ports.submission, msg, ['--tls', ...authAlice('not the password')]);
   assert.notEqual(run.code, 0, describeRun(run));
   assert.ok(!run.timedOut, describeRun(run));
   assert.match(run.stdout, /^<~\* 535 5\.7\.8 /m, describeRun(run));
   assert.equal(queueIdIn(run.stdout), undefined, describeRun(run));
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', bobCount + 1, 300);
+  const msgs = await waitForMessages(fx.env.server.dataDir, 'sterna.test', 'bob', bobCount + 1, 300);
   assert.equal(msgs.length, bobCount, 'no message was delivered');
 });
