@@ -177,3 +177,33 @@ test('a reused connection dropped at RSET (stale): the message goes on a new con
   assert.equal(sinkFlaky.sessions[reused + 1]?.messages.length, 1);
   assertRelayed(sinkFlaky.sessions[reused + 1]?.messages[0]?.body, body(12));
 });
+
+test('a message refused at MAIL leaves the connection usable: the next message reuses it, after RSET', async () => {
+  flakyRespond = (cmd) =>
+    cmd.verb === 'MAIL' && /<refused@/i.test(cmd.line)
+      ? '550 5.7.1 <refused@sterna.test>: sender refused'
+      : undefined;
+  const qid = await sendMessage(flaky.ports.smtp, {
+    from: 'refused@sterna.test',
+    to: ['carol@reuse.test'],
+    body: body(13),
+  });
+  await waitGone(flaky, qid);
+  await deliver(flaky, 'carol@reuse.test', body(14));
+  const index = sinkFlaky.sessions.findIndex((x) =>
+    x.transcript.includes('C: MAIL FROM:<refused@sterna.test>'),
+  );
+  assert.notEqual(index, -1);
+  const lines = commands(sinkFlaky, index);
+  const refused = lines.indexOf('MAIL FROM:<refused@sterna.test>');
+  // This server offers no PIPELINING: MAIL alone, refused; then RSET and the next message.
+  assert.deepEqual(lines.slice(refused, refused + 6), [
+    'MAIL FROM:<refused@sterna.test>',
+    'RSET',
+    'MAIL FROM:<alice@sterna.test>',
+    'RCPT TO:<carol@reuse.test>',
+    'DATA',
+    '<DATA>',
+  ]);
+  assertRelayed(sinkFlaky.sessions[index]?.messages.at(-1)?.body, body(14));
+});

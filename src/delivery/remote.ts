@@ -410,8 +410,11 @@ export class RemoteDelivery {
         await session.quit();
         throw err;
       }
-      // A 421 or a lost connection has already closed the session (closedReason set).
-      if (result.kind === 'done' && session.closedReason === null) {
+      // A 421 or a lost connection has already closed the session (closedReason set). A message
+      // refused at MAIL (by the server, or by SIZE or SMTPUTF8 before sending) leaves the session
+      // usable: the next transaction starts with RSET.
+      const usable = result.kind === 'done' || (result.kind === 'rejected' && result.stage === 'mail');
+      if (usable && session.closedReason === null) {
         await this.#cache.put(key, session, before + 1);
       } else {
         await session.quit();
