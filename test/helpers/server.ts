@@ -39,6 +39,17 @@ export interface TestServerOptions {
 
 export const TEST_HOSTNAME = 'mx.sterna.test';
 
+/**
+ * The resolver of a test server that brings no [dns] table of its own: a loopback port where
+ * nothing answers, so mail to another domain is deferred (DNS temporary failure) and no test
+ * ever asks the system's resolver, or sends a query off this machine.
+ */
+const NO_DNS = `[dns]
+servers = ["127.0.0.1:9"]
+timeout_ms = 200
+tries = 1
+`;
+
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sterna-test-')));
   const text = `hostname = "${TEST_HOSTNAME}"
@@ -54,7 +65,7 @@ ${opts.auth ?? ''}
 level = "${process.env['STERNA_TEST_LOG'] !== undefined ? 'debug' : 'silent'}"
 format = "json"
 ${opts.toml ?? ''}
-`;
+${/^\[dns\]/m.test(opts.toml ?? '') ? '' : NO_DNS}`;
   const config = parseConfigText(text, 'test config');
   for (const u of opts.users ?? []) {
     await addUser(config.auth.users_file, u.address, u.password, {
