@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecipientState } from '../message/envelope.js';
 import { isQueueId } from './ids.js';
@@ -316,5 +316,53 @@ test('after close every operation fails with CLOSED', async () => {
     );
     await assert.rejects(spool.read(qid), (e: unknown) => e instanceof SpoolError && e.code === 'CLOSED');
     await assert.rejects(spool.done(qid), (e: unknown) => e instanceof SpoolError && e.code === 'CLOSED');
+  });
+});
+
+/** Open descriptors of this process on files under `dir`, by path (" (deleted)" marks an unlinked one). */
+async function openFilesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    try {
+      const target = await readlink(join('/proc/self/fd', fd));
+      if (target.startsWith(dir)) out.push(target);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
+test('reads share a handle per segment: at most 16 stay open unused, and a deleted segment is closed', async () => {
+  await withTempDir(async (dir) => {
+    // One 40 KiB message per 64 KiB segment: 30 messages, about 30 segments.
+    const { spool } = await Spool.open(opts(dir, { segmentBytes: 64 * 1024, compactAfterSegments: 1000 }));
+    const bodies = new Map<string, Buffer>();
+    for (let i = 0; i < 30; i++) {
+      const body = deterministicBody(`m${i}`, 40 * 1024);
+      bodies.set(await commitMessage(spool, body), body);
+    }
+    assert.ok((await segmentFiles(dir)).length >= 20);
+    for (const [qid, body] of bodies) {
+      await spool.read(qid);
+      assert.ok((await readAll(spool.openBody(qid))).equals(body));
+    }
+    // Closing is asynchronous (FileHandle.close): give it a moment.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const open = await openFilesUnder(join(dir, 'segments'));
+    // 16 unused read handles at most, plus the log's own handle on the segment being written.
+    assert.ok(open.length <= 17, `open segment files: ${open.length}`);
+    for (const qid of bodies.keys()) await spool.done(qid);
+    await spool.compact(); // deletes the finished segments
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const left = await openFilesUnder(join(dir, 'segments'));
+    assert.deepEqual(
+      left.filter((p) => p.endsWith('(deleted)')),
+      [],
+      'no handle is kept on a deleted segment',
+    );
+    await spool.close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(await openFilesUnder(join(dir, 'segments')), [], 'close() closes every handle');
   });
 });
