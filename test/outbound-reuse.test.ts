@@ -34,6 +34,7 @@ function config(sinkPort: number, reuseLimit: number): string {
       tls: 'none',
       connection_reuse_limit: reuseLimit,
       connection_idle_ms: 30000,
+      recipients_per_transaction: 2,
       ...TEST_OUTBOUND_TIMEOUTS,
     },
   })}[queue]
@@ -206,4 +207,27 @@ test('a message refused at MAIL leaves the connection usable: the next message r
     '<DATA>',
   ]);
   assertRelayed(sinkFlaky.sessions[index]?.messages.at(-1)?.body, body(14));
+});
+
+test('outbound.recipients_per_transaction: five recipients go in transactions of 2, 2 and 1 on one connection', async () => {
+  flakyRespond = () => undefined;
+  const before = sinkFlaky.messages().length;
+  const to = ['r1', 'r2', 'r3', 'r4', 'r5'].map((l) => `${l}@reuse.test`);
+  const qid = await sendMessage(flaky.ports.smtp, { from: 'alice@sterna.test', to, body: body(20) });
+  await waitGone(flaky, qid);
+  const got = sinkFlaky.messages().slice(before);
+  assert.deepEqual(
+    got.map((m) => m.rcptTo),
+    [['r1@reuse.test', 'r2@reuse.test'], ['r3@reuse.test', 'r4@reuse.test'], ['r5@reuse.test']],
+  );
+  for (const m of got) assertRelayed(m.body, body(20));
+  const sessions = new Set(
+    sinkFlaky.sessions.filter((x) => x.messages.some((m) => m.rcptTo.includes('r1@reuse.test'))),
+  );
+  assert.equal(sessions.size, 1);
+  const [session] = sessions;
+  assert.ok(
+    session?.messages.some((m) => m.rcptTo.includes('r5@reuse.test')),
+    'one connection for all three',
+  );
 });

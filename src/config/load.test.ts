@@ -98,6 +98,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       tls_policy: {},
       connection_reuse_limit: 100,
       connection_idle_ms: 2000,
+      recipients_per_transaction: 50,
     },
     queue: {
       first_retry_ms: 300_000,

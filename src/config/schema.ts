@@ -237,6 +237,8 @@ export const outboundSchema = z
     connection_reuse_limit: z.number().int().min(1).max(100_000).default(100),
     /** How long an idle connection waits for the next message to its host before QUIT. */
     connection_idle_ms: z.number().int().min(0).max(300_000).default(2000),
+    /** Recipients per mail transaction (Postfix's smtp_destination_recipient_limit); more go in further ones. */
+    recipients_per_transaction: z.number().int().min(1).max(10_000).default(50),
   })
   .default({
     connect_timeout_ms: 30_000,
@@ -252,6 +254,7 @@ export const outboundSchema = z
     tls_policy: {},
     connection_reuse_limit: 100,
     connection_idle_ms: 2000,
+    recipients_per_transaction: 50,
   });
 
 export const queueSchema = z

@@ -47,6 +47,8 @@ export interface OutboundOptions {
   connectionReuseLimit?: number;
   /** How long an idle connection is kept for the next message to its host. Default 0. */
   connectionIdleMs?: number;
+  /** Recipients in one mail transaction; more go in further transactions. Default: no limit. */
+  recipientsPerTransaction?: number;
   timeouts: ClientOptions['timeouts'];
   /** Deliveries at once, in total and per destination domain. */
   concurrencyTotal: number;
@@ -266,53 +268,68 @@ export class RemoteDelivery {
         hosts: for (const host of route.hosts) {
           for (const address of host.addresses) {
             if (remaining.length === 0) break hosts;
-            const attempt = await this.#attempt(qid, envelope, size, remaining, host.name, address, target);
-            if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
-              const error =
-                attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
-              last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
-              log.warn(
-                { qid, rcpt: remaining.map((r) => r.address), mx: host.name, address, reply: error },
-                'outbound: attempt failed at this address; trying the next',
-              );
-              if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
-                // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
-                for (const item of remaining)
-                  results.set(item.index, { kind: 'failed', error, mta: host.name });
-                remaining = [];
+            // At most recipientsPerTransaction recipients per transaction (Postfix's
+            // smtp_destination_recipient_limit); further ones follow on the same connection.
+            const limit = Math.max(1, out.recipientsPerTransaction ?? Number.MAX_SAFE_INTEGER);
+            /** Recipients for the next address: this one failed or closed before answering them. */
+            const carry: RemoteRecipient[] = [];
+            let todo: readonly RemoteRecipient[] = remaining;
+            while (todo.length > 0) {
+              const batch = todo.slice(0, limit);
+              todo = todo.slice(batch.length);
+              const attempt = await this.#attempt(qid, envelope, size, batch, host.name, address, target);
+              if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
+                const error =
+                  attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
+                last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
+                const unanswered = [...batch, ...todo];
+                todo = [];
+                log.warn(
+                  { qid, rcpt: unanswered.map((r) => r.address), mx: host.name, address, reply: error },
+                  'outbound: attempt failed at this address; trying the next',
+                );
+                if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
+                  // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
+                  for (const item of unanswered)
+                    results.set(item.index, { kind: 'failed', error, mta: host.name });
+                } else carry.push(...unanswered);
+                break;
               }
-              continue;
+              reached = true;
+              for (const item of batch) {
+                const r = attempt.recipients.find((x) => x.address === item.address);
+                if (r === undefined) {
+                  carry.push(item);
+                  continue;
+                }
+                const text = replyText(r.reply);
+                // 421 (or a connection lost before a final answer): the next address may do better.
+                if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
+                  last = { error: text, permanent: false };
+                  carry.push(item);
+                  continue;
+                }
+                results.set(
+                  item.index,
+                  r.kind === 'delivered'
+                    ? {
+                        kind: 'delivered',
+                        detail: `${host.name}[${address}]: ${text}`,
+                        mta: host.name,
+                        relayed: !attempt.nextHopDsn,
+                      }
+                    : r.kind === 'deferred'
+                      ? { kind: 'deferred', error: text, mta: host.name }
+                      : { kind: 'failed', error: text, mta: host.name },
+                );
+              }
+              // The session ended with recipients unanswered: the rest go to the next address too.
+              if (carry.length > 0) {
+                carry.push(...todo);
+                todo = [];
+              }
             }
-            reached = true;
-            const next: RemoteRecipient[] = [];
-            for (const item of remaining) {
-              const r = attempt.recipients.find((x) => x.address === item.address);
-              if (r === undefined) {
-                next.push(item);
-                continue;
-              }
-              const text = replyText(r.reply);
-              // 421 (or a connection lost before a final answer): the next address may do better.
-              if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
-                last = { error: text, permanent: false };
-                next.push(item);
-                continue;
-              }
-              results.set(
-                item.index,
-                r.kind === 'delivered'
-                  ? {
-                      kind: 'delivered',
-                      detail: `${host.name}[${address}]: ${text}`,
-                      mta: host.name,
-                      relayed: !attempt.nextHopDsn,
-                    }
-                  : r.kind === 'deferred'
-                    ? { kind: 'deferred', error: text, mta: host.name }
-                    : { kind: 'failed', error: text, mta: host.name },
-              );
-            }
-            remaining = next;
+            remaining = carry;
           }
         }
         if (reached) {

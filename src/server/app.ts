@@ -132,6 +132,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
         : {}),
       connectionReuseLimit: config.outbound.connection_reuse_limit,
       connectionIdleMs: config.outbound.connection_idle_ms,
+      recipientsPerTransaction: config.outbound.recipients_per_transaction,
       timeouts: {
         connectMs: config.outbound.connect_timeout_ms,
         greetingMs: config.outbound.greeting_timeout_ms,
