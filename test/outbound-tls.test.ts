@@ -151,6 +151,67 @@ function assertRelayed(received: Buffer | undefined, sent: Buffer): void {
   assert.match(added, /by mx\.sterna\.test/);
 }
 
+/**
+ * The message went over one TLS session of `sink` (started after session `from`): STARTTLS, EHLO
+ * again, the transaction, nothing sent in clear after the 220 to STARTTLS, the body byte for byte.
+ */
+function assertDeliveredOverTls(sink: SmtpSink, from: number, rcpt: string, note = ''): void {
+  const sessions = sink.sessions.slice(from);
+  assert.equal(sessions.length, 1, note);
+  assert.equal(sessions[0]?.tls, true);
+  assert.equal(sessions[0]?.injectedBytes, 0);
+  assert.deepEqual(verbs(clientLines(sessions, 0)).slice(0, 6), [
+    'EHLO',
+    'STARTTLS',
+    'EHLO',
+    'MAIL',
+    'RCPT',
+    'DATA',
+  ]);
+  const got = sessions[0]?.messages ?? [];
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0]?.rcptTo, [rcpt]);
+  assertRelayed(got[0]?.body, Buffer.from(BODY));
+}
+
+/**
+ * The recipient was deferred with `454 4.7.5 TLS handshake with <peer> failed: …` and nothing
+ * but EHLO and STARTTLS reached `sink` (no second try in clear). Returns the part after the prefix.
+ */
+async function assertHandshakeRefused(
+  sink: SmtpSink,
+  from: number,
+  qid: string,
+  peer: string,
+): Promise<string> {
+  const error = await deferredError(qid);
+  const prefix = `454 4.7.5 TLS handshake with ${peer}:${sink.port} failed: `;
+  assert.equal(error.slice(0, prefix.length), prefix, error);
+  const sessions = sink.sessions.slice(from);
+  assert.equal(sessions.length, 1, 'no second try in clear');
+  assert.deepEqual(verbs(clientLines(sessions, 0)), ['EHLO', 'STARTTLS']);
+  assert.equal(sessions[0]?.messages.length, 0);
+  return error.slice(prefix.length);
+}
+
+/** The recipient was deferred with 454 4.7.4 (no STARTTLS offered) and no MAIL went to `plain`. */
+async function assertNotSentInClear(from: number, qid: string): Promise<void> {
+  const error = await deferredError(qid);
+  assert.equal(
+    error,
+    `454 4.7.4 TLS is required for mx.cleartext.test[127.0.0.5]:${plain.port}, but it does not offer STARTTLS; not sent in clear`,
+  );
+  const sessions = plain.sessions.slice(from);
+  assert.equal(sessions.length, 1);
+  assert.equal(sessions[0]?.tls, false);
+  const seen = verbs(clientLines(sessions, 0));
+  assert.equal(seen[0], 'EHLO');
+  assert.equal(seen.includes('MAIL'), false);
+  assert.equal(seen.includes('RCPT'), false);
+  assert.equal(seen.includes('DATA'), false);
+  assert.equal(sessions[0]?.messages.length, 0);
+}
+
 test('RFC 3207: opportunistic STARTTLS to an MX, EHLO again over TLS, the message byte for byte', async () => {
   const from = trusted.sessions.length;
   const qid = await send('alice@sterna.test', ['bob@tls.test']);
@@ -183,104 +244,44 @@ test('opportunistic TLS does not verify: an untrusted certificate for another na
   const from = untrusted.sessions.length;
   const qid = await send('alice@sterna.test', ['carol@opportunistic-bad.test']);
   await waitGone(server, qid);
-  const sessions = untrusted.sessions.slice(from);
-  assert.equal(sessions.length, 1, 'one session: the handshake was not retried in clear');
-  assert.equal(sessions[0]?.tls, true);
-  assert.equal(sessions[0]?.injectedBytes, 0);
-  assert.deepEqual(verbs(clientLines(sessions, 0)).slice(0, 6), [
-    'EHLO',
-    'STARTTLS',
-    'EHLO',
-    'MAIL',
-    'RCPT',
-    'DATA',
-  ]);
-  const got = sessions[0]?.messages ?? [];
-  assert.equal(got.length, 1);
-  assert.deepEqual(got[0]?.rcptTo, ['carol@opportunistic-bad.test']);
-  assertRelayed(got[0]?.body, Buffer.from(BODY));
+  assertDeliveredOverTls(
+    untrusted,
+    from,
+    'carol@opportunistic-bad.test',
+    'one session: the handshake was not retried in clear',
+  );
 });
 
 test('tls_policy "required": an MX without STARTTLS defers the recipient with 454 4.7.4; no MAIL in clear', async () => {
   const from = plain.sessions.length;
-  const qid = await send('alice@sterna.test', ['dan@cleartext.test']);
-  const error = await deferredError(qid);
-  assert.equal(
-    error,
-    `454 4.7.4 TLS is required for mx.cleartext.test[127.0.0.5]:${plain.port}, but it does not offer STARTTLS; not sent in clear`,
-  );
-  const sessions = plain.sessions.slice(from);
-  assert.equal(sessions.length, 1);
-  assert.equal(sessions[0]?.tls, false);
-  const seen = verbs(clientLines(sessions, 0));
-  assert.equal(seen[0], 'EHLO');
-  assert.equal(seen.includes('MAIL'), false);
-  assert.equal(seen.includes('RCPT'), false);
-  assert.equal(seen.includes('DATA'), false);
-  assert.equal(sessions[0]?.messages.length, 0);
+  await assertNotSentInClear(from, await send('alice@sterna.test', ['dan@cleartext.test']));
 });
 
 test('tls_policy: domain names match case-insensitively, in the key and in the recipient', async () => {
   const from = plain.sessions.length;
-  const qid = await send('alice@sterna.test', ['ivan@mIXED-case.Test']);
-  const error = await deferredError(qid);
-  assert.equal(
-    error,
-    `454 4.7.4 TLS is required for mx.cleartext.test[127.0.0.5]:${plain.port}, but it does not offer STARTTLS; not sent in clear`,
-  );
-  const sessions = plain.sessions.slice(from);
-  assert.equal(sessions.length, 1);
-  assert.equal(verbs(clientLines(sessions, 0)).includes('MAIL'), false);
-  assert.equal(sessions[0]?.messages.length, 0);
+  await assertNotSentInClear(from, await send('alice@sterna.test', ['ivan@mIXED-case.Test']));
 });
 
 test('tls_policy "required-verify" with tls_ca_file: a certificate for the MX name signed by that CA gets the mail', async () => {
   const from = trusted.sessions.length;
   const qid = await send('alice@sterna.test', ['erin@verify.test']);
   await waitGone(server, qid);
-  const sessions = trusted.sessions.slice(from);
-  assert.equal(sessions.length, 1);
-  assert.equal(sessions[0]?.tls, true);
-  assert.equal(sessions[0]?.injectedBytes, 0);
-  assert.deepEqual(verbs(clientLines(sessions, 0)).slice(0, 6), [
-    'EHLO',
-    'STARTTLS',
-    'EHLO',
-    'MAIL',
-    'RCPT',
-    'DATA',
-  ]);
-  const got = sessions[0]?.messages ?? [];
-  assert.equal(got.length, 1);
-  assert.deepEqual(got[0]?.rcptTo, ['erin@verify.test']);
-  assertRelayed(got[0]?.body, Buffer.from(BODY));
+  assertDeliveredOverTls(trusted, from, 'erin@verify.test');
 });
 
 test('tls_policy "required-verify": a certificate not signed by tls_ca_file defers with 454 4.7.5; no MAIL', async () => {
   const from = untrusted.sessions.length;
   const qid = await send('alice@sterna.test', ['frank@untrusted.test']);
-  const error = await deferredError(qid);
-  const prefix = `454 4.7.5 TLS handshake with mx.untrusted.test[127.0.0.3]:${untrusted.port} failed: `;
-  assert.equal(error.slice(0, prefix.length), prefix, error);
-  assert.match(error.slice(prefix.length), /self[- ]signed certificate/);
-  const sessions = untrusted.sessions.slice(from);
-  assert.equal(sessions.length, 1, 'no second try in clear');
-  assert.deepEqual(verbs(clientLines(sessions, 0)), ['EHLO', 'STARTTLS']);
-  assert.equal(sessions[0]?.messages.length, 0);
+  const reason = await assertHandshakeRefused(untrusted, from, qid, 'mx.untrusted.test[127.0.0.3]');
+  assert.match(reason, /self[- ]signed certificate/);
 });
 
 test('tls_policy "required-verify": a trusted certificate for another host name defers with 454 4.7.5; no MAIL', async () => {
   const from = wrongName.sessions.length;
   const qid = await send('alice@sterna.test', ['gina@wrongname.test']);
-  const error = await deferredError(qid);
-  const prefix = `454 4.7.5 TLS handshake with mx.wrongname.test[127.0.0.4]:${wrongName.port} failed: `;
-  assert.equal(error.slice(0, prefix.length), prefix, error);
-  assert.match(error.slice(prefix.length), /mx\.wrongname\.test/);
-  assert.match(error.slice(prefix.length), /altnames/);
-  const sessions = wrongName.sessions.slice(from);
-  assert.equal(sessions.length, 1, 'no second try in clear');
-  assert.deepEqual(verbs(clientLines(sessions, 0)), ['EHLO', 'STARTTLS']);
-  assert.equal(sessions[0]?.messages.length, 0);
+  const reason = await assertHandshakeRefused(wrongName, from, qid, 'mx.wrongname.test[127.0.0.4]');
+  assert.match(reason, /mx\.wrongname\.test/);
+  assert.match(reason, /altnames/);
 });
 
 test('RFC 6152: BODY=8BITMIME is passed on to an MX that offers 8BITMIME, 8-bit octets byte for byte', async () => {

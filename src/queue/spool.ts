@@ -593,7 +593,7 @@ export class Spool {
     } else {
       this.#readers.delete(segment); // re-inserted below: most recently used last
     }
-    if (!r.dropped) this.#readers.set(segment, r);
+    this.#readers.set(segment, r);
     r.users++;
     return r;
   }
