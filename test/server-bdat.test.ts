@@ -1,33 +1,53 @@
 /**
- * BDAT (RFC 3030 CHUNKING) on the running server: chunks are taken byte for byte (no dot
- * handling, any octet), the delivered message is exactly their concatenation after the trace
- * headers, and a refused BDAT still consumes its chunk so the session stays in sync.
+ * BDAT (RFC 3030 CHUNKING) on the running server: chunks carry no dot handling, the delivered
+ * message is exactly their concatenation after the trace headers, and a refused BDAT still
+ * consumes its chunk so the session stays in sync. A BDAT body gets exactly DATA's body rules
+ * and replies (DESIGN rule 10): bare LF or CR (smtp.bare_line_endings, reject or normalize),
+ * NUL, line length, the Received count, across chunk boundaries; and data_total_timeout_ms
+ * bounds a BDAT message as it bounds DATA. Also RFC 5322 2.2.3: a client's first line that
+ * starts with white space cannot join Sterna's Received field, by DATA or by BDAT.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 
+/** smtp.bare_line_endings = "reject" (the default). */
 let server: TestServer;
+/** smtp.bare_line_endings = "normalize", and a short limits.data_total_timeout_ms. */
+let normalize: TestServer;
+
+const users = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank'].map((name) => ({
+  address: `${name}@sterna.test`,
+  password: `pw-${name}-1`,
+}));
+
+/** The normalize server's data_total_timeout_ms: its messages take a few ms, the timeout test waits it out. */
+const TOTAL_MS = 1500;
 
 before(async () => {
-  server = await startTestServer({
-    users: [
-      { address: 'alice@sterna.test', password: 'pw-alice-1' },
-      { address: 'bob@sterna.test', password: 'pw-bob-1' },
-      { address: 'carol@sterna.test', password: 'pw-carol-1' },
-    ],
-    toml: '[limits]\ncommand_timeout_ms = 2000\ndata_block_timeout_ms = 2000\n',
-  });
+  const dirs = await dataDirsWithCert(2);
+  [server, normalize] = await Promise.all([
+    startTestServer({
+      dataDir: dirs[0]!,
+      users,
+      toml: '[limits]\ncommand_timeout_ms = 2000\ndata_block_timeout_ms = 2000\n',
+    }),
+    startTestServer({
+      dataDir: dirs[1]!,
+      users,
+      toml: `[limits]\ndata_total_timeout_ms = ${TOTAL_MS}\n[smtp]\nbare_line_endings = "normalize"\n`,
+    }),
+  ]);
 });
 
 after(async () => {
-  await server.stop({ remove: true });
+  await Promise.all([server.stop({ remove: true }), normalize.stop({ remove: true })]);
 });
 
-async function open(rcpt: string): Promise<TestClient> {
-  const c = await TestClient.connect(server.ports.smtp);
+async function open(rcpt: string, on: TestServer = server): Promise<TestClient> {
+  const c = await TestClient.connect(on.ports.smtp);
   await c.expect(220);
   const ehlo = await c.cmd('EHLO client.example');
   assert.ok(ehlo.lines.includes('CHUNKING'), ehlo.text);
@@ -67,12 +87,12 @@ test('RFC 3030 2: two chunks then BDAT LAST; the delivered message is their exac
   assert.equal(stripTrace(msg).toString('latin1'), one + two + three);
 });
 
-test('RFC 3030 + 6152: BDAT carries 8-bit octets, lone CR/LF and NUL-free binary-ish data untouched', async () => {
+test('RFC 3030 + 6152: BDAT carries every 8-bit octet but CR, LF and NUL untouched, and "." lines as content', async () => {
   const c = await open('bob@sterna.test');
   const header = Buffer.from('Subject: binary\r\nContent-Transfer-Encoding: 8bit\r\n\r\n', 'latin1');
   const bytes: number[] = [];
-  for (let i = 1; i < 256; i++) bytes.push(i);
-  const payload = Buffer.concat([header, Buffer.from(bytes), Buffer.from('\r\n.\r\n\n.\n\r.\r\r\n')]);
+  for (let i = 1; i < 256; i++) if (i !== 0x0a && i !== 0x0d) bytes.push(i);
+  const payload = Buffer.concat([header, Buffer.from(bytes), Buffer.from('\r\n.\r\n..\r\n.x\r\n')]);
   const cut = 100;
   c.send(Buffer.concat([Buffer.from(`BDAT ${cut}\r\n`), payload.subarray(0, cut)]));
   await c.expect(250, '2.0.0');
@@ -151,4 +171,185 @@ test('RFC 3030 3: DATA after BDAT in one transaction is refused with 503 5.5.1',
   assert.equal(data.code, 503);
   assert.equal(data.enhanced, '5.5.1');
   c.close();
+});
+
+// ---- the body rules, shared with DATA ------------------------------------------------------
+
+/** Sends `body` as one BDAT LAST chunk to a fresh transaction for `rcpt`; returns the reply. */
+async function bdatLast(rcpt: string, body: Buffer | string, on: TestServer = server) {
+  const c = await open(rcpt, on);
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'latin1') : body;
+  c.send(Buffer.concat([Buffer.from(`BDAT ${bytes.length} LAST\r\n`), bytes]));
+  const r = await c.read();
+  assert.ok(r !== null, 'connection closed');
+  return { c, r };
+}
+
+/** The next reply is NOOP's: nothing of the chunk was run as a command, no reply is pending. */
+async function assertInSync(c: TestClient): Promise<void> {
+  const noop = await c.cmd('NOOP');
+  assert.equal(noop.code, 250);
+  assert.equal(noop.text, '2.0.0 Ok');
+}
+
+/** Waits until the server's deliveries settle, then checks that `local` got nothing and nothing is queued. */
+async function assertNothingDelivered(on: TestServer, local: string): Promise<void> {
+  await on.app.manager.whenIdle();
+  assert.equal((await maildirMessages(on.dataDir, 'sterna.test', local)).length, 0);
+  assert.equal(on.app.spool.size, 0);
+}
+
+test('DESIGN rule 10, reject mode: BDAT bodies with a bare LF, a bare CR or a NUL get the DATA replies 550 5.6.11 / 550 5.6.0', async () => {
+  const cases: [string, string, string][] = [
+    ['bare LF (smuggling)', 'hello\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice@sterna.test>\r\n', '5.6.11'],
+    ['bare CR', 'hello\r.\rworld\r\n', '5.6.11'],
+    ['NUL', 'Subject: x\r\n\r\nnul \0 here\r\n', '5.6.0'],
+  ];
+  for (const [name, body, enhanced] of cases) {
+    const { c, r } = await bdatLast('dave@sterna.test', body);
+    assert.equal(r.code, 550, `${name}: ${r.text}`);
+    assert.equal(r.enhanced, enhanced, name);
+    // The same words as DATA's refusal of the same bytes.
+    const viaData = await open('dave@sterna.test');
+    await viaData.cmd('DATA').then((d) => assert.equal(d.code, 354));
+    viaData.send(`${body}.\r\n`);
+    assert.equal((await viaData.read())?.text, r.text, name);
+    viaData.close();
+    await assertInSync(c);
+    c.close();
+  }
+  await assertNothingDelivered(server, 'dave');
+});
+
+test('RFC 5321 4.5.3.1.6 over BDAT: a line longer than 1000 octets split over two chunks is refused at the chunk that breaks it', async () => {
+  const c = await open('dave@sterna.test');
+  const half = 'a'.repeat(600);
+  c.send(`BDAT ${half.length}\r\n${half}`);
+  await c.expect(250, '2.0.0');
+  c.send(`BDAT ${half.length + 2}\r\n${half}\r\n`);
+  const r = await c.expect(550, '5.6.0');
+  assert.equal(
+    r.text,
+    '5.6.0 Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6), message refused',
+  );
+  // RFC 3030 2: the transaction is over; the LAST chunk belongs to none.
+  c.send('BDAT 3 LAST\r\nx\r\n');
+  await c.expect(503, '5.5.1');
+  await assertInSync(c);
+  c.close();
+  await assertNothingDelivered(server, 'dave');
+});
+
+test('RFC 5321 6.3 over BDAT: more Received headers than limits.received_headers is 554 5.4.6', async () => {
+  const received = 'Received: from a.example by b.example; Thu, 15 Jan 2026 10:30:00 +0000\r\n';
+  const { c, r } = await bdatLast('dave@sterna.test', `${received.repeat(101)}\r\nloop\r\n`);
+  assert.equal(r.code, 554);
+  assert.equal(r.enhanced, '5.4.6');
+  assert.equal(r.text, '5.4.6 Too many Received headers (101): mail loop suspected');
+  await assertInSync(c);
+  c.close();
+  await assertNothingDelivered(server, 'dave');
+});
+
+test('RFC 3030: a CR that ends one chunk and the LF that starts the next are one CRLF; every cut of a small body is accepted alike', async () => {
+  const body = 'Subject: cut\r\n\r\na\r\nb\r\n';
+  for (let cut = 0; cut <= body.length; cut++) {
+    const c = await open('erin@sterna.test');
+    const one = body.slice(0, cut);
+    const two = body.slice(cut);
+    c.send(`BDAT ${one.length}\r\n${one}`);
+    await c.expect(250, '2.0.0');
+    c.send(`BDAT ${two.length} LAST\r\n${two}`);
+    await c.expect(250, '2.0.0');
+    c.close();
+  }
+  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'erin', body.length + 1);
+  assert.equal(msgs.length, body.length + 1);
+  for (const msg of msgs) assert.equal(stripTrace(msg).toString('latin1'), body);
+});
+
+test('RFC 3030, reject mode: a CR at the very end of the LAST chunk is a bare CR (550 5.6.11)', async () => {
+  const { c, r } = await bdatLast('dave@sterna.test', 'Subject: x\r\n\r\nends in CR\r');
+  assert.equal(r.code, 550);
+  assert.equal(r.enhanced, '5.6.11');
+  await assertInSync(c);
+  c.close();
+  await assertNothingDelivered(server, 'dave');
+});
+
+test('normalize mode: a BDAT smuggling body is stored as DATA would store it, CRLF only, at every cut into two chunks', async () => {
+  const body = 'S: x\r\n\r\nhi\n.\nMAIL FROM:<e@x>\r\nx\r.\ry\r\n';
+  const expected = 'S: x\r\n\r\nhi\r\n.\r\nMAIL FROM:<e@x>\r\nx\r\n.\r\ny\r\n';
+  // Every cut, so a CR and its LF (or a lone CR and the "." after it) sit on either side.
+  for (let cut = 0; cut <= body.length; cut++) {
+    const c = await open('frank@sterna.test', normalize);
+    const one = body.slice(0, cut);
+    const two = body.slice(cut);
+    c.send(`BDAT ${one.length}\r\n${one}`);
+    await c.expect(250, '2.0.0');
+    c.send(`BDAT ${two.length} LAST\r\n${two}`);
+    await c.expect(250, '2.0.0');
+    await assertInSync(c);
+    c.close();
+  }
+  // The same bytes by DATA.
+  const d = await open('frank@sterna.test', normalize);
+  await d.cmd('DATA').then((r) => assert.equal(r.code, 354));
+  d.send(`${body}.\r\n`);
+  await d.expect(250, '2.0.0');
+  d.close();
+  const count = body.length + 2;
+  const msgs = await waitForMessages(normalize.dataDir, 'sterna.test', 'frank', count);
+  assert.equal(msgs.length, count);
+  for (const msg of msgs) assert.equal(stripTrace(msg).toString('latin1'), expected);
+  await normalize.app.manager.whenIdle();
+  assert.equal((await maildirMessages(normalize.dataDir, 'sterna.test', 'alice')).length, 0);
+});
+
+test('RFC 5321 4.5.3.2.6 for BDAT: data_total_timeout_ms bounds the whole message, commands between chunks included (421 4.4.2)', async () => {
+  const c = await open('frank@sterna.test', normalize);
+  const started = Date.now();
+  c.send('BDAT 12\r\nSubject: x\r\n');
+  await c.expect(250, '2.0.0');
+  // NOOPs keep the command timeout from firing: only the message's total time can end this.
+  let last = null;
+  for (let i = 0; i < 100 && last === null; i++) {
+    c.send('NOOP\r\n');
+    const r = await c.read();
+    assert.ok(r !== null, 'closed without a reply');
+    if (r.code === 250) await new Promise((resolve) => setTimeout(resolve, 100));
+    else last = r;
+  }
+  assert.ok(last !== null, 'no timeout within 100 NOOPs');
+  assert.equal(last.code, 421);
+  assert.equal(last.enhanced, '4.4.2');
+  assert.equal(last.text, '4.4.2 mx.sterna.test timeout, closing connection');
+  assert.ok(Date.now() - started >= TOTAL_MS, `closed after ${Date.now() - started} ms`);
+  await c.waitClosed();
+  await normalize.app.manager.whenIdle();
+  assert.equal(normalize.app.spool.size, 0);
+});
+
+test('RFC 5322 2.2.3: a first line starting with space or tab ends the header section, by DATA and by BDAT', async () => {
+  for (const lead of [' ', '\t']) {
+    const body = `${lead}by evil.example; appended to the trace\r\nSubject: lead\r\n\r\nbody\r\n`;
+    const viaBdat = await open('carol@sterna.test');
+    const before = (await maildirMessages(server.dataDir, 'sterna.test', 'carol')).length;
+    viaBdat.send(`BDAT ${body.length} LAST\r\n${body}`);
+    await viaBdat.expect(250, '2.0.0');
+    viaBdat.close();
+    const viaData = await open('carol@sterna.test');
+    await viaData.cmd('DATA').then((r) => assert.equal(r.code, 354));
+    viaData.send(`${body}.\r\n`);
+    await viaData.expect(250, '2.0.0');
+    viaData.close();
+    const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'carol', before + 2);
+    for (const msg of msgs.slice(before)) {
+      // Our fields end with an empty line; the client's lines follow, unchanged, as the body.
+      assert.equal(stripTrace(msg).toString('latin1'), `\r\n${body}`);
+      const text = msg.toString('latin1');
+      const headers = text.slice(0, text.indexOf('\r\n\r\n') + 2);
+      assert.doesNotMatch(headers, /evil/);
+    }
+  }
 });

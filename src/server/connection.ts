@@ -1,15 +1,18 @@
 /**
  * One client connection: the I/O shell around smtp/Session. Reads bytes with backpressure
  * (the socket is paused while a batch is processed), cuts them into command lines, DATA
- * bodies or BDAT chunks, feeds the session, writes its replies in order (RFC 2920), runs the
- * TLS handshake for STARTTLS and implicit TLS, and enforces the timeouts of RFC 5321 4.5.3.2.
+ * bodies or BDAT chunks, runs them through the body decoder (the same rules for DATA and BDAT,
+ * smtp/data-decoder.ts), feeds the session, writes its replies in order (RFC 2920), runs the
+ * TLS handshake for STARTTLS and implicit TLS, and enforces the timeouts of RFC 5321 4.5.3.2:
+ * limits.data_total_timeout_ms bounds a DATA body from 354 to the final dot, and a BDAT message
+ * from its first chunk to the end of its LAST one, the commands between chunks included.
  * Faces untrusted clients.
  */
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { TlsInfo } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
-import { ChunkReader, DataDecoder } from '../smtp/data-decoder.js';
+import { BdatDecoder, ChunkReader, DataDecoder, type DataDecoderOptions } from '../smtp/data-decoder.js';
 import { LineReader } from '../smtp/line-reader.js';
 import type { MessageBody } from '../smtp/message-body.js';
 import { formatReply, reply, type Reply } from '../smtp/replies.js';
@@ -29,16 +32,24 @@ export interface ConnectionOptions {
   minTlsVersion: 'TLSv1.2' | 'TLSv1.3';
 }
 
+/** Where decoded body octets go, and the first error writing them (a spool failure). */
+interface BodyTarget {
+  body: MessageBody | null;
+  writeError?: unknown;
+}
+
+/** A message arriving by BDAT: one decoder and one total-time limit across all its chunks. */
+interface BdatMessage extends BodyTarget {
+  body: MessageBody;
+  decoder: BdatDecoder;
+  timer: NodeJS.Timeout;
+}
+
 type Mode =
   | { kind: 'lines' }
-  | {
-      kind: 'data';
-      decoder: DataDecoder;
-      body: MessageBody | null;
-      writeError?: unknown;
-      timer: NodeJS.Timeout;
-    }
-  | { kind: 'chunk'; reader: ChunkReader; body: MessageBody | null; writeError?: unknown }
+  | (BodyTarget & { kind: 'data'; decoder: DataDecoder; timer: NodeJS.Timeout })
+  /** message is null when the chunk is discarded (a refused BDAT). */
+  | { kind: 'chunk'; reader: ChunkReader; message: BdatMessage | null; last: boolean }
   | { kind: 'tls' }
   | { kind: 'closed' };
 
@@ -49,6 +60,8 @@ export class Connection {
   #session: Session | null = null;
   readonly #lines: LineReader;
   #mode: Mode = { kind: 'lines' };
+  /** The BDAT message in progress, kept between its chunks. */
+  #bdat: BdatMessage | null = null;
   readonly #inbox: Buffer[] = [];
   #busy = false;
   /** The client has half-closed: no more input will come. */
@@ -116,7 +129,7 @@ export class Connection {
     });
     socket.on('close', () => this.#finish());
     socket.on('end', () => this.#peerEnded());
-    socket.on('timeout', () => this.#timeout());
+    socket.on('timeout', () => this.#timeout('idle'));
   }
 
   /**
@@ -239,18 +252,22 @@ export class Connection {
     }
   }
 
-  async #dataBytes(mode: Extract<Mode, { kind: 'data' }>, input: Buffer): Promise<Buffer | null> {
-    const r = mode.decoder.push(input);
-    if (mode.body !== null && mode.writeError === undefined && mode.decoder.error === null) {
-      for (const piece of r.body) {
-        try {
-          await mode.body.write(piece);
-        } catch (err) {
-          mode.writeError = err;
-          break;
-        }
+  /** Writes decoded body octets, unless the body is discarded, refused, or already failed to write. */
+  async #writeBody(target: BodyTarget, pieces: Buffer[], error: unknown): Promise<void> {
+    if (target.body === null || target.writeError !== undefined || error !== null) return;
+    for (const piece of pieces) {
+      try {
+        await target.body.write(piece);
+      } catch (err) {
+        target.writeError = err;
+        return;
       }
     }
+  }
+
+  async #dataBytes(mode: Extract<Mode, { kind: 'data' }>, input: Buffer): Promise<Buffer | null> {
+    const r = mode.decoder.push(input);
+    await this.#writeBody(mode, r.body, mode.decoder.error);
     if (!r.done) return null;
     clearTimeout(mode.timer);
     this.#mode = { kind: 'lines' };
@@ -265,27 +282,54 @@ export class Connection {
 
   async #chunkBytes(mode: Extract<Mode, { kind: 'chunk' }>, input: Buffer): Promise<Buffer | null> {
     const r = mode.reader.push(input);
-    if (mode.body !== null && mode.writeError === undefined && r.body.length > 0) {
-      try {
-        await mode.body.write(r.body);
-      } catch (err) {
-        mode.writeError = err;
-      }
-    }
+    const m = mode.message;
+    if (m !== null && r.body.length > 0) await this.#writeBody(m, m.decoder.write(r.body), m.decoder.error);
     if (!r.done) return null;
+    // RFC 3030 2: the message ends with the LAST chunk (a lone CR at its very end is bare).
+    if (m !== null && mode.last) {
+      await this.#writeBody(m, m.decoder.end(), m.decoder.error);
+      this.#endBdat(); // received in time; the commit that follows is not the client's time
+    }
     this.#mode = { kind: 'lines' };
     this.#armCommandTimeout();
     await this.#feed({
       kind: 'chunk-end',
-      ...(mode.writeError !== undefined ? { writeError: mode.writeError } : {}),
+      error: m?.decoder.error ?? null,
+      ...(m?.writeError !== undefined ? { writeError: m.writeError } : {}),
     });
     return r.rest ?? null;
+  }
+
+  /** The decoder and timer of the BDAT message whose body is `body`, started at its first chunk. */
+  #bdatMessage(body: MessageBody): BdatMessage {
+    if (this.#bdat?.body === body) return this.#bdat;
+    this.#endBdat();
+    const timer = setTimeout(() => this.#timeout('BDAT total time'), this.#opts.dataTotalTimeoutMs);
+    timer.unref();
+    this.#bdat = { body, decoder: new BdatDecoder(this.#bodyRules()), timer };
+    return this.#bdat;
+  }
+
+  #endBdat(): void {
+    if (this.#bdat === null) return;
+    clearTimeout(this.#bdat.timer);
+    this.#bdat = null;
+  }
+
+  #bodyRules(): DataDecoderOptions {
+    return {
+      maxMessageBytes: this.#opts.messageBytes,
+      maxLineBytes: this.#opts.textLineBytes,
+      bareLineEndings: this.#opts.bareLineEndings,
+    };
   }
 
   async #feed(event: SessionEvent): Promise<void> {
     const session = this.#session;
     if (session === null) return;
     const actions = await session.handle(event);
+    // The BDAT message ended (LAST chunk, a refused chunk, RSET, ...): stop its clock.
+    if (!session.receivingChunks) this.#endBdat();
     await this.#performAsync(actions);
   }
 
@@ -316,23 +360,19 @@ export class Connection {
           this.#beginStartTls();
           break;
         case 'receive-data': {
-          const timer = setTimeout(() => this.#timeout(), this.#opts.dataTotalTimeoutMs);
+          const timer = setTimeout(() => this.#timeout('DATA total time'), this.#opts.dataTotalTimeoutMs);
           timer.unref();
-          this.#mode = {
-            kind: 'data',
-            decoder: new DataDecoder({
-              maxMessageBytes: this.#opts.messageBytes,
-              maxLineBytes: this.#opts.textLineBytes,
-              bareLineEndings: this.#opts.bareLineEndings,
-            }),
-            body: a.body,
-            timer,
-          };
+          this.#mode = { kind: 'data', decoder: new DataDecoder(this.#bodyRules()), body: a.body, timer };
           this.#socket.setTimeout(this.#opts.dataBlockTimeoutMs);
           break;
         }
         case 'receive-chunk':
-          this.#mode = { kind: 'chunk', reader: new ChunkReader(a.size), body: a.body };
+          this.#mode = {
+            kind: 'chunk',
+            reader: new ChunkReader(a.size),
+            message: a.body === null ? null : this.#bdatMessage(a.body),
+            last: a.last,
+          };
           this.#socket.setTimeout(this.#opts.dataBlockTimeoutMs);
           break;
         default: {
@@ -406,15 +446,16 @@ export class Connection {
     if (this.#mode.kind === 'lines') this.#socket.setTimeout(this.#opts.commandTimeoutMs);
   }
 
-  #timeout(): void {
+  #timeout(limit: string): void {
     if (this.#mode.kind === 'closed') return;
-    this.#log.info({ mode: this.#mode.kind }, 'timeout');
+    this.#log.info({ mode: this.#mode.kind, limit }, 'timeout');
     this.#send(reply('TIMEOUT', { hostname: this.#opts.hostname }));
     this.#close();
   }
 
   #close(): void {
     if (this.#mode.kind === 'data') clearTimeout(this.#mode.timer);
+    this.#endBdat();
     this.#mode = { kind: 'closed' };
     this.#session?.abort();
     this.#socket.end();
@@ -429,6 +470,7 @@ export class Connection {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#mode.kind === 'data') clearTimeout(this.#mode.timer);
+    this.#endBdat();
     if (this.#mode.kind !== 'closed') {
       this.#mode = { kind: 'closed' };
       this.#session?.abort();

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ChunkReader, DataDecoder, type DataDecoderOptions, type DataError } from './data-decoder.js';
+import {
+  BdatDecoder,
+  ChunkReader,
+  DataDecoder,
+  type DataDecoderOptions,
+  type DataError,
+} from './data-decoder.js';
 
 type Policy = DataDecoderOptions['bareLineEndings'];
 
@@ -558,4 +564,128 @@ test('RFC 3030: BDAT 0 is complete at once', () => {
     rest: bytes('QUIT\r\n'),
   });
   assert.throws(() => new ChunkReader(-1), RangeError);
+});
+
+// ---- BDAT bodies: the same rules as DATA, across chunks --------------------------------------
+
+interface BdatOutcome {
+  body: string;
+  error: DataError | null;
+  size: number;
+}
+
+/** Feeds `chunks` to one BdatDecoder, then ends it (the LAST chunk). */
+function bdatDecode(opts: DataDecoderOptions, chunks: Buffer[]): BdatOutcome {
+  const decoder = new BdatDecoder(opts);
+  const body: Buffer[] = [];
+  for (const chunk of chunks) body.push(...decoder.write(chunk));
+  assert.equal(decoder.done, false);
+  body.push(...decoder.end());
+  assert.equal(decoder.done, true);
+  const decoded = Buffer.concat(body);
+  assert.equal(decoded.length, decoder.size, 'size counts the octets produced');
+  return { body: decoded.toString('latin1'), error: decoder.error, size: decoder.size };
+}
+
+/**
+ * The DATA wire for a body: a "." doubled at the start of every line (after CRLF, a bare LF or a
+ * lone CR, as the DATA decoder reads lines), then the end of data.
+ */
+function dataWireFor(body: string): string {
+  return `${body.replace(/(^|\r\n|\n|\r(?!\n))\./g, '$1..')}.\r\n`;
+}
+
+/** What DATA makes of the same body: the BDAT decoder must agree, octet for octet and error for error. */
+function viaData(opts: DataDecoderOptions, body: string): BdatOutcome {
+  const { body: decoded, error, size, done } = decode(opts, dataWireFor(body));
+  assert.ok(done || error !== null, `DATA did not end for ${JSON.stringify(body)}`);
+  return { body: decoded, error, size };
+}
+
+test('RFC 3030 + DESIGN rule 10: a BDAT body gets the DATA rules at every split point (bare LF, bare CR, NUL, long line, size)', () => {
+  const bodies = [
+    'Subject: x\r\n\r\nhello\r\n',
+    'hello\n.\nMAIL FROM:<evil@x>\r\n', // bare LF around a "." line (smuggling)
+    'hello\r.\rworld\r\n', // bare CR
+    'a\r\r\n\r\n', // a lone CR right before a CRLF
+    'x\0y\r\n', // NUL
+    '1234567\r\n12345678\r\n', // 8 octets + CRLF: over a 9-octet line limit
+    '.leading dot\r\n.\r\n..\r\n', // dots are content in BDAT, never stuffing or an end
+    '\r\n\r\n\r\n',
+  ];
+  const limits = [
+    { maxMessageBytes: 1000, maxLineBytes: 1000 },
+    { maxMessageBytes: 12, maxLineBytes: 9 },
+  ];
+  for (const body of bodies) {
+    const wire = bytes(body);
+    for (const bareLineEndings of ['reject', 'normalize'] satisfies Policy[]) {
+      for (const limit of limits) {
+        const opts = { ...limit, bareLineEndings };
+        const expected = viaData(opts, body);
+        const label = (what: string): string => `${what} of ${JSON.stringify(body)} ${JSON.stringify(opts)}`;
+        assert.deepEqual(bdatDecode(opts, [wire]), expected, label('one chunk'));
+        assert.deepEqual(bdatDecode(opts, byteByByte(wire)), expected, label('byte by byte'));
+        for (let i = 0; i <= wire.length; i++) {
+          for (let j = i; j <= wire.length; j++) {
+            assert.deepEqual(
+              bdatDecode(opts, splitAt(wire, i, j)),
+              expected,
+              label(`chunks cut at ${i},${j}`),
+            );
+          }
+        }
+      }
+    }
+  }
+});
+
+test('RFC 3030: the BDAT smuggling bodies of issue 8 are refused in reject mode, normalized to CRLF otherwise', () => {
+  const smuggled = bytes('hello\n.\nMAIL FROM:<evil@x>\r\n');
+  assert.equal(bdatDecode(reject, [smuggled]).error, 'bare-lf');
+  assert.deepEqual(bdatDecode(normalize, [smuggled]), {
+    body: 'hello\r\n.\r\nMAIL FROM:<evil@x>\r\n',
+    error: null,
+    size: 30,
+  });
+  assert.equal(bdatDecode(reject, [bytes('hello\r.\rworld')]).error, 'bare-lf');
+  assert.equal(bdatDecode(reject, [bytes('a\0b\r\n')]).error, 'nul');
+});
+
+test('RFC 3030: a CR that ends one chunk and the LF that starts the next are one CRLF; a CR ending the LAST chunk is bare', () => {
+  assert.deepEqual(bdatDecode(reject, [bytes('a\r'), bytes('\nb\r\n')]), {
+    body: 'a\r\nb\r\n',
+    error: null,
+    size: 6,
+  });
+  assert.equal(bdatDecode(reject, [bytes('a\r\n'), bytes('b\r')]).error, 'bare-lf');
+  assert.deepEqual(bdatDecode(normalize, [bytes('a\r\n'), bytes('b\r')]), {
+    body: 'a\r\nb\r\n',
+    error: null,
+    size: 6,
+  });
+  // A last line without any ending is kept as sent; an empty body stays empty.
+  assert.deepEqual(bdatDecode(reject, [bytes('a\r\nb')]), { body: 'a\r\nb', error: null, size: 4 });
+  assert.deepEqual(bdatDecode(reject, []), { body: '', error: null, size: 0 });
+});
+
+test('RFC 3030: random BDAT bodies in random chunks agree with DATA', () => {
+  const next = random(8030);
+  const tokens = ['a', 'bc', '.', '..', '\r', '\n', '\r\n', '\r\n.\r\n', '\0', '\r\n.', '.\r', 'Q\r\n'];
+  for (let round = 0; round < 3000; round++) {
+    const parts: string[] = [];
+    const count = Math.floor(next() * 14);
+    for (let k = 0; k < count; k++) parts.push(tokens[Math.floor(next() * tokens.length)]!);
+    const body = `${parts.join('')}\r\n`;
+    const opts: DataDecoderOptions = {
+      maxMessageBytes: Math.floor(next() * 30),
+      maxLineBytes: 3 + Math.floor(next() * 6),
+      bareLineEndings: next() < 0.5 ? 'reject' : 'normalize',
+    };
+    const wire = bytes(body);
+    const cuts: number[] = [];
+    for (let c = 0; c < wire.length; c++) if (next() < 0.3) cuts.push(c);
+    const label = `${JSON.stringify(body)} ${JSON.stringify(opts)} cuts ${cuts.join(',')}`;
+    assert.deepEqual(bdatDecode(opts, splitAt(wire, ...cuts)), viaData(opts, body), label);
+  }
 });

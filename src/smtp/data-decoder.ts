@@ -1,28 +1,37 @@
 /**
- * Decodes a message body as it arrives after "354" (RFC 5321 4.1.1.4, 4.5.2), incrementally and
- * without I/O: finds the end-of-data mark, removes transparency dots, enforces the line, size and
- * NUL rules. Also the BDAT chunk reader (RFC 3030), which only counts octets.
+ * Decodes a message body as it arrives, incrementally and without I/O, and applies the one set
+ * of body rules to both ways a body comes in:
+ * - DATA (RFC 5321 4.1.1.4, 4.5.2), class DataDecoder: finds the end-of-data mark and removes
+ *   transparency dots, then applies the rules below;
+ * - BDAT (RFC 3030), class BdatDecoder: the chunks' octets, framed by ChunkReader, have no end
+ *   mark and no transparency dots; one decoder lives for the whole message, across chunks, so a
+ *   line (or a CR and its LF) split between two chunks reads as one; end() closes the body after
+ *   the LAST chunk.
+ * Both run the same state machine (BodyDecoder), so the rules cannot drift apart: a check that
+ * guards DATA guards BDAT too (DESIGN rule 10).
  *
- * End of data (the SMTP-smuggling defence, CVE-2023-51764/51765/51766): the message ends only at
- * CR LF "." CR LF as real octets on the wire. The 354 counts as a preceding CRLF, so ".\r\n" alone
- * is an empty message. A "." line ends the message only if the line ending before it and its own
- * line ending are both real CRLF: "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r\n.\r",
- * "\r.\r\n", "\r\n.\r\r\n" and ".\n" at the start never end it, in either mode.
+ * End of data (DATA only; the SMTP-smuggling defence, CVE-2023-51764/51765/51766): the message
+ * ends only at CR LF "." CR LF as real octets on the wire. The 354 counts as a preceding CRLF, so
+ * ".\r\n" alone is an empty message. A "." line ends the message only if the line ending before
+ * it and its own line ending are both real CRLF: "\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n",
+ * "\r\n.\r", "\r.\r\n", "\r\n.\r\r\n" and ".\n" at the start never end it, in either mode.
  *
- * Bare line endings (a LF not preceded by CR, or a CR not followed by LF):
+ * Bare line endings (a LF not preceded by CR, or a CR not followed by LF), DATA and BDAT alike:
  * - 'reject': the first one sets error 'bare-lf'.
  * - 'normalize': each becomes CRLF in the body (so "A\r\r\n" is the line "A" then an empty line).
  *   A "." line that cannot end the message because of a bare ending is kept in the body as the
  *   literal line "." (it is not unstuffed to an empty line), so the smuggled text after it stays
- *   visibly inside the body; a relaying client dot-stuffs it again on output.
+ *   visibly inside the body; a relaying client dot-stuffs it again on output (dot-stuffer.ts).
+ *   A BDAT body that ends in a lone CR gets its LF; a last line without any ending is kept so.
  *
- * Dot-unstuffing: every other line beginning with "." loses that first dot (RFC 5321 4.5.2).
+ * Dot-unstuffing (DATA only): every other line beginning with "." loses that first dot (RFC 5321
+ * 4.5.2).
  *
  * Limits, errors and output: a text line may hold maxLineBytes octets including its CRLF, not
  * counting the transparency dot (RFC 5321 4.5.3.1.6); a longer one sets 'line-too-long'. A NUL
  * octet sets 'nul'. More than maxMessageBytes decoded octets (CRLFs included) sets 'too-big'; the
  * body then holds exactly the first maxMessageBytes octets. Only the first error is kept; after
- * it no body is produced, but the decoder keeps scanning for the end of data so the session
+ * it no body is produced, but the DATA decoder keeps scanning for the end of data so the session
  * replies once, at the end (RFC 5321 4.1.1.4, 4.2.5). The caller discards the body of a message
  * with an error.
  *
@@ -35,6 +44,7 @@
 
 export type DataError = 'too-big' | 'bare-lf' | 'line-too-long' | 'nul';
 
+/** The body rules, the same for DATA and BDAT (limits.message_bytes, limits.text_line_bytes, smtp.bare_line_endings). */
 export interface DataDecoderOptions {
   /** Largest decoded body, CRLFs included. */
   maxMessageBytes: number;
@@ -60,11 +70,11 @@ const DOT = 0x2e;
 /**
  * Where the decoder stands between two octets:
  * bol    at the start of a line
- * dot    after a "." at the start of a line (not yet emitted: stuffing dot or end mark)
- * dot-cr after "." CR at the start of a line
+ * dot    after a "." at the start of a line (not yet emitted: stuffing dot or end mark; DATA only)
+ * dot-cr after "." CR at the start of a line (DATA only)
  * text   inside a line
  * cr     inside a line, after a CR (not yet emitted: CRLF or lone CR)
- * done   after the end of data
+ * done   after the end of data (DATA) or end() (BDAT)
  */
 type DecoderState = 'bol' | 'dot' | 'dot-cr' | 'text' | 'cr' | 'done';
 
@@ -82,7 +92,12 @@ function positionOf(buf: Buffer, byte: number, from: number): number {
   return at === -1 ? buf.length : at;
 }
 
-export class DataDecoder {
+/**
+ * The shared state machine. `transparency` is true for DATA (dot handling and the end mark),
+ * false for BDAT (every octet is content; the caller frames the chunks and calls finish()).
+ */
+class BodyDecoder {
+  readonly #transparency: boolean;
   readonly #maxMessageBytes: number;
   /** Longest line content, without its CRLF. */
   readonly #maxContent: number;
@@ -101,7 +116,8 @@ export class DataDecoder {
   #runStart = 0;
   #runEnd = 0;
 
-  constructor(opts: DataDecoderOptions) {
+  constructor(opts: DataDecoderOptions, transparency: boolean) {
+    this.#transparency = transparency;
     if (!Number.isInteger(opts.maxLineBytes) || opts.maxLineBytes < 3) {
       throw new RangeError(`maxLineBytes must be an integer >= 3, got ${opts.maxLineBytes}`);
     }
@@ -123,12 +139,15 @@ export class DataDecoder {
     return this.#size;
   }
 
-  /** True once the end of data has been seen. */
+  /** True once the end of data has been seen (DATA), or the body was finished (BDAT). */
   get done(): boolean {
     return this.#state === 'done';
   }
 
-  /** Decodes `chunk`. After the end of data, further pushes return the whole chunk as `rest`. */
+  /**
+   * Decodes `chunk`. After the end of data, further pushes return the whole chunk as `rest`.
+   * Without transparency `done` stays false: only finish() ends the body.
+   */
   push(chunk: Buffer): DataDecoderResult {
     if (this.#state === 'done') return { body: [], done: true, rest: chunk };
     this.#body = [];
@@ -182,7 +201,7 @@ export class DataDecoder {
           }
           break;
         case 'bol':
-          if (chunk[i] === DOT) {
+          if (this.#transparency && chunk[i] === DOT) {
             this.#state = 'dot';
             i += 1;
           } else {
@@ -225,6 +244,22 @@ export class DataDecoder {
     }
     this.#flush();
     return { body: this.#body, done: false };
+  }
+
+  /**
+   * Ends a body that has no end mark (BDAT LAST): a CR left pending at the very end is a lone CR.
+   * Returns the last body octets (at most a CRLF).
+   */
+  protected finish(): Buffer[] {
+    if (this.#state === 'done') return [];
+    this.#body = [];
+    this.#chunk = Buffer.alloc(0);
+    this.#runStart = 0;
+    this.#runEnd = 0;
+    if (this.#state === 'cr') this.#bareEnding();
+    this.#state = 'done';
+    this.#flush();
+    return this.#body;
   }
 
   /** Content octets [from, to) of the current line, free of CR, LF and NUL; checks the line length. */
@@ -307,9 +342,36 @@ export class DataDecoder {
   }
 }
 
+/** The DATA body decoder: transparency dots, the end-of-data mark, then the body rules. */
+export class DataDecoder extends BodyDecoder {
+  constructor(opts: DataDecoderOptions) {
+    super(opts, true);
+  }
+}
+
 /**
- * Reads one BDAT chunk (RFC 3030 2): exactly `size` octets, taken as they are, with no dot
- * handling and no line-ending checks. Bytes beyond the chunk are returned as `rest`.
+ * The BDAT body decoder, one per message, fed every chunk's octets in order (ChunkReader frames
+ * them); applies the body rules across chunk boundaries. Call end() after the LAST chunk.
+ */
+export class BdatDecoder extends BodyDecoder {
+  constructor(opts: DataDecoderOptions) {
+    super(opts, false);
+  }
+
+  /** Decodes the next octets of a chunk; returns the body octets they produce (maybe none). */
+  write(chunk: Buffer): Buffer[] {
+    return this.push(chunk).body;
+  }
+
+  /** The LAST chunk is complete: returns the final body octets; error and size are then final. */
+  end(): Buffer[] {
+    return this.finish();
+  }
+}
+
+/**
+ * Reads one BDAT chunk (RFC 3030 2): exactly `size` octets, with no dot handling; it only frames
+ * them (the body rules are BdatDecoder's). Bytes beyond the chunk are returned as `rest`.
  */
 export class ChunkReader {
   #remaining: number;

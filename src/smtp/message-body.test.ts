@@ -227,3 +227,21 @@ test('empty chunks are ignored', async () => {
   assert.equal(sink.writes.length, 2);
   assert.equal(sink.text, `${PREFIX}Subject: x\r\n\r\n`);
 });
+
+test('RFC 5322 2.2.3: a first line starting with space or tab cannot fold into our fields: an empty line ends them', async () => {
+  for (const first of [' ', '\t']) {
+    const text = `${first}by evil; forged trace\r\nSubject: x\r\n\r\nbody\r\n`;
+    for (const chunks of [[text], ...splits(text).filter((c) => c[0] !== '')]) {
+      const { sink, facts } = await feed(chunks);
+      assert.equal(sink.text, `${PREFIX}\r\n${text}`, JSON.stringify(chunks));
+      assert.deepEqual(facts, { receivedCount: 0, hasMessageId: false, hasDate: false });
+    }
+    // On submission the added fields come first, then the empty line: they cannot be extended either.
+    const { sink } = await feed([text], { addMissing: () => 'Date: now\r\n' });
+    assert.equal(sink.text, `${PREFIX}Date: now\r\n\r\n${text}`);
+  }
+  // Only the very first octet matters: a folded line after a real field is an ordinary fold.
+  const folded = 'Subject: a\r\n b\r\n\r\nx\r\n';
+  assert.equal((await feed([folded])).sink.text, `${PREFIX}${folded}`);
+  assert.equal((await feed(['', folded])).sink.text, `${PREFIX}${folded}`);
+});

@@ -4,6 +4,14 @@
  * Date presence, to add them on submission, RFC 6409 8.2/8.3) and streams everything else
  * through. Memory is bounded: at most maxHeaderBuffer octets are held, and only on submission.
  * No I/O of its own: it writes to an injected sink.
+ *
+ * A client's first line that begins with a space or tab would read as a continuation of the
+ * last field we prepend (RFC 5322 2.2.3: unfolding joins a line that begins with WSP to the
+ * field before it), so a client could append text to our own Received (or Date) field. As
+ * Postfix's smtpd does (it writes an empty record before such a first line), we insert an empty
+ * line after our fields: it ends the header section (RFC 5322 2.1), and the client's lines,
+ * unchanged, become the start of the body. The message is accepted, as a Postfix-class server
+ * accepts it; nothing the client sent is lost or altered.
  */
 
 export interface BodySink {
@@ -27,6 +35,9 @@ export interface MessageBodyOptions {
 
 /** Longest field name kept for comparison; the names we look for are shorter. */
 const NAME_BYTES = 16;
+
+const SP = 0x20;
+const HTAB = 0x09;
 
 /**
  * Where the scanner stands in the current header line: reading the field name, in optional
@@ -54,6 +65,8 @@ export class MessageBody {
   #held: Buffer[] = [];
   #heldBytes = 0;
   #flushed = false;
+  /** The client's first octet, once seen (-1 before). */
+  #firstByte = -1;
 
   constructor(sink: BodySink, opts: MessageBodyOptions) {
     this.#sink = sink;
@@ -68,6 +81,7 @@ export class MessageBody {
   /** Writes a chunk of the decoded body. Await it: it carries the sink's backpressure. */
   async write(chunk: Buffer): Promise<void> {
     if (chunk.length === 0) return;
+    if (this.#firstByte === -1) this.#firstByte = chunk[0]!;
     if (this.#inHeaders) this.#scan(chunk);
     if (this.#flushed) {
       await this.#sink.write(chunk);
@@ -91,7 +105,9 @@ export class MessageBody {
   async #flush(extra?: Buffer): Promise<void> {
     this.#flushed = true;
     const additions = this.#opts.addMissing?.(this.#facts) ?? '';
-    const parts = [Buffer.from(this.#opts.prefix + additions, 'utf8'), ...this.#held];
+    // RFC 5322 2.2.3: a first line starting with WSP must not fold into our fields (see above).
+    const separator = this.#firstByte === SP || this.#firstByte === HTAB ? '\r\n' : '';
+    const parts = [Buffer.from(this.#opts.prefix + additions + separator, 'utf8'), ...this.#held];
     if (extra !== undefined) parts.push(extra);
     this.#held = [];
     this.#heldBytes = 0;
@@ -113,8 +129,9 @@ export class MessageBody {
       if (byte === 0x0d) continue; // the decoder guarantees CR only before LF
       switch (this.#line) {
         case 'start':
-          if (byte === 0x20 || byte === 0x09) {
-            // A folded continuation; as the very first line it continues no field.
+          if (byte === SP || byte === HTAB) {
+            // A folded continuation; as the very first line it continues no field (and #flush
+            // puts an empty line before it).
             this.#line = this.#sawField ? 'continuation' : 'not-header';
           } else if (isFtext(byte)) {
             this.#line = 'name';

@@ -260,7 +260,13 @@ async function data(h: Harness, chunks: readonly (string | Buffer)[], error: Dat
 }
 
 /** After a 'receive-chunk' action: writes the chunk to its body (unless discarded), then ends the chunk. */
-async function sendChunk(h: Harness, start: readonly Action[], bytes: string, writeError?: unknown) {
+async function sendChunk(
+  h: Harness,
+  start: readonly Action[],
+  bytes: string,
+  writeError?: unknown,
+  error: DataError | null = null,
+) {
   assert.equal(start.length, 1);
   const rc = start[0];
   assert.ok(
@@ -270,7 +276,7 @@ async function sendChunk(h: Harness, start: readonly Action[], bytes: string, wr
   assert.equal(rc.size, Buffer.byteLength(bytes));
   if (rc.body !== null) await rc.body.write(Buffer.from(bytes, 'utf8'));
   return h.session.handle(
-    writeError === undefined ? { kind: 'chunk-end' } : { kind: 'chunk-end', writeError },
+    writeError === undefined ? { kind: 'chunk-end', error } : { kind: 'chunk-end', error, writeError },
   );
 }
 
@@ -860,8 +866,8 @@ test('RFC 3030 2: BDAT without MAIL still reads the chunk (discarded), then 503 
   const h = harness();
   await ehlo(h);
   const start = await run(h, 'BDAT 5 LAST');
-  assert.deepEqual(start, [{ kind: 'receive-chunk', size: 5, body: null }]);
-  assert.deepEqual(summary(await h.session.handle({ kind: 'chunk-end' })), ['503 5.5.1']);
+  assert.deepEqual(start, [{ kind: 'receive-chunk', size: 5, body: null, last: true }]);
+  assert.deepEqual(summary(await h.session.handle({ kind: 'chunk-end', error: null })), ['503 5.5.1']);
   assert.equal(h.sinks.length, 0);
 });
 
@@ -937,6 +943,53 @@ test('RFC 3030 / RFC 5321 6.3: a BDAT message with too many Received headers is 
   assert.deepEqual(summary(end), ['554 5.4.6']);
   assert.equal(h.sinks[0]!.aborts, 1);
   assert.equal(h.sinks[0]!.commits, 0);
+});
+
+test('RFC 3030 + DESIGN rule 10: a BDAT body error gets the DATA reply, at the chunk where it is found', async () => {
+  const cases: [DataError, string][] = [
+    ['bare-lf', '550 5.6.11'],
+    ['nul', '550 5.6.0'],
+    ['line-too-long', '550 5.6.0'],
+    ['too-big', '552 5.3.4'],
+  ];
+  for (const [error, expected] of cases) {
+    for (const last of [true, false]) {
+      const h = harness();
+      await ehlo(h);
+      await envelope(h, 'x@remote.test', ['alice@local.test']);
+      assert.deepEqual(summary(await bdat(h, 'Subject: x\r\n')), ['250 2.0.0']);
+      const start = await run(h, `BDAT 5${last ? ' LAST' : ''}`);
+      const end = await sendChunk(h, start, 'a\nb\r\n', undefined, error);
+      const r = theReply(end);
+      assert.equal(`${r.code} ${r.enhanced}`, expected, `${error}, last ${last}`);
+      // The DATA reply, word for word (one table, one mapping).
+      const viaData = harness();
+      await ehlo(viaData);
+      await envelope(viaData, 'x@remote.test', ['alice@local.test']);
+      assert.deepEqual(r, theReply(await data(viaData, ['x\r\n'], error)));
+      const sink = h.sinks[0]!;
+      assert.equal(sink.commits, 0);
+      assert.equal(sink.aborts, 1);
+      assert.equal(h.session.receivingChunks, false, 'the transaction is over');
+      // RFC 3030 2: the next chunk of that message belongs to no transaction.
+      assert.deepEqual(summary(await bdat(h, 'more\r\n', true)), ['503 5.5.1']);
+    }
+  }
+});
+
+test('receivingChunks is true from the first accepted BDAT chunk until the message ends', async () => {
+  const h = harness();
+  await ehlo(h);
+  await envelope(h, 'x@remote.test', ['alice@local.test']);
+  assert.equal(h.session.receivingChunks, false);
+  await bdat(h, 'Subject: x\r\n');
+  assert.equal(h.session.receivingChunks, true);
+  await bdat(h, '\r\nb\r\n', true);
+  assert.equal(h.session.receivingChunks, false);
+  await envelope(h, 'x@remote.test', ['alice@local.test']);
+  await bdat(h, 'Subject: x\r\n');
+  await say(h, 'RSET');
+  assert.equal(h.session.receivingChunks, false);
 });
 
 // ---- other commands -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import {
 } from './address.js';
 import { parseCommand, type Verb } from './command.js';
 import { ehloKeywords } from './extensions.js';
+import type { DataError } from './data-decoder.js';
 import { MessageBody, type HeaderFacts } from './message-body.js';
 import { parseMailParams, parseRcptParams } from './params.js';
 import { ehloReply, reply, type Reply, type ReplyId } from './replies.js';
@@ -104,11 +105,15 @@ export type Action =
   | { kind: 'start-tls' }
   /** Switch the input to the DATA decoder; write decoded bytes to body (or discard if null); then send 'data-end'. */
   | { kind: 'receive-data'; body: MessageBody | null }
-  /** Read exactly size octets of BDAT chunk into body (or discard if null); then send 'chunk-end'. */
-  | { kind: 'receive-chunk'; size: number; body: MessageBody | null }
+  /**
+   * Read exactly size octets of BDAT chunk; pass them through the message's BDAT body decoder
+   * (the same rules as DATA, one decoder per body object, across chunks, ended after the LAST
+   * chunk) into body, or discard them if body is null; then send 'chunk-end'.
+   */
+  | { kind: 'receive-chunk'; size: number; body: MessageBody | null; last: boolean }
   | { kind: 'close' };
 
-export type DataError = 'too-big' | 'bare-lf' | 'line-too-long' | 'nul';
+export type { DataError };
 
 export type SessionEvent =
   | { kind: 'line'; line: Buffer }
@@ -117,7 +122,8 @@ export type SessionEvent =
   | { kind: 'tls-started'; tls: TlsInfo }
   /** The body ended (final dot); error is the decoder's first error; writeError a sink failure. */
   | { kind: 'data-end'; error: DataError | null; writeError?: unknown }
-  | { kind: 'chunk-end'; writeError?: unknown };
+  /** A BDAT chunk was read; error is the body decoder's first error so far (at the LAST chunk, final). */
+  | { kind: 'chunk-end'; error: DataError | null; writeError?: unknown };
 
 interface Transaction {
   sender: Mailbox | null;
@@ -166,6 +172,11 @@ export class Session {
     return this.#closed;
   }
 
+  /** A message is being received by BDAT: its first chunk was accepted and it is not yet ended. */
+  get receivingChunks(): boolean {
+    return this.#tx?.bdat !== undefined;
+  }
+
   greeting(): Action[] {
     return [this.#reply('GREETING', { banner: this.#cfg.banner })];
   }
@@ -202,7 +213,7 @@ export class Session {
       case 'data-end':
         return this.#dataEnd(ev.error, ev.writeError);
       case 'chunk-end':
-        return this.#chunkEnd(ev.writeError);
+        return this.#chunkEnd(ev.error, ev.writeError);
       default: {
         const never: never = ev;
         throw new Error(`unhandled event ${JSON.stringify(never)}`);
@@ -499,7 +510,7 @@ export class Session {
         refusal: refusal ?? reply('BAD_SEQUENCE', { detail: 'send MAIL FROM first' }),
         clientError: true,
       };
-      return [{ kind: 'receive-chunk', size, body: null }];
+      return [{ kind: 'receive-chunk', size, body: null, last }];
     }
     if (tx.bdat === undefined) {
       let sink: MessageSink;
@@ -507,7 +518,7 @@ export class Session {
         sink = this.#hooks.beginMessage();
       } catch (err) {
         this.#pendingChunk = { last, refusal: this.#hooks.spoolFailureReply(err), clientError: false };
-        return [{ kind: 'receive-chunk', size, body: null }];
+        return [{ kind: 'receive-chunk', size, body: null, last }];
       }
       tx.bdat = { sink, body: this.#openBody(sink), size: 0, failed: null };
     }
@@ -517,13 +528,13 @@ export class Session {
       bdat.failed = reply('MESSAGE_TOO_BIG', { limit: this.#cfg.limits.messageBytes });
     }
     this.#pendingChunk = { last, refusal: null, clientError: false, size };
-    return [{ kind: 'receive-chunk', size, body: bdat.failed === null ? bdat.body : null }];
+    return [{ kind: 'receive-chunk', size, body: bdat.failed === null ? bdat.body : null, last }];
   }
 
   /** The BDAT chunk being read: its refusal (sent at chunk-end) and whether that counts as a client error. */
   #pendingChunk: { last: boolean; refusal: Reply | null; clientError: boolean; size?: number } | null = null;
 
-  async #chunkEnd(writeError: unknown): Promise<Action[]> {
+  async #chunkEnd(error: DataError | null, writeError: unknown): Promise<Action[]> {
     const pending = this.#pendingChunk;
     this.#pendingChunk = null;
     if (pending === null) return [this.#reply('BAD_SEQUENCE', { detail: 'no chunk in progress' })];
@@ -537,6 +548,10 @@ export class Session {
     if (tx === null || bdat === undefined) {
       return [this.#reply('BAD_SEQUENCE', { detail: 'no message in progress' })];
     }
+    // The body rules are DATA's, with DATA's replies (one decoder, data-decoder.ts). The refusal
+    // comes with the chunk where the rule broke: RFC 3030 2 lets a server answer any chunk with
+    // an error, and ends the transaction then.
+    if (error !== null && bdat.failed === null) bdat.failed = this.#dataErrorReply(error);
     if (writeError !== undefined && bdat.failed === null)
       bdat.failed = this.#hooks.spoolFailureReply(writeError);
     if (bdat.failed !== null) {
