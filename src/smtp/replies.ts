@@ -1,7 +1,8 @@
 /**
  * The one table of every reply Sterna sends: RFC 5321 code, RFC 3463 enhanced code, text.
  * No reply text is written anywhere else; code asks for a reply by its id and may fill the
- * {placeholders}. docs/replies.md lists this table.
+ * {placeholders}. docs/replies.md lists this table, and a test (replies-used.test.ts) checks
+ * that every entry is used somewhere in src/, so the table lists only what Sterna can send.
  */
 
 export interface Reply {
@@ -50,15 +51,8 @@ export const REPLIES = {
     text: '{hostname} too many errors in this session, closing connection',
     close: true,
   },
-  EARLY_TALKER: {
-    code: 554,
-    enhanced: '5.5.0',
-    text: 'Protocol error: client sent data before the greeting',
-    close: true,
-  },
 
   // Generic
-  OK: { code: 250, enhanced: '2.0.0', text: 'Ok' },
   NOOP_OK: { code: 250, enhanced: '2.0.0', text: 'Ok' },
   RESET_OK: { code: 250, enhanced: '2.0.0', text: 'Ok, transaction reset' },
   HELP: {
@@ -101,7 +95,6 @@ export const REPLIES = {
     text: 'Parameter {param} is not recognized or not implemented',
   },
   BAD_SEQUENCE: { code: 503, enhanced: '5.5.1', text: 'Bad sequence of commands: {detail}' },
-  NOT_IMPLEMENTED: { code: 502, enhanced: '5.5.1', text: 'Command not implemented' },
   SMTPUTF8_REQUIRED: {
     code: 553,
     enhanced: '5.6.7',

@@ -100,6 +100,8 @@ interface HarnessOptions {
   authDelayMs?: number;
   commitError?: Error;
   beginError?: Error;
+  /** checkRecipient and authenticate throw this (a lookup that could not be made). */
+  hookError?: Error;
 }
 
 interface Harness {
@@ -119,6 +121,7 @@ function harness(opts: HarnessOptions = {}): Harness {
     now: () => NOW,
     nonce: () => NONCE,
     checkRecipient: (rcpt, ctx) => {
+      if (opts.hookError !== undefined) return Promise.reject(opts.hookError);
       const address = formatMailbox(rcpt);
       if (known(rcpt.local, rcpt.domain)) return Promise.resolve({ kind: 'accept' });
       if (rcpt.domain === 'local.test') {
@@ -134,6 +137,7 @@ function harness(opts: HarnessOptions = {}): Harness {
     verifyAddress: (rcpt) => Promise.resolve(known(rcpt.local, rcpt.domain)),
     isAuthLockedOut: () => opts.lockedOut === true,
     authenticate: (creds) => {
+      if (opts.hookError !== undefined) return Promise.reject(opts.hookError);
       credentials.push(creds);
       let ok: boolean;
       let user: string;
@@ -1219,6 +1223,32 @@ test('RFC 4954 4: CRAM-MD5 when not configured is 504 5.5.4', async () => {
   const h = harness({ listener: 'submission', tls: TLS });
   await ehlo(h);
   assert.deepEqual(await say(h, 'AUTH CRAM-MD5'), ['504 5.5.4']);
+});
+
+test('RFC 4954 6: a check that cannot be made is 454 4.7.0, not an error of the client; the session goes on', async () => {
+  const h = harness({ listener: 'submission', tls: TLS, hookError: new Error('users file unreadable') });
+  await ehlo(h);
+  const r = theReply(await run(h, `AUTH PLAIN ${b64(`\0${USER}\0${PASSWORD}`)}`));
+  assert.deepEqual(r, {
+    code: 454,
+    enhanced: '4.7.0',
+    lines: ['Temporary authentication failure; try again later'],
+  });
+  assert.equal(h.session.authUser, undefined);
+  assert.deepEqual(await say(h, 'NOOP'), ['250 2.0.0']);
+});
+
+test('RFC 5321 4.2.5: a recipient lookup that fails is 451 4.3.0 for that RCPT; the transaction goes on', async () => {
+  const h = harness({ hookError: new Error('table unreadable') });
+  await ehlo(h);
+  assert.deepEqual(await say(h, 'MAIL FROM:<x@remote.test>'), ['250 2.1.0']);
+  const r = theReply(await run(h, 'RCPT TO:<alice@local.test>'));
+  assert.deepEqual(r, {
+    code: 451,
+    enhanced: '4.3.0',
+    lines: ['Temporary failure looking up the recipient; try again later'],
+  });
+  assert.deepEqual(await say(h, 'DATA'), ['554 5.5.1']);
 });
 
 test('RFC 4954 6: bad credentials: a delay action, then 535 5.7.8; not authenticated', async () => {

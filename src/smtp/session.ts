@@ -392,10 +392,18 @@ export class Session {
       return [this.#reply('TOO_MANY_RECIPIENTS', { limit: this.#cfg.limits.recipients })];
     }
     const address = formatMailbox(path.mailbox);
-    const verdict = await this.#hooks.checkRecipient(path.mailbox, {
-      authUser: this.#authUser,
-      client: this.#client,
-    });
+    let verdict: RecipientVerdict;
+    try {
+      verdict = await this.#hooks.checkRecipient(path.mailbox, {
+        authUser: this.#authUser,
+        client: this.#client,
+      });
+    } catch (err) {
+      // The lookup itself failed (a table or a store we could not read): the client may try
+      // again later (RFC 5321 4.2.5, 451), and it is not the client's error.
+      this.#hooks.event('rcpt-lookup-failed', { rcpt: address, err: String(err) });
+      return [this.#reply('RECIPIENT_LOOKUP_FAILED')];
+    }
     if (verdict.kind === 'reject') {
       this.#hooks.event('rcpt-refused', {
         rcpt: address,
@@ -624,7 +632,7 @@ export class Session {
   async #saslStep(step: ReturnType<SaslExchange['start']>): Promise<Action[]> {
     switch (step.kind) {
       case 'challenge':
-        return [{ kind: 'reply', reply: { code: 334, lines: [step.challenge] } }];
+        return [this.#reply('AUTH_CHALLENGE', { challenge: step.challenge })];
       case 'cancelled':
         this.#sasl = null;
         return this.#error('AUTH_CANCELLED');
@@ -634,7 +642,14 @@ export class Session {
       case 'done': {
         this.#sasl = null;
         const mechanism = this.#saslMech;
-        const outcome = await this.#hooks.authenticate(step.credentials, this.#client.ip);
+        let outcome: AuthOutcome;
+        try {
+          outcome = await this.#hooks.authenticate(step.credentials, this.#client.ip);
+        } catch (err) {
+          // RFC 4954 6: the check could not be made (store or hash failure): 454 4.7.0, try later.
+          this.#hooks.event('auth', { result: 'temporary-failure', mechanism, err: String(err) });
+          return [this.#reply('AUTH_TEMP_FAILURE')];
+        }
         if (outcome.kind === 'ok') {
           this.#authUser = outcome.user;
           this.#hooks.event('auth', { result: 'ok', mechanism, user: outcome.user });
