@@ -5,7 +5,6 @@ import { setImmediate } from 'node:timers/promises';
 import { generateSelfSigned } from '../server/tls.js';
 import { startSmtpSink, type SinkOptions, type SmtpSink } from '../../test/helpers/smtp-sink.js';
 import {
-  DotStuffer,
   SmtpClientSession,
   type ClientOptions,
   type ConnectFailure,
@@ -92,42 +91,6 @@ function done(r: TransactionResult): Extract<TransactionResult, { kind: 'done' }
 }
 
 const QUEUED = { code: 250, enhanced: '2.0.0', lines: ['2.0.0 Ok: queued as SINK'] };
-
-// --- DotStuffer (RFC 5321 4.5.2) ---------------------------------------------------------------
-
-function stuff(pieces: Buffer[]): string {
-  const d = new DotStuffer();
-  const out = pieces.map((p) => d.push(p));
-  out.push(d.end());
-  return Buffer.concat(out).toString('latin1');
-}
-
-test('RFC 5321 4.5.2: dot-stuffing at every split point, CRLF.CRLF appended', () => {
-  const input = Buffer.from('.a\r\nb.\r\n..c\r\n.\r\nd', 'latin1');
-  const expected = '..a\r\nb.\r\n...c\r\n..\r\nd\r\n.\r\n';
-  for (let i = 0; i <= input.length; i++) {
-    for (let j = i; j <= input.length; j++) {
-      const pieces = [input.subarray(0, i), input.subarray(i, j), input.subarray(j)];
-      assert.equal(stuff(pieces), expected, `cuts ${i}, ${j}`);
-    }
-  }
-});
-
-test('DATA end: nothing added after a final CRLF; LF after a final CR; empty body is just "."', () => {
-  assert.equal(stuff([Buffer.from('a\r\n')]), 'a\r\n.\r\n');
-  assert.equal(stuff([Buffer.from('a\r'), Buffer.from('\n')]), 'a\r\n.\r\n');
-  assert.equal(stuff([Buffer.from('a\r')]), 'a\r\n.\r\n');
-  assert.equal(stuff([Buffer.from('a')]), 'a\r\n.\r\n');
-  assert.equal(stuff([Buffer.from('a\n')]), 'a\n\r\n.\r\n');
-  assert.equal(stuff([]), '.\r\n');
-  assert.equal(stuff([Buffer.alloc(0)]), '.\r\n');
-});
-
-test('DotStuffer returns a chunk without line-initial dots unchanged (no copy)', () => {
-  const d = new DotStuffer();
-  const chunk = Buffer.from('a.b\r\nc\r\n');
-  assert.equal(d.push(chunk), chunk);
-});
 
 // --- Sessions ----------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { MailParams, RcptParams } from '../message/envelope.js';
+import { DotStuffer } from '../smtp/dot-stuffer.js';
 import { encodeXtext } from '../smtp/params.js';
 import { ReplyParseError, ReplyParser, type ParsedReply } from '../smtp/reply-parser.js';
 
@@ -199,8 +200,6 @@ function local(id: keyof typeof LOCAL_REPLIES, vars: Record<string, string | num
 
 /** Bytes sent per BDAT chunk (the body iterator's pieces are gathered up to this size). */
 const BDAT_CHUNK_BYTES = 64 * 1024;
-const CRLF = Buffer.from('\r\n');
-const DOT_CRLF = Buffer.from('.\r\n');
 const UNSAFE = /[\r\n\0]/;
 
 type Lost = { lost: string };
@@ -461,54 +460,6 @@ function parseExtensions(reply: ParsedReply): Map<string, string> {
   }
   return map;
 }
-
-/**
- * Dot-stuffing for DATA (RFC 5321 4.5.2): a "." at the start of a line is doubled, and end()
- * gives what closes the data: a CRLF if the body did not end with one, then ".\r\n". A line
- * starts at the beginning of the body and after every LF. Chunks without a line-initial "." are
- * returned as they are (no copy).
- */
-export class DotStuffer {
-  #atLineStart = true;
-  /** The last two bytes pushed so far (-1 for none). */
-  #secondLast = -1;
-  #last = -1;
-
-  push(chunk: Buffer): Buffer {
-    const n = chunk.length;
-    if (n === 0) return chunk;
-    const pieces: Buffer[] = [];
-    let from = 0;
-    if (this.#atLineStart && chunk[0] === 0x2e) pieces.push(DOT);
-    let pos = 0;
-    for (;;) {
-      const lf = chunk.indexOf(0x0a, pos);
-      if (lf === -1 || lf === n - 1) break;
-      if (chunk[lf + 1] === 0x2e) {
-        pieces.push(chunk.subarray(from, lf + 1), DOT);
-        from = lf + 1;
-      }
-      pos = lf + 1;
-    }
-    this.#secondLast = n >= 2 ? (chunk[n - 2] ?? -1) : this.#last;
-    this.#last = chunk[n - 1] ?? -1;
-    this.#atLineStart = this.#last === 0x0a;
-    if (pieces.length === 0) return chunk;
-    pieces.push(chunk.subarray(from));
-    return Buffer.concat(pieces);
-  }
-
-  /** The bytes that end the data: CRLF if the body did not end with one (LF after a final CR), then ".\r\n". */
-  end(): Buffer {
-    if (this.#last === -1) return DOT_CRLF;
-    if (this.#last === 0x0a && this.#secondLast === 0x0d) return DOT_CRLF;
-    if (this.#last === 0x0d) return Buffer.concat([LF_ONLY, DOT_CRLF]);
-    return Buffer.concat([CRLF, DOT_CRLF]);
-  }
-}
-
-const DOT = Buffer.from('.');
-const LF_ONLY = Buffer.from('\n');
 
 export class SmtpClientSession {
   readonly #opts: ClientOptions;
