@@ -199,6 +199,31 @@ async function assertNothingDelivered(on: TestServer, local: string): Promise<vo
   assert.equal(on.app.spool.size, 0);
 }
 
+/** Sends `body` to `rcpt` as two chunks cut at every position in turn (BDAT n, BDAT m LAST); each is queued. */
+async function queueAtEveryCut(on: TestServer, rcpt: string, body: string): Promise<void> {
+  for (let cut = 0; cut <= body.length; cut++) {
+    const c = await open(rcpt, on);
+    const one = body.slice(0, cut);
+    const two = body.slice(cut);
+    c.send(`BDAT ${one.length}\r\n${one}`);
+    await c.expect(250, '2.0.0');
+    c.send(`BDAT ${two.length} LAST\r\n${two}`);
+    await c.expect(250, '2.0.0');
+    await assertInSync(c);
+    c.close();
+  }
+}
+
+/** One BDAT LAST chunk for dave is refused with `code` `enhanced`; the session stays in sync, nothing is kept. */
+async function assertRefused(body: string, code: number, enhanced: string): Promise<string> {
+  const { c, r } = await bdatLast('dave@sterna.test', body);
+  assert.equal(`${r.code} ${r.enhanced}`, `${code} ${enhanced}`, r.text);
+  await assertInSync(c);
+  c.close();
+  await assertNothingDelivered(server, 'dave');
+  return r.text;
+}
+
 test('DESIGN rule 10, reject mode: BDAT bodies with a bare LF, a bare CR or a NUL get the DATA replies 550 5.6.11 / 550 5.6.0', async () => {
   const cases: [string, string, string][] = [
     ['bare LF (smuggling)', 'hello\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice@sterna.test>\r\n', '5.6.11'],
@@ -206,19 +231,14 @@ test('DESIGN rule 10, reject mode: BDAT bodies with a bare LF, a bare CR or a NU
     ['NUL', 'Subject: x\r\n\r\nnul \0 here\r\n', '5.6.0'],
   ];
   for (const [name, body, enhanced] of cases) {
-    const { c, r } = await bdatLast('dave@sterna.test', body);
-    assert.equal(r.code, 550, `${name}: ${r.text}`);
-    assert.equal(r.enhanced, enhanced, name);
+    const text = await assertRefused(body, 550, enhanced);
     // The same words as DATA's refusal of the same bytes.
     const viaData = await open('dave@sterna.test');
     await viaData.cmd('DATA').then((d) => assert.equal(d.code, 354));
     viaData.send(`${body}.\r\n`);
-    assert.equal((await viaData.read())?.text, r.text, name);
+    assert.equal((await viaData.read())?.text, text, name);
     viaData.close();
-    await assertInSync(c);
-    c.close();
   }
-  await assertNothingDelivered(server, 'dave');
 });
 
 test('RFC 5321 4.5.3.1.6 over BDAT: a line longer than 1000 octets split over two chunks is refused at the chunk that breaks it', async () => {
@@ -242,56 +262,27 @@ test('RFC 5321 4.5.3.1.6 over BDAT: a line longer than 1000 octets split over tw
 
 test('RFC 5321 6.3 over BDAT: more Received headers than limits.received_headers is 554 5.4.6', async () => {
   const received = 'Received: from a.example by b.example; Thu, 15 Jan 2026 10:30:00 +0000\r\n';
-  const { c, r } = await bdatLast('dave@sterna.test', `${received.repeat(101)}\r\nloop\r\n`);
-  assert.equal(r.code, 554);
-  assert.equal(r.enhanced, '5.4.6');
-  assert.equal(r.text, '5.4.6 Too many Received headers (101): mail loop suspected');
-  await assertInSync(c);
-  c.close();
-  await assertNothingDelivered(server, 'dave');
+  const text = await assertRefused(`${received.repeat(101)}\r\nloop\r\n`, 554, '5.4.6');
+  assert.equal(text, '5.4.6 Too many Received headers (101): mail loop suspected');
 });
 
 test('RFC 3030: a CR that ends one chunk and the LF that starts the next are one CRLF; every cut of a small body is accepted alike', async () => {
   const body = 'Subject: cut\r\n\r\na\r\nb\r\n';
-  for (let cut = 0; cut <= body.length; cut++) {
-    const c = await open('erin@sterna.test');
-    const one = body.slice(0, cut);
-    const two = body.slice(cut);
-    c.send(`BDAT ${one.length}\r\n${one}`);
-    await c.expect(250, '2.0.0');
-    c.send(`BDAT ${two.length} LAST\r\n${two}`);
-    await c.expect(250, '2.0.0');
-    c.close();
-  }
+  await queueAtEveryCut(server, 'erin@sterna.test', body);
   const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'erin', body.length + 1);
   assert.equal(msgs.length, body.length + 1);
   for (const msg of msgs) assert.equal(stripTrace(msg).toString('latin1'), body);
 });
 
 test('RFC 3030, reject mode: a CR at the very end of the LAST chunk is a bare CR (550 5.6.11)', async () => {
-  const { c, r } = await bdatLast('dave@sterna.test', 'Subject: x\r\n\r\nends in CR\r');
-  assert.equal(r.code, 550);
-  assert.equal(r.enhanced, '5.6.11');
-  await assertInSync(c);
-  c.close();
-  await assertNothingDelivered(server, 'dave');
+  await assertRefused('Subject: x\r\n\r\nends in CR\r', 550, '5.6.11');
 });
 
 test('normalize mode: a BDAT smuggling body is stored as DATA would store it, CRLF only, at every cut into two chunks', async () => {
   const body = 'S: x\r\n\r\nhi\n.\nMAIL FROM:<e@x>\r\nx\r.\ry\r\n';
   const expected = 'S: x\r\n\r\nhi\r\n.\r\nMAIL FROM:<e@x>\r\nx\r\n.\r\ny\r\n';
   // Every cut, so a CR and its LF (or a lone CR and the "." after it) sit on either side.
-  for (let cut = 0; cut <= body.length; cut++) {
-    const c = await open('frank@sterna.test', normalize);
-    const one = body.slice(0, cut);
-    const two = body.slice(cut);
-    c.send(`BDAT ${one.length}\r\n${one}`);
-    await c.expect(250, '2.0.0');
-    c.send(`BDAT ${two.length} LAST\r\n${two}`);
-    await c.expect(250, '2.0.0');
-    await assertInSync(c);
-    c.close();
-  }
+  await queueAtEveryCut(normalize, 'frank@sterna.test', body);
   // The same bytes by DATA.
   const d = await open('frank@sterna.test', normalize);
   await d.cmd('DATA').then((r) => assert.equal(r.code, 354));
