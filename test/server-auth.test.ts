@@ -18,6 +18,7 @@ let lockout: TestServer;
 
 const ALICE = { address: 'alice@sterna.test', password: 'correct horse battery' };
 const BOB = { address: 'bob@sterna.test', password: 'b0b-secret' };
+const DAVE = { address: 'dave@sterna.test', password: 'dave-pw-4' };
 
 before(async () => {
   const dirs = await dataDirsWithCert(2);
@@ -32,7 +33,7 @@ before(async () => {
     }),
     startTestServer({
       dataDir: dirs[1]!,
-      users: [ALICE],
+      users: [ALICE, BOB, DAVE],
       auth: 'max_failures = 2\nlockout_ms = 60000',
     }),
   ]);
@@ -252,6 +253,26 @@ test('RFC 6409 8.2, 8.3: a submitted message without Message-ID and Date gets bo
   assert.equal(complete.match(/^Message-ID:/gim)?.length, 1, complete);
   assert.equal(complete.match(/^Date:/gim)?.length, 1, complete);
   assert.ok(complete.includes('\r\nMessage-ID: <own@example.org>\r\n'));
+});
+
+/** One AUTH PLAIN in a fresh submission session on the lock-out server; its reply. */
+async function authOnce(user: string, password: string): Promise<{ code: number; enhanced?: string }> {
+  const c = await submission(lockout);
+  const r = await c.cmd(`AUTH PLAIN ${plain(user, password)}`);
+  c.close();
+  return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}) };
+}
+
+test("lock-out: another user's successful AUTH from the same address neither resets nor lifts the count of a guesser's failures", async () => {
+  // Runs before the other lock-out test: nothing is locked out from 127.0.0.1 yet.
+  assert.deepEqual(await authOnce(DAVE.address, 'guess 1'), { code: 535, enhanced: '5.7.8' });
+  assert.deepEqual(await authOnce(BOB.address, BOB.password), { code: 235, enhanced: '2.7.0' });
+  // Bob's success did not reset the count: this second guess reaches auth.max_failures (2).
+  assert.deepEqual(await authOnce(DAVE.address, 'guess 2'), { code: 535, enhanced: '5.7.8' });
+  assert.deepEqual(await authOnce(DAVE.address, DAVE.password), { code: 454, enhanced: '4.7.0' });
+  // Bob, from the same address, still logs in; and that does not lift the lock-out on dave.
+  assert.deepEqual(await authOnce(BOB.address, BOB.password), { code: 235, enhanced: '2.7.0' });
+  assert.deepEqual(await authOnce(DAVE.address, DAVE.password), { code: 454, enhanced: '4.7.0' });
 });
 
 test('lock-out: after auth.max_failures (2) failures from an address, AUTH gets 454 4.7.0 even with the right password', async () => {

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { addLoopbackIpv6, requireLoopbackIpv6 } from './helpers/loopback-ipv6.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { TestClient } from './helpers/smtp-client.js';
 import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
@@ -206,10 +207,10 @@ interface RawConn {
   closed: Promise<void>;
 }
 
-function rawConnect(port: number, localAddress?: string): Promise<RawConn> {
+function rawConnect(port: number, localAddress?: string, host = '127.0.0.1'): Promise<RawConn> {
   return new Promise((resolve, reject) => {
     let text = '';
-    const socket = net.connect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) });
+    const socket = net.connect({ host, port, ...(localAddress ? { localAddress } : {}) });
     const closed = new Promise<void>((r) => socket.once('close', () => r()));
     socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
     socket.on('error', () => undefined);
@@ -253,6 +254,58 @@ test('limits.connections_per_ip = 2: a third connection from the same address ge
   again.close();
   b.socket.destroy();
 });
+
+// Documentation addresses (RFC 3849) added to lo for this test: three in one /64, one in the next.
+const SAME_64 = ['2001:db8:5e7a:1::a', '2001:db8:5e7a:1::b', '2001:db8:5e7a:1:ffff:ffff:ffff:ffff'];
+const NEXT_64 = '2001:db8:5e7a:2::a';
+
+test(
+  'limits.connections_per_ip = 2 counts an IPv6 client by its /64: a third connection from another address of the same /64 gets 421 4.7.0; the next /64 is served',
+  requireLoopbackIpv6(),
+  async () => {
+    const lo = await addLoopbackIpv6([...SAME_64, NEXT_64]);
+    const [dir] = await dataDirsWithCert(1);
+    const v6 = await startTestServer({
+      dataDir: dir!,
+      listen: 'smtp = ["[::1]:0"]\nsubmission = []\nsubmissions = []',
+      toml: '[limits]\nconnections_per_ip = 2\n',
+    });
+    const conns: RawConn[] = [];
+    try {
+      const connect = async (from: string): Promise<RawConn> => {
+        const c = await rawConnect(v6.ports.smtp, from, '::1');
+        conns.push(c);
+        return c;
+      };
+      const a = await connect(SAME_64[0]!);
+      const b = await connect(SAME_64[1]!);
+      await waitFor(() => a.received().startsWith('220 ') && b.received().startsWith('220 '));
+      const third = await connect(SAME_64[2]!);
+      await third.closed;
+      assert.equal(
+        third.received(),
+        `421 4.7.0 ${TEST_HOSTNAME} too many connections from your address, try again later\r\n`,
+      );
+      const next = await connect(NEXT_64);
+      await waitFor(() => next.received().startsWith('220 '));
+      // Once one of the /64 closes, another address of it is served again.
+      a.socket.destroy();
+      await a.closed;
+      // The server sees the close a moment later: until then a try is refused; bounded retries.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const again = await connect(SAME_64[2]!);
+        await waitFor(() => again.received() !== '' || again.socket.destroyed);
+        if (again.received().startsWith('220 ')) break;
+        assert.ok(Date.now() < deadline, `still refused: ${again.received()}`);
+      }
+    } finally {
+      for (const c of conns) c.socket.destroy();
+      await v6.stop({ remove: true });
+      await lo.remove();
+    }
+  },
+);
 
 test('limits.connections = 2: a third connection on any listener gets 421 4.7.0 and is closed', async () => {
   const a = await rawConnect(total.ports.smtp);
