@@ -28,7 +28,7 @@ import type {
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
-import { ControlServer } from './control.js';
+import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
 
@@ -45,6 +45,8 @@ export interface RunningSterna {
 }
 
 export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
+  // First, before anything runs: a control directory other users could reach stops start-up.
+  await prepareControlDir(config.data_dir);
   const material = await ensureTlsMaterial(
     {
       certFile: config.tls.cert_file,
