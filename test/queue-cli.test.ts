@@ -29,7 +29,7 @@ import {
 } from '../src/server/control.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { liveStates, outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
 import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 
@@ -80,16 +80,7 @@ function startServer(dataDir?: string): Promise<TestServer> {
     ...(dataDir !== undefined
       ? { dataDir }
       : { users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }] }),
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-connect_timeout_ms = 2000
-[queue]
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[queue]
 first_retry_ms = 150
 max_backoff_ms = 300
 jitter = 0
@@ -105,36 +96,28 @@ after(async () => {
 
 const BODY = 'From: dora@sterna.test\r\nSubject: queue-cli\r\n\r\nWaiting in the queue.\r\n';
 
-async function send(from: string, to: string[], body = BODY): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd(`MAIL FROM:<${from}>`)).code, 250);
-  for (const rcpt of to) assert.equal((await c.cmd(`RCPT TO:<${rcpt}>`)).code, 250);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${body}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function send(from: string, to: string[], body = BODY): Promise<string> {
+  return sendMessage(server.ports.smtp, { from, to, body });
 }
 
 function states(qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
+  return liveStates(server, qid);
 }
 
 async function waitDeferred(qid: string): Promise<void> {
   await waitFor(`${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
+}
+
+/**
+ * Sends dora's message to `rcpt` and waits until it is deferred: far.test refuses connections;
+ * at example.test the sink answers 451 to `rcpt` from now on (until the test deletes it from
+ * `refused`).
+ */
+async function sendDeferred(rcpt: string): Promise<string> {
+  if (rcpt.endsWith('@example.test')) refused.add(rcpt);
+  const qid = await send('dora@sterna.test', [rcpt]);
+  await waitDeferred(qid);
+  return qid;
 }
 
 /** The attempts so far of a deferred message's first recipient (0 when not deferred). */
@@ -288,8 +271,7 @@ test('a stale socket an older version left at <data_dir>/control.sock does not s
 });
 
 test('queue list shows a deferred message: id, size, sender, recipient state and last error (text and --json)', async () => {
-  const qid = await send('dora@sterna.test', ['bob@far.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('bob@far.test');
   const text = await queue('list');
   assert.equal(text.code, 0, text.err);
   const line = text.out.split('\n').find((l) => l.startsWith(qid));
@@ -337,12 +319,8 @@ test('queue show prints the envelope, the recipient states and the header sectio
 });
 
 test('a held message is not delivered, even when due or flushed; released and flushed it is', async () => {
-  refused.add('hal@example.test');
-  refused.add('wit@example.test');
-  const qid = await send('dora@sterna.test', ['hal@example.test']);
-  const witness = await send('dora@sterna.test', ['wit@example.test']);
-  await waitDeferred(qid);
-  await waitDeferred(witness);
+  const qid = await sendDeferred('hal@example.test');
+  const witness = await sendDeferred('wit@example.test');
   const hold = await queue('hold', qid);
   assert.equal(hold.code, 0, hold.err);
   assert.equal(hold.out, `${qid}: held\n`);
@@ -376,10 +354,8 @@ test('a held message is not delivered, even when due or flushed; released and fl
 });
 
 test('queue delete removes the message: gone from the spool and never delivered, no bounce', async () => {
-  refused.add('del@example.test');
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
-  const qid = await send('dora@sterna.test', ['del@example.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('del@example.test');
   const del = await queue('delete', qid, '--json');
   assert.equal(del.code, 0, del.err);
   assert.deepEqual(json(del.out), { deleted: qid });
@@ -398,10 +374,8 @@ test('queue delete removes the message: gone from the spool and never delivered,
 });
 
 test('queue bounce fails the remaining recipients with a DSN to the sender and removes the message', async () => {
-  refused.add('bnc@example.test');
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
-  const qid = await send('dora@sterna.test', ['bnc@example.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('bnc@example.test');
   const b = await queue('bounce', qid, '--json');
   assert.equal(b.code, 0, b.err);
   assert.deepEqual(json(b.out), { bounced: true });
@@ -488,9 +462,7 @@ test('the sterna binary reaches the running server through --config (list --json
 test('on a stopped server the commands open the spool; a hold made there survives the restart', async () => {
   const far = server.app.spool.list()[0]?.qid ?? '';
   assert.notEqual(far, '');
-  refused.add('rst@example.test');
-  const rst = await send('dora@sterna.test', ['rst@example.test']);
-  await waitDeferred(rst);
+  const rst = await sendDeferred('rst@example.test');
   await server.stop();
   running = false;
   await assert.rejects(stat(controlSocketPath(server.dataDir)), { code: 'ENOENT' });
@@ -548,13 +520,9 @@ test('on a stopped server the commands open the spool; a hold made there survive
 });
 
 test('queue delete --failed removes the deferred queue only: not held ones, nor those with a recipient pending', async () => {
-  refused.add('dfa@example.test');
-  refused.add('dfh@example.test');
+  const deferred = await sendDeferred('dfa@example.test');
+  const held = await sendDeferred('dfh@example.test');
   refused.add('mixno@example.test');
-  const deferred = await send('dora@sterna.test', ['dfa@example.test']);
-  await waitDeferred(deferred);
-  const held = await send('dora@sterna.test', ['dfh@example.test']);
-  await waitDeferred(held);
   assert.equal((await queue('hold', held)).out, `${held}: held\n`);
   // One recipient delivered, the other deferred: it waits for a retry, so it is in the deferred queue.
   const mixed = await send('dora@sterna.test', ['mixok@example.test', 'mixno@example.test']);
@@ -563,9 +531,7 @@ test('queue delete --failed removes the deferred queue only: not held ones, nor 
     return st?.[0]?.status === 'delivered' && st[1]?.status === 'deferred';
   });
   // Deferred, then flushed: its retry is under way (the sink holds the end of the data).
-  refused.add('race@example.test');
-  const retrying = await send('dora@sterna.test', ['race@example.test']);
-  await waitDeferred(retrying);
+  const retrying = await sendDeferred('race@example.test');
   refused.delete('race@example.test');
   raceHeld = false;
   assert.deepEqual(json((await queue('flush', retrying, '--json')).out), { flushed: [retrying] });
@@ -600,8 +566,7 @@ test('queue delete --failed removes the deferred queue only: not held ones, nor 
   assert.equal(none.out, '0 messages deleted\n');
 
   // Only far.test from here on: the sink's idle sessions were just sent a stray reply.
-  const far = await send('dora@sterna.test', ['zed@far.test']);
-  await waitDeferred(far);
+  const far = await sendDeferred('zed@far.test');
   const text = await queue('delete', '--failed');
   assert.equal(text.code, 0, text.err);
   assert.equal(text.out, `${far}: deleted\n1 message deleted\n`);
@@ -640,10 +605,8 @@ test('queue delete --failed with a queue id, or on another command, is a usage e
 test('queue delete --failed on a stopped server removes the deferred messages from the spool, not the held one', async () => {
   const held = server.app.spool.list()[0]?.qid ?? '';
   assert.notEqual(held, '');
-  const a = await send('dora@sterna.test', ['amy@far.test']);
-  await waitDeferred(a);
-  const b = await send('dora@sterna.test', ['ben@far.test']);
-  await waitDeferred(b);
+  const a = await sendDeferred('amy@far.test');
+  const b = await sendDeferred('ben@far.test');
   await server.stop();
   running = false;
 
