@@ -118,7 +118,7 @@ export const authSchema = z
     users_file: z.string().default(''),
     /** On submission, MAIL FROM must be an address the user owns. */
     enforce_sender: z.boolean().default(true),
-    /** First delay after a failed attempt; doubles with each further failure from the same IP. */
+    /** First delay after a failed attempt; doubles with each further failure from the same client network. */
     failure_delay_ms: z.number().int().min(0).max(60_000).default(1000),
     /** Failures at one user name from one client network (IPv4 address, IPv6 /64) within lockout_window_ms before that pair is refused. */
     max_failures: z.number().int().min(1).max(10_000).default(10),
