@@ -1,7 +1,8 @@
 /**
- * Runs a private Postfix instance for the side-by-side benchmark: its own config_directory,
- * queue_directory and data_directory in a temp directory, smtpd on one free 127.0.0.1 port, no
- * chroot, every destination on the discard(8) transport, so mail is queued normally (cleanup(8)
+ * Runs a private Postfix instance for the side-by-side benchmark, configured by
+ * test/helpers/postfix-config.ts (the writer the interop tests use too): its own config, queue
+ * and data directories in a temp directory, smtpd on one free 127.0.0.1 port, no chroot, every
+ * destination on the discard(8) transport, so mail is queued normally (cleanup(8)
  * fsyncs the queue file before smtpd answers 250) and then thrown away. The system instance and
  * /etc/postfix are never touched (meta_directory, the list of Postfix's own files, is only read).
  * With a relayhost (the outbound benchmark) every destination goes to smtp(8) and that host instead.
@@ -11,8 +12,9 @@
  * Benchmark code: trusted, loopback only.
  */
 import { execFileSync } from 'node:child_process';
-import { chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writePostfixConfig, type PostfixConfig } from '../test/helpers/postfix-config.js';
 import { freePort, run, sleep } from './machine.js';
 
 export interface PostfixInstance {
@@ -40,73 +42,37 @@ export interface PostfixInstance {
   stopSync: () => void;
 }
 
-/** Daemons the instance needs; "n" in the chroot column for every one of them. */
-const MASTER_SERVICES = `
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-smtp      unix  -       -       n       -       -       smtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`;
-
 /**
- * With relayhost ("[address]:port"), every destination goes to the smtp(8) client and that host
- * instead of discard(8): the outbound benchmark.
+ * The benchmark instance's configuration in `dir`. Without relayhost every destination goes to
+ * discard(8): queued durably, then thrown away. With relayhost ("[address]:port") every
+ * destination goes to the smtp(8) client and that host instead: the outbound benchmark.
  */
-function mainCf(dir: string, relayhost: string | undefined): string {
-  const transport =
+export function benchPostfixConfig(dir: string, port: number, relayhost: string | undefined): PostfixConfig {
+  const transport: Record<string, string> =
     relayhost === undefined
-      ? `# Every destination goes to discard(8): queued durably, then thrown away.
-default_transport = discard
-relay_transport = discard`
-      : `# Every destination goes to the smtp(8) client and the relay host (the outbound benchmark).
-default_transport = smtp
-relay_transport = smtp
-relayhost = ${relayhost}
-smtp_tls_security_level = none`;
-  return `# Written by bench/postfix.ts for one benchmark run.
-compatibility_level = 3.6
-config_directory = ${dir}/conf
-queue_directory = ${dir}/queue
-data_directory = ${dir}/data
-maillog_file_prefixes = ${dir}
-maillog_file = ${dir}/maillog
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = bench.local
-mydomain = bench.local
-myorigin = bench.local
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains = bench.test, sink.test
-${transport}
-local_transport = discard
-alias_maps =
-alias_database =
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-smtpd_client_message_rate_limit = 0
-default_process_limit = 200
-biff = no
-`;
+      ? { default_transport: 'discard', relay_transport: 'discard' }
+      : {
+          default_transport: 'smtp',
+          relay_transport: 'smtp',
+          relayhost,
+          smtp_tls_security_level: 'none',
+        };
+  return {
+    dir,
+    writer: 'bench/postfix.ts',
+    hostname: 'bench.local',
+    domain: 'bench.local',
+    port,
+    settings: {
+      relay_domains: 'bench.test, sink.test',
+      ...transport,
+      local_transport: 'discard',
+      smtpd_client_connection_count_limit: '0',
+      smtpd_client_connection_rate_limit: '0',
+      smtpd_client_message_rate_limit: '0',
+      default_process_limit: '200',
+    },
+  };
 }
 
 /** Runs the postfix command on this instance's configuration. */
@@ -158,18 +124,8 @@ export async function postfixAvailable(): Promise<string | null> {
 /** Creates and starts the instance in dir (which must exist and be empty). */
 export async function startPostfix(dir: string, relayhost?: string): Promise<PostfixInstance> {
   const port = await freePort();
-  const configDir = join(dir, 'conf');
+  const { configDir } = await writePostfixConfig(benchPostfixConfig(dir, port, relayhost));
   const logFile = join(dir, 'maillog');
-  await mkdir(configDir, { recursive: true });
-  await mkdir(join(dir, 'queue'), { recursive: true, mode: 0o755 });
-  await mkdir(join(dir, 'data'), { recursive: true, mode: 0o700 });
-  const ids = await run('id', ['-u', 'postfix']);
-  await chown(join(dir, 'data'), Number(ids.stdout.trim()), 0);
-  await writeFile(join(configDir, 'main.cf'), mainCf(dir, relayhost));
-  await writeFile(
-    join(configDir, 'master.cf'),
-    `127.0.0.1:${port} inet n - n - - smtpd\n${MASTER_SERVICES.trimStart()}`,
-  );
   const version = (await run('/usr/sbin/postconf', ['-d', '-h', 'mail_version'])).stdout.trim();
   // "start" runs postfix-script check-fatal, which creates the queue directories with the
   // owners and modes of meta_directory/postfix-files.

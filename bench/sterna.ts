@@ -4,7 +4,7 @@
  * on), starts `node dist/src/cli/sterna.js serve` as a child with a raised descriptor limit, and
  * reports its memory and how many accepted messages its spool still holds (read from the
  * segment files, format in docs/spool.md). Queue requests (list, flush) go to the server's
- * control socket, `<data_dir>/control.sock` (one line of JSON each way, docs/operations.md).
+ * control socket, `<data_dir>/control/control.sock` (one line of JSON each way, docs/operations.md).
  * Starting again on the same directory keeps the spool. Benchmark code: trusted, loopback only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -22,6 +22,7 @@ import {
   parseHeader,
   parseSegmentFileName,
 } from '../src/queue/spool-format.js';
+import { controlSocketPath } from '../src/server/control.js';
 import { freePort, procStatusBytes, run, sleep } from './machine.js';
 
 /** The compiled CLI, from dist/bench/ to dist/src/cli/. */
@@ -273,7 +274,7 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
     peakRssBytes: () => procStatusBytes(pid, 'VmHWM'),
     liveMessages: () => countLiveMessages(spoolDir),
     deliveredTo: (domain, localPart) => countFiles(join(maildirRoot, domain, localPart, 'new')),
-    control: (request) => controlRequest(join(options.dir, 'data', 'control.sock'), request),
+    control: (request) => controlRequest(controlSocketPath(join(options.dir, 'data')), request),
     kill,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;

@@ -7,11 +7,23 @@
  * Skipped loudly without Postfix or root; fails under CI=true.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { benchPostfixConfig } from '../bench/postfix.js';
 import { pollUntil } from './helpers/interop.js';
-import { freePort, requirePostfix, startPostfix, type PostfixInstance } from './helpers/postfix.js';
+import { sendMessage } from './helpers/outbound.js';
+import {
+  freePort,
+  interopPostfixConfig,
+  requirePostfix,
+  startPostfix,
+  type PostfixInstance,
+} from './helpers/postfix.js';
+import { postfixMainCf, postfixMasterCf, type PostfixConfig } from './helpers/postfix-config.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { makeTempDir } from './helpers/tools.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const need = requirePostfix();
@@ -73,21 +85,9 @@ function message(to: string, tag: string): string {
   ].join('\r\n');
 }
 
-/** Sends one message over SMTP to 127.0.0.1:port; returns the final reply text. */
-async function sendTo(port: number, to: string, body: string): Promise<string> {
-  const c = await TestClient.connect(port);
-  await c.expect(220);
-  assert.equal((await c.cmd('EHLO client.test')).code, 250);
-  const mail = await c.cmd('MAIL FROM:<alice@sterna.test>');
-  assert.equal(mail.code, 250, mail.text);
-  const rcpt = await c.cmd(`RCPT TO:<${to}>`);
-  assert.equal(rcpt.code, 250, rcpt.text);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${body.replace(/^\./gm, '..')}.\r\n`);
-  const done = await c.expect(250);
-  await c.cmd('QUIT');
-  c.close();
-  return done.text;
+/** Sends one message from alice@sterna.test to 127.0.0.1:port (250 2.0.0 expected); returns the queue id. */
+function sendTo(port: number, to: string, body: string): Promise<string> {
+  return sendMessage(port, { from: 'alice@sterna.test', to: [to], body });
 }
 
 /**
@@ -132,8 +132,7 @@ test(
   async () => {
     assert.ok(server !== undefined && pf !== undefined);
     const body = message('dora@sterna.test', 'postfix-to-sterna');
-    const queued = await sendTo(pf.port, 'dora@sterna.test', body);
-    assert.match(queued, /queued as/);
+    await sendTo(pf.port, 'dora@sterna.test', body);
     await pf.flush();
     const got = await waitForMessages(server.dataDir, 'sterna.test', 'dora', 1, 20_000);
     assert.equal(got.length, 1, `Sterna's Maildir got the message; Postfix maillog:\n${await pf.log()}`);
@@ -141,5 +140,73 @@ test(
     assert.match(added, TRACE_ONLY);
     assert.match(added, /by pf-mx\.pf\.test \(Postfix\)/);
     assert.match(added, /from pf-mx\.pf\.test/);
+  },
+);
+
+/** `postconf -c DIR ARGS`: exit code and output. */
+function postconf(
+  configDir: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('/usr/sbin/postconf', ['-c', configDir, ...args], { timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr }),
+    );
+  });
+}
+
+test(
+  'the one Postfix config writer: the interop and both benchmark configs are read by postconf without a warning',
+  { skip: need.skip },
+  async () => {
+    const tmp = await makeTempDir('sterna-postfix-config-');
+    try {
+      const configs: [string, PostfixConfig, string[]][] = [
+        [
+          'interop',
+          interopPostfixConfig(
+            path.join(tmp.dir, 'interop'),
+            { virtualDomain: 'pf.test', mailboxes: ['bob'], relayhost: '[127.0.0.1]:2525', port: 2526 },
+            { uid: 100, gid: 100 },
+          ),
+          ['relayhost = [127.0.0.1]:2525', 'virtual_mailbox_domains = pf.test', 'myhostname = pf-mx.pf.test'],
+        ],
+        [
+          'bench',
+          benchPostfixConfig(path.join(tmp.dir, 'bench'), 2527, undefined),
+          [
+            'default_transport = discard',
+            'relay_transport = discard',
+            'relay_domains = bench.test, sink.test',
+          ],
+        ],
+        [
+          'bench outbound',
+          benchPostfixConfig(path.join(tmp.dir, 'outbound'), 2528, '[127.0.0.2]:2529'),
+          ['default_transport = smtp', 'relayhost = [127.0.0.2]:2529', 'smtp_tls_security_level = none'],
+        ],
+      ];
+      for (const [name, config, want] of configs) {
+        const conf = path.join(config.dir, 'conf');
+        await mkdir(conf, { recursive: true });
+        await writeFile(path.join(conf, 'main.cf'), postfixMainCf(config));
+        await writeFile(path.join(conf, 'master.cf'), postfixMasterCf(config.port));
+        const main = await postconf(conf, ['-n']);
+        assert.equal(main.code, 0, `${name}: ${main.stderr}`);
+        assert.equal(main.stderr, '', `${name}: postconf warns`);
+        const lines = main.stdout.split('\n');
+        for (const w of [...want, `config_directory = ${conf}`, 'inet_interfaces = 127.0.0.1'])
+          assert.ok(lines.includes(w), `${name}: no "${w}" in\n${main.stdout}`);
+        const master = await postconf(conf, ['-M']);
+        assert.equal(master.code, 0, `${name}: ${master.stderr}`);
+        assert.equal(master.stderr, '', `${name}: postconf -M warns`);
+        assert.match(
+          master.stdout,
+          new RegExp(`^127\\.0\\.0\\.1:${config.port} +inet +n +- +n +- +- +smtpd$`, 'm'),
+        );
+      }
+    } finally {
+      await tmp.cleanup();
+    }
   },
 );

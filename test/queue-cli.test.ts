@@ -7,22 +7,31 @@
  * stopped server. Bounces are checked as RFC 3464 DSNs.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { stat, unlink, writeFile } from 'node:fs/promises';
+import { execFile, spawnSync } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, mkdtemp, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { after, before, test } from 'node:test';
+import { after, before, mock, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { runQueueCommand } from '../src/cli/queue-command.js';
 import type { RecipientState } from '../src/message/envelope.js';
 import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
 import { parseDsn } from '../src/queue/dsn.js';
-import { parseControlRequest } from '../src/server/control.js';
+import type { Config } from '../src/config/schema.js';
+import {
+  controlDirPath,
+  controlSocketPath,
+  ControlDirError,
+  legacyControlSocketPath,
+  parseControlRequest,
+} from '../src/server/control.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { liveStates, outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/sterna.js', import.meta.url));
 
@@ -34,6 +43,8 @@ let running = true;
 const refused = new Set<string>();
 /** Set when the sink got the end of the data for race@example.test and left it unanswered. */
 let raceHeld = false;
+/** Calls of process.umask while the server started (DESIGN: the control socket needs none). */
+let umaskCalls = -1;
 
 before(async () => {
   dns = await startDnsServer({
@@ -54,7 +65,13 @@ before(async () => {
       return refused.has(addr) ? `451 4.2.1 <${addr}>: mailbox busy, try again` : undefined;
     },
   });
-  server = await startServer();
+  const umask = mock.method(process, 'umask');
+  try {
+    server = await startServer();
+  } finally {
+    umaskCalls = umask.mock.callCount();
+    umask.mock.restore();
+  }
 });
 
 /** The test server; with dataDir, a restart on the same data directory. */
@@ -63,16 +80,7 @@ function startServer(dataDir?: string): Promise<TestServer> {
     ...(dataDir !== undefined
       ? { dataDir }
       : { users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }] }),
-    toml: `[relay]
-trusted_networks = ["127.0.0.1/32"]
-[dns]
-servers = ["127.0.0.1:${dns.port}"]
-timeout_ms = 500
-tries = 1
-[outbound]
-port = ${sink.port}
-connect_timeout_ms = 2000
-[queue]
+    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[queue]
 first_retry_ms = 150
 max_backoff_ms = 300
 jitter = 0
@@ -88,44 +96,58 @@ after(async () => {
 
 const BODY = 'From: dora@sterna.test\r\nSubject: queue-cli\r\n\r\nWaiting in the queue.\r\n';
 
-async function send(from: string, to: string[], body = BODY): Promise<string> {
-  const c = await TestClient.connect(server.ports.smtp);
-  await c.expect(220);
-  await c.cmd('EHLO client.test');
-  assert.equal((await c.cmd(`MAIL FROM:<${from}>`)).code, 250);
-  for (const rcpt of to) assert.equal((await c.cmd(`RCPT TO:<${rcpt}>`)).code, 250);
-  assert.equal((await c.cmd('DATA')).code, 354);
-  c.send(`${body}.\r\n`);
-  const q = await c.expect(250, '2.0.0');
-  await c.cmd('QUIT');
-  c.close();
-  const qid = /queued as (\S+)/.exec(q.text)?.[1];
-  assert.ok(qid !== undefined, q.text);
-  return qid;
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+function send(from: string, to: string[], body = BODY): Promise<string> {
+  return sendMessage(server.ports.smtp, { from, to, body });
 }
 
 function states(qid: string): RecipientState[] | null {
-  return server.app.spool.list().find((m) => m.qid === qid)?.states ?? null;
+  return liveStates(server, qid);
 }
 
 async function waitDeferred(qid: string): Promise<void> {
   await waitFor(`${qid} to be deferred`, () => states(qid)?.[0]?.status === 'deferred');
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/**
+ * Sends dora's message to `rcpt` and waits until it is deferred: far.test refuses connections;
+ * at example.test the sink answers 451 to `rcpt` from now on (until the test deletes it from
+ * `refused`).
+ */
+async function sendDeferred(rcpt: string): Promise<string> {
+  if (rcpt.endsWith('@example.test')) refused.add(rcpt);
+  const qid = await send('dora@sterna.test', [rcpt]);
+  await waitDeferred(qid);
+  return qid;
+}
+
+/** The attempts so far of a deferred message's first recipient (0 when not deferred). */
+function attempts(qid: string): number {
+  const st = states(qid)?.[0];
+  return st?.status === 'deferred' ? st.attempts : 0;
+}
+
+/**
+ * Waits until the queue manager has had its chance at every message due at `dueAt`: the time
+ * has passed, the deferred message `witness` has been retried twice since (so a retry pass began
+ * after it), and the manager is idle (whatever that pass started has ended).
+ */
+async function waitRetryPassAfter(dueAt: number, witness: string): Promise<void> {
+  await waitFor('the retry time', () => Date.now() > dueAt);
+  const before = attempts(witness);
+  await waitFor(`two retries of ${witness}`, () => attempts(witness) >= before + 2);
+  await server.app.manager.whenIdle();
 }
 
 /** Runs `sterna queue ARGS` in this process against the test server's configuration. */
-async function queue(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+function queue(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return queueWith(server.config, ...args);
+}
+
+/** Runs `sterna queue ARGS` in this process with `config`. */
+async function queueWith(
+  config: Config,
+  ...args: string[]
+): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
   const sinkTo = (add: (s: string) => void): Writable =>
@@ -138,7 +160,7 @@ async function queue(...args: string[]): Promise<{ code: number; out: string; er
   const code = await runQueueCommand(args, {
     stdout: sinkTo((s) => (out += s)),
     stderr: sinkTo((s) => (err += s)),
-    config: server.config,
+    config,
   });
   return { code, out, err };
 }
@@ -157,15 +179,99 @@ function json(text: string): unknown {
   return JSON.parse(text);
 }
 
-test('the server creates its control socket in the data directory with mode 0600', async () => {
-  const st = await stat(path.join(server.dataDir, 'control.sock'));
+test('the server creates its control socket in a directory of mode 0700 of its own, and never calls process.umask', async () => {
+  assert.equal(umaskCalls, 0, 'process.umask was called while the server started');
+  const dir = await lstat(controlDirPath(server.dataDir));
+  assert.equal(dir.isDirectory(), true);
+  assert.equal(dir.mode & 0o777, 0o700);
+  assert.equal(dir.uid, process.getuid?.());
+  assert.equal(controlSocketPath(server.dataDir), path.join(server.dataDir, 'control', 'control.sock'));
+  const st = await stat(controlSocketPath(server.dataDir));
   assert.equal(st.isSocket(), true);
   assert.equal(st.mode & 0o777, 0o600);
 });
 
+test('a control directory open to others, or a symlink, stops start-up with an error that says what to do', async () => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
+  const dir = controlDirPath(dataDir);
+  try {
+    await mkdir(dir);
+    await chmod(dir, 0o750);
+    await assert.rejects(startTestServer({ dataDir }), {
+      name: 'ControlDirError',
+      message: `${dir} (the control socket's directory) has mode 0750, so other users could reach the control socket; it must be 0700: chmod 700 ${dir}`,
+    });
+    await rm(dir, { recursive: true });
+    await mkdir(path.join(dataDir, 'elsewhere'), { mode: 0o700 });
+    await symlink(path.join(dataDir, 'elsewhere'), dir);
+    await assert.rejects(startTestServer({ dataDir }), (err: unknown) => {
+      assert.ok(err instanceof ControlDirError);
+      assert.equal(
+        err.message,
+        `${dir} (the control socket's directory) is not a directory; remove it and start again`,
+      );
+      return true;
+    });
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
+
+test(
+  'a control directory of another user stops start-up',
+  { skip: process.getuid?.() === 0 ? false : 'needs root (chown)' },
+  async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'sterna-test-'));
+    const dir = controlDirPath(dataDir);
+    try {
+      await mkdir(dir, { mode: 0o700 });
+      await chown(dir, 65534, 65534);
+      await assert.rejects(startTestServer({ dataDir }), {
+        name: 'ControlDirError',
+        message: `${dir} (the control socket's directory) is owned by uid 65534, not by the server's user (uid 0); remove it, or chown it to the server's user, and start again`,
+      });
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+);
+
+test('a stale socket an older version left at <data_dir>/control.sock does not stop start-up and is removed; the CLI still asks that path when nothing answers on the new one', async () => {
+  const [dataDir] = await dataDirsWithCert(1);
+  const legacy = legacyControlSocketPath(dataDir!);
+  // A server killed while listening leaves its socket file behind.
+  const killed = spawnSync(process.execPath, [
+    '-e',
+    `require('node:net').createServer().listen(${JSON.stringify(legacy)}, () => process.kill(process.pid, 'SIGKILL'))`,
+  ]);
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.equal((await lstat(legacy)).isSocket(), true);
+  const other = await startTestServer({ dataDir: dataDir! });
+  try {
+    await assert.rejects(lstat(legacy), { code: 'ENOENT' });
+    const list = await queueWith(other.config, 'list');
+    assert.equal(list.code, 0, list.err);
+    assert.equal(list.out, 'queue is empty\n');
+  } finally {
+    await other.stop();
+  }
+  // A server of an older version, still running, answers at the legacy path only.
+  const old = createServer((s) =>
+    s.once('data', () => s.end(`${JSON.stringify({ ok: true, result: { flushed: ['OLD1'] } })}\n`)),
+  );
+  await new Promise<void>((resolve) => old.listen(legacy, resolve));
+  try {
+    const flush = await queueWith(other.config, 'flush', '--json');
+    assert.equal(flush.code, 0, flush.err);
+    assert.deepEqual(json(flush.out), { flushed: ['OLD1'] });
+  } finally {
+    await new Promise((resolve) => old.close(resolve));
+    await rm(dataDir!, { recursive: true, force: true });
+  }
+});
+
 test('queue list shows a deferred message: id, size, sender, recipient state and last error (text and --json)', async () => {
-  const qid = await send('dora@sterna.test', ['bob@far.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('bob@far.test');
   const text = await queue('list');
   assert.equal(text.code, 0, text.err);
   const line = text.out.split('\n').find((l) => l.startsWith(qid));
@@ -213,9 +319,8 @@ test('queue show prints the envelope, the recipient states and the header sectio
 });
 
 test('a held message is not delivered, even when due or flushed; released and flushed it is', async () => {
-  refused.add('hal@example.test');
-  const qid = await send('dora@sterna.test', ['hal@example.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('hal@example.test');
+  const witness = await sendDeferred('wit@example.test');
   const hold = await queue('hold', qid);
   assert.equal(hold.code, 0, hold.err);
   assert.equal(hold.out, `${qid}: held\n`);
@@ -224,8 +329,12 @@ test('a held message is not delivered, even when due or flushed; released and fl
   const flush = await queue('flush', qid, '--json');
   assert.equal(flush.code, 0, flush.err);
   assert.deepEqual(json(flush.out), { flushed: [] });
-  assert.equal((await queue('flush', '--domain', 'example.test')).out, 'nothing to flush\n');
-  await sleep(1000); // several retry periods (150-300 ms) pass
+  assert.deepEqual(json((await queue('flush', '--domain', 'example.test', '--json')).out), {
+    flushed: [witness],
+  });
+  const due = states(qid)?.[0];
+  assert.equal(due?.status, 'deferred');
+  await waitRetryPassAfter(due.nextAttemptAt, witness);
   const delivered = (): boolean => sink.messages().some((m) => m.rcptTo.includes('hal@example.test'));
   assert.equal(delivered(), false);
   assert.equal(states(qid)?.[0]?.status, 'deferred');
@@ -239,20 +348,21 @@ test('a held message is not delivered, even when due or flushed; released and fl
   await waitFor('the released message to reach the sink', delivered);
   await waitFor(`${qid} to leave the spool`, () => states(qid) === null);
   assert.equal(sink.messages().filter((m) => m.rcptTo.includes('hal@example.test')).length, 1);
+  refused.delete('wit@example.test');
+  await queue('flush', witness);
+  await waitFor(`${witness} to leave the spool`, () => states(witness) === null);
 });
 
 test('queue delete removes the message: gone from the spool and never delivered, no bounce', async () => {
-  refused.add('del@example.test');
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
-  const qid = await send('dora@sterna.test', ['del@example.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('del@example.test');
   const del = await queue('delete', qid, '--json');
   assert.equal(del.code, 0, del.err);
   assert.deepEqual(json(del.out), { deleted: qid });
   assert.equal(states(qid), null);
   refused.delete('del@example.test');
   assert.equal((await queue('flush')).code, 0);
-  await sleep(600);
+  await server.app.manager.whenIdle(); // every message the flush started has had its attempt
   assert.equal(
     sink.messages().some((m) => m.rcptTo.includes('del@example.test')),
     false,
@@ -264,10 +374,8 @@ test('queue delete removes the message: gone from the spool and never delivered,
 });
 
 test('queue bounce fails the remaining recipients with a DSN to the sender and removes the message', async () => {
-  refused.add('bnc@example.test');
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
-  const qid = await send('dora@sterna.test', ['bnc@example.test']);
-  await waitDeferred(qid);
+  const qid = await sendDeferred('bnc@example.test');
   const b = await queue('bounce', qid, '--json');
   assert.equal(b.code, 0, b.err);
   assert.deepEqual(json(b.out), { bounced: true });
@@ -294,10 +402,12 @@ test('a delete during a delivery attempt waits for it: the message is delivered 
   const qid = await send('dora@sterna.test', ['race@example.test']);
   await waitFor('the sink to hold the end of the data', () => raceHeld);
   let settled = false;
+  const managerDelete = mock.method(server.app.manager, 'delete');
   const pending = queue('delete', qid).finally(() => {
     settled = true;
   });
-  await sleep(300);
+  await waitFor('the delete to reach the queue manager', () => managerDelete.mock.callCount() === 1);
+  managerDelete.mock.restore();
   assert.equal(settled, false, 'delete waits while the attempt runs');
   assert.notEqual(states(qid), null);
   for (const sock of sink.sockets()) sock.write('250 2.0.0 Ok: at last\r\n');
@@ -352,15 +462,14 @@ test('the sterna binary reaches the running server through --config (list --json
 test('on a stopped server the commands open the spool; a hold made there survives the restart', async () => {
   const far = server.app.spool.list()[0]?.qid ?? '';
   assert.notEqual(far, '');
-  refused.add('rst@example.test');
-  const rst = await send('dora@sterna.test', ['rst@example.test']);
-  await waitDeferred(rst);
+  const rst = await sendDeferred('rst@example.test');
   await server.stop();
   running = false;
-  await assert.rejects(stat(path.join(server.dataDir, 'control.sock')), { code: 'ENOENT' });
+  await assert.rejects(stat(controlSocketPath(server.dataDir)), { code: 'ENOENT' });
 
   const list = await queue('list', '--json');
   assert.equal(list.code, 0, list.err);
+  const rstDue = listJson(list.out).find((e) => e.qid === rst)?.recipients[0]?.nextAttemptAt ?? Infinity;
   assert.deepEqual(
     listJson(list.out).map((e) => [e.qid, e.recipients[0]?.address, e.recipients[0]?.status, e.held]),
     [
@@ -392,9 +501,11 @@ test('on a stopped server the commands open the spool; a hold made there survive
 
   // Restarted, the server keeps the hold even though the recipient is due and now accepted.
   refused.delete('rst@example.test');
+  // Due when the server starts: it would be handed to a worker at once (QueueManager.start).
+  await waitFor(`${rst} to be due`, () => Date.now() > rstDue);
   server = await startServer(server.dataDir);
   running = true;
-  await sleep(800);
+  await server.app.manager.whenIdle();
   assert.equal(states(rst)?.[0]?.status, 'deferred');
   const entries = listJson((await queue('list', '--json')).out);
   assert.deepEqual(
@@ -409,13 +520,9 @@ test('on a stopped server the commands open the spool; a hold made there survive
 });
 
 test('queue delete --failed removes the deferred queue only: not held ones, nor those with a recipient pending', async () => {
-  refused.add('dfa@example.test');
-  refused.add('dfh@example.test');
+  const deferred = await sendDeferred('dfa@example.test');
+  const held = await sendDeferred('dfh@example.test');
   refused.add('mixno@example.test');
-  const deferred = await send('dora@sterna.test', ['dfa@example.test']);
-  await waitDeferred(deferred);
-  const held = await send('dora@sterna.test', ['dfh@example.test']);
-  await waitDeferred(held);
   assert.equal((await queue('hold', held)).out, `${held}: held\n`);
   // One recipient delivered, the other deferred: it waits for a retry, so it is in the deferred queue.
   const mixed = await send('dora@sterna.test', ['mixok@example.test', 'mixno@example.test']);
@@ -424,9 +531,7 @@ test('queue delete --failed removes the deferred queue only: not held ones, nor 
     return st?.[0]?.status === 'delivered' && st[1]?.status === 'deferred';
   });
   // Deferred, then flushed: its retry is under way (the sink holds the end of the data).
-  refused.add('race@example.test');
-  const retrying = await send('dora@sterna.test', ['race@example.test']);
-  await waitDeferred(retrying);
+  const retrying = await sendDeferred('race@example.test');
   refused.delete('race@example.test');
   raceHeld = false;
   assert.deepEqual(json((await queue('flush', retrying, '--json')).out), { flushed: [retrying] });
@@ -443,10 +548,10 @@ test('queue delete --failed removes the deferred queue only: not held ones, nor 
   const deleting = queue('delete', '--failed', '--json').finally(() => {
     settled = true;
   });
-  await sleep(300);
+  await waitFor('the messages without an attempt running to be deleted', () => {
+    return states(deferred) === null && states(mixed) === null;
+  });
   assert.equal(settled, false, 'delete --failed waits while an attempt of a deferred message runs');
-  assert.equal(states(deferred), null);
-  assert.equal(states(mixed), null);
   assert.equal(states(pending)?.[0]?.status, 'pending');
   for (const sock of sink.sockets()) sock.write('250 2.0.0 Ok: at last\r\n');
   const del = await deleting;
@@ -461,8 +566,7 @@ test('queue delete --failed removes the deferred queue only: not held ones, nor 
   assert.equal(none.out, '0 messages deleted\n');
 
   // Only far.test from here on: the sink's idle sessions were just sent a stray reply.
-  const far = await send('dora@sterna.test', ['zed@far.test']);
-  await waitDeferred(far);
+  const far = await sendDeferred('zed@far.test');
   const text = await queue('delete', '--failed');
   assert.equal(text.code, 0, text.err);
   assert.equal(text.out, `${far}: deleted\n1 message deleted\n`);
@@ -501,10 +605,8 @@ test('queue delete --failed with a queue id, or on another command, is a usage e
 test('queue delete --failed on a stopped server removes the deferred messages from the spool, not the held one', async () => {
   const held = server.app.spool.list()[0]?.qid ?? '';
   assert.notEqual(held, '');
-  const a = await send('dora@sterna.test', ['amy@far.test']);
-  await waitDeferred(a);
-  const b = await send('dora@sterna.test', ['ben@far.test']);
-  await waitDeferred(b);
+  const a = await sendDeferred('amy@far.test');
+  const b = await sendDeferred('ben@far.test');
   await server.stop();
   running = false;
 

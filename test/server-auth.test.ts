@@ -10,7 +10,7 @@ import { createHmac } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { addUser } from '../src/auth/users.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { assertReply, TestClient } from './helpers/smtp-client.js';
 import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 
 let server: TestServer;
@@ -18,6 +18,7 @@ let lockout: TestServer;
 
 const ALICE = { address: 'alice@sterna.test', password: 'correct horse battery' };
 const BOB = { address: 'bob@sterna.test', password: 'b0b-secret' };
+const DAVE = { address: 'dave@sterna.test', password: 'dave-pw-4' };
 
 before(async () => {
   const dirs = await dataDirsWithCert(2);
@@ -32,7 +33,7 @@ before(async () => {
     }),
     startTestServer({
       dataDir: dirs[1]!,
-      users: [ALICE],
+      users: [ALICE, BOB, DAVE],
       auth: 'max_failures = 2\nlockout_ms = 60000',
     }),
   ]);
@@ -74,15 +75,13 @@ async function sendMessage(c: TestClient, from: string, to: string, body: string
 test('RFC 4616: AUTH PLAIN with an initial response gives 235 2.7.0; the user may then relay to another domain', async () => {
   const c = await submission();
   const r = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(r.code, 235);
-  assert.equal(r.enhanced, '2.7.0');
+  assertReply(r, 235, '2.7.0');
   assert.equal(r.text, '2.7.0 Authentication successful');
   // RFC 4954 4: no AUTH after a successful one, and EHLO no longer offers it.
   const ehlo = await c.cmd('EHLO client.example');
   assert.ok(!ehlo.lines.some((l) => l.startsWith('AUTH')), ehlo.text);
   const again = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(again.code, 503);
-  assert.equal(again.enhanced, '5.5.1');
+  assertReply(again, 503, '5.5.1');
   await sendMessage(c, ALICE.address, 'someone@example.com', 'Subject: out\r\n\r\nto the world\r\n');
   await c.cmd('QUIT');
   c.close();
@@ -91,15 +90,13 @@ test('RFC 4616: AUTH PLAIN with an initial response gives 235 2.7.0; the user ma
 test('RFC 4616: AUTH PLAIN with a wrong password gives 535 5.7.8, and the session can try again', async () => {
   const c = await submission();
   const bad = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, 'wrong')}`);
-  assert.equal(bad.code, 535);
-  assert.equal(bad.enhanced, '5.7.8');
+  assertReply(bad, 535, '5.7.8');
   // Empty initial response: the server asks with an empty 334, the client answers.
   const ask = await c.cmd('AUTH PLAIN');
   assert.equal(ask.code, 334);
   assert.equal(ask.text, '');
   const ok = await c.cmd(plain(BOB.address, BOB.password));
-  assert.equal(ok.code, 235);
-  assert.equal(ok.enhanced, '2.7.0');
+  assertReply(ok, 235, '2.7.0');
   c.close();
 });
 
@@ -112,8 +109,7 @@ test('LOGIN: Username and Password challenges, 235 2.7.0 on success and relay al
   assert.equal(p.code, 334);
   assert.equal(p.text, 'UGFzc3dvcmQ6');
   const ok = await c.cmd(b64(BOB.password));
-  assert.equal(ok.code, 235);
-  assert.equal(ok.enhanced, '2.7.0');
+  assertReply(ok, 235, '2.7.0');
   await sendMessage(c, BOB.address, 'friend@example.com', 'Subject: login\r\n\r\nvia LOGIN\r\n');
   c.close();
 
@@ -121,8 +117,7 @@ test('LOGIN: Username and Password challenges, 235 2.7.0 on success and relay al
   await d.cmd('AUTH LOGIN');
   await d.cmd(b64(BOB.address));
   const bad = await d.cmd(b64('not the password'));
-  assert.equal(bad.code, 535);
-  assert.equal(bad.enhanced, '5.7.8');
+  assertReply(bad, 535, '5.7.8');
   d.close();
 });
 
@@ -136,8 +131,7 @@ test('RFC 2195: CRAM-MD5 answers a fresh challenge; the right digest gives 235 2
   assert.match(challenge, new RegExp(`^<[^<>@]+@${TEST_HOSTNAME.replace(/\./g, '\\.')}>$`));
   const digest = createHmac('md5', ALICE.password).update(challenge).digest('hex');
   const ok = await c.cmd(b64(`${ALICE.address} ${digest}`));
-  assert.equal(ok.code, 235);
-  assert.equal(ok.enhanced, '2.7.0');
+  assertReply(ok, 235, '2.7.0');
   await sendMessage(c, ALICE.address, 'someone@example.net', 'Subject: cram\r\n\r\nvia CRAM-MD5\r\n');
   c.close();
 
@@ -147,8 +141,7 @@ test('RFC 2195: CRAM-MD5 answers a fresh challenge; the right digest gives 235 2
   assert.notEqual(challenge2, challenge, 'each challenge is fresh');
   // A digest of the previous challenge (a replay) is refused.
   const bad = await d.cmd(b64(`${ALICE.address} ${digest}`));
-  assert.equal(bad.code, 535);
-  assert.equal(bad.enhanced, '5.7.8');
+  assertReply(bad, 535, '5.7.8');
   d.close();
 });
 
@@ -156,11 +149,9 @@ test('RFC 4954 4: "*" cancels an exchange with 501 5.0.0; an unknown mechanism g
   const c = await submission();
   await c.cmd('AUTH LOGIN').then((r) => assert.equal(r.code, 334));
   const cancel = await c.cmd('*');
-  assert.equal(cancel.code, 501);
-  assert.equal(cancel.enhanced, '5.0.0');
+  assertReply(cancel, 501, '5.0.0');
   const unknown = await c.cmd('AUTH GSSAPI');
-  assert.equal(unknown.code, 504);
-  assert.equal(unknown.enhanced, '5.5.4');
+  assertReply(unknown, 504, '5.5.4');
   await c.cmd('NOOP').then((r) => assert.equal(r.code, 250));
   c.close();
 });
@@ -171,23 +162,20 @@ test('RFC 4954 + 3207: before STARTTLS on submission, AUTH is not advertised and
   const ehlo = await c.cmd('EHLO client.example');
   assert.ok(!ehlo.lines.some((l) => l.startsWith('AUTH')), ehlo.text);
   const r = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(r.code, 538);
-  assert.equal(r.enhanced, '5.7.11');
+  assertReply(r, 538, '5.7.11');
   c.close();
 });
 
 test('RFC 6409 4.3: MAIL on submission without AUTH gets 530 5.7.0 (STARTTLS and implicit TLS alike)', async () => {
   const c = await submission();
   const r = await c.cmd(`MAIL FROM:<${ALICE.address}>`);
-  assert.equal(r.code, 530);
-  assert.equal(r.enhanced, '5.7.0');
+  assertReply(r, 530, '5.7.0');
   c.close();
   const d = await TestClient.connect(server.ports.submissions, { tls: true });
   await d.expect(220);
   await d.cmd('EHLO client.example');
   const r2 = await d.cmd(`MAIL FROM:<${ALICE.address}>`);
-  assert.equal(r2.code, 530);
-  assert.equal(r2.enhanced, '5.7.0');
+  assertReply(r2, 530, '5.7.0');
   // ...and after AUTH on the implicit TLS port, MAIL is accepted.
   await d.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`).then((r) => assert.equal(r.code, 235));
   await d.cmd(`MAIL FROM:<${ALICE.address}>`).then((r) => assert.equal(r.code, 250));
@@ -203,8 +191,7 @@ test('AUTH is not offered on the smtp listener: 503 5.5.1 even after STARTTLS', 
   const ehlo = await c.cmd('EHLO client.example');
   assert.ok(!ehlo.lines.some((l) => l.startsWith('AUTH')), ehlo.text);
   const r = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(r.code, 503);
-  assert.equal(r.enhanced, '5.5.1');
+  assertReply(r, 503, '5.5.1');
   c.close();
 });
 
@@ -212,8 +199,7 @@ test('auth.enforce_sender: a sender the user does not own gets 553 5.7.1; its ow
   const c = await submission();
   await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`).then((r) => assert.equal(r.code, 235));
   const other = await c.cmd(`MAIL FROM:<${BOB.address}>`);
-  assert.equal(other.code, 553);
-  assert.equal(other.enhanced, '5.7.1');
+  assertReply(other, 553, '5.7.1');
   assert.equal(
     other.text,
     `5.7.1 Sender address <${BOB.address}> is not owned by the authenticated user ${ALICE.address}`,
@@ -254,22 +240,39 @@ test('RFC 6409 8.2, 8.3: a submitted message without Message-ID and Date gets bo
   assert.ok(complete.includes('\r\nMessage-ID: <own@example.org>\r\n'));
 });
 
+/** One AUTH PLAIN in a fresh submission session on the lock-out server; its reply. */
+async function authOnce(user: string, password: string): Promise<{ code: number; enhanced?: string }> {
+  const c = await submission(lockout);
+  const r = await c.cmd(`AUTH PLAIN ${plain(user, password)}`);
+  c.close();
+  return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}) };
+}
+
+test("lock-out: another user's successful AUTH from the same address neither resets nor lifts the count of a guesser's failures", async () => {
+  // Runs before the other lock-out test: nothing is locked out from 127.0.0.1 yet.
+  assert.deepEqual(await authOnce(DAVE.address, 'guess 1'), { code: 535, enhanced: '5.7.8' });
+  assert.deepEqual(await authOnce(BOB.address, BOB.password), { code: 235, enhanced: '2.7.0' });
+  // Bob's success did not reset the count: this second guess reaches auth.max_failures (2).
+  assert.deepEqual(await authOnce(DAVE.address, 'guess 2'), { code: 535, enhanced: '5.7.8' });
+  assert.deepEqual(await authOnce(DAVE.address, DAVE.password), { code: 454, enhanced: '4.7.0' });
+  // Bob, from the same address, still logs in; and that does not lift the lock-out on dave.
+  assert.deepEqual(await authOnce(BOB.address, BOB.password), { code: 235, enhanced: '2.7.0' });
+  assert.deepEqual(await authOnce(DAVE.address, DAVE.password), { code: 454, enhanced: '4.7.0' });
+});
+
 test('lock-out: after auth.max_failures (2) failures from an address, AUTH gets 454 4.7.0 even with the right password', async () => {
   const c = await submission(lockout);
   for (let i = 0; i < 2; i++) {
     const bad = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, `wrong ${i}`)}`);
-    assert.equal(bad.code, 535);
-    assert.equal(bad.enhanced, '5.7.8');
+    assertReply(bad, 535, '5.7.8');
   }
   const locked = await c.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(locked.code, 454);
-  assert.equal(locked.enhanced, '4.7.0');
+  assertReply(locked, 454, '4.7.0');
   c.close();
   // The lock-out holds for the address, not just the session.
   const d = await submission(lockout);
   const still = await d.cmd(`AUTH PLAIN ${plain(ALICE.address, ALICE.password)}`);
-  assert.equal(still.code, 454);
-  assert.equal(still.enhanced, '4.7.0');
+  assertReply(still, 454, '4.7.0');
   d.close();
 });
 
@@ -283,8 +286,7 @@ test('a user added to the users file while the server runs can authenticate with
   assert.ok(server.app.users.has(carol.address), 'users file re-read');
   const c = await submission();
   const r = await c.cmd(`AUTH PLAIN ${plain(carol.address, carol.password)}`);
-  assert.equal(r.code, 235);
-  assert.equal(r.enhanced, '2.7.0');
+  assertReply(r, 235, '2.7.0');
   await sendMessage(c, carol.address, ALICE.address, 'Subject: hi\r\n\r\nfrom the new user\r\n');
   c.close();
   // The new user is also a local mailbox now.

@@ -9,8 +9,9 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { addLoopbackIpv6, requireLoopbackIpv6 } from './helpers/loopback-ipv6.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { TestClient } from './helpers/smtp-client.js';
+import { assertReply, TestClient } from './helpers/smtp-client.js';
 import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 
 const MESSAGE_BYTES = 10_000;
@@ -60,6 +61,16 @@ async function mailSession(s: TestServer, rcpts: string[] = ['alice@sterna.test'
   return c;
 }
 
+/**
+ * After a refusal: the spool holds no message (the refused one was never committed; earlier
+ * ones have been delivered once the manager is idle) and `local`'s Maildir still has `before`.
+ */
+async function assertNothingQueued(s: TestServer, local: string, before: number): Promise<void> {
+  await s.app.manager.whenIdle();
+  assert.equal(s.app.spool.size, 0);
+  assert.equal((await maildirMessages(s.dataDir, 'sterna.test', local)).length, before);
+}
+
 /** Expects the reply, then the server closing the connection. */
 async function expectClosedWith(c: TestClient, code: number, enhanced: string): Promise<string> {
   const r = await c.expect(code, enhanced);
@@ -75,8 +86,7 @@ test('RFC 5321 4.5.3.1.8: with limits.recipients = 3 the 4th RCPT gets 452 4.5.3
   for (let i = 0; i < 3; i++)
     await c.cmd('RCPT TO:<alice@sterna.test>').then((r) => assert.equal(r.code, 250));
   const fourth = await c.cmd('RCPT TO:<bob@sterna.test>');
-  assert.equal(fourth.code, 452);
-  assert.equal(fourth.enhanced, '4.5.3');
+  assertReply(fourth, 452, '4.5.3');
   assert.equal(fourth.text, '4.5.3 Too many recipients: the limit is 3 per message');
   await c.cmd('DATA').then((r) => assert.equal(r.code, 354));
   c.send('Subject: three\r\n\r\nx\r\n.\r\n');
@@ -94,8 +104,7 @@ test('RFC 1870: EHLO advertises SIZE, and a declared SIZE over the limit is refu
   const ehlo = await c.cmd('EHLO client.example');
   assert.ok(ehlo.lines.includes(`SIZE ${MESSAGE_BYTES}`), ehlo.text);
   const big = await c.cmd(`MAIL FROM:<sender@example.org> SIZE=${MESSAGE_BYTES + 1}`);
-  assert.equal(big.code, 552);
-  assert.equal(big.enhanced, '5.3.4');
+  assertReply(big, 552, '5.3.4');
   const ok = await c.cmd(`MAIL FROM:<sender@example.org> SIZE=${MESSAGE_BYTES}`);
   assert.equal(ok.code, 250);
   c.close();
@@ -115,9 +124,7 @@ test('RFC 1870: a DATA body over the limit (5 MB sent, 10 kB allowed) gets 552 5
   // The session is usable afterwards.
   await c.cmd('NOOP').then((x) => assert.equal(x.code, 250));
   c.close();
-  await sleep(100);
-  await server.app.manager.whenIdle();
-  assert.equal((await maildirMessages(server.dataDir, 'sterna.test', 'bob')).length, before);
+  await assertNothingQueued(server, 'bob', before);
 });
 
 test('RFC 3030 + 1870: BDAT chunks over the limit get 552 5.3.4 and nothing is delivered', async () => {
@@ -128,9 +135,7 @@ test('RFC 3030 + 1870: BDAT chunks over the limit get 552 5.3.4 and nothing is d
   await c.expect(552, '5.3.4');
   await c.cmd('NOOP').then((x) => assert.equal(x.code, 250));
   c.close();
-  await sleep(100);
-  await server.app.manager.whenIdle();
-  assert.equal((await maildirMessages(server.dataDir, 'sterna.test', 'bob')).length, before);
+  await assertNothingQueued(server, 'bob', before);
 });
 
 // ---- line length and errors -----------------------------------------------------------------
@@ -141,16 +146,14 @@ test('RFC 5321 4.5.3.1.4: a command line of 512 octets is accepted, 513 gets 500
   const exact = await c.cmd(`NOOP ${'x'.repeat(512 - 'NOOP '.length - 2)}`);
   assert.equal(exact.code, 250);
   const over = await c.cmd(`NOOP ${'x'.repeat(513 - 'NOOP '.length - 2)}`);
-  assert.equal(over.code, 500);
-  assert.equal(over.enhanced, '5.5.2');
+  assertReply(over, 500, '5.5.2');
   assert.equal(over.text, '5.5.2 Line too long: the limit is 512 octets');
   c.close();
   // A line beyond the reader's own buffer (AUTH's 12288) gives one reply, and the session goes on.
   const d = await TestClient.connect(server.ports.smtp);
   await d.expect(220);
   const huge = await d.cmd(`MAIL FROM:<${'a'.repeat(20_000)}@example.org>`);
-  assert.equal(huge.code, 500);
-  assert.equal(huge.enhanced, '5.5.2');
+  assertReply(huge, 500, '5.5.2');
   await d.cmd('NOOP').then((r) => assert.equal(r.code, 250));
   d.close();
 });
@@ -206,10 +209,10 @@ interface RawConn {
   closed: Promise<void>;
 }
 
-function rawConnect(port: number, localAddress?: string): Promise<RawConn> {
+function rawConnect(port: number, localAddress?: string, host = '127.0.0.1'): Promise<RawConn> {
   return new Promise((resolve, reject) => {
     let text = '';
-    const socket = net.connect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) });
+    const socket = net.connect({ host, port, ...(localAddress ? { localAddress } : {}) });
     const closed = new Promise<void>((r) => socket.once('close', () => r()));
     socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
     socket.on('error', () => undefined);
@@ -223,6 +226,20 @@ async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
   while (!cond()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
     await sleep(10);
+  }
+}
+
+/**
+ * Connects until the server greets (220): right after a client closes, the server may not have
+ * seen the close yet and refuses with 421. Bounded; fails with the last refusal.
+ */
+async function connectWhenServed(port: number, localAddress?: string, host?: string): Promise<RawConn> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const c = await rawConnect(port, localAddress, host);
+    await waitFor(() => c.received().startsWith('220 ') || c.socket.destroyed);
+    if (c.received().startsWith('220 ')) return c;
+    assert.ok(Date.now() < deadline, `still refused: ${c.received()}`);
   }
 }
 
@@ -247,12 +264,54 @@ test('limits.connections_per_ip = 2: a third connection from the same address ge
   // Once one closes, a new connection is served again.
   a.socket.destroy();
   await a.closed;
-  await sleep(50);
-  const again = await TestClient.connect(perIp.ports.smtp);
-  await again.expect(220);
-  again.close();
+  (await connectWhenServed(perIp.ports.smtp)).socket.destroy();
   b.socket.destroy();
 });
+
+// Documentation addresses (RFC 3849) added to lo for this test: three in one /64, one in the next.
+const SAME_64 = ['2001:db8:5e7a:1::a', '2001:db8:5e7a:1::b', '2001:db8:5e7a:1:ffff:ffff:ffff:ffff'];
+const NEXT_64 = '2001:db8:5e7a:2::a';
+
+test(
+  'limits.connections_per_ip = 2 counts an IPv6 client by its /64: a third connection from another address of the same /64 gets 421 4.7.0; the next /64 is served',
+  requireLoopbackIpv6(),
+  async () => {
+    const lo = await addLoopbackIpv6([...SAME_64, NEXT_64]);
+    const [dir] = await dataDirsWithCert(1);
+    const v6 = await startTestServer({
+      dataDir: dir!,
+      listen: 'smtp = ["[::1]:0"]\nsubmission = []\nsubmissions = []',
+      toml: '[limits]\nconnections_per_ip = 2\n',
+    });
+    const conns: RawConn[] = [];
+    try {
+      const connect = async (from: string): Promise<RawConn> => {
+        const c = await rawConnect(v6.ports.smtp, from, '::1');
+        conns.push(c);
+        return c;
+      };
+      const a = await connect(SAME_64[0]!);
+      const b = await connect(SAME_64[1]!);
+      await waitFor(() => a.received().startsWith('220 ') && b.received().startsWith('220 '));
+      const third = await connect(SAME_64[2]!);
+      await third.closed;
+      assert.equal(
+        third.received(),
+        `421 4.7.0 ${TEST_HOSTNAME} too many connections from your address, try again later\r\n`,
+      );
+      const next = await connect(NEXT_64);
+      await waitFor(() => next.received().startsWith('220 '));
+      // Once one of the /64 closes, another address of it is served again.
+      a.socket.destroy();
+      await a.closed;
+      conns.push(await connectWhenServed(v6.ports.smtp, SAME_64[2], '::1'));
+    } finally {
+      for (const c of conns) c.socket.destroy();
+      await v6.stop({ remove: true });
+      await lo.remove();
+    }
+  },
+);
 
 test('limits.connections = 2: a third connection on any listener gets 421 4.7.0 and is closed', async () => {
   const a = await rawConnect(total.ports.smtp);
@@ -264,10 +323,7 @@ test('limits.connections = 2: a third connection on any listener gets 421 4.7.0 
   a.socket.destroy();
   b.socket.destroy();
   await Promise.all([a.closed, b.closed]);
-  await sleep(50);
-  const again = await TestClient.connect(total.ports.smtp);
-  await again.expect(220);
-  again.close();
+  (await connectWhenServed(total.ports.smtp)).socket.destroy();
 });
 
 // ---- timeouts (run side by side: each waits for a timer) ------------------------------------
@@ -302,10 +358,7 @@ describe('timeouts', { concurrency: true }, () => {
     await expectClosedWith(c, 421, '4.4.2');
     const elapsed = Date.now() - t0;
     assert.ok(elapsed >= 350 && elapsed < 10_000, `closed after ${elapsed} ms`);
-    await sleep(100);
-    await timeouts.app.manager.whenIdle();
-    assert.equal((await maildirMessages(timeouts.dataDir, 'sterna.test', 'alice')).length, 0);
-    assert.equal(timeouts.app.spool.size, 0);
+    await assertNothingQueued(timeouts, 'alice', 0);
   });
 
   test('RFC 5321 4.5.3.2.5: a client silent in the middle of a BDAT chunk gets 421 4.4.2', async () => {

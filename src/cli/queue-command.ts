@@ -28,6 +28,7 @@ import { HeldSet } from '../queue/held.js';
 import { Spool, SpoolError } from '../queue/spool.js';
 import {
   controlSocketPath,
+  legacyControlSocketPath,
   type ControlOp,
   type ControlReply,
   type ControlRequest,
@@ -58,8 +59,9 @@ Commands:
   delete ID | --failed      remove the message (or every deferred one): no delivery, no bounce
   bounce ID                 fail every remaining recipient, with a bounce to the sender
 
-With a running server the commands go through its control socket (<data_dir>/control.sock);
-otherwise they open the spool themselves. --json prints the result as JSON.
+With a running server the commands go through its control socket
+(<data_dir>/control/control.sock); otherwise they open the spool themselves.
+--json prints the result as JSON.
 Exit codes: 0 success, 1 failure, 2 usage error.
 Run "sterna queue COMMAND --help" for details.
 `;
@@ -156,7 +158,9 @@ export async function runQueueCommand(argv: string[], io: QueueCommandIo): Promi
       ...(p.failed !== undefined ? { failed: p.failed } : {}),
     };
     const socket = controlSocketPath(io.config.data_dir);
-    const remote = await askServer(socket, req);
+    // A server of an older version, still running, listens at the legacy path.
+    const remote =
+      (await askServer(socket, req)) ?? (await askServer(legacyControlSocketPath(io.config.data_dir), req));
     let result: unknown;
     if (remote === null) {
       result = await runDirect(req, io, socket);

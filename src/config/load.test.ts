@@ -72,6 +72,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       enforce_sender: true,
       failure_delay_ms: 1000,
       max_failures: 10,
+      max_failures_per_network: 30,
       lockout_window_ms: 900_000,
       lockout_ms: 900_000,
     },

@@ -118,12 +118,14 @@ export const authSchema = z
     users_file: z.string().default(''),
     /** On submission, MAIL FROM must be an address the user owns. */
     enforce_sender: z.boolean().default(true),
-    /** First delay after a failed attempt; doubles with each further failure from the same IP. */
+    /** First delay after a failed attempt; doubles with each further failure from the same client network. */
     failure_delay_ms: z.number().int().min(0).max(60_000).default(1000),
-    /** Failures from one IP within lockout_window_ms before it is refused. */
+    /** Failures at one user name from one client network (IPv4 address, IPv6 /64) within lockout_window_ms before that pair is refused. */
     max_failures: z.number().int().min(1).max(10_000).default(10),
+    /** Failures from one client network, over all user names, within lockout_window_ms before it is refused. */
+    max_failures_per_network: z.number().int().min(1).max(100_000).default(30),
     lockout_window_ms: durationMs.default(15 * 60_000),
-    /** How long an IP is refused AUTH after max_failures. */
+    /** How long a pair or a network is refused AUTH after its max_failures / max_failures_per_network. */
     lockout_ms: durationMs.default(15 * 60_000),
   })
   .default({
@@ -134,6 +136,7 @@ export const authSchema = z
     enforce_sender: true,
     failure_delay_ms: 1000,
     max_failures: 10,
+    max_failures_per_network: 30,
     lockout_window_ms: 15 * 60_000,
     lockout_ms: 15 * 60_000,
   });

@@ -28,7 +28,7 @@ import type {
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
-import { ControlServer } from './control.js';
+import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
 
@@ -45,6 +45,8 @@ export interface RunningSterna {
 }
 
 export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
+  // First, before anything runs: a control directory other users could reach stops start-up.
+  await prepareControlDir(config.data_dir);
   const material = await ensureTlsMaterial(
     {
       certFile: config.tls.cert_file,
@@ -77,6 +79,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   const throttle = new AuthThrottle({
     failureDelayMs: config.auth.failure_delay_ms,
     maxFailures: config.auth.max_failures,
+    maxNetworkFailures: config.auth.max_failures_per_network,
     windowMs: config.auth.lockout_window_ms,
     lockoutMs: config.auth.lockout_ms,
     now: Date.now,
@@ -266,13 +269,15 @@ class AppHooks implements SessionHooks {
 
   async authenticate(creds: Credentials, ip: string): Promise<AuthOutcome> {
     const { throttle, users } = this.#s;
-    if (throttle.isLockedOut(ip)) return { kind: 'locked' };
+    // Counted by the name the client claims (existing or not), so a guesser cannot dodge it.
+    const claimed = creds.kind === 'password' ? creds.authcid : creds.username;
+    if (throttle.isLockedOut(ip, claimed)) return { kind: 'locked' };
     const result = await users.verify(creds);
     if (result.ok) {
-      throttle.recordSuccess(ip);
+      throttle.recordSuccess(ip, claimed);
       return { kind: 'ok', user: result.user };
     }
-    return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip) };
+    return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip, claimed) };
   }
 
   mayUseSender(user: string, sender: string): boolean {

@@ -1,6 +1,12 @@
 /**
- * The control channel of a running server: a Unix domain socket, `<data_dir>/control.sock`
- * (mode 0600: only the server's user may connect), created at start and removed at stop. It
+ * The control channel of a running server: a Unix domain socket,
+ * `<data_dir>/control/control.sock`, created at start and removed at stop. Only the server's
+ * user may connect: the socket sits in a directory of mode 0700 owned by that user (checked at
+ * start, which is refused if the directory is wider or someone else's), so the socket needs no
+ * umask — the process-wide umask is never changed, as the queue manager may be creating
+ * Maildirs meanwhile. Earlier versions put the socket at `<data_dir>/control.sock`; a stale one
+ * there is removed at start, and `sterna queue` still tries that path when nothing answers on
+ * the new one (a server of an older version still running). It
  * speaks newline-delimited JSON: one request per line, `{"op":"list"}`,
  * `{"op":"flush","qid":ID}`, `{"op":"delete","failed":true}` (every message of the deferred
  * queue), …, and one reply line per request, `{"ok":true,"result":…}` or
@@ -9,13 +15,15 @@
  * one process ever writes the spool (docs/operations.md).
  * Trust level: local and authenticated by file permissions; requests are still checked.
  */
-import { chmod, unlink } from 'node:fs/promises';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../observability/log.js';
 import type { QueueManager } from '../queue/manager.js';
 import { SpoolError } from '../queue/spool.js';
 
+/** The socket's directory under data_dir (mode 0700) and the socket's name in it. */
+export const CONTROL_DIR = 'control';
 export const CONTROL_SOCKET = 'control.sock';
 
 /** A request line longer than this closes the connection. */
@@ -34,8 +42,55 @@ export interface ControlRequest {
 export type ControlReply =
   { ok: true; result: unknown } | { ok: false; error: string; code: 'NOT_FOUND' | 'USAGE' | 'FAILED' };
 
+export function controlDirPath(dataDir: string): string {
+  return join(dataDir, CONTROL_DIR);
+}
+
 export function controlSocketPath(dataDir: string): string {
+  return join(controlDirPath(dataDir), CONTROL_SOCKET);
+}
+
+/** Where versions before the 0700 directory put the socket: `<data_dir>/control.sock`. */
+export function legacyControlSocketPath(dataDir: string): string {
   return join(dataDir, CONTROL_SOCKET);
+}
+
+/** The control socket's directory is not safe to use; the message says what to do. */
+export class ControlDirError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ControlDirError';
+  }
+}
+
+/**
+ * Creates `<dataDir>/control` with mode 0700, or checks the one that exists: a directory (not a
+ * symlink), owned by this process's user, with no permission for group or others. Anything else
+ * throws ControlDirError: the socket there could be reached, or replaced, by another user.
+ * Returns the directory's path.
+ */
+export async function prepareControlDir(dataDir: string): Promise<string> {
+  const dir = controlDirPath(dataDir);
+  const created = await mkdir(dir, { recursive: true, mode: 0o700 });
+  // mkdir's mode passes through the umask; chmod does not, so a new directory gets exactly 0700.
+  if (created !== undefined) await chmod(dir, 0o700);
+  const st = await lstat(dir);
+  if (!st.isDirectory())
+    throw new ControlDirError(
+      `${dir} (the control socket's directory) is not a directory; remove it and start again`,
+    );
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid)
+    throw new ControlDirError(
+      `${dir} (the control socket's directory) is owned by uid ${st.uid}, not by the server's user ` +
+        `(uid ${uid}); remove it, or chown it to the server's user, and start again`,
+    );
+  if ((st.mode & 0o077) !== 0)
+    throw new ControlDirError(
+      `${dir} (the control socket's directory) has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, ` +
+        `so other users could reach the control socket; it must be 0700: chmod 700 ${dir}`,
+    );
+  return dir;
 }
 
 const OPS: readonly ControlOp[] = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce'];
@@ -65,6 +120,15 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
   return req;
 }
 
+/** Removes a socket an older version left at `<data_dir>/control.sock` (stale: the spool lock is ours). */
+async function removeLegacySocket(dataDir: string, log: Logger): Promise<void> {
+  const legacy = legacyControlSocketPath(dataDir);
+  const st = await lstat(legacy).catch(() => null);
+  if (st === null || !st.isSocket()) return;
+  await unlink(legacy).catch(() => undefined);
+  log.info({ socket: legacy }, 'removed the control socket an earlier version left');
+}
+
 export class ControlServer {
   readonly #server: Server;
   readonly #path: string;
@@ -79,24 +143,25 @@ export class ControlServer {
     this.#server = createServer((s) => this.#serve(s));
   }
 
-  /** Listens on `<dataDir>/control.sock`, replacing a stale socket file left by a crash. */
+  /**
+   * Listens on `<dataDir>/control/control.sock` (after prepareControlDir), replacing a stale
+   * socket file left by a crash, and removing one an older version left at the legacy path.
+   */
   static async start(dataDir: string, manager: QueueManager, log: Logger): Promise<ControlServer> {
+    await prepareControlDir(dataDir);
     const path = controlSocketPath(dataDir);
     // The spool lock is ours, so no other server uses this data directory: a socket file here is stale.
     await unlink(path).catch(() => undefined);
+    await removeLegacySocket(dataDir, log);
     const cs = new ControlServer(path, manager, log);
-    const old = process.umask(0o177);
-    try {
-      await new Promise<void>((resolve, reject) => {
-        cs.#server.once('error', reject);
-        cs.#server.listen(path, () => {
-          cs.#server.off('error', reject);
-          resolve();
-        });
+    await new Promise<void>((resolve, reject) => {
+      cs.#server.once('error', reject);
+      cs.#server.listen(path, () => {
+        cs.#server.off('error', reject);
+        resolve();
       });
-    } finally {
-      process.umask(old);
-    }
+    });
+    // The directory already keeps others out; the socket's own mode says the same.
     await chmod(path, 0o600);
     log.info({ socket: path }, 'control socket listening');
     return cs;

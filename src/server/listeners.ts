@@ -1,7 +1,8 @@
 /**
  * The three listeners (smtp, submission, submissions) on their configured addresses, IPv4 and
- * IPv6, with connection limits in total and per client IP (421 4.7.0 beyond them). Each
- * accepted socket becomes a Connection; the session hooks come from the caller.
+ * IPv6, with connection limits in total and per client network (421 4.7.0 beyond them; an IPv4
+ * address or an IPv6 /64, policy/client-network.ts). Each accepted socket becomes a Connection;
+ * the session hooks come from the caller.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -9,6 +10,7 @@ import type { SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import type { ListenerKind, TlsInfo } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
+import { clientNetworkKey } from '../policy/client-network.js';
 import { formatReply, reply } from '../smtp/replies.js';
 import { Session, type SessionConfig, type SessionHooks } from '../smtp/session.js';
 import { Connection } from './connection.js';
@@ -38,7 +40,8 @@ export class Listeners {
   readonly #deps: ListenerDeps;
   readonly #servers: net.Server[] = [];
   readonly #connections = new Set<Connection>();
-  readonly #perIp = new Map<string, number>();
+  /** Open connections by client network (limits.connections_per_ip). */
+  readonly #perNetwork = new Map<string, number>();
   /** One session configuration per listener kind, shared by its sessions. */
   readonly #sessionConfigs = new Map<ListenerKind, SessionConfig>();
   #total = 0;
@@ -100,15 +103,16 @@ export class Listeners {
     socket.on('error', () => undefined);
     const sid = `${this.#sidPrefix}${(++this.#sessionSeq).toString(36)}`;
     const clog = log.child({ sid, listener: kind, ip });
-    const countIp = this.#perIp.get(ip) ?? 0;
+    const network = clientNetworkKey(ip);
+    const countNet = this.#perNetwork.get(network) ?? 0;
     const refuse =
       this.#total >= config.limits.connections
         ? 'TOO_MANY_CONNECTIONS'
-        : countIp >= config.limits.connections_per_ip
+        : countNet >= config.limits.connections_per_ip
           ? 'TOO_MANY_CONNECTIONS_FROM_IP'
           : null;
     if (refuse !== null) {
-      clog.warn({ total: this.#total, fromIp: countIp }, 'connection refused: limit reached');
+      clog.warn({ total: this.#total, network, fromNetwork: countNet }, 'connection refused: limit reached');
       // On an implicit TLS port a plain-text reply would be garbage to the client: just close.
       if (kind !== 'submissions') socket.end(formatReply(reply(refuse, { hostname: config.hostname })));
       else socket.destroy();
@@ -116,7 +120,7 @@ export class Listeners {
       return;
     }
     this.#total++;
-    this.#perIp.set(ip, countIp + 1);
+    this.#perNetwork.set(network, countNet + 1);
     let sessionConfig = this.#sessionConfigs.get(kind);
     if (sessionConfig === undefined) {
       sessionConfig = this.#sessionConfig(kind);
@@ -143,9 +147,9 @@ export class Listeners {
       () => {
         this.#connections.delete(conn);
         this.#total--;
-        const n = (this.#perIp.get(ip) ?? 1) - 1;
-        if (n <= 0) this.#perIp.delete(ip);
-        else this.#perIp.set(ip, n);
+        const n = (this.#perNetwork.get(network) ?? 1) - 1;
+        if (n <= 0) this.#perNetwork.delete(network);
+        else this.#perNetwork.set(network, n);
       },
     );
     this.#connections.add(conn);

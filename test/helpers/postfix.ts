@@ -1,8 +1,7 @@
 /**
- * A private Postfix instance for interop tests, adapted from bench/postfix.ts: its own
- * config_directory, queue_directory and data_directory in a temp directory, smtpd on one
- * 127.0.0.1 port, no chroot, the maillog in the temp directory. The system instance and
- * /etc/postfix are never touched. Mail for the test's virtual domain lands in Maildirs under
+ * A private Postfix instance for interop tests, configured by postfix-config.ts (the writer the
+ * benchmark uses too): its own config, queue and data directories in a temp directory, smtpd on
+ * one 127.0.0.1 port, no chroot, the maillog in the temp directory. Mail for the test's virtual domain lands in Maildirs under
  * the temp directory (virtual(8), owned by the postfix user); everything else goes out by smtp(8)
  * to the relayhost given.
  *
@@ -16,6 +15,7 @@ import { chmod, chown, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from '
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { postfixUser, writePostfixConfig, type PostfixConfig } from './postfix-config.js';
 import { freePort } from './process.js';
 
 const POSTFIX = '/usr/sbin/postfix';
@@ -38,31 +38,6 @@ export function requirePostfix(): { skip: string | false } {
   process.stderr.write(`\n*** interop test skipped: ${reason} ***\n\n`);
   return { skip: reason };
 }
-
-/** Daemons the instance needs; "n" in the chroot column for every one of them. */
-const MASTER_SERVICES = `
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-virtual   unix  -       n       n       -       -       virtual
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`;
 
 export interface PostfixOptions {
   /** The domain whose mailboxes Postfix keeps (virtual_mailbox_domains). */
@@ -103,45 +78,41 @@ function run(file: string, args: string[], timeoutMs = 60_000): Promise<{ code: 
 /** A port free on 127.0.0.1 right now, never one handed out before in this process. */
 export { freePort };
 
-function mainCf(dir: string, o: PostfixOptions, uid: number, gid: number): string {
-  return `# Written by test/helpers/postfix.ts for one test run.
-compatibility_level = 3.6
-config_directory = ${dir}/conf
-queue_directory = ${dir}/queue
-data_directory = ${dir}/data
-maillog_file_prefixes = ${dir}
-maillog_file = ${dir}/maillog
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = ${POSTFIX_HOSTNAME}
-mydomain = pf.test
-myorigin = pf.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains =
-relayhost = ${o.relayhost}
-smtp_host_lookup = native
-smtp_tls_security_level = none
-smtpd_tls_security_level = none
-smtpd_peername_lookup = no
-local_transport = error:no local delivery in this test instance
-alias_maps =
-alias_database =
-virtual_mailbox_domains = ${o.virtualDomain}
-virtual_mailbox_base = ${dir}/vmail
-virtual_mailbox_maps = texthash:${dir}/conf/vmailbox
-virtual_minimum_uid = 1
-virtual_uid_maps = static:${uid}
-virtual_gid_maps = static:${gid}
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
-queue_run_delay = 1s
-minimal_backoff_time = 1s
-maximal_backoff_time = 2s
-biff = no
-`;
+/**
+ * The interop instance's configuration in `dir`: the virtual domain into Maildirs under
+ * dir/vmail (owned by uid/gid, the postfix user), everything else to the relayhost.
+ */
+export function interopPostfixConfig(
+  dir: string,
+  o: PostfixOptions & { port: number },
+  user: { uid: number; gid: number },
+): PostfixConfig {
+  const { uid, gid } = user;
+  const settings = {
+    relayhost: o.relayhost,
+    smtp_host_lookup: 'native',
+    smtp_tls_security_level: 'none',
+    smtpd_tls_security_level: 'none',
+    smtpd_peername_lookup: 'no',
+    local_transport: 'error:no local delivery in this test instance',
+    virtual_mailbox_domains: o.virtualDomain,
+    virtual_mailbox_base: `${dir}/vmail`,
+    virtual_mailbox_maps: `texthash:${dir}/conf/vmailbox`,
+    virtual_minimum_uid: '1',
+    virtual_uid_maps: `static:${uid}`,
+    virtual_gid_maps: `static:${gid}`,
+    queue_run_delay: '1s',
+    minimal_backoff_time: '1s',
+    maximal_backoff_time: '2s',
+  };
+  return {
+    dir,
+    writer: 'test/helpers/postfix.ts',
+    hostname: POSTFIX_HOSTNAME,
+    domain: 'pf.test',
+    port: o.port,
+    settings,
+  };
 }
 
 /** Creates and starts the instance in a fresh temp directory. */
@@ -150,22 +121,10 @@ export async function startPostfix(o: PostfixOptions): Promise<PostfixInstance> 
   // virtual(8) runs as the postfix user: it must reach vmail under the temp directory.
   await chmod(dir, 0o755);
   const port = o.port ?? (await freePort());
-  const ids = await run('id', ['-u', 'postfix']);
-  const gids = await run('id', ['-g', 'postfix']);
-  const uid = Number(ids.output.trim());
-  const gid = Number(gids.output.trim());
-  const configDir = path.join(dir, 'conf');
-  await mkdir(configDir, { recursive: true });
-  await mkdir(path.join(dir, 'queue'), { recursive: true, mode: 0o755 });
-  await mkdir(path.join(dir, 'data'), { recursive: true, mode: 0o700 });
+  const { uid, gid } = await postfixUser();
+  const { configDir } = await writePostfixConfig(interopPostfixConfig(dir, { ...o, port }, { uid, gid }));
   await mkdir(path.join(dir, 'vmail'), { recursive: true, mode: 0o700 });
-  await chown(path.join(dir, 'data'), uid, 0);
   await chown(path.join(dir, 'vmail'), uid, gid);
-  await writeFile(path.join(configDir, 'main.cf'), mainCf(dir, o, uid, gid));
-  await writeFile(
-    path.join(configDir, 'master.cf'),
-    `127.0.0.1:${port} inet n - n - - smtpd\n${MASTER_SERVICES.trimStart()}`,
-  );
   await writeFile(
     path.join(configDir, 'vmailbox'),
     o.mailboxes.map((m) => `${m}@${o.virtualDomain} ${o.virtualDomain}/${m}/\n`).join(''),

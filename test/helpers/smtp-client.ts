@@ -2,6 +2,7 @@
  * A deliberately small SMTP client for tests: sends raw bytes (so tests can send anything,
  * including malformed input) and parses replies strictly (RFC 5321 4.2). Never used by Sterna.
  */
+import assert from 'node:assert/strict';
 import net from 'node:net';
 import tls from 'node:tls';
 
@@ -149,4 +150,13 @@ export class TestClient {
   close(): void {
     this.#socket.destroy();
   }
+}
+
+/** Asserts a reply's code and, when given, its enhanced status code (RFC 3463); the text is in the message. */
+export function assertReply(r: TestReply, code: number, enhanced?: string): void {
+  assert.equal(
+    `${r.code} ${r.enhanced ?? ''}`,
+    `${code} ${enhanced ?? r.enhanced ?? ''}`,
+    `expected ${code}${enhanced === undefined ? '' : ` ${enhanced}`}, got ${r.code} ${r.text}`,
+  );
 }
