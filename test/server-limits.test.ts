@@ -251,7 +251,7 @@ test('limits.connections_per_ip = 2: a third connection from the same address ge
   await third.closed;
   assert.equal(
     third.received(),
-    `421 4.7.0 ${TEST_HOSTNAME} too many connections from your address, try again later\r\n`,
+    `421 4.7.0 ${TEST_HOSTNAME} too many connections from your network, try again later\r\n`,
   );
   // On the implicit TLS port, no plaintext reply: the connection is just closed.
   const thirdTls = await rawConnect(perIp.ports.submissions);
@@ -297,7 +297,7 @@ test(
       await third.closed;
       assert.equal(
         third.received(),
-        `421 4.7.0 ${TEST_HOSTNAME} too many connections from your address, try again later\r\n`,
+        `421 4.7.0 ${TEST_HOSTNAME} too many connections from your network, try again later\r\n`,
       );
       const next = await connect(NEXT_64);
       await waitFor(() => next.received().startsWith('220 '));

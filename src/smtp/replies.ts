@@ -41,7 +41,7 @@ export const REPLIES = {
   TOO_MANY_CONNECTIONS_FROM_IP: {
     code: 421,
     enhanced: '4.7.0',
-    text: '{hostname} too many connections from your address, try again later',
+    text: '{hostname} too many connections from your network, try again later',
     close: true,
   },
   TIMEOUT: { code: 421, enhanced: '4.4.2', text: '{hostname} timeout, closing connection', close: true },
@@ -215,7 +215,7 @@ export const REPLIES = {
   AUTH_LOCKED_OUT: {
     code: 454,
     enhanced: '4.7.0',
-    text: 'Too many failed authentication attempts from your address; try again later',
+    text: 'Too many failed authentication attempts from your network; try again later',
   },
   AUTH_TEMP_FAILURE: {
     code: 454,
