@@ -3,7 +3,8 @@
  * and the CHUNKs of a body, each checked against its CRC before use.
  *
  * Concurrent readers share one read-only handle per segment: a delivery reads its COMMIT twice
- * and its CHUNKs once, and opening the file for each read cost more than the read. At most
+ * and its CHUNKs once, and opening the file for each read cost more than the read. Each record
+ * is checked with the framing (mark, salted CRC) of the segment it lies in. At most
  * MAX_READ_HANDLES stay open while unused (least recently used closed first); a deleted
  * segment's handle is closed once its last reader is done.
  * Trust level: internal; the files are Sterna's own but a record is used only after its CRC checks.
@@ -18,6 +19,7 @@ import {
   RecordType,
   segmentFileName,
   type ChunkRef,
+  type Framing,
 } from './spool-format.js';
 
 /** Read handles kept open while unused, across segments. */
@@ -35,9 +37,12 @@ export class SegmentReadCache {
   readonly #segDir: string;
   /** Read handles by segment, least recently used first. */
   readonly #handles = new Map<number, ReadHandle>();
+  /** The framing of every segment in use, from recovery and from the log as it creates them. */
+  readonly #framings: Map<number, Framing>;
 
-  constructor(segDir: string) {
+  constructor(segDir: string, framings: Map<number, Framing>) {
     this.#segDir = segDir;
+    this.#framings = framings;
   }
 
   /** The payload of the record of one of `types` at `offset` (whole record `length` bytes). */
@@ -47,6 +52,10 @@ export class SegmentReadCache {
     length: number,
     types: readonly RecordType[],
   ): Promise<Buffer> {
+    const framing = this.#framings.get(segment);
+    if (framing === undefined) {
+      throw new SpoolError('CORRUPT', `segment ${segmentFileName(segment)} is missing or unreadable`);
+    }
     const buf = Buffer.allocUnsafe(length);
     const handle = this.#acquire(segment);
     try {
@@ -69,7 +78,7 @@ export class SegmentReadCache {
       this.#release(segment, handle);
     }
     try {
-      return checkRecord(buf, types);
+      return checkRecord(buf, types, framing);
     } catch (err) {
       throw new SpoolError('CORRUPT', `${segmentFileName(segment)} offset ${offset}: ${errText(err)}`, {
         cause: err,
@@ -87,8 +96,9 @@ export class SegmentReadCache {
     }
   }
 
-  /** Forgets a segment's read handle (the segment is deleted): closed now, or by its last user. */
+  /** Forgets a segment (it is deleted): its handle is closed now, or by its last user. */
   drop(segment: number): void {
+    this.#framings.delete(segment);
     const r = this.#handles.get(segment);
     if (r === undefined) return;
     this.#handles.delete(segment);

@@ -34,6 +34,7 @@ import {
   internState,
   RecordType,
   SEGMENTS_DIR,
+  type Framing,
 } from './spool-format.js';
 import { acquireSpoolLock } from './spool-lock.js';
 import { SpoolLog, syncDir } from './spool-log.js';
@@ -105,6 +106,7 @@ export class Spool {
     log: SpoolLog,
     index: Map<string, IndexEntry>,
     segments: number[],
+    framings: Map<number, Framing>,
     release: () => Promise<void>,
   ) {
     const segDir = join(opts.dir, SEGMENTS_DIR);
@@ -113,7 +115,7 @@ export class Spool {
     this.#log = log;
     this.#index = index;
     this.#release = release;
-    this.#reads = new SegmentReadCache(segDir);
+    this.#reads = new SegmentReadCache(segDir, framings);
     for (const e of index.values()) this.#pins.add(e.pin);
     this.#compaction = new Compaction(
       {
@@ -165,19 +167,20 @@ export class Spool {
     try {
       const rec = await recoverSpool(opts.dir, now, opts.logger);
       noteQueueId(rec.newestQid);
-      const segments = rec.segments;
+      const { segments, framings } = rec;
       const holder: { spool: Spool | null } = { spool: null };
       const log = await SpoolLog.create(segDir, rec.nextSegment, {
         segmentBytes: opts.segmentBytes,
         fsync: opts.fsync,
         now,
         onSync: opts.onSync,
-        onSegmentCreated: (s) => {
+        onSegmentCreated: (s, framing) => {
+          framings.set(s, framing);
           if (holder.spool) holder.spool.#compaction.segmentCreated(s);
           else segments.push(s);
         },
       });
-      const spool = new Spool(opts, log, rec.entries, segments, release);
+      const spool = new Spool(opts, log, rec.entries, segments, framings, release);
       holder.spool = spool;
       opts.logger?.info({ dir: opts.dir, ...rec.report, corrupt: rec.report.corrupt.length }, 'spool opened');
       await spool.#compaction.deleteDeadSegments();
