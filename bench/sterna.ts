@@ -19,7 +19,9 @@ import {
   SEGMENTS_DIR,
   decodeCommitMeta,
   decodeDone,
+  decodeHeaderPayload,
   parseHeader,
+  PLAIN_FRAMING,
   parseSegmentFileName,
 } from '../src/queue/spool-format.js';
 import { controlSocketPath } from '../src/server/control.js';
@@ -148,11 +150,21 @@ export function countLiveMessages(spoolDir: string): number {
     }
     try {
       let at = 0;
+      // The HEADER at offset 0 gives the framing (salt) of the segment's other records.
+      let framing = PLAIN_FRAMING;
       for (;;) {
-        const header = parseHeader(readAt(fd, at, HEADER_BYTES));
+        const header = parseHeader(readAt(fd, at, HEADER_BYTES), 0, framing);
         if (typeof header === 'string') break;
         const start = at + HEADER_BYTES;
         at = start + header.length;
+        if (start === HEADER_BYTES) {
+          try {
+            framing = decodeHeaderPayload(readAt(fd, start, header.length)).framing;
+          } catch {
+            break;
+          }
+          continue;
+        }
         if (
           header.type !== RecordType.Commit &&
           header.type !== RecordType.Relocate &&

@@ -11,18 +11,17 @@
  * Test-only code: binds 127.0.0.1 only, writes only under os.tmpdir().
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { test } from 'node:test';
-import { addUser } from '../src/auth/users.js';
 import {
-  freePort,
+  prepareServeDir,
   readJsonLog,
   sleep,
   snapshotSterna,
   startSternaProcess,
   tail,
+  type ServeDir,
   type SternaProcess,
 } from './helpers/process.js';
 import { TestClient, type TestReply } from './helpers/smtp-client.js';
@@ -85,27 +84,13 @@ function makeBody(id: string, sender: string, lines: number): string {
 const SUBJECT_RE = /\r\nSubject: (crash-\d+)\r\n/;
 
 /** A temporary directory with a config (loopback port, JSON log at info) and the MAILBOXES as users. */
-async function prepare(): Promise<{ dir: string; dataDir: string; configFile: string; port: number }> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'sterna-crash-'));
-  const dataDir = path.join(dir, 'data');
-  const port = await freePort();
-  const configFile = path.join(dir, 'sterna.toml');
-  await writeFile(
-    configFile,
-    `hostname = "${HOSTNAME}"
-data_dir = "${dataDir}"
-local_domains = ["${DOMAIN}"]
-[listen]
-smtp = ["127.0.0.1:${port}"]
-submission = []
-submissions = []
-[log]
-level = "info"
-format = "json"
-`,
-  );
-  for (const address of MAILBOXES) await addUser(path.join(dataDir, 'users.json'), address, 'unused');
-  return { dir, dataDir, configFile, port };
+function prepare(): Promise<ServeDir> {
+  return prepareServeDir({
+    prefix: 'sterna-crash-',
+    hostname: HOSTNAME,
+    domain: DOMAIN,
+    mailboxes: MAILBOXES,
+  });
 }
 
 test(

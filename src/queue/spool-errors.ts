@@ -21,6 +21,16 @@ function errnoCode(err: unknown): string | undefined {
   return typeof err.code === 'string' ? err.code : undefined;
 }
 
+/** True when `err` is a Node file-system error with errno `code` (ENOENT...). */
+export function isErrno(err: unknown, code: string): boolean {
+  return errnoCode(err) === code;
+}
+
+/** The message of an error, for a report line. */
+export function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
 /**
  * Wraps a file-system error. ENOSPC (no space) and EDQUOT (quota exceeded) become 'ENOSPC';
  * every other failure is 'EIO'. A SpoolError is returned unchanged.

@@ -8,17 +8,24 @@ import {
   decodeCommitEnvelope,
   decodeCommitMeta,
   decodeDone,
+  decodeHeaderPayload,
   decodeState,
   encodeCommit,
   encodeDone,
   encodeHeader,
+  encodeHeaderPayload,
   encodeState,
   HEADER_BYTES,
+  newSalt,
   parseHeader,
   parseSegmentFileName,
   PENDING,
+  PLAIN_FRAMING,
   RecordType,
+  saltedFraming,
   segmentFileName,
+  UnknownFormatError,
+  type Framing,
 } from './spool-format.js';
 import { makeEnvelope } from './testdata/spool-fixtures.js';
 
@@ -91,4 +98,52 @@ test('segment file names are ten zero-padded digits', () => {
   assert.equal(parseSegmentFileName('0000000042.log'), 42);
   assert.equal(parseSegmentFileName('42.log'), null);
   assert.equal(parseSegmentFileName('0000000042.log.tmp'), null);
+});
+
+function framed(type: RecordType, payload: Buffer, framing: Framing): Buffer {
+  return Buffer.concat([encodeHeader(type, [payload], framing), payload]);
+}
+
+test("format 2: a record opens with its segment salt's first 4 bytes and its CRC is seeded with the salt", () => {
+  const salt = newSalt();
+  const framing = saltedFraming(salt);
+  const rec = framed(RecordType.Done, encodeDone('ABC'), framing);
+  assert.ok(rec.subarray(0, 4).equals(salt.subarray(0, 4)));
+  assert.equal(rec.readUInt32BE(4), crc32(Buffer.concat([salt, rec.subarray(8)])));
+  assert.equal(decodeDone(checkRecord(rec, RecordType.Done, framing)), 'ABC');
+});
+
+test('format 2: a record framed without the salt, or with another one, is not a record of the segment', () => {
+  const framing = saltedFraming(newSalt());
+  const other = saltedFraming(newSalt());
+  const payload = encodeDone('ABC');
+  for (const [name, forged] of [
+    ['plain', framed(RecordType.Done, payload, PLAIN_FRAMING)],
+    ['another salt', framed(RecordType.Done, payload, other)],
+  ] as const) {
+    assert.equal(parseHeader(forged, 0, framing), 'bad magic', name);
+    // Even with the right mark, the CRC does not match without the rest of the salt.
+    const withMark = Buffer.from(forged);
+    withMark.writeUInt32BE(framing.mark, 0);
+    assert.equal(crcMatches(withMark, framing), false, name);
+    assert.throws(() => checkRecord(withMark, RecordType.Done, framing), /CRC mismatch/, name);
+  }
+  // The salt's mark is never the plain magic, so only a HEADER opens with "STRN" in format 2.
+  for (let i = 0; i < 1000; i++) assert.notEqual(saltedFraming(newSalt()).mark, PLAIN_FRAMING.mark);
+});
+
+test('HEADER payload: format 2 carries the salt, format 1 is read without one, a later format is refused', () => {
+  const salt = newSalt();
+  const h = decodeHeaderPayload(encodeHeaderPayload(7, 1_700_000_000_000, salt));
+  assert.deepEqual(h, { format: 2, segment: 7, framing: saltedFraming(salt) });
+  assert.deepEqual(decodeHeaderPayload(Buffer.from('{"format":1,"segment":3,"createdAt":5}')), {
+    format: 1,
+    segment: 3,
+    framing: PLAIN_FRAMING,
+  });
+  assert.throws(() => decodeHeaderPayload(Buffer.from('{"format":2,"segment":3,"createdAt":5}')), /salt/);
+  assert.throws(
+    () => decodeHeaderPayload(Buffer.from('{"format":3,"segment":3,"createdAt":5}')),
+    (e: unknown) => e instanceof UnknownFormatError && /spool format 3/.test(e.message),
+  );
 });

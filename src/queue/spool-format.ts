@@ -4,16 +4,26 @@
  * A segment file is a sequence of records. Each record is a 13-byte header followed by its
  * payload; integers are big-endian:
  *
- *   offset 0  u32  magic 0x5354524E ("STRN")
- *   offset 4  u32  CRC-32 (ISO-HDLC, as zlib and gzip) of bytes 8 .. end of payload
+ *   offset 0  u32  mark: the segment's mark (format 2), or the magic 0x5354524E "STRN"
+ *   offset 4  u32  CRC-32 (ISO-HDLC, as zlib and gzip) of the segment's salt, then of bytes
+ *                  8 .. end of payload (format 2); of bytes 8 .. end of payload alone (format 1)
  *   offset 8  u8   type (RecordType)
  *   offset 9  u32  payload length
+ *
+ * The first record of every segment is its HEADER, always framed with the magic and a plain
+ * CRC-32 so a reader can find it; its JSON payload gives the format, and in format 2 a random
+ * 16-byte salt. Every later record of a format-2 segment opens with the salt's first 4 bytes
+ * and its CRC is seeded with the whole salt, so a record cannot be forged by content: a
+ * message body that embeds bytes shaped like a record does not know the salt (2^-64 per try),
+ * and recovery's search for the next record after damage never takes it for one. Format-1
+ * segments (written before the salt) are still read with the magic and the plain CRC.
  *
  * The CRC also covers the type and length, so a flipped bit there is detected too; it sits
  * before them so that the bytes it covers are contiguous (one CRC pass per record at recovery).
  * Payloads are JSON (readable with `strings`), except CHUNK: u32 writer tag + raw body bytes.
  * Trust level: the files are written by Sterna only; a record is used only after its CRC checks.
  */
+import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import type { Envelope, RecipientState } from '../message/envelope.js';
 
@@ -23,8 +33,10 @@ export const HEADER_BYTES = 13;
 export const MAX_PAYLOAD_BYTES = 256 * 1024 * 1024;
 /** CHUNK payload prefix: the writer tag (u32). */
 export const CHUNK_PREFIX_BYTES = 4;
-/** Version written in every segment's HEADER record. */
-export const FORMAT_VERSION = 1;
+/** Version written in every new segment's HEADER record. */
+export const FORMAT_VERSION = 2;
+/** Bytes of random salt per format-2 segment. */
+export const SALT_BYTES = 16;
 
 export const RecordType = {
   Header: 1,
@@ -86,20 +98,64 @@ function totalLength(parts: readonly Buffer[]): number {
   return n;
 }
 
-/** CRC of a record: type and length bytes of the header, then the payload parts. */
-export function recordCrc(header: Buffer, parts: readonly Buffer[]): number {
-  let crc = crc32(header.subarray(8, HEADER_BYTES));
+// --- framing: how one segment's records are told apart from other bytes ----------------------
+
+/** How the records of one segment are framed. */
+export interface Framing {
+  /** The u32 that opens every record. */
+  readonly mark: number;
+  /** Where every record's CRC-32 starts: the CRC of the segment's salt, 0 for none. */
+  readonly seed: number;
+}
+
+/** The HEADER record of every segment, and every record of a format-1 segment. */
+export const PLAIN_FRAMING: Framing = Object.freeze({ mark: RECORD_MAGIC, seed: 0 });
+
+/** The framing of a format-2 segment: its salt's first 4 bytes as mark, the salt's CRC as seed. */
+export function saltedFraming(salt: Buffer): Framing {
+  if (salt.length !== SALT_BYTES)
+    throw new Error(`a segment salt has ${SALT_BYTES} bytes, not ${salt.length}`);
+  return Object.freeze({ mark: salt.readUInt32BE(0), seed: crc32(salt) });
+}
+
+/**
+ * A fresh random salt for a new segment. Its mark never equals the magic, so in a format-2
+ * segment only the HEADER opens with "STRN".
+ */
+export function newSalt(): Buffer {
+  for (;;) {
+    const salt = randomBytes(SALT_BYTES);
+    if (salt.readUInt32BE(0) !== RECORD_MAGIC) return salt;
+  }
+}
+
+// --- records ------------------------------------------------------------------------------
+
+/** CRC of a record: the framing's seed, then type and length bytes of the header, then the payload parts. */
+export function recordCrc(
+  header: Buffer,
+  parts: readonly Buffer[],
+  framing: Framing = PLAIN_FRAMING,
+): number {
+  let crc = crc32(header.subarray(8, HEADER_BYTES), framing.seed);
   for (const p of parts) crc = crc32(p, crc);
   return crc;
 }
 
-/** The header for a record whose payload is the concatenation of `parts`. */
-export function encodeHeader(type: RecordType, parts: readonly Buffer[]): Buffer {
+/**
+ * The header for a record whose payload is the concatenation of `parts`, framed for its
+ * segment (the plain framing is the HEADER record's, and format 1's).
+ */
+export function encodeHeader(
+  type: RecordType,
+  parts: readonly Buffer[],
+  framing: Framing = PLAIN_FRAMING,
+): Buffer {
   const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header.writeUInt32BE(RECORD_MAGIC, 0);
+  header.writeUInt32BE(framing.mark, 0);
   header.writeUInt8(type, 8);
   header.writeUInt32BE(totalLength(parts), 9);
-  header.writeUInt32BE(recordCrc(header, parts), 4);
+  header.writeUInt32BE(recordCrc(header, parts, framing), 4);
   return header;
 }
 
@@ -109,10 +165,10 @@ export interface RecordHeader {
   crc: number;
 }
 
-/** Parses a header; returns a reason string when it cannot be a record header. */
-export function parseHeader(buf: Buffer, at = 0): RecordHeader | string {
+/** Parses a header; returns a reason string when it cannot be a record header of this framing. */
+export function parseHeader(buf: Buffer, at = 0, framing: Framing = PLAIN_FRAMING): RecordHeader | string {
   if (buf.length - at < HEADER_BYTES) return 'incomplete header';
-  if (buf.readUInt32BE(at) !== RECORD_MAGIC) return 'bad magic';
+  if (buf.readUInt32BE(at) !== framing.mark) return 'bad magic';
   const type = buf.readUInt8(at + 8);
   if (!isRecordType(type)) return `unknown record type ${type}`;
   const length = buf.readUInt32BE(at + 9);
@@ -121,23 +177,27 @@ export function parseHeader(buf: Buffer, at = 0): RecordHeader | string {
 }
 
 /** True when `record` (a whole record: header and payload) matches the CRC in its header. */
-export function crcMatches(record: Buffer): boolean {
-  return crc32(record.subarray(8)) === record.readUInt32BE(4);
+export function crcMatches(record: Buffer, framing: Framing = PLAIN_FRAMING): boolean {
+  return crc32(record.subarray(8), framing.seed) === record.readUInt32BE(4);
 }
 
 /**
  * Checks a whole record read back from disk (header + payload in one buffer) and returns its
  * payload. Throws a reason string's Error when it is not a valid record of the expected type.
  */
-export function checkRecord(buf: Buffer, expected: RecordType | readonly RecordType[]): Buffer {
-  const h = parseHeader(buf);
+export function checkRecord(
+  buf: Buffer,
+  expected: RecordType | readonly RecordType[],
+  framing: Framing = PLAIN_FRAMING,
+): Buffer {
+  const h = parseHeader(buf, 0, framing);
   if (typeof h === 'string') throw new Error(h);
   const types: readonly number[] = typeof expected === 'number' ? [expected] : expected;
   if (!types.includes(h.type))
     throw new Error(`expected ${types.map(recordTypeName).join('/')}, found ${recordTypeName(h.type)}`);
   if (buf.length !== HEADER_BYTES + h.length)
     throw new Error(`record length ${h.length} does not match the index`);
-  if (!crcMatches(buf)) throw new Error('CRC mismatch');
+  if (!crcMatches(buf, framing)) throw new Error('CRC mismatch');
   return buf.subarray(HEADER_BYTES);
 }
 
@@ -163,16 +223,45 @@ export interface StateUpdate {
 /** Every state object for 'pending' is this one: 100,000 queued messages share it. */
 export const PENDING: RecipientState = Object.freeze({ status: 'pending' });
 
-export function encodeHeaderPayload(segment: number, createdAt: number): Buffer {
-  return Buffer.from(JSON.stringify({ format: FORMAT_VERSION, segment, createdAt }));
+/** A format-2 HEADER payload: format, segment number, creation time and the salt in hex. */
+export function encodeHeaderPayload(segment: number, createdAt: number, salt: Buffer): Buffer {
+  return Buffer.from(
+    JSON.stringify({ format: FORMAT_VERSION, segment, createdAt, salt: salt.toString('hex') }),
+  );
 }
 
-export function decodeHeaderPayload(payload: Buffer): { format: number; segment: number } {
+export interface SegmentHeader {
+  format: number;
+  segment: number;
+  /** How the segment's other records are framed. */
+  framing: Framing;
+}
+
+/** Thrown for a segment written in a format this version does not know (a newer Sterna's). */
+export class UnknownFormatError extends Error {
+  override readonly name = 'UnknownFormatError';
+}
+
+/** Decodes a HEADER payload (format 1 or 2). Throws UnknownFormatError for a later format. */
+export function decodeHeaderPayload(payload: Buffer): SegmentHeader {
   const v = parseJson(payload);
   if (!isObject(v) || typeof v.format !== 'number' || typeof v.segment !== 'number') {
     throw new Error('malformed HEADER payload');
   }
-  return { format: v.format, segment: v.segment };
+  switch (v.format) {
+    case 1:
+      return { format: 1, segment: v.segment, framing: PLAIN_FRAMING };
+    case 2: {
+      if (typeof v.salt !== 'string' || !/^[0-9a-f]+$/.test(v.salt) || v.salt.length !== SALT_BYTES * 2) {
+        throw new Error('malformed HEADER salt');
+      }
+      return { format: 2, segment: v.segment, framing: saltedFraming(Buffer.from(v.salt, 'hex')) };
+    }
+    default:
+      throw new UnknownFormatError(
+        `spool format ${v.format} is newer than this version of Sterna reads (formats 1 and 2)`,
+      );
+  }
 }
 
 export function encodeChunkPrefix(tag: number): Buffer {

@@ -8,8 +8,11 @@
  *   completed. Only one fdatasync runs at a time; waiters that arrive meanwhile are served by
  *   the next one, so under load one fdatasync covers every message that finished together.
  * - A segment that would grow past segmentBytes is closed: fdatasync, close, then the next file
- *   is created (O_EXCL), its HEADER record written and the segments directory fsynced. Records
- *   in older segments are therefore always durable.
+ *   is created (O_EXCL), its HEADER record (with the segment's fresh random salt) written and
+ *   fdatasynced, and the segments directory fsynced. Records in older segments are therefore
+ *   always durable, and no record is ever written to a segment whose salt is not.
+ * - Every record is framed with the salt of the segment it goes to (spool-format.ts), so a
+ *   message body cannot hold bytes that recovery would take for a record.
  * - A failed write (ENOSPC...) truncates the file back to where the failed batch began and
  *   rejects that batch and everything queued behind it; later appends work again. A failed
  *   fdatasync is fatal (the kernel may have dropped the dirty pages): every later call fails
@@ -19,7 +22,16 @@
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SpoolError, toSpoolError } from './spool-errors.js';
-import { encodeHeader, encodeHeaderPayload, RecordType, segmentFileName } from './spool-format.js';
+import {
+  encodeHeader,
+  encodeHeaderPayload,
+  HEADER_BYTES,
+  newSalt,
+  RecordType,
+  saltedFraming,
+  segmentFileName,
+  type Framing,
+} from './spool-format.js';
 
 export interface Appended {
   segment: number;
@@ -45,6 +57,7 @@ interface RotateItem {
   kind: 'rotate';
   segment: number;
   header: Buffer[];
+  framing: Framing;
   /** End of the previous segment's records, where appends resume if the new file cannot be made. */
   prevEnd: number;
 }
@@ -63,8 +76,8 @@ export interface SpoolLogOptions {
   now: () => number;
   /** Called after every fdatasync of a segment (test and benchmark hook). */
   onSync?: (() => void) | undefined;
-  /** Called when a new segment file exists. */
-  onSegmentCreated?: ((segment: number) => void) | undefined;
+  /** Called when a new segment file exists, with the framing of its records. */
+  onSegmentCreated?: ((segment: number, framing: Framing) => void) | undefined;
 }
 
 /** Records per writev; libuv handles more buffers, but the batch also bounds latency. */
@@ -78,6 +91,9 @@ export class SpoolLog {
   #segment: number;
   #resSegment: number;
   #resOffset: number;
+  /** Framing of the segment appends go to, and of the file being written. */
+  #resFraming: Framing;
+  #fileFraming: Framing;
   /** Size of the HEADER record of the segment appends go to: a segment holding only it is empty. */
   #resHeaderBytes: number;
   /** Size of the HEADER record of the file being written. */
@@ -93,8 +109,17 @@ export class SpoolLog {
   #failed: SpoolError | null = null;
   #closed = false;
 
-  private constructor(dir: string, fh: FileHandle, segment: number, offset: number, opts: SpoolLogOptions) {
+  private constructor(
+    dir: string,
+    fh: FileHandle,
+    segment: number,
+    offset: number,
+    framing: Framing,
+    opts: SpoolLogOptions,
+  ) {
     this.#dir = dir;
+    this.#resFraming = framing;
+    this.#fileFraming = framing;
     this.#fh = fh;
     this.#segment = segment;
     this.#resSegment = segment;
@@ -106,10 +131,10 @@ export class SpoolLog {
 
   /** Creates segment `segment` (which must not exist) in `dir` and returns a log writing to it. */
   static async create(dir: string, segment: number, opts: SpoolLogOptions): Promise<SpoolLog> {
-    const header = headerRecord(segment, opts.now());
+    const { header, framing } = headerRecord(segment, opts.now());
     const fh = await createSegmentFile(dir, segment, header, opts.fsync);
-    opts.onSegmentCreated?.(segment);
-    return new SpoolLog(dir, fh, segment, byteLength(header), opts);
+    opts.onSegmentCreated?.(segment, framing);
+    return new SpoolLog(dir, fh, segment, byteLength(header), framing, opts);
   }
 
   /** The segment new records go to. */
@@ -134,18 +159,19 @@ export class SpoolLog {
   append(type: RecordType, parts: Buffer[]): Appended {
     if (this.#failed) throw this.#failed;
     if (this.#closed) throw new SpoolError('CLOSED', 'the spool is closed');
-    const header = encodeHeader(type, parts);
-    const buffers = [header, ...parts];
-    const bytes = byteLength(buffers);
+    const bytes = HEADER_BYTES + byteLength(parts);
     // A record larger than a whole segment still goes in, alone, into a fresh segment.
     if (this.#resOffset + bytes > this.#opts.segmentBytes && this.#resOffset > this.#resHeaderBytes) {
       const segment = this.#resSegment + 1;
-      const h = headerRecord(segment, this.#opts.now());
-      this.#queue.push({ kind: 'rotate', segment, header: h, prevEnd: this.#resOffset });
+      const { header: h, framing } = headerRecord(segment, this.#opts.now());
+      this.#queue.push({ kind: 'rotate', segment, header: h, framing, prevEnd: this.#resOffset });
       this.#resSegment = segment;
       this.#resOffset = byteLength(h);
       this.#resHeaderBytes = this.#resOffset;
+      this.#resFraming = framing;
     }
+    // Framed for the segment it is reserved in: a record never moves to another segment.
+    const buffers = [encodeHeader(type, parts, this.#resFraming), ...parts];
     const seq = ++this.#appendedSeq;
     const segment = this.#resSegment;
     const offset = this.#resOffset;
@@ -240,6 +266,7 @@ export class SpoolLog {
     this.#resSegment = this.#segment;
     this.#resOffset = start;
     this.#resHeaderBytes = this.#fileHeaderBytes;
+    this.#resFraming = this.#fileFraming;
     // Nothing queued remains: syncs waiting for these records have nothing more to wait for.
     this.#writtenSeq = this.#appendedSeq;
     try {
@@ -278,6 +305,7 @@ export class SpoolLog {
         this.#resSegment = this.#segment;
         this.#resOffset = item.prevEnd;
         this.#resHeaderBytes = this.#fileHeaderBytes;
+        this.#resFraming = this.#fileFraming;
         this.#writtenSeq = this.#appendedSeq;
         for (const r of rejected) r.reject(e);
         return;
@@ -285,8 +313,9 @@ export class SpoolLog {
       this.#fh = fh;
       this.#segment = item.segment;
       this.#fileHeaderBytes = byteLength(item.header);
+      this.#fileFraming = item.framing;
       await old.close().catch(() => undefined);
-      this.#opts.onSegmentCreated?.(item.segment);
+      this.#opts.onSegmentCreated?.(item.segment, item.framing);
     } finally {
       this.#rotating = false;
       this.#resolveWaiters();
@@ -340,9 +369,11 @@ export class SpoolLog {
   }
 }
 
-function headerRecord(segment: number, now: number): Buffer[] {
-  const payload = encodeHeaderPayload(segment, now);
-  return [encodeHeader(RecordType.Header, [payload]), payload];
+/** A new segment's HEADER record (plain framing, so readers can find it) and its salted framing. */
+function headerRecord(segment: number, now: number): { header: Buffer[]; framing: Framing } {
+  const salt = newSalt();
+  const payload = encodeHeaderPayload(segment, now, salt);
+  return { header: [encodeHeader(RecordType.Header, [payload]), payload], framing: saltedFraming(salt) };
 }
 
 function byteLength(buffers: readonly Buffer[]): number {
@@ -373,7 +404,10 @@ async function writeFully(fh: FileHandle, buffers: Buffer[], position: number): 
   }
 }
 
-/** Creates a segment file exclusively, writes its HEADER record and makes its name durable. */
+/**
+ * Creates a segment file exclusively, writes its HEADER record and makes both durable: the
+ * file's data (the salt every later record of it is checked with), then its name.
+ */
 async function createSegmentFile(
   dir: string,
   segment: number,
@@ -384,7 +418,10 @@ async function createSegmentFile(
   const fh = await open(path, 'wx');
   try {
     await writeFully(fh, header, 0);
-    if (fsync) await syncDir(dir);
+    if (fsync) {
+      await fh.datasync();
+      await syncDir(dir);
+    }
   } catch (err) {
     await fh.close().catch(() => undefined);
     await unlink(path).catch(() => undefined);

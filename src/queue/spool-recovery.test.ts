@@ -1,9 +1,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, cp, mkdir, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  copyFile,
+  cp,
+  mkdir,
+  readdir,
+  readFile,
+  rm,
+  truncate,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Spool, SpoolError, type SpoolOptions } from './spool.js';
-import { decodeCommitMeta, HEADER_BYTES, parseHeader, RecordType } from './spool-format.js';
+import {
+  decodeCommitMeta,
+  decodeHeaderPayload,
+  encodeCommit,
+  encodeDone,
+  encodeHeader,
+  HEADER_BYTES,
+  parseHeader,
+  PENDING,
+  PLAIN_FRAMING,
+  RecordType,
+} from './spool-format.js';
 import { deterministicBody, makeEnvelope, readAll, withTempDir } from './testdata/spool-fixtures.js';
 
 interface Rec {
@@ -13,15 +35,20 @@ interface Rec {
   qid?: string;
 }
 
-/** The records of a segment file, parsed with the format's own header parser. */
+/**
+ * The records of a segment file, parsed with the format's own header parser: the HEADER at
+ * offset 0 with the plain framing, the rest with the framing (salt) it gives.
+ */
 async function records(path: string): Promise<Rec[]> {
   const buf = await readFile(path);
   const out: Rec[] = [];
+  let framing = PLAIN_FRAMING;
   for (let pos = 0; pos < buf.length;) {
-    const h = parseHeader(buf, pos);
+    const h = parseHeader(buf, pos, framing);
     if (typeof h === 'string') throw new Error(`${path}@${pos}: ${h}`);
     const end = pos + HEADER_BYTES + h.length;
     const rec: Rec = { offset: pos, type: h.type, end };
+    if (pos === 0) framing = decodeHeaderPayload(buf.subarray(HEADER_BYTES, end)).framing;
     if (h.type === RecordType.Commit) rec.qid = decodeCommitMeta(buf.subarray(pos + HEADER_BYTES, end)).qid;
     out.push(rec);
     pos = end;
@@ -221,7 +248,7 @@ test('damage: a non-last segment without one valid record is moved to corrupt/ a
     assert.equal(report.corrupt[0]!.file, join('segments', names[0]!));
     assert.match(
       report.corrupt[0]!.reason,
-      /^no valid record in 50000 bytes \(bad magic\); moved to corrupt\/$/,
+      /^no valid record in 50000 bytes \(no HEADER record: bad magic\); moved to corrupt\/$/,
     );
     const live = spool.list().map((m) => m.qid);
     assert.deepEqual(
@@ -272,5 +299,134 @@ test('a file in segments/ that is not a segment is reported and left alone', asy
       { file: join('segments', 'notes.txt'), reason: 'not a segment file name; ignored' },
     ]);
     await spool.close();
+  });
+});
+
+/** A record framed exactly as the spool's encoder frames it, as a client could put in a body. */
+function forgedRecord(type: RecordType, payload: Buffer): Buffer {
+  return Buffer.concat([encodeHeader(type, [payload]), payload]);
+}
+
+test('defect 6: COMMIT and DONE records embedded in a body do not steer recovery after a torn tail', async () => {
+  await withTempDir(async (dir) => {
+    const { spool } = await Spool.open(opts(dir, { segmentBytes: 1024 * 1024 }));
+    const delivered = await commitBody(spool, deterministicBody('delivered', 400));
+    await spool.done(delivered);
+    const live = await commitBody(spool, deterministicBody('live', 400));
+    // The crash comes while this message's body is being written: it never got a 250.
+    const w = spool.begin();
+    const envelope = Buffer.from(JSON.stringify(makeEnvelope()));
+    const meta = (qid: string): Parameters<typeof encodeCommit>[0] => ({
+      qid,
+      size: 0,
+      receivedAt: 1_700_000_000_000,
+      states: [PENDING],
+      chunks: [],
+    });
+    const forged = Buffer.concat([
+      Buffer.from('Subject: records\r\n\r\n'),
+      forgedRecord(RecordType.Commit, encodeCommit(meta(delivered), envelope)), // would resurrect
+      forgedRecord(RecordType.Done, encodeDone(live)), // would kill
+      forgedRecord(RecordType.Commit, encodeCommit(meta(w.qid), envelope)), // would accept unacknowledged
+    ]);
+    const body = Buffer.concat([forged, Buffer.alloc(64 * 1024 - forged.length, 0x61)]);
+    await w.write(body); // 64 KiB: one full CHUNK record, written to the file
+    await spool.close();
+
+    const [segName] = await segmentNames(dir);
+    const path = join(dir, 'segments', segName!);
+    const recs = await records(path);
+    const chunk = recs[recs.length - 1]!;
+    assert.equal(chunk.type, RecordType.Chunk);
+    assert.ok((await readFile(path)).subarray(chunk.offset, chunk.end).includes(forged));
+    // Torn in the middle of that CHUNK, after the forged records.
+    const cut = chunk.end - 1000;
+    await truncate(path, cut);
+
+    const { spool: after, report } = await Spool.open(opts(dir));
+    try {
+      assert.deepEqual(
+        { ...report, corrupt: report.corrupt.length },
+        { messages: 1, segments: 1, truncatedBytes: cut - chunk.offset, corrupt: 0 },
+      );
+      assert.deepEqual(after.list(), [
+        { qid: live, receivedAt: 1_700_000_000_000, size: 400, states: [{ status: 'pending' }] },
+      ]);
+      assert.ok((await readAll(after.openBody(live))).equals(deterministicBody('live', 400)));
+    } finally {
+      await after.close();
+    }
+  });
+});
+
+/** A segment written by the format-1 spool (before the per-segment salt), kept as it was. */
+const FORMAT1_SEGMENT = fileURLToPath(
+  new URL('../../../src/queue/testdata/format1-segment.bin', import.meta.url),
+);
+/** Its messages: the first was done, the second has two recipients, one delivered, one deferred. */
+const FORMAT1_QIDS = ['1M926ZTM2000NWM4', '1M926ZTM5000VE2N', '1M926ZTMQ000KJH7'];
+
+test('a format-1 segment (written before the salt) is still recovered, read, and deleted when done', async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'segments'), { recursive: true });
+    await copyFile(FORMAT1_SEGMENT, join(dir, 'segments', '0000000001.log'));
+    const { spool, report } = await Spool.open(opts(dir));
+    try {
+      assert.deepEqual(report, { messages: 2, segments: 1, truncatedBytes: 0, corrupt: [] });
+      const [, second, third] = FORMAT1_QIDS as [string, string, string];
+      assert.deepEqual(spool.list(), [
+        {
+          qid: second,
+          receivedAt: 1_700_000_000_000,
+          size: 65_600,
+          states: [
+            { status: 'delivered', at: 1_700_000_001_000 },
+            {
+              status: 'deferred',
+              attempts: 1,
+              nextAttemptAt: 1_700_000_900_000,
+              lastError: '451 4.4.1 try later',
+            },
+          ],
+        },
+        { qid: third, receivedAt: 1_700_000_000_000, size: 1000, states: [{ status: 'pending' }] },
+      ]);
+      assert.deepEqual((await spool.read(second)).envelope, makeEnvelope(['a@example.org', 'b@example.org']));
+      assert.ok((await readAll(spool.openBody(second))).equals(deterministicBody('format1-1', 65_600)));
+      assert.ok((await readAll(spool.openBody(third))).equals(deterministicBody('format1-2', 1000)));
+      // New messages go to a new segment beside the old one, and both read back after a restart.
+      const fresh = await commitBody(spool, deterministicBody('fresh', 700));
+      await spool.close();
+      const { spool: again, report: r2 } = await Spool.open(opts(dir));
+      try {
+        assert.deepEqual(r2, { messages: 3, segments: 2, truncatedBytes: 0, corrupt: [] });
+        assert.ok((await readAll(again.openBody(third))).equals(deterministicBody('format1-2', 1000)));
+        assert.ok((await readAll(again.openBody(fresh))).equals(deterministicBody('fresh', 700)));
+        // Once its messages are done, the old segment is deleted like any other.
+        await again.done(second);
+        await again.done(third);
+        await again.compact();
+        assert.ok(!(await segmentNames(dir)).includes('0000000001.log'));
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await spool.close();
+    }
+  });
+});
+
+test('a segment in a later format stops the start instead of being guessed at', async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'segments'), { recursive: true });
+    const payload = Buffer.from('{"format":3,"segment":1,"createdAt":5}');
+    await writeFile(join(dir, 'segments', '0000000001.log'), forgedRecord(RecordType.Header, payload));
+    await assert.rejects(
+      Spool.open(opts(dir)),
+      (e: unknown) =>
+        e instanceof SpoolError && e.code === 'EIO' && /spool format 3 is newer/.test(e.message),
+    );
+    // Nothing was moved or cut.
+    assert.deepEqual(await segmentNames(dir), ['0000000001.log']);
   });
 });

@@ -4,11 +4,16 @@
  * - Each record's header and CRC are checked. Later records win: STATE changes a message's
  *   recipient states, DONE removes it, a COMMIT or RELOCATE with a known qid replaces its
  *   location and states. CHUNKs no COMMIT names (a message never acknowledged) are ignored.
+ * - A segment's HEADER record (offset 0, plain framing) gives its format and, in format 2, the
+ *   salt every other record of it is framed with; format-1 segments (no salt) are still read.
+ *   A segment whose HEADER is unreadable has no record that can be trusted.
  * - Damage at the end of the LAST segment (a record torn by a crash) is cut off; the removed
  *   bytes are saved in corrupt/ first. Damage anywhere else is skipped: the scan searches the
- *   next valid record (magic + CRC) and goes on, so records after the damage are recovered;
- *   the segment stays in use and a copy is saved in corrupt/ for inspection. A segment without
- *   a single valid record is moved to corrupt/.
+ *   next valid record (the segment's mark + a CRC seeded with its salt) and goes on, so records
+ *   after the damage are recovered; the segment stays in use and a copy is saved in corrupt/
+ *   for inspection. A segment without a single valid record is moved to corrupt/. Bytes of a
+ *   message body cannot pass for a record in a format-2 segment: they do not know the salt.
+ * - A segment in a format newer than this version knows stops the start (fail closed).
  * - A live message whose body lies (partly) in damaged bytes or in a missing segment is kept
  *   and flagged: read() still returns its envelope, openBody() fails with CORRUPT, so the queue
  *   manager can bounce it. Every such case is in the report; nothing is dropped silently.
@@ -17,6 +22,7 @@
 import { copyFile, open, readdir, rename, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecipientState } from '../message/envelope.js';
+import { errText, SpoolError } from './spool-errors.js';
 import { syncDir } from './spool-log.js';
 import {
   CHUNK_PREFIX_BYTES,
@@ -30,12 +36,14 @@ import {
   internState,
   parseHeader,
   parseSegmentFileName,
-  RECORD_MAGIC,
+  PLAIN_FRAMING,
   RecordType,
   recordTypeName,
   SEGMENTS_DIR,
   segmentFileName,
+  UnknownFormatError,
   type ChunkRef,
+  type Framing,
 } from './spool-format.js';
 
 export interface RecoveryReport {
@@ -69,6 +77,8 @@ export interface RecoveryResult {
   entries: Map<string, IndexEntry>;
   /** Segments kept, ascending. */
   segments: number[];
+  /** How the records of each kept segment are framed (from its HEADER). */
+  framings: Map<number, Framing>;
   /** Number for the next segment file. */
   nextSegment: number;
   /** Greatest queue id seen, '' if none. */
@@ -82,8 +92,6 @@ export interface RecoveryLogger {
 }
 
 const WINDOW_BYTES = 4 * 1024 * 1024;
-const MAGIC_BYTES = Buffer.from([0x53, 0x54, 0x52, 0x4e]);
-if (MAGIC_BYTES.readUInt32BE(0) !== RECORD_MAGIC) throw new Error('MAGIC_BYTES out of sync');
 
 /** Reads a file through a window, so scanning a large segment needs bounded memory. */
 class SegmentReader {
@@ -115,33 +123,35 @@ class SegmentReader {
     return buf.subarray(0, n);
   }
 
-  /** The valid record at `pos`, or why there is none. */
-  async recordAt(pos: number): Promise<{ type: number; payload: Buffer } | string> {
+  /** The valid record of this framing at `pos`, or why there is none. */
+  async recordAt(pos: number, framing: Framing): Promise<{ type: number; payload: Buffer } | string> {
     const h = await this.view(pos, HEADER_BYTES);
     if (!h) return 'incomplete record header at the end of the file';
-    const parsed = parseHeader(h);
+    const parsed = parseHeader(h, 0, framing);
     if (typeof parsed === 'string') return parsed;
     if (pos + HEADER_BYTES + parsed.length > this.size) return 'record extends past the end of the file';
     const rec = await this.view(pos, HEADER_BYTES + parsed.length);
     if (!rec) return 'record extends past the end of the file';
-    if (!crcMatches(rec)) return 'CRC mismatch';
+    if (!crcMatches(rec, framing)) return 'CRC mismatch';
     return { type: parsed.type, payload: rec.subarray(HEADER_BYTES) };
   }
 
-  /** Offset of the next valid record at or after `from`, or the file size if there is none. */
-  async resync(from: number): Promise<number> {
+  /** Offset of the next valid record of this framing at or after `from`, or the file size. */
+  async resync(from: number, framing: Framing): Promise<number> {
+    const mark = Buffer.allocUnsafe(4);
+    mark.writeUInt32BE(framing.mark, 0);
     let pos = from;
     while (pos + HEADER_BYTES <= this.size) {
       const w = await this.view(pos, Math.min(WINDOW_BYTES, this.size - pos));
       if (!w) break;
-      const idx = w.indexOf(MAGIC_BYTES);
+      const idx = w.indexOf(mark);
       if (idx < 0) {
-        if (w.length <= MAGIC_BYTES.length) break;
-        pos += w.length - (MAGIC_BYTES.length - 1);
+        if (w.length <= mark.length) break;
+        pos += w.length - (mark.length - 1);
         continue;
       }
       const candidate = pos + idx;
-      if (typeof (await this.recordAt(candidate)) !== 'string') return candidate;
+      if (typeof (await this.recordAt(candidate, framing)) !== 'string') return candidate;
       pos = candidate + 1;
     }
     return this.size;
@@ -158,22 +168,53 @@ interface SegmentScan {
   size: number;
   records: number;
   damage: Damage[];
+  /** From the HEADER record; null when it is unreadable (then records is 0). */
+  header: { segment: number; framing: Framing } | null;
 }
 
 type RecordHandler = (type: number, payload: Buffer, offset: number) => void;
 
+/**
+ * Scans one segment: its HEADER at offset 0 (plain framing) gives the framing of the rest.
+ * Throws UnknownFormatError for a segment of a later format.
+ */
 async function scanSegment(path: string, onRecord: RecordHandler): Promise<SegmentScan> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
     const r = new SegmentReader(fh, size);
     const damage: Damage[] = [];
-    let records = 0;
-    let pos = 0;
+    const first = await r.recordAt(0, PLAIN_FRAMING);
+    let why = typeof first === 'string' ? first : null;
+    let header: SegmentScan['header'] = null;
+    if (typeof first !== 'string') {
+      if (first.type !== RecordType.Header)
+        why = `${recordTypeName(first.type)} record where the HEADER belongs`;
+      else {
+        try {
+          header = decodeHeaderPayload(first.payload);
+        } catch (err) {
+          if (err instanceof UnknownFormatError) throw err;
+          why = errText(err);
+        }
+      }
+    }
+    if (typeof first === 'string' || header === null) {
+      // Without the HEADER the salt is unknown, and no other record of the file can be trusted.
+      return {
+        size,
+        records: 0,
+        damage: size > 0 ? [{ start: 0, end: size, reason: `no HEADER record: ${why ?? ''}` }] : [],
+        header: null,
+      };
+    }
+    const framing = header.framing;
+    let records = 1;
+    let pos = HEADER_BYTES + first.payload.length;
     while (pos < size) {
-      const rec = await r.recordAt(pos);
+      const rec = await r.recordAt(pos, framing);
       if (typeof rec === 'string') {
-        const next = await r.resync(pos + 1);
+        const next = await r.resync(pos + 1, framing);
         damage.push({ start: pos, end: next, reason: rec });
         pos = next;
         continue;
@@ -182,7 +223,7 @@ async function scanSegment(path: string, onRecord: RecordHandler): Promise<Segme
       records++;
       pos += HEADER_BYTES + rec.payload.length;
     }
-    return { size, records, damage };
+    return { size, records, damage, header };
   } finally {
     await fh.close();
   }
@@ -213,6 +254,7 @@ export async function recoverSpool(
   const entries = new Map<string, IndexEntry>();
   const chunkRefs = new Map<string, ChunkRef[]>();
   const kept = new Map<number, { validEnd: number; damage: Damage[] }>();
+  const framings = new Map<number, Framing>();
   let newestQid = '';
   let dirChanged = false;
   const stamp = now();
@@ -234,11 +276,10 @@ export async function recoverSpool(
     };
     const applyRecord = (type: number, payload: Buffer, offset: number): void => {
       switch (type) {
-        case RecordType.Header: {
-          const h = decodeHeaderPayload(payload);
-          if (h.segment !== segment) problem(rel, `HEADER names segment ${h.segment}; the file name wins`);
+        case RecordType.Header:
+          // The only HEADER Sterna writes is the one at offset 0, read by scanSegment.
+          problem(rel, `HEADER record at offset ${offset}, not at the start; ignored`);
           break;
-        }
         case RecordType.Commit:
         case RecordType.Relocate: {
           const meta = decodeCommitMeta(payload);
@@ -292,7 +333,19 @@ export async function recoverSpool(
           break;
       }
     };
-    const scan = await scanSegment(path, onRecord);
+    let scan: SegmentScan;
+    try {
+      scan = await scanSegment(path, onRecord);
+    } catch (err) {
+      if (!(err instanceof UnknownFormatError)) throw err;
+      // Fail closed: a newer Sterna wrote this spool; guessing at its records could lose mail.
+      throw new SpoolError('EIO', `${rel}: ${err.message}; start that version, or move the spool aside`, {
+        cause: err,
+      });
+    }
+    if (scan.header && scan.header.segment !== segment) {
+      problem(rel, `HEADER names segment ${scan.header.segment}; the file name wins`);
+    }
 
     if (scan.records === 0) {
       if (scan.size === 0) {
@@ -349,6 +402,7 @@ export async function recoverSpool(
       }
     }
     kept.set(segment, { validEnd, damage: scan.damage });
+    if (scan.header) framings.set(segment, scan.header.framing);
   }
   if (dirChanged) await syncDir(segDir);
 
@@ -381,6 +435,7 @@ export async function recoverSpool(
   return {
     entries,
     segments,
+    framings,
     nextSegment: (numbers[numbers.length - 1] ?? 0) + 1,
     newestQid,
     report,
@@ -409,8 +464,4 @@ async function saveTail(path: string, start: number, end: number, dest: string):
     await src.close();
   }
   await syncDir(join(dest, '..'));
-}
-
-function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -6,10 +6,12 @@
  * Test-only code: it trusts the server it starts, listens on nothing and binds only 127.0.0.1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, open, readdir, readFile, symlink } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { addUser } from '../../src/auth/users.js';
 
 /** The compiled `sterna` command (dist/src/cli/sterna.js). */
 export const STERNA_CLI: string = fileURLToPath(new URL('../../src/cli/sterna.js', import.meta.url));
@@ -37,6 +39,48 @@ export async function snapshotSterna(dir: string): Promise<string> {
   await copyFile(path.join(REPO_ROOT, 'package.json'), path.join(root, 'package.json'));
   await symlink(path.join(REPO_ROOT, 'node_modules'), path.join(root, 'node_modules'), 'dir');
   return path.join(root, 'dist', 'src', 'cli', 'sterna.js');
+}
+
+/** A temporary directory prepared for `sterna serve`, see prepareServeDir(). */
+export interface ServeDir {
+  dir: string;
+  dataDir: string;
+  configFile: string;
+  /** The smtp listener's port on 127.0.0.1. */
+  port: number;
+}
+
+/**
+ * A temporary directory (name starting with `prefix`) with a config for `sterna serve`: one smtp
+ * listener on a free 127.0.0.1 port, `domain` delivered locally, JSON log at info; and the
+ * `mailboxes` (full addresses) as users.
+ */
+export async function prepareServeDir(opts: {
+  prefix: string;
+  hostname: string;
+  domain: string;
+  mailboxes: readonly string[];
+}): Promise<ServeDir> {
+  const dir = await mkdtemp(path.join(tmpdir(), opts.prefix));
+  const dataDir = path.join(dir, 'data');
+  const port = await freePort();
+  const configFile = path.join(dir, 'sterna.toml');
+  await writeFile(
+    configFile,
+    `hostname = "${opts.hostname}"
+data_dir = "${dataDir}"
+local_domains = ["${opts.domain}"]
+[listen]
+smtp = ["127.0.0.1:${port}"]
+submission = []
+submissions = []
+[log]
+level = "info"
+format = "json"
+`,
+  );
+  for (const address of opts.mailboxes) await addUser(path.join(dataDir, 'users.json'), address, 'unused');
+  return { dir, dataDir, configFile, port };
 }
 
 /** How a child process ended: its exit code, or the signal that killed it. */

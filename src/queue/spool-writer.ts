@@ -1,0 +1,192 @@
+/**
+ * The spool's message writer: one per message being received. It gathers body bytes into CHUNK
+ * records of up to 64 KiB, then queues the last CHUNK and the COMMIT together and resolves once
+ * the COMMIT is durable (DESIGN.md rule 3: the session sends 250 only after that).
+ * Trust level: internal. Bodies are untrusted bytes, stored unchanged inside CHUNK payloads.
+ */
+import type { Envelope } from '../message/envelope.js';
+import { SpoolError, toSpoolError } from './spool-errors.js';
+import {
+  encodeChunkPrefix,
+  encodeCommit,
+  HEADER_BYTES,
+  PENDING,
+  RecordType,
+  type ChunkRef,
+} from './spool-format.js';
+import type { SpoolLog } from './spool-log.js';
+import type { Pins } from './spool-pins.js';
+import type { IndexEntry } from './spool-recovery.js';
+
+export interface MessageWriter {
+  readonly qid: string;
+  /**
+   * Appends body bytes (already decoded). Resolves when they are buffered or handed to the
+   * kernel; callers await it for backpressure. Small writes are copied and gathered into
+   * records of up to 64 KiB.
+   */
+  write(chunk: Buffer): Promise<void>;
+  /** Bytes written so far. */
+  readonly size: number;
+  /**
+   * Writes the COMMIT record and resolves once it is durable. States start as pending, one per
+   * envelope recipient. After it resolves the message is live and onCommitted listeners ran.
+   */
+  commit(envelope: Envelope): Promise<void>;
+  /** Forgets the message (refused midway, disconnect). Its chunks become garbage. */
+  abort(): void;
+}
+
+/** What a MessageWriter needs from its spool. */
+export interface WriterHost {
+  readonly log: SpoolLog;
+  readonly pins: Pins;
+  isClosed(): boolean;
+  /** Makes the committed message live; the entry takes over the writer's pin. */
+  adopt(entry: IndexEntry): void;
+}
+
+/** Body bytes gathered per CHUNK record. */
+const CHUNK_TARGET_BYTES = 64 * 1024;
+
+export class SpoolMessageWriter implements MessageWriter {
+  readonly qid: string;
+  readonly #host: WriterHost;
+  readonly #tag: Buffer;
+  #size = 0;
+  #parts: Buffer[] = [];
+  #partsBytes = 0;
+  readonly #chunks: ChunkRef[] = [];
+  readonly #outstanding = new Set<Promise<void>>();
+  #state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
+  /** write() calls in progress: commit() must not start under one. */
+  #writing = 0;
+  #error: SpoolError | null = null;
+  #pin: number | null = null;
+
+  constructor(qid: string, tag: number, host: WriterHost) {
+    this.qid = qid;
+    this.#tag = encodeChunkPrefix(tag);
+    this.#host = host;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    this.#checkOpen();
+    this.#writing++;
+    try {
+      let off = 0;
+      while (off < chunk.length) {
+        if (this.#state !== 'open') throw new SpoolError('CLOSED', `message ${this.qid} was aborted`);
+        const take = Math.min(chunk.length - off, CHUNK_TARGET_BYTES - this.#partsBytes);
+        // A copy: the caller may reuse its buffer as soon as this resolves.
+        this.#parts.push(Buffer.from(chunk.subarray(off, off + take)));
+        this.#partsBytes += take;
+        this.#size += take;
+        off += take;
+        if (this.#partsBytes >= CHUNK_TARGET_BYTES) await this.#flush();
+      }
+    } finally {
+      this.#writing--;
+    }
+  }
+
+  async commit(envelope: Envelope): Promise<void> {
+    this.#checkOpen();
+    if (this.#writing > 0) throw new Error(`message ${this.qid}: commit() called before write() resolved`);
+    this.#state = 'committing';
+    const log = this.#host.log;
+    try {
+      if (this.#outstanding.size > 0) await Promise.all(this.#outstanding);
+      // From here to append() nothing awaits: the last chunk and the COMMIT are queued
+      // together, so a failed write of the chunk also rejects the COMMIT behind it.
+      if (this.#partsBytes > 0) void this.#flush();
+      const meta = {
+        qid: this.qid,
+        size: this.#size,
+        receivedAt: envelope.receivedAt,
+        states: envelope.recipients.map(() => PENDING),
+        chunks: this.#chunks,
+      };
+      const payload = encodeCommit(meta, Buffer.from(JSON.stringify(envelope)));
+      const rec = log.append(RecordType.Commit, [payload]);
+      if (this.#pin === null) {
+        this.#pin = rec.segment;
+        this.#host.pins.add(rec.segment);
+      }
+      await Promise.all([...this.#outstanding, rec.written, log.durable(rec.seq)]);
+      this.#state = 'committed';
+      this.#host.adopt({
+        qid: this.qid,
+        receivedAt: envelope.receivedAt,
+        size: this.#size,
+        segment: rec.segment,
+        offset: rec.offset,
+        length: HEADER_BYTES + payload.length,
+        pin: this.#pin,
+        states: meta.states,
+        damaged: null,
+      });
+    } catch (err) {
+      this.#state = 'aborted';
+      this.#unpin();
+      throw toSpoolError(err, `committing message ${this.qid}`);
+    }
+  }
+
+  abort(): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'aborted';
+    this.#parts = [];
+    this.#partsBytes = 0;
+    this.#unpin();
+  }
+
+  #checkOpen(): void {
+    if (this.#error) throw this.#error;
+    if (this.#state !== 'open')
+      throw new SpoolError('CLOSED', `message ${this.qid} was already committed or aborted`);
+    if (this.#host.isClosed()) throw new SpoolError('CLOSED', 'the spool is closed');
+  }
+
+  #unpin(): void {
+    if (this.#pin !== null) this.#host.pins.remove(this.#pin);
+    this.#pin = null;
+  }
+
+  /** Queues the gathered bytes as one CHUNK record; resolves when written. */
+  #flush(): Promise<void> {
+    const parts = this.#parts;
+    const bytes = this.#partsBytes;
+    this.#parts = [];
+    this.#partsBytes = 0;
+    let rec;
+    try {
+      rec = this.#host.log.append(RecordType.Chunk, [this.#tag, ...parts]);
+    } catch (err) {
+      this.#error = toSpoolError(err, `writing message ${this.qid}`);
+      return Promise.reject(this.#error);
+    }
+    if (this.#pin === null) {
+      this.#pin = rec.segment;
+      this.#host.pins.add(rec.segment);
+    }
+    this.#chunks.push([rec.segment, rec.offset, bytes]);
+    const p = rec.written.then(
+      () => {
+        this.#outstanding.delete(p);
+      },
+      (err: unknown) => {
+        this.#outstanding.delete(p);
+        this.#error = toSpoolError(err, `writing message ${this.qid}`);
+        throw this.#error;
+      },
+    );
+    p.catch(() => undefined);
+    this.#outstanding.add(p);
+    return p;
+  }
+}
