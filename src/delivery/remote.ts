@@ -3,10 +3,10 @@
  * recipients in one domain, resolve the route, then try each MX host and address in order with
  * one SMTP session each (reused across messages to the same address, connection-cache.ts),
  * moving on after a connection failure or a 421, until every recipient has an answer for this
- * attempt. Bounds deliveries in total and per destination, and backs off
- * a destination that fails as a whole (DNS, or no host answering) so its messages wait instead of
- * each trying it. Returns results; the queue manager turns them into recipient states, retries
- * and bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
+ * attempt. Returns results per recipient and what the attempt learned of the destination as a
+ * whole; the queue decides when to try and how many at once (queue/destinations.ts: slots and
+ * back-off per next hop), and the manager turns results into recipient states, retries and
+ * bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
  * instead of its MX: its A/AAAA addresses (never MX, like a bracketed Postfix relayhost) or its
  * literal address, with the relay's port, TLS policy and AUTH credentials. Trust: remote replies
  * and DNS answers are untrusted data, only logged and returned; AUTH passwords are never logged.
@@ -15,7 +15,7 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { Envelope, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
-import { ConcurrencyLimiter, DestinationBackoff, type RetryPolicy } from '../queue/scheduler.js';
+import type { RetryPolicy } from '../queue/scheduler.js';
 import { ConnectionCache, sessionKey } from './connection-cache.js';
 import type { DnsResolver } from './dns.js';
 import { resolveMx, type MxRoute } from './mx.js';
@@ -116,6 +116,37 @@ export type RemoteResult =
   /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
   | { kind: 'failed'; error: string; mta?: string };
 
+/**
+ * What an attempt learned of the destination as a whole: a host answered (up), none did or its
+ * route failed in a way that may clear up (down, with the error its waiting messages get), or
+ * nothing either way (a permanent route failure, such as null MX).
+ */
+export type DestinationHealth = { kind: 'up' } | { kind: 'down'; error: string } | { kind: 'unknown' };
+
+/** One attempt's results per recipient index, and the destination's health. */
+export interface RemoteAttempt {
+  results: Map<number, RemoteResult>;
+  health: DestinationHealth;
+}
+
+/** The relay that takes `domain`'s mail: its own entry in `transport`, else the "*" entry. */
+function relayFor(
+  domain: string,
+  relays: ReadonlyMap<string, RelayRoute> | undefined,
+): RelayRoute | undefined {
+  return relays?.get(domain) ?? relays?.get('*');
+}
+
+/**
+ * The next hop of `domain`, as the queue counts it for concurrency and back-off: the domain, or
+ * the relay it goes through. Every domain sent through one relay shares it, so a dead relay is
+ * not tried once per domain (Postfix counts per nexthop too).
+ */
+export function nextHop(domain: string, relays: ReadonlyMap<string, RelayRoute> | undefined): string {
+  const relay = relayFor(domain, relays);
+  return relay === undefined ? domain : `relay ${relay.label}`;
+}
+
 export interface RemoteDeliveryOptions {
   outbound: OutboundOptions;
   log: Logger;
@@ -128,12 +159,6 @@ export interface RemoteDeliveryOptions {
 
 export class RemoteDelivery {
   readonly #o: RemoteDeliveryOptions;
-  readonly #limiter: ConcurrencyLimiter;
-  /** Deliveries waiting for a slot (total or per destination), in arrival order. */
-  readonly #waiting: { destination: string; grant: (release: () => void) => void }[] = [];
-  /** Domains failing as a whole (no route, no host answering), and their last error. */
-  readonly #backoff: DestinationBackoff;
-  readonly #lastDestinationError = new Map<string, string>();
   /** Idle sessions kept for the next message to the same address (connection reuse). */
   readonly #cache: ConnectionCache;
 
@@ -145,57 +170,13 @@ export class RemoteDelivery {
       // No more idle connections than could be busy at once.
       maxIdle: o.outbound.concurrencyTotal,
     });
-    this.#limiter = new ConcurrencyLimiter({
-      total: o.outbound.concurrencyTotal,
-      perDestination: o.outbound.concurrencyPerDestination,
-    });
-    this.#backoff = new DestinationBackoff({
-      now: o.now,
-      random: o.outbound.random ?? Math.random,
-      baseMs: o.outbound.retry.firstRetryMs,
-      maxMs: o.outbound.retry.maxBackoffMs,
-    });
-  }
-
-  /** Waits for an outbound slot for `destination` (total and per-destination limits); returns its release. */
-  #acquire(destination: string): Promise<() => void> {
-    const release = this.#limiter.tryAcquire(destination);
-    if (release !== null) return Promise.resolve(this.#releaser(release));
-    return new Promise((grant) => this.#waiting.push({ destination, grant }));
-  }
-
-  /** A release that also hands the freed slot to the first waiter that can use it. */
-  #releaser(release: () => void): () => void {
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      release();
-      this.#handOff();
-    };
-  }
-
-  /**
-   * Grants freed slots to waiters in arrival order, skipping those whose destination is still at
-   * its limit. Only waiters that get a slot are woken (no herd of retries after each release).
-   */
-  #handOff(): void {
-    const total = this.#o.outbound.concurrencyTotal;
-    for (let i = 0; i < this.#waiting.length && this.#limiter.active() < total;) {
-      const w = this.#waiting[i];
-      const release = w === undefined ? null : this.#limiter.tryAcquire(w.destination);
-      if (w === undefined || release === null) {
-        i++;
-        continue;
-      }
-      this.#waiting.splice(i, 1);
-      w.grant(this.#releaser(release));
-    }
   }
 
   /**
    * One outbound attempt for a message's recipients in one domain: resolve the route, then try
    * each host and address in order until every recipient has a final answer for this attempt.
+   * A function from (domain, message, recipients) to results: when to try, and how many at once,
+   * is the queue's business (queue/destinations.ts), told by the destination's health returned.
    */
   async deliver(
     qid: string,
@@ -203,26 +184,13 @@ export class RemoteDelivery {
     size: number,
     domain: string,
     items: readonly RemoteRecipient[],
-  ): Promise<Map<number, RemoteResult>> {
+  ): Promise<RemoteAttempt> {
     const out = this.#o.outbound;
     const { log } = this.#o;
     const random = out.random ?? Math.random;
     const results = new Map<number, RemoteResult>();
-    const relay = out.relays?.get(domain) ?? out.relays?.get('*');
-    // Backoff and the per-destination limit count per next hop: every domain sent through one
-    // relay shares it, so a dead relay is not tried once per domain (Postfix counts per nexthop).
-    const dest = relay === undefined ? domain : `relay ${relay.label}`;
-    const blocked = this.#backoff.blockedUntil(dest) ?? null;
-    if (blocked !== null) {
-      // The domain keeps failing as a whole: its messages wait instead of each trying it again.
-      const error = this.#lastDestinationError.get(dest) ?? `451 4.4.1 ${dest} is failing; backed off`;
-      log.info(
-        { qid, domain, until: new Date(blocked).toISOString(), reply: error },
-        'outbound: destination backed off; not tried',
-      );
-      for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
-      return results;
-    }
+    let health: DestinationHealth = { kind: 'unknown' };
+    const relay = relayFor(domain, out.relays);
     const target: Target =
       relay === undefined
         ? {
@@ -237,14 +205,14 @@ export class RemoteDelivery {
             ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
             ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
           };
-    const release = await this.#acquire(dest);
-    try {
+    {
       const route: MxRoute =
         relay === undefined
           ? await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress })
           : await resolveRelay(relay, out.dns, (ip) => out.isOwnEndpoint?.(ip, relay.port) ?? false);
       const routeFailure = routeResult(domain, route);
-      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(dest, routeFailure.error);
+      if (route.kind === 'temp' && routeFailure !== null)
+        health = { kind: 'down', error: routeFailure.error };
       if (routeFailure !== null) {
         for (const item of items) {
           results.set(item.index, routeFailure);
@@ -332,10 +300,8 @@ export class RemoteDelivery {
             remaining = carry;
           }
         }
-        if (reached) {
-          this.#backoff.recordSuccess(dest);
-          this.#lastDestinationError.delete(dest);
-        } else if (!last.permanent) this.#destinationFailed(dest, last.error);
+        if (reached) health = { kind: 'up' };
+        else if (!last.permanent) health = { kind: 'down', error: last.error };
         for (const item of remaining) {
           results.set(
             item.index,
@@ -345,22 +311,8 @@ export class RemoteDelivery {
           );
         }
       }
-    } finally {
-      release();
     }
-    return results;
-  }
-
-  /** Counts a failure of the whole destination (DNS, or no host answering) and keeps its error. */
-  #destinationFailed(domain: string, error: string): void {
-    this.#backoff.recordFailure(domain);
-    this.#lastDestinationError.delete(domain);
-    this.#lastDestinationError.set(domain, error);
-    // Bounded like the backoff table: the least recently failed are forgotten first.
-    for (const oldest of this.#lastDestinationError.keys()) {
-      if (this.#lastDestinationError.size <= 10_000) break;
-      this.#lastDestinationError.delete(oldest);
-    }
+    return { results, health };
   }
 
   /**

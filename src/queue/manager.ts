@@ -32,7 +32,7 @@ import {
   maildirUniqueName,
 } from '../delivery/local/maildir.js';
 import { operatorHint } from '../delivery/operator-hints.js';
-import { RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
+import { nextHop, RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
@@ -48,6 +48,7 @@ import {
 } from './admin.js';
 import { forwardAlias } from './forward.js';
 import { attemptsBefore, sendPassReports, spoolBounce, triedText, type ReportContext } from './reports.js';
+import { DestinationQueues } from './destinations.js';
 import { HeldSet } from './held.js';
 import { isExpired, nextAttemptAt } from './scheduler.js';
 import type { Spool } from './spool.js';
@@ -108,11 +109,15 @@ export class QueueManager {
   readonly #localWaiting: (() => void)[] = [];
   /** Outbound delivery, when configured; without it remote recipients stay pending. */
   readonly #remote: RemoteDelivery | null;
+  /** Slots, waiting lines, parked messages and back-off per next hop (with outbound only). */
+  readonly #destinations: DestinationQueues<string> | null;
   readonly #held: HeldSet;
   /** The delivery pass running for each message in #running. */
   readonly #runs = new Map<string, Promise<void>>();
   /** Messages an administrative command is working on: no pass starts for them meanwhile. */
   readonly #admin = new Set<string>();
+  /** Unparked while their pass was still running: they go again when it ends. */
+  readonly #again = new Set<string>();
   /** Flushed messages: their next pass tries deferred recipients before their retry time. */
   readonly #forced = new Set<string>();
 
@@ -129,6 +134,22 @@ export class QueueManager {
             hostname: o.hostname,
             body: (qid) => o.spool.openBody(qid),
             now: this.#now,
+          });
+    this.#destinations =
+      o.outbound === undefined
+        ? null
+        : new DestinationQueues<string>({
+            total: o.outbound.concurrencyTotal,
+            perDestination: o.outbound.concurrencyPerDestination,
+            // As many messages may wait for a destination as may be delivered to it at once;
+            // more are parked, so a slow destination cannot fill the active window.
+            waitingPerDestination: o.outbound.concurrencyPerDestination,
+            now: this.#now,
+            random: o.outbound.random ?? Math.random,
+            backoffBaseMs: o.outbound.retry.firstRetryMs,
+            backoffMaxMs: o.outbound.retry.maxBackoffMs,
+            onUnpark: (qid) => this.#unparked(qid),
+            blockedError: (dest) => `451 4.4.1 ${dest} is failing; backed off`,
           });
   }
 
@@ -235,6 +256,7 @@ export class QueueManager {
       const added = await this.#held.add(qid);
       this.#due.delete(qid);
       this.#ready.delete(qid);
+      this.#destinations?.forget(qid);
       this.#o.log.warn({ qid }, 'queue: message held by the administrator');
       return added;
     });
@@ -312,6 +334,8 @@ export class QueueManager {
 
   /** Drops what the manager remembers about a message that left the spool. */
   #forget(qid: string): void {
+    this.#destinations?.forget(qid);
+    this.#again.delete(qid);
     this.#due.delete(qid);
     this.#fresh.delete(qid);
     this.#forced.delete(qid);
@@ -344,6 +368,15 @@ export class QueueManager {
     }
   }
 
+  /**
+   * A parked message may try its next hop again. Its own pass may still be running (it parked,
+   * and a slot came free before the pass ended): then it goes again once that pass ends.
+   */
+  #unparked(qid: string): void {
+    if (this.#running.has(qid)) this.#again.add(qid);
+    else this.#enqueue(qid);
+  }
+
   #enqueue(qid: string): void {
     if (this.#stopped || this.#running.has(qid) || this.#admin.has(qid) || this.#held.has(qid)) return;
     this.#ready.add(qid);
@@ -365,6 +398,7 @@ export class QueueManager {
         .finally(() => {
           this.#running.delete(qid);
           this.#runs.delete(qid);
+          if (this.#again.delete(qid)) this.#enqueue(qid);
           this.#pump();
           if (this.#running.size === 0 && (this.#ready.size === 0 || this.#stopped)) {
             const waiters = this.#idle;
@@ -514,7 +548,12 @@ export class QueueManager {
     return { spool: this.#o.spool, log: this.#o.log, hostname: this.#o.hostname, now: this.#now };
   }
 
-  /** One outbound attempt for a message's recipients in one domain, as new recipient states. */
+  /**
+   * One outbound attempt for a message's recipients in one domain, as new recipient states: a
+   * slot of the domain's next hop first (destinations.ts). A backed-off next hop defers them at
+   * once, without connecting; a parked message gets no new states now (it is handed back to the
+   * manager when the next hop has room, and its recipients stay as they were).
+   */
   async #deliverRemote(
     qid: string,
     envelope: Envelope,
@@ -522,9 +561,34 @@ export class QueueManager {
     domain: string,
     items: RemoteItem[],
   ): Promise<RemoteOutcome[]> {
-    if (this.#remote === null) return [];
-    const results = await this.#remote.deliver(qid, envelope, size, domain, items);
-    return this.#remoteOutcomes(qid, envelope, domain, items, results);
+    if (this.#remote === null || this.#destinations === null) return [];
+    const hop = nextHop(domain, this.#o.outbound?.relays);
+    const admission = await this.#destinations.acquire(hop, qid);
+    if (admission.kind === 'parked') {
+      this.#o.log.debug({ qid, domain, nexthop: hop }, 'outbound: next hop busy; message parked');
+      return [];
+    }
+    if (admission.kind === 'backed-off') {
+      const { until, error } = admission;
+      this.#o.log.info(
+        { qid, domain, nexthop: hop, until: new Date(until).toISOString(), reply: error },
+        'outbound: destination backed off; not tried',
+      );
+      const results = new Map<number, RemoteResult>(
+        items.map((item) => [item.index, { kind: 'deferred', error, notBefore: until }]),
+      );
+      return this.#remoteOutcomes(qid, envelope, domain, items, results);
+    }
+    let attempt;
+    try {
+      attempt = await this.#remote.deliver(qid, envelope, size, domain, items);
+      // Before the slot is handed on: a waiter must see the back-off this attempt earned.
+      if (attempt.health.kind === 'up') this.#destinations.succeeded(hop);
+      else if (attempt.health.kind === 'down') this.#destinations.failed(hop, attempt.health.error);
+    } finally {
+      admission.release();
+    }
+    return this.#remoteOutcomes(qid, envelope, domain, items, attempt.results);
   }
 
   /** The recipients' new states from an attempt's results, each logged. */
