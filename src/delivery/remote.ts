@@ -3,7 +3,8 @@
  * recipients in one domain, resolve the route, then try each MX host and address in order with
  * one SMTP session each (reused across messages to the same address, connection-cache.ts),
  * moving on after a connection failure or a 421, until every recipient has an answer for this
- * attempt. Bounds deliveries in total and per destination, and backs off
+ * attempt. A connection lost after the whole message went out (final "." or BDAT LAST) is never
+ * passed on: that host may hold the message, so its recipients wait for the next attempt. Bounds deliveries in total and per destination, and backs off
  * a destination that fails as a whole (DNS, or no host answering) so its messages wait instead of
  * each trying it. Returns results; the queue manager turns them into recipient states, retries
  * and bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
@@ -303,6 +304,17 @@ export class RemoteDelivery {
                   continue;
                 }
                 const text = replyText(r.reply);
+                if (r.maybeDelivered === true) {
+                  // The whole message went out but its reply never came: this host may hold it,
+                  // so it waits for the next attempt instead of going to the next host now (as
+                  // Postfix does: "message may be sent more than once").
+                  log.warn(
+                    { qid, rcpt: item.address, mx: host.name, address, reply: text },
+                    'outbound: connection lost after the end of data; deferred, not passed to the next host (may be delivered twice)',
+                  );
+                  results.set(item.index, { kind: 'deferred', error: text, mta: host.name });
+                  continue;
+                }
                 // 421 (or a connection lost before a final answer): the next address may do better.
                 if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
                   last = { error: text, permanent: false };

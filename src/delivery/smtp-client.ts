@@ -34,6 +34,9 @@
  *   smtp_sasl_auth_soft_bounce), since a bad password must not bounce the queue.
  * - A 421 at any step, a timeout, a broken reply, or a lost connection ends the session: every
  *   recipient without a final answer is deferred. A recipient refused at RCPT keeps that answer.
+ * - A connection lost (timeout, reset, close) after the final "." or BDAT LAST was handed over
+ *   is marked `maybeDelivered`: the server may hold the message (RFC 5321 6.1), so the caller
+ *   must not send it to another host in the same attempt.
  * - Outcomes the client makes itself (connection lost, timeout, TLS policy, SIZE, SMTPUTF8)
  *   carry a reply marked `local: true`; such a reply never came from the server.
  *
@@ -113,6 +116,11 @@ export interface RecipientResult {
   kind: 'delivered' | 'deferred' | 'failed';
   /** The RCPT reply if the recipient was refused there, else the message reply (or a local one). */
   reply: ClientReply;
+  /**
+   * The whole message went out (the final "." or BDAT LAST) but its reply never came: the server
+   * may hold the message. It must not go to another host in the same attempt (a duplicate).
+   */
+  maybeDelivered?: true;
 }
 
 export interface SendOptions {
@@ -150,6 +158,11 @@ export interface TlsState {
  */
 const LOCAL_REPLIES = {
   CONNECTION_LOST: { code: 421, enhanced: '4.4.2', text: 'Connection with {peer} lost {when}: {reason}' },
+  LOST_AFTER_END_OF_DATA: {
+    code: 451,
+    enhanced: '4.4.2',
+    text: 'Lost connection with {peer} {when}: {reason} -- message may be delivered twice',
+  },
   TLS_NOT_OFFERED: {
     code: 454,
     enhanced: '4.7.4',
@@ -866,6 +879,11 @@ export class SmtpClientSession {
       ? await this.#sendBdat(msg, pipelining)
       : await this.#sendData(msg, dataReply);
     if ('lost' in sent) {
+      if (sent.afterEnd === true) {
+        // RFC 5321 6.1: the server may already have taken responsibility for the message.
+        const reply = local('LOST_AFTER_END_OF_DATA', { peer, when: sent.when, reason: sent.lost });
+        return this.#done(msg, results, { kind: 'deferred', reply, maybeDelivered: true }, null);
+      }
       const reply = local('CONNECTION_LOST', { peer, when: sent.when, reason: sent.lost });
       return this.#done(msg, results, { kind: 'deferred', reply }, null);
     }
@@ -899,12 +917,17 @@ export class SmtpClientSession {
   #done(
     msg: OutboundMessage,
     results: (RecipientResult | undefined)[],
-    rest: { kind: RecipientResult['kind']; reply: ClientReply },
+    rest: { kind: RecipientResult['kind']; reply: ClientReply; maybeDelivered?: true },
     messageReply: ClientReply | null,
   ): TransactionResult {
     const recipients = msg.recipients.map(
       (rcpt, i): RecipientResult =>
-        results[i] ?? { address: rcpt.address, kind: rest.kind, reply: rest.reply },
+        results[i] ?? {
+          address: rcpt.address,
+          kind: rest.kind,
+          reply: rest.reply,
+          ...(rest.maybeDelivered === true ? { maybeDelivered: true as const } : {}),
+        },
     );
     return { kind: 'done', recipients, messageReply };
   }
@@ -983,15 +1006,22 @@ export class SmtpClientSession {
       return { bodyError: errorText(err) };
     }
     const tail = stuffer.end();
+    // Handed to the socket, the final "." may reach the server even if the write then fails.
+    const handedOver = w.failure === null;
     const lost = await w.write(
       held === null ? tail : Buffer.concat([held, tail]),
       timeouts.dataBlockMs,
       'the end of data',
     );
-    if (lost !== null)
-      return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+    if (lost !== null) {
+      const early = await this.#earlyReply();
+      if (early !== null) return early;
+      return handedOver
+        ? { lost: lost.lost, when: 'while sending the end of data', afterEnd: true }
+        : { lost: lost.lost, when: 'while sending the message' };
+    }
     const final = await w.reply(timeouts.dataEndMs, 'the end of data');
-    if (isLost(final)) return { lost: final.lost, when: 'after the end of data' };
+    if (isLost(final)) return { lost: final.lost, when: 'after the end of data', afterEnd: true };
     return { reply: final, final: true };
   }
 
@@ -1061,8 +1091,15 @@ export class SmtpClientSession {
       return { bodyError: errorText(err) };
     }
     if (state.refused === null) {
+      // Once BDAT LAST is handed to the socket, the server may take the message even if its
+      // reply (or an earlier chunk's) never comes.
+      const handedOver = w.failure === null;
       const lost = await chunk(Buffer.concat(held, heldBytes), true);
-      if (lost !== null) return { lost: lost.lost, when: 'after BDAT LAST' };
+      if (lost !== null) {
+        return handedOver
+          ? { lost: lost.lost, when: 'after BDAT LAST', afterEnd: true }
+          : { lost: lost.lost, when: 'while sending the message' };
+      }
     } else {
       // RFC 3030 2: no further chunk after a refused one; read the replies still owed.
       const lost = await collect(true, timeouts.commandMs);
@@ -1088,8 +1125,11 @@ export class SmtpClientSession {
   }
 }
 
+/** afterEnd: the loss came after the whole message (final "." or BDAT LAST) was handed over. */
 type SendOutcome =
-  { reply: ParsedReply; final: boolean } | { lost: string; when: string } | { bodyError: string };
+  | { reply: ParsedReply; final: boolean }
+  | { lost: string; when: string; afterEnd?: true }
+  | { bodyError: string };
 
 function failed(reason: string): { kind: 'connection-failed'; reason: string; permanent: false } {
   return { kind: 'connection-failed', reason, permanent: false };
