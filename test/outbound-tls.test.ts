@@ -185,13 +185,15 @@ async function assertHandshakeRefused(
   peer: string,
 ): Promise<string> {
   const error = await deferredError(qid);
-  const prefix = `454 4.7.5 TLS handshake with ${peer}:${sink.port} failed: `;
+  const prefix = `454 4.7.5 The certificate of ${peer}:${sink.port} failed verification: `;
   assert.equal(error.slice(0, prefix.length), prefix, error);
   const sessions = sink.sessions.slice(from);
   assert.equal(sessions.length, 1, 'no second try in clear');
   assert.deepEqual(verbs(clientLines(sessions, 0)), ['EHLO', 'STARTTLS']);
   assert.equal(sessions[0]?.messages.length, 0);
-  return error.slice(prefix.length);
+  const suffix = '; nothing sent (no AUTH, no mail)';
+  assert.ok(error.endsWith(suffix), error);
+  return error.slice(prefix.length, -suffix.length);
 }
 
 /** The recipient was deferred with 454 4.7.4 (no STARTTLS offered) and no MAIL went to `plain`. */

@@ -14,6 +14,12 @@ test("Sterna's own errors get a hint naming the config key to look at", () => {
       '',
     /tls_ca_file/,
   );
+  assert.match(
+    operatorHint(
+      '454 4.7.5 The certificate of relay.test[192.0.2.1]:587 failed verification: self-signed certificate; nothing sent (no AUTH, no mail)',
+    ) ?? '',
+    /tls_ca_file/,
+  );
   assert.match(operatorHint('451 4.4.3 DNS lookup for x.test failed: timeout') ?? '', /\[dns\] servers/);
   assert.match(
     operatorHint('451 4.4.1 cannot connect to mx.x.test[192.0.2.1]:25: connect ECONNREFUSED') ?? '',
@@ -33,6 +39,20 @@ test('remote replies are classed by their enhanced status code', () => {
   assert.match(operatorHint('550 5.7.1 rejected as spam') ?? '', /reputation/);
   assert.match(operatorHint('535 5.7.8 authentication failed') ?? '', /auth_user/);
   assert.match(operatorHint('550 5.1.1 <nobody@x.test>: no such user') ?? '', /does not exist/);
+});
+
+test('no hint suggests a TLS setting that does not verify the peer', () => {
+  const errors = [
+    '454 4.7.4 TLS is required for mx.x.test[192.0.2.1]:25, but it does not offer STARTTLS; not sent in clear',
+    '454 4.7.5 TLS handshake with mx.x.test[192.0.2.1]:25 failed: wrong version number',
+    '454 4.7.5 The certificate of relay.test[192.0.2.1]:587 failed verification: self-signed certificate; nothing sent (no AUTH, no mail)',
+    '454 4.7.11 Authentication to relay.test[192.0.2.1]:587 is configured, but the connection is not encrypted; credentials not sent',
+  ];
+  for (const e of errors) {
+    const hint = operatorHint(e) ?? '';
+    assert.notEqual(hint, '', e);
+    assert.doesNotMatch(hint, /"opportunistic"|"required"|"none"|auth_over_unverified_tls/, hint);
+  }
 });
 
 test('no hint when nothing specific applies', () => {

@@ -16,15 +16,19 @@ interface Hint {
 const HINTS: readonly Hint[] = [
   {
     test: /^454 4\.7\.4 TLS is required/,
-    hint: 'the destination offers no STARTTLS but its policy requires TLS: ask its administrator, or set outbound.tls_policy for the domain to "opportunistic" if mail in clear is acceptable',
+    hint: "the destination offers no STARTTLS but its policy (outbound.tls_policy, or the relay's tls) requires TLS: ask its administrator to offer STARTTLS; keep the policy, as lowering it would send the mail (and a relay's password) in clear",
+  },
+  {
+    test: /^454 4\.7\.5 The certificate of .* failed verification/,
+    hint: 'the peer\'s certificate did not verify, so nothing was sent: if the relay or MX uses a private CA, put that CA in tls_ca_file (the transport entry\'s, or outbound.tls_ca_file); make sure the configured host name (relay = "name", or the MX name) is one the certificate names, not an address; check that the certificate has not expired. Keep verification on: without it an attacker could pose as the peer',
   },
   {
     test: /^454 4\.7\.5 TLS handshake/,
-    hint: "the TLS handshake failed or the certificate did not verify: check the peer certificate (name, chain, expiry) and outbound.tls_ca_file, or the domain's outbound.tls_policy",
+    hint: 'the TLS handshake failed (no common protocol or cipher, or the peer closed it): check the TLS versions and ciphers the peer accepts, and its certificate (name, chain, expiry) with tls_ca_file',
   },
   {
     test: /^454 4\.7\.11 Authentication .* not encrypted/,
-    hint: 'AUTH is configured for a relay that did not encrypt the session: give the relay tls = "required" or implicit_tls = true',
+    hint: 'AUTH is configured for a relay that did not encrypt the session: give the relay tls = "required-verify" (with tls_ca_file for a private CA) or implicit_tls = true, so the password only goes to the real relay over TLS',
   },
   {
     test: /^(454 4\.7\.0 Authentication|5\d\d 5\.7\.8|535 )/,

@@ -80,6 +80,8 @@ export interface RelayRoute {
   tlsOptions?: tls.ConnectionOptions;
   /** The relay as configured, for logs and errors: "[192.0.2.1]:587". */
   label: string;
+  /** Config auth_over_unverified_tls: AUTH may go over TLS that is not verified (warned at each delivery). */
+  authOverUnverifiedTls?: boolean;
 }
 
 /** "host", "host:port", "[host]:port", "[2001:db8::1]:587" → host (no brackets) and port (default 25). */
@@ -238,6 +240,16 @@ export class RemoteDelivery {
             ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
             ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
           };
+    if (
+      relay?.auth !== undefined &&
+      relay.authOverUnverifiedTls === true &&
+      relay.tls !== 'required-verify'
+    ) {
+      log.warn(
+        { qid, domain, relay: relay.label },
+        'outbound: AUTH credentials may go to this relay without certificate verification (auth_over_unverified_tls = true); an active attacker can collect the password',
+      );
+    }
     const release = await this.#acquire(dest);
     try {
       const route: MxRoute =

@@ -169,6 +169,11 @@ const LOCAL_REPLIES = {
     text: 'TLS is required for {peer}, but it does not offer STARTTLS; not sent in clear',
   },
   TLS_FAILED: { code: 454, enhanced: '4.7.5', text: 'TLS handshake with {peer} failed: {reason}' },
+  TLS_CERT_UNVERIFIED: {
+    code: 454,
+    enhanced: '4.7.5',
+    text: 'The certificate of {peer} failed verification: {reason}; nothing sent (no AUTH, no mail)',
+  },
   AUTH_NEEDS_TLS: {
     code: 454,
     enhanced: '4.7.11',
@@ -216,7 +221,41 @@ const CRLF = Buffer.from('\r\n');
 const DOT_CRLF = Buffer.from('.\r\n');
 const UNSAFE = /[\r\n\0]/;
 
-type Lost = { lost: string };
+/** certificate: a TLS handshake that failed because the peer's certificate did not verify. */
+type Lost = { lost: string; certificate?: true };
+
+/**
+ * Error codes of a certificate that did not verify: OpenSSL's X509_V_ERR_* names as Node gives
+ * them, and Node's own host name check (tls.checkServerIdentity).
+ */
+const CERTIFICATE_ERRORS: ReadonlySet<string> = new Set([
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_CHAIN_TOO_LONG',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'PATH_LENGTH_EXCEEDED',
+  'INVALID_PURPOSE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'HOSTNAME_MISMATCH',
+]);
+
+/** True for an error raised because the peer's certificate did not verify. */
+function isCertificateError(err: Error): boolean {
+  return 'code' in err && typeof err.code === 'string' && CERTIFICATE_ERRORS.has(err.code);
+}
 
 function isLost(x: ParsedReply | Lost): x is Lost {
   return 'lost' in x;
@@ -381,20 +420,23 @@ class Wire {
     this.#socket = secure;
     const result = await handshake(secure, timeoutMs);
     if (result !== null) {
-      this.#failure = result;
+      this.#failure = result.reason;
       secure.destroy();
       plain.destroy();
-      return { lost: result };
+      return { lost: result.reason, ...(result.certificate ? { certificate: true as const } : {}) };
     }
     this.#attach(secure);
     return secure;
   }
 }
 
-/** Waits for 'secureConnect'; null on success, else why it failed. */
-function handshake(socket: tls.TLSSocket, timeoutMs: number): Promise<string | null> {
+/** Waits for 'secureConnect'; null on success, else why it failed (certificate: it did not verify). */
+function handshake(
+  socket: tls.TLSSocket,
+  timeoutMs: number,
+): Promise<{ reason: string; certificate: boolean } | null> {
   return new Promise((resolve) => {
-    const finish = (why: string | null): void => {
+    const finish = (why: { reason: string; certificate: boolean } | null): void => {
       clearTimeout(timer);
       socket.off('secureConnect', onSecure);
       socket.off('error', onError);
@@ -403,9 +445,14 @@ function handshake(socket: tls.TLSSocket, timeoutMs: number): Promise<string | n
       resolve(why);
     };
     const onSecure = (): void => finish(null);
-    const onError = (err: Error): void => finish(errorText(err));
-    const onClose = (): void => finish('the connection closed during the TLS handshake');
-    const timer = setTimeout(() => finish(`TLS handshake timed out after ${timeoutMs} ms`), timeoutMs);
+    const onError = (err: Error): void =>
+      finish({ reason: errorText(err), certificate: isCertificateError(err) });
+    const onClose = (): void =>
+      finish({ reason: 'the connection closed during the TLS handshake', certificate: false });
+    const timer = setTimeout(
+      () => finish({ reason: `TLS handshake timed out after ${timeoutMs} ms`, certificate: false }),
+      timeoutMs,
+    );
     socket.once('secureConnect', onSecure);
     socket.once('error', onError);
     socket.once('close', onClose);
@@ -416,7 +463,7 @@ function handshake(socket: tls.TLSSocket, timeoutMs: number): Promise<string | n
 function openSocket(
   opts: ClientOptions,
   tlsConnect: tls.ConnectionOptions | null,
-): Promise<{ socket: net.Socket } | { error: string; tlsStage: boolean }> {
+): Promise<{ socket: net.Socket } | { error: string; tlsStage: boolean; certificate?: true }> {
   return new Promise((resolve) => {
     const base = {
       host: opts.host,
@@ -426,7 +473,9 @@ function openSocket(
     const socket = tlsConnect === null ? net.connect(base) : tls.connect({ ...tlsConnect, ...base });
     let tcpUp = false;
     const ready = tlsConnect === null ? 'connect' : 'secureConnect';
-    const finish = (result: { socket: net.Socket } | { error: string; tlsStage: boolean }): void => {
+    const finish = (
+      result: { socket: net.Socket } | { error: string; tlsStage: boolean; certificate?: true },
+    ): void => {
       clearTimeout(timer);
       socket.off(ready, onReady);
       socket.off('error', onError);
@@ -442,7 +491,12 @@ function openSocket(
       socket.setNoDelay(true);
       finish({ socket });
     };
-    const onError = (err: Error): void => finish({ error: errorText(err), tlsStage: tcpUp });
+    const onError = (err: Error): void =>
+      finish({
+        error: errorText(err),
+        tlsStage: tcpUp,
+        ...(tcpUp && isCertificateError(err) ? { certificate: true as const } : {}),
+      });
     const onClose = (): void => finish({ error: 'connection closed', tlsStage: tcpUp });
     const timer = setTimeout(
       () =>
@@ -579,7 +633,10 @@ export class SmtpClientSession {
         return {
           result: {
             kind: 'rejected',
-            reply: local('TLS_FAILED', { peer, reason: opened.error }),
+            reply: local(opened.certificate === true ? 'TLS_CERT_UNVERIFIED' : 'TLS_FAILED', {
+              peer,
+              reason: opened.error,
+            }),
             permanent: false,
             stage: 'tls',
           },
@@ -633,7 +690,10 @@ export class SmtpClientSession {
         if (r.code === 220) {
           const secure = await w.startTls(SmtpClientSession.#tlsOptions(this.#opts), timeouts.commandMs);
           if ('lost' in secure) {
-            const reply = local('TLS_FAILED', { peer: this.#peer, reason: secure.lost });
+            const reply = local(secure.certificate === true ? 'TLS_CERT_UNVERIFIED' : 'TLS_FAILED', {
+              peer: this.#peer,
+              reason: secure.lost,
+            });
             if (required) return { result: this.#rejectTls(reply) };
             return { result: failed(describe(reply)), handshakeFailed: true };
           }
