@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { parseDsn } from '../src/queue/dsn.js';
+import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import {
@@ -160,7 +161,7 @@ test('4xx at RCPT defers the recipient with the exact reply, and the retry deliv
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.equal(s.attempts, 1);
-  assert.equal(s.lastError, '451 4.2.1 <later@example.test>: mailbox busy, try again');
+  assert.equal(renderOutcome(s.outcome), '451 4.2.1 <later@example.test>: mailbox busy, try again');
   await waitGone(server, qid);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1, 'delivered once, on the retry');
@@ -176,7 +177,7 @@ async function failedError(to: string): Promise<string> {
   await waitFor('the failure', () => liveStates(server, qid)?.[0]?.status === 'failed');
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'failed');
-  return s.error;
+  return renderOutcome(s.outcome);
 }
 
 test('5xx at RCPT fails the recipient with the remote reply; nothing is sent', async () => {
@@ -206,7 +207,7 @@ test('SERVFAIL defers the recipient (a DNS failure that may clear up never bounc
   await waitFor('the deferral', () => liveStates(server, qid)?.[0]?.status === 'deferred');
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
-  assert.match(s.lastError, /^451 4\.4\.3 DNS lookup for servfail\.test failed: /);
+  assert.match(renderOutcome(s.outcome), /^451 4\.4\.3 DNS lookup for servfail\.test failed: /);
   assert.ok(s.nextAttemptAt > Date.now() - 1000);
 });
 

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { generateSelfSigned } from '../src/server/tls.js';
+import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { waitForMessages } from './helpers/maildir.js';
 import {
@@ -147,7 +148,7 @@ test('transport relay: tls = "required" and no STARTTLS offered: deferred, nothi
   await waitFor(`message ${qid} to be deferred`, () => liveStates(server, qid)?.[0]?.status === 'deferred');
   const state = liveStates(server, qid)?.[0];
   assert.ok(state?.status === 'deferred');
-  assert.match(state.lastError, /^454 4\.7\.4 /);
+  assert.match(renderOutcome(state.outcome), /^454 4\.7\.4 /);
   assert.equal(clear.messages().length, 0);
   const verbs = clear.commands().map((l) => l.split(/[\s:]/, 1)[0]?.toUpperCase());
   assert.equal(verbs.includes('MAIL'), false);
@@ -164,7 +165,7 @@ async function assertNoAuthToUnverified(relay: SmtpSink, to: string, peer: strin
   const state = liveStates(server, qid)?.[0];
   assert.ok(state?.status === 'deferred');
   assert.match(
-    state.lastError,
+    renderOutcome(state.outcome),
     new RegExp(
       `^454 4\\.7\\.5 The certificate of ${peer.replace(/[.[\]]/g, '\\$&')}:${relay.port} failed verification: .*self[- ]signed.*; nothing sent \\(no AUTH, no mail\\)$`,
     ),
@@ -262,7 +263,7 @@ jitter = 0
     assert.equal(connections, 1);
     const first = liveStates(local, one)?.[0];
     assert.ok(first?.status === 'deferred');
-    assert.match(first.lastError, /^451 4\.4\.1 /);
+    assert.match(renderOutcome(first.outcome), /^451 4\.4\.1 /);
 
     const two = await sendMessage(local.ports.smtp, {
       from: 'alice@sterna.test',
@@ -276,7 +277,11 @@ jitter = 0
     const second = liveStates(local, two)?.[0];
     assert.ok(second?.status === 'deferred');
     assert.equal(connections, 1, 'the backed-off relay was not tried again for another domain');
-    assert.equal(second.lastError, first.lastError, "the relay's last error stands for the waiting domain");
+    assert.equal(
+      renderOutcome(second.outcome),
+      renderOutcome(first.outcome),
+      "the relay's last error stands for the waiting domain",
+    );
     assert.equal(second.attempts, 0, 'not tried, so no attempt counted');
     assert.ok(second.nextAttemptAt >= first.nextAttemptAt - 60_000, 'it waits for the back-off to end');
   } finally {

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { parseDsn } from '../src/queue/dsn.js';
 import { generateSelfSigned } from '../src/server/tls.js';
+import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import {
@@ -127,7 +128,7 @@ async function deferredError(qid: string): Promise<string> {
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.equal(s.attempts, 1);
-  return s.lastError;
+  return renderOutcome(s.outcome);
 }
 
 /** The client lines of the sessions a sink had since `from` (a session count). */
@@ -350,7 +351,7 @@ test('RFC 6531 3.5: an MX without SMTPUTF8 fails the recipient with 553 5.6.7 an
   await waitFor('the failure', () => liveStates(server, qid)?.[0]?.status === 'failed');
   const st = liveStates(server, qid);
   assert.ok(st?.[0]?.status === 'failed');
-  assert.equal(st[0].error, expected);
+  assert.equal(renderOutcome(st[0].outcome), expected);
   assert.equal(st[1]?.status, 'deferred', 'the other recipient is unaffected');
 
   const sessions = plain.sessions.slice(from);

@@ -15,6 +15,13 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { Envelope, RcptParams } from '../message/envelope.js';
+import {
+  localOutcome,
+  remoteOutcome,
+  renderOutcome,
+  type Outcome,
+  type OutcomeStage,
+} from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import { ConcurrencyLimiter, DestinationBackoff, type RetryPolicy } from '../queue/scheduler.js';
 import { ConnectionCache, sessionKey } from './connection-cache.js';
@@ -115,9 +122,9 @@ export type RemoteResult =
   /** relayed: the next hop does not offer DSN, so a NOTIFY request ends here (RFC 3461 6.2.1). */
   | { kind: 'delivered'; detail: string; mta: string; relayed: boolean }
   /** notBefore: the destination is backed off until then; mta: the host whose reply this is. */
-  | { kind: 'deferred'; error: string; notBefore?: number; mta?: string }
+  | { kind: 'deferred'; outcome: Outcome; notBefore?: number; mta?: string }
   /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
-  | { kind: 'failed'; error: string; mta?: string };
+  | { kind: 'failed'; outcome: Outcome; mta?: string };
 
 export interface RemoteDeliveryOptions {
   outbound: OutboundOptions;
@@ -136,7 +143,7 @@ export class RemoteDelivery {
   readonly #waiting: { destination: string; grant: (release: () => void) => void }[] = [];
   /** Domains failing as a whole (no route, no host answering), and their last error. */
   readonly #backoff: DestinationBackoff;
-  readonly #lastDestinationError = new Map<string, string>();
+  readonly #lastDestinationError = new Map<string, Outcome>();
   /** Idle sessions kept for the next message to the same address (connection reuse). */
   readonly #cache: ConnectionCache;
 
@@ -218,12 +225,15 @@ export class RemoteDelivery {
     const blocked = this.#backoff.blockedUntil(dest) ?? null;
     if (blocked !== null) {
       // The domain keeps failing as a whole: its messages wait instead of each trying it again.
-      const error = this.#lastDestinationError.get(dest) ?? `451 4.4.1 ${dest} is failing; backed off`;
+      const outcome =
+        this.#lastDestinationError.get(dest) ?? localOutcome('backed-off', 'connect', { destination: dest });
       log.info(
-        { qid, domain, until: new Date(blocked).toISOString(), reply: error },
+        { qid, domain, until: new Date(blocked).toISOString(), reply: renderOutcome(outcome) },
         'outbound: destination backed off; not tried',
       );
-      for (const item of items) results.set(item.index, { kind: 'deferred', error, notBefore: blocked });
+      for (const item of items) {
+        results.set(item.index, { kind: 'deferred', outcome, notBefore: blocked });
+      }
       return results;
     }
     const target: Target =
@@ -257,29 +267,37 @@ export class RemoteDelivery {
           ? await resolveMx(domain, out.dns, { random, isOwnAddress: out.isOwnAddress })
           : await resolveRelay(relay, out.dns, (ip) => out.isOwnEndpoint?.(ip, relay.port) ?? false);
       const routeFailure = routeResult(domain, route);
-      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(dest, routeFailure.error);
+      if (route.kind === 'temp' && routeFailure !== null) this.#destinationFailed(dest, routeFailure.outcome);
       if (routeFailure !== null) {
         for (const item of items) {
           results.set(item.index, routeFailure);
           log.warn(
-            { qid, rcpt: item.address, domain, route: route.kind, reply: routeFailure.error },
+            {
+              qid,
+              rcpt: item.address,
+              domain,
+              route: route.kind,
+              reason: routeFailure.outcome.reason,
+              reply: renderOutcome(routeFailure.outcome),
+            },
             'outbound: no route to the domain',
           );
         }
       } else if (route.kind === 'hosts') {
         let remaining: readonly RemoteRecipient[] = items;
         /** The last reason the whole attempt failed at some address, and whether it was permanent. */
-        let last: { error: string; permanent: boolean; mta?: string } = {
-          error:
+        let last: { outcome: Outcome; permanent: boolean; mta?: string } = {
+          outcome:
             relay === undefined
-              ? `451 4.4.1 no MX host of ${domain} could be reached`
-              : `451 4.4.1 relay ${relay.label} for ${domain} could not be reached`,
+              ? localOutcome('unreachable', 'connect', { domain })
+              : localOutcome('relay-unreachable', 'connect', { relay: relay.label, domain }),
           permanent: false,
         };
         /** Some host answered the transaction: the destination as a whole works. */
         let reached = false;
         hosts: for (const host of route.hosts) {
           for (const address of host.addresses) {
+            const peer = { host: host.name, address };
             if (remaining.length === 0) break hosts;
             // At most recipientsPerTransaction recipients per transaction (Postfix's
             // smtp_destination_recipient_limit); further ones follow on the same connection.
@@ -292,19 +310,32 @@ export class RemoteDelivery {
               todo = todo.slice(batch.length);
               const attempt = await this.#attempt(qid, envelope, size, batch, host.name, address, target);
               if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
-                const error =
-                  attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
-                last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
+                const outcome =
+                  attempt.kind === 'rejected'
+                    ? outcomeOf(attempt.reply, attempt.stage, peer)
+                    : localOutcome('connection-failed', attempt.stage, { detail: attempt.reason });
+                last = {
+                  outcome,
+                  permanent: attempt.kind === 'rejected' && attempt.permanent,
+                  mta: host.name,
+                };
                 const unanswered = [...batch, ...todo];
                 todo = [];
                 log.warn(
-                  { qid, rcpt: unanswered.map((r) => r.address), mx: host.name, address, reply: error },
+                  {
+                    qid,
+                    rcpt: unanswered.map((r) => r.address),
+                    mx: host.name,
+                    address,
+                    reason: outcome.reason,
+                    reply: renderOutcome(outcome),
+                  },
                   'outbound: attempt failed at this address; trying the next',
                 );
                 if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
                   // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
                   for (const item of unanswered)
-                    results.set(item.index, { kind: 'failed', error, mta: host.name });
+                    results.set(item.index, { kind: 'failed', outcome, mta: host.name });
                 } else carry.push(...unanswered);
                 break;
               }
@@ -316,6 +347,7 @@ export class RemoteDelivery {
                   continue;
                 }
                 const text = replyText(r.reply);
+                const outcome = outcomeOf(r.reply, r.stage, peer);
                 if (r.maybeDelivered === true) {
                   // The whole message went out but its reply never came: this host may hold it,
                   // so it waits for the next attempt instead of going to the next host now (as
@@ -324,12 +356,12 @@ export class RemoteDelivery {
                     { qid, rcpt: item.address, mx: host.name, address, reply: text },
                     'outbound: connection lost after the end of data; deferred, not passed to the next host (may be delivered twice)',
                   );
-                  results.set(item.index, { kind: 'deferred', error: text, mta: host.name });
+                  results.set(item.index, { kind: 'deferred', outcome, mta: host.name });
                   continue;
                 }
                 // 421 (or a connection lost before a final answer): the next address may do better.
-                if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
-                  last = { error: text, permanent: false };
+                if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local !== undefined)) {
+                  last = { outcome, permanent: false };
                   carry.push(item);
                   continue;
                 }
@@ -343,8 +375,8 @@ export class RemoteDelivery {
                         relayed: !attempt.nextHopDsn,
                       }
                     : r.kind === 'deferred'
-                      ? { kind: 'deferred', error: text, mta: host.name }
-                      : { kind: 'failed', error: text, mta: host.name },
+                      ? { kind: 'deferred', outcome, mta: host.name }
+                      : { kind: 'failed', outcome, mta: host.name },
                 );
               }
               // The session ended with recipients unanswered: the rest go to the next address too.
@@ -359,13 +391,17 @@ export class RemoteDelivery {
         if (reached) {
           this.#backoff.recordSuccess(dest);
           this.#lastDestinationError.delete(dest);
-        } else if (!last.permanent) this.#destinationFailed(dest, last.error);
+        } else if (!last.permanent) this.#destinationFailed(dest, last.outcome);
         for (const item of remaining) {
           results.set(
             item.index,
             last.permanent
-              ? { kind: 'failed', error: last.error, ...(last.mta !== undefined ? { mta: last.mta } : {}) }
-              : { kind: 'deferred', error: last.error },
+              ? {
+                  kind: 'failed',
+                  outcome: last.outcome,
+                  ...(last.mta !== undefined ? { mta: last.mta } : {}),
+                }
+              : { kind: 'deferred', outcome: last.outcome },
           );
         }
       }
@@ -376,10 +412,10 @@ export class RemoteDelivery {
   }
 
   /** Counts a failure of the whole destination (DNS, or no host answering) and keeps its error. */
-  #destinationFailed(domain: string, error: string): void {
+  #destinationFailed(domain: string, outcome: Outcome): void {
     this.#backoff.recordFailure(domain);
     this.#lastDestinationError.delete(domain);
-    this.#lastDestinationError.set(domain, error);
+    this.#lastDestinationError.set(domain, outcome);
     // Bounded like the backoff table: the least recently failed are forgotten first.
     for (const oldest of this.#lastDestinationError.keys()) {
       if (this.#lastDestinationError.size <= 10_000) break;
@@ -505,10 +541,12 @@ export class RemoteDelivery {
         auth = { username: target.auth.username, password: await target.auth.password() };
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
+        const o = localOutcome('auth-password-unreadable', 'auth', { peer: mx, reason });
         return {
-          kind: 'connection-failed',
-          reason: `cannot read the AUTH password for ${mx}: ${reason}`,
+          kind: 'rejected',
+          reply: { code: o.code, enhanced: o.enhanced, lines: [`${o.enhanced} ${o.text}`], local: o },
           permanent: false,
+          stage: 'auth',
         };
       }
     }
@@ -568,18 +606,30 @@ function routeResult(domain: string, route: MxRoute): Exclude<RemoteResult, { ki
     case 'hosts':
       return null;
     case 'null-mx':
-      return { kind: 'failed', error: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)` };
+      return { kind: 'failed', outcome: localOutcome('null-mx', 'dns', { domain }) };
     case 'nxdomain':
-      return { kind: 'failed', error: `550 5.1.2 ${domain} does not exist (DNS: no such domain)` };
+      return { kind: 'failed', outcome: localOutcome('nxdomain', 'dns', { domain }) };
     case 'no-address':
-      return { kind: 'failed', error: `550 5.4.4 unable to route to ${domain}: ${route.reason}` };
+      return { kind: 'failed', outcome: localOutcome('no-address', 'dns', { domain, reason: route.reason }) };
     case 'loop':
-      return { kind: 'failed', error: `550 5.4.6 mail for ${domain} loops back to myself` };
+      return { kind: 'failed', outcome: localOutcome('loop', 'route', { domain }) };
     case 'temp':
-      return { kind: 'deferred', error: `451 4.4.3 DNS lookup for ${domain} failed: ${route.reason}` };
+      return {
+        kind: 'deferred',
+        outcome: localOutcome('dns-failure', 'dns', { domain, reason: route.reason }),
+      };
     default: {
       const never: never = route;
       throw new Error(`unhandled route ${JSON.stringify(never)}`);
     }
   }
+}
+
+/** The outcome of a reply: the client's own (local), or the remote host's words as they came. */
+function outcomeOf(
+  reply: ClientReply,
+  stage: OutcomeStage,
+  peer: { host: string; address: string },
+): Outcome {
+  return reply.local ?? remoteOutcome(reply, stage, peer);
 }

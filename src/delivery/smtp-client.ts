@@ -38,7 +38,8 @@
  *   is marked `maybeDelivered`: the server may hold the message (RFC 5321 6.1), so the caller
  *   must not send it to another host in the same attempt.
  * - Outcomes the client makes itself (connection lost, timeout, TLS policy, SIZE, SMTPUTF8)
- *   carry a reply marked `local: true`; such a reply never came from the server.
+ *   carry a reply marked `local` (its outcome, from the reply table); such a reply never came
+ *   from the server.
  *
  * Trust: replies come from an untrusted remote server and are parsed strictly (ReplyParser).
  * The message (addresses, parameters, body) comes from our own spool; addresses holding CR, LF
@@ -48,6 +49,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { MailParams, RcptParams } from '../message/envelope.js';
+import { localOutcome, type LocalReason, type Outcome, type OutcomeStage } from '../message/outcome.js';
 import { encodeXtext } from '../smtp/params.js';
 import { ReplyParseError, ReplyParser, type ParsedReply } from '../smtp/reply-parser.js';
 
@@ -105,9 +107,9 @@ export interface OutboundMessage {
   eightBit: boolean;
 }
 
-/** A reply from the server, or one made by this client (`local: true`), e.g. for a lost connection. */
+/** A reply from the server, or one made by this client (`local`: its outcome), e.g. for a lost connection. */
 export interface ClientReply extends ParsedReply {
-  local?: true;
+  local?: Outcome;
 }
 
 export interface RecipientResult {
@@ -116,6 +118,8 @@ export interface RecipientResult {
   kind: 'delivered' | 'deferred' | 'failed';
   /** The RCPT reply if the recipient was refused there, else the message reply (or a local one). */
   reply: ClientReply;
+  /** Where the reply came: 'rcpt', 'data' (DATA or a body chunk refused), 'end-of-data', or where the session was lost. */
+  stage: OutcomeStage;
   /**
    * The whole message went out (the final "." or BDAT LAST) but its reply never came: the server
    * may hold the message. It must not go to another host in the same attempt (a duplicate).
@@ -139,7 +143,7 @@ export type TransactionResult =
   /** Per-recipient outcomes; messageReply is the final reply to the message (DATA / BDAT), if any. */
   | { kind: 'done'; recipients: RecipientResult[]; messageReply: ClientReply | null }
   /** Nothing was attempted for the message: the caller tries the next address or MX. */
-  | { kind: 'connection-failed'; reason: string; permanent: false }
+  | { kind: 'connection-failed'; reason: string; permanent: false; stage: OutcomeStage }
   /** The whole transaction was refused before any recipient got an answer. */
   | { kind: 'rejected'; reply: ClientReply; permanent: boolean; stage: RejectStage };
 
@@ -153,66 +157,12 @@ export interface TlsState {
 }
 
 /**
- * Replies this client makes itself. They are never sent on the wire; they explain an outcome in
- * the same shape as a server reply (code, RFC 3463 enhanced code, text).
+ * A reply this client makes itself (never sent on the wire): an outcome from the one reply
+ * table (smtp/replies.ts via message/outcome.ts), in the shape of a server reply.
  */
-const LOCAL_REPLIES = {
-  CONNECTION_LOST: { code: 421, enhanced: '4.4.2', text: 'Connection with {peer} lost {when}: {reason}' },
-  LOST_AFTER_END_OF_DATA: {
-    code: 451,
-    enhanced: '4.4.2',
-    text: 'Lost connection with {peer} {when}: {reason} -- message may be delivered twice',
-  },
-  TLS_NOT_OFFERED: {
-    code: 454,
-    enhanced: '4.7.4',
-    text: 'TLS is required for {peer}, but it does not offer STARTTLS; not sent in clear',
-  },
-  TLS_FAILED: { code: 454, enhanced: '4.7.5', text: 'TLS handshake with {peer} failed: {reason}' },
-  TLS_CERT_UNVERIFIED: {
-    code: 454,
-    enhanced: '4.7.5',
-    text: 'The certificate of {peer} failed verification: {reason}; nothing sent (no AUTH, no mail)',
-  },
-  AUTH_NEEDS_TLS: {
-    code: 454,
-    enhanced: '4.7.11',
-    text: 'Authentication to {peer} is configured, but the connection is not encrypted; credentials not sent',
-  },
-  AUTH_NOT_OFFERED: {
-    code: 454,
-    enhanced: '4.7.0',
-    text: 'Authentication to {peer} is configured, but it offers neither AUTH PLAIN nor AUTH LOGIN',
-  },
-  SIZE_EXCEEDED: {
-    code: 552,
-    enhanced: '5.3.4',
-    text: 'Message size {size} exceeds the limit of {limit} octets announced by {peer}',
-  },
-  SMTPUTF8_NOT_OFFERED: {
-    code: 553,
-    enhanced: '5.6.7',
-    text: '{peer} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)',
-  },
-  BAD_ENVELOPE: {
-    code: 553,
-    enhanced: '5.1.3',
-    text: 'Envelope address or parameter holds CR, LF or NUL; not sent',
-  },
-  BODY_READ_ERROR: {
-    code: 451,
-    enhanced: '4.3.0',
-    text: 'Local error reading the message while sending it: {reason}',
-  },
-} as const satisfies Record<string, { code: number; enhanced: string; text: string }>;
-
-function local(id: keyof typeof LOCAL_REPLIES, vars: Record<string, string | number>): ClientReply {
-  const spec = LOCAL_REPLIES[id];
-  const text = spec.text.replace(/\{(\w+)\}/g, (whole, name: string) => {
-    const value = vars[name];
-    return value === undefined ? whole : String(value);
-  });
-  return { code: spec.code, enhanced: spec.enhanced, lines: [`${spec.enhanced} ${text}`], local: true };
+function local(reason: LocalReason, stage: OutcomeStage, vars: Record<string, string | number>): ClientReply {
+  const o = localOutcome(reason, stage, vars);
+  return { code: o.code, enhanced: o.enhanced, lines: [`${o.enhanced} ${o.text}`], local: o };
 }
 
 /** Bytes sent per BDAT chunk (the body iterator's pieces are gathered up to this size). */
@@ -633,7 +583,7 @@ export class SmtpClientSession {
         return {
           result: {
             kind: 'rejected',
-            reply: local(opened.certificate === true ? 'TLS_CERT_UNVERIFIED' : 'TLS_FAILED', {
+            reply: local(opened.certificate === true ? 'tls-certificate-unverified' : 'tls-failed', 'tls', {
               peer,
               reason: opened.error,
             }),
@@ -669,12 +619,16 @@ export class SmtpClientSession {
     const { timeouts } = this.#opts;
     const w = this.#wire;
     const greeting = await w.reply(timeouts.greetingMs, 'the greeting');
-    if (isLost(greeting)) return { result: failed(`no greeting from ${this.#peer}: ${greeting.lost}`) };
+    if (isLost(greeting)) {
+      return { result: failed(`no greeting from ${this.#peer}: ${greeting.lost}`, 'greeting') };
+    }
     if (greeting.code !== 220) {
       if (classOf(greeting.code) === 5) {
         return { result: { kind: 'rejected', reply: greeting, permanent: true, stage: 'greeting' } };
       }
-      return { result: failed(`${this.#peer} refused the session at greeting: ${describe(greeting)}`) };
+      return {
+        result: failed(`${this.#peer} refused the session at greeting: ${describe(greeting)}`, 'greeting'),
+      };
     }
 
     const ehlo = await this.#ehlo();
@@ -683,19 +637,24 @@ export class SmtpClientSession {
     if (this.#tls === null && this.#opts.tls !== 'none') {
       const required = this.#opts.tls !== 'opportunistic';
       if (!this.#extensions.has('STARTTLS')) {
-        if (required) return { result: this.#rejectTls(local('TLS_NOT_OFFERED', { peer: this.#peer })) };
+        if (required)
+          return { result: this.#rejectTls(local('tls-not-offered', 'tls', { peer: this.#peer })) };
       } else {
         const r = await w.command('STARTTLS', timeouts.commandMs, 'STARTTLS');
         if (isLost(r)) return { result: this.#lostAt('after STARTTLS', r) };
         if (r.code === 220) {
           const secure = await w.startTls(SmtpClientSession.#tlsOptions(this.#opts), timeouts.commandMs);
           if ('lost' in secure) {
-            const reply = local(secure.certificate === true ? 'TLS_CERT_UNVERIFIED' : 'TLS_FAILED', {
-              peer: this.#peer,
-              reason: secure.lost,
-            });
+            const reply = local(
+              secure.certificate === true ? 'tls-certificate-unverified' : 'tls-failed',
+              'tls',
+              {
+                peer: this.#peer,
+                reason: secure.lost,
+              },
+            );
             if (required) return { result: this.#rejectTls(reply) };
-            return { result: failed(describe(reply)), handshakeFailed: true };
+            return { result: failed(describe(reply), 'tls'), handshakeFailed: true };
           }
           this.#tls = tlsState(secure);
           this.#extensions = new Map();
@@ -756,7 +715,7 @@ export class SmtpClientSession {
       permanent: false,
       stage: 'auth',
     });
-    if (this.#tls === null) return reject(local('AUTH_NEEDS_TLS', { peer: this.#peer }));
+    if (this.#tls === null) return reject(local('auth-needs-tls', 'auth', { peer: this.#peer }));
     const mechanisms = (this.#extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
     const w = this.#wire;
     const ms = this.#opts.timeouts.commandMs;
@@ -769,7 +728,7 @@ export class SmtpClientSession {
       if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.username), ms, 'AUTH LOGIN (user name)');
       if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.password), ms, 'AUTH LOGIN (password)');
     } else {
-      return reject(local('AUTH_NOT_OFFERED', { peer: this.#peer }));
+      return reject(local('auth-not-offered', 'auth', { peer: this.#peer }));
     }
     if (isLost(r)) return this.#lostAt('during AUTH', r);
     if (r.code === 235) return null;
@@ -811,7 +770,7 @@ export class SmtpClientSession {
     if (msg.needsSmtputf8 && !ext.has('SMTPUTF8')) {
       return {
         kind: 'rejected',
-        reply: local('SMTPUTF8_NOT_OFFERED', { peer }),
+        reply: local('smtputf8-not-offered', 'mail', { peer }),
         permanent: true,
         stage: 'mail',
       };
@@ -820,14 +779,14 @@ export class SmtpClientSession {
     if (sizeLimit > 0 && msg.size > sizeLimit) {
       return {
         kind: 'rejected',
-        reply: local('SIZE_EXCEEDED', { peer, size: msg.size, limit: sizeLimit }),
+        reply: local('size-exceeded', 'mail', { peer, size: msg.size, limit: sizeLimit }),
         permanent: true,
         stage: 'mail',
       };
     }
     const commands = this.#envelopeCommands(msg);
     if (commands === null) {
-      return { kind: 'rejected', reply: local('BAD_ENVELOPE', {}), permanent: true, stage: 'mail' };
+      return { kind: 'rejected', reply: local('bad-envelope', 'mail', {}), permanent: true, stage: 'mail' };
     }
 
     // RSET closes a transaction left open, or checks that a reused connection still works
@@ -896,7 +855,8 @@ export class SmtpClientSession {
         }
       }
     }
-    if (isLost(mailReply)) return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`);
+    if (isLost(mailReply))
+      return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`, 'mail');
     if (classOf(mailReply.code) !== 2) {
       if (mailReply.code === 421) w.destroy(`${peer} closed the session: ${describe(mailReply)}`);
       else if (lostAt === null) {
@@ -911,7 +871,7 @@ export class SmtpClientSession {
       const r = rcptReplies[i];
       return r === undefined || classOf(r.code) === 2
         ? undefined
-        : { address: rcpt.address, kind: outcome(r), reply: r };
+        : { address: rcpt.address, kind: outcome(r), reply: r, stage: 'rcpt' };
     });
     const closing = rcptReplies.find((r) => r?.code === 421);
     if (closing !== undefined || lostAt !== null) {
@@ -921,9 +881,9 @@ export class SmtpClientSession {
         w.destroy(`${peer} closed the session: ${describe(closing)}`);
         reply = closing;
       } else {
-        reply = local('CONNECTION_LOST', { peer, when: 'after RCPT', reason: lostAt?.lost ?? '' });
+        reply = local('connection-lost', 'rcpt', { peer, when: 'after RCPT', reason: lostAt?.lost ?? '' });
       }
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'rcpt' }, null);
     }
     const accepted = rcptReplies.some((r) => r !== undefined && classOf(r.code) === 2);
     if (!accepted) {
@@ -941,19 +901,33 @@ export class SmtpClientSession {
     if ('lost' in sent) {
       if (sent.afterEnd === true) {
         // RFC 5321 6.1: the server may already have taken responsibility for the message.
-        const reply = local('LOST_AFTER_END_OF_DATA', { peer, when: sent.when, reason: sent.lost });
-        return this.#done(msg, results, { kind: 'deferred', reply, maybeDelivered: true }, null);
+        const reply = local('lost-after-end-of-data', 'end-of-data', {
+          peer,
+          when: sent.when,
+          reason: sent.lost,
+        });
+        return this.#done(
+          msg,
+          results,
+          { kind: 'deferred', reply, stage: 'end-of-data', maybeDelivered: true },
+          null,
+        );
       }
-      const reply = local('CONNECTION_LOST', { peer, when: sent.when, reason: sent.lost });
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      const reply = local('connection-lost', 'data', { peer, when: sent.when, reason: sent.lost });
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'data' }, null);
     }
     if ('bodyError' in sent) {
-      const reply = local('BODY_READ_ERROR', { reason: sent.bodyError });
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      const reply = local('body-read-error', 'data', { reason: sent.bodyError });
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'data' }, null);
     }
     if (sent.final) this.#dirty = false;
     if (sent.reply.code === 421) w.destroy(`${peer} closed the session: ${describe(sent.reply)}`);
-    return this.#done(msg, results, { kind: outcome(sent.reply), reply: sent.reply }, sent.reply);
+    return this.#done(
+      msg,
+      results,
+      { kind: outcome(sent.reply), reply: sent.reply, stage: sent.final ? 'end-of-data' : 'data' },
+      sent.reply,
+    );
   }
 
   /**
@@ -977,7 +951,7 @@ export class SmtpClientSession {
   #done(
     msg: OutboundMessage,
     results: (RecipientResult | undefined)[],
-    rest: { kind: RecipientResult['kind']; reply: ClientReply; maybeDelivered?: true },
+    rest: { kind: RecipientResult['kind']; reply: ClientReply; stage: OutcomeStage; maybeDelivered?: true },
     messageReply: ClientReply | null,
   ): TransactionResult {
     const recipients = msg.recipients.map(
@@ -986,6 +960,7 @@ export class SmtpClientSession {
           address: rcpt.address,
           kind: rest.kind,
           reply: rest.reply,
+          stage: rest.stage,
           ...(rest.maybeDelivered === true ? { maybeDelivered: true as const } : {}),
         },
     );
@@ -1191,8 +1166,11 @@ type SendOutcome =
   | { lost: string; when: string; afterEnd?: true }
   | { bodyError: string };
 
-function failed(reason: string): { kind: 'connection-failed'; reason: string; permanent: false } {
-  return { kind: 'connection-failed', reason, permanent: false };
+function failed(
+  reason: string,
+  stage: OutcomeStage = 'connect',
+): { kind: 'connection-failed'; reason: string; permanent: false; stage: OutcomeStage } {
+  return { kind: 'connection-failed', reason, permanent: false, stage };
 }
 
 function tlsState(socket: tls.TLSSocket): TlsState {

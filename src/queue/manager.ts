@@ -35,6 +35,7 @@ import { operatorHint } from '../delivery/operator-hints.js';
 import { RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
+import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import {
   bounceMessage,
@@ -88,7 +89,7 @@ interface RemoteOutcome {
   relayed?: true;
 }
 
-type Outcome = { index: number; state: RecipientState } | null;
+type LocalUpdate = { index: number; state: RecipientState } | null;
 
 export class QueueManager {
   readonly #o: ManagerOptions;
@@ -382,7 +383,7 @@ export class QueueManager {
     if (this.#held.has(qid)) return;
     const msg = await spool.read(qid);
     const now = this.#now();
-    const outcomes: Outcome[] = [];
+    const outcomes: LocalUpdate[] = [];
     const remote = new Map<string, RemoteItem[]>();
     for (let index = 0; index < msg.envelope.recipients.length; index++) {
       const state = msg.states[index];
@@ -402,7 +403,7 @@ export class QueueManager {
       const firstAttempt = state.status === 'pending' && fresh;
       outcomes.push(await this.#deliverOne(qid, index, rcpt.address, msg.envelope, state, firstAttempt));
     }
-    const updates = outcomes.filter((o): o is NonNullable<Outcome> => o !== null);
+    const updates = outcomes.filter((o): o is NonNullable<LocalUpdate> => o !== null);
     // A forwarded alias, like a remote delivery, must not be redone after a crash.
     const forwardedNow = updates.some(
       (u) => u.state.status === 'delivered' && u.state.detail?.includes('forwarded as') === true,
@@ -466,11 +467,17 @@ export class QueueManager {
       for (const index of failedNow) {
         const previous = msg.states[index];
         const st = byIndex.get(index);
+        const failure = st?.status === 'failed' ? st.outcome : undefined;
         byIndex.set(index, {
           status: 'deferred',
           attempts: previous?.status === 'deferred' ? previous.attempts : 0,
           nextAttemptAt: retryAt,
-          lastError: `${st?.status === 'failed' ? st.error : 'failed'} (bounce not sent yet)`,
+          outcome: localOutcome(
+            'bounce-not-sent',
+            'queue',
+            { error: failure === undefined ? 'failed' : renderOutcome(failure) },
+            failure,
+          ),
           ...(previous !== undefined ? warnedOf(previous) : {}),
         });
       }
@@ -537,9 +544,9 @@ export class QueueManager {
   ): RemoteOutcome[] {
     const { log } = this.#o;
     return items.map((item) => {
-      const r = results.get(item.index) ?? {
+      const r: RemoteResult = results.get(item.index) ?? {
         kind: 'deferred',
-        error: '451 4.3.0 outbound attempt ended early',
+        outcome: localOutcome('attempt-ended-early', 'connect'),
       };
       const state = this.#remoteState(envelope, item.state, r);
       // delay: seconds since arrival, as Postfix's delay= (the whole story of a message by its qid).
@@ -547,20 +554,28 @@ export class QueueManager {
       const fields = { qid, rcpt: item.address, domain, status: state.status, delay };
       // fix: what the administrator can do about it, when something specific applies.
       if (state.status === 'deferred') {
-        const fix = operatorHint(state.lastError);
+        const fix = operatorHint(state.outcome);
         log.warn(
           {
             ...fields,
-            reply: state.lastError,
+            reason: state.outcome.reason,
+            stage: state.outcome.stage,
+            reply: renderOutcome(state.outcome),
             nextAttemptAt: new Date(state.nextAttemptAt).toISOString(),
             ...(fix !== undefined ? { fix } : {}),
           },
           'outbound: deferred',
         );
       } else if (state.status === 'failed') {
-        const fix = operatorHint(r.kind === 'delivered' ? '' : r.error);
+        const fix = r.kind === 'delivered' ? undefined : operatorHint(r.outcome);
         log.error(
-          { ...fields, reply: state.error, ...(fix !== undefined ? { fix } : {}) },
+          {
+            ...fields,
+            reason: state.outcome.reason,
+            stage: state.outcome.stage,
+            reply: renderOutcome(state.outcome),
+            ...(fix !== undefined ? { fix } : {}),
+          },
           'outbound: failed',
         );
       } else log.info(fields, 'outbound: delivered');
@@ -574,13 +589,13 @@ export class QueueManager {
     });
   }
 
-  /** RFC 5321 4.5.4.1: the error of a recipient given up on, or null while the message may wait. */
-  #expiredError(envelope: Envelope, lastError: string): string | null {
+  /** RFC 5321 4.5.4.1: the outcome of a recipient given up on (4.4.7), or null while the message may wait. */
+  #expired(envelope: Envelope, last: Outcome): Outcome | null {
     const retry = this.#o.outbound?.retry;
     const now = this.#now();
     if (retry === undefined || !isExpired(envelope.receivedAt, now, retry)) return null;
     const days = ((now - envelope.receivedAt) / 86_400_000).toFixed(1);
-    return `message expired after ${days} days in the queue (4.4.7); last error: ${lastError}`;
+    return localOutcome('expired', 'queue', { days, last: renderOutcome(last) }, last);
   }
 
   /** The recipient's new state after an outbound attempt; a deferral past the lifetime fails. */
@@ -588,9 +603,9 @@ export class QueueManager {
     const now = this.#now();
     const out = this.#o.outbound;
     if (r.kind === 'delivered') return { status: 'delivered', at: now, detail: r.detail };
-    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, error: r.error };
-    const expired = this.#expiredError(envelope, r.error);
-    if (expired !== null) return { status: 'failed', at: now, error: expired };
+    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, outcome: r.outcome };
+    const expired = this.#expired(envelope, r.outcome);
+    if (expired !== null) return { status: 'failed', at: now, outcome: expired };
     // A recipient not tried (its destination backed off) keeps its count of attempts.
     const tried = r.notBefore === undefined ? 1 : 0;
     const attempts = (previous.status === 'deferred' ? previous.attempts : 0) + tried;
@@ -599,18 +614,18 @@ export class QueueManager {
       status: 'deferred',
       attempts,
       nextAttemptAt: Math.max(scheduled, r.notBefore ?? 0),
-      lastError: r.error,
+      outcome: r.outcome,
       ...warnedOf(previous),
     };
   }
 
   /** A local recipient's next state after a temporary failure: tried again after retryMs. */
-  #localDeferral(previous: RecipientState, error: string): RecipientState {
+  #localDeferral(previous: RecipientState, outcome: Outcome): RecipientState {
     return {
       status: 'deferred',
       attempts: previous.status === 'deferred' ? previous.attempts + 1 : 1,
       nextAttemptAt: this.#now() + this.#o.retryMs,
-      lastError: error,
+      outcome,
       ...warnedOf(previous),
     };
   }
@@ -636,7 +651,7 @@ export class QueueManager {
     envelope: Envelope,
     state: RecipientState,
     firstAttempt: boolean,
-  ): Promise<Outcome> {
+  ): Promise<LocalUpdate> {
     const { sender } = envelope;
     const { log, spool, router } = this.#o;
     const route = router.route(address);
@@ -647,7 +662,8 @@ export class QueueManager {
     }
     if (route.kind === 'failed') {
       log.error({ qid, rcpt: address, reason: route.reason }, 'recipient failed');
-      return { index, state: { status: 'failed', at: this.#now(), error: route.reason } };
+      const outcome = localOutcome('local-failed', 'route', { reason: route.reason });
+      return { index, state: { status: 'failed', at: this.#now(), outcome } };
     }
     const reasons: string[] = [];
     for (const mailbox of route.mailboxes) {
@@ -682,7 +698,14 @@ export class QueueManager {
           break;
         case 'failed':
           log.error({ qid, rcpt: address, mailbox, reason: result.reason }, 'delivery failed');
-          return { index, state: { status: 'failed', at: this.#now(), error: result.reason } };
+          return {
+            index,
+            state: {
+              status: 'failed',
+              at: this.#now(),
+              outcome: localOutcome('local-failed', 'local-delivery', { reason: result.reason }),
+            },
+          };
         default: {
           const never: never = result;
           throw new Error(`unhandled result ${JSON.stringify(never)}`);
@@ -690,18 +713,21 @@ export class QueueManager {
       }
     }
     if (reasons.length > 0) {
-      const expired = this.#expiredError(envelope, reasons.join('; '));
+      const deferral = localOutcome('local-deferred', 'local-delivery', { reason: reasons.join('; ') });
+      const expired = this.#expired(envelope, deferral);
       if (expired !== null) {
-        log.error({ qid, rcpt: address, reason: expired }, 'delivery failed: message expired');
-        return { index, state: { status: 'failed', at: this.#now(), error: expired } };
+        log.error({ qid, rcpt: address, reason: renderOutcome(expired) }, 'delivery failed: message expired');
+        return { index, state: { status: 'failed', at: this.#now(), outcome: expired } };
       }
-      return { index, state: this.#localDeferral(state, reasons.join('; ')) };
+      return { index, state: this.#localDeferral(state, deferral) };
     }
     if (route.remote.length > 0) {
       const forwarded = await forwardAlias(this.#reportContext(), qid, envelope, index, route.remote);
       if (forwarded === null) {
-        const error = `forwarding to ${route.remote.join(', ')} not queued yet (spool error)`;
-        return { index, state: this.#localDeferral(state, error) };
+        const outcome = localOutcome('forward-not-queued', 'local-delivery', {
+          targets: route.remote.join(', '),
+        });
+        return { index, state: this.#localDeferral(state, outcome) };
       }
       const detail = `${route.mailboxes.length > 0 ? 'local; ' : ''}forwarded as ${forwarded}`;
       return { index, state: { status: 'delivered', at: this.#now(), detail } };
