@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { parseDsn } from '../src/queue/dsn.js';
+import { parseDsn } from './helpers/dsn-parser.js';
 import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';

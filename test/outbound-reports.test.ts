@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import type { RecipientState } from '../src/message/envelope.js';
-import { parseDsn, type ParsedDsn } from '../src/queue/dsn.js';
+import { parseDsn, type ParsedDsn } from './helpers/dsn-parser.js';
 import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import {

@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
-import { parseDsn } from '../src/queue/dsn.js';
+import { parseDsn } from './helpers/dsn-parser.js';
 import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
 import { waitForMessages } from './helpers/maildir.js';

@@ -14,7 +14,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { parseDsn } from '../src/queue/dsn.js';
+import { parseDsn } from './helpers/dsn-parser.js';
 import { generateSelfSigned } from '../src/server/tls.js';
 import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';

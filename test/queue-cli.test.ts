@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { runQueueCommand } from '../src/cli/queue-command.js';
 import type { RecipientState } from '../src/message/envelope.js';
 import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
-import { parseDsn } from '../src/queue/dsn.js';
+import { parseDsn } from './helpers/dsn-parser.js';
 import { parseControlRequest } from '../src/server/control.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';

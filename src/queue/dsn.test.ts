@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildDsn, DsnError, parseDsn, shouldNotify, type DsnInput } from './dsn.js';
+import { buildDsn, DsnError, shouldNotify, type DsnInput } from './dsn.js';
+import { parseDsn } from '../../test/helpers/dsn-parser.js';
 import { explainStatus } from './dsn-explanations.js';
 
 const ARRIVAL = Date.UTC(2026, 0, 1, 10, 0, 0);
