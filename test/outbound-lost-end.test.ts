@@ -9,29 +9,16 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { Zone } from './helpers/dns-server.js';
 import type { QueueEntry } from '../src/queue/admin.js';
-import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
-import {
-  liveStates,
-  outboundToml,
-  queueCommand,
-  sendMessage,
-  TEST_OUTBOUND_TIMEOUTS,
-  waitFor,
-  waitGone,
-} from './helpers/outbound.js';
-import { startSmtpSink, type SinkAction, type SinkCommand, type SmtpSink } from './helpers/smtp-sink.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
+import { liveStates, queueCommand, TEST_OUTBOUND_TIMEOUTS, waitFor, waitGone } from './helpers/outbound.js';
+import type { SinkAction, SinkCommand, SmtpSink } from './helpers/smtp-sink.js';
 
 /** The retry delay: long enough to see that the retry is not immediate, short for the test. */
 const RETRY_MS = 1500;
 
-let dns: TestDnsServer;
-let mx1: SmtpSink;
-let mx2: SmtpSink;
-let bdat1: SmtpSink;
-let bdat2: SmtpSink;
-let server: TestServer;
+let f: OutboundFixture<'mx1' | 'mx2' | 'bdat1' | 'bdat2'>;
 /** Recipients whose first end of data the preferred MX answered with `action`; later ones get 250. */
 const seen = new Set<string>();
 /** What the preferred MX does at the first end of data of each recipient. */
@@ -48,50 +35,39 @@ function respond(cmd: SinkCommand): SinkAction | undefined {
   return firstEnd;
 }
 
+/** Two MX hosts for `domain`: mx1.DOMAIN on `first`, mx2.DOMAIN on `second`. */
+function twoMx(domain: string, first: string, second: string): Zone {
+  return {
+    [domain]: {
+      MX: [
+        { preference: 10, exchange: `mx1.${domain}` },
+        { preference: 20, exchange: `mx2.${domain}` },
+      ],
+    },
+    [`mx1.${domain}`]: { A: [first] },
+    [`mx2.${domain}`]: { A: [second] },
+  };
+}
+
 before(async () => {
-  dns = await startDnsServer({
-    'twice.test': {
-      MX: [
-        { preference: 10, exchange: 'mx1.twice.test' },
-        { preference: 20, exchange: 'mx2.twice.test' },
-      ],
+  const chunking = ['PIPELINING', 'CHUNKING'];
+  f = await startOutboundFixture({
+    zone: {
+      ...twoMx('twice.test', '127.0.0.2', '127.0.0.3'),
+      ...twoMx('chunked.test', '127.0.0.4', '127.0.0.5'),
     },
-    'mx1.twice.test': { A: ['127.0.0.2'] },
-    'mx2.twice.test': { A: ['127.0.0.3'] },
-    'chunked.test': {
-      MX: [
-        { preference: 10, exchange: 'mx1.chunked.test' },
-        { preference: 20, exchange: 'mx2.chunked.test' },
-      ],
+    sinks: {
+      mx1: { host: '127.0.0.2', ehlo: ['PIPELINING'], respond },
+      mx2: { host: '127.0.0.3' },
+      bdat1: { host: '127.0.0.4', ehlo: chunking, respond },
+      bdat2: { host: '127.0.0.5', ehlo: chunking },
     },
-    'mx1.chunked.test': { A: ['127.0.0.4'] },
-    'mx2.chunked.test': { A: ['127.0.0.5'] },
-  });
-  mx1 = await startSmtpSink({ host: '127.0.0.2', ehlo: ['PIPELINING'], respond });
-  mx2 = await startSmtpSink({ host: '127.0.0.3', port: mx1.port });
-  bdat1 = await startSmtpSink({
-    host: '127.0.0.4',
-    port: mx1.port,
-    ehlo: ['PIPELINING', 'CHUNKING'],
-    respond,
-  });
-  bdat2 = await startSmtpSink({ host: '127.0.0.5', port: mx1.port, ehlo: ['PIPELINING', 'CHUNKING'] });
-  server = await startTestServer({
-    toml: `${outboundToml({
-      dnsPort: dns.port,
-      outbound: { port: mx1.port, ...TEST_OUTBOUND_TIMEOUTS, data_end_timeout_ms: 600 },
-    })}[queue]
-first_retry_ms = ${RETRY_MS}
-jitter = 0
-`,
+    outbound: { ...TEST_OUTBOUND_TIMEOUTS, data_end_timeout_ms: 600 },
+    queue: { first_retry_ms: RETRY_MS },
   });
 });
 
-after(async () => {
-  await server.stop({ remove: true });
-  for (const s of [mx1, mx2, bdat1, bdat2]) await s.close();
-  await dns.close();
-});
+after(() => f.close());
 
 /**
  * Sends one message to `rcpt`, whose preferred MX (`first`) reads it all and then does
@@ -101,7 +77,8 @@ after(async () => {
 async function lostAtEnd(rcpt: string, first: SmtpSink, second: SmtpSink, action: SinkAction): Promise<void> {
   firstEnd = action;
   const before2 = second.sessions.length;
-  const qid = await sendMessage(server.ports.smtp, {
+  const server = f.server;
+  const qid = await f.send({
     from: 'alice@sterna.test',
     to: [rcpt],
     body: 'Subject: once only\r\n\r\nOne copy, please.\r\n',
@@ -138,17 +115,17 @@ async function lostAtEnd(rcpt: string, first: SmtpSink, second: SmtpSink, action
 }
 
 test('DATA: the first MX reads the message and closes without a reply; deferred, never sent to the second MX', async () => {
-  await lostAtEnd('ann@twice.test', mx1, mx2, { close: true });
+  await lostAtEnd('ann@twice.test', f.sinks.mx1, f.sinks.mx2, { close: true });
 });
 
 test('DATA: the first MX never replies to the end of data (client timeout); deferred, never sent to the second MX', async () => {
-  await lostAtEnd('ben@twice.test', mx1, mx2, { silent: true });
+  await lostAtEnd('ben@twice.test', f.sinks.mx1, f.sinks.mx2, { silent: true });
 });
 
 test('BDAT LAST: the first MX reads the last chunk and closes without a reply; deferred, never sent to the second MX', async () => {
-  await lostAtEnd('cy@chunked.test', bdat1, bdat2, { close: true });
+  await lostAtEnd('cy@chunked.test', f.sinks.bdat1, f.sinks.bdat2, { close: true });
 });
 
 test('BDAT LAST: the first MX never replies to BDAT LAST (client timeout); deferred, never sent to the second MX', async () => {
-  await lostAtEnd('dee@chunked.test', bdat1, bdat2, { silent: true });
+  await lostAtEnd('dee@chunked.test', f.sinks.bdat1, f.sinks.bdat2, { silent: true });
 });

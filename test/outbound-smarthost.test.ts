@@ -14,10 +14,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
 import { generateSelfSigned } from '../src/server/tls.js';
 import { renderOutcome } from '../src/message/outcome.js';
-import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
+import type { TestDnsServer } from './helpers/dns-server.js';
+import { capturedLog, startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
 import { waitForMessages } from './helpers/maildir.js';
 import {
   liveStates,
@@ -27,7 +27,7 @@ import {
   waitFor,
   waitGone,
 } from './helpers/outbound.js';
-import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import type { SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const PASSWORD = 'relay pass-word 7';
@@ -50,7 +50,9 @@ let implicitGood: SmtpSink;
 let optOut: SmtpSink;
 let server: TestServer;
 /** The server's log lines (JSON). */
-const logLines: Record<string, unknown>[] = [];
+const captured = capturedLog();
+const logLines = captured.lines;
+let f: OutboundFixture<'smart' | 'clear' | 'star' | 'forged' | 'forgedImplicit' | 'implicitGood' | 'optOut'>;
 
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'sterna-smarthost-'));
@@ -61,52 +63,44 @@ before(async () => {
   const pwFile = path.join(dir, 'relay-password');
   await writeFile(caFile, `${cert.cert}\n${smtpsCert.cert}\n`);
   await writeFile(pwFile, `${PASSWORD}\n`);
-  dns = await startDnsServer({
-    'smarthost.test': { A: ['127.0.0.2'] },
-    'forged.test': { A: ['127.0.0.7'] },
-    'smtps.smarthost.test': { A: ['127.0.0.8'] },
-  });
-  smart = await startSmtpSink({
-    host: '127.0.0.2',
-    tls: cert,
-    auth: { username: 'relay-user', password: PASSWORD },
-  });
-  clear = await startSmtpSink({ host: '127.0.0.3' });
-  star = await startSmtpSink({ host: '127.0.0.5' });
   const auth = { username: 'relay-user', password: PASSWORD };
-  forged = await startSmtpSink({ host: '127.0.0.7', tls: forgedCert, auth });
-  forgedImplicit = await startSmtpSink({ host: '127.0.0.7', tls: forgedCert, implicitTls: true, auth });
-  implicitGood = await startSmtpSink({ host: '127.0.0.8', tls: smtpsCert, implicitTls: true, auth });
-  optOut = await startSmtpSink({ host: '127.0.0.9', tls: forgedCert, auth });
   const credentials = `auth_user = "relay-user", auth_password_file = "${pwFile}", tls_ca_file = "${caFile}"`;
-  server = await startTestServer({
-    log: pino(
-      { level: 'info' },
-      { write: (line: string) => logLines.push(JSON.parse(line) as Record<string, unknown>) },
-    ),
+  f = await startOutboundFixture({
+    zone: {
+      'smarthost.test': { A: ['127.0.0.2'] },
+      'forged.test': { A: ['127.0.0.7'] },
+      'smtps.smarthost.test': { A: ['127.0.0.8'] },
+    },
+    // Relays are named with their own ports in [transport].
+    sinks: {
+      smart: { host: '127.0.0.2', tls: cert, auth, ownPort: true },
+      clear: { host: '127.0.0.3', ownPort: true },
+      star: { host: '127.0.0.5', ownPort: true },
+      forged: { host: '127.0.0.7', tls: forgedCert, auth, ownPort: true },
+      forgedImplicit: { host: '127.0.0.7', tls: forgedCert, implicitTls: true, auth, ownPort: true },
+      implicitGood: { host: '127.0.0.8', tls: smtpsCert, implicitTls: true, auth, ownPort: true },
+      optOut: { host: '127.0.0.9', tls: forgedCert, auth, ownPort: true },
+    },
+    log: captured.log,
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: `${outboundToml({ dnsPort: dns.port, outbound: TEST_OUTBOUND_TIMEOUTS })}[queue]
-first_retry_ms = 600000
-jitter = 0
-[transport]
-"smart.test" = { relay = "smarthost.test:${smart.port}", tls = "required-verify", tls_ca_file = "${caFile}", auth_user = "relay-user", auth_password_file = "${pwFile}" }
-"cleartext.test" = { relay = "[127.0.0.3]:${clear.port}", tls = "required" }
-"forged.test" = { relay = "forged.test:${forged.port}", tls = "required-verify", ${credentials} }
-"forged-smtps.test" = { relay = "forged.test:${forgedImplicit.port}", implicit_tls = true, ${credentials} }
-"smtps.test" = { relay = "smtps.smarthost.test:${implicitGood.port}", implicit_tls = true, ${credentials} }
-"optout.test" = { relay = "[127.0.0.9]:${optOut.port}", tls = "required", auth_over_unverified_tls = true, ${credentials} }
-"*" = { relay = "[127.0.0.5]:${star.port}" }
+    outbound: TEST_OUTBOUND_TIMEOUTS,
+    queue: { first_retry_ms: 600000 },
+    tables: (p) => `[transport]
+"smart.test" = { relay = "smarthost.test:${p.smart.port}", tls = "required-verify", tls_ca_file = "${caFile}", auth_user = "relay-user", auth_password_file = "${pwFile}" }
+"cleartext.test" = { relay = "[127.0.0.3]:${p.clear.port}", tls = "required" }
+"forged.test" = { relay = "forged.test:${p.forged.port}", tls = "required-verify", ${credentials} }
+"forged-smtps.test" = { relay = "forged.test:${p.forgedImplicit.port}", implicit_tls = true, ${credentials} }
+"smtps.test" = { relay = "smtps.smarthost.test:${p.implicitGood.port}", implicit_tls = true, ${credentials} }
+"optout.test" = { relay = "[127.0.0.9]:${p.optOut.port}", tls = "required", auth_over_unverified_tls = true, ${credentials} }
+"*" = { relay = "[127.0.0.5]:${p.star.port}" }
 `,
   });
+  ({ dns, server } = f);
+  ({ smart, clear, star, forged, forgedImplicit, implicitGood, optOut } = f.sinks);
 });
 
 after(async () => {
-  await server.stop({ remove: true });
-  await smart.close();
-  await clear.close();
-  await star.close();
-  for (const s of [forged, forgedImplicit, implicitGood, optOut]) await s.close();
-  await dns.close();
+  await f.close();
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -10,10 +10,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { runQueueCommand } from '../src/cli/queue-command.js';
+import { queueCommand } from './helpers/outbound.js';
 import type { RecipientState } from '../src/message/envelope.js';
 import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
 import { parseDsn } from './helpers/dsn-parser.js';
@@ -125,22 +124,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** Runs `sterna queue ARGS` in this process against the test server's configuration. */
-async function queue(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sinkTo = (add: (s: string) => void): Writable =>
-    new Writable({
-      write(chunk: Buffer | string, _enc, cb) {
-        add(chunk.toString());
-        cb();
-      },
-    });
-  const code = await runQueueCommand(args, {
-    stdout: sinkTo((s) => (out += s)),
-    stderr: sinkTo((s) => (err += s)),
-    config: server.config,
-  });
-  return { code, out, err };
+function queue(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return queueCommand(server.config, ...args);
 }
 
 /** The CLI's own --json output of list, checked field by field by the tests. */

@@ -7,6 +7,8 @@
  * repeated field, or a message that is not a delivery report, throws. Trust: test code only;
  * it reads what Sterna wrote.
  */
+import assert from 'node:assert/strict';
+import { waitForMessages } from './maildir.js';
 
 export interface ParsedDsn {
   /** Top-level header fields, names lower-cased, values unfolded. */
@@ -113,4 +115,23 @@ export function parseDsn(message: Buffer): ParsedDsn {
             content: Buffer.from(third.content, 'latin1'),
           },
   };
+}
+
+/**
+ * Waits for the bounce of message `qid` in the Maildir of `local`@`domain`, which held `before`
+ * messages: one more must arrive, it must name `qid` (X-Sterna-Queue-ID) and come from <>
+ * (RFC 5321 4.5.5). Returns it parsed.
+ */
+export async function waitForBounce(
+  dataDir: string,
+  mailbox: { domain: string; local: string },
+  before: number,
+  qid: string,
+): Promise<ParsedDsn> {
+  const msgs = await waitForMessages(dataDir, mailbox.domain, mailbox.local, before + 1);
+  assert.equal(msgs.length, before + 1);
+  const raw = msgs.find((m) => m.toString('latin1').includes(`X-Sterna-Queue-ID: ${qid}`));
+  assert.ok(raw !== undefined, 'the bounce names the original queue id');
+  assert.match(raw.toString('latin1'), /^Return-Path: <>\r\n/);
+  return parseDsn(raw);
 }
