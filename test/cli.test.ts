@@ -80,6 +80,35 @@ test('check-config names the bad key and exits 2; a good file exits 0', async ()
   }
 });
 
+test('check-config: a relay with credentials over unverified TLS exits 2 naming the key; the explicit opt-out warns and exits 0', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sterna-cli-'));
+  try {
+    const entry =
+      '"*" = { relay = "smtp.provider.test:587", tls = "required", auth_user = "u", auth_password = "p"';
+    const weak = path.join(dir, 'weak.toml');
+    await writeFile(weak, `data_dir = "${dir}"\n[transport]\n${entry} }\n`);
+    const r = await run(['check-config', '--config', weak]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /transport\."\*"\.tls: a relay with AUTH credentials must verify its certificate/);
+    assert.match(r.stderr, /set transport\."\*"\.auth_over_unverified_tls = true/);
+
+    const optOut = path.join(dir, 'opt-out.toml');
+    await writeFile(
+      optOut,
+      `data_dir = "${dir}"\n[transport]\n${entry}, auth_over_unverified_tls = true }\n`,
+    );
+    const ok = await run(['check-config', '--config', optOut]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, `configuration ok: ${optOut}\n`);
+    assert.equal(
+      ok.stderr,
+      'sterna check-config: warning: transport."*".auth_over_unverified_tls = true: the AUTH password for smtp.provider.test:587 is sent without verifying the relay\'s certificate; an active attacker on the path can collect it (prefer tls = "required-verify" with tls_ca_file)\n',
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('serve with no config runs on the embedded defaults: smtp on 127.0.0.1:2525, data in ./data', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'sterna-defaults-'));
   const child = spawn(process.execPath, [CLI, 'serve'], {

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import { renderOutcome } from '../src/message/outcome.js';
 import { TestClient } from './helpers/smtp-client.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
@@ -71,10 +72,13 @@ test('an unwritable Maildir defers the recipient with a reason, then the retry d
     }
     assert.equal(state?.status, 'deferred');
     assert.ok(
-      state.status === 'deferred' && /operation not permitted \(EPERM\)/.test(state.lastError),
+      state.status === 'deferred' && /operation not permitted \(EPERM\)/.test(renderOutcome(state.outcome)),
       JSON.stringify(state),
     );
-    assert.ok(state.status === 'deferred' && state.lastError.includes('check the owner'), state.status);
+    assert.ok(
+      state.status === 'deferred' && renderOutcome(state.outcome).includes('check the owner'),
+      state.status,
+    );
     assert.equal((await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length, 0);
   } finally {
     chattr('-i', path.join(maildir, 'tmp'));

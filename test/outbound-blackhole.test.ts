@@ -16,6 +16,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
+import { renderOutcome } from '../src/message/outcome.js';
 import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
 import { waitForMessages } from './helpers/maildir.js';
 import { outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
@@ -181,7 +182,7 @@ test(
       server.app.spool
         .list()
         .flatMap((m) => m.states)
-        .map((s) => (s.status === 'deferred' ? s.lastError : s.status)),
+        .map((s) => (s.status === 'deferred' ? renderOutcome(s.outcome) : s.status)),
     );
     assert.equal(errors.size, 1, [...errors].join(' | '));
     assert.match([...errors][0] ?? '', /4\.4\.1.*(timed out|timeout)/i);

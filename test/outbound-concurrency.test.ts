@@ -7,12 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
-import { outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
-import { startSmtpSink, type SinkCommand, type SmtpSink } from './helpers/smtp-sink.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { sendMessage, waitFor } from './helpers/outbound.js';
+import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
+import type { SinkCommand, SmtpSink } from './helpers/smtp-sink.js';
+import type { TestServer } from './helpers/server.js';
 
-let dns: TestDnsServer;
+let f: OutboundFixture<'one' | 'two'>;
 let one: SmtpSink;
 let two: SmtpSink;
 let server: TestServer;
@@ -22,31 +22,25 @@ const hold = (cmd: SinkCommand): { silent: true } | undefined =>
   holding && cmd.verb === 'DATA-END' ? { silent: true } : undefined;
 
 before(async () => {
-  dns = await startDnsServer({
-    'one.test': { MX: [{ preference: 10, exchange: 'mx.one.test' }] },
-    'mx.one.test': { A: ['127.0.0.2'] },
-    'two.test': { MX: [{ preference: 10, exchange: 'mx.two.test' }] },
-    'mx.two.test': { A: ['127.0.0.3'] },
+  f = await startOutboundFixture({
+    zone: {
+      'one.test': { MX: [{ preference: 10, exchange: 'mx.one.test' }] },
+      'mx.one.test': { A: ['127.0.0.2'] },
+      'two.test': { MX: [{ preference: 10, exchange: 'mx.two.test' }] },
+      'mx.two.test': { A: ['127.0.0.3'] },
+    },
+    sinks: {
+      one: { host: '127.0.0.2', ehlo: ['PIPELINING'], respond: hold },
+      two: { host: '127.0.0.3', ehlo: ['PIPELINING'], respond: hold },
+    },
+    outbound: { concurrency_per_destination: 3, concurrency_total: 4 },
+    queue: { first_retry_ms: 600000 },
   });
-  one = await startSmtpSink({ host: '127.0.0.2', ehlo: ['PIPELINING'], respond: hold });
-  two = await startSmtpSink({ host: '127.0.0.3', port: one.port, ehlo: ['PIPELINING'], respond: hold });
-  server = await startTestServer({
-    toml: `${outboundToml({
-      dnsPort: dns.port,
-      outbound: { port: one.port, concurrency_per_destination: 3, concurrency_total: 4 },
-    })}[queue]
-first_retry_ms = 600000
-jitter = 0
-`,
-  });
+  server = f.server;
+  ({ one, two } = f.sinks);
 });
 
-after(async () => {
-  await server.stop({ remove: true });
-  await one.close();
-  await two.close();
-  await dns.close();
-});
+after(() => f.close());
 
 /** Deliveries in flight at a sink: sessions that sent their data and wait for the reply. */
 function waiting(sink: SmtpSink): number {

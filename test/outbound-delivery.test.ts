@@ -8,82 +8,79 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { parseDsn } from '../src/queue/dsn.js';
-import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
+import { parseDsn, waitForBounce } from './helpers/dsn-parser.js';
+import { renderOutcome } from '../src/message/outcome.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import {
   liveStates,
-  outboundToml,
   sendMessage,
   TEST_OUTBOUND_TIMEOUTS,
   waitFor,
   waitGone,
   type OutboundMessage,
 } from './helpers/outbound.js';
-import { startSmtpSink, type SinkAction, type SinkCommand, type SmtpSink } from './helpers/smtp-sink.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
+import type { SinkAction, SinkCommand, SmtpSink } from './helpers/smtp-sink.js';
+import type { TestServer } from './helpers/server.js';
 
-let dns: TestDnsServer;
 let sink: SmtpSink;
 let sink3: SmtpSink;
 let server: TestServer;
+let f: OutboundFixture<'sink' | 'sink3'>;
 /** What the sink on 127.0.0.3 does; each test sets it. */
 let sink3Respond: (cmd: SinkCommand) => SinkAction | undefined = () => undefined;
 /** RCPT TO:<later@example.test> seen so far (the first is refused with 451). */
 let laterSeen = 0;
 
 before(async () => {
-  dns = await startDnsServer({
-    'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
-    'mx1.example.test': { A: ['127.0.0.2'] },
-    // The preferred MX refuses connections (nothing listens on 127.0.0.4).
-    'refused.test': {
-      MX: [
-        { preference: 10, exchange: 'down.refused.test' },
-        { preference: 20, exchange: 'mx1.example.test' },
-      ],
+  f = await startOutboundFixture({
+    zone: {
+      'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
+      'mx1.example.test': { A: ['127.0.0.2'] },
+      // The preferred MX refuses connections (nothing listens on 127.0.0.4).
+      'refused.test': {
+        MX: [
+          { preference: 10, exchange: 'down.refused.test' },
+          { preference: 20, exchange: 'mx1.example.test' },
+        ],
+      },
+      'down.refused.test': { A: ['127.0.0.4'] },
+      // The preferred MX (127.0.0.3) answers 421 at the greeting.
+      'busy.test': {
+        MX: [
+          { preference: 10, exchange: 'mx3.busy.test' },
+          { preference: 20, exchange: 'mx1.example.test' },
+        ],
+      },
+      'mx3.busy.test': { A: ['127.0.0.3'] },
+      'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
+      'servfail.test': { rcode: 'SERVFAIL' },
+      'loop.test': { MX: [{ preference: 10, exchange: 'self.loop.test' }] },
+      'self.loop.test': { A: ['127.0.0.1'] },
     },
-    'down.refused.test': { A: ['127.0.0.4'] },
-    // The preferred MX (127.0.0.3) answers 421 at the greeting.
-    'busy.test': {
-      MX: [
-        { preference: 10, exchange: 'mx3.busy.test' },
-        { preference: 20, exchange: 'mx1.example.test' },
-      ],
+    sinks: {
+      sink: {
+        host: '127.0.0.2',
+        respond: (cmd) => {
+          if (cmd.verb !== 'RCPT') return undefined;
+          if (/<nobody@example\.test>/i.test(cmd.line))
+            return '550 5.1.1 <nobody@example.test>: no such user here';
+          if (/<later@example\.test>/i.test(cmd.line) && laterSeen++ === 0)
+            return '451 4.2.1 <later@example.test>: mailbox busy, try again';
+          return undefined;
+        },
+      },
+      sink3: { host: '127.0.0.3', respond: (cmd) => sink3Respond(cmd) },
     },
-    'mx3.busy.test': { A: ['127.0.0.3'] },
-    'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
-    'servfail.test': { rcode: 'SERVFAIL' },
-    'loop.test': { MX: [{ preference: 10, exchange: 'self.loop.test' }] },
-    'self.loop.test': { A: ['127.0.0.1'] },
-  });
-  sink = await startSmtpSink({
-    host: '127.0.0.2',
-    respond: (cmd) => {
-      if (cmd.verb !== 'RCPT') return undefined;
-      if (/<nobody@example\.test>/i.test(cmd.line))
-        return '550 5.1.1 <nobody@example.test>: no such user here';
-      if (/<later@example\.test>/i.test(cmd.line) && laterSeen++ === 0)
-        return '451 4.2.1 <later@example.test>: mailbox busy, try again';
-      return undefined;
-    },
-  });
-  sink3 = await startSmtpSink({ host: '127.0.0.3', port: sink.port, respond: (cmd) => sink3Respond(cmd) });
-  server = await startTestServer({
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, ...TEST_OUTBOUND_TIMEOUTS } })}[queue]
-first_retry_ms = 300
-jitter = 0
-`,
+    outbound: TEST_OUTBOUND_TIMEOUTS,
+    queue: { first_retry_ms: 300 },
   });
+  server = f.server;
+  ({ sink, sink3 } = f.sinks);
 });
 
-after(async () => {
-  await server.stop({ remove: true });
-  await sink.close();
-  await sink3.close();
-  await dns.close();
-});
+after(() => f.close());
 
 const BODY = 'From: alice@sterna.test\r\nSubject: outbound\r\n\r\nHello over there.\r\n';
 
@@ -160,7 +157,7 @@ test('4xx at RCPT defers the recipient with the exact reply, and the retry deliv
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
   assert.equal(s.attempts, 1);
-  assert.equal(s.lastError, '451 4.2.1 <later@example.test>: mailbox busy, try again');
+  assert.equal(renderOutcome(s.outcome), '451 4.2.1 <later@example.test>: mailbox busy, try again');
   await waitGone(server, qid);
   const got = sink.messages().slice(before);
   assert.equal(got.length, 1, 'delivered once, on the retry');
@@ -176,7 +173,7 @@ async function failedError(to: string): Promise<string> {
   await waitFor('the failure', () => liveStates(server, qid)?.[0]?.status === 'failed');
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'failed');
-  return s.error;
+  return renderOutcome(s.outcome);
 }
 
 test('5xx at RCPT fails the recipient with the remote reply; nothing is sent', async () => {
@@ -206,7 +203,7 @@ test('SERVFAIL defers the recipient (a DNS failure that may clear up never bounc
   await waitFor('the deferral', () => liveStates(server, qid)?.[0]?.status === 'deferred');
   const s = liveStates(server, qid)?.[0];
   assert.ok(s?.status === 'deferred');
-  assert.match(s.lastError, /^451 4\.4\.3 DNS lookup for servfail\.test failed: /);
+  assert.match(renderOutcome(s.outcome), /^451 4\.4\.3 DNS lookup for servfail\.test failed: /);
   assert.ok(s.nextAttemptAt > Date.now() - 1000);
 });
 
@@ -227,12 +224,7 @@ test('RFC 3464: a 5xx remote failure bounces to the sender with a DSN that carri
   const before = (await maildirMessages(server.dataDir, 'sterna.test', 'dora')).length;
   const qid = await send('dora@sterna.test', ['nobody@example.test']);
   await waitGone(server, qid);
-  const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'dora', before + 1);
-  assert.equal(msgs.length, before + 1);
-  const raw = msgs.find((m) => m.toString('latin1').includes(`X-Sterna-Queue-ID: ${qid}`));
-  assert.ok(raw !== undefined, 'the bounce names the original queue id');
-  assert.match(raw.toString('latin1'), /^Return-Path: <>\r\n/);
-  const dsn = parseDsn(raw);
+  const dsn = await waitForBounce(server.dataDir, { domain: 'sterna.test', local: 'dora' }, before, qid);
   assert.equal(dsn.reportType, 'delivery-status');
   assert.equal(dsn.statusType, 'message/delivery-status');
   assert.equal(dsn.perMessage['reporting-mta'], 'dns; mx.sterna.test');

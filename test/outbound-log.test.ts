@@ -7,53 +7,38 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { pino } from 'pino';
-import { startDnsServer, type TestDnsServer } from './helpers/dns-server.js';
-import { outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
-import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { sendMessage, waitFor } from './helpers/outbound.js';
+import { capturedLog, startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
+import type { TestServer } from './helpers/server.js';
 
-let dns: TestDnsServer;
-let sink: SmtpSink;
+let f: OutboundFixture<'sink'>;
 let server: TestServer;
-const lines: Record<string, unknown>[] = [];
+const { log, lines } = capturedLog();
 let rcpts = 0;
 
 before(async () => {
-  dns = await startDnsServer({
-    'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
-    'mx1.example.test': { A: ['127.0.0.2'] },
-  });
-  sink = await startSmtpSink({
-    host: '127.0.0.2',
-    ehlo: ['PIPELINING'],
-    respond: (cmd) =>
-      cmd.verb === 'RCPT' && rcpts++ === 0
-        ? '451 4.7.1 <ann@example.test>: greylisted, come back later'
-        : undefined,
-  });
-  const log = pino(
-    { level: 'info' },
-    {
-      write(line: string): void {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
+  f = await startOutboundFixture({
+    zone: {
+      'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
+      'mx1.example.test': { A: ['127.0.0.2'] },
+    },
+    sinks: {
+      sink: {
+        host: '127.0.0.2',
+        ehlo: ['PIPELINING'],
+        respond: (cmd) =>
+          cmd.verb === 'RCPT' && rcpts++ === 0
+            ? '451 4.7.1 <ann@example.test>: greylisted, come back later'
+            : undefined,
       },
     },
-  );
-  server = await startTestServer({
     log,
-    toml: `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port } })}[queue]
-first_retry_ms = 200
-jitter = 0
-`,
+    queue: { first_retry_ms: 200 },
   });
+  server = f.server;
 });
 
-after(async () => {
-  await server.stop({ remove: true });
-  await sink.close();
-  await dns.close();
-});
+after(() => f.close());
 
 test('every line about a message carries its qid: queued, attempt (MX, address, TLS, reply), deferred (delay, next attempt), delivered, finished', async () => {
   const qid = await sendMessage(server.ports.smtp, {

@@ -11,18 +11,12 @@ import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import type { RecipientState } from '../src/message/envelope.js';
-import { parseDsn, type ParsedDsn } from '../src/queue/dsn.js';
-import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
+import { parseDsn, type ParsedDsn } from './helpers/dsn-parser.js';
+import type { Zone } from './helpers/dns-server.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import {
-  liveStates,
-  outboundToml,
-  sendMessage,
-  waitFor,
-  waitGone,
-  type OutboundMessage,
-} from './helpers/outbound.js';
-import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { liveStates, sendMessage, waitFor, waitGone, type OutboundMessage } from './helpers/outbound.js';
+import type { SmtpSink } from './helpers/smtp-sink.js';
+import { startOutboundPeers, type OutboundPeers } from './helpers/outbound-fixture.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const ZONE: Zone = {
@@ -33,41 +27,41 @@ const ZONE: Zone = {
   'other.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
 };
 
-let dns: TestDnsServer;
+let peers: OutboundPeers<'sink' | 'dsnSink'>;
 /** No DSN extension; refuses <slow@…> with 450 every time. */
 let sink: SmtpSink;
 /** Offers DSN. */
 let dsnSink: SmtpSink;
 
 before(async () => {
-  dns = await startDnsServer(ZONE);
-  sink = await startSmtpSink({
-    host: '127.0.0.2',
-    ehlo: ['PIPELINING', '8BITMIME'],
-    respond: (cmd) =>
-      cmd.verb === 'RCPT' && /<slow@/i.test(cmd.line)
-        ? `450 4.2.1 ${/<[^>]*>/.exec(cmd.line)?.[0] ?? ''}: mailbox busy, try later`
-        : undefined,
+  peers = await startOutboundPeers({
+    zone: ZONE,
+    sinks: {
+      sink: {
+        host: '127.0.0.2',
+        ehlo: ['PIPELINING', '8BITMIME'],
+        respond: (cmd) =>
+          cmd.verb === 'RCPT' && /<slow@/i.test(cmd.line)
+            ? `450 4.2.1 ${/<[^>]*>/.exec(cmd.line)?.[0] ?? ''}: mailbox busy, try later`
+            : undefined,
+      },
+      dsnSink: { host: '127.0.0.3', ehlo: ['PIPELINING', 'DSN'] },
+    },
   });
-  dsnSink = await startSmtpSink({ host: '127.0.0.3', port: sink.port, ehlo: ['PIPELINING', 'DSN'] });
+  ({ sink, dsnSink } = peers.sinks);
 });
 
-after(async () => {
-  await sink.close();
-  await dsnSink.close();
-  await dns.close();
-});
+after(() => peers.close());
 
 function config(): string {
-  return `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[aliases]
+  return peers.config({
+    outbound: { connect_timeout_ms: 2000 },
+    queue: { first_retry_ms: 150, max_backoff_ms: 150, delay_warning_ms: 1 },
+    tables: `[aliases]
 "fwd@sterna.test" = ["far@example.test", "dora@sterna.test"]
 "away@sterna.test" = ["only@example.test"]
-[queue]
-first_retry_ms = 150
-max_backoff_ms = 150
-jitter = 0
-delay_warning_ms = 1
-`;
+`,
+  });
 }
 
 const USERS = [{ address: 'dora@sterna.test', password: 'pw-dora-1' }];

@@ -9,11 +9,13 @@
 import assert from 'node:assert/strict';
 import { rm } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
-import { parseDsn } from '../src/queue/dsn.js';
-import { startDnsServer, type TestDnsServer, type Zone } from './helpers/dns-server.js';
+import { parseDsn } from './helpers/dsn-parser.js';
+import { renderOutcome } from '../src/message/outcome.js';
+import type { TestDnsServer, Zone } from './helpers/dns-server.js';
+import { startOutboundPeers, type OutboundPeers } from './helpers/outbound-fixture.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { liveStates, outboundToml, sendMessage, waitFor } from './helpers/outbound.js';
-import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
+import { liveStates, sendMessage, waitFor } from './helpers/outbound.js';
+import type { SmtpSink } from './helpers/smtp-sink.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const ZONE: Zone = {
@@ -25,37 +27,38 @@ const ZONE: Zone = {
   'mx.busy.test': { A: ['127.0.0.3'] },
 };
 
+let peers: OutboundPeers<'sink' | 'busy'>;
 let dns: TestDnsServer;
 let sink: SmtpSink;
 let busy: SmtpSink;
 
 before(async () => {
-  dns = await startDnsServer(ZONE);
-  sink = await startSmtpSink({
-    host: '127.0.0.2',
-    respond: (cmd) =>
-      cmd.verb === 'RCPT' && /<busy@example\.test>/i.test(cmd.line)
-        ? '450 4.2.1 <busy@example.test>: mailbox busy'
-        : undefined,
+  peers = await startOutboundPeers({
+    zone: ZONE,
+    sinks: {
+      sink: {
+        host: '127.0.0.2',
+        respond: (cmd) =>
+          cmd.verb === 'RCPT' && /<busy@example\.test>/i.test(cmd.line)
+            ? '450 4.2.1 <busy@example.test>: mailbox busy'
+            : undefined,
+      },
+      busy: {
+        host: '127.0.0.3',
+        respond: (cmd) =>
+          cmd.verb === 'GREETING' ? { reply: '421 4.3.2 too busy', close: true } : undefined,
+      },
+    },
   });
-  busy = await startSmtpSink({
-    host: '127.0.0.3',
-    port: sink.port,
-    respond: (cmd) => (cmd.verb === 'GREETING' ? { reply: '421 4.3.2 too busy', close: true } : undefined),
-  });
+  dns = peers.dns;
+  ({ sink, busy } = peers.sinks);
 });
 
-after(async () => {
-  await sink.close();
-  await busy.close();
-  await dns.close();
-});
+after(() => peers.close());
 
-function config(extraQueue = 'first_retry_ms = 300'): string {
-  return `${outboundToml({ dnsPort: dns.port, outbound: { port: sink.port, connect_timeout_ms: 2000 } })}[queue]
-jitter = 0
-${extraQueue}
-`;
+/** The server's TOML: the peers, short connect timeout, no jitter, `queue` as given. */
+function config(queue: Record<string, number> = { first_retry_ms: 300 }): string {
+  return peers.config({ outbound: { connect_timeout_ms: 2000 }, queue });
 }
 
 /** Sends a short fixed message through the smtp listener of `server`; returns its queue id. */
@@ -100,7 +103,7 @@ test('a restart resumes a deferred recipient and never resends to one that alrea
 test('RFC 5321 4.5.4.1: a recipient deferred past queue.max_lifetime_ms fails, and the sender gets a 4.4.7 bounce', async () => {
   const server = await startTestServer({
     users: [{ address: 'dora@sterna.test', password: 'pw-dora-1' }],
-    toml: config('first_retry_ms = 300\nmax_lifetime_ms = 1'),
+    toml: config({ first_retry_ms: 300, max_lifetime_ms: 1 }),
   });
   try {
     const qid = await send(server, 'dora@sterna.test', ['busy@example.test']);
@@ -122,7 +125,7 @@ test('RFC 5321 4.5.4.1: a recipient deferred past queue.max_lifetime_ms fails, a
 });
 
 test('a destination whose every MX fails is backed off: the next message for it waits without connecting', async () => {
-  const server = await startTestServer({ toml: config('first_retry_ms = 60000') });
+  const server = await startTestServer({ toml: config({ first_retry_ms: 60000 }) });
   try {
     const sessions = busy.sessions.length;
     const first = await send(server, 'alice@sterna.test', ['ivy@busy.test']);
@@ -132,7 +135,7 @@ test('a destination whose every MX fails is backed off: the next message for it 
     assert.ok(s1?.status === 'deferred');
     assert.equal(s1.attempts, 1);
     const why = `451 4.4.1 mx.busy.test[127.0.0.3]:${sink.port} refused the session at greeting: 421 4.3.2 too busy`;
-    assert.equal(s1.lastError, why);
+    assert.equal(renderOutcome(s1.outcome), why);
 
     const second = await send(server, 'alice@sterna.test', ['joe@busy.test']);
     await waitFor('the second deferral', () => liveStates(server, second)?.[0]?.status === 'deferred');
@@ -140,7 +143,7 @@ test('a destination whose every MX fails is backed off: the next message for it 
     const s2 = liveStates(server, second)?.[0];
     assert.ok(s2?.status === 'deferred');
     assert.equal(s2.attempts, 0, 'not tried');
-    assert.equal(s2.lastError, why);
+    assert.equal(renderOutcome(s2.outcome), why);
     assert.ok(s2.nextAttemptAt >= Date.now() + 50_000, 'waits for the end of the block');
   } finally {
     await server.stop({ remove: true });

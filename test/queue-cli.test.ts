@@ -12,13 +12,12 @@ import { chmod, chown, lstat, mkdir, mkdtemp, rm, stat, symlink, unlink, writeFi
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, mock, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { runQueueCommand } from '../src/cli/queue-command.js';
+import { queueCommand } from './helpers/outbound.js';
 import type { RecipientState } from '../src/message/envelope.js';
 import type { QueueEntry, QueueMessageDetail } from '../src/queue/admin.js';
-import { parseDsn } from '../src/queue/dsn.js';
+import { parseDsn } from './helpers/dsn-parser.js';
 import type { Config } from '../src/config/schema.js';
 import {
   controlDirPath,
@@ -144,25 +143,8 @@ function queue(...args: string[]): Promise<{ code: number; out: string; err: str
 }
 
 /** Runs `sterna queue ARGS` in this process with `config`. */
-async function queueWith(
-  config: Config,
-  ...args: string[]
-): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sinkTo = (add: (s: string) => void): Writable =>
-    new Writable({
-      write(chunk: Buffer | string, _enc, cb) {
-        add(chunk.toString());
-        cb();
-      },
-    });
-  const code = await runQueueCommand(args, {
-    stdout: sinkTo((s) => (out += s)),
-    stderr: sinkTo((s) => (err += s)),
-    config,
-  });
-  return { code, out, err };
+function queueWith(config: Config, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return queueCommand(config, ...args);
 }
 
 /** The CLI's own --json output of list, checked field by field by the tests. */

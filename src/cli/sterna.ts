@@ -7,7 +7,7 @@
  * to exit codes (0 ok, 1 operational failure, 2 usage or configuration error).
  */
 import { readFileSync } from 'node:fs';
-import { ConfigError, formatConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import { serve } from '../main.js';
 import { runQueueCommand } from './queue-command.js';
 import { runUserCommand } from './user-command.js';
@@ -98,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
         throw err;
       }
       if (command === 'check-config') {
+        for (const w of configWarnings(config)) process.stderr.write(`sterna check-config: warning: ${w}\n`);
         const source = file ?? process.env['STERNA_CONFIG'];
         process.stdout.write(
           `configuration ok${source === undefined || source === '' ? ' (embedded defaults)' : `: ${source}`}\n`,

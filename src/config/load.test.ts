@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { ConfigError, formatConfigError, loadConfig, parseConfigText } from './load.js';
+import { ConfigError, configWarnings, formatConfigError, loadConfig, parseConfigText } from './load.js';
 
 const HOST = { hostname: 'MX.Example.ORG' };
 
@@ -359,7 +359,7 @@ test('transport: "local", "discard" and relay tables; "*" is every other domain'
     `[transport]
 "sink.test" = "discard"
 "here.test" = "local"
-"example.com" = { relay = "[127.0.0.2]:2525", tls = "required", auth_user = "u", auth_password_file = "pw.txt" }
+"example.com" = { relay = "[127.0.0.2]:2525", tls = "required-verify", auth_user = "u", auth_password_file = "pw.txt" }
 "*" = { relay = "smtp.provider.net:587", tls = "required-verify" }
 `,
     'x.toml',
@@ -369,7 +369,7 @@ test('transport: "local", "discard" and relay tables; "*" is every other domain'
   assert.equal(c.transport['here.test'], 'local');
   assert.deepEqual(c.transport['example.com'], {
     relay: '[127.0.0.2]:2525',
-    tls: 'required',
+    tls: 'required-verify',
     implicit_tls: false,
     auth_user: 'u',
     auth_password_file: resolve('pw.txt'),
@@ -402,6 +402,61 @@ test('transport: tls = "none" contradicts implicit_tls and AUTH', () => {
     ),
     ['transport."a.test".tls: AUTH is only sent over TLS; "none" would never authenticate'],
   );
+});
+
+test('transport: a relay with AUTH credentials must verify its certificate; weaker or unset tls is an error naming the key', () => {
+  /** The problems of one relay entry with credentials; [] when the configuration loads. */
+  const relay = (entry: string, outbound = ''): string[] => {
+    const text = `${outbound}[transport]\n"a.test" = { relay = "h:587", auth_user = "u", auth_password = "p"${entry} }\n`;
+    try {
+      parseConfigText(text, 'x.toml', HOST);
+      return [];
+    } catch (e) {
+      assert.ok(e instanceof ConfigError, String(e));
+      return e.problems.map((p) => p.message);
+    }
+  };
+  const why = (got: string, implicit = false): string =>
+    `transport."a.test".tls: a relay with AUTH credentials must verify its certificate, so that the password only goes to the real relay: set tls = "required-verify" (and tls_ca_file for a private CA)${implicit ? ', or leave tls unset with implicit_tls = true' : ''}; got ${got}. To send the credentials without verification anyway, set transport."a.test".auth_over_unverified_tls = true`;
+  assert.deepEqual(relay(', tls = "required"'), [why('string "required"')]);
+  assert.deepEqual(relay(', tls = "opportunistic"'), [why('string "opportunistic"')]);
+  assert.deepEqual(relay(''), [why('unset ([outbound] tls is string "opportunistic")')]);
+  assert.deepEqual(relay('', '[outbound]\ntls = "required"\n'), [
+    why('unset ([outbound] tls is string "required")'),
+  ]);
+  assert.deepEqual(relay(', implicit_tls = true, tls = "required"'), [why('string "required"', true)]);
+  // Verified: accepted.
+  assert.deepEqual(relay(', tls = "required-verify"'), []);
+  assert.deepEqual(relay('', '[outbound]\ntls = "required-verify"\n'), []);
+  assert.deepEqual(relay(', implicit_tls = true'), [], 'implicit TLS with credentials verifies by default');
+  // The explicit opt-out, and only where there are credentials to protect.
+  assert.deepEqual(relay(', tls = "required", auth_over_unverified_tls = true'), []);
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[transport]\n"a.test" = { relay = "h", tls = "required", auth_over_unverified_tls = true }\n',
+        'x.toml',
+        HOST,
+      ),
+    ),
+    [
+      'transport."a.test".auth_over_unverified_tls: only meaningful with transport."a.test".auth_user (there are no credentials to protect)',
+    ],
+  );
+});
+
+test('configWarnings: the auth_over_unverified_tls opt-out is named, verified relays are not', () => {
+  const c = parseConfigText(
+    `[transport]
+"a.test" = { relay = "h:587", tls = "required", auth_user = "u", auth_password = "p", auth_over_unverified_tls = true }
+"b.test" = { relay = "h:465", implicit_tls = true, auth_user = "u", auth_password = "p" }
+`,
+    'x.toml',
+    HOST,
+  );
+  assert.deepEqual(configWarnings(c), [
+    'transport."a.test".auth_over_unverified_tls = true: the AUTH password for h:587 is sent without verifying the relay\'s certificate; an active attacker on the path can collect it (prefer tls = "required-verify" with tls_ca_file)',
+  ]);
 });
 
 test('transport: a bad relay table names the key', () => {
@@ -439,7 +494,11 @@ test('transport: a bad relay table names the key', () => {
   );
   assert.deepEqual(
     problemsOf(() =>
-      parseConfigText('[transport]\n"a.test" = { relay = "h", auth_user = "u" }\n', 'x.toml', HOST),
+      parseConfigText(
+        '[transport]\n"a.test" = { relay = "h", tls = "required-verify", auth_user = "u" }\n',
+        'x.toml',
+        HOST,
+      ),
     ),
     [
       'transport."a.test".auth_password_file: must be set when transport."a.test".auth_user is set (or auth_password)',

@@ -117,6 +117,22 @@ function inFileOrder(problems: ConfigProblem[], raw: unknown): ConfigProblem[] {
     .map((x) => x.p);
 }
 
+/**
+ * Settings that are valid but weaken security on purpose, one line each naming the key, for
+ * `sterna check-config` (and the start-up log). Today: relays whose AUTH credentials may go over
+ * TLS that is not verified (transport."d".auth_over_unverified_tls = true).
+ */
+export function configWarnings(config: Config): string[] {
+  const out: string[] = [];
+  for (const [domain, t] of Object.entries(config.transport)) {
+    if (typeof t === 'string' || t.auth_over_unverified_tls !== true) continue;
+    out.push(
+      `${tomlKeyPath(['transport', domain, 'auth_over_unverified_tls'])} = true: the AUTH password for ${t.relay} is sent without verifying the relay's certificate; an active attacker on the path can collect it (prefer tls = "required-verify" with tls_ca_file)`,
+    );
+  }
+  return out;
+}
+
 /** The text the CLI prints before exiting with status 2. */
 export function formatConfigError(e: ConfigError): string {
   const n = e.problems.length;
@@ -501,7 +517,12 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
     }
   }
 
-  out.push(...transportProblems(root['transport']));
+  const outbound = root['outbound'];
+  const outboundTls =
+    typeof outbound === 'object' && outbound !== null
+      ? (outbound as Record<string, unknown>)['tls']
+      : undefined;
+  out.push(...transportProblems(root['transport'], outboundTls ?? 'opportunistic'));
 
   const ld = root['local_delivery'];
   if (typeof ld === 'object' && ld !== null) {
@@ -516,8 +537,12 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
   return out;
 }
 
-/** transport: "*" only as a relay; AUTH credentials complete; a relay port in range. */
-function transportProblems(transport: unknown): ConfigProblem[] {
+/**
+ * transport: "*" only as a relay; AUTH credentials complete; a relay port in range; AUTH
+ * credentials only to a relay whose certificate is verified, unless auth_over_unverified_tls
+ * says otherwise. `outboundTls` is [outbound] tls, the default of a relay's tls.
+ */
+function transportProblems(transport: unknown, outboundTls: unknown): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   if (typeof transport !== 'object' || transport === null || Array.isArray(transport)) return out;
   for (const [domain, value] of Object.entries(transport as Record<string, unknown>)) {
@@ -574,6 +599,25 @@ function transportProblems(transport: unknown): ConfigProblem[] {
       out.push({
         key: at('tls'),
         message: `${at('tls')}: AUTH is only sent over TLS; "none" would never authenticate`,
+      });
+    } else if (user !== undefined && t['auth_over_unverified_tls'] !== true) {
+      // The password must only reach the real relay: an unverified certificate lets an active
+      // attacker on the path pose as it. Implicit TLS with credentials verifies when tls is unset.
+      const implicit = t['implicit_tls'] === true;
+      const effective = t['tls'] ?? (implicit ? 'required-verify' : outboundTls);
+      if (effective !== 'required-verify') {
+        const now =
+          t['tls'] === undefined ? `unset ([outbound] tls is ${describe(outboundTls)})` : describe(t['tls']);
+        out.push({
+          key: at('tls'),
+          message: `${at('tls')}: a relay with AUTH credentials must verify its certificate, so that the password only goes to the real relay: set tls = "required-verify" (and tls_ca_file for a private CA)${implicit ? ', or leave tls unset with implicit_tls = true' : ''}; got ${now}. To send the credentials without verification anyway, set ${at('auth_over_unverified_tls')} = true`,
+        });
+      }
+    }
+    if (t['auth_over_unverified_tls'] !== undefined && user === undefined) {
+      out.push({
+        key: at('auth_over_unverified_tls'),
+        message: `${at('auth_over_unverified_tls')}: only meaningful with ${at('auth_user')} (there are no credentials to protect)`,
       });
     }
   }

@@ -321,6 +321,12 @@ export const relayTransportSchema = z.strictObject({
   auth_password: z.string().min(1).optional(),
   /** PEM CA certificates to verify the relay with (tls = "required-verify"); default: the system's. */
   tls_ca_file: z.string().min(1).optional(),
+  /**
+   * The explicit opt-out: send the AUTH credentials over TLS whose certificate is not verified
+   * (tls = "opportunistic" / "required", or implicit TLS without verification). An active
+   * attacker on the path can then collect the password; check-config and every delivery warn.
+   */
+  auth_over_unverified_tls: z.boolean().optional(),
 });
 
 export type RelayTransport = z.output<typeof relayTransportSchema>;

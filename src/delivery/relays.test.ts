@@ -34,6 +34,12 @@ test('relay routes: string transports skipped, default TLS policy, password file
           auth_user: 'u',
           auth_password_file: pw,
         },
+        'smtps.test': {
+          relay: 'smtp.provider.net:465',
+          implicit_tls: true,
+          auth_user: 'w',
+          auth_password: 'inline',
+        },
         '*': {
           relay: 'smtp.provider.net:465',
           tls: 'required-verify',
@@ -44,7 +50,10 @@ test('relay routes: string transports skipped, default TLS policy, password file
       },
       'opportunistic',
     );
-    assert.deepEqual([...relays.keys()], ['example.com', '*']);
+    assert.deepEqual([...relays.keys()], ['example.com', 'smtps.test', '*']);
+    // Implicit TLS with credentials verifies the certificate unless the entry opts out.
+    assert.equal(relays.get('smtps.test')?.tls, 'required-verify');
+    assert.equal(relays.get('smtps.test')?.authOverUnverifiedTls, false);
     const ex = relays.get('example.com');
     assert.equal(ex?.host, '192.0.2.25');
     assert.equal(ex?.port, 2525);

@@ -27,12 +27,18 @@ function relayRoute(domain: string, t: RelayTransport, defaultTls: RelayRoute['t
   // The schema and config/load.ts checked the form already; this guards direct callers.
   if (parsed === null)
     throw new Error(`transport.${JSON.stringify(domain)}.relay: not a relay host: ${t.relay}`);
+  const unverifiedOk = t.auth_over_unverified_tls === true;
   const route: RelayRoute = {
     host: parsed.host,
     port: parsed.port,
-    tls: t.tls ?? defaultTls,
+    // Implicit TLS with credentials verifies the certificate unless opted out (config/load.ts
+    // refuses a STARTTLS relay with credentials and a weaker policy, without the opt-out).
+    tls:
+      t.tls ??
+      (t.implicit_tls && t.auth_user !== undefined && !unverifiedOk ? 'required-verify' : defaultTls),
     implicitTls: t.implicit_tls,
     label: t.relay,
+    authOverUnverifiedTls: unverifiedOk,
   };
   if (t.auth_user !== undefined) {
     const inline = t.auth_password;

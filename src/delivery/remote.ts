@@ -3,10 +3,12 @@
  * recipients in one domain, resolve the route, then try each MX host and address in order with
  * one SMTP session each (reused across messages to the same address, connection-cache.ts),
  * moving on after a connection failure or a 421, until every recipient has an answer for this
- * attempt. Returns results per recipient and what the attempt learned of the destination as a
- * whole; the queue decides when to try and how many at once (queue/destinations.ts: slots and
- * back-off per next hop), and the manager turns results into recipient states, retries and
- * bounces. A domain with a relay host (smarthost, config `transport`) goes to that host
+ * attempt. A connection lost after the whole message went out (final "." or BDAT LAST) is never
+ * passed on: that host may hold the message, so its recipients wait for the next attempt.
+ * Returns results per recipient and what the attempt learned of the destination as a whole;
+ * the queue decides when to try and how many at once (queue/destinations.ts: slots and back-off
+ * per next hop), and the manager turns results into recipient states, retries and bounces.
+ * A domain with a relay host (smarthost, config `transport`) goes to that host
  * instead of its MX: its A/AAAA addresses (never MX, like a bracketed Postfix relayhost) or its
  * literal address, with the relay's port, TLS policy and AUTH credentials. Trust: remote replies
  * and DNS answers are untrusted data, only logged and returned; AUTH passwords are never logged.
@@ -14,6 +16,13 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { Envelope, RcptParams } from '../message/envelope.js';
+import {
+  localOutcome,
+  remoteOutcome,
+  renderOutcome,
+  type Outcome,
+  type OutcomeStage,
+} from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import type { RetryPolicy } from '../queue/scheduler.js';
 import { ConnectionCache, sessionKey } from './connection-cache.js';
@@ -79,6 +88,8 @@ export interface RelayRoute {
   tlsOptions?: tls.ConnectionOptions;
   /** The relay as configured, for logs and errors: "[192.0.2.1]:587". */
   label: string;
+  /** Config auth_over_unverified_tls: AUTH may go over TLS that is not verified (warned at each delivery). */
+  authOverUnverifiedTls?: boolean;
 }
 
 /** "host", "host:port", "[host]:port", "[2001:db8::1]:587" → host (no brackets) and port (default 25). */
@@ -112,16 +123,16 @@ export type RemoteResult =
   /** relayed: the next hop does not offer DSN, so a NOTIFY request ends here (RFC 3461 6.2.1). */
   | { kind: 'delivered'; detail: string; mta: string; relayed: boolean }
   /** notBefore: the destination is backed off until then; mta: the host whose reply this is. */
-  | { kind: 'deferred'; error: string; notBefore?: number; mta?: string }
+  | { kind: 'deferred'; outcome: Outcome; notBefore?: number; mta?: string }
   /** mta: the MX host whose reply this is (Remote-MTA in a bounce). */
-  | { kind: 'failed'; error: string; mta?: string };
+  | { kind: 'failed'; outcome: Outcome; mta?: string };
 
 /**
  * What an attempt learned of the destination as a whole: a host answered (up), none did or its
  * route failed in a way that may clear up (down, with the error its waiting messages get), or
  * nothing either way (a permanent route failure, such as null MX).
  */
-export type DestinationHealth = { kind: 'up' } | { kind: 'down'; error: string } | { kind: 'unknown' };
+export type DestinationHealth = { kind: 'up' } | { kind: 'down'; outcome: Outcome } | { kind: 'unknown' };
 
 /** One attempt's results per recipient index, and the destination's health. */
 export interface RemoteAttempt {
@@ -205,6 +216,16 @@ export class RemoteDelivery {
             ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
             ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
           };
+    if (
+      relay?.auth !== undefined &&
+      relay.authOverUnverifiedTls === true &&
+      relay.tls !== 'required-verify'
+    ) {
+      log.warn(
+        { qid, domain, relay: relay.label },
+        'outbound: AUTH credentials may go to this relay without certificate verification (auth_over_unverified_tls = true); an active attacker can collect the password',
+      );
+    }
     {
       const route: MxRoute =
         relay === undefined
@@ -212,29 +233,37 @@ export class RemoteDelivery {
           : await resolveRelay(relay, out.dns, (ip) => out.isOwnEndpoint?.(ip, relay.port) ?? false);
       const routeFailure = routeResult(domain, route);
       if (route.kind === 'temp' && routeFailure !== null)
-        health = { kind: 'down', error: routeFailure.error };
+        health = { kind: 'down', outcome: routeFailure.outcome };
       if (routeFailure !== null) {
         for (const item of items) {
           results.set(item.index, routeFailure);
           log.warn(
-            { qid, rcpt: item.address, domain, route: route.kind, reply: routeFailure.error },
+            {
+              qid,
+              rcpt: item.address,
+              domain,
+              route: route.kind,
+              reason: routeFailure.outcome.reason,
+              reply: renderOutcome(routeFailure.outcome),
+            },
             'outbound: no route to the domain',
           );
         }
       } else if (route.kind === 'hosts') {
         let remaining: readonly RemoteRecipient[] = items;
         /** The last reason the whole attempt failed at some address, and whether it was permanent. */
-        let last: { error: string; permanent: boolean; mta?: string } = {
-          error:
+        let last: { outcome: Outcome; permanent: boolean; mta?: string } = {
+          outcome:
             relay === undefined
-              ? `451 4.4.1 no MX host of ${domain} could be reached`
-              : `451 4.4.1 relay ${relay.label} for ${domain} could not be reached`,
+              ? localOutcome('unreachable', 'connect', { domain })
+              : localOutcome('relay-unreachable', 'connect', { relay: relay.label, domain }),
           permanent: false,
         };
         /** Some host answered the transaction: the destination as a whole works. */
         let reached = false;
         hosts: for (const host of route.hosts) {
           for (const address of host.addresses) {
+            const peer = { host: host.name, address };
             if (remaining.length === 0) break hosts;
             // At most recipientsPerTransaction recipients per transaction (Postfix's
             // smtp_destination_recipient_limit); further ones follow on the same connection.
@@ -247,19 +276,32 @@ export class RemoteDelivery {
               todo = todo.slice(batch.length);
               const attempt = await this.#attempt(qid, envelope, size, batch, host.name, address, target);
               if (attempt.kind === 'connection-failed' || attempt.kind === 'rejected') {
-                const error =
-                  attempt.kind === 'rejected' ? replyText(attempt.reply) : `451 4.4.1 ${attempt.reason}`;
-                last = { error, permanent: attempt.kind === 'rejected' && attempt.permanent, mta: host.name };
+                const outcome =
+                  attempt.kind === 'rejected'
+                    ? outcomeOf(attempt.reply, attempt.stage, peer)
+                    : localOutcome('connection-failed', attempt.stage, { detail: attempt.reason });
+                last = {
+                  outcome,
+                  permanent: attempt.kind === 'rejected' && attempt.permanent,
+                  mta: host.name,
+                };
                 const unanswered = [...batch, ...todo];
                 todo = [];
                 log.warn(
-                  { qid, rcpt: unanswered.map((r) => r.address), mx: host.name, address, reply: error },
+                  {
+                    qid,
+                    rcpt: unanswered.map((r) => r.address),
+                    mx: host.name,
+                    address,
+                    reason: outcome.reason,
+                    reply: renderOutcome(outcome),
+                  },
                   'outbound: attempt failed at this address; trying the next',
                 );
                 if (attempt.kind === 'rejected' && attempt.permanent && attempt.stage === 'mail') {
                   // The message itself was refused (MAIL FROM 5xx, SIZE, SMTPUTF8): no other host will differ.
                   for (const item of unanswered)
-                    results.set(item.index, { kind: 'failed', error, mta: host.name });
+                    results.set(item.index, { kind: 'failed', outcome, mta: host.name });
                 } else carry.push(...unanswered);
                 break;
               }
@@ -271,9 +313,21 @@ export class RemoteDelivery {
                   continue;
                 }
                 const text = replyText(r.reply);
+                const outcome = outcomeOf(r.reply, r.stage, peer);
+                if (r.maybeDelivered === true) {
+                  // The whole message went out but its reply never came: this host may hold it,
+                  // so it waits for the next attempt instead of going to the next host now (as
+                  // Postfix does: "message may be sent more than once").
+                  log.warn(
+                    { qid, rcpt: item.address, mx: host.name, address, reply: text },
+                    'outbound: connection lost after the end of data; deferred, not passed to the next host (may be delivered twice)',
+                  );
+                  results.set(item.index, { kind: 'deferred', outcome, mta: host.name });
+                  continue;
+                }
                 // 421 (or a connection lost before a final answer): the next address may do better.
-                if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local === true)) {
-                  last = { error: text, permanent: false };
+                if (r.kind === 'deferred' && (r.reply.code === 421 || r.reply.local !== undefined)) {
+                  last = { outcome, permanent: false };
                   carry.push(item);
                   continue;
                 }
@@ -287,8 +341,8 @@ export class RemoteDelivery {
                         relayed: !attempt.nextHopDsn,
                       }
                     : r.kind === 'deferred'
-                      ? { kind: 'deferred', error: text, mta: host.name }
-                      : { kind: 'failed', error: text, mta: host.name },
+                      ? { kind: 'deferred', outcome, mta: host.name }
+                      : { kind: 'failed', outcome, mta: host.name },
                 );
               }
               // The session ended with recipients unanswered: the rest go to the next address too.
@@ -301,13 +355,17 @@ export class RemoteDelivery {
           }
         }
         if (reached) health = { kind: 'up' };
-        else if (!last.permanent) health = { kind: 'down', error: last.error };
+        else if (!last.permanent) health = { kind: 'down', outcome: last.outcome };
         for (const item of remaining) {
           results.set(
             item.index,
             last.permanent
-              ? { kind: 'failed', error: last.error, ...(last.mta !== undefined ? { mta: last.mta } : {}) }
-              : { kind: 'deferred', error: last.error },
+              ? {
+                  kind: 'failed',
+                  outcome: last.outcome,
+                  ...(last.mta !== undefined ? { mta: last.mta } : {}),
+                }
+              : { kind: 'deferred', outcome: last.outcome },
           );
         }
       }
@@ -433,10 +491,12 @@ export class RemoteDelivery {
         auth = { username: target.auth.username, password: await target.auth.password() };
       } catch (err) {
         const reason = err instanceof Error ? err.message : String(err);
+        const o = localOutcome('auth-password-unreadable', 'auth', { peer: mx, reason });
         return {
-          kind: 'connection-failed',
-          reason: `cannot read the AUTH password for ${mx}: ${reason}`,
+          kind: 'rejected',
+          reply: { code: o.code, enhanced: o.enhanced, lines: [`${o.enhanced} ${o.text}`], local: o },
           permanent: false,
+          stage: 'auth',
         };
       }
     }
@@ -496,18 +556,30 @@ function routeResult(domain: string, route: MxRoute): Exclude<RemoteResult, { ki
     case 'hosts':
       return null;
     case 'null-mx':
-      return { kind: 'failed', error: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)` };
+      return { kind: 'failed', outcome: localOutcome('null-mx', 'dns', { domain }) };
     case 'nxdomain':
-      return { kind: 'failed', error: `550 5.1.2 ${domain} does not exist (DNS: no such domain)` };
+      return { kind: 'failed', outcome: localOutcome('nxdomain', 'dns', { domain }) };
     case 'no-address':
-      return { kind: 'failed', error: `550 5.4.4 unable to route to ${domain}: ${route.reason}` };
+      return { kind: 'failed', outcome: localOutcome('no-address', 'dns', { domain, reason: route.reason }) };
     case 'loop':
-      return { kind: 'failed', error: `550 5.4.6 mail for ${domain} loops back to myself` };
+      return { kind: 'failed', outcome: localOutcome('loop', 'route', { domain }) };
     case 'temp':
-      return { kind: 'deferred', error: `451 4.4.3 DNS lookup for ${domain} failed: ${route.reason}` };
+      return {
+        kind: 'deferred',
+        outcome: localOutcome('dns-failure', 'dns', { domain, reason: route.reason }),
+      };
     default: {
       const never: never = route;
       throw new Error(`unhandled route ${JSON.stringify(never)}`);
     }
   }
+}
+
+/** The outcome of a reply: the client's own (local), or the remote host's words as they came. */
+function outcomeOf(
+  reply: ClientReply,
+  stage: OutcomeStage,
+  peer: { host: string; address: string },
+): Outcome {
+  return reply.local ?? remoteOutcome(reply, stage, peer);
 }

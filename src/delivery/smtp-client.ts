@@ -2,7 +2,9 @@
  * One outbound SMTP session: connect to one address, read the greeting, EHLO (HELO when EHLO is
  * refused with 5xx), STARTTLS by policy, AUTH for a smarthost, then one or more mail
  * transactions. The caller (router and queue manager) chooses the address, keeps recipient
- * state and decides on retries; this module only speaks SMTP and reports outcomes.
+ * state and decides on retries; this module only speaks SMTP and reports outcomes. The wire
+ * under it (connect, implicit TLS, the STARTTLS upgrade, writes with backpressure, reply
+ * reading with timeouts) is smtp-wire.ts; this file is the session on top.
  *
  * Standards: RFC 5321 (SMTP; 4.5.3.2 timeouts, 4.2 replies), RFC 3207 (STARTTLS), RFC 8314
  * (implicit TLS), RFC 4954 / 4616 (AUTH PLAIN, and LOGIN), RFC 2920 (PIPELINING), RFC 1870
@@ -34,8 +36,12 @@
  *   smtp_sasl_auth_soft_bounce), since a bad password must not bounce the queue.
  * - A 421 at any step, a timeout, a broken reply, or a lost connection ends the session: every
  *   recipient without a final answer is deferred. A recipient refused at RCPT keeps that answer.
+ * - A connection lost (timeout, reset, close) after the final "." or BDAT LAST was handed over
+ *   is marked `maybeDelivered`: the server may hold the message (RFC 5321 6.1), so the caller
+ *   must not send it to another host in the same attempt.
  * - Outcomes the client makes itself (connection lost, timeout, TLS policy, SIZE, SMTPUTF8)
- *   carry a reply marked `local: true`; such a reply never came from the server.
+ *   carry a reply marked `local` (its outcome, from the reply table); such a reply never came
+ *   from the server.
  *
  * Trust: replies come from an untrusted remote server and are parsed strictly (ReplyParser).
  * The message (addresses, parameters, body) comes from our own spool; addresses holding CR, LF
@@ -45,9 +51,11 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { MailParams, RcptParams } from '../message/envelope.js';
+import { localOutcome, type LocalReason, type Outcome, type OutcomeStage } from '../message/outcome.js';
 import { DotStuffer } from '../smtp/dot-stuffer.js';
 import { encodeXtext } from '../smtp/params.js';
-import { ReplyParseError, ReplyParser, type ParsedReply } from '../smtp/reply-parser.js';
+import type { ParsedReply } from '../smtp/reply-parser.js';
+import { errorText, isLost, openSocket, Wire, type Lost } from './smtp-wire.js';
 
 export interface ClientTimeouts {
   /** TCP connect (and, for implicit TLS, the handshake). */
@@ -103,9 +111,9 @@ export interface OutboundMessage {
   eightBit: boolean;
 }
 
-/** A reply from the server, or one made by this client (`local: true`), e.g. for a lost connection. */
+/** A reply from the server, or one made by this client (`local`: its outcome), e.g. for a lost connection. */
 export interface ClientReply extends ParsedReply {
-  local?: true;
+  local?: Outcome;
 }
 
 export interface RecipientResult {
@@ -114,6 +122,13 @@ export interface RecipientResult {
   kind: 'delivered' | 'deferred' | 'failed';
   /** The RCPT reply if the recipient was refused there, else the message reply (or a local one). */
   reply: ClientReply;
+  /** Where the reply came: 'rcpt', 'data' (DATA or a body chunk refused), 'end-of-data', or where the session was lost. */
+  stage: OutcomeStage;
+  /**
+   * The whole message went out (the final "." or BDAT LAST) but its reply never came: the server
+   * may hold the message. It must not go to another host in the same attempt (a duplicate).
+   */
+  maybeDelivered?: true;
 }
 
 export interface SendOptions {
@@ -132,7 +147,7 @@ export type TransactionResult =
   /** Per-recipient outcomes; messageReply is the final reply to the message (DATA / BDAT), if any. */
   | { kind: 'done'; recipients: RecipientResult[]; messageReply: ClientReply | null }
   /** Nothing was attempted for the message: the caller tries the next address or MX. */
-  | { kind: 'connection-failed'; reason: string; permanent: false }
+  | { kind: 'connection-failed'; reason: string; permanent: false; stage: OutcomeStage }
   /** The whole transaction was refused before any recipient got an answer. */
   | { kind: 'rejected'; reply: ClientReply; permanent: boolean; stage: RejectStage };
 
@@ -146,67 +161,17 @@ export interface TlsState {
 }
 
 /**
- * Replies this client makes itself. They are never sent on the wire; they explain an outcome in
- * the same shape as a server reply (code, RFC 3463 enhanced code, text).
+ * A reply this client makes itself (never sent on the wire): an outcome from the one reply
+ * table (smtp/replies.ts via message/outcome.ts), in the shape of a server reply.
  */
-const LOCAL_REPLIES = {
-  CONNECTION_LOST: { code: 421, enhanced: '4.4.2', text: 'Connection with {peer} lost {when}: {reason}' },
-  TLS_NOT_OFFERED: {
-    code: 454,
-    enhanced: '4.7.4',
-    text: 'TLS is required for {peer}, but it does not offer STARTTLS; not sent in clear',
-  },
-  TLS_FAILED: { code: 454, enhanced: '4.7.5', text: 'TLS handshake with {peer} failed: {reason}' },
-  AUTH_NEEDS_TLS: {
-    code: 454,
-    enhanced: '4.7.11',
-    text: 'Authentication to {peer} is configured, but the connection is not encrypted; credentials not sent',
-  },
-  AUTH_NOT_OFFERED: {
-    code: 454,
-    enhanced: '4.7.0',
-    text: 'Authentication to {peer} is configured, but it offers neither AUTH PLAIN nor AUTH LOGIN',
-  },
-  SIZE_EXCEEDED: {
-    code: 552,
-    enhanced: '5.3.4',
-    text: 'Message size {size} exceeds the limit of {limit} octets announced by {peer}',
-  },
-  SMTPUTF8_NOT_OFFERED: {
-    code: 553,
-    enhanced: '5.6.7',
-    text: '{peer} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)',
-  },
-  BAD_ENVELOPE: {
-    code: 553,
-    enhanced: '5.1.3',
-    text: 'Envelope address or parameter holds CR, LF or NUL; not sent',
-  },
-  BODY_READ_ERROR: {
-    code: 451,
-    enhanced: '4.3.0',
-    text: 'Local error reading the message while sending it: {reason}',
-  },
-} as const satisfies Record<string, { code: number; enhanced: string; text: string }>;
-
-function local(id: keyof typeof LOCAL_REPLIES, vars: Record<string, string | number>): ClientReply {
-  const spec = LOCAL_REPLIES[id];
-  const text = spec.text.replace(/\{(\w+)\}/g, (whole, name: string) => {
-    const value = vars[name];
-    return value === undefined ? whole : String(value);
-  });
-  return { code: spec.code, enhanced: spec.enhanced, lines: [`${spec.enhanced} ${text}`], local: true };
+function local(reason: LocalReason, stage: OutcomeStage, vars: Record<string, string | number>): ClientReply {
+  const o = localOutcome(reason, stage, vars);
+  return { code: o.code, enhanced: o.enhanced, lines: [`${o.enhanced} ${o.text}`], local: o };
 }
 
 /** Bytes sent per BDAT chunk (the body iterator's pieces are gathered up to this size). */
 const BDAT_CHUNK_BYTES = 64 * 1024;
 const UNSAFE = /[\r\n\0]/;
-
-type Lost = { lost: string };
-
-function isLost(x: ParsedReply | Lost): x is Lost {
-  return 'lost' in x;
-}
 
 function classOf(code: number): 2 | 3 | 4 | 5 {
   const c = Math.floor(code / 100);
@@ -220,231 +185,6 @@ function outcome(reply: ParsedReply): RecipientResult['kind'] {
 
 function describe(reply: ParsedReply): string {
   return `${reply.code} ${reply.lines.join(' ')}`;
-}
-
-/** An error's message on one line (OpenSSL messages end with a newline). */
-function errorText(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
-}
-
-/**
- * The connection: socket, reply parser, queued replies and the one pending wait. Every wait has
- * a timeout; a timeout, a socket error, a close or a parse error marks the connection failed
- * (`failure` says why) and destroys it. Replies received before the failure can still be read.
- */
-class Wire {
-  #socket: net.Socket;
-  readonly #parser = new ReplyParser();
-  readonly #queue: ParsedReply[] = [];
-  #failure: string | null = null;
-  #wake: (() => void) | null = null;
-
-  readonly #onData = (chunk: Buffer): void => {
-    try {
-      this.#queue.push(...this.#parser.push(chunk));
-    } catch (err) {
-      if (!(err instanceof ReplyParseError)) throw err;
-      this.#queue.push(...err.parsed);
-      this.destroy(`protocol error in the server's reply: ${err.message}`);
-    }
-    this.#notify();
-  };
-  readonly #onError = (err: Error): void => this.#fail(`connection error: ${errorText(err)}`);
-  readonly #onClose = (): void => this.#fail('the server closed the connection');
-  readonly #onDrain = (): void => this.#notify();
-
-  constructor(socket: net.Socket) {
-    this.#socket = socket;
-    this.#attach(socket);
-  }
-
-  get failure(): string | null {
-    return this.#failure;
-  }
-
-  /** A reply has arrived and not been read. */
-  get hasReply(): boolean {
-    return this.#queue.length > 0;
-  }
-
-  #attach(s: net.Socket): void {
-    s.on('data', this.#onData);
-    s.on('error', this.#onError);
-    s.on('close', this.#onClose);
-    s.on('drain', this.#onDrain);
-  }
-
-  #detach(s: net.Socket): void {
-    s.off('data', this.#onData);
-    s.off('error', this.#onError);
-    s.off('close', this.#onClose);
-    s.off('drain', this.#onDrain);
-  }
-
-  #notify(): void {
-    const wake = this.#wake;
-    this.#wake = null;
-    wake?.();
-  }
-
-  #fail(reason: string): void {
-    if (this.#failure === null) this.#failure = reason;
-    this.#notify();
-  }
-
-  /** Marks the connection failed with `reason` (unless it already failed) and destroys it. */
-  destroy(reason: string): void {
-    this.#fail(reason);
-    this.#socket.destroy();
-  }
-
-  /** Waits until `ready` returns a value, a failure, or the timeout (which destroys the connection). */
-  #wait<T>(ready: () => T | undefined, timeoutMs: number, what: string): Promise<T | Lost> {
-    return new Promise((resolve) => {
-      const check = (): boolean => {
-        const value = ready();
-        if (value !== undefined) {
-          resolve(value);
-          return true;
-        }
-        if (this.#failure !== null) {
-          resolve({ lost: this.#failure });
-          return true;
-        }
-        return false;
-      };
-      if (check()) return;
-      const timer = setTimeout(() => {
-        this.#wake = null;
-        this.destroy(`timeout after ${timeoutMs} ms ${what}`);
-        resolve({ lost: this.#failure ?? 'timeout' });
-      }, timeoutMs);
-      const wake = (): void => {
-        if (check()) clearTimeout(timer);
-        else this.#wake = wake;
-      };
-      this.#wake = wake;
-    });
-  }
-
-  /** The next reply (replies queued before a failure come first). */
-  reply(timeoutMs: number, what: string): Promise<ParsedReply | Lost> {
-    return this.#wait(() => this.#queue.shift(), timeoutMs, `waiting for the reply to ${what}`);
-  }
-
-  /** Writes, then waits for the socket to drain if its buffer is full. null when written. */
-  async write(data: Buffer | string, timeoutMs: number, what: string): Promise<Lost | null> {
-    if (this.#failure !== null) return { lost: this.#failure };
-    if (this.#socket.write(data)) return null;
-    const done = await this.#wait(
-      () => (this.#socket.writableNeedDrain ? undefined : true),
-      timeoutMs,
-      `sending ${what}`,
-    );
-    return done === true ? null : done;
-  }
-
-  /** Writes a command line and reads its reply. */
-  async command(line: string, timeoutMs: number, what: string): Promise<ParsedReply | Lost> {
-    const lost = await this.write(`${line}\r\n`, timeoutMs, what);
-    return lost ?? this.reply(timeoutMs, what);
-  }
-
-  /**
-   * RFC 3207: after "220" to STARTTLS, runs the handshake on this connection. Refuses if the
-   * server sent anything after the 220 (bytes sent in clear must not be read as if encrypted).
-   */
-  async startTls(options: tls.ConnectionOptions, timeoutMs: number): Promise<tls.TLSSocket | Lost> {
-    if (this.#failure !== null) return { lost: this.#failure };
-    if (!this.#parser.idle || this.#queue.length > 0) {
-      this.destroy('the server sent data after its 220 reply to STARTTLS (RFC 3207 5)');
-      return { lost: this.#failure ?? '' };
-    }
-    const plain = this.#socket;
-    this.#detach(plain);
-    plain.on('error', () => undefined);
-    const secure = tls.connect({ ...options, socket: plain });
-    this.#socket = secure;
-    const result = await handshake(secure, timeoutMs);
-    if (result !== null) {
-      this.#failure = result;
-      secure.destroy();
-      plain.destroy();
-      return { lost: result };
-    }
-    this.#attach(secure);
-    return secure;
-  }
-}
-
-/** Waits for 'secureConnect'; null on success, else why it failed. */
-function handshake(socket: tls.TLSSocket, timeoutMs: number): Promise<string | null> {
-  return new Promise((resolve) => {
-    const finish = (why: string | null): void => {
-      clearTimeout(timer);
-      socket.off('secureConnect', onSecure);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-      if (why !== null) socket.on('error', () => undefined);
-      resolve(why);
-    };
-    const onSecure = (): void => finish(null);
-    const onError = (err: Error): void => finish(errorText(err));
-    const onClose = (): void => finish('the connection closed during the TLS handshake');
-    const timer = setTimeout(() => finish(`TLS handshake timed out after ${timeoutMs} ms`), timeoutMs);
-    socket.once('secureConnect', onSecure);
-    socket.once('error', onError);
-    socket.once('close', onClose);
-  });
-}
-
-/** Opens TCP (or TLS for implicit TLS); resolves with the socket or why it failed. */
-function openSocket(
-  opts: ClientOptions,
-  tlsConnect: tls.ConnectionOptions | null,
-): Promise<{ socket: net.Socket } | { error: string; tlsStage: boolean }> {
-  return new Promise((resolve) => {
-    const base = {
-      host: opts.host,
-      port: opts.port,
-      ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
-    };
-    const socket = tlsConnect === null ? net.connect(base) : tls.connect({ ...tlsConnect, ...base });
-    let tcpUp = false;
-    const ready = tlsConnect === null ? 'connect' : 'secureConnect';
-    const finish = (result: { socket: net.Socket } | { error: string; tlsStage: boolean }): void => {
-      clearTimeout(timer);
-      socket.off(ready, onReady);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-      if ('error' in result) {
-        socket.on('error', () => undefined);
-        socket.destroy();
-      }
-      resolve(result);
-    };
-    const onReady = (): void => {
-      // Commands and pipelined batches are written whole, so Nagle only adds delay.
-      socket.setNoDelay(true);
-      finish({ socket });
-    };
-    const onError = (err: Error): void => finish({ error: errorText(err), tlsStage: tcpUp });
-    const onClose = (): void => finish({ error: 'connection closed', tlsStage: tcpUp });
-    const timer = setTimeout(
-      () =>
-        finish({
-          error: `${tcpUp ? 'TLS handshake' : 'connection'} timed out after ${opts.timeouts.connectMs} ms`,
-          tlsStage: tcpUp,
-        }),
-      opts.timeouts.connectMs,
-    );
-    socket.once('connect', () => {
-      tcpUp = true;
-    });
-    socket.once(ready, onReady);
-    socket.once('error', onError);
-    socket.once('close', onClose);
-  });
 }
 
 /** Parses EHLO keyword lines (all lines after the first) into upper-case keyword → parameters. */
@@ -517,7 +257,10 @@ export class SmtpClientSession {
         return {
           result: {
             kind: 'rejected',
-            reply: local('TLS_FAILED', { peer, reason: opened.error }),
+            reply: local(opened.certificate === true ? 'tls-certificate-unverified' : 'tls-failed', 'tls', {
+              peer,
+              reason: opened.error,
+            }),
             permanent: false,
             stage: 'tls',
           },
@@ -550,12 +293,16 @@ export class SmtpClientSession {
     const { timeouts } = this.#opts;
     const w = this.#wire;
     const greeting = await w.reply(timeouts.greetingMs, 'the greeting');
-    if (isLost(greeting)) return { result: failed(`no greeting from ${this.#peer}: ${greeting.lost}`) };
+    if (isLost(greeting)) {
+      return { result: failed(`no greeting from ${this.#peer}: ${greeting.lost}`, 'greeting') };
+    }
     if (greeting.code !== 220) {
       if (classOf(greeting.code) === 5) {
         return { result: { kind: 'rejected', reply: greeting, permanent: true, stage: 'greeting' } };
       }
-      return { result: failed(`${this.#peer} refused the session at greeting: ${describe(greeting)}`) };
+      return {
+        result: failed(`${this.#peer} refused the session at greeting: ${describe(greeting)}`, 'greeting'),
+      };
     }
 
     const ehlo = await this.#ehlo();
@@ -564,16 +311,24 @@ export class SmtpClientSession {
     if (this.#tls === null && this.#opts.tls !== 'none') {
       const required = this.#opts.tls !== 'opportunistic';
       if (!this.#extensions.has('STARTTLS')) {
-        if (required) return { result: this.#rejectTls(local('TLS_NOT_OFFERED', { peer: this.#peer })) };
+        if (required)
+          return { result: this.#rejectTls(local('tls-not-offered', 'tls', { peer: this.#peer })) };
       } else {
         const r = await w.command('STARTTLS', timeouts.commandMs, 'STARTTLS');
         if (isLost(r)) return { result: this.#lostAt('after STARTTLS', r) };
         if (r.code === 220) {
           const secure = await w.startTls(SmtpClientSession.#tlsOptions(this.#opts), timeouts.commandMs);
           if ('lost' in secure) {
-            const reply = local('TLS_FAILED', { peer: this.#peer, reason: secure.lost });
+            const reply = local(
+              secure.certificate === true ? 'tls-certificate-unverified' : 'tls-failed',
+              'tls',
+              {
+                peer: this.#peer,
+                reason: secure.lost,
+              },
+            );
             if (required) return { result: this.#rejectTls(reply) };
-            return { result: failed(describe(reply)), handshakeFailed: true };
+            return { result: failed(describe(reply), 'tls'), handshakeFailed: true };
           }
           this.#tls = tlsState(secure);
           this.#extensions = new Map();
@@ -634,7 +389,7 @@ export class SmtpClientSession {
       permanent: false,
       stage: 'auth',
     });
-    if (this.#tls === null) return reject(local('AUTH_NEEDS_TLS', { peer: this.#peer }));
+    if (this.#tls === null) return reject(local('auth-needs-tls', 'auth', { peer: this.#peer }));
     const mechanisms = (this.#extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
     const w = this.#wire;
     const ms = this.#opts.timeouts.commandMs;
@@ -647,7 +402,7 @@ export class SmtpClientSession {
       if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.username), ms, 'AUTH LOGIN (user name)');
       if (!isLost(r) && r.code === 334) r = await w.command(b64(auth.password), ms, 'AUTH LOGIN (password)');
     } else {
-      return reject(local('AUTH_NOT_OFFERED', { peer: this.#peer }));
+      return reject(local('auth-not-offered', 'auth', { peer: this.#peer }));
     }
     if (isLost(r)) return this.#lostAt('during AUTH', r);
     if (r.code === 235) return null;
@@ -689,7 +444,7 @@ export class SmtpClientSession {
     if (msg.needsSmtputf8 && !ext.has('SMTPUTF8')) {
       return {
         kind: 'rejected',
-        reply: local('SMTPUTF8_NOT_OFFERED', { peer }),
+        reply: local('smtputf8-not-offered', 'mail', { peer }),
         permanent: true,
         stage: 'mail',
       };
@@ -698,14 +453,14 @@ export class SmtpClientSession {
     if (sizeLimit > 0 && msg.size > sizeLimit) {
       return {
         kind: 'rejected',
-        reply: local('SIZE_EXCEEDED', { peer, size: msg.size, limit: sizeLimit }),
+        reply: local('size-exceeded', 'mail', { peer, size: msg.size, limit: sizeLimit }),
         permanent: true,
         stage: 'mail',
       };
     }
     const commands = this.#envelopeCommands(msg);
     if (commands === null) {
-      return { kind: 'rejected', reply: local('BAD_ENVELOPE', {}), permanent: true, stage: 'mail' };
+      return { kind: 'rejected', reply: local('bad-envelope', 'mail', {}), permanent: true, stage: 'mail' };
     }
 
     // RSET closes a transaction left open, or checks that a reused connection still works
@@ -774,7 +529,8 @@ export class SmtpClientSession {
         }
       }
     }
-    if (isLost(mailReply)) return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`);
+    if (isLost(mailReply))
+      return failed(`connection with ${peer} lost after MAIL: ${mailReply.lost}`, 'mail');
     if (classOf(mailReply.code) !== 2) {
       if (mailReply.code === 421) w.destroy(`${peer} closed the session: ${describe(mailReply)}`);
       else if (lostAt === null) {
@@ -789,7 +545,7 @@ export class SmtpClientSession {
       const r = rcptReplies[i];
       return r === undefined || classOf(r.code) === 2
         ? undefined
-        : { address: rcpt.address, kind: outcome(r), reply: r };
+        : { address: rcpt.address, kind: outcome(r), reply: r, stage: 'rcpt' };
     });
     const closing = rcptReplies.find((r) => r?.code === 421);
     if (closing !== undefined || lostAt !== null) {
@@ -799,9 +555,9 @@ export class SmtpClientSession {
         w.destroy(`${peer} closed the session: ${describe(closing)}`);
         reply = closing;
       } else {
-        reply = local('CONNECTION_LOST', { peer, when: 'after RCPT', reason: lostAt?.lost ?? '' });
+        reply = local('connection-lost', 'rcpt', { peer, when: 'after RCPT', reason: lostAt?.lost ?? '' });
       }
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'rcpt' }, null);
     }
     const accepted = rcptReplies.some((r) => r !== undefined && classOf(r.code) === 2);
     if (!accepted) {
@@ -817,16 +573,35 @@ export class SmtpClientSession {
       ? await this.#sendBdat(msg, pipelining)
       : await this.#sendData(msg, dataReply);
     if ('lost' in sent) {
-      const reply = local('CONNECTION_LOST', { peer, when: sent.when, reason: sent.lost });
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      if (sent.afterEnd === true) {
+        // RFC 5321 6.1: the server may already have taken responsibility for the message.
+        const reply = local('lost-after-end-of-data', 'end-of-data', {
+          peer,
+          when: sent.when,
+          reason: sent.lost,
+        });
+        return this.#done(
+          msg,
+          results,
+          { kind: 'deferred', reply, stage: 'end-of-data', maybeDelivered: true },
+          null,
+        );
+      }
+      const reply = local('connection-lost', 'data', { peer, when: sent.when, reason: sent.lost });
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'data' }, null);
     }
     if ('bodyError' in sent) {
-      const reply = local('BODY_READ_ERROR', { reason: sent.bodyError });
-      return this.#done(msg, results, { kind: 'deferred', reply }, null);
+      const reply = local('body-read-error', 'data', { reason: sent.bodyError });
+      return this.#done(msg, results, { kind: 'deferred', reply, stage: 'data' }, null);
     }
     if (sent.final) this.#dirty = false;
     if (sent.reply.code === 421) w.destroy(`${peer} closed the session: ${describe(sent.reply)}`);
-    return this.#done(msg, results, { kind: outcome(sent.reply), reply: sent.reply }, sent.reply);
+    return this.#done(
+      msg,
+      results,
+      { kind: outcome(sent.reply), reply: sent.reply, stage: sent.final ? 'end-of-data' : 'data' },
+      sent.reply,
+    );
   }
 
   /**
@@ -850,12 +625,18 @@ export class SmtpClientSession {
   #done(
     msg: OutboundMessage,
     results: (RecipientResult | undefined)[],
-    rest: { kind: RecipientResult['kind']; reply: ClientReply },
+    rest: { kind: RecipientResult['kind']; reply: ClientReply; stage: OutcomeStage; maybeDelivered?: true },
     messageReply: ClientReply | null,
   ): TransactionResult {
     const recipients = msg.recipients.map(
       (rcpt, i): RecipientResult =>
-        results[i] ?? { address: rcpt.address, kind: rest.kind, reply: rest.reply },
+        results[i] ?? {
+          address: rcpt.address,
+          kind: rest.kind,
+          reply: rest.reply,
+          stage: rest.stage,
+          ...(rest.maybeDelivered === true ? { maybeDelivered: true as const } : {}),
+        },
     );
     return { kind: 'done', recipients, messageReply };
   }
@@ -934,15 +715,22 @@ export class SmtpClientSession {
       return { bodyError: errorText(err) };
     }
     const tail = stuffer.end();
+    // Handed to the socket, the final "." may reach the server even if the write then fails.
+    const handedOver = w.failure === null;
     const lost = await w.write(
       held === null ? tail : Buffer.concat([held, tail]),
       timeouts.dataBlockMs,
       'the end of data',
     );
-    if (lost !== null)
-      return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
+    if (lost !== null) {
+      const early = await this.#earlyReply();
+      if (early !== null) return early;
+      return handedOver
+        ? { lost: lost.lost, when: 'while sending the end of data', afterEnd: true }
+        : { lost: lost.lost, when: 'while sending the message' };
+    }
     const final = await w.reply(timeouts.dataEndMs, 'the end of data');
-    if (isLost(final)) return { lost: final.lost, when: 'after the end of data' };
+    if (isLost(final)) return { lost: final.lost, when: 'after the end of data', afterEnd: true };
     return { reply: final, final: true };
   }
 
@@ -1012,8 +800,15 @@ export class SmtpClientSession {
       return { bodyError: errorText(err) };
     }
     if (state.refused === null) {
+      // Once BDAT LAST is handed to the socket, the server may take the message even if its
+      // reply (or an earlier chunk's) never comes.
+      const handedOver = w.failure === null;
       const lost = await chunk(Buffer.concat(held, heldBytes), true);
-      if (lost !== null) return { lost: lost.lost, when: 'after BDAT LAST' };
+      if (lost !== null) {
+        return handedOver
+          ? { lost: lost.lost, when: 'after BDAT LAST', afterEnd: true }
+          : { lost: lost.lost, when: 'while sending the message' };
+      }
     } else {
       // RFC 3030 2: no further chunk after a refused one; read the replies still owed.
       const lost = await collect(true, timeouts.commandMs);
@@ -1039,11 +834,17 @@ export class SmtpClientSession {
   }
 }
 
+/** afterEnd: the loss came after the whole message (final "." or BDAT LAST) was handed over. */
 type SendOutcome =
-  { reply: ParsedReply; final: boolean } | { lost: string; when: string } | { bodyError: string };
+  | { reply: ParsedReply; final: boolean }
+  | { lost: string; when: string; afterEnd?: true }
+  | { bodyError: string };
 
-function failed(reason: string): { kind: 'connection-failed'; reason: string; permanent: false } {
-  return { kind: 'connection-failed', reason, permanent: false };
+function failed(
+  reason: string,
+  stage: OutcomeStage = 'connect',
+): { kind: 'connection-failed'; reason: string; permanent: false; stage: OutcomeStage } {
+  return { kind: 'connection-failed', reason, permanent: false, stage };
 }
 
 function tlsState(socket: tls.TLSSocket): TlsState {

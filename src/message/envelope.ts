@@ -3,6 +3,7 @@
  * Plain data, serialisable as JSON, shared by the session (which builds it), the spool
  * (which stores it beside the body) and delivery (which reads it back).
  */
+import type { Outcome } from './outcome.js';
 
 /** Which listener accepted the message. */
 export type ListenerKind = 'smtp' | 'submission' | 'submissions';
@@ -64,7 +65,10 @@ export interface Envelope {
   receivedAt: number;
 }
 
-/** Where a recipient stands. Kept on disk by the spool, one per recipient. */
+/**
+ * Where a recipient stands. Kept on disk by the spool, one per recipient. A deferred or failed
+ * recipient keeps the outcome that put it there (message/outcome.ts), as data.
+ */
 export type RecipientState =
   | { status: 'pending' }
   | { status: 'delivered'; at: number; detail?: string }
@@ -72,8 +76,9 @@ export type RecipientState =
       status: 'deferred';
       attempts: number;
       nextAttemptAt: number;
-      lastError: string;
+      /** Why the last attempt did not deliver. */
+      outcome: Outcome;
       /** The sender has been sent the delay warning for this recipient (once, RFC 3461 "delayed"). */
       warned?: true;
     }
-  | { status: 'failed'; at: number; error: string };
+  | { status: 'failed'; at: number; outcome: Outcome };

@@ -8,6 +8,7 @@
  * Trust level: internal; the operator's queue ids are looked up, never used as paths.
  */
 import type { Envelope, RecipientState } from '../message/envelope.js';
+import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import { spoolBounce } from './reports.js';
 import type { HeldSet } from './held.js';
@@ -17,8 +18,10 @@ import type { Spool } from './spool.js';
 export interface QueueRecipient {
   address: string;
   status: RecipientState['status'];
-  /** The last error of a deferred or failed recipient. */
+  /** The last error of a deferred or failed recipient, rendered from `outcome` (one line). */
   lastError?: string;
+  /** The outcome itself, as data: code, enhanced code, text, origin, stage, reason id. */
+  outcome?: Outcome;
   /** When a deferred recipient is due again (ms since the epoch). */
   nextAttemptAt?: number;
   attempts?: number;
@@ -48,8 +51,6 @@ export interface QueueMessageDetail extends QueueEntry {
 /** At most this much of a body is read to find the end of its header section. */
 const MAX_HEADER_BYTES = 256 * 1024;
 
-export const ADMIN_BOUNCE_ERROR = '550 5.7.0 returned to the sender by the mail administrator';
-
 export interface AdminContext {
   spool: Spool;
   held: HeldSet;
@@ -65,12 +66,20 @@ function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): Qu
       return {
         address: r.address,
         status: s.status,
-        lastError: s.lastError,
+        lastError: renderOutcome(s.outcome),
+        outcome: s.outcome,
         nextAttemptAt: s.nextAttemptAt,
         attempts: s.attempts,
         ...(s.warned === true ? { delayWarned: true as const } : {}),
       };
-    if (s.status === 'failed') return { address: r.address, status: s.status, lastError: s.error };
+    if (s.status === 'failed') {
+      return {
+        address: r.address,
+        status: s.status,
+        lastError: renderOutcome(s.outcome),
+        outcome: s.outcome,
+      };
+    }
     if (s.status === 'delivered' && s.detail !== undefined)
       return { address: r.address, status: s.status, detail: s.detail };
     return { address: r.address, status: s.status };
@@ -176,7 +185,7 @@ export async function bounceMessage(ctx: AdminContext, qid: string): Promise<{ b
   msg.states.forEach((s, index) => {
     if (s.status === 'delivered' || s.status === 'failed') return;
     failed.push(index);
-    states.set(index, { status: 'failed', at, error: ADMIN_BOUNCE_ERROR });
+    states.set(index, { status: 'failed', at, outcome: localOutcome('admin-bounce', 'queue') });
   });
   const result =
     failed.length === 0

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildDsn, DsnError, explainStatus, parseDsn, shouldNotify, type DsnInput } from './dsn.js';
+import { buildDsn, DsnError, shouldNotify, type DsnInput } from './dsn.js';
+import { parseDsn } from '../../test/helpers/dsn-parser.js';
+import { explainStatus } from './dsn-explanations.js';
 
 const ARRIVAL = Date.UTC(2026, 0, 1, 10, 0, 0);
 const NOW = Date.UTC(2026, 0, 6, 10, 0, 0);

@@ -1,10 +1,11 @@
 /**
- * Delivery status notifications: the bounce, the delay warning and the success report that
- * go back to a message's sender, and a small parser for them (used by tests).
+ * Delivery status notifications, the builder: the bounce, the delay warning and the success
+ * report that go back to a message's sender. What a status means in plain words is in
+ * dsn-explanations.ts; the parser the tests use is test/helpers/dsn-parser.ts.
  *
  * Follows RFC 3461 (NOTIFY, RET, ENVID and ORCPT semantics; 6.3 which fields a DSN must
  * carry), RFC 3464 (message/delivery-status), RFC 6522 (multipart/report), RFC 3463 (status
- * codes, explained in plain words by explainStatus), RFC 3834 (Auto-Submitted), RFC 6533
+ * codes, explained in plain words by dsn-explanations.ts), RFC 3834 (Auto-Submitted), RFC 6533
  * (message/global-delivery-status, message/global, message/global-headers when addresses or
  * the original header are UTF-8), RFC 5322 (at most 998 octets a line, CRLF).
  *
@@ -17,6 +18,7 @@
  */
 import type { MailParams, NotifyValue } from '../message/envelope.js';
 import { formatRfc5322Date } from '../message/headers.js';
+import { explainStatus, type StatusExplanation } from './dsn-explanations.js';
 
 export interface DsnRecipient {
   /** The final recipient: the address Sterna tried to deliver to. */
@@ -35,6 +37,8 @@ export interface DsnRecipient {
   willRetryUntil?: number;
   /** What was tried, in plain words, e.g. "delivery to mx1.example.com [192.0.2.1] on 3 attempts over 2 days". */
   tried?: string;
+  /** What it means and what to do (dsn-explanations.ts explainOutcome); default: from the status. */
+  explanation?: StatusExplanation;
 }
 
 export interface DsnInput {
@@ -121,277 +125,6 @@ export function shouldNotify(kind: DsnInput['kind'], notify?: NotifyValue[]): bo
 
 function assertNever(x: never): never {
   throw new Error(`unexpected value ${String(x)}`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Status explanations (RFC 3463 and its registry, RFC 5248)
-
-export interface StatusExplanation {
-  /** What the status most likely means, in plain words. */
-  meaning: string;
-  /** What the sender can do about it. */
-  advice: string;
-}
-
-const MAILBOX_UNKNOWN: StatusExplanation = {
-  meaning: "The recipient's mailbox does not exist at the receiving server.",
-  advice:
-    'Check the address for typing mistakes. If it is right, the person may have left or changed ' +
-    'address: reach them another way and ask for their current address.',
-};
-const MAILBOX_FULL: StatusExplanation = {
-  meaning: "The recipient's mailbox is full.",
-  advice: 'Try again later, or let the recipient know another way that their mailbox is full.',
-};
-const TOO_BIG: StatusExplanation = {
-  meaning: "The message is larger than the recipient's server accepts.",
-  advice:
-    'Send a smaller message: share large attachments through a link, or spread them over several messages.',
-};
-const TLS_REQUIRED: StatusExplanation = {
-  meaning:
-    'The receiving server requires an encrypted (TLS) connection, and one could not be set up with it.',
-  advice:
-    "Forward this report to your mail administrator: the sending server's TLS set-up, or the " +
-    "receiving server's certificate, needs fixing.",
-};
-const SPAM: StatusExplanation = {
-  meaning:
-    'The receiving server took the message for spam, or refused mail from the sending server ' +
-    'because of its reputation or a blocklist.',
-  advice:
-    'Ask the recipient another way whether they can receive mail from you. If the reply names a ' +
-    "blocklist, forward this report to your mail administrator to check the sending server's listing.",
-};
-const POLICY: StatusExplanation = {
-  meaning: 'The receiving server refused the message for a security or policy reason.',
-  advice:
-    "Read the server's reply above for the reason. If it is unclear, ask the recipient another way " +
-    'whether they can receive mail from you, or forward this report to your mail administrator.',
-};
-const AUTH_CHECKS: StatusExplanation = {
-  meaning:
-    'The receiving server refused the message because it failed the checks that prove it comes from your domain (SPF, DKIM, DMARC).',
-  advice:
-    "Forward this report to your mail administrator: the domain's SPF, DKIM or DMARC records need checking.",
-};
-
-/** Codes whose meaning depends on the class. */
-const BY_CODE: Readonly<Record<string, StatusExplanation>> = {
-  '4.7.1': {
-    meaning:
-      'The receiving server asked to try again later. This is often greylisting (a spam defence ' +
-      'that delays mail from senders it has not seen before) or a rate limit.',
-    advice:
-      "Usually nothing: a later attempt normally gets through. If none does, the recipient's mail " +
-      'administrator can tell you why their server turns the message away.',
-  },
-  '5.7.1': {
-    meaning:
-      'The receiving server refused the message by policy: the sender, the sending server or the ' +
-      'content is not accepted there. Many servers refuse mail they take for spam this way.',
-    advice: POLICY.advice,
-  },
-};
-
-/** subject.detail, for either class. */
-const BY_DETAIL: Readonly<Record<string, StatusExplanation>> = {
-  '1.1': MAILBOX_UNKNOWN,
-  '1.2': {
-    meaning: "The recipient's domain (the part after the @) does not exist, or has no mail server.",
-    advice: 'Check the part after the @ for typing mistakes.',
-  },
-  '1.3': {
-    meaning: 'The recipient address is not a valid address.',
-    advice: 'Check the address: it should look like name@example.com, with no spaces or extra characters.',
-  },
-  '1.6': {
-    meaning: 'The recipient has moved: this mailbox no longer exists.',
-    advice: 'Ask the recipient for their new address.',
-  },
-  '1.10': {
-    meaning: "The recipient's domain announces that it accepts no mail at all (a null MX record, RFC 7505).",
-    advice: 'Nobody can receive mail at this domain. Check the address, or reach the person another way.',
-  },
-  '2.1': {
-    meaning: "The recipient's mailbox is disabled and does not accept messages.",
-    advice: 'Reach the recipient another way.',
-  },
-  '2.2': MAILBOX_FULL,
-  '2.3': TOO_BIG,
-  '3.1': {
-    meaning: 'The receiving mail system has run out of storage.',
-    advice: 'This is usually temporary: try again later.',
-  },
-  '3.4': TOO_BIG,
-  '4.1': {
-    meaning: "The recipient's mail server did not answer.",
-    advice:
-      "This is usually temporary. If it lasts, the recipient's mail server may be down for good: " +
-      'reach them another way.',
-  },
-  '4.2': {
-    meaning: "The connection to the recipient's mail server failed or was cut off.",
-    advice: 'This is usually temporary: try again later.',
-  },
-  '4.3': {
-    meaning: "Looking up the recipient's domain in the DNS failed.",
-    advice: 'This is usually temporary. Check the part after the @ for typing mistakes.',
-  },
-  '4.4': {
-    meaning: "No way to reach the recipient's mail server could be found.",
-    advice:
-      "Check the part after the @ for typing mistakes. If it is right, the recipient's domain has a " +
-      'mail set-up problem: let them know another way.',
-  },
-  '4.6': {
-    meaning: 'The message went round in a loop between mail servers.',
-    advice: 'Forward this report to your mail administrator: a forwarding set-up needs fixing.',
-  },
-  '4.7': {
-    meaning: 'The message waited too long in the queue without being delivered.',
-    advice: 'Try again later, or reach the recipient another way.',
-  },
-  '6.7': {
-    meaning: "The recipient's server does not accept international (non-ASCII) addresses.",
-    advice: 'Use an all-ASCII address for this recipient, if they have one.',
-  },
-  '7.10': TLS_REQUIRED,
-  '7.23': AUTH_CHECKS,
-  '7.25': {
-    meaning:
-      "The receiving server refused the message because the sending server's address has no matching reverse DNS name.",
-    advice:
-      'Forward this report to your mail administrator: the sending server needs a reverse DNS (PTR) record.',
-  },
-  '7.26': AUTH_CHECKS,
-  '7.27': {
-    meaning:
-      'Your domain announces that it accepts no mail (null MX), so the receiving server refuses mail from it.',
-    advice: 'Send from an address that can receive replies.',
-  },
-};
-
-/** By subject alone. */
-const BY_SUBJECT: Readonly<Record<string, StatusExplanation>> = {
-  '0': {
-    meaning: 'The receiving server gave no detail about the problem.',
-    advice:
-      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
-  },
-  '1': {
-    meaning: 'There is a problem with the recipient address.',
-    advice: 'Check the address for typing mistakes.',
-  },
-  '2': {
-    meaning: "There is a problem with the recipient's mailbox.",
-    advice: 'Try again later, or reach the recipient another way.',
-  },
-  '3': {
-    meaning: 'The receiving mail system has a problem.',
-    advice: 'This is often temporary: try again later.',
-  },
-  '4': {
-    meaning: "There was a network or routing problem on the way to the recipient's mail server.",
-    advice: 'This is often temporary: try again later.',
-  },
-  '5': {
-    meaning: 'The mail servers could not understand each other (a protocol error).',
-    advice: 'Forward this report to your mail administrator.',
-  },
-  '6': {
-    meaning: "The receiving server refused the message's content or format.",
-    advice: 'Try sending it plainer: with fewer or different attachments.',
-  },
-  '7': POLICY,
-};
-
-const BY_CLASS: Readonly<Record<string, StatusExplanation>> = {
-  '2': { meaning: 'The message was delivered.', advice: 'Nothing to do.' },
-  '4': {
-    meaning: 'A temporary problem prevented delivery.',
-    advice:
-      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
-  },
-  '5': {
-    meaning: 'A permanent problem prevented delivery.',
-    advice:
-      "Read the server's reply above. If it is unclear, forward this report to your mail administrator.",
-  },
-};
-
-const UNKNOWN_STATUS: StatusExplanation = {
-  meaning: 'The mail system reported a status it does not recognise.',
-  advice: 'Forward this report to your mail administrator.',
-};
-
-/**
- * Refinements from the remote server's words, applied when its status code is vaguer than
- * its text: `subjects` lists the status subjects a refinement may override; `anyDetail`
- * allows it over a specific detail too (5.7.1 is the classic spam refusal), otherwise only
- * over a detail of 0.
- */
-const REFINEMENTS: readonly {
-  re: RegExp;
-  subjects: readonly string[];
-  anyDetail: boolean;
-  explanation: StatusExplanation;
-}[] = [
-  {
-    re: /\b(spam|spamhaus|junk|block ?list(ed)?|black ?list(ed)?|rbl|dnsbl|reputation)\b/i,
-    subjects: ['0', '6', '7'],
-    anyDetail: true,
-    explanation: SPAM,
-  },
-  {
-    re: /\b(tls|starttls|ssl|encrypt\w*)\b/i,
-    subjects: ['0', '7'],
-    anyDetail: false,
-    explanation: TLS_REQUIRED,
-  },
-  {
-    re: /(user unknown|unknown (user|recipient|mailbox)|no such (user|mailbox|recipient)|(mailbox|user|recipient|address) (does not exist|doesn't exist|not found|unknown)|invalid (recipient|mailbox))/i,
-    subjects: ['0', '1'],
-    anyDetail: false,
-    explanation: MAILBOX_UNKNOWN,
-  },
-  {
-    re: /(mailbox (is )?full|over ?quota|quota exceeded|exceeds? (its |the )?quota|insufficient (storage|space))/i,
-    subjects: ['0', '2'],
-    anyDetail: false,
-    explanation: MAILBOX_FULL,
-  },
-  {
-    re: /(too (big|large)|size limit|exceeds? (the )?(maximum|size))/i,
-    subjects: ['0', '2', '3'],
-    anyDetail: false,
-    explanation: TOO_BIG,
-  },
-];
-
-/**
- * What an RFC 3463 status most likely means and what the sender can do. Looked up by the
- * whole code (class.subject.detail), then subject.detail, then subject, then class; the remote
- * server's text (`diagnostic`) may refine a vague code, e.g. "550 5.7.1 ... listed as spam".
- */
-export function explainStatus(status: string, diagnostic?: string): StatusExplanation {
-  const m = STATUS_RE.exec(status);
-  if (m === null) return UNKNOWN_STATUS;
-  const [, klass = '', subject = '', detail = ''] = m;
-  if (klass === '2') return BY_CLASS['2']!;
-  if (diagnostic !== undefined) {
-    for (const r of REFINEMENTS) {
-      if (!r.subjects.includes(subject) || !(r.anyDetail || detail === '0')) continue;
-      if (r.re.test(diagnostic)) return r.explanation;
-    }
-  }
-  return (
-    BY_CODE[status] ??
-    BY_DETAIL[`${subject}.${detail}`] ??
-    BY_SUBJECT[subject] ??
-    BY_CLASS[klass] ??
-    UNKNOWN_STATUS
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,7 +429,7 @@ function humanText(input: DsnInput, returned: Returned): string {
       lines.push(`        ${truncateUtf8(remoteText(r.diagnostic.text), MAX_LINE_OCTETS - 8)}`);
     }
     if (r.action === 'failed' || r.action === 'delayed') {
-      const e = explainStatus(r.status, r.diagnostic?.text);
+      const e = r.explanation ?? explainStatus(r.status, r.diagnostic?.text);
       lines.push(...wrap(`What it most likely means: ${e.meaning}`, '        ', '    '));
       const advice =
         r.action === 'delayed' ? 'Nothing yet: the mail system keeps trying on its own.' : e.advice;
@@ -862,114 +595,4 @@ function chooseBoundary(input: DsnInput, bodies: Buffer[]): string {
   let boundary = `=_sterna_${safeQid}_${input.now.toString(36)}`;
   for (let n = 1; bodies.some((b) => b.includes(`--${boundary}`)); n++) boundary += `_${n}`;
   return boundary;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Parsing (for tests)
-
-export interface ParsedDsn {
-  /** Top-level header fields, names lower-cased, values unfolded. */
-  headers: Record<string, string>;
-  /** The report-type parameter of multipart/report. */
-  reportType: string;
-  /** The human-readable first part, decoded as UTF-8. */
-  humanText: string;
-  /** The content type of the second part (message/delivery-status or its global variant). */
-  statusType: string;
-  /** Per-message fields of the delivery-status part, names lower-cased. */
-  perMessage: Record<string, string>;
-  /** Per-recipient field groups, in order, names lower-cased. */
-  recipients: Record<string, string>[];
-  /** The third part, when present. */
-  returned: { contentType: string; content: Buffer } | null;
-}
-
-/** Parses "Name: value" lines (unfolding first); throws on a malformed or repeated field. */
-function parseFieldBlock(block: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const unfolded = block.replace(/\r\n(?=[ \t])/g, '');
-  for (const line of unfolded.split('\r\n')) {
-    if (line === '') continue;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new Error(`DSN parse: not a field: ${JSON.stringify(line.slice(0, 80))}`);
-    const name = line.slice(0, colon).trim().toLowerCase();
-    if (Object.hasOwn(out, name)) throw new Error(`DSN parse: field ${name} repeated`);
-    out[name] = line.slice(colon + 1).replace(/^[ \t]+/, '');
-  }
-  return out;
-}
-
-function mediaType(contentType: string): string {
-  return (contentType.split(';')[0] ?? '').trim().toLowerCase();
-}
-
-function param(contentType: string, name: string): string | undefined {
-  const re = new RegExp(`;\\s*${name}=(?:"([^"]*)"|([^;\\s]+))`, 'i');
-  const m = re.exec(contentType);
-  return m === null ? undefined : (m[1] ?? m[2]);
-}
-
-/**
- * Parses a DSN as buildDsn writes it (and the usual shape of others): the top-level header,
- * the three parts of multipart/report, the delivery-status fields. Throws when the message
- * is not a delivery status report. Octets are handled as latin1 internally so offsets stay
- * exact; text is decoded as UTF-8 at the end.
- */
-export function parseDsn(message: Buffer): ParsedDsn {
-  const raw = message.toString('latin1');
-  const utf8 = (s: string): string => Buffer.from(s, 'latin1').toString('utf8');
-  const split = raw.indexOf('\r\n\r\n');
-  if (split === -1) throw new Error('DSN parse: no end of header');
-  const headers = parseFieldBlock(utf8(raw.slice(0, split + 2)));
-  const contentType = headers['content-type'] ?? '';
-  if (mediaType(contentType) !== 'multipart/report') throw new Error('DSN parse: not multipart/report');
-  const boundary = param(contentType, 'boundary');
-  const reportType = param(contentType, 'report-type');
-  if (boundary === undefined || reportType === undefined) {
-    throw new Error('DSN parse: multipart/report without boundary or report-type');
-  }
-  // Every delimiter is CRLF "--" boundary; the body's first line may be one with no CRLF before it.
-  const body = `\r\n${raw.slice(split + 4)}`;
-  const pieces = body.split(`\r\n--${boundary}`);
-  const parts: { headers: Record<string, string>; content: string }[] = [];
-  let closed = false;
-  for (const piece of pieces.slice(1)) {
-    if (piece.startsWith('--')) {
-      closed = true;
-      break;
-    }
-    const rest = piece.replace(/^[ \t]*\r\n/, '');
-    const end = rest.startsWith('\r\n') ? 0 : rest.indexOf('\r\n\r\n');
-    if (end === -1) throw new Error('DSN parse: part without header end');
-    parts.push({
-      headers: parseFieldBlock(utf8(rest.slice(0, end + 2))),
-      content: rest.slice(end === 0 ? 2 : end + 4),
-    });
-  }
-  if (!closed) throw new Error('DSN parse: no closing boundary');
-  const [human, status, third] = parts;
-  if (human === undefined || status === undefined) throw new Error('DSN parse: fewer than two parts');
-  const statusType = mediaType(status.headers['content-type'] ?? '');
-  if (statusType !== 'message/delivery-status' && statusType !== 'message/global-delivery-status') {
-    throw new Error(`DSN parse: second part is ${statusType}, not a delivery status`);
-  }
-  const groups = utf8(status.content)
-    .replace(/(\r\n)+$/, '')
-    .split(/\r\n\r\n/);
-  const [perMessage, ...recipients] = groups.map(parseFieldBlock);
-  return {
-    headers,
-    reportType,
-    humanText: utf8(human.content),
-    statusType,
-    perMessage: perMessage ?? {},
-    recipients,
-    returned:
-      third === undefined
-        ? null
-        : {
-            contentType: mediaType(third.headers['content-type'] ?? ''),
-            content: Buffer.from(third.content, 'latin1'),
-          },
-  };
 }

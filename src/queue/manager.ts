@@ -35,6 +35,7 @@ import { operatorHint } from '../delivery/operator-hints.js';
 import { nextHop, RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
+import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import {
   bounceMessage,
@@ -89,7 +90,7 @@ interface RemoteOutcome {
   relayed?: true;
 }
 
-type Outcome = { index: number; state: RecipientState } | null;
+type LocalUpdate = { index: number; state: RecipientState } | null;
 
 export class QueueManager {
   readonly #o: ManagerOptions;
@@ -110,7 +111,7 @@ export class QueueManager {
   /** Outbound delivery, when configured; without it remote recipients stay pending. */
   readonly #remote: RemoteDelivery | null;
   /** Slots, waiting lines, parked messages and back-off per next hop (with outbound only). */
-  readonly #destinations: DestinationQueues<string> | null;
+  readonly #destinations: DestinationQueues<Outcome> | null;
   readonly #held: HeldSet;
   /** The delivery pass running for each message in #running. */
   readonly #runs = new Map<string, Promise<void>>();
@@ -138,7 +139,7 @@ export class QueueManager {
     this.#destinations =
       o.outbound === undefined
         ? null
-        : new DestinationQueues<string>({
+        : new DestinationQueues<Outcome>({
             total: o.outbound.concurrencyTotal,
             perDestination: o.outbound.concurrencyPerDestination,
             // As many messages may wait for a destination as may be delivered to it at once;
@@ -149,7 +150,7 @@ export class QueueManager {
             backoffBaseMs: o.outbound.retry.firstRetryMs,
             backoffMaxMs: o.outbound.retry.maxBackoffMs,
             onUnpark: (qid) => this.#unparked(qid),
-            blockedError: (dest) => `451 4.4.1 ${dest} is failing; backed off`,
+            blockedError: (destination) => localOutcome('backed-off', 'connect', { destination }),
           });
   }
 
@@ -416,7 +417,7 @@ export class QueueManager {
     if (this.#held.has(qid)) return;
     const msg = await spool.read(qid);
     const now = this.#now();
-    const outcomes: Outcome[] = [];
+    const outcomes: LocalUpdate[] = [];
     const remote = new Map<string, RemoteItem[]>();
     for (let index = 0; index < msg.envelope.recipients.length; index++) {
       const state = msg.states[index];
@@ -436,7 +437,7 @@ export class QueueManager {
       const firstAttempt = state.status === 'pending' && fresh;
       outcomes.push(await this.#deliverOne(qid, index, rcpt.address, msg.envelope, state, firstAttempt));
     }
-    const updates = outcomes.filter((o): o is NonNullable<Outcome> => o !== null);
+    const updates = outcomes.filter((o): o is NonNullable<LocalUpdate> => o !== null);
     // A forwarded alias, like a remote delivery, must not be redone after a crash.
     const forwardedNow = updates.some(
       (u) => u.state.status === 'delivered' && u.state.detail?.includes('forwarded as') === true,
@@ -500,11 +501,17 @@ export class QueueManager {
       for (const index of failedNow) {
         const previous = msg.states[index];
         const st = byIndex.get(index);
+        const failure = st?.status === 'failed' ? st.outcome : undefined;
         byIndex.set(index, {
           status: 'deferred',
           attempts: previous?.status === 'deferred' ? previous.attempts : 0,
           nextAttemptAt: retryAt,
-          lastError: `${st?.status === 'failed' ? st.error : 'failed'} (bounce not sent yet)`,
+          outcome: localOutcome(
+            'bounce-not-sent',
+            'queue',
+            { error: failure === undefined ? 'failed' : renderOutcome(failure) },
+            failure,
+          ),
           ...(previous !== undefined ? warnedOf(previous) : {}),
         });
       }
@@ -569,13 +576,13 @@ export class QueueManager {
       return [];
     }
     if (admission.kind === 'backed-off') {
-      const { until, error } = admission;
+      const { until, error: outcome } = admission;
       this.#o.log.info(
-        { qid, domain, nexthop: hop, until: new Date(until).toISOString(), reply: error },
+        { qid, domain, nexthop: hop, until: new Date(until).toISOString(), reply: renderOutcome(outcome) },
         'outbound: destination backed off; not tried',
       );
       const results = new Map<number, RemoteResult>(
-        items.map((item) => [item.index, { kind: 'deferred', error, notBefore: until }]),
+        items.map((item) => [item.index, { kind: 'deferred', outcome, notBefore: until }]),
       );
       return this.#remoteOutcomes(qid, envelope, domain, items, results);
     }
@@ -584,7 +591,7 @@ export class QueueManager {
       attempt = await this.#remote.deliver(qid, envelope, size, domain, items);
       // Before the slot is handed on: a waiter must see the back-off this attempt earned.
       if (attempt.health.kind === 'up') this.#destinations.succeeded(hop);
-      else if (attempt.health.kind === 'down') this.#destinations.failed(hop, attempt.health.error);
+      else if (attempt.health.kind === 'down') this.#destinations.failed(hop, attempt.health.outcome);
     } finally {
       admission.release();
     }
@@ -601,9 +608,9 @@ export class QueueManager {
   ): RemoteOutcome[] {
     const { log } = this.#o;
     return items.map((item) => {
-      const r = results.get(item.index) ?? {
+      const r: RemoteResult = results.get(item.index) ?? {
         kind: 'deferred',
-        error: '451 4.3.0 outbound attempt ended early',
+        outcome: localOutcome('attempt-ended-early', 'connect'),
       };
       const state = this.#remoteState(envelope, item.state, r);
       // delay: seconds since arrival, as Postfix's delay= (the whole story of a message by its qid).
@@ -611,20 +618,28 @@ export class QueueManager {
       const fields = { qid, rcpt: item.address, domain, status: state.status, delay };
       // fix: what the administrator can do about it, when something specific applies.
       if (state.status === 'deferred') {
-        const fix = operatorHint(state.lastError);
+        const fix = operatorHint(state.outcome);
         log.warn(
           {
             ...fields,
-            reply: state.lastError,
+            reason: state.outcome.reason,
+            stage: state.outcome.stage,
+            reply: renderOutcome(state.outcome),
             nextAttemptAt: new Date(state.nextAttemptAt).toISOString(),
             ...(fix !== undefined ? { fix } : {}),
           },
           'outbound: deferred',
         );
       } else if (state.status === 'failed') {
-        const fix = operatorHint(r.kind === 'delivered' ? '' : r.error);
+        const fix = r.kind === 'delivered' ? undefined : operatorHint(r.outcome);
         log.error(
-          { ...fields, reply: state.error, ...(fix !== undefined ? { fix } : {}) },
+          {
+            ...fields,
+            reason: state.outcome.reason,
+            stage: state.outcome.stage,
+            reply: renderOutcome(state.outcome),
+            ...(fix !== undefined ? { fix } : {}),
+          },
           'outbound: failed',
         );
       } else log.info(fields, 'outbound: delivered');
@@ -638,13 +653,13 @@ export class QueueManager {
     });
   }
 
-  /** RFC 5321 4.5.4.1: the error of a recipient given up on, or null while the message may wait. */
-  #expiredError(envelope: Envelope, lastError: string): string | null {
+  /** RFC 5321 4.5.4.1: the outcome of a recipient given up on (4.4.7), or null while the message may wait. */
+  #expired(envelope: Envelope, last: Outcome): Outcome | null {
     const retry = this.#o.outbound?.retry;
     const now = this.#now();
     if (retry === undefined || !isExpired(envelope.receivedAt, now, retry)) return null;
     const days = ((now - envelope.receivedAt) / 86_400_000).toFixed(1);
-    return `message expired after ${days} days in the queue (4.4.7); last error: ${lastError}`;
+    return localOutcome('expired', 'queue', { days, last: renderOutcome(last) }, last);
   }
 
   /** The recipient's new state after an outbound attempt; a deferral past the lifetime fails. */
@@ -652,9 +667,9 @@ export class QueueManager {
     const now = this.#now();
     const out = this.#o.outbound;
     if (r.kind === 'delivered') return { status: 'delivered', at: now, detail: r.detail };
-    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, error: r.error };
-    const expired = this.#expiredError(envelope, r.error);
-    if (expired !== null) return { status: 'failed', at: now, error: expired };
+    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, outcome: r.outcome };
+    const expired = this.#expired(envelope, r.outcome);
+    if (expired !== null) return { status: 'failed', at: now, outcome: expired };
     // A recipient not tried (its destination backed off) keeps its count of attempts.
     const tried = r.notBefore === undefined ? 1 : 0;
     const attempts = (previous.status === 'deferred' ? previous.attempts : 0) + tried;
@@ -663,18 +678,18 @@ export class QueueManager {
       status: 'deferred',
       attempts,
       nextAttemptAt: Math.max(scheduled, r.notBefore ?? 0),
-      lastError: r.error,
+      outcome: r.outcome,
       ...warnedOf(previous),
     };
   }
 
   /** A local recipient's next state after a temporary failure: tried again after retryMs. */
-  #localDeferral(previous: RecipientState, error: string): RecipientState {
+  #localDeferral(previous: RecipientState, outcome: Outcome): RecipientState {
     return {
       status: 'deferred',
       attempts: previous.status === 'deferred' ? previous.attempts + 1 : 1,
       nextAttemptAt: this.#now() + this.#o.retryMs,
-      lastError: error,
+      outcome,
       ...warnedOf(previous),
     };
   }
@@ -700,7 +715,7 @@ export class QueueManager {
     envelope: Envelope,
     state: RecipientState,
     firstAttempt: boolean,
-  ): Promise<Outcome> {
+  ): Promise<LocalUpdate> {
     const { sender } = envelope;
     const { log, spool, router } = this.#o;
     const route = router.route(address);
@@ -711,7 +726,8 @@ export class QueueManager {
     }
     if (route.kind === 'failed') {
       log.error({ qid, rcpt: address, reason: route.reason }, 'recipient failed');
-      return { index, state: { status: 'failed', at: this.#now(), error: route.reason } };
+      const outcome = localOutcome('local-failed', 'route', { reason: route.reason });
+      return { index, state: { status: 'failed', at: this.#now(), outcome } };
     }
     const reasons: string[] = [];
     for (const mailbox of route.mailboxes) {
@@ -746,7 +762,14 @@ export class QueueManager {
           break;
         case 'failed':
           log.error({ qid, rcpt: address, mailbox, reason: result.reason }, 'delivery failed');
-          return { index, state: { status: 'failed', at: this.#now(), error: result.reason } };
+          return {
+            index,
+            state: {
+              status: 'failed',
+              at: this.#now(),
+              outcome: localOutcome('local-failed', 'local-delivery', { reason: result.reason }),
+            },
+          };
         default: {
           const never: never = result;
           throw new Error(`unhandled result ${JSON.stringify(never)}`);
@@ -754,18 +777,21 @@ export class QueueManager {
       }
     }
     if (reasons.length > 0) {
-      const expired = this.#expiredError(envelope, reasons.join('; '));
+      const deferral = localOutcome('local-deferred', 'local-delivery', { reason: reasons.join('; ') });
+      const expired = this.#expired(envelope, deferral);
       if (expired !== null) {
-        log.error({ qid, rcpt: address, reason: expired }, 'delivery failed: message expired');
-        return { index, state: { status: 'failed', at: this.#now(), error: expired } };
+        log.error({ qid, rcpt: address, reason: renderOutcome(expired) }, 'delivery failed: message expired');
+        return { index, state: { status: 'failed', at: this.#now(), outcome: expired } };
       }
-      return { index, state: this.#localDeferral(state, reasons.join('; ')) };
+      return { index, state: this.#localDeferral(state, deferral) };
     }
     if (route.remote.length > 0) {
       const forwarded = await forwardAlias(this.#reportContext(), qid, envelope, index, route.remote);
       if (forwarded === null) {
-        const error = `forwarding to ${route.remote.join(', ')} not queued yet (spool error)`;
-        return { index, state: this.#localDeferral(state, error) };
+        const outcome = localOutcome('forward-not-queued', 'local-delivery', {
+          targets: route.remote.join(', '),
+        });
+        return { index, state: this.#localDeferral(state, outcome) };
       }
       const detail = `${route.mailboxes.length > 0 ? 'local; ' : ''}forwarded as ${forwarded}`;
       return { index, state: { status: 'delivered', at: this.#now(), detail } };

@@ -8,6 +8,8 @@
  * crash can repeat a report but never lose one.
  */
 import type { Envelope, RecipientState } from '../message/envelope.js';
+import { remoteAnswer, renderOutcome, type Outcome } from '../message/outcome.js';
+import { explainOutcome } from './dsn-explanations.js';
 import type { Logger } from '../observability/log.js';
 import { buildDsn, DsnError, shouldNotify, type DsnMessage, type DsnRecipient } from './dsn.js';
 import { needsDelayWarning, type RetryPolicy } from './scheduler.js';
@@ -168,14 +170,15 @@ function reportEntry(
       if (st.status !== 'failed') return null;
       const mta = detail?.mta;
       return {
-        error: st.error,
+        error: renderOutcome(st.outcome),
         recipient: {
           action: 'failed',
-          status: statusOf(st.error, '5.0.0'),
+          status: statusOf(st.outcome, '5.0.0'),
+          explanation: explainOutcome(st.outcome),
           ...(mta !== undefined
             ? {
                 remoteMta: `dns; ${mta}`,
-                diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.error) },
+                diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.outcome) },
               }
             : {}),
           lastAttempt: st.at,
@@ -187,12 +190,16 @@ function reportEntry(
       if (st.status !== 'deferred') return null;
       const mta = detail?.mta;
       return {
-        error: st.lastError,
+        error: renderOutcome(st.outcome),
         recipient: {
           action: 'delayed',
-          status: statusOf(st.lastError, '4.0.0').replace(/^5/, '4'),
+          status: statusOf(st.outcome, '4.0.0').replace(/^5/, '4'),
+          explanation: explainOutcome(st.outcome),
           ...(mta !== undefined
-            ? { remoteMta: `dns; ${mta}`, diagnostic: { type: 'smtp' as const, text: st.lastError } }
+            ? {
+                remoteMta: `dns; ${mta}`,
+                diagnostic: { type: 'smtp' as const, text: diagnosticOf(st.outcome) },
+              }
             : {}),
           ...(willRetryUntil !== undefined ? { willRetryUntil } : {}),
           ...tried,
@@ -219,17 +226,14 @@ function reportEntry(
   }
 }
 
-/** RFC 3463 status for an error: the reply's enhanced code, 4.4.7 for an expiry, else `fallback`. */
-function statusOf(error: string, fallback: string): string {
-  if (error.startsWith('message expired')) return '4.4.7';
-  const m = /^[245]\d\d ([245]\.\d{1,3}\.\d{1,3})\b/.exec(error);
-  return m?.[1] ?? fallback;
+/** RFC 3463 status of an outcome (RFC 3464 2.3.4): its enhanced code (4.4.7 for an expiry), else `fallback`. */
+function statusOf(o: Outcome, fallback: string): string {
+  return /^[245]\.\d{1,3}\.\d{1,3}$/.test(o.enhanced) ? o.enhanced : fallback;
 }
 
-/** The remote reply for Diagnostic-Code: the error itself (or the last reply of an expiry). */
-function diagnosticOf(error: string): string {
-  const cut = error.indexOf('; last error: ');
-  return cut === -1 ? error : error.slice(cut + '; last error: '.length);
+/** The reply for Diagnostic-Code: the remote answer (also when an expiry wraps it), else the outcome itself. */
+function diagnosticOf(o: Outcome): string {
+  return renderOutcome(remoteAnswer(o) ?? o.last ?? o);
 }
 
 /**

@@ -27,6 +27,7 @@ import {
   UnknownFormatError,
   type Framing,
 } from './spool-format.js';
+import { localOutcome, remoteOutcome, renderOutcome } from '../message/outcome.js';
 import { makeEnvelope } from './testdata/spool-fixtures.js';
 
 test('CRC-32 matches the standard check value, native and portable alike', () => {
@@ -80,11 +81,87 @@ test('COMMIT payload: meta and envelope decode separately', () => {
   assert.deepEqual(decodeCommitEnvelope(payload), env);
 });
 
+test('STATE payload of an old spool: a lastError / error string loads as a legacy outcome, its codes read once', () => {
+  const old = Buffer.from(
+    JSON.stringify({
+      qid: 'Q',
+      updates: [
+        {
+          index: 0,
+          state: {
+            status: 'deferred',
+            attempts: 1,
+            nextAttemptAt: 5,
+            lastError: '451 4.4.3 DNS lookup failed',
+          },
+        },
+        {
+          index: 1,
+          state: {
+            status: 'failed',
+            at: 4,
+            error: 'message expired after 5.0 days in the queue (4.4.7); last error: x',
+          },
+        },
+        { index: 2, state: { status: 'failed', at: 4, error: 'no such mailbox: a@b' } },
+      ],
+    }),
+  );
+  const states = decodeState(old).updates.map((u) => u.state);
+  assert.deepEqual(states[0], {
+    status: 'deferred',
+    attempts: 1,
+    nextAttemptAt: 5,
+    outcome: {
+      code: 451,
+      enhanced: '4.4.3',
+      text: '451 4.4.3 DNS lookup failed',
+      origin: 'local',
+      stage: 'unknown',
+      reason: 'legacy',
+    },
+  });
+  assert.ok(states[1]?.status === 'failed' && states[1].outcome.enhanced === '4.4.7');
+  assert.ok(states[2]?.status === 'failed' && states[2].outcome.reason === 'legacy');
+  assert.ok(
+    states.every(
+      (st) => st.status === 'pending' || st.status === 'delivered' || renderOutcome(st.outcome).length > 0,
+    ),
+  );
+  assert.equal(
+    states[0]?.status === 'deferred' && renderOutcome(states[0].outcome),
+    '451 4.4.3 DNS lookup failed',
+  );
+});
+
 test('STATE payload round-trips every recipient state', () => {
   const updates = [
     { index: 0, state: { status: 'delivered' as const, at: 1, detail: 'ok' } },
-    { index: 1, state: { status: 'deferred' as const, attempts: 2, nextAttemptAt: 3, lastError: 'later' } },
-    { index: 2, state: { status: 'failed' as const, at: 4, error: 'no' } },
+    {
+      index: 1,
+      state: {
+        status: 'deferred' as const,
+        attempts: 2,
+        nextAttemptAt: 3,
+        outcome: localOutcome('dns-failure', 'dns', { domain: 'x.test', reason: 'timeout' }),
+      },
+    },
+    {
+      index: 2,
+      state: {
+        status: 'failed' as const,
+        at: 4,
+        outcome: localOutcome(
+          'expired',
+          'queue',
+          { days: '5.0', last: 'x' },
+          remoteOutcome({ code: 450, enhanced: '4.2.1', lines: ['4.2.1 busy'] }, 'rcpt', {
+            host: 'mx.x.test',
+            address: '192.0.2.1',
+          }),
+        ),
+      },
+    },
     { index: 3, state: { status: 'pending' as const } },
   ];
   assert.deepEqual(decodeState(encodeState('Q', updates)), { qid: 'Q', updates });

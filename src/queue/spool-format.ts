@@ -26,6 +26,7 @@
 import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import type { Envelope, RecipientState } from '../message/envelope.js';
+import { legacyOutcome, toOutcome } from '../message/outcome.js';
 
 export const RECORD_MAGIC = 0x5354524e;
 export const HEADER_BYTES = 13;
@@ -373,24 +374,30 @@ function toRecipientState(v: unknown): RecipientState {
       return typeof v.detail === 'string'
         ? { status: 'delivered', at: v.at, detail: v.detail }
         : { status: 'delivered', at: v.at };
-    case 'deferred':
-      if (
-        typeof v.attempts !== 'number' ||
-        typeof v.nextAttemptAt !== 'number' ||
-        typeof v.lastError !== 'string'
-      ) {
-        break;
-      }
+    case 'deferred': {
+      // Records from before outcomes were stored hold a "lastError" string: read once here.
+      const outcome =
+        typeof v.lastError === 'string' && v.outcome === undefined
+          ? legacyOutcome(v.lastError)
+          : toOutcome(v.outcome);
+      if (typeof v.attempts !== 'number' || typeof v.nextAttemptAt !== 'number' || outcome === null) break;
       return {
         status: 'deferred',
         attempts: v.attempts,
         nextAttemptAt: v.nextAttemptAt,
-        lastError: v.lastError,
+        outcome,
         ...(v.warned === true ? { warned: true as const } : {}),
       };
-    case 'failed':
-      if (typeof v.at !== 'number' || typeof v.error !== 'string') break;
-      return { status: 'failed', at: v.at, error: v.error };
+    }
+    case 'failed': {
+      // Likewise an "error" string in a record from before outcomes.
+      const outcome =
+        typeof v.error === 'string' && v.outcome === undefined
+          ? legacyOutcome(v.error)
+          : toOutcome(v.outcome);
+      if (typeof v.at !== 'number' || outcome === null) break;
+      return { status: 'failed', at: v.at, outcome };
+    }
     default:
       break;
   }

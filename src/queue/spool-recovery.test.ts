@@ -13,6 +13,7 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { legacyOutcome } from '../message/outcome.js';
 import { Spool, SpoolError, type SpoolOptions } from './spool.js';
 import {
   decodeCommitMeta,
@@ -385,7 +386,8 @@ test('a format-1 segment (written before the salt) is still recovered, read, and
               status: 'deferred',
               attempts: 1,
               nextAttemptAt: 1_700_000_900_000,
-              lastError: '451 4.4.1 try later',
+              // A format-1 segment holds the old string error: it loads as a legacy outcome.
+              outcome: legacyOutcome('451 4.4.1 try later'),
             },
           ],
         },

@@ -5,6 +5,10 @@ import { join } from 'node:path';
 import type { RecipientState } from '../message/envelope.js';
 import { isQueueId } from './ids.js';
 import { Spool, SpoolError, type SpoolOptions } from './spool.js';
+import { remoteOutcome } from '../message/outcome.js';
+
+const PEER = { host: 'mx.x.org', address: '192.0.2.1' };
+const NO_SUCH_USER = remoteOutcome({ code: 550, enhanced: '5.1.1', lines: ['5.1.1 no'] }, 'rcpt', PEER);
 import { deterministicBody, makeEnvelope, readAll, withTempDir } from './testdata/spool-fixtures.js';
 
 function opts(dir: string, extra: Partial<SpoolOptions> = {}): SpoolOptions {
@@ -165,14 +169,14 @@ test('update and done survive reopen; done messages are gone', async () => {
       status: 'deferred',
       attempts: 1,
       nextAttemptAt: 1_700_000_600_000,
-      lastError: '451 4.7.1 greylisted',
+      outcome: remoteOutcome({ code: 451, enhanced: '4.7.1', lines: ['4.7.1 greylisted'] }, 'rcpt', PEER),
     };
     await spool.update(q1, [
       { index: 0, state: { status: 'delivered', at: 1_700_000_100_000, detail: '250 ok' } },
       { index: 2, state: deferred },
     ]);
     await spool.update(q1, [
-      { index: 1, state: { status: 'failed', at: 1_700_000_200_000, error: '550 5.1.1 no' } },
+      { index: 1, state: { status: 'failed', at: 1_700_000_200_000, outcome: NO_SUCH_USER } },
     ]);
     await spool.done(q2);
     await assert.rejects(spool.done(q2), (e: unknown) => e instanceof SpoolError && e.code === 'NOT_FOUND');
@@ -188,7 +192,7 @@ test('update and done survive reopen; done messages are gone', async () => {
         size: 3,
         states: [
           { status: 'delivered', at: 1_700_000_100_000, detail: '250 ok' },
-          { status: 'failed', at: 1_700_000_200_000, error: '550 5.1.1 no' },
+          { status: 'failed', at: 1_700_000_200_000, outcome: NO_SUCH_USER },
           deferred,
         ],
       },

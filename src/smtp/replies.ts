@@ -222,6 +222,95 @@ export const REPLIES = {
     enhanced: '4.7.0',
     text: 'Temporary authentication failure; try again later',
   },
+
+  // ---------------------------------------------------------------------------------------------
+  // Outbound and queue: outcomes Sterna makes itself about a delivery (never sent on the wire
+  // to a client; stored, logged and quoted in bounces). One entry per reason id of
+  // message/outcome.ts (LOCAL_REPLY).
+  OUT_CONNECTION_FAILED: { code: 451, enhanced: '4.4.1', text: '{detail}' },
+  OUT_CONNECTION_LOST: { code: 421, enhanced: '4.4.2', text: 'Connection with {peer} lost {when}: {reason}' },
+  OUT_LOST_AFTER_END_OF_DATA: {
+    code: 451,
+    enhanced: '4.4.2',
+    text: 'Lost connection with {peer} {when}: {reason} -- message may be delivered twice',
+  },
+  OUT_TLS_NOT_OFFERED: {
+    code: 454,
+    enhanced: '4.7.4',
+    text: 'TLS is required for {peer}, but it does not offer STARTTLS; not sent in clear',
+  },
+  OUT_TLS_FAILED: { code: 454, enhanced: '4.7.5', text: 'TLS handshake with {peer} failed: {reason}' },
+  OUT_TLS_CERT_UNVERIFIED: {
+    code: 454,
+    enhanced: '4.7.5',
+    text: 'The certificate of {peer} failed verification: {reason}; nothing sent (no AUTH, no mail)',
+  },
+  OUT_AUTH_NEEDS_TLS: {
+    code: 454,
+    enhanced: '4.7.11',
+    text: 'Authentication to {peer} is configured, but the connection is not encrypted; credentials not sent',
+  },
+  OUT_AUTH_NOT_OFFERED: {
+    code: 454,
+    enhanced: '4.7.0',
+    text: 'Authentication to {peer} is configured, but it offers neither AUTH PLAIN nor AUTH LOGIN',
+  },
+  OUT_AUTH_PASSWORD_UNREADABLE: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'cannot read the AUTH password for {peer}: {reason}',
+  },
+  OUT_SIZE_EXCEEDED: {
+    code: 552,
+    enhanced: '5.3.4',
+    text: 'Message size {size} exceeds the limit of {limit} octets announced by {peer}',
+  },
+  OUT_SMTPUTF8_NOT_OFFERED: {
+    code: 553,
+    enhanced: '5.6.7',
+    text: '{peer} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)',
+  },
+  OUT_BAD_ENVELOPE: {
+    code: 553,
+    enhanced: '5.1.3',
+    text: 'Envelope address or parameter holds CR, LF or NUL; not sent',
+  },
+  OUT_BODY_READ_ERROR: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Local error reading the message while sending it: {reason}',
+  },
+  OUT_NULL_MX: { code: 556, enhanced: '5.1.10', text: '{domain} does not accept mail (null MX, RFC 7505)' },
+  OUT_NXDOMAIN: { code: 550, enhanced: '5.1.2', text: '{domain} does not exist (DNS: no such domain)' },
+  OUT_NO_ADDRESS: { code: 550, enhanced: '5.4.4', text: 'unable to route to {domain}: {reason}' },
+  OUT_LOOP: { code: 550, enhanced: '5.4.6', text: 'mail for {domain} loops back to myself' },
+  OUT_DNS_FAILURE: { code: 451, enhanced: '4.4.3', text: 'DNS lookup for {domain} failed: {reason}' },
+  OUT_MX_UNREACHABLE: { code: 451, enhanced: '4.4.1', text: 'no MX host of {domain} could be reached' },
+  OUT_RELAY_UNREACHABLE: {
+    code: 451,
+    enhanced: '4.4.1',
+    text: 'relay {relay} for {domain} could not be reached',
+  },
+  OUT_BACKED_OFF: { code: 451, enhanced: '4.4.1', text: '{destination} is failing; backed off' },
+  OUT_ATTEMPT_ENDED_EARLY: { code: 451, enhanced: '4.3.0', text: 'outbound attempt ended early' },
+  QUEUE_EXPIRED: {
+    code: 451,
+    enhanced: '4.4.7',
+    text: 'message expired after {days} days in the queue; last error: {last}',
+  },
+  QUEUE_BOUNCE_NOT_SPOOLED: { code: 451, enhanced: '4.3.0', text: '{error} (bounce not sent yet)' },
+  QUEUE_ADMIN_BOUNCE: {
+    code: 550,
+    enhanced: '5.7.0',
+    text: 'returned to the sender by the mail administrator',
+  },
+  LOCAL_DELIVERY_FAILED: { code: 550, enhanced: '5.0.0', text: '{reason}' },
+  LOCAL_DELIVERY_DEFERRED: { code: 451, enhanced: '4.3.0', text: '{reason}' },
+  LOCAL_FORWARD_NOT_QUEUED: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'forwarding to {targets} not queued yet (spool error)',
+  },
 } as const satisfies Record<string, ReplySpec>;
 
 export type ReplyId = keyof typeof REPLIES;

@@ -6,6 +6,9 @@
  * starts from. Trust: test code only; it talks to 127.0.0.1 and never runs in Sterna.
  */
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { runQueueCommand } from '../../src/cli/queue-command.js';
+import type { Config } from '../../src/config/schema.js';
 import type { RecipientState } from '../../src/message/envelope.js';
 import { TestClient } from './smtp-client.js';
 import type { TestServer } from './server.js';
@@ -135,4 +138,29 @@ tries = 1
 [outbound]
 ${keys.join('\n')}
 `;
+}
+
+/**
+ * Runs `sterna queue ARGS` in this process against `config` (the running test server answers on
+ * its control socket); returns the exit code and what was written to stdout and stderr.
+ */
+export async function queueCommand(
+  config: Config,
+  ...args: string[]
+): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const collect = (add: (s: string) => void): Writable =>
+    new Writable({
+      write(chunk: Buffer | string, _enc, cb) {
+        add(chunk.toString());
+        cb();
+      },
+    });
+  const code = await runQueueCommand(args, {
+    stdout: collect((s) => (out += s)),
+    stderr: collect((s) => (err += s)),
+    config,
+  });
+  return { code, out, err };
 }
