@@ -55,7 +55,20 @@ test('at most concurrency_per_destination deliveries to one domain and concurren
     await sendMessage(server.ports.smtp, { from: 'alice@sterna.test', to: [`b${i}@two.test`], body });
   // The limits fill up: 3 to one domain, and only 1 more (4 in total) to the other.
   await waitFor('the slots to fill', () => waiting(one) + waiting(two) === 4);
-  await new Promise((resolve) => setTimeout(resolve, 300)); // room for a delivery over the limit
+  // Every other message has asked its next hop's queue for a slot and waits (or is parked):
+  // nothing more can start until a slot is released, so the counts below are final.
+  const queued = (hop: string): number => {
+    const q = server.app.manager.nextHopQueue(hop);
+    return q.waiting + q.parked;
+  };
+  await waitFor(
+    () =>
+      `the other 8 messages to queue for a slot: ${JSON.stringify([
+        server.app.manager.nextHopQueue('one.test'),
+        server.app.manager.nextHopQueue('two.test'),
+      ])}`,
+    () => queued('one.test') + queued('two.test') === 8,
+  );
   assert.equal(waiting(one) + waiting(two), 4, 'concurrency_total = 4');
   assert.ok(waiting(one) <= 3 && waiting(two) <= 3, `per destination: ${waiting(one)} and ${waiting(two)}`);
   assert.equal(one.sockets().length + two.sockets().length, 4, 'no connection beyond the limits');

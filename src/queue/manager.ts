@@ -178,6 +178,16 @@ export class QueueManager {
     await this.#remote?.close();
   }
 
+  /**
+   * The outbound queue of a next hop (a domain, or "relay LABEL"): deliveries running, messages
+   * waiting for a slot, messages parked until it has room. For tests and monitoring.
+   */
+  nextHopQueue(nextHop: string): { active: number; waiting: number; parked: number } {
+    const d = this.#destinations;
+    if (d === null) return { active: 0, waiting: 0, parked: 0 };
+    return { active: d.active(nextHop), waiting: d.waiting(nextHop), parked: d.parked(nextHop) };
+  }
+
   /** Resolves when no delivery is running or waiting (tests and shutdown). */
   whenIdle(): Promise<void> {
     if (this.#running.size === 0 && (this.#ready.size === 0 || this.#stopped)) return Promise.resolve();
