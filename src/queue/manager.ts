@@ -1,17 +1,17 @@
 /**
  * The queue manager: picks up spooled messages (new ones as they are committed, all pending
- * ones at start-up), routes each recipient, hands local ones to Maildir delivery with bounded
- * concurrency, records per-recipient results durably, retries deferred recipients, and marks
- * a message done when every recipient is final. Never parses SMTP from clients, never decides
- * policy.
+ * ones at start-up), works on at most maxActive at once, and runs one delivery pass per message
+ * as plan → deliver → record: which recipients are due and where each goes (router.ts); local
+ * ones to local-delivery.ts (Maildir, forwarding, discard), remote ones by domain to
+ * outbound-queue.ts (a slot of the next hop, delivery/remote.ts, new states); then reports and
+ * the new states, durably. Retries deferred recipients when due, and marks a message done when
+ * every recipient is final. Never parses SMTP from clients, never decides policy.
  *
- * Outbound (recipients in other domains): a message's remote recipients are grouped by domain
- * and handed to delivery/remote.ts (route, MX hosts in order, connections reused across
- * messages). Per recipient, 2xx is delivered, 4xx or a DNS failure that may clear up is
- * deferred (retry times from scheduler.ts, RFC 5321 4.5.4.1), 5xx is failed; a recipient still
- * deferred max_lifetime after arrival fails. Remote results are always recorded durably: a
- * lost record would mean a second delivery to a remote server. Local aliases with targets in
- * other domains are forwarded as a new message (forward.ts).
+ * A message whose next hop is busy is parked by the outbound queue (destinations.ts): its pass
+ * ends and gives its place in the active window back, and the queue hands it back when the next
+ * hop has room, so a slow or dead domain cannot starve local delivery and other domains. Remote
+ * results are always recorded durably: a lost record would mean a second delivery to a remote
+ * server.
  *
  * Reports (reports.ts; RFC 3461, 3464, 6522): the recipients that fail in a pass get one
  * failure DSN to the sender, those still deferred after delay_warning_ms one delay warning,
@@ -25,17 +25,10 @@
  * Trust: remote replies and DNS answers are untrusted data, only stored, logged
  * and quoted in bounces (dsn.ts reduces them to printable text).
  */
-import {
-  deliverToMaildir,
-  deliveryHeaders,
-  maildirPathFor,
-  maildirUniqueName,
-} from '../delivery/local/maildir.js';
-import { operatorHint } from '../delivery/operator-hints.js';
-import { nextHop, RemoteDelivery, type OutboundOptions, type RemoteResult } from '../delivery/remote.js';
+import type { OutboundOptions } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
-import type { Envelope, RecipientState, RcptParams } from '../message/envelope.js';
-import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
+import type { RecipientState } from '../message/envelope.js';
+import { localOutcome, renderOutcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
 import {
   bounceMessage,
@@ -47,11 +40,11 @@ import {
   type QueueEntry,
   type QueueMessageDetail,
 } from './admin.js';
-import { forwardAlias } from './forward.js';
 import { attemptsBefore, sendPassReports, spoolBounce, triedText, type ReportContext } from './reports.js';
-import { DestinationQueues } from './destinations.js';
 import { HeldSet } from './held.js';
-import { isExpired, nextAttemptAt } from './scheduler.js';
+import { LocalDelivery } from './local-delivery.js';
+import { OutboundQueue, type RemoteItem } from './outbound-queue.js';
+import { nextDue, warnedOf } from './recipient-states.js';
 import type { Spool } from './spool.js';
 import { SpoolError } from './spool-errors.js';
 
@@ -73,24 +66,28 @@ export interface ManagerOptions {
   held?: HeldSet;
 }
 
-/** A remote recipient waiting for its domain's attempt. */
-interface RemoteItem {
-  index: number;
-  address: string;
-  params: RcptParams;
-  state: RecipientState;
+/** A message as the spool gives it back for a pass. */
+type SpooledMessage = Awaited<ReturnType<Spool['read']>>;
+
+/** What a pass will do: the due local recipients, and the due remote ones by domain. */
+interface PassPlan {
+  local: { index: number; address: string; state: RecipientState }[];
+  remote: Map<string, RemoteItem[]>;
 }
 
-/** A remote recipient's new state, and the MX host that refused it, if one did. */
-interface RemoteOutcome {
-  index: number;
-  state: RecipientState;
-  mta?: string;
-  /** Delivered to a next hop that could not take the DSN request on (RFC 3461 6.2.1 "relayed"). */
-  relayed?: true;
+/** What a pass did, for record(). */
+interface PassResults {
+  /** New states by recipient index. */
+  byIndex: Map<number, RecipientState>;
+  /** The MX host that answered for a recipient (Remote-MTA in a report). */
+  mtaOf: Map<number, string>;
+  /** Delivered to a next hop without DSN: a NOTIFY=SUCCESS request ends there ("relayed"). */
+  relayed: Set<number>;
+  /** States already written (remote groups of a message with several domains). */
+  persisted: Set<number>;
+  /** An alias was forwarded as a new message: a repeat would forward it twice. */
+  forwarded: boolean;
 }
-
-type LocalUpdate = { index: number; state: RecipientState } | null;
 
 export class QueueManager {
   readonly #o: ManagerOptions;
@@ -106,12 +103,10 @@ export class QueueManager {
   #unsubscribe: (() => void) | null = null;
   #stopped = false;
   #idle: (() => void)[] = [];
-  #localRunning = 0;
-  readonly #localWaiting: (() => void)[] = [];
-  /** Outbound delivery, when configured; without it remote recipients stay pending. */
-  readonly #remote: RemoteDelivery | null;
-  /** Slots, waiting lines, parked messages and back-off per next hop (with outbound only). */
-  readonly #destinations: DestinationQueues<Outcome> | null;
+  /** Maildir delivery, forwarding, discard: the local side of a pass. */
+  readonly #local: LocalDelivery;
+  /** Outbound delivery with its per-next-hop queues, when configured; else remote recipients stay pending. */
+  readonly #outbound: OutboundQueue | null;
   readonly #held: HeldSet;
   /** The delivery pass running for each message in #running. */
   readonly #runs = new Map<string, Promise<void>>();
@@ -126,31 +121,27 @@ export class QueueManager {
     this.#o = o;
     this.#now = o.now ?? Date.now;
     this.#held = o.held ?? HeldSet.memory();
-    this.#remote =
+    this.#local = new LocalDelivery({
+      spool: o.spool,
+      router: o.router,
+      log: o.log,
+      hostname: o.hostname,
+      maildirRoot: o.maildirRoot,
+      concurrency: o.localConcurrency,
+      retryMs: o.retryMs,
+      ...(o.outbound !== undefined ? { retry: o.outbound.retry } : {}),
+      now: this.#now,
+    });
+    this.#outbound =
       o.outbound === undefined
         ? null
-        : new RemoteDelivery({
+        : new OutboundQueue({
             outbound: o.outbound,
             log: o.log,
             hostname: o.hostname,
             body: (qid) => o.spool.openBody(qid),
             now: this.#now,
-          });
-    this.#destinations =
-      o.outbound === undefined
-        ? null
-        : new DestinationQueues<Outcome>({
-            total: o.outbound.concurrencyTotal,
-            perDestination: o.outbound.concurrencyPerDestination,
-            // As many messages may wait for a destination as may be delivered to it at once;
-            // more are parked, so a slow destination cannot fill the active window.
-            waitingPerDestination: o.outbound.concurrencyPerDestination,
-            now: this.#now,
-            random: o.outbound.random ?? Math.random,
-            backoffBaseMs: o.outbound.retry.firstRetryMs,
-            backoffMaxMs: o.outbound.retry.maxBackoffMs,
             onUnpark: (qid) => this.#unparked(qid),
-            blockedError: (destination) => localOutcome('backed-off', 'connect', { destination }),
           });
   }
 
@@ -175,7 +166,7 @@ export class QueueManager {
     this.#unsubscribe?.();
     if (this.#timer !== null) clearInterval(this.#timer);
     await this.whenIdle();
-    await this.#remote?.close();
+    await this.#outbound?.close();
   }
 
   /**
@@ -183,9 +174,7 @@ export class QueueManager {
    * waiting for a slot, messages parked until it has room. For tests and monitoring.
    */
   nextHopQueue(nextHop: string): { active: number; waiting: number; parked: number } {
-    const d = this.#destinations;
-    if (d === null) return { active: 0, waiting: 0, parked: 0 };
-    return { active: d.active(nextHop), waiting: d.waiting(nextHop), parked: d.parked(nextHop) };
+    return this.#outbound?.nextHopQueue(nextHop) ?? { active: 0, waiting: 0, parked: 0 };
   }
 
   /** Resolves when no delivery is running or waiting (tests and shutdown). */
@@ -267,7 +256,7 @@ export class QueueManager {
       const added = await this.#held.add(qid);
       this.#due.delete(qid);
       this.#ready.delete(qid);
-      this.#destinations?.forget(qid);
+      this.#outbound?.forget(qid);
       this.#o.log.warn({ qid }, 'queue: message held by the administrator');
       return added;
     });
@@ -345,7 +334,7 @@ export class QueueManager {
 
   /** Drops what the manager remembers about a message that left the spool. */
   #forget(qid: string): void {
-    this.#destinations?.forget(qid);
+    this.#outbound?.forget(qid);
     this.#again.delete(qid);
     this.#due.delete(qid);
     this.#fresh.delete(qid);
@@ -420,15 +409,25 @@ export class QueueManager {
     }
   }
 
+  /**
+   * One delivery pass of a message: plan (which recipients are due, and where each goes), deliver
+   * (local mailboxes, then every remote domain at once), record (bounces and reports spooled
+   * first, then the recipients' new states, durably when a repeat would reach someone twice).
+   */
   async #process(qid: string): Promise<void> {
-    const { spool, log } = this.#o;
     const fresh = this.#fresh.delete(qid);
     const forced = this.#forced.delete(qid);
     if (this.#held.has(qid)) return;
-    const msg = await spool.read(qid);
+    const msg = await this.#o.spool.read(qid);
+    const plan = this.#plan(msg, forced);
+    const pass = await this.#deliver(qid, msg, plan, fresh);
+    await this.#record(qid, msg, plan, pass);
+  }
+
+  /** The recipients due in this pass: local ones, and remote ones grouped by domain. */
+  #plan(msg: SpooledMessage, forced: boolean): PassPlan {
     const now = this.#now();
-    const outcomes: LocalUpdate[] = [];
-    const remote = new Map<string, RemoteItem[]>();
+    const plan: PassPlan = { local: [], remote: new Map() };
     for (let index = 0; index < msg.envelope.recipients.length; index++) {
       const state = msg.states[index];
       const rcpt = msg.envelope.recipients[index];
@@ -436,50 +435,80 @@ export class QueueManager {
       if (state.status === 'delivered' || state.status === 'failed') continue;
       if (state.status === 'deferred' && state.nextAttemptAt > now && !forced) continue;
       const route = this.#o.router.route(rcpt.address);
-      if (route.kind === 'remote') {
-        if (this.#o.outbound === undefined) continue; // no outbound transport: stays pending
-        const domain = route.domain.toLowerCase();
-        const group = remote.get(domain) ?? [];
-        group.push({ index, address: rcpt.address, params: rcpt.params, state });
-        remote.set(domain, group);
+      if (route.kind !== 'remote') {
+        plan.local.push({ index, address: rcpt.address, state });
         continue;
       }
-      const firstAttempt = state.status === 'pending' && fresh;
-      outcomes.push(await this.#deliverOne(qid, index, rcpt.address, msg.envelope, state, firstAttempt));
+      if (this.#outbound === null) continue; // no outbound transport: stays pending
+      const domain = route.domain.toLowerCase();
+      const group = plan.remote.get(domain) ?? [];
+      group.push({ index, address: rcpt.address, params: rcpt.params, state });
+      plan.remote.set(domain, group);
     }
-    const updates = outcomes.filter((o): o is NonNullable<LocalUpdate> => o !== null);
-    // A forwarded alias, like a remote delivery, must not be redone after a crash.
-    const forwardedNow = updates.some(
-      (u) => u.state.status === 'delivered' && u.state.detail?.includes('forwarded as') === true,
-    );
-    const byIndex = new Map(updates.map((u) => [u.index, u.state]));
-    // Every domain is delivered independently. With several, each group's results are written
-    // (durably) as soon as it finishes, so a crash while another domain is slow cannot cause a
-    // second delivery to the finished one.
-    // Failures wait for the end of the pass: they are recorded only once their bounce is spooled.
-    const persistEach = remote.size > 1;
-    const persisted = new Set<number>();
-    const mtaOf = new Map<number, string>();
-    const relayedNow = new Set<number>();
+    return plan;
+  }
+
+  /**
+   * Delivers what the plan holds and collects the new states. Every domain is delivered
+   * independently; with several, each group's results are written (durably) as soon as it
+   * finishes, so a crash while another domain is slow cannot cause a second delivery to the
+   * finished one. Failures wait for record(): they are written only once their bounce is spooled.
+   */
+  async #deliver(qid: string, msg: SpooledMessage, plan: PassPlan, fresh: boolean): Promise<PassResults> {
+    const pass: PassResults = {
+      byIndex: new Map(),
+      mtaOf: new Map(),
+      relayed: new Set(),
+      persisted: new Set(),
+      forwarded: false,
+    };
+    for (const item of plan.local) {
+      const firstAttempt = item.state.status === 'pending' && fresh;
+      const u = await this.#local.deliver(
+        qid,
+        item.index,
+        item.address,
+        msg.envelope,
+        item.state,
+        firstAttempt,
+      );
+      if (u === null) continue;
+      pass.byIndex.set(u.index, u.state);
+      if (u.forwarded === true) pass.forwarded = true;
+    }
+    const outbound = this.#outbound;
+    if (outbound === null || plan.remote.size === 0) return pass;
+    const persistEach = plan.remote.size > 1;
     const groups = await Promise.allSettled(
-      [...remote].map(async ([domain, items]) => {
-        const results = await this.#deliverRemote(qid, msg.envelope, msg.size, domain, items);
+      [...plan.remote].map(async ([domain, items]) => {
+        const results = await outbound.deliver(qid, msg.envelope, msg.size, domain, items);
         for (const r of results) {
-          byIndex.set(r.index, r.state);
-          if (r.mta !== undefined) mtaOf.set(r.index, r.mta);
-          if (r.relayed === true) relayedNow.add(r.index);
+          pass.byIndex.set(r.index, r.state);
+          if (r.mta !== undefined) pass.mtaOf.set(r.index, r.mta);
+          if (r.relayed === true) pass.relayed.add(r.index);
         }
         const early = results
           .filter((r) => r.state.status !== 'failed')
           .map(({ index, state }) => ({ index, state }));
         if (persistEach && early.length > 0) {
-          await spool.update(qid, early);
-          for (const r of early) persisted.add(r.index);
+          await this.#o.spool.update(qid, early);
+          for (const r of early) pass.persisted.add(r.index);
         }
       }),
     );
     // Every group has settled before a failure is reported, so no attempt runs on unrecorded.
     for (const g of groups) if (g.status === 'rejected') throw g.reason;
+    return pass;
+  }
+
+  /**
+   * Records a pass: the recipients that failed in it get their bounce spooled first (or stay
+   * deferred when it cannot be), then delay warnings and success reports; then one DONE record
+   * when every recipient is final, else STATE records for what changed, and the next due time.
+   */
+  async #record(qid: string, msg: SpooledMessage, plan: PassPlan, pass: PassResults): Promise<void> {
+    const { spool, log } = this.#o;
+    const { byIndex, mtaOf, persisted } = pass;
     // Recipients that failed in this pass (only non-final ones were tried): bounce them first.
     const failedNow = [...byIndex].filter(([, st]) => st.status === 'failed').map(([index]) => index);
     const bounce =
@@ -526,7 +555,7 @@ export class QueueManager {
         });
       }
     }
-    const remoteIdx = new Set([...remote.values()].flatMap((items) => items.map((it) => it.index)));
+    const remoteIdx = new Set([...plan.remote.values()].flatMap((items) => items.map((it) => it.index)));
     const { sent: reports, warned } = await sendPassReports(
       this.#reportContext(),
       this.#o.outbound?.retry,
@@ -536,7 +565,7 @@ export class QueueManager {
       byIndex,
       mtaOf,
       remoteIdx,
-      relayedNow,
+      pass.relayed,
     );
     for (const index of warned) persisted.delete(index); // its state changed: write it again
     const states = msg.states.map((s, i) => byIndex.get(i) ?? s);
@@ -548,7 +577,7 @@ export class QueueManager {
       // a crash would send it again.
       await spool.done(
         qid,
-        remote.size > 0 || bounce === 'sent' || reports || forwardedNow ? {} : { durable: false },
+        plan.remote.size > 0 || bounce === 'sent' || reports || pass.forwarded ? {} : { durable: false },
       );
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
@@ -564,263 +593,4 @@ export class QueueManager {
   #reportContext(): ReportContext {
     return { spool: this.#o.spool, log: this.#o.log, hostname: this.#o.hostname, now: this.#now };
   }
-
-  /**
-   * One outbound attempt for a message's recipients in one domain, as new recipient states: a
-   * slot of the domain's next hop first (destinations.ts). A backed-off next hop defers them at
-   * once, without connecting; a parked message gets no new states now (it is handed back to the
-   * manager when the next hop has room, and its recipients stay as they were).
-   */
-  async #deliverRemote(
-    qid: string,
-    envelope: Envelope,
-    size: number,
-    domain: string,
-    items: RemoteItem[],
-  ): Promise<RemoteOutcome[]> {
-    if (this.#remote === null || this.#destinations === null) return [];
-    const hop = nextHop(domain, this.#o.outbound?.relays);
-    const admission = await this.#destinations.acquire(hop, qid);
-    if (admission.kind === 'parked') {
-      this.#o.log.debug({ qid, domain, nexthop: hop }, 'outbound: next hop busy; message parked');
-      return [];
-    }
-    if (admission.kind === 'backed-off') {
-      const { until, error: outcome } = admission;
-      this.#o.log.info(
-        { qid, domain, nexthop: hop, until: new Date(until).toISOString(), reply: renderOutcome(outcome) },
-        'outbound: destination backed off; not tried',
-      );
-      const results = new Map<number, RemoteResult>(
-        items.map((item) => [item.index, { kind: 'deferred', outcome, notBefore: until }]),
-      );
-      return this.#remoteOutcomes(qid, envelope, domain, items, results);
-    }
-    let attempt;
-    try {
-      attempt = await this.#remote.deliver(qid, envelope, size, domain, items);
-      // Before the slot is handed on: a waiter must see the back-off this attempt earned.
-      if (attempt.health.kind === 'up') this.#destinations.succeeded(hop);
-      else if (attempt.health.kind === 'down') this.#destinations.failed(hop, attempt.health.outcome);
-    } finally {
-      admission.release();
-    }
-    return this.#remoteOutcomes(qid, envelope, domain, items, attempt.results);
-  }
-
-  /** The recipients' new states from an attempt's results, each logged. */
-  #remoteOutcomes(
-    qid: string,
-    envelope: Envelope,
-    domain: string,
-    items: RemoteItem[],
-    results: ReadonlyMap<number, RemoteResult>,
-  ): RemoteOutcome[] {
-    const { log } = this.#o;
-    return items.map((item) => {
-      const r: RemoteResult = results.get(item.index) ?? {
-        kind: 'deferred',
-        outcome: localOutcome('attempt-ended-early', 'connect'),
-      };
-      const state = this.#remoteState(envelope, item.state, r);
-      // delay: seconds since arrival, as Postfix's delay= (the whole story of a message by its qid).
-      const delay = Math.round((this.#now() - envelope.receivedAt) / 100) / 10;
-      const fields = { qid, rcpt: item.address, domain, status: state.status, delay };
-      // fix: what the administrator can do about it, when something specific applies.
-      if (state.status === 'deferred') {
-        const fix = operatorHint(state.outcome);
-        log.warn(
-          {
-            ...fields,
-            reason: state.outcome.reason,
-            stage: state.outcome.stage,
-            reply: renderOutcome(state.outcome),
-            nextAttemptAt: new Date(state.nextAttemptAt).toISOString(),
-            ...(fix !== undefined ? { fix } : {}),
-          },
-          'outbound: deferred',
-        );
-      } else if (state.status === 'failed') {
-        const fix = r.kind === 'delivered' ? undefined : operatorHint(r.outcome);
-        log.error(
-          {
-            ...fields,
-            reason: state.outcome.reason,
-            stage: state.outcome.stage,
-            reply: renderOutcome(state.outcome),
-            ...(fix !== undefined ? { fix } : {}),
-          },
-          'outbound: failed',
-        );
-      } else log.info(fields, 'outbound: delivered');
-      const mta = r.mta;
-      return {
-        index: item.index,
-        state,
-        ...(mta !== undefined ? { mta } : {}),
-        ...(r.kind === 'delivered' && r.relayed ? { relayed: true as const } : {}),
-      };
-    });
-  }
-
-  /** RFC 5321 4.5.4.1: the outcome of a recipient given up on (4.4.7), or null while the message may wait. */
-  #expired(envelope: Envelope, last: Outcome): Outcome | null {
-    const retry = this.#o.outbound?.retry;
-    const now = this.#now();
-    if (retry === undefined || !isExpired(envelope.receivedAt, now, retry)) return null;
-    const days = ((now - envelope.receivedAt) / 86_400_000).toFixed(1);
-    return localOutcome('expired', 'queue', { days, last: renderOutcome(last) }, last);
-  }
-
-  /** The recipient's new state after an outbound attempt; a deferral past the lifetime fails. */
-  #remoteState(envelope: Envelope, previous: RecipientState, r: RemoteResult): RecipientState {
-    const now = this.#now();
-    const out = this.#o.outbound;
-    if (r.kind === 'delivered') return { status: 'delivered', at: now, detail: r.detail };
-    if (r.kind === 'failed' || out === undefined) return { status: 'failed', at: now, outcome: r.outcome };
-    const expired = this.#expired(envelope, r.outcome);
-    if (expired !== null) return { status: 'failed', at: now, outcome: expired };
-    // A recipient not tried (its destination backed off) keeps its count of attempts.
-    const tried = r.notBefore === undefined ? 1 : 0;
-    const attempts = (previous.status === 'deferred' ? previous.attempts : 0) + tried;
-    const scheduled = nextAttemptAt(attempts, now, out.retry, out.random ?? Math.random);
-    return {
-      status: 'deferred',
-      attempts,
-      nextAttemptAt: Math.max(scheduled, r.notBefore ?? 0),
-      outcome: r.outcome,
-      ...warnedOf(previous),
-    };
-  }
-
-  /** A local recipient's next state after a temporary failure: tried again after retryMs. */
-  #localDeferral(previous: RecipientState, outcome: Outcome): RecipientState {
-    return {
-      status: 'deferred',
-      attempts: previous.status === 'deferred' ? previous.attempts + 1 : 1,
-      nextAttemptAt: this.#now() + this.#o.retryMs,
-      outcome,
-      ...warnedOf(previous),
-    };
-  }
-
-  /** Runs fn when fewer than localConcurrency Maildir deliveries are running. */
-  async #withLocalSlot<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.#localRunning >= this.#o.localConcurrency) {
-      await new Promise<void>((resolve) => this.#localWaiting.push(resolve));
-    }
-    this.#localRunning++;
-    try {
-      return await fn();
-    } finally {
-      this.#localRunning--;
-      this.#localWaiting.shift()?.();
-    }
-  }
-
-  async #deliverOne(
-    qid: string,
-    index: number,
-    address: string,
-    envelope: Envelope,
-    state: RecipientState,
-    firstAttempt: boolean,
-  ): Promise<LocalUpdate> {
-    const { sender } = envelope;
-    const { log, spool, router } = this.#o;
-    const route = router.route(address);
-    if (route.kind === 'remote') return null; // handled by #deliverRemote
-    if (route.kind === 'discard') {
-      log.info({ qid, rcpt: address }, 'discarded (transport "discard")');
-      return { index, state: { status: 'delivered', at: this.#now(), detail: 'discarded' } };
-    }
-    if (route.kind === 'failed') {
-      log.error({ qid, rcpt: address, reason: route.reason }, 'recipient failed');
-      const outcome = localOutcome('local-failed', 'route', { reason: route.reason });
-      return { index, state: { status: 'failed', at: this.#now(), outcome } };
-    }
-    const reasons: string[] = [];
-    for (const mailbox of route.mailboxes) {
-      const at = mailbox.lastIndexOf('@');
-      const maildir = maildirPathFor(this.#o.maildirRoot, {
-        local: mailbox.slice(0, at).toLowerCase(),
-        domain: mailbox.slice(at + 1),
-      });
-      const result = await this.#withLocalSlot(() =>
-        deliverToMaildir(
-          {
-            maildir,
-            uniqueName: maildirUniqueName(qid, index, this.#o.hostname),
-            prepend: deliveryHeaders({ sender, recipient: mailbox }),
-            body: spool.openBody(qid),
-          },
-          // Several mailboxes may share a Maildir name only across messages, never within one:
-          // skip the existence check on a first attempt (the fast path), keep it on every retry.
-          { checkExisting: !firstAttempt },
-        ),
-      );
-      switch (result.kind) {
-        case 'delivered':
-          log.info(
-            { qid, rcpt: address, mailbox, path: result.path, duplicate: result.duplicate },
-            'delivered',
-          );
-          break;
-        case 'deferred':
-          log.warn({ qid, rcpt: address, mailbox, reason: result.reason }, 'delivery deferred');
-          reasons.push(result.reason);
-          break;
-        case 'failed':
-          log.error({ qid, rcpt: address, mailbox, reason: result.reason }, 'delivery failed');
-          return {
-            index,
-            state: {
-              status: 'failed',
-              at: this.#now(),
-              outcome: localOutcome('local-failed', 'local-delivery', { reason: result.reason }),
-            },
-          };
-        default: {
-          const never: never = result;
-          throw new Error(`unhandled result ${JSON.stringify(never)}`);
-        }
-      }
-    }
-    if (reasons.length > 0) {
-      const deferral = localOutcome('local-deferred', 'local-delivery', { reason: reasons.join('; ') });
-      const expired = this.#expired(envelope, deferral);
-      if (expired !== null) {
-        log.error({ qid, rcpt: address, reason: renderOutcome(expired) }, 'delivery failed: message expired');
-        return { index, state: { status: 'failed', at: this.#now(), outcome: expired } };
-      }
-      return { index, state: this.#localDeferral(state, deferral) };
-    }
-    if (route.remote.length > 0) {
-      const forwarded = await forwardAlias(this.#reportContext(), qid, envelope, index, route.remote);
-      if (forwarded === null) {
-        const outcome = localOutcome('forward-not-queued', 'local-delivery', {
-          targets: route.remote.join(', '),
-        });
-        return { index, state: this.#localDeferral(state, outcome) };
-      }
-      const detail = `${route.mailboxes.length > 0 ? 'local; ' : ''}forwarded as ${forwarded}`;
-      return { index, state: { status: 'delivered', at: this.#now(), detail } };
-    }
-    return { index, state: { status: 'delivered', at: this.#now(), detail: 'local' } };
-  }
-}
-
-/** When a message next needs work: now for pending recipients, the earliest retry for deferred ones. */
-function nextDue(states: readonly RecipientState[]): number | null {
-  let next: number | null = null;
-  for (const s of states) {
-    if (s.status === 'pending') return 0;
-    if (s.status === 'deferred') next = next === null ? s.nextAttemptAt : Math.min(next, s.nextAttemptAt);
-  }
-  return next;
-}
-
-/** The delay-warning mark of a previous state, to carry into the next deferred state. */
-function warnedOf(previous: RecipientState): { warned?: true } {
-  return previous.status === 'deferred' && previous.warned === true ? { warned: true } : {};
 }
