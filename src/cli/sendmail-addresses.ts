@@ -55,8 +55,7 @@ export function addressList(text: string): string[] {
     }
   }
   finish();
-  // A display name without an angle address is not an address: "Alice Smith" has spaces.
-  return out.map((a) => a.replace(/\s+/g, ' ')).filter((a) => a === '' || !/\s/.test(a) || a.startsWith('"'));
+  return out;
 }
 
 /** Adds @origin to a bare local name, as Postfix appends myorigin. */

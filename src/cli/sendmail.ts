@@ -14,7 +14,7 @@ import { constants } from 'node:fs';
 import { access, readdir, stat } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, formatConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { loadAliasFile } from '../policy/aliases.js';
 import { mayUseLocalSender, originDomain, type LocalSubmitter } from '../policy/local-sender.js';
@@ -118,7 +118,7 @@ async function configFor(opts: SendmailOptions, env: NodeJS.ProcessEnv): Promise
       opts.configFile === undefined && (fromEnv === undefined || fromEnv === '')
         ? ` (set STERNA_CONFIG or use -C FILE to name the server's configuration)`
         : '';
-    throw new Failure(EX.CONFIG, `${formatConfigError(err).split('\n')[0] ?? err.message}${hint}`);
+    throw new Failure(EX.CONFIG, `${err.source}: ${err.problems.map((p) => p.message).join('; ')}${hint}`);
   }
 }
 
