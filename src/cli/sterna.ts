@@ -7,9 +7,11 @@
  * to exit codes (0 ok, 1 operational failure, 2 usage or configuration error).
  */
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import { serve } from '../main.js';
 import { runQueueCommand } from './queue-command.js';
+import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
 
 const HELP = `sterna — an SMTP server: submission, transfer and local delivery
@@ -19,6 +21,7 @@ Usage:
   sterna check-config [--config FILE]  validate a configuration file and exit
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
+  sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
 
@@ -148,13 +151,26 @@ async function main(argv: string[]): Promise<number> {
       }
       return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
+    case 'sendmail':
+      return runSendmail(rest, 'sendmail', sendmailIo());
     default:
       process.stderr.write(`sterna: unknown command "${command}"\n\n${HELP}`);
       return 2;
   }
 }
 
-main(process.argv.slice(2)).then(
+function sendmailIo(): Parameters<typeof runSendmail>[2] {
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
+
+// Installed as /usr/sbin/sendmail (a symbolic link, docs/sendmail.md), or as mailq / newaliases,
+// sterna is that command.
+const invokedAs = basename(process.argv[1] ?? '');
+const run = ['sendmail', 'mailq', 'newaliases'].includes(invokedAs)
+  ? runSendmail(process.argv.slice(2), invokedAs, sendmailIo())
+  : main(process.argv.slice(2));
+
+run.then(
   (code) => {
     // serve keeps running: it resolves only on shutdown, with its exit code.
     process.exitCode = code;

@@ -109,6 +109,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       delay_warning_ms: 14_400_000,
     },
     log: { level: 'info', format: 'auto' },
+    sendmail: { origin: '', trusted_users: [], allowed_senders: {}, scan_interval_ms: 30_000 },
   });
 });
 

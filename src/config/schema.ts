@@ -286,6 +286,23 @@ export const queueSchema = z
     delay_warning_ms: 14_400_000,
   });
 
+/** `sterna sendmail` and its maildrop (docs/sendmail.md). */
+export const sendmailSchema = z
+  .strictObject({
+    /** Domain added to bare local names (recipients, a user's own address). Empty: hostname. */
+    origin: z
+      .string()
+      .regex(/^([A-Za-z0-9.-]+)?$/, 'expected a domain name')
+      .default(''),
+    /** Unix users who may set any envelope sender (-f), besides root and the server's own user. */
+    trusted_users: z.array(z.string().min(1)).default([]),
+    /** Unix user -> further sender addresses it may use ("@domain": any address in the domain). */
+    allowed_senders: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
+    /** The maildrop is watched; it is also scanned this often in case a change was missed. */
+    scan_interval_ms: durationMs.default(30_000),
+  })
+  .default({ origin: '', trusted_users: [], allowed_senders: {}, scan_interval_ms: 30_000 });
+
 export const logSchema = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -370,6 +387,7 @@ export const configSchema = z.strictObject({
   outbound: outboundSchema,
   queue: queueSchema,
   log: logSchema,
+  sendmail: sendmailSchema,
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

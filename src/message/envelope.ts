@@ -57,7 +57,10 @@ export interface Envelope {
   mailParams: MailParams;
   recipients: Recipient[];
   client: ClientInfo;
-  listener: ListenerKind;
+  /** 'sendmail': picked up from the maildrop (`sterna sendmail`, queue/maildrop-pickup.ts). */
+  listener: ListenerKind | 'sendmail';
+  /** For listener 'sendmail': the local Unix user who submitted it, as the kernel recorded it. */
+  localUser?: { login: string; uid: number };
   /** The authenticated identity, when the session authenticated. */
   authUser?: string;
   tls?: TlsInfo;

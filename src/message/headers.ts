@@ -75,3 +75,21 @@ export function receivedHeader(f: ReceivedFields): string {
   h += `;\r\n\t${formatRfc5322Date(f.date)}\r\n`;
   return h;
 }
+
+/**
+ * The Received header for a message a local user handed to `sterna sendmail` (picked up from
+ * the maildrop): no network peer, so no "from" clause; the user comes from the kernel's record
+ * (the maildrop file's owner), as Postfix's pickup writes "(Postfix, from userid N)".
+ */
+export function localReceivedHeader(f: {
+  login: string;
+  uid: number;
+  byHost: string;
+  qid: string;
+  date: number;
+}): string {
+  return (
+    `Received: by ${f.byHost} (Sterna, from local user ${headerSafe(f.login)} uid ${f.uid})\r\n` +
+    `\tid ${f.qid};\r\n\t${formatRfc5322Date(f.date)}\r\n`
+  );
+}

@@ -16,6 +16,7 @@ import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/alias
 import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { HeldSet } from '../queue/held.js';
+import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js';
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
 import type { Credentials } from '../auth/sasl.js';
@@ -47,6 +48,8 @@ export interface RunningSterna {
 export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
   // First, before anything runs: a control directory other users could reach stops start-up.
   await prepareControlDir(config.data_dir);
+  // So is a maildrop (`sterna sendmail`, docs/sendmail.md) that is not ours.
+  const maildropDirs = await prepareMaildropDirs(config.data_dir, log);
   const material = await ensureTlsMaterial(
     {
       certFile: config.tls.cert_file,
@@ -185,6 +188,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // Started once the listeners are bound, so that loop detection knows our addresses; messages
   // committed before this are found in the spool listing.
   manager.start();
+  // Mail that `sterna sendmail` left in the maildrop, now and while we run.
+  const pickup = MaildropPickup.start({ config, spool, log }, maildropDirs);
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
   const control = await ControlServer.start(config.data_dir, manager, log).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
@@ -209,6 +214,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     async close() {
       await listeners.close();
       await control?.close();
+      await pickup.close();
       await manager.stop();
       await spool.close();
       users.close();

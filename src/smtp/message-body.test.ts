@@ -60,12 +60,17 @@ test('RFC 5321 4.4: the trace prefix is written first, then the body bytes uncha
 test('RFC 5321 4.4: an empty message is the prefix alone', async () => {
   const { sink, facts } = await feed([]);
   assert.equal(sink.text, PREFIX);
-  assert.deepEqual(facts, { receivedCount: 0, hasMessageId: false, hasDate: false });
+  assert.deepEqual(facts, { receivedCount: 0, hasMessageId: false, hasDate: false, hasFrom: false });
 });
 
 test('RFC 5321 6.3: Received fields of the header section are counted, whatever the case and spacing', async () => {
   const text = 'Received: a\r\nreceived: b\r\nRECEIVED : c\r\nSubject: x\r\nReceived:d\r\n\r\nbody\r\n';
-  assert.deepEqual(await factsOf(text), { receivedCount: 4, hasMessageId: false, hasDate: false });
+  assert.deepEqual(await factsOf(text), {
+    receivedCount: 4,
+    hasMessageId: false,
+    hasDate: false,
+    hasFrom: false,
+  });
 });
 
 test('RFC 5321 6.3: the Received count does not depend on where the chunks split', async () => {
@@ -77,7 +82,12 @@ test('RFC 5321 6.3: the Received count does not depend on where the chunks split
 
 test('RFC 5322 2.2.3: a folded continuation line is not a field, even if it looks like one', async () => {
   const text = 'Subject: a\r\n Received: folded\r\n\tMessage-ID: <x@y>\r\n\r\n';
-  assert.deepEqual(await factsOf(text), { receivedCount: 0, hasMessageId: false, hasDate: false });
+  assert.deepEqual(await factsOf(text), {
+    receivedCount: 0,
+    hasMessageId: false,
+    hasDate: false,
+    hasFrom: false,
+  });
 });
 
 test('RFC 6409 8.2 / 8.3: Message-ID and Date are detected across chunk splits', async () => {
@@ -86,7 +96,7 @@ test('RFC 6409 8.2 / 8.3: Message-ID and Date are detected across chunk splits',
   for (const parts of splits(text)) {
     assert.deepEqual(
       (await feed(parts)).facts,
-      { receivedCount: 0, hasMessageId: true, hasDate: true },
+      { receivedCount: 0, hasMessageId: true, hasDate: true, hasFrom: true },
       JSON.stringify(parts),
     );
   }
@@ -95,18 +105,29 @@ test('RFC 6409 8.2 / 8.3: Message-ID and Date are detected across chunk splits',
     receivedCount: 0,
     hasMessageId: true,
     hasDate: true,
+    hasFrom: true,
   });
 });
 
 test('RFC 5322 3.6: field names that merely start like Date or Message-ID do not count', async () => {
   const text =
     'Date-Received: x\r\nMessage-IDs: y\r\nResent-Date: z\r\nX-Date: w\r\nReceived-SPF: pass\r\n\r\n';
-  assert.deepEqual(await factsOf(text), { receivedCount: 0, hasMessageId: false, hasDate: false });
+  assert.deepEqual(await factsOf(text), {
+    receivedCount: 0,
+    hasMessageId: false,
+    hasDate: false,
+    hasFrom: false,
+  });
 });
 
 test('RFC 5322 2.1: the header section ends at the first empty line', async () => {
   const text = 'Subject: x\r\n\r\nReceived: not a header\r\nMessage-ID: <no@x>\r\nDate: no\r\n';
-  assert.deepEqual(await factsOf(text), { receivedCount: 0, hasMessageId: false, hasDate: false });
+  assert.deepEqual(await factsOf(text), {
+    receivedCount: 0,
+    hasMessageId: false,
+    hasDate: false,
+    hasFrom: false,
+  });
 });
 
 test('RFC 5322 2.2: the header section ends at a line that is not a header field', async () => {
@@ -143,7 +164,7 @@ test('RFC 6409 8.2 / 8.3: addMissing output follows the prefix; it is given the 
   };
   const { sink } = await feed(['Subject: x\r\n', 'Date: then\r\n', '\r\n', 'body\r\n'], { addMissing });
   assert.equal(sink.text, `${PREFIX}Message-ID: <q@s>\r\nSubject: x\r\nDate: then\r\n\r\nbody\r\n`);
-  assert.deepEqual(seen, [{ receivedCount: 0, hasMessageId: false, hasDate: true }]);
+  assert.deepEqual(seen, [{ receivedCount: 0, hasMessageId: false, hasDate: true, hasFrom: false }]);
 });
 
 test('RFC 6409 8.2 / 8.3: addMissing on a message that is all headers (no empty line) runs at end()', async () => {
@@ -234,7 +255,7 @@ test('RFC 5322 2.2.3: a first line starting with space or tab cannot fold into o
     for (const chunks of [[text], ...splits(text).filter((c) => c[0] !== '')]) {
       const { sink, facts } = await feed(chunks);
       assert.equal(sink.text, `${PREFIX}\r\n${text}`, JSON.stringify(chunks));
-      assert.deepEqual(facts, { receivedCount: 0, hasMessageId: false, hasDate: false });
+      assert.deepEqual(facts, { receivedCount: 0, hasMessageId: false, hasDate: false, hasFrom: false });
     }
     // On submission the added fields come first, then the empty line: they cannot be extended either.
     const { sink } = await feed([text], { addMissing: () => 'Date: now\r\n' });

@@ -1,7 +1,7 @@
 /**
  * The path of a message body from the data decoder to the spool: prepends the trace header,
- * inspects the header section (Received count for loop detection, RFC 5321 6.3; Message-ID and
- * Date presence, to add them on submission, RFC 6409 8.2/8.3) and streams everything else
+ * inspects the header section (Received count for loop detection, RFC 5321 6.3; Message-ID,
+ * Date and From presence, to add them on submission, RFC 6409 8.1-8.3) and streams everything else
  * through. Memory is bounded: at most maxHeaderBuffer octets are held, and only on submission.
  * No I/O of its own: it writes to an injected sink.
  *
@@ -22,6 +22,8 @@ export interface HeaderFacts {
   receivedCount: number;
   hasMessageId: boolean;
   hasDate: boolean;
+  /** A From field (RFC 5322 3.6.2), which `sterna sendmail` adds when missing. */
+  hasFrom: boolean;
 }
 
 export interface MessageBodyOptions {
@@ -61,7 +63,7 @@ export class MessageBody {
   #name = '';
   /** A field has been seen in this header section (so a line starting with white space folds it). */
   #sawField = false;
-  #facts: HeaderFacts = { receivedCount: 0, hasMessageId: false, hasDate: false };
+  #facts: HeaderFacts = { receivedCount: 0, hasMessageId: false, hasDate: false, hasFrom: false };
   #held: Buffer[] = [];
   #heldBytes = 0;
   #flushed = false;
@@ -171,6 +173,7 @@ export class MessageBody {
     if (name === 'received') this.#facts.receivedCount++;
     else if (name === 'message-id') this.#facts.hasMessageId = true;
     else if (name === 'date') this.#facts.hasDate = true;
+    else if (name === 'from') this.#facts.hasFrom = true;
   }
 
   #endLine(): void {

@@ -22,7 +22,12 @@ export interface ToolRequirement {
 }
 
 /** The Debian package that provides each program, for the error message. */
-const DEBIAN_PACKAGE: Record<string, string> = { swaks: 'swaks', curl: 'curl', python3: 'python3' };
+const DEBIAN_PACKAGE: Record<string, string> = {
+  swaks: 'swaks',
+  curl: 'curl',
+  python3: 'python3',
+  'systemd-analyze': 'systemd',
+};
 
 const found = new Map<string, string | undefined>();
 
