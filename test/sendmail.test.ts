@@ -45,6 +45,27 @@ async function start(restart = false): Promise<TestServer> {
   return server;
 }
 
+/**
+ * The built command where the caller (nobody) can read it: the checkout may sit where only root
+ * may enter (CI clones anywhere, /root included), as a real install never does. dist/,
+ * node_modules and package.json are linked (hard links, a copy across file systems) into `dir`.
+ */
+async function callerReadableCli(dir: string): Promise<string> {
+  const repo = path.resolve(path.dirname(STERNA_CLI), '../../..');
+  const app = path.join(dir, 'app');
+  await mkdir(app, { mode: 0o755 });
+  for (const part of ['dist', 'node_modules', 'package.json']) {
+    const from = path.join(repo, part);
+    try {
+      execFileSync('cp', ['-al', from, app], { stdio: 'pipe' });
+    } catch {
+      execFileSync('cp', ['-a', from, app], { stdio: 'pipe' });
+    }
+  }
+  execFileSync('chmod', ['-R', 'a+rX', app], { stdio: 'pipe' });
+  return path.join(app, path.relative(repo, STERNA_CLI));
+}
+
 before(async () => {
   tmp = await makeTempDir('sterna-sendmail-');
   dataDir = path.join(tmp.dir, 'data');
@@ -56,7 +77,7 @@ before(async () => {
   await writeFile(configFile, `hostname = "${TEST_HOSTNAME}"\ndata_dir = "${dataDir}"\n${SENDMAIL_TOML}`);
   await chmod(configFile, 0o644);
   sendmailLink = path.join(tmp.dir, 'sendmail');
-  await symlink(STERNA_CLI, sendmailLink);
+  await symlink(IS_ROOT ? await callerReadableCli(tmp.dir) : STERNA_CLI, sendmailLink);
   await start();
 });
 
