@@ -124,6 +124,20 @@ function message(from: string, extra: string[] = [], body = ['Hello Bob.', '']):
   ]);
 }
 
+/** One transaction on `s` with MAIL FROM `from` and a message from `fromHeader`; returns the final reply. */
+function attempt(s: TestServer, from: string, fromHeader = from): ReturnType<typeof transact> {
+  return transact(s.ports.smtp, { from, to: RCPT, message: message(fromHeader) });
+}
+
+/** A message from alice@pass.example signed by dkimpy with the rsa selector (relaxed/simple). */
+function signedByPass(extra: string[] = []): Promise<Buffer> {
+  return dkimSign(message('alice@pass.example', extra), {
+    selector: 'rsa',
+    domain: 'pass.example',
+    key: keys.rsa,
+  });
+}
+
 /** Sends on `s` and returns the delivered message (the n-th in the Maildir). */
 async function deliver(
   s: TestServer,
@@ -164,11 +178,7 @@ const SPF_PASS =
 
 describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () => {
   test('dkimpy rsa-sha256 (relaxed/simple) and ed25519-sha256 (relaxed/relaxed) both pass: exact field at the top', async () => {
-    const once = await dkimSign(message('alice@pass.example'), {
-      selector: 'rsa',
-      domain: 'pass.example',
-      key: keys.rsa,
-    });
+    const once = await signedByPass();
     const signed = await dkimSign(once, {
       selector: 'ed',
       domain: 'pass.example',
@@ -257,11 +267,7 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
   });
 
   test('the organizational domain comes from the Public Suffix List: sp=reject of example.co.uk applies to mail.example.co.uk', async () => {
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@mail.example.co.uk',
-      to: RCPT,
-      message: message('alice@mail.example.co.uk'),
-    });
+    const r = await attempt(server, 'alice@mail.example.co.uk');
     assertReply(r, 550, '5.7.1');
     assert.match(r.text, /fails DMARC for mail\.example\.co\.uk/);
   });
@@ -291,21 +297,13 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
     ];
     for (const [from, want] of cases) {
       // From: pass.example with a DKIM pass, so DMARC passes and no policy gets in the way.
-      const signed = await dkimSign(message('alice@pass.example'), {
-        selector: 'rsa',
-        domain: 'pass.example',
-        key: keys.rsa,
-      });
+      const signed = await signedByPass();
       const got = await deliver(server, from, signed);
       const line = arLines(got)[1] ?? '';
       assert.ok(line.startsWith(`${want} (`), `${from}: ${line}`);
       assert.ok(line.endsWith(` smtp.mailfrom=${from}`), line);
     }
-    const signed = await dkimSign(message('alice@pass.example'), {
-      selector: 'rsa',
-      domain: 'pass.example',
-      key: keys.rsa,
-    });
+    const signed = await signedByPass();
     const r = await transact(server.ports.smtp, {
       from: '',
       to: RCPT,
@@ -325,11 +323,7 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
       ['alice@c1.chain.example', /Too many DNS requests/],
       ['alice@void.example', /Too many void DNS results/],
     ] as const) {
-      const signed = await dkimSign(message('alice@pass.example'), {
-        selector: 'rsa',
-        domain: 'pass.example',
-        key: keys.rsa,
-      });
+      const signed = await signedByPass();
       const got = await deliver(server, from, signed);
       const line = arLines(got)[1] ?? '';
       assert.ok(line.startsWith('spf=permerror ('), line);
@@ -384,11 +378,7 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
   });
 
   test('bad input: malformed and duplicate DKIM-Signature fields, a body hash mismatch', async () => {
-    const signed = await dkimSign(message('alice@pass.example'), {
-      selector: 'rsa',
-      domain: 'pass.example',
-      key: keys.rsa,
-    });
+    const signed = await signedByPass();
     const sig = signed.toString('utf8').split(/\r\n(?![ \t])/)[0]!;
     const withDup = Buffer.concat([
       Buffer.from(`${sig}\r\nDKIM-Signature: v=1; a=rot13; garbage\r\nDKIM-Signature: ;;;==\r\n`),
@@ -452,11 +442,7 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
 
 describe('mail authentication policy keys', { skip: dkimpy.skip }, () => {
   test('spf_fail_action = "reject": 550 5.7.23 with the domain\'s exp= explanation (RFC 7208 6.2)', async () => {
-    const r = await transact(strict.ports.smtp, {
-      from: 'alice@forged.example',
-      to: RCPT,
-      message: message('alice@quar.example'),
-    });
+    const r = await attempt(strict, 'alice@forged.example', 'alice@quar.example');
     assertReply(r, 550, '5.7.23');
     assert.equal(
       r.text,
@@ -465,11 +451,7 @@ describe('mail authentication policy keys', { skip: dkimpy.skip }, () => {
   });
 
   test('temperror_action = "defer": 451 4.7.24 when SPF cannot be checked', async () => {
-    const r = await transact(strict.ports.smtp, {
-      from: 'alice@dead.example',
-      to: RCPT,
-      message: message('alice@dead.example'),
-    });
+    const r = await attempt(strict, 'alice@dead.example');
     assertReply(r, 451, '4.7.24');
     assert.equal(r.text, '4.7.24 SPF for dead.example could not be checked (DNS failure); try again later');
   });
