@@ -21,6 +21,7 @@ import {
   transactOn,
   type DkimKey,
 } from './helpers/mailauth.js';
+import { dotStuff } from './helpers/outbound.js';
 import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 import { TestClient, assertReply } from './helpers/smtp-client.js';
 import { crlfMessage, makeTempDir, requireTool } from './helpers/tools.js';
@@ -415,6 +416,43 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
     const broken = Buffer.from(sealed.toString('utf8').replace('Hello Bob.', 'Hello Eve.'));
     const got2 = await deliver(server, 'alice@relay.example', broken);
     assert.match(arLines(got2).at(-1) ?? '', /^arc=fail/);
+  });
+
+  test('a 4 MiB body streams through the verifier (dkimpy relaxed/relaxed: pass) while another session is served', async () => {
+    const line = `${'0123456789abcdef'.repeat(4)} \t trailing space and tab \t \r\n`;
+    const body = Array.from({ length: Math.ceil((4 * 1024 * 1024) / line.length) }, () => line).join('');
+    const base = Buffer.concat([message('alice@pass.example', [], []), Buffer.from(body)]);
+    const signed = await dkimSign(base, {
+      selector: 'rsa',
+      domain: 'pass.example',
+      key: keys.rsa,
+      bcanon: 'relaxed',
+    });
+    const big = await TestClient.connect(server.ports.smtp);
+    const other = await TestClient.connect(server.ports.smtp);
+    try {
+      await big.expect(220);
+      await other.expect(220);
+      assertReply(await big.cmd('EHLO client.test'), 250);
+      assertReply(await big.cmd('MAIL FROM:<alice@pass.example>'), 250);
+      assertReply(await big.cmd(`RCPT TO:<${RCPT}>`), 250);
+      assertReply(await big.cmd('DATA'), 354);
+      big.send(dotStuff(signed));
+      // The other session is answered while the big body is still arriving and being hashed.
+      assertReply(await other.cmd('NOOP'), 250, '2.0.0');
+      big.send('.\r\n');
+      const r = await big.read();
+      assert.ok(r !== null);
+      assertReply(r, 250, '2.0.0');
+    } finally {
+      big.close();
+      other.close();
+    }
+    const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', ++delivered);
+    assert.equal(
+      arLines(msgs[delivered - 1]!)[2],
+      `dkim=pass header.d=pass.example header.s=rsa header.a=rsa-sha256 header.b=${headerB(signed)}`,
+    );
   });
 
   test('a DNS server that does not answer: the session goes on, bounded by the DNS timeouts', async () => {
