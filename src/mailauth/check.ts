@@ -177,6 +177,17 @@ class MessageAuthCheck implements MessageCheck {
   }
 
   async finish(): Promise<CheckVerdict> {
+    try {
+      return await this.#finish();
+    } catch (err) {
+      // A defect here must not cost the message: accept it without our field (forged ones are
+      // already gone), and say so.
+      this.#log.error({ qid: this.#ctx.qid, err }, 'mailauth check failed; message accepted without results');
+      return { kind: 'accept', prepend: '' };
+    }
+  }
+
+  async #finish(): Promise<CheckVerdict> {
     const tooBig = this.#state === 'too-big';
     this.#state = 'finished';
     if (!tooBig) this.#stream.end();

@@ -520,6 +520,12 @@ export class Session {
       const verdict = await sink.check.finish();
       if (verdict.kind === 'refuse') {
         sink.abort();
+        this.#hooks.event('rejected', {
+          qid: sink.qid,
+          reason: 'mail authentication',
+          code: verdict.reply.code,
+          enhanced: verdict.reply.enhanced,
+        });
         return [{ kind: 'reply', reply: verdict.reply }];
       }
       prefix = Buffer.from(verdict.prepend, 'utf8');
