@@ -202,6 +202,62 @@ export const dnsSchema = z
   })
   .default({ servers: [], timeout_ms: 5000, tries: 2 });
 
+/** An allow-list entry: an address (user@domain), a domain, or an IP address or CIDR network. */
+const exemptEntry = z
+  .string()
+  .regex(
+    /^([^@\s]+@[A-Za-z0-9.-]+|[A-Za-z0-9.-]*[A-Za-z][A-Za-z0-9.-]*|[0-9a-fA-F:.]+(\/\d{1,3})?)$/,
+    'expected an address ("list@example.org"), a domain ("example.org") or a network ("192.0.2.0/24")',
+  );
+
+/** Inbound mail authentication: SPF, DKIM, DMARC, ARC and the Authentication-Results field (docs/mail-auth.md). */
+export const mailauthSchema = z
+  .strictObject({
+    /** Listeners whose mail is checked. Default: the smtp listener only (mail from other servers). */
+    listeners: z.array(z.enum(['smtp', 'submission', 'submissions'])).default(['smtp']),
+    /** authserv-id of our Authentication-Results field (RFC 8601 2.2). Empty: the hostname. */
+    authserv_id: z
+      .string()
+      .regex(/^([A-Za-z0-9.-]+)?$/, 'expected a domain name')
+      .default(''),
+    /** Accept a DKIM signature whose l= leaves part of the body unsigned. */
+    allow_partial_body: z.boolean().default(false),
+    /** Shortest RSA key a DKIM or ARC signature may use (RFC 8301 3.2: at least 1024). */
+    min_rsa_key_bits: z.number().int().min(1024).max(16384).default(1024),
+    /** Time allowed for all the checks of one message (every DNS lookup included). */
+    timeout_ms: z.number().int().min(100).max(300_000).default(20_000),
+    /** Largest header section handed to the DKIM/ARC verifier; a larger one is not verified. */
+    max_header_bytes: z
+      .number()
+      .int()
+      .min(16 * KiB)
+      .max(64 * MiB)
+      .default(1 * MiB),
+    /** A DMARC failure whose policy is p=reject: "reject" (550 5.7.1) or "mark". */
+    dmarc_reject_action: z.enum(['reject', 'mark']).default('reject'),
+    /** A DMARC failure whose policy is p=quarantine: "mark" or "reject". */
+    dmarc_quarantine_action: z.enum(['mark', 'reject']).default('mark'),
+    /** An SPF fail (when DMARC does not pass): "mark" or "reject" (550 5.7.23). */
+    spf_fail_action: z.enum(['mark', 'reject']).default('mark'),
+    /** A DNS failure that leaves DMARC undecided: "accept" (and mark) or "defer" (451). */
+    temperror_action: z.enum(['accept', 'defer']).default('accept'),
+    /** Sources never refused or deferred by these checks: addresses, domains, networks. */
+    exempt: z.array(exemptEntry).default([]),
+  })
+  .default({
+    listeners: ['smtp'],
+    authserv_id: '',
+    allow_partial_body: false,
+    min_rsa_key_bits: 1024,
+    timeout_ms: 20_000,
+    max_header_bytes: 1 * MiB,
+    dmarc_reject_action: 'reject',
+    dmarc_quarantine_action: 'mark',
+    spf_fail_action: 'mark',
+    temperror_action: 'accept',
+    exempt: [],
+  });
+
 export const outboundSchema = z
   .strictObject({
     /** TCP connect to a remote MX. */
@@ -384,6 +440,7 @@ export const configSchema = z.strictObject({
   spool: spoolSchema,
   local_delivery: localDeliverySchema,
   dns: dnsSchema,
+  mailauth: mailauthSchema,
   outbound: outboundSchema,
   queue: queueSchema,
   log: logSchema,

@@ -31,8 +31,10 @@ export interface MessageWriter {
   /**
    * Writes the COMMIT record and resolves once it is durable. States start as pending, one per
    * envelope recipient. After it resolves the message is live and onCommitted listeners ran.
+   * prefix: octets known only at the end (the Authentication-Results field, src/mailauth/)
+   * that the stored message starts with; see commit() below.
    */
-  commit(envelope: Envelope): Promise<void>;
+  commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
   /** Forgets the message (refused midway, disconnect). Its chunks become garbage. */
   abort(): void;
 }
@@ -94,7 +96,13 @@ export class SpoolMessageWriter implements MessageWriter {
     }
   }
 
-  async commit(envelope: Envelope): Promise<void> {
+  /**
+   * A prefix is written as one more CHUNK record after the body and listed FIRST in the COMMIT:
+   * a message's body is its chunks in the COMMIT's list order (that was always the rule, and
+   * relocation copies them in that order), so every reader (local delivery, outbound, forwarding,
+   * DSNs, `sterna queue`) sees the prefix at the top with no change of format or of readers.
+   */
+  async commit(envelope: Envelope, prefix?: Buffer): Promise<void> {
     this.#checkOpen();
     if (this.#writing > 0) throw new Error(`message ${this.qid}: commit() called before write() resolved`);
     this.#state = 'committing';
@@ -104,6 +112,15 @@ export class SpoolMessageWriter implements MessageWriter {
       // From here to append() nothing awaits: the last chunk and the COMMIT are queued
       // together, so a failed write of the chunk also rejects the COMMIT behind it.
       if (this.#partsBytes > 0) void this.#flush();
+      if (prefix !== undefined && prefix.length > 0) {
+        this.#parts = [prefix];
+        this.#partsBytes = prefix.length;
+        this.#size += prefix.length;
+        const before = this.#chunks.length;
+        void this.#flush();
+        if (this.#error !== null) throw this.#error;
+        if (this.#chunks.length === before + 1) this.#chunks.unshift(this.#chunks.pop()!);
+      }
       const meta = {
         qid: this.qid,
         size: this.#size,

@@ -11,6 +11,7 @@ import type { Config } from '../config/schema.js';
 import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
 import { buildRelays } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
+import { MailAuth } from '../mailauth/check.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
 import { NetworkList } from '../policy/networks.js';
@@ -24,7 +25,9 @@ import type { Mailbox } from '../smtp/address.js';
 import { reply, type Reply } from '../smtp/replies.js';
 import type {
   AuthOutcome,
+  CheckContext,
   ClientView,
+  MessageCheck,
   MessageSink,
   RecipientVerdict,
   SessionHooks,
@@ -111,6 +114,31 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     isMailbox,
     aliases: () => aliases,
   });
+  // One resolver (the [dns] servers, cache and timeouts) for outbound delivery and mail authentication.
+  const dns = new CachingResolver(
+    new NodeDnsResolver({
+      servers: config.dns.servers,
+      timeoutMs: config.dns.timeout_ms,
+      tries: config.dns.tries,
+    }),
+    { now: Date.now },
+  );
+  const mailauth = new MailAuth({
+    authservId: config.mailauth.authserv_id || config.hostname,
+    listeners: config.mailauth.listeners,
+    allowPartialBody: config.mailauth.allow_partial_body,
+    minRsaKeyBits: config.mailauth.min_rsa_key_bits,
+    timeoutMs: config.mailauth.timeout_ms,
+    maxHeaderBytes: config.mailauth.max_header_bytes,
+    enforcement: {
+      dmarcRejectAction: config.mailauth.dmarc_reject_action,
+      dmarcQuarantineAction: config.mailauth.dmarc_quarantine_action,
+      spfFailAction: config.mailauth.spf_fail_action,
+      temperrorAction: config.mailauth.temperror_action,
+    },
+    exempt: config.mailauth.exempt,
+    dns,
+  });
   const manager = new QueueManager({
     spool,
     held,
@@ -122,14 +150,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,
     outbound: {
-      dns: new CachingResolver(
-        new NodeDnsResolver({
-          servers: config.dns.servers,
-          timeoutMs: config.dns.timeout_ms,
-          tries: config.dns.tries,
-        }),
-        { now: Date.now },
-      ),
+      dns,
       port: config.outbound.port,
       tls: config.outbound.tls,
       tlsPolicies: new Map(Object.entries(config.outbound.tls_policy)),
@@ -172,7 +193,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
-  const shared: SharedServices = { policy, router, throttle, users, spool };
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -235,6 +256,7 @@ interface SharedServices {
   throttle: AuthThrottle;
   users: UserStore;
   spool: Spool;
+  mailauth: MailAuth;
 }
 
 /**
@@ -292,6 +314,10 @@ class AppHooks implements SessionHooks {
 
   beginMessage(): MessageSink {
     return this.#s.spool.begin();
+  }
+
+  beginCheck(ctx: CheckContext): MessageCheck | null {
+    return this.#s.mailauth.begin(ctx, this.#log);
   }
 
   spoolFailureReply(err: unknown): Reply {

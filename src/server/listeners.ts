@@ -177,6 +177,7 @@ export class Listeners {
       authOnSmtp: config.auth.on_smtp_listener,
       tlsAvailable: this.#deps.secureContext() !== null,
       enforceSender: config.auth.enforce_sender,
+      authservId: config.mailauth.authserv_id || config.hostname,
     };
   }
 }

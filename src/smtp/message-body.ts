@@ -12,7 +12,13 @@
  * line after our fields: it ends the header section (RFC 5322 2.1), and the client's lines,
  * unchanged, become the start of the body. The message is accepted, as a Postfix-class server
  * accepts it; nothing the client sent is lost or altered.
+ *
+ * Two optional stages (mail authentication, src/mailauth/): a field filter that removes chosen
+ * header fields before anything else sees them (forged Authentication-Results, RFC 8601 5),
+ * and an observer that receives the client's octets as stored, without our trace prefix (the
+ * DKIM/ARC verifier, which streams them: nothing is buffered here for it).
  */
+import type { FieldFilter } from './field-filter.js';
 
 export interface BodySink {
   write(chunk: Buffer): Promise<void>;
@@ -33,6 +39,10 @@ export interface MessageBodyOptions {
   addMissing?: (facts: HeaderFacts) => string;
   /** Header octets held while waiting for the end of the header section (default 64 KiB). */
   maxHeaderBuffer?: number;
+  /** Removes header fields before anything else sees them. */
+  fieldFilter?: FieldFilter;
+  /** Receives the client's octets after the filter (awaited: it may apply backpressure). */
+  observer?: BodySink;
 }
 
 /** Longest field name kept for comparison; the names we look for are shorter. */
@@ -82,7 +92,14 @@ export class MessageBody {
 
   /** Writes a chunk of the decoded body. Await it: it carries the sink's backpressure. */
   async write(chunk: Buffer): Promise<void> {
+    const filter = this.#opts.fieldFilter;
+    if (filter === undefined) return this.#write(chunk);
+    for (const part of filter.push(chunk)) await this.#write(part);
+  }
+
+  async #write(chunk: Buffer): Promise<void> {
     if (chunk.length === 0) return;
+    if (this.#opts.observer !== undefined) await this.#opts.observer.write(chunk);
     if (this.#firstByte === -1) this.#firstByte = chunk[0]!;
     if (this.#inHeaders) this.#scan(chunk);
     if (this.#flushed) {
@@ -100,6 +117,7 @@ export class MessageBody {
 
   /** Ends the body: flushes anything held (a message that is all headers, or empty). */
   async end(): Promise<HeaderFacts> {
+    for (const part of this.#opts.fieldFilter?.end() ?? []) await this.#write(part);
     if (!this.#flushed) await this.#flush();
     return this.#facts;
   }

@@ -184,6 +184,28 @@ export const REPLIES = {
     text: 'Local error while queueing the message: not queued, try again later',
   },
 
+  // Mail authentication at end of data (src/mailauth/, docs/mail-auth.md)
+  DMARC_REJECT: {
+    code: 550,
+    enhanced: '5.7.1',
+    text: 'Message refused: it fails DMARC for {domain} and the domain asks receivers to {policy} such mail ({detail})',
+  },
+  SPF_REJECT: {
+    code: 550,
+    enhanced: '5.7.23',
+    text: 'Message refused: SPF fail, {domain} does not allow {ip} to send its mail{explanation}',
+  },
+  SPF_TEMPERROR: {
+    code: 451,
+    enhanced: '4.7.24',
+    text: 'SPF for {domain} could not be checked (DNS failure); try again later',
+  },
+  AUTH_CHECK_TEMPERROR: {
+    code: 451,
+    enhanced: '4.7.0',
+    text: 'DMARC for {domain} could not be checked (DNS failure); try again later',
+  },
+
   // TLS
   READY_TO_START_TLS: { code: 220, enhanced: '2.0.0', text: 'Ready to start TLS' },
   TLS_NOT_AVAILABLE: { code: 454, enhanced: '4.7.0', text: 'TLS not available' },

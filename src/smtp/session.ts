@@ -19,7 +19,9 @@ import {
 import { parseCommand, type Verb } from './command.js';
 import { ehloKeywords } from './extensions.js';
 import type { DataError } from './data-decoder.js';
+import { FieldFilter } from './field-filter.js';
 import { MessageBody, type HeaderFacts } from './message-body.js';
+import { AUTH_RESULTS_NAME, claimsAuthservId } from '../mailauth/authserv-id.js';
 import { parseMailParams, parseRcptParams } from './params.js';
 import { ehloReply, reply, type Reply, type ReplyId } from './replies.js';
 
@@ -48,6 +50,11 @@ export interface SessionConfig {
   tlsAvailable: boolean;
   /** On authenticated sessions, MAIL FROM must be an address the user owns. */
   enforceSender: boolean;
+  /**
+   * Our authserv-id (RFC 8601 2.2): incoming Authentication-Results fields that claim it are
+   * removed from every message, on every listener (RFC 8601 5). Unset: nothing is removed.
+   */
+  authservId?: string;
 }
 
 export interface ClientView {
@@ -67,8 +74,36 @@ export interface MessageSink {
   /** Octets written so far (the stored message, trace header included). */
   readonly size: number;
   write(chunk: Buffer): Promise<void>;
-  commit(envelope: Envelope): Promise<void>;
+  /** prefix: octets stored before everything written (our Authentication-Results field). */
+  commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
   abort(): void;
+}
+
+/**
+ * Mail authentication of one message (src/mailauth/), as the session sees it: fed the client's
+ * octets as they are stored, asked for a verdict at the end of data (DATA and BDAT alike),
+ * before the reply, so that a refusal is still possible.
+ */
+export interface MessageCheck {
+  write(chunk: Buffer): Promise<void>;
+  /** Runs what is left of the checks and decides; never rejects. */
+  finish(): Promise<CheckVerdict>;
+  /** The message was dropped: stop and release everything. */
+  abort(): void;
+}
+
+export type CheckVerdict =
+  /** prepend: the header field(s) to put at the top of the stored message, CRLF-terminated. */
+  { kind: 'accept'; prepend: string } | { kind: 'refuse'; reply: Reply };
+
+export interface CheckContext {
+  qid: string;
+  /** MAIL FROM, '' for the null reverse-path. */
+  sender: string;
+  helo: string;
+  client: ClientView;
+  listener: ListenerKind;
+  authUser: string | undefined;
 }
 
 export type RecipientVerdict = { kind: 'accept' } | { kind: 'reject'; reply: Reply };
@@ -93,6 +128,8 @@ export interface SessionHooks {
   beginMessage(): MessageSink;
   /** Maps a spool failure to the reply the client gets (452 4.3.1 for a full disk, else 451 4.3.0). */
   spoolFailureReply(err: unknown): Reply;
+  /** Starts mail authentication for a message, or null when it does not apply to this session. */
+  beginCheck?(ctx: CheckContext): MessageCheck | null;
   /** Mail-log events (accepted, rejected) — the shell logs them with the session id. */
   event(name: string, fields: Record<string, unknown>): void;
 }
@@ -425,7 +462,7 @@ export class Session {
     if (this.#tx.recipients.length === 0) return this.#error('NO_VALID_RECIPIENTS');
     let sink: MessageSink;
     try {
-      sink = this.#hooks.beginMessage();
+      sink = this.#withCheck(this.#hooks.beginMessage());
     } catch (err) {
       return [{ kind: 'reply', reply: this.#hooks.spoolFailureReply(err) }];
     }
@@ -477,9 +514,25 @@ export class Session {
       this.#hooks.event('rejected', { qid: sink.qid, reason: 'mail loop', received: facts.receivedCount });
       return [this.#reply('TOO_MANY_HOPS', { count: facts.receivedCount })];
     }
+    // Mail authentication and its policy (src/mailauth/): after the body, before the reply.
+    let prefix: Buffer | undefined;
+    if (sink instanceof CheckedSink) {
+      const verdict = await sink.check.finish();
+      if (verdict.kind === 'refuse') {
+        sink.abort();
+        this.#hooks.event('rejected', {
+          qid: sink.qid,
+          reason: 'mail authentication',
+          code: verdict.reply.code,
+          enhanced: verdict.reply.enhanced,
+        });
+        return [{ kind: 'reply', reply: verdict.reply }];
+      }
+      prefix = Buffer.from(verdict.prepend, 'utf8');
+    }
     const envelope = this.#envelope(tx);
     try {
-      await sink.commit(envelope);
+      await sink.commit(envelope, prefix);
     } catch (err) {
       sink.abort();
       return [{ kind: 'reply', reply: this.#hooks.spoolFailureReply(err) }];
@@ -523,7 +576,7 @@ export class Session {
     if (tx.bdat === undefined) {
       let sink: MessageSink;
       try {
-        sink = this.#hooks.beginMessage();
+        sink = this.#withCheck(this.#hooks.beginMessage());
       } catch (err) {
         this.#pendingChunk = { last, refusal: this.#hooks.spoolFailureReply(err), clientError: false };
         return [{ kind: 'receive-chunk', size, body: null, last }];
@@ -697,14 +750,43 @@ export class Session {
         : {}),
       date: now,
     });
-    if (this.#cfg.listener === 'smtp') return new MessageBody(sink, { prefix });
+    const ourId = this.#cfg.authservId;
+    const stages = {
+      ...(ourId !== undefined
+        ? {
+            fieldFilter: new FieldFilter({
+              name: AUTH_RESULTS_NAME,
+              drop: (field) => claimsAuthservId(field, ourId),
+              maxHold: 64 * 1024,
+            }),
+          }
+        : {}),
+      ...(sink instanceof CheckedSink ? { observer: sink.check } : {}),
+    };
+    if (this.#cfg.listener === 'smtp') return new MessageBody(sink, { prefix, ...stages });
     // RFC 6409 8.2, 8.3: a submission server may add Date and Message-ID when they are missing.
     return new MessageBody(sink, {
       prefix,
+      ...stages,
       addMissing: (facts) =>
         (facts.hasMessageId ? '' : `Message-ID: ${messageIdFor(sink.qid, this.#cfg.hostname)}\r\n`) +
         (facts.hasDate ? '' : `Date: ${formatRfc5322Date(now)}\r\n`),
     });
+  }
+
+  /** The spool sink, paired with the message's authentication check when one applies. */
+  #withCheck(sink: MessageSink): MessageSink {
+    const tx = this.#tx;
+    if (tx === null || this.#hooks.beginCheck === undefined) return sink;
+    const check = this.#hooks.beginCheck({
+      qid: sink.qid,
+      sender: tx.sender === null ? '' : formatMailbox(tx.sender),
+      helo: this.#helo ?? '',
+      client: this.#client,
+      listener: this.#cfg.listener,
+      authUser: this.#authUser,
+    });
+    return check === null ? sink : new CheckedSink(sink, check);
   }
 
   #envelope(tx: Transaction): Envelope {
@@ -767,5 +849,37 @@ export class Session {
     if (this.#errors < this.#cfg.limits.errors) return actions;
     this.abort();
     return [...actions, this.#reply('TOO_MANY_ERRORS'), { kind: 'close' }];
+  }
+}
+
+/** A spool sink with its message's authentication check: aborting one aborts both. */
+class CheckedSink implements MessageSink {
+  readonly #inner: MessageSink;
+  readonly check: MessageCheck;
+
+  constructor(inner: MessageSink, check: MessageCheck) {
+    this.#inner = inner;
+    this.check = check;
+  }
+
+  get qid(): string {
+    return this.#inner.qid;
+  }
+
+  get size(): number {
+    return this.#inner.size;
+  }
+
+  write(chunk: Buffer): Promise<void> {
+    return this.#inner.write(chunk);
+  }
+
+  commit(envelope: Envelope, prefix?: Buffer): Promise<void> {
+    return this.#inner.commit(envelope, prefix);
+  }
+
+  abort(): void {
+    this.check.abort();
+    this.#inner.abort();
   }
 }

@@ -52,7 +52,8 @@ export interface ServeDir {
 
 /**
  * A temporary directory (name starting with `prefix`) with a config for `sterna serve`: one smtp
- * listener on a free 127.0.0.1 port, `domain` delivered locally, JSON log at info; and the
+ * listener on a free 127.0.0.1 port, `domain` delivered locally, mail authentication off (no DNS
+ * is asked), JSON log at info; and the
  * `mailboxes` (full addresses) as users.
  */
 export async function prepareServeDir(opts: {
@@ -74,6 +75,8 @@ local_domains = ["${opts.domain}"]
 smtp = ["127.0.0.1:${port}"]
 submission = []
 submissions = []
+[mailauth]
+listeners = []
 [log]
 level = "info"
 format = "json"

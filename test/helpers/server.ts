@@ -50,6 +50,15 @@ timeout_ms = 200
 tries = 1
 `;
 
+/**
+ * Mail authentication is on for the smtp listener by default; tests that do not test it turn it
+ * off (they assert exact delivered bytes, and their resolver never answers), unless their TOML
+ * brings a [mailauth] table (test/mailauth.test.ts).
+ */
+const NO_MAILAUTH = `[mailauth]
+listeners = []
+`;
+
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? (await mkdtemp(path.join(tmpdir(), 'sterna-test-')));
   const text = `hostname = "${TEST_HOSTNAME}"
@@ -65,7 +74,8 @@ ${opts.auth ?? ''}
 level = "${process.env['STERNA_TEST_LOG'] !== undefined ? 'debug' : 'silent'}"
 format = "json"
 ${opts.toml ?? ''}
-${/^\[dns\]/m.test(opts.toml ?? '') ? '' : NO_DNS}`;
+${/^\[dns\]/m.test(opts.toml ?? '') ? '' : NO_DNS}
+${/^\[mailauth\]/m.test(opts.toml ?? '') ? '' : NO_MAILAUTH}`;
   const config = parseConfigText(text, 'test config');
   for (const u of opts.users ?? []) {
     await addUser(config.auth.users_file, u.address, u.password, {
