@@ -144,10 +144,13 @@ function harness(opts: HarnessOptions = {}): Harness {
       if (creds.kind === 'password') {
         user = creds.authcid;
         ok = creds.authcid === USER && creds.password === PASSWORD;
-      } else {
+      } else if (creds.kind === 'cram-md5') {
         user = creds.username;
         const digest = createHmac('md5', PASSWORD).update(creds.challenge).digest('hex');
         ok = creds.username === USER && creds.digestHex === digest;
+      } else {
+        user = creds.authzid;
+        ok = false;
       }
       return Promise.resolve(ok ? { kind: 'ok', user } : { kind: 'fail', delayMs: opts.authDelayMs ?? 250 });
     },
