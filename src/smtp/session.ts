@@ -708,6 +708,7 @@ export class Session {
       helo: this.#helo ?? 'unknown',
       clientIp: this.#client.ip,
       ...(this.#client.hostname !== undefined ? { clientHostname: this.#client.hostname } : {}),
+      ...(this.#authUser !== undefined ? { authUser: this.#authUser } : {}),
       byHost: this.#cfg.hostname,
       protocol: withProtocol({
         esmtp: this.#esmtp,
