@@ -95,6 +95,9 @@ export class DovecotAuthClient implements PasswordBackend {
         reject(
           new TemporaryAuthError(`Dovecot at ${this.#o.socket} did not answer in ${this.#o.timeoutMs} ms`),
         );
+        // A connection that stopped answering (a hung auth process, or one a stopped Dovecot
+        // left behind) is dropped, so the next attempt connects afresh.
+        conn.socket.destroy();
       }, this.#o.timeoutMs);
       this.#pending.set(id, { resolve, reject, timer, authzid: creds.authzid });
       conn.socket.write(`${fields.join('\t')}\n`);

@@ -23,6 +23,7 @@ export interface ToolRequirement {
 
 /** The Debian package that provides each program, for the error message. */
 const DEBIAN_PACKAGE: Record<string, string> = { swaks: 'swaks', curl: 'curl', python3: 'python3' };
+DEBIAN_PACKAGE['dovecot'] = 'dovecot-core';
 
 const found = new Map<string, string | undefined>();
 
