@@ -80,15 +80,16 @@ export function parseMechanism(s: string): Mechanism | null {
 export function createExchange(mech: Mechanism, opts: ExchangeOptions): SaslExchange {
   switch (mech) {
     case 'PLAIN':
-      return new PlainExchange();
+      // RFC 4616 2: one message, as an initial response or after an empty challenge.
+      return new OneMessageExchange(parsePlain);
     case 'LOGIN':
       return new LoginExchange();
     case 'CRAM-MD5':
       return new CramMd5Exchange(opts);
     case 'OAUTHBEARER':
-      return new BearerExchange(parseOAuthBearer);
+      return new OneMessageExchange(parseOAuthBearer);
     case 'XOAUTH2':
-      return new BearerExchange(parseXOAuth2);
+      return new OneMessageExchange(parseXOAuth2);
     default:
       return assertNever(mech);
   }
@@ -159,31 +160,6 @@ function parsePlain(text: string): SaslStep {
 
 /** Answers every call after the exchange has finished. */
 const FINISHED: SaslStep = MALFORMED;
-
-class PlainExchange implements SaslExchange {
-  #state: 'new' | 'awaiting-response' | 'finished' = 'new';
-
-  start(initialResponse: string | undefined): SaslStep {
-    if (this.#state !== 'new') return FINISHED;
-    if (initialResponse === undefined) {
-      // RFC 4616 section 2 / RFC 4954 section 4: PLAIN starts with an empty challenge.
-      this.#state = 'awaiting-response';
-      return { kind: 'challenge', challenge: '' };
-    }
-    this.#state = 'finished';
-    if (initialResponse === '*') return CANCELLED;
-    const decoded = decodeInitial(initialResponse);
-    return decoded.ok ? parsePlain(decoded.text) : decoded.step;
-  }
-
-  next(line: string): SaslStep {
-    if (this.#state !== 'awaiting-response') return FINISHED;
-    this.#state = 'finished';
-    if (line === '*') return CANCELLED;
-    const decoded = decode(line);
-    return decoded.ok ? parsePlain(decoded.text) : decoded.step;
-  }
-}
 
 class LoginExchange implements SaslExchange {
   #state: 'new' | 'awaiting-username' | 'awaiting-password' | 'finished' = 'new';
@@ -331,8 +307,11 @@ function parseXOAuth2(text: string): SaslStep {
   return { kind: 'done', credentials: { kind: 'oauth', mechanism: 'XOAUTH2', authzid: user, token } };
 }
 
-/** OAUTHBEARER and XOAUTH2: one client message, as an initial response or after an empty 334. */
-class BearerExchange implements SaslExchange {
+/**
+ * PLAIN, OAUTHBEARER and XOAUTH2: one client message, as an initial response or after an empty
+ * 334 (RFC 4954 4), parsed by `parse`.
+ */
+class OneMessageExchange implements SaslExchange {
   #state: 'new' | 'awaiting-response' | 'finished' = 'new';
   readonly #parse: (text: string) => SaslStep;
 
