@@ -44,6 +44,7 @@ before(async () => {
   const silentSocket = path.join(silentDir, 'auth');
   const fake = net.createServer((s) => {
     silentConnections++;
+    s.resume(); // reads (and ignores) the AUTH lines, so that the client's close is seen
     s.on('error', () => undefined);
     s.write('VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\nDONE\n');
   });
