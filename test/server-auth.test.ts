@@ -10,7 +10,7 @@ import { createHmac } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { addUser } from '../src/auth/users.js';
 import { waitForMessages } from './helpers/maildir.js';
-import { assertReply, TestClient } from './helpers/smtp-client.js';
+import { assertReply, startTlsSession, TestClient } from './helpers/smtp-client.js';
 import { dataDirsWithCert, startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 
 let server: TestServer;
@@ -48,14 +48,7 @@ const plain = (user: string, password: string): string => b64(`\0${user}\0${pass
 
 /** A submission session after STARTTLS and a second EHLO, ready for AUTH. */
 async function submission(s: TestServer = server): Promise<TestClient> {
-  const c = await TestClient.connect(s.ports.submission);
-  await c.expect(220);
-  await c.cmd('EHLO client.example');
-  await c.cmd('STARTTLS').then((r) => assert.equal(r.code, 220));
-  await c.upgrade();
-  const ehlo = await c.cmd('EHLO client.example');
-  assert.equal(ehlo.code, 250);
-  return c;
+  return (await startTlsSession(s.ports.submission)).client;
 }
 
 /** Sends a message in an authenticated session and returns the queue id. */

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createExchange, parseMechanism, type SaslStep } from './sasl.js';
+import { createExchange, failedTokenFollowUp, parseMechanism, type SaslStep } from './sasl.js';
 
 const opts = { hostname: 'mx.example.org', nonce: '1896', timestampMs: 697170952 };
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
@@ -228,4 +228,83 @@ test('RFC 4648 4: CRAM-MD5 refuses a response that is not base64', () => {
   const ex = createExchange('CRAM-MD5', opts);
   ex.start(undefined);
   assert.deepEqual(ex.next('tim b913a602c7eda7a495b4e6e7334d3890'), BAD_BASE64);
+});
+
+// OAUTHBEARER (RFC 7628) and XOAUTH2
+
+const TOKEN = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_';
+
+test('RFC 7628 3.1: OAUTHBEARER initial response with a GS2 authzid, host and port gives the token', () => {
+  const ex = createExchange('OAUTHBEARER', opts);
+  const msg = `n,a=alice@example.org,\x01host=mx.example.org\x01port=587\x01auth=Bearer ${TOKEN}\x01\x01`;
+  assert.deepEqual(ex.start(b64(msg)), {
+    kind: 'done',
+    credentials: { kind: 'oauth', mechanism: 'OAUTHBEARER', authzid: 'alice@example.org', token: TOKEN },
+  });
+});
+
+test('RFC 7628 3.1 / RFC 5801 4: no authzid is allowed; "=2C" and "=3D" are unescaped; "bearer" is case-blind', () => {
+  assert.deepEqual(createExchange('OAUTHBEARER', opts).start(b64(`n,,\x01auth=bearer ${TOKEN}\x01\x01`)), {
+    kind: 'done',
+    credentials: { kind: 'oauth', mechanism: 'OAUTHBEARER', authzid: '', token: TOKEN },
+  });
+  assert.deepEqual(
+    createExchange('OAUTHBEARER', opts).start(b64(`y,a=a=2Cb=3Dc@x.org,\x01auth=Bearer ${TOKEN}\x01\x01`)),
+    {
+      kind: 'done',
+      credentials: { kind: 'oauth', mechanism: 'OAUTHBEARER', authzid: 'a,b=c@x.org', token: TOKEN },
+    },
+  );
+});
+
+test('RFC 7628 3.1: OAUTHBEARER without an initial response gets an empty 334, then takes the message', () => {
+  const ex = createExchange('OAUTHBEARER', opts);
+  assert.deepEqual(ex.start(undefined), { kind: 'challenge', challenge: '' });
+  assert.deepEqual(ex.next(b64(`n,,\x01auth=Bearer ${TOKEN}\x01\x01`)), {
+    kind: 'done',
+    credentials: { kind: 'oauth', mechanism: 'OAUTHBEARER', authzid: '', token: TOKEN },
+  });
+});
+
+test('RFC 7628 3.1: malformed OAUTHBEARER messages are refused', () => {
+  const bad = [
+    `p=tls-unique,,\x01auth=Bearer ${TOKEN}\x01\x01`, // channel binding: not offered
+    `n,a=x=y,\x01auth=Bearer ${TOKEN}\x01\x01`, // "=" not escaped
+    `n,,\x01auth=Bearer ${TOKEN}\x01`, // missing the final kvsep
+    `n,,\x01host=x\x01\x01`, // no auth
+    `n,,\x01auth=Basic YWxpY2U6cHc=\x01\x01`, // not a bearer token
+    `n,,\x01auth=Bearer ${TOKEN}\x01auth=Bearer ${TOKEN}\x01\x01`, // auth twice
+    `n,,\x01auth=Bearer to ken\x01\x01`,
+    '\x01', // the dummy response is not a first message
+  ];
+  for (const m of bad) assert.deepEqual(createExchange('OAUTHBEARER', opts).start(b64(m)), MALFORMED, m);
+  assert.deepEqual(createExchange('OAUTHBEARER', opts).start('='), MALFORMED);
+  assert.deepEqual(createExchange('OAUTHBEARER', opts).start('not base64!'), BAD_BASE64);
+});
+
+test('XOAUTH2: user= and auth=Bearer, as an initial response or after an empty 334', () => {
+  const msg = `user=alice@example.org\x01auth=Bearer ${TOKEN}\x01\x01`;
+  const want = {
+    kind: 'done',
+    credentials: { kind: 'oauth', mechanism: 'XOAUTH2', authzid: 'alice@example.org', token: TOKEN },
+  };
+  assert.deepEqual(createExchange('XOAUTH2', opts).start(b64(msg)), want);
+  const ex = createExchange('XOAUTH2', opts);
+  assert.deepEqual(ex.start(undefined), { kind: 'challenge', challenge: '' });
+  assert.deepEqual(ex.next(b64(msg)), want);
+  for (const m of [
+    `auth=Bearer ${TOKEN}\x01\x01`,
+    `user=\x01auth=Bearer ${TOKEN}\x01\x01`,
+    `user=a@b\x01\x01`,
+  ]) {
+    assert.deepEqual(createExchange('XOAUTH2', opts).start(b64(m)), MALFORMED, m);
+  }
+});
+
+test('RFC 7628 3.2.3: after the error status, any dummy answer fails the exchange; "*" cancels it', () => {
+  const a = failedTokenFollowUp();
+  assert.deepEqual(a.next('AQ=='), MALFORMED);
+  assert.deepEqual(a.next('AQ=='), MALFORMED, 'finished');
+  assert.deepEqual(failedTokenFollowUp().next(''), MALFORMED);
+  assert.deepEqual(failedTokenFollowUp().next('*'), { kind: 'cancelled' });
 });

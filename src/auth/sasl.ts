@@ -1,24 +1,48 @@
 /**
- * Server side of the SASL exchanges Sterna offers in SMTP AUTH: PLAIN, LOGIN and CRAM-MD5.
+ * Server side of the SASL exchanges Sterna offers in SMTP AUTH: PLAIN, LOGIN, CRAM-MD5, and the
+ * bearer-token mechanisms OAUTHBEARER and XOAUTH2.
  * Pure: no I/O, no clock, no randomness — the nonce and timestamp of a CRAM-MD5 challenge
  * are injected. The session feeds it the initial response and each client line and sends
  * back what it returns; checking the credentials is the user store's job (users.ts).
  *
  * RFCs: 4954 (SMTP AUTH: "334 " challenges, "=" for an empty initial response, "*" cancels),
- * 4648 section 4 (base64, decoded strictly), 4616 (PLAIN), 2195 (CRAM-MD5). LOGIN has no RFC;
- * it follows draft-murchison-sasl-login-00 and what every client sends.
+ * 4648 section 4 (base64, decoded strictly), 4616 (PLAIN), 2195 (CRAM-MD5), 7628 (OAUTHBEARER;
+ * its GS2 header is RFC 5801 section 4), 6750 section 2.1 (the "Bearer" credentials). LOGIN has
+ * no RFC; it follows draft-murchison-sasl-login-00 and what every client sends. XOAUTH2 has no
+ * RFC either; it follows Google's description (developers.google.com/gmail/imap/xoauth2-protocol).
  *
  * Trust: everything here comes from an unauthenticated network peer. Decoded values are never
- * logged by this module and must not be logged by callers (they contain passwords).
+ * logged by this module and must not be logged by callers (they contain passwords and tokens).
  */
 
-export type Mechanism = 'PLAIN' | 'LOGIN' | 'CRAM-MD5';
+export type Mechanism = 'PLAIN' | 'LOGIN' | 'CRAM-MD5' | 'OAUTHBEARER' | 'XOAUTH2';
+
+export type OAuthMechanism = 'OAUTHBEARER' | 'XOAUTH2';
 
 export type Credentials =
   /** PLAIN and LOGIN. For LOGIN the authzid is always empty. */
   | { kind: 'password'; authcid: string; authzid: string; password: string }
   /** CRAM-MD5. `challenge` is the decoded challenge text, `<nonce.timestamp@hostname>`. */
-  | { kind: 'cram-md5'; username: string; challenge: string; digestHex: string };
+  | { kind: 'cram-md5'; username: string; challenge: string; digestHex: string }
+  /**
+   * OAUTHBEARER and XOAUTH2: a bearer token, and the identity the client asks to act as
+   * (OAUTHBEARER's GS2 "a=", empty when absent; XOAUTH2's "user=").
+   */
+  | { kind: 'oauth'; mechanism: OAuthMechanism; authzid: string; token: string };
+
+/** The user name a client claims in its credentials (not verified): what the lock-out counts. */
+export function claimedUser(creds: Credentials): string {
+  switch (creds.kind) {
+    case 'password':
+      return creds.authcid;
+    case 'cram-md5':
+      return creds.username;
+    case 'oauth':
+      return creds.authzid;
+    default:
+      return assertNever(creds);
+  }
+}
 
 export type SaslStep =
   /** Base64 text to send after "334 " (may be the empty string). */
@@ -44,7 +68,7 @@ export interface ExchangeOptions {
   timestampMs: number;
 }
 
-const MECHANISMS: readonly Mechanism[] = ['PLAIN', 'LOGIN', 'CRAM-MD5'];
+const MECHANISMS: readonly Mechanism[] = ['PLAIN', 'LOGIN', 'CRAM-MD5', 'OAUTHBEARER', 'XOAUTH2'];
 
 /** The mechanism named by an AUTH argument, case-insensitively (RFC 4954 section 4), or null. */
 export function parseMechanism(s: string): Mechanism | null {
@@ -56,14 +80,37 @@ export function parseMechanism(s: string): Mechanism | null {
 export function createExchange(mech: Mechanism, opts: ExchangeOptions): SaslExchange {
   switch (mech) {
     case 'PLAIN':
-      return new PlainExchange();
+      // RFC 4616 2: one message, as an initial response or after an empty challenge.
+      return new OneMessageExchange(parsePlain);
     case 'LOGIN':
       return new LoginExchange();
     case 'CRAM-MD5':
       return new CramMd5Exchange(opts);
+    case 'OAUTHBEARER':
+      return new OneMessageExchange(parseOAuthBearer);
+    case 'XOAUTH2':
+      return new OneMessageExchange(parseXOAuth2);
     default:
       return assertNever(mech);
   }
+}
+
+/**
+ * After a failed OAUTHBEARER or XOAUTH2 token the server sends the error status in a 334 and
+ * the client answers with a dummy response (RFC 7628 3.2.3: %x01; XOAUTH2: an empty line);
+ * then the server fails the exchange. This exchange takes that one line: whatever it is, the
+ * result is a failure ("*" is a cancellation, RFC 4954 4).
+ */
+export function failedTokenFollowUp(): SaslExchange {
+  let done = false;
+  return {
+    start: () => MALFORMED,
+    next(line: string): SaslStep {
+      if (done) return FINISHED;
+      done = true;
+      return line === '*' ? CANCELLED : MALFORMED;
+    },
+  };
 }
 
 const CANCELLED: SaslStep = { kind: 'cancelled' };
@@ -113,31 +160,6 @@ function parsePlain(text: string): SaslStep {
 
 /** Answers every call after the exchange has finished. */
 const FINISHED: SaslStep = MALFORMED;
-
-class PlainExchange implements SaslExchange {
-  #state: 'new' | 'awaiting-response' | 'finished' = 'new';
-
-  start(initialResponse: string | undefined): SaslStep {
-    if (this.#state !== 'new') return FINISHED;
-    if (initialResponse === undefined) {
-      // RFC 4616 section 2 / RFC 4954 section 4: PLAIN starts with an empty challenge.
-      this.#state = 'awaiting-response';
-      return { kind: 'challenge', challenge: '' };
-    }
-    this.#state = 'finished';
-    if (initialResponse === '*') return CANCELLED;
-    const decoded = decodeInitial(initialResponse);
-    return decoded.ok ? parsePlain(decoded.text) : decoded.step;
-  }
-
-  next(line: string): SaslStep {
-    if (this.#state !== 'awaiting-response') return FINISHED;
-    this.#state = 'finished';
-    if (line === '*') return CANCELLED;
-    const decoded = decode(line);
-    return decoded.ok ? parsePlain(decoded.text) : decoded.step;
-  }
-}
 
 class LoginExchange implements SaslExchange {
   #state: 'new' | 'awaiting-username' | 'awaiting-password' | 'finished' = 'new';
@@ -230,6 +252,91 @@ class CramMd5Exchange implements SaslExchange {
       kind: 'done',
       credentials: { kind: 'cram-md5', username: m[1]!, challenge: this.#challenge, digestHex: m[2]! },
     };
+  }
+}
+
+// RFC 6750 2.1: credentials = "Bearer" 1*SP b64token (the scheme is case-insensitive, RFC 7235 2.1).
+const BEARER_RE = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
+// RFC 7628 3.1: key = 1*(ALPHA); value = *(VCHAR / SP / HTAB / CR / LF).
+const KVPAIR_RE = /^([A-Za-z]+)=([\x21-\x7e \t\r\n]*)$/;
+
+/** Splits "key=value" pairs; null if one is malformed or a key repeats. */
+function parseKvPairs(pairs: readonly string[]): Map<string, string> | null {
+  const out = new Map<string, string>();
+  for (const pair of pairs) {
+    const m = KVPAIR_RE.exec(pair);
+    if (m === null) return null;
+    const key = m[1]!.toLowerCase();
+    if (out.has(key)) return null;
+    out.set(key, m[2]!);
+  }
+  return out;
+}
+
+function bearerToken(auth: string | undefined): string | null {
+  if (auth === undefined) return null;
+  return BEARER_RE.exec(auth)?.[1] ?? null;
+}
+
+/**
+ * RFC 7628 3.1: gs2-header kvsep *kvpair kvsep, with kvsep = %x01 and each kvpair ending in one.
+ * The GS2 header (RFC 5801 4) is "n," or "y," (no channel binding: "p=" is refused), then an
+ * optional "a=" authzid with "," and "=" escaped as "=2C" and "=3D", then ",".
+ */
+function parseOAuthBearer(text: string): SaslStep {
+  const parts = text.split('\x01');
+  // [gs2-header, kvpair..., '', ''] for "gs2\x01k=v\x01\x01".
+  if (parts.length < 4 || parts.at(-1) !== '' || parts.at(-2) !== '') return MALFORMED;
+  const gs2 = /^[ny],(?:a=((?:[^,=]|=2C|=3D)+))?,$/.exec(parts[0]!);
+  if (gs2 === null) return MALFORMED;
+  const authzid = (gs2[1] ?? '').replace(/=2C/g, ',').replace(/=3D/g, '=');
+  const kv = parseKvPairs(parts.slice(1, -2));
+  const token = bearerToken(kv?.get('auth'));
+  if (token === null) return MALFORMED;
+  return { kind: 'done', credentials: { kind: 'oauth', mechanism: 'OAUTHBEARER', authzid, token } };
+}
+
+/** XOAUTH2: "user=" address %x01 "auth=Bearer " token %x01 %x01. */
+function parseXOAuth2(text: string): SaslStep {
+  const parts = text.split('\x01');
+  if (parts.length !== 4 || parts[2] !== '' || parts[3] !== '') return MALFORMED;
+  const kv = parseKvPairs(parts.slice(0, 2));
+  const user = kv?.get('user');
+  const token = bearerToken(kv?.get('auth'));
+  if (user === undefined || user === '' || token === null) return MALFORMED;
+  return { kind: 'done', credentials: { kind: 'oauth', mechanism: 'XOAUTH2', authzid: user, token } };
+}
+
+/**
+ * PLAIN, OAUTHBEARER and XOAUTH2: one client message, as an initial response or after an empty
+ * 334 (RFC 4954 4), parsed by `parse`.
+ */
+class OneMessageExchange implements SaslExchange {
+  #state: 'new' | 'awaiting-response' | 'finished' = 'new';
+  readonly #parse: (text: string) => SaslStep;
+
+  constructor(parse: (text: string) => SaslStep) {
+    this.#parse = parse;
+  }
+
+  start(initialResponse: string | undefined): SaslStep {
+    if (this.#state !== 'new') return FINISHED;
+    if (initialResponse === undefined) {
+      this.#state = 'awaiting-response';
+      return { kind: 'challenge', challenge: '' };
+    }
+    this.#state = 'finished';
+    if (initialResponse === '*') return CANCELLED;
+    const decoded = decodeInitial(initialResponse);
+    return decoded.ok ? this.#parse(decoded.text) : decoded.step;
+  }
+
+  next(line: string): SaslStep {
+    if (this.#state !== 'awaiting-response') return FINISHED;
+    this.#state = 'finished';
+    if (line === '*') return CANCELLED;
+    const decoded = decode(line);
+    return decoded.ok ? this.#parse(decoded.text) : decoded.step;
   }
 }
 

@@ -245,6 +245,9 @@ export class UserStore {
         const digestOk = verifyCram(secret, creds.challenge, creds.digestHex);
         return record?.cram !== undefined && digestOk ? { ok: true, user } : { ok: false };
       }
+      case 'oauth':
+        // Tokens are checked by oauth.ts, never against this file.
+        return { ok: false };
       default:
         return assertNever(creds);
     }

@@ -75,6 +75,23 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       max_failures_per_network: 30,
       lockout_window_ms: 900_000,
       lockout_ms: 900_000,
+      backend: 'users_file',
+      oauth: {
+        issuer: '',
+        audience: [],
+        user_claim: 'email',
+        jwks_file: '',
+        jwks_url: '',
+        algorithms: ['RS256', 'ES256', 'EdDSA'],
+        clock_skew_ms: 30_000,
+        jwks_timeout_ms: 5000,
+        jwks_cache_ms: 600_000,
+        jwks_refresh_min_ms: 30_000,
+        users: 'known',
+        scope: '',
+        openid_configuration: '',
+      },
+      dovecot: { socket: '/run/dovecot/auth-client', service: 'smtp', timeout_ms: 10_000 },
     },
     relay: { trusted_networks: [] },
     spool: { dir: join(data, 'spool'), segment_bytes: 67_108_864, max_active_messages: 1000, fsync: true },
@@ -535,6 +552,53 @@ test('transport: a bad relay table names the key', () => {
     problemsOf(() => parseConfigText('[transport]\n"a.test" = { relay = "h", relai = 1 }\n', 'x.toml', HOST)),
     [
       'unknown key "transport."a.test".relai" in table [transport."a.test"]; did you mean "transport."a.test".relay"?',
+    ],
+  );
+});
+
+test('auth: OAuth mechanisms need issuer, audience and one key source; paths are resolved', () => {
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[auth]\nmechanisms = ["PLAIN", "OAUTHBEARER"]\n', 'test', HOST)),
+    [
+      'auth.oauth.issuer: must be set when auth.mechanisms has OAUTHBEARER or XOAUTH2 (the tokens\' "iss")',
+      'auth.oauth.audience: must be set when auth.mechanisms has OAUTHBEARER or XOAUTH2 (the tokens\' "aud", e.g. ["smtp.example.org"])',
+      "auth.oauth.jwks_file: set exactly one of auth.oauth.jwks_file and auth.oauth.jwks_url (where the issuer's public keys are)",
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[auth]\nmechanisms = ["XOAUTH2"]\n[auth.oauth]\nissuer = "https://id.test"\naudience = ["smtp"]\njwks_url = "ftp://x"\nalgorithms = ["none"]\n',
+        'test',
+        HOST,
+      ),
+    ),
+    [
+      'auth.oauth.algorithms[0]: expected one of "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", got string "none"',
+      'auth.oauth.jwks_url: expected an http:// or https:// URL, got string "ftp://x"',
+    ],
+  );
+  const cfg = parseConfigText(
+    '[auth]\nmechanisms = ["OAUTHBEARER"]\n[auth.oauth]\nissuer = "https://id.test"\naudience = ["smtp"]\njwks_file = "keys/jwks.json"\n[auth.dovecot]\nsocket = "run/auth"\n',
+    'test',
+    HOST,
+  );
+  assert.equal(cfg.auth.oauth.jwks_file, resolve('keys/jwks.json'));
+  assert.equal(cfg.auth.dovecot.socket, resolve('run/auth'));
+});
+
+test('auth: backend = "dovecot" refuses CRAM-MD5 and OAuth users = "known"', () => {
+  assert.deepEqual(
+    problemsOf(() =>
+      parseConfigText(
+        '[auth]\nbackend = "dovecot"\nmechanisms = ["PLAIN", "CRAM-MD5", "OAUTHBEARER"]\n[auth.oauth]\nissuer = "i"\naudience = ["a"]\njwks_url = "https://id.test/jwks"\n',
+        'test',
+        HOST,
+      ),
+    ),
+    [
+      'auth.mechanisms[1]: CRAM-MD5 cannot be relayed to Dovecot (backend = "dovecot" checks passwords: PLAIN and LOGIN)',
+      'auth.oauth.users: must be "local_domains" with backend = "dovecot" (Sterna has no list of Dovecot\'s users)',
     ],
   );
 });

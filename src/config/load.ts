@@ -192,7 +192,12 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
       cert_file: optionalPath(parsed.tls.cert_file),
       key_file: optionalPath(parsed.tls.key_file),
     },
-    auth: { ...parsed.auth, users_file: under(parsed.auth.users_file, 'users.json') },
+    auth: {
+      ...parsed.auth,
+      users_file: under(parsed.auth.users_file, 'users.json'),
+      oauth: { ...parsed.auth.oauth, jwks_file: optionalPath(parsed.auth.oauth.jwks_file) },
+      dovecot: { ...parsed.auth.dovecot, socket: resolvePath(parsed.auth.dovecot.socket) },
+    },
     spool: { ...parsed.spool, dir: under(parsed.spool.dir, 'spool') },
     local_delivery: {
       ...parsed.local_delivery,
@@ -523,6 +528,7 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
       ? (outbound as Record<string, unknown>)['tls']
       : undefined;
   out.push(...transportProblems(root['transport'], outboundTls ?? 'opportunistic'));
+  out.push(...authProblems(asTable(root['auth'])));
 
   const ld = root['local_delivery'];
   if (typeof ld === 'object' && ld !== null) {
@@ -531,6 +537,63 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
       out.push({
         key: 'local_delivery.postmaster',
         message: `local_delivery.postmaster: expected an address such as "postmaster@example.org", got ${describe(pm)}`,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * [auth]: an OAuth mechanism needs an issuer, an audience and exactly one key source; the
+ * dovecot backend can relay only what Sterna decodes into a password (PLAIN, LOGIN), and has no
+ * users file to say which token users are "known".
+ */
+function authProblems(auth: Record<string, unknown>): ConfigProblem[] {
+  const out: ConfigProblem[] = [];
+  const mechanisms = Array.isArray(auth['mechanisms']) ? (auth['mechanisms'] as unknown[]) : [];
+  const oauth = asTable(auth['oauth']);
+  const oauthOn = mechanisms.some((m) => m === 'OAUTHBEARER' || m === 'XOAUTH2');
+  if (oauthOn) {
+    const why = 'must be set when auth.mechanisms has OAUTHBEARER or XOAUTH2';
+    if (typeof oauth['issuer'] !== 'string' || oauth['issuer'] === '') {
+      out.push({ key: 'auth.oauth.issuer', message: `auth.oauth.issuer: ${why} (the tokens' "iss")` });
+    }
+    if (!Array.isArray(oauth['audience']) || oauth['audience'].length === 0) {
+      out.push({
+        key: 'auth.oauth.audience',
+        message: `auth.oauth.audience: ${why} (the tokens' "aud", e.g. ["smtp.example.org"])`,
+      });
+    }
+    const file = typeof oauth['jwks_file'] === 'string' && oauth['jwks_file'] !== '';
+    const url = typeof oauth['jwks_url'] === 'string' && oauth['jwks_url'] !== '';
+    if (file === url) {
+      out.push({
+        key: 'auth.oauth.jwks_file',
+        message: `auth.oauth.jwks_file: set exactly one of auth.oauth.jwks_file and auth.oauth.jwks_url (where the issuer's public keys are)`,
+      });
+    }
+  }
+  const jwksUrl = oauth['jwks_url'];
+  if (typeof jwksUrl === 'string' && jwksUrl !== '' && !/^https?:\/\/[^/\s]+/.test(jwksUrl)) {
+    out.push({
+      key: 'auth.oauth.jwks_url',
+      message: `auth.oauth.jwks_url: expected an http:// or https:// URL, got ${describe(jwksUrl)}`,
+    });
+  }
+  if (auth['backend'] === 'dovecot') {
+    mechanisms.forEach((m, i) => {
+      if (m === 'CRAM-MD5') {
+        out.push({
+          key: `auth.mechanisms[${i}]`,
+          message: `auth.mechanisms[${i}]: CRAM-MD5 cannot be relayed to Dovecot (backend = "dovecot" checks passwords: PLAIN and LOGIN)`,
+        });
+      }
+    });
+    if (oauthOn && oauth['users'] !== 'local_domains') {
+      out.push({
+        key: 'auth.oauth.users',
+        message:
+          'auth.oauth.users: must be "local_domains" with backend = "dovecot" (Sterna has no list of Dovecot\'s users)',
       });
     }
   }

@@ -106,10 +106,92 @@ export const smtpSchema = z
   })
   .default({ bare_line_endings: 'reject', vrfy: 'ambiguous', banner: 'ESMTP Sterna ready' });
 
+/** JWS algorithms a token may be signed with (RFC 7518 3.1, RFC 8037); "none" is never accepted. */
+export const OAUTH_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+
+const OAUTH_DEFAULTS = {
+  issuer: '',
+  audience: [] as string[],
+  user_claim: 'email',
+  jwks_file: '',
+  jwks_url: '',
+  algorithms: ['RS256', 'ES256', 'EdDSA'] as (typeof OAUTH_ALGORITHMS)[number][],
+  clock_skew_ms: 30_000,
+  jwks_timeout_ms: 5000,
+  jwks_cache_ms: 600_000,
+  jwks_refresh_min_ms: 30_000,
+  users: 'known' as const,
+  scope: '',
+  openid_configuration: '',
+};
+
+/** [auth.oauth]: bearer tokens (JWT) for OAUTHBEARER (RFC 7628) and XOAUTH2. */
+export const oauthSchema = z
+  .strictObject({
+    /** Required "iss" claim (exact match). */
+    issuer: z.string().default(''),
+    /** Accepted "aud" values; the token's "aud" must contain one of them. */
+    audience: z.array(z.string().min(1)).default([]),
+    /** The claim that names the user (an address), e.g. "email". */
+    user_claim: z.string().min(1).default('email'),
+    /** JWKS (RFC 7517 5) in a file: re-read when it changes and on SIGHUP. */
+    jwks_file: z.string().default(''),
+    /** JWKS at an http(s) URL: fetched with a timeout, cached, re-fetched for an unknown "kid". */
+    jwks_url: z.string().default(''),
+    algorithms: z.array(z.enum(OAUTH_ALGORITHMS)).min(1).default(OAUTH_DEFAULTS.algorithms),
+    /** Tolerance for "exp" and "nbf" (clocks of issuer and server differ a little). */
+    clock_skew_ms: z.number().int().min(0).max(600_000).default(30_000),
+    /** Time allowed for fetching jwks_url. */
+    jwks_timeout_ms: z.number().int().min(1).max(120_000).default(5000),
+    /** A fetched JWKS is used this long before it is fetched again. */
+    jwks_cache_ms: durationMs.default(600_000),
+    /** An unknown "kid" re-fetches jwks_url at most once per this period. */
+    jwks_refresh_min_ms: z.number().int().min(0).max(3_600_000).default(30_000),
+    /** Who may log in: "known" = a user of the users file; "local_domains" = any address in a local domain. */
+    users: z.enum(['known', 'local_domains']).default('known'),
+    /** "scope" in the RFC 7628 3.2.2 error status (and XOAUTH2's); empty: left out. */
+    scope: z.string().default(''),
+    /** "openid-configuration" URL in the RFC 7628 3.2.2 error status; empty: left out. */
+    openid_configuration: z.string().default(''),
+  })
+  .default(OAUTH_DEFAULTS);
+
+const DOVECOT_DEFAULTS = { socket: '/run/dovecot/auth-client', service: 'smtp', timeout_ms: 10_000 };
+
+/** [auth.dovecot]: Dovecot's authentication socket (backend = "dovecot"). */
+export const dovecotAuthSchema = z
+  .strictObject({
+    /** Unix socket of Dovecot's auth service (a unix_listener in `service auth`). */
+    socket: z.string().min(1).default(DOVECOT_DEFAULTS.socket),
+    /** The service name Dovecot sees (its %s; passdb rules can depend on it). */
+    service: z
+      .string()
+      .regex(/^[a-z0-9-]+$/, 'expected a service name such as "smtp"')
+      .default('smtp'),
+    /** Time allowed for connecting, the handshake and each answer. */
+    timeout_ms: z.number().int().min(1).max(120_000).default(10_000),
+  })
+  .default(DOVECOT_DEFAULTS);
+
+export const AUTH_MECHANISMS = ['PLAIN', 'LOGIN', 'CRAM-MD5', 'OAUTHBEARER', 'XOAUTH2'] as const;
+
 export const authSchema = z
   .strictObject({
+    /** Who checks passwords: "users_file" (Sterna's own) or "dovecot" (Dovecot's auth socket). */
+    backend: z.enum(['users_file', 'dovecot']).default('users_file'),
     /** SASL mechanisms offered. CRAM-MD5 needs a password-equivalent secret stored; see docs. */
-    mechanisms: z.array(z.enum(['PLAIN', 'LOGIN', 'CRAM-MD5'])).default(['PLAIN', 'LOGIN']),
+    mechanisms: z.array(z.enum(AUTH_MECHANISMS)).default(['PLAIN', 'LOGIN']),
     /** Offer AUTH on a connection without TLS. Off: passwords never cross the network in clear. */
     allow_plaintext: z.boolean().default(false),
     /** Offer AUTH on the smtp (port 25) listener too. */
@@ -127,8 +209,11 @@ export const authSchema = z
     lockout_window_ms: durationMs.default(15 * 60_000),
     /** How long a pair or a network is refused AUTH after its max_failures / max_failures_per_network. */
     lockout_ms: durationMs.default(15 * 60_000),
+    oauth: oauthSchema,
+    dovecot: dovecotAuthSchema,
   })
   .default({
+    backend: 'users_file',
     mechanisms: ['PLAIN', 'LOGIN'],
     allow_plaintext: false,
     on_smtp_listener: false,
@@ -139,6 +224,8 @@ export const authSchema = z
     max_failures_per_network: 30,
     lockout_window_ms: 15 * 60_000,
     lockout_ms: 15 * 60_000,
+    oauth: OAUTH_DEFAULTS,
+    dovecot: DOVECOT_DEFAULTS,
   });
 
 const cidr = z

@@ -43,6 +43,8 @@ export interface ReceivedFields {
   protocol: string;
   qid: string;
   tls?: TlsInfo;
+  /** The AUTH identity of a submission, shown as Postfix shows it: "(Authenticated sender: ...)". */
+  authUser?: string;
   /** Named in "for" only when the message has exactly one recipient (privacy). */
   singleRecipient?: string;
   date: number;
@@ -67,6 +69,7 @@ export function receivedHeader(f: ReceivedFields): string {
   const literal = f.clientIp.includes(':') ? `IPv6:${f.clientIp}` : f.clientIp;
   const rdns = f.clientHostname === undefined ? '' : `${headerSafe(f.clientHostname)} `;
   let h = `Received: from ${heloSafe(f.helo) || 'unknown'} (${rdns}[${literal}])\r\n`;
+  if (f.authUser !== undefined) h += `\t(Authenticated sender: ${headerSafe(f.authUser)})\r\n`;
   h += `\tby ${f.byHost} (Sterna) with ${f.protocol} id ${f.qid}`;
   if (f.tls !== undefined) {
     h += `\r\n\t(version=${headerSafe(f.tls.version)} cipher=${headerSafe(f.tls.cipher)})`;

@@ -5,8 +5,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { DovecotAuthClient } from '../auth/dovecot.js';
 import { AuthThrottle } from '../auth/lockout.js';
-import { UserStore } from '../auth/users.js';
+import { OAuthVerifier } from '../auth/oauth.js';
+import { JwksFile, JwksUrl, type KeySource } from '../auth/oauth-jwks.js';
+import { claimedUser } from '../auth/sasl.js';
+import { mayUseSender, type AuthContext, type PasswordBackend } from '../auth/store.js';
+import { UserStore, type VerifyResult } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
 import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
 import { buildRelays } from '../delivery/relays.js';
@@ -90,6 +95,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     lockoutMs: config.auth.lockout_ms,
     now: Date.now,
   });
+  const auth = await buildAuth(config, users, localDomains, log);
 
   const { spool, report } = await Spool.open({
     dir: config.spool.dir,
@@ -193,7 +199,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth };
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -226,6 +232,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     recovery: report,
     async reload() {
       await tls.reload();
+      await auth.oauthKeys?.reload();
       try {
         aliases = await loadAliases(config);
       } catch (err) {
@@ -239,6 +246,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await manager.stop();
       await spool.close();
       users.close();
+      auth.dovecot?.close();
       tls.close();
     },
   };
@@ -249,6 +257,70 @@ async function loadAliases(config: Config): Promise<AliasTable> {
   return buildAliasTable({ ...fromFile, ...config.aliases });
 }
 
+/** The authentication backends chosen by [auth]. */
+interface AuthServices {
+  /** Checks PLAIN, LOGIN (and CRAM-MD5 for the users file). */
+  passwords: PasswordBackend;
+  dovecot?: DovecotAuthClient;
+  /** Present when OAUTHBEARER or XOAUTH2 is enabled. */
+  oauth?: OAuthVerifier;
+  oauthKeys?: KeySource;
+  /** May this token user log in at all (auth.oauth.users)? */
+  oauthUserAllowed(user: string): boolean;
+  localDomains: ReadonlySet<string>;
+}
+
+async function buildAuth(
+  config: Config,
+  users: UserStore,
+  localDomains: ReadonlySet<string>,
+  log: Logger,
+): Promise<AuthServices> {
+  const a = config.auth;
+  const dovecot =
+    a.backend === 'dovecot'
+      ? new DovecotAuthClient({
+          socket: a.dovecot.socket,
+          service: a.dovecot.service,
+          timeoutMs: a.dovecot.timeout_ms,
+          log,
+        })
+      : undefined;
+  const o = a.oauth;
+  let oauthKeys: KeySource | undefined;
+  let oauth: OAuthVerifier | undefined;
+  if (a.mechanisms.includes('OAUTHBEARER') || a.mechanisms.includes('XOAUTH2')) {
+    oauthKeys =
+      o.jwks_file !== ''
+        ? await JwksFile.open(o.jwks_file, log)
+        : new JwksUrl(o.jwks_url, {
+            timeoutMs: o.jwks_timeout_ms,
+            cacheMs: o.jwks_cache_ms,
+            refreshMinMs: o.jwks_refresh_min_ms,
+          });
+    oauth = new OAuthVerifier({
+      issuer: o.issuer,
+      audience: o.audience,
+      userClaim: o.user_claim,
+      algorithms: o.algorithms,
+      clockSkewMs: o.clock_skew_ms,
+      scope: o.scope,
+      openidConfiguration: o.openid_configuration,
+      keys: oauthKeys,
+    });
+  }
+  const domainOf = (address: string): string => address.slice(address.lastIndexOf('@') + 1);
+  return {
+    passwords: dovecot ?? users,
+    ...(dovecot !== undefined ? { dovecot } : {}),
+    ...(oauth !== undefined ? { oauth } : {}),
+    ...(oauthKeys !== undefined ? { oauthKeys } : {}),
+    oauthUserAllowed: (user) =>
+      o.users === 'local_domains' ? localDomains.has(domainOf(user)) : users.has(user),
+    localDomains,
+  };
+}
+
 /** What every session's hooks share; built once. */
 interface SharedServices {
   policy: RecipientPolicy;
@@ -257,6 +329,7 @@ interface SharedServices {
   users: UserStore;
   spool: Spool;
   mailauth: MailAuth;
+  auth: AuthServices;
 }
 
 /**
@@ -295,21 +368,45 @@ class AppHooks implements SessionHooks {
     return this.#s.throttle.isLockedOut(ip);
   }
 
-  async authenticate(creds: Credentials, ip: string): Promise<AuthOutcome> {
-    const { throttle, users } = this.#s;
+  async authenticate(creds: Credentials, ctx: AuthContext): Promise<AuthOutcome> {
+    const { throttle, auth } = this.#s;
+    const { ip } = ctx;
     // Counted by the name the client claims (existing or not), so a guesser cannot dodge it.
-    const claimed = creds.kind === 'password' ? creds.authcid : creds.username;
+    const claimed = claimedUser(creds);
     if (throttle.isLockedOut(ip, claimed)) return { kind: 'locked' };
-    const result = await users.verify(creds);
+    let result: VerifyResult;
+    let reason: string | undefined;
+    if (creds.kind === 'oauth') {
+      // A TemporaryAuthError (key set unreachable) goes up to the session: 454, not counted.
+      const token = auth.oauth === undefined ? null : await auth.oauth.verify(creds.token, creds.authzid);
+      if (token?.ok === true && !auth.oauthUserAllowed(token.user)) reason = 'unknown-user';
+      else if (token?.ok === false) reason = token.reason;
+      result = token?.ok === true && reason === undefined ? { ok: true, user: token.user } : { ok: false };
+    } else {
+      result = await auth.passwords.verify(creds, ctx);
+    }
     if (result.ok) {
       throttle.recordSuccess(ip, claimed);
       return { kind: 'ok', user: result.user };
     }
-    return { kind: 'fail', delayMs: throttle.delayAfterFailure(ip, claimed) };
+    const delayMs = throttle.delayAfterFailure(ip, claimed);
+    if (creds.kind === 'oauth' && auth.oauth !== undefined) {
+      const challenge = auth.oauth.errorChallenge(creds.mechanism);
+      return { kind: 'fail', delayMs, challenge, ...(reason !== undefined ? { reason } : {}) };
+    }
+    return { kind: 'fail', delayMs };
   }
 
   mayUseSender(user: string, sender: string): boolean {
-    return this.#s.users.mayUseSender(user, sender);
+    const { users, auth } = this.#s;
+    return mayUseSender(
+      {
+        fromUsersFile: (u, s) => (users.has(u) ? users.mayUseSender(u, s) : undefined),
+        localDomains: auth.localDomains,
+      },
+      user,
+      sender,
+    );
   }
 
   beginMessage(): MessageSink {

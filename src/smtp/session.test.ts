@@ -144,10 +144,13 @@ function harness(opts: HarnessOptions = {}): Harness {
       if (creds.kind === 'password') {
         user = creds.authcid;
         ok = creds.authcid === USER && creds.password === PASSWORD;
-      } else {
+      } else if (creds.kind === 'cram-md5') {
         user = creds.username;
         const digest = createHmac('md5', PASSWORD).update(creds.challenge).digest('hex');
         ok = creds.username === USER && creds.digestHex === digest;
+      } else {
+        user = creds.authzid;
+        ok = false;
       }
       return Promise.resolve(ok ? { kind: 'ok', user } : { kind: 'fail', delayMs: opts.authDelayMs ?? 250 });
     },
@@ -300,6 +303,7 @@ async function authedSubmission(opts: HarnessOptions = {}): Promise<Harness> {
 function received(opts: { protocol: string; tls?: boolean; qid?: string; forRcpt?: string }): string {
   return (
     `Received: from ${HELO} (client.example.test [192.0.2.10])\r\n` +
+    (opts.protocol.endsWith('A') ? `\t(Authenticated sender: ${USER})\r\n` : '') +
     `\tby ${HOST} (Sterna) with ${opts.protocol} id ${opts.qid ?? 'Q1'}` +
     (opts.tls === true ? `\r\n\t(version=${TLS.version} cipher=${TLS.cipher})` : '') +
     (opts.forRcpt === undefined ? '' : `\r\n\tfor <${opts.forRcpt}>`) +

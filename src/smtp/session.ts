@@ -8,7 +8,13 @@
 import type { Envelope, ListenerKind, MailParams, Recipient, TlsInfo } from '../message/envelope.js';
 import { formatRfc5322Date, messageIdFor, receivedHeader, withProtocol } from '../message/headers.js';
 import type { Credentials, Mechanism } from '../auth/sasl.js';
-import { createExchange, parseMechanism, type SaslExchange } from '../auth/sasl.js';
+import {
+  claimedUser,
+  createExchange,
+  failedTokenFollowUp,
+  parseMechanism,
+  type SaslExchange,
+} from '../auth/sasl.js';
 import {
   formatMailbox,
   parseForwardPath,
@@ -109,7 +115,14 @@ export interface CheckContext {
 export type RecipientVerdict = { kind: 'accept' } | { kind: 'reject'; reply: Reply };
 
 export type AuthOutcome =
-  { kind: 'ok'; user: string } | { kind: 'fail'; delayMs: number } | { kind: 'locked' };
+  | { kind: 'ok'; user: string }
+  /**
+   * `challenge`: a failed OAUTHBEARER / XOAUTH2 token; this base64 error status goes out in a
+   * 334 first, and the 535 follows the client's dummy answer (RFC 7628 3.2.2-3.2.3).
+   * `reason`: a stable id for the log (never a secret).
+   */
+  | { kind: 'fail'; delayMs: number; challenge?: string; reason?: string }
+  | { kind: 'locked' };
 
 /** The questions a session asks the rest of the server. */
 export interface SessionHooks {
@@ -123,7 +136,7 @@ export interface SessionHooks {
   /** VRFY with smtp.vrfy = "verify". */
   verifyAddress(rcpt: Mailbox): Promise<boolean>;
   isAuthLockedOut(ip: string): boolean;
-  authenticate(creds: Credentials, ip: string): Promise<AuthOutcome>;
+  authenticate(creds: Credentials, ctx: { ip: string; secured: boolean }): Promise<AuthOutcome>;
   mayUseSender(user: string, sender: string): boolean;
   beginMessage(): MessageSink;
   /** Maps a spool failure to the reply the client gets (452 4.3.1 for a full disk, else 451 4.3.0). */
@@ -697,7 +710,10 @@ export class Session {
         const mechanism = this.#saslMech;
         let outcome: AuthOutcome;
         try {
-          outcome = await this.#hooks.authenticate(step.credentials, this.#client.ip);
+          outcome = await this.#hooks.authenticate(step.credentials, {
+            ip: this.#client.ip,
+            secured: this.#tls !== undefined,
+          });
         } catch (err) {
           // RFC 4954 6: the check could not be made (store or hash failure): 454 4.7.0, try later.
           this.#hooks.event('auth', { result: 'temporary-failure', mechanism, err: String(err) });
@@ -712,11 +728,20 @@ export class Session {
           this.#hooks.event('auth', { result: 'locked-out', mechanism });
           return [this.#reply('AUTH_LOCKED_OUT')];
         }
-        const user =
-          step.credentials.kind === 'password' ? step.credentials.authcid : step.credentials.username;
-        this.#hooks.event('auth', { result: 'failed', mechanism, user });
+        const user = claimedUser(step.credentials);
+        this.#hooks.event('auth', {
+          result: 'failed',
+          mechanism,
+          user,
+          ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
+        });
         const actions: Action[] = [];
         if (outcome.delayMs > 0) actions.push({ kind: 'delay', ms: outcome.delayMs });
+        if (outcome.challenge !== undefined) {
+          // RFC 7628 3.2.2: the error status in a 334; the client's dummy answer gets the 535.
+          this.#sasl = failedTokenFollowUp();
+          return [...actions, this.#reply('AUTH_CHALLENGE', { challenge: outcome.challenge })];
+        }
         return [...actions, ...this.#error('AUTH_FAILED')];
       }
       default: {
@@ -736,6 +761,7 @@ export class Session {
       helo: this.#helo ?? 'unknown',
       clientIp: this.#client.ip,
       ...(this.#client.hostname !== undefined ? { clientHostname: this.#client.hostname } : {}),
+      ...(this.#authUser !== undefined ? { authUser: this.#authUser } : {}),
       byHost: this.#cfg.hostname,
       protocol: withProtocol({
         esmtp: this.#esmtp,

@@ -160,3 +160,22 @@ export function assertReply(r: TestReply, code: number, enhanced?: string): void
     `expected ${code}${enhanced === undefined ? '' : ` ${enhanced}`}, got ${r.code} ${r.text}`,
   );
 }
+
+/**
+ * A session on `port` after EHLO, STARTTLS (RFC 3207), the handshake and a second EHLO: where a
+ * submission client authenticates. The second EHLO's reply is returned beside the client.
+ */
+export async function startTlsSession(
+  port: number,
+  helo = 'client.example',
+): Promise<{ client: TestClient; ehlo: TestReply }> {
+  const c = await TestClient.connect(port);
+  await c.expect(220);
+  await c.cmd(`EHLO ${helo}`);
+  const r = await c.cmd('STARTTLS');
+  assert.equal(r.code, 220, r.text);
+  await c.upgrade();
+  const ehlo = await c.cmd(`EHLO ${helo}`);
+  assert.equal(ehlo.code, 250, ehlo.text);
+  return { client: c, ehlo };
+}

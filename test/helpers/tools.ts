@@ -27,6 +27,7 @@ const DEBIAN_PACKAGE: Record<string, string> = {
   curl: 'curl',
   python3: 'python3',
   'systemd-analyze': 'systemd',
+  dovecot: 'dovecot-core',
 };
 
 const found = new Map<string, string | undefined>();
@@ -187,6 +188,8 @@ export interface ExpectedDelivery {
   helo: string;
   /** RFC 3848 / RFC 6531 "with" keyword. */
   protocol: 'ESMTP' | 'ESMTPS' | 'ESMTPA' | 'ESMTPSA' | 'UTF8SMTP' | 'UTF8SMTPS' | 'UTF8SMTPA' | 'UTF8SMTPSA';
+  /** The AUTH identity in the Received header; when absent, an authenticated protocol (…A) takes any. */
+  authUser?: string;
   /** The exact bytes the client sent (without dot-stuffing or the final "."). */
   message: Buffer;
   /** The queue id from the 250 reply, when the client's output shows it. */
@@ -210,6 +213,9 @@ export function assertDelivered(delivered: Buffer | undefined, want: ExpectedDel
     `^Return-Path: <${escapeRe(want.sender)}>\r\n` +
     `Delivered-To: ${escapeRe(want.recipient)}\r\n` +
     `Received: from ${escapeRe(want.helo)} \\(\\[127\\.0\\.0\\.1\\]\\)\r\n` +
+    (want.protocol.endsWith('A')
+      ? `\t\\(Authenticated sender: ${want.authUser === undefined ? '[^)\r\n]+' : escapeRe(want.authUser)}\\)\r\n`
+      : '') +
     `\tby ${escapeRe(TEST_HOSTNAME)} \\(Sterna\\) with ${want.protocol} id ([A-Za-z0-9]+)\r\n` +
     (tls ? `\t\\(version=TLSv1\\.[23] cipher=[A-Za-z0-9_-]+\\)\r\n` : '') +
     `\tfor <${escapeRe(want.recipient)}>;\r\n` +
