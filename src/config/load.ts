@@ -194,6 +194,7 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
     },
     auth: { ...parsed.auth, users_file: under(parsed.auth.users_file, 'users.json') },
     spool: { ...parsed.spool, dir: under(parsed.spool.dir, 'spool') },
+    http_api: { ...parsed.http_api, keys_file: under(parsed.http_api.keys_file, 'api-keys.json') },
     local_delivery: {
       ...parsed.local_delivery,
       maildir_root: under(parsed.local_delivery.maildir_root, 'mailboxes'),
