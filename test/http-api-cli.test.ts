@@ -74,12 +74,21 @@ test('check-config: a bad [http_api] key is named, exit 2', async () => {
     const config = path.join(dir, 'sterna.toml');
     await writeFile(
       config,
-      `data_dir = "${dir}"\n[http_api]\nlisten = ["nowhere"]\nmessages_per_minute = -1\n`,
+      `data_dir = "${dir}"\n[http_api]\nlisten = ["nowhere", "127.0.0.1:99999"]\nmessages_per_minute = -1\n`,
     );
     const r = await sterna(['check-config', '--config', config]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /http_api\.listen\[0\]/);
     assert.match(r.stderr, /http_api\.messages_per_minute/);
+    assert.match(r.stderr, /http_api\.listen\[1\]: port 99999 is out of range/);
+    // An address another listener uses (listen.smtp's default) is refused before start.
+    await writeFile(config, `data_dir = "${dir}"\n[http_api]\nlisten = ["127.0.0.1:2525"]\n`);
+    const clash = await sterna(['check-config', '--config', config]);
+    assert.equal(clash.code, 2);
+    assert.match(
+      clash.stderr,
+      /http_api\.listen\[0\]: "127\.0\.0\.1:2525" is already used by listen\.smtp\[0\]/,
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -91,6 +91,8 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
   const limiter = new KeyRateLimiter(api.messages_per_minute);
   const submitDeps: SubmitDeps = { ...deps, now: Date.now };
   const identities = new WeakMap<FastifyRequest, ApiIdentity>();
+  /** Requests being handled: close() lets them finish (a commit under way gets its answer). */
+  const inFlight = new Set<Promise<unknown>>();
 
   const app = Fastify({
     logger: false,
@@ -200,7 +202,12 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
   });
 
   /** Idempotency, rate limit, envelope checks and queuing, shared by both endpoints. */
-  const handle = async (
+  const handle = (...args: Parameters<typeof handleNow>): Promise<FastifyReply> => {
+    const p = handleNow(...args);
+    inFlight.add(p);
+    return p.finally(() => inFlight.delete(p));
+  };
+  const handleNow = async (
     request: FastifyRequest,
     reply: FastifyReply,
     hashParts: (string | Buffer)[],
@@ -380,6 +387,8 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
         server = createHttpServer(handler);
       }
       server.headersTimeout = config.limits.command_timeout_ms;
+      // Counted per API listener, not together with the SMTP listeners' limits.connections.
+      server.maxConnections = config.limits.connections;
       server.requestTimeout = config.limits.data_total_timeout_ms;
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -394,30 +403,27 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
       log.info({ listener: 'http_api', address: host, port: addresses.at(-1)?.port, tls }, 'listening');
     }
   } catch (err) {
-    await closeAll(servers);
+    await closeAll(servers, inFlight);
     await idempotency.close();
     throw err;
   }
   return {
     addresses,
     async close() {
-      await closeAll(servers);
+      await closeAll(servers, inFlight);
       await app.close();
       await idempotency.close();
     },
   };
 }
 
-async function closeAll(servers: Server[]): Promise<void> {
-  await Promise.all(
-    servers.map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.close(() => resolve());
-          s.closeAllConnections();
-        }),
-    ),
-  );
+/** Stops accepting, lets the requests being handled finish, then closes every connection. */
+async function closeAll(servers: Server[], inFlight: ReadonlySet<Promise<unknown>>): Promise<void> {
+  const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+  for (const s of servers) s.closeIdleConnections();
+  await Promise.allSettled([...inFlight]);
+  for (const s of servers) s.closeAllConnections();
+  await Promise.all(closed);
 }
 
 function clientOf(request: FastifyRequest): { ip: string; port: number } {
