@@ -284,8 +284,6 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
           identity,
           client: clientOf(request),
           tls: tlsOf(request),
-          sender,
-          recipients,
           message,
           ...(idem !== null
             ? { beforeCommit: (qid: string) => idempotency.pending(idem.key, idem.hash, qid) }

@@ -36,8 +36,6 @@ export interface SubmitRequest {
   identity: ApiIdentity;
   client: { ip: string; port: number };
   tls: { version: string; cipher: string } | undefined;
-  sender: string;
-  recipients: readonly string[];
   /** The message, or a function that builds it once the queue id is known (for its Message-ID). */
   message: Buffer | ((ids: { qid: string; messageId: string; date: number }) => Promise<Buffer>);
   /** Called with the queue id after the body is checked and before the commit (idempotency). */
