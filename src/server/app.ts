@@ -5,7 +5,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { startHttpApi, type HttpApi } from '../api/listener.js';
 import { AuthThrottle } from '../auth/lockout.js';
 import { UserStore } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
@@ -17,6 +16,7 @@ import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/alias
 import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { HeldSet } from '../queue/held.js';
+import { startHttpApi, type HttpApi } from '../api/listener.js';
 import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js';
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
