@@ -268,7 +268,7 @@ test('400: schema errors, refused headers, CR/LF in a header, bad base64, bad an
   await expectError(await post(key, { to: 'bob@sterna.test', text: 'x' }), 400, 'invalid_request');
   await expectError(await post(key, { ...base, surprise: 1 }), 400, 'invalid_request');
   await expectError(await post(key, { ...base, subject: 'a\r\nBcc: x@y' }), 400, 'invalid_request');
-  for (const name of ['Received', 'Return-Path', 'Bcc', 'content-type']) {
+  for (const name of ['Received', 'Return-Path', 'Bcc', 'content-type', 'Authentication-Results']) {
     await expectError(await post(key, { ...base, headers: { [name]: 'v' } }), 400, 'header_not_allowed');
   }
   await expectError(await post(key, { ...base, headers: { 'X-A': 'v\r\nBcc: evil@x' } }), 400, 'bad_header');

@@ -87,6 +87,7 @@ const REFUSED_HEADERS = new Map<string, string>([
   ['received', 'Received is a trace field only servers add (RFC 5321 4.4)'],
   ['return-path', 'Return-Path is added at final delivery (RFC 5321 4.4)'],
   ['bcc', 'use the "bcc" field: Bcc recipients must not appear in the message'],
+  ['authentication-results', 'only a verifier adds Authentication-Results (RFC 8601 5)'],
   ['from', 'use the "from" field'],
   ['to', 'use the "to" field'],
   ['cc', 'use the "cc" field'],
