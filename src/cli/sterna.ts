@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import { serve } from '../main.js';
+import { runApiKeyCommand } from './apikey-command.js';
 import { runQueueCommand } from './queue-command.js';
 import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
@@ -21,6 +22,7 @@ Usage:
   sterna check-config [--config FILE]  validate a configuration file and exit
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
+  sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
@@ -150,6 +152,29 @@ async function main(argv: string[]): Promise<number> {
         throw err;
       }
       return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
+    }
+    case 'apikey': {
+      const file = takeConfig(rest);
+      if (file instanceof Error) {
+        process.stderr.write(`sterna apikey: ${file.message}\n`);
+        return 2;
+      }
+      let config;
+      try {
+        config = await loadConfig(file);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`${formatConfigError(err)}\n`);
+          return 2;
+        }
+        throw err;
+      }
+      return runApiKeyCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        keysFile: config.http_api.keys_file,
+        usersFile: config.auth.users_file,
+      });
     }
     case 'sendmail':
       return runSendmail(rest, 'sendmail', sendmailIo());

@@ -140,6 +140,13 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     },
     log: { level: 'info', format: 'auto' },
     sendmail: { origin: '', trusted_users: [], allowed_senders: {}, scan_interval_ms: 30_000 },
+    http_api: {
+      listen: [],
+      keys_file: resolve('data/api-keys.json'),
+      idempotency_window_ms: 86_400_000,
+      idempotency_max_entries: 100_000,
+      messages_per_minute: 60,
+    },
   });
 });
 

@@ -199,6 +199,7 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
       dovecot: { ...parsed.auth.dovecot, socket: resolvePath(parsed.auth.dovecot.socket) },
     },
     spool: { ...parsed.spool, dir: under(parsed.spool.dir, 'spool') },
+    http_api: { ...parsed.http_api, keys_file: under(parsed.http_api.keys_file, 'api-keys.json') },
     local_delivery: {
       ...parsed.local_delivery,
       maildir_root: under(parsed.local_delivery.maildir_root, 'mailboxes'),
@@ -474,7 +475,7 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
   }
 
   // Listeners: each address valid and used once across smtp, submission and submissions.
-  out.push(...listenProblems(asTable(root['listen'])));
+  out.push(...listenProblems(asTable(root['listen']), asTable(root['http_api'])['listen']));
 
   // local_domains: each a domain name.
   const domains = root['local_domains'];
@@ -702,17 +703,21 @@ function asTable(v: unknown): Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
-function listenProblems(listen: Record<string, unknown>): ConfigProblem[] {
+/** [listen] and [http_api] listen (none by default) share the checks: no address used twice. */
+function listenProblems(listen: Record<string, unknown>, httpApi: unknown): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   const endpoints: Endpoint[] = [];
   const defaults = listenSchema.parse(undefined);
-  for (const kind of ['smtp', 'submission', 'submissions'] as const) {
+  const groups: [string, unknown[]][] = (['smtp', 'submission', 'submissions'] as const).map((kind) => {
     const given = listen[kind];
-    const values: unknown[] = given === undefined ? defaults[kind] : Array.isArray(given) ? given : [];
+    return [`listen.${kind}`, given === undefined ? defaults[kind] : Array.isArray(given) ? given : []];
+  });
+  groups.push(['http_api.listen', Array.isArray(httpApi) ? httpApi : []]);
+  for (const [prefix, values] of groups) {
     values.forEach((value, i) => {
       // Entries of the wrong shape are reported by the schema; only well-formed ones are compared.
       if (typeof value !== 'string' || !listenAddress.safeParse(value).success) return;
-      const key = `listen.${kind}[${i}]`;
+      const key = `${prefix}[${i}]`;
       const cut = value.lastIndexOf(':');
       let host = value.slice(0, cut);
       const port = Number(value.slice(cut + 1));

@@ -446,6 +446,28 @@ export const sendmailSchema = z
   })
   .default({ origin: '', trusted_users: [], allowed_senders: {}, scan_interval_ms: 30_000 });
 
+/** The HTTP submission API for applications (src/api/, docs/http-api.md). */
+export const httpApiSchema = z
+  .strictObject({
+    /** Addresses of the API listener; empty (the default): no listener. TLS except on loopback. */
+    listen: z.array(hostPort).default([]),
+    /** API keys file (hashed keys, `sterna apikey`). Empty: data_dir/api-keys.json. */
+    keys_file: z.string().default(''),
+    /** How long an Idempotency-Key is remembered: a retry within it gets the first answer. */
+    idempotency_window_ms: durationMs.default(24 * 3600 * 1000),
+    /** Idempotency keys remembered at most, all API keys together; the oldest are forgotten first. */
+    idempotency_max_entries: z.number().int().min(1).max(10_000_000).default(100_000),
+    /** Messages per minute one API key may queue; beyond it, 429 with Retry-After. 0: no limit. */
+    messages_per_minute: z.number().int().min(0).max(1_000_000).default(60),
+  })
+  .default({
+    listen: [],
+    keys_file: '',
+    idempotency_window_ms: 24 * 3600 * 1000,
+    idempotency_max_entries: 100_000,
+    messages_per_minute: 60,
+  });
+
 export const logSchema = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -532,6 +554,7 @@ export const configSchema = z.strictObject({
   queue: queueSchema,
   log: logSchema,
   sendmail: sendmailSchema,
+  http_api: httpApiSchema,
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

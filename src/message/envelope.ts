@@ -57,8 +57,11 @@ export interface Envelope {
   mailParams: MailParams;
   recipients: Recipient[];
   client: ClientInfo;
-  /** 'sendmail': picked up from the maildrop (`sterna sendmail`, queue/maildrop-pickup.ts). */
-  listener: ListenerKind | 'sendmail';
+  /**
+   * 'sendmail': picked up from the maildrop (`sterna sendmail`, queue/maildrop-pickup.ts);
+   * 'http': posted to the HTTP submission API (api/, docs/http-api.md), authUser set.
+   */
+  listener: ListenerKind | 'sendmail' | 'http';
   /** For listener 'sendmail': the local Unix user who submitted it, as the kernel recorded it. */
   localUser?: { login: string; uid: number };
   /** The authenticated identity, when the session authenticated. */

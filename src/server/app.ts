@@ -22,6 +22,7 @@ import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/alias
 import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { HeldSet } from '../queue/held.js';
+import { startHttpApi, type HttpApi } from '../api/listener.js';
 import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js';
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
@@ -48,6 +49,8 @@ export interface RunningSterna {
   users: UserStore;
   tls: TlsContextProvider;
   recovery: RecoveryReport;
+  /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
+  httpApi: HttpApi['addresses'];
   /** Re-reads certificates, aliases (SIGHUP). */
   reload(): Promise<void>;
   close(): Promise<void>;
@@ -217,6 +220,18 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
   const pickup = MaildropPickup.start({ config, spool, log }, maildropDirs);
+  // Applications POST messages here (docs/http-api.md); queued like submission.
+  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool }).catch(
+    async (err: unknown) => {
+      await pickup.close();
+      await listeners.close();
+      await manager.stop();
+      await spool.close();
+      users.close();
+      tls.close();
+      throw err;
+    },
+  );
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
   const control = await ControlServer.start(config.data_dir, manager, log).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
@@ -230,6 +245,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     users,
     tls,
     recovery: report,
+    httpApi: httpApi.addresses,
     async reload() {
       await tls.reload();
       await auth.oauthKeys?.reload();
@@ -241,6 +257,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
     async close() {
       await listeners.close();
+      await httpApi.close();
       await control?.close();
       await pickup.close();
       await manager.stop();
