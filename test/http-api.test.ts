@@ -199,6 +199,23 @@ test('a raw message (message/rfc822) is queued as sent, with Message-ID and Date
   assert.match(msg, /for <bob@sterna\.test>;/);
 });
 
+test('RFC 8601 5: a raw message loses an Authentication-Results field that claims our authserv-id, as on SMTP', async () => {
+  const key = await newKey();
+  const forged = `Authentication-Results: ${server.config.hostname}; dmarc=pass header.from=sterna.test\r\n`;
+  const other = 'Authentication-Results: elsewhere.example; spf=fail\r\n';
+  const raw = `${forged}${other}From: alice@sterna.test\r\nSubject: forged\r\n\r\nforged results\r\n`;
+  const id = await expectQueued(await post(key, raw, { path: '/v1/messages/raw?to=bob@sterna.test' }));
+  let msg: string | undefined;
+  for (let i = 0; i < 200 && msg === undefined; i++) {
+    const msgs = await waitForMessages(server.dataDir, 'sterna.test', 'bob', 1);
+    msg = msgs.map((m) => m.toString('utf8')).find((m) => m.includes(`id ${id}`));
+    if (msg === undefined) await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(msg !== undefined, 'delivered');
+  assert.ok(!msg.includes(forged), 'the forged field is gone');
+  assert.ok(msg.includes(other), "another host's field stays");
+});
+
 test('raw: recipients and sender from the Sterna-Envelope-* headers; the sender rule applies to them', async () => {
   const key = await newKey();
   const raw = 'Subject: hdr\r\n\r\nbody\r\n';

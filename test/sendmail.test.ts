@@ -155,6 +155,20 @@ async function maildropFiles(): Promise<string[]> {
   return (await readdir(path.join(dataDir, 'maildrop'))).sort();
 }
 
+test('RFC 8601 5: an Authentication-Results field claiming our authserv-id is removed on this path too', async () => {
+  const before = (await maildirMessages(dataDir, ORIGIN, 'alice')).length;
+  const forged = `Authentication-Results: ${TEST_HOSTNAME}; dmarc=pass header.from=${ORIGIN}\r\n`;
+  const run = await sendmail(
+    [`alice@${ORIGIN}`],
+    `${forged}From: ${CALLER.login}@${ORIGIN}\r\nSubject: forged\r\n\r\nforged results\r\n`,
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const msgs = await waitForMessages(dataDir, ORIGIN, 'alice', before + 1);
+  const text = msgs[before]?.toString('utf8') ?? '';
+  assert.ok(text.includes('Subject: forged\r\n'), text);
+  assert.ok(!text.includes('Authentication-Results:'), `the forged field is gone:\n${text}`);
+});
+
 test('a cron-style pipeline with -t: LF becomes CRLF, Bcc is removed, Message-ID/Date/From added', async () => {
   const before = (await maildirMessages(dataDir, ORIGIN, 'alice')).length;
   const run = await runAsCaller(

@@ -17,6 +17,7 @@ import type { Logger } from '../observability/log.js';
 import { checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { formatMailbox, parseForwardPath, parseReversePath } from '../smtp/address.js';
 import { BdatDecoder, type DataError } from '../smtp/data-decoder.js';
+import { forgedResultsFilter } from '../mailauth/forged-results.js';
 import { MessageBody } from '../smtp/message-body.js';
 import { SpoolError, type Spool } from '../queue/spool.js';
 import { apiError, type ApiError } from './errors.js';
@@ -156,6 +157,8 @@ export async function queueApiMessage(
         ? await req.message({ qid: writer.qid, messageId, date: now })
         : req.message;
     const body = new MessageBody(writer, {
+      // RFC 8601 5: a forged Authentication-Results claiming our id is removed, as on SMTP.
+      fieldFilter: forgedResultsFilter(config.mailauth.authserv_id || config.hostname),
       prefix: apiReceivedHeader({
         clientIp: req.client.ip,
         byHost: config.hostname,

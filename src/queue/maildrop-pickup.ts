@@ -28,6 +28,7 @@ import type { Logger } from '../observability/log.js';
 import { mayUseLocalSender, originDomain, ownAddress } from '../policy/local-sender.js';
 import { formatMailbox, parseForwardPath, parseReversePath } from '../smtp/address.js';
 import { BdatDecoder, type DataError } from '../smtp/data-decoder.js';
+import { forgedResultsFilter } from '../mailauth/forged-results.js';
 import { MessageBody } from '../smtp/message-body.js';
 import { isQueueId } from './ids.js';
 import {
@@ -266,6 +267,8 @@ export class MaildropPickup {
     const writer = spool.begin();
     const fromAddress = senderText === '' ? ownAddress(config, user.login) : senderText;
     const body = new MessageBody(writer, {
+      // RFC 8601 5: a forged Authentication-Results claiming our id is removed, as on SMTP.
+      fieldFilter: forgedResultsFilter(config.mailauth.authserv_id || config.hostname),
       prefix: localReceivedHeader({
         login: user.login,
         uid: user.uid,

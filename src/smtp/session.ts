@@ -25,9 +25,8 @@ import {
 import { parseCommand, type Verb } from './command.js';
 import { ehloKeywords } from './extensions.js';
 import type { DataError } from './data-decoder.js';
-import { FieldFilter } from './field-filter.js';
 import { MessageBody, type HeaderFacts } from './message-body.js';
-import { AUTH_RESULTS_NAME, claimsAuthservId } from '../mailauth/authserv-id.js';
+import { forgedResultsFilter } from '../mailauth/forged-results.js';
 import { parseMailParams, parseRcptParams } from './params.js';
 import { ehloReply, reply, type Reply, type ReplyId } from './replies.js';
 
@@ -780,11 +779,7 @@ export class Session {
     const stages = {
       ...(ourId !== undefined
         ? {
-            fieldFilter: new FieldFilter({
-              name: AUTH_RESULTS_NAME,
-              drop: (field) => claimsAuthservId(field, ourId),
-              maxHold: 64 * 1024,
-            }),
+            fieldFilter: forgedResultsFilter(ourId),
           }
         : {}),
       ...(sink instanceof CheckedSink ? { observer: sink.check } : {}),
