@@ -491,6 +491,18 @@ export const relayTransportSchema = z.strictObject({
 
 export type RelayTransport = z.output<typeof relayTransportSchema>;
 
+/**
+ * An LMTP transport (RFC 2033), e.g. to Dovecot: "lmtp:unix:/run/dovecot/lmtp" (an absolute
+ * socket path) or "lmtp:[127.0.0.1]:24" / "lmtp:host:24" (TCP; the port is required).
+ */
+export const LMTP_TRANSPORT = /^lmtp:(unix:\/.+|(\[[A-Za-z0-9.:-]+\]|[A-Za-z0-9.-]+):\d{1,5})$/;
+
+/** A transport named by a string: "local", "discard" or an LMTP address. One check, one message. */
+const namedTransport = z.custom<'local' | 'discard' | `lmtp:${string}`>(
+  (v) => typeof v === 'string' && (v === 'local' || v === 'discard' || LMTP_TRANSPORT.test(v)),
+  { error: '"local", "discard", "lmtp:unix:/path/to/socket", "lmtp:[address]:port"' },
+);
+
 export const configSchema = z.strictObject({
   /** The name this server uses in its greeting, EHLO, Received headers and bounces. Default: the machine's hostname. */
   hostname: z
@@ -509,13 +521,14 @@ export const configSchema = z.strictObject({
    * Transports by recipient domain: "local" delivers to Maildir like a local domain; "discard"
    * accepts every recipient of the domain and throws the mail away once queued (Postfix's
    * discard transport; used by benchmarks and for sink domains); a table sends the domain's mail
-   * to a relay host (smarthost) instead of its MX. The key "*" (a relay table only) is every
-   * other non-local domain.
+   * to a relay host (smarthost) instead of its MX; "lmtp:unix:/path" or "lmtp:[host]:port"
+   * delivers the domain's mail (a local domain's too) over LMTP, e.g. to Dovecot. The key "*" (a
+   * relay table only) is every other non-local domain.
    */
   transport: z
     .record(
       z.string().regex(/^(\*|[A-Za-z0-9.-]+)$/, 'expected a domain name or "*"'),
-      z.union([z.enum(['local', 'discard']), relayTransportSchema]),
+      z.union([namedTransport, relayTransportSchema]),
     )
     .default({}),
   listen: listenSchema,

@@ -78,11 +78,15 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     ...transports.filter(([, t]) => t === 'local').map(([d]) => d),
   ]);
   const discardDomains = new Set(transports.filter(([, t]) => t === 'discard').map(([d]) => d));
+  const lmtpDomains = new Set(
+    transports.filter(([, t]) => typeof t === 'string' && t.startsWith('lmtp:')).map(([d]) => d),
+  );
   const isMailbox = (address: string): boolean =>
     users.has(address) || address.toLowerCase() === config.local_delivery.postmaster.toLowerCase();
   const policy: RecipientPolicy = {
     localDomains,
     discardDomains,
+    lmtpDomains,
     isMailbox,
     aliases: () => aliases,
     trusted: new NetworkList(config.relay.trusted_networks),
@@ -116,6 +120,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   const router = new Router({
     localDomains,
     discardDomains,
+    lmtpDomains,
     postmaster: config.local_delivery.postmaster,
     isMailbox,
     aliases: () => aliases,

@@ -1,0 +1,142 @@
+/**
+ * LMTP delivery (RFC 2033) to a real Dovecot (dovecot-lmtpd and dovecot-imapd, a private
+ * instance from test/helpers/dovecot.ts): a domain routed with transport "lmtp:unix:PATH" gets
+ * its mail over LMTP, and the message is read back over IMAP (curl) byte for byte; a recipient
+ * Dovecot does not know gets its 5xx from LMTP, which bounces to the sender with that status; a
+ * stopped Dovecot defers the message (4.x), which is delivered once Dovecot is back.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { waitForBounce } from './helpers/dsn-parser.js';
+import { requireDovecot, startDovecot, type DovecotInstance } from './helpers/dovecot.js';
+import { maildirMessages } from './helpers/maildir.js';
+import { liveStates, queueCommand, sendMessage, waitFor, waitGone } from './helpers/outbound.js';
+import { freePort } from './helpers/process.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { requireTool } from './helpers/tools.js';
+
+const ANN = { name: 'ann@lmtp.test', password: 'ann imap pass' };
+const SENDER = { domain: 'sterna.test', local: 'bob' };
+
+const skip = requireDovecot().skip !== false || requireTool('curl').skip !== false;
+
+let dv: DovecotInstance;
+let imapPort: number;
+let server: TestServer;
+
+before(async () => {
+  if (skip) return;
+  imapPort = await freePort();
+  dv = await startDovecot({ users: [ANN], mailboxes: { imapPort } });
+  server = await startTestServer({
+    users: [{ address: 'bob@sterna.test', password: 'bob pass' }],
+    toml: `[transport]
+"lmtp.test" = "lmtp:unix:${dv.lmtpSocket}"
+[queue]
+first_retry_ms = 300
+max_backoff_ms = 600
+`,
+  });
+});
+
+after(async () => {
+  await server?.stop({ remove: true });
+  await dv?.cleanup();
+});
+
+/** The message at `uid` in ann's INBOX over IMAP (curl), or null when there is none (yet). */
+function imapFetch(uid: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    execFile(
+      'curl',
+      [
+        '-s',
+        '--max-time',
+        '5',
+        `imap://127.0.0.1:${imapPort}/INBOX;UID=${uid}`,
+        '-u',
+        `${ANN.name}:${ANN.password}`,
+      ],
+      { encoding: 'buffer' },
+      (err, stdout) => resolve(err === null && stdout.length > 0 ? stdout : null),
+    );
+  });
+}
+
+async function waitImap(uid: number): Promise<Buffer> {
+  let got: Buffer | null = null;
+  await waitFor(
+    `IMAP UID ${uid} in ${ANN.name}'s INBOX`,
+    async () => (got = await imapFetch(uid)) !== null,
+    10_000,
+  );
+  assert.ok(got !== null);
+  return got;
+}
+
+function message(subject: string): string {
+  return (
+    `From: <bob@sterna.test>\r\nTo: <ann@lmtp.test>\r\nSubject: ${subject}\r\n` +
+    `Message-ID: <${subject.replace(/\W/g, '')}@sterna.test>\r\n\r\n` +
+    `Hello over LMTP.\r\n.leading dot, and 8-bit-free bytes\r\nLast line\r\n`
+  );
+}
+
+/** Dovecot adds Return-Path, Delivered-To and its Received; the rest is Sterna's copy byte for byte. */
+function assertDelivered(fetched: Buffer, sent: string): void {
+  const text = fetched.toString('latin1');
+  assert.ok(text.endsWith(sent), `the IMAP copy ends with the sent message:\n${text}`);
+  const prefix = text.slice(0, text.length - sent.length);
+  assert.match(prefix, /^Return-Path: <bob@sterna\.test>\r\n/);
+  assert.match(prefix, /\r\nDelivered-To: ann@lmtp\.test\r\n/);
+  // Sterna's own Received, right above the message, names the client and the queue id.
+  assert.match(prefix, /\r\nReceived: from client\.test \(.*\r\n(?:[ \t].*\r\n)*$/);
+}
+
+test(
+  'a message for a domain routed to LMTP lands in Dovecot and reads back over IMAP byte for byte',
+  { skip },
+  async () => {
+    const sent = message('first over lmtp');
+    const qid = await sendMessage(server.ports.smtp, { from: 'bob@sterna.test', to: [ANN.name], body: sent });
+    await waitGone(server, qid);
+    assertDelivered(await waitImap(1), sent);
+  },
+);
+
+test(
+  'a recipient Dovecot does not know: its 550 5.1.1 from LMTP bounces to the sender',
+  { skip },
+  async () => {
+    const before = (await maildirMessages(server.dataDir, SENDER.domain, SENDER.local)).length;
+    const qid = await sendMessage(server.ports.smtp, {
+      from: 'bob@sterna.test',
+      to: ['nobody@lmtp.test'],
+      body: message('to nobody'),
+    });
+    const dsn = await waitForBounce(server.dataDir, SENDER, before, qid);
+    assert.equal(dsn.recipients.length, 1);
+    const r = dsn.recipients[0] ?? {};
+    assert.equal(r['final-recipient'], 'rfc822; nobody@lmtp.test');
+    assert.equal(r['action'], 'failed');
+    assert.equal(r['status'], '5.1.1');
+    assert.match(r['diagnostic-code'] ?? '', /^smtp; 550 5\.1\.1 /);
+  },
+);
+
+test('a stopped Dovecot defers (4.x); the message is delivered once Dovecot is back', { skip }, async () => {
+  await dv.stop();
+  const sent = message('while dovecot was down');
+  const qid = await sendMessage(server.ports.smtp, { from: 'bob@sterna.test', to: [ANN.name], body: sent });
+  await waitFor(`${qid} deferred`, () => liveStates(server, qid)?.[0]?.status === 'deferred');
+  const state = liveStates(server, qid)?.[0];
+  assert.ok(state?.status === 'deferred');
+  assert.equal(Math.floor(state.outcome.code / 100), 4, JSON.stringify(state.outcome));
+  assert.match(state.outcome.enhanced, /^4\./);
+  await dv.start();
+  const flushed = await queueCommand(server.config, 'flush');
+  assert.equal(flushed.code, 0, flushed.err);
+  await waitGone(server, qid, 10_000);
+  assertDelivered(await waitImap(2), sent);
+});
