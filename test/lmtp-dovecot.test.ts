@@ -6,10 +6,9 @@
  * stopped Dovecot defers the message (4.x), which is delivered once Dovecot is back.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { waitForBounce } from './helpers/dsn-parser.js';
-import { requireDovecot, startDovecot, type DovecotInstance } from './helpers/dovecot.js';
+import { requireDovecot, startDovecot, waitImap, type DovecotInstance } from './helpers/dovecot.js';
 import { maildirMessages } from './helpers/maildir.js';
 import { liveStates, queueCommand, sendMessage, waitFor, waitGone } from './helpers/outbound.js';
 import { freePort } from './helpers/process.js';
@@ -45,38 +44,6 @@ after(async () => {
   await server?.stop({ remove: true });
   await dv?.cleanup();
 });
-
-type User = typeof ANN;
-
-/** The message at `uid` in the user's INBOX over IMAP (curl), or null when there is none (yet). */
-function imapFetch(user: User, uid: number): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    execFile(
-      'curl',
-      [
-        '-s',
-        '--max-time',
-        '5',
-        `imap://127.0.0.1:${imapPort}/INBOX;UID=${uid}`,
-        '-u',
-        `${user.name}:${user.password}`,
-      ],
-      { encoding: 'buffer' },
-      (err, stdout) => resolve(err === null && stdout.length > 0 ? stdout : null),
-    );
-  });
-}
-
-async function waitImap(user: User, uid: number): Promise<Buffer> {
-  let got: Buffer | null = null;
-  await waitFor(
-    `IMAP UID ${uid} in ${user.name}'s INBOX`,
-    async () => (got = await imapFetch(user, uid)) !== null,
-    10_000,
-  );
-  assert.ok(got !== null);
-  return got;
-}
 
 function message(subject: string): string {
   return (
@@ -117,8 +84,8 @@ test(
       body: sent,
     });
     await waitGone(server, qid);
-    assertDelivered(await waitImap(ANN, 1), sent, qid);
-    assertDelivered(await waitImap(CAT, 1), sent, qid);
+    assertDelivered(await waitImap(imapPort, ANN, 1), sent, qid);
+    assertDelivered(await waitImap(imapPort, CAT, 1), sent, qid);
   },
 );
 
@@ -158,5 +125,5 @@ test('a stopped Dovecot defers (4.x); the message is delivered once Dovecot is b
   const flushed = await queueCommand(server.config, 'flush');
   assert.equal(flushed.code, 0, flushed.err);
   await waitGone(server, qid, 10_000);
-  assertDelivered(await waitImap(ANN, 2), sent, qid);
+  assertDelivered(await waitImap(imapPort, ANN, 2), sent, qid);
 });

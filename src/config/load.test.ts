@@ -100,6 +100,10 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       postmaster: 'postmaster@mx.example.org',
       concurrency: 20,
       retry_ms: 300_000,
+      owner: '',
+      group: '',
+      dir_mode: '0700',
+      file_mode: '0600',
     },
     dns: { servers: [], timeout_ms: 5000, tries: 2 },
     mailauth: {

@@ -257,6 +257,9 @@ export const spoolSchema = z
   })
   .default({ dir: '', segment_bytes: 64 * MiB, max_active_messages: 1000, fsync: true });
 
+/** A file mode in octal, e.g. "0750". */
+const octalMode = z.string().regex(/^0?[0-7]{3}$/, 'expected an octal mode such as "0700"');
+
 export const localDeliverySchema = z
   .strictObject({
     /** Root of the Maildirs: one Maildir per mailbox at <root>/<domain>/<local part>/. Empty: data_dir/mailboxes. */
@@ -267,8 +270,28 @@ export const localDeliverySchema = z
     concurrency: z.number().int().min(1).max(1000).default(20),
     /** Retry delay for a mailbox that cannot be written. */
     retry_ms: durationMs.default(5 * 60_000),
+    /**
+     * Owner (user name or uid) of the Maildir files and directories Sterna creates, e.g. Dovecot's
+     * mail user; empty: Sterna's own user. Changing it needs Sterna to run as root (CAP_CHOWN).
+     */
+    owner: z.string().default(''),
+    /** Group (name or gid) of the files and directories Sterna creates; empty: Sterna's own group. */
+    group: z.string().default(''),
+    /** Mode of the directories Sterna creates (octal). */
+    dir_mode: octalMode.default('0700'),
+    /** Mode of the message files (octal). */
+    file_mode: octalMode.default('0600'),
   })
-  .default({ maildir_root: '', postmaster: '', concurrency: 20, retry_ms: 5 * 60_000 });
+  .default({
+    maildir_root: '',
+    postmaster: '',
+    concurrency: 20,
+    retry_ms: 5 * 60_000,
+    owner: '',
+    group: '',
+    dir_mode: '0700',
+    file_mode: '0600',
+  });
 
 /** A DNS server as node:dns accepts it: "192.0.2.53", "127.0.0.1:5353", "2001:db8::53" or "[2001:db8::53]:53". */
 const dnsServer = z

@@ -14,6 +14,7 @@ import { mayUseSender, type AuthContext, type PasswordBackend } from '../auth/st
 import { UserStore, type VerifyResult } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
 import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
+import { maildirOwnership } from '../delivery/local/ownership.js';
 import { buildRelays } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
@@ -157,6 +158,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     log,
     hostname: config.hostname,
     maildirRoot: config.local_delivery.maildir_root,
+    maildirOwnership: maildirOwnership(config.local_delivery),
     maxActive: config.spool.max_active_messages,
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,

@@ -12,11 +12,12 @@
  * and fails them under CI=true (.ci/run installs dovecot-core and runs as root).
  * Trust: test code; runs /usr/sbin/dovecot with a config it writes itself.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { waitFor } from './outbound.js';
 import { sleep } from './process.js';
 import { findTool, requireTool, type ToolRequirement } from './tools.js';
 
@@ -35,8 +36,11 @@ export interface DovecotOptions {
   userdb?: string;
   /** More dovecot.conf text, appended (services with test ports, mail_location ...). */
   extraConfig?: string;
-  /** Serve mail: LMTP on run/lmtp and IMAP on 127.0.0.1:imapPort (protocols "imap lmtp"). */
-  mailboxes?: { imapPort: number };
+  /**
+   * Serve mail: LMTP on run/lmtp and IMAP on 127.0.0.1:imapPort (protocols "imap lmtp").
+   * mailLocation: default "maildir:~/Maildir" (homes under the instance's directory).
+   */
+  mailboxes?: { imapPort: number; mailLocation?: string };
 }
 
 export interface DovecotInstance {
@@ -80,7 +84,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   await chmod(dir, 0o711);
   const lines = opts.users.map((u) => `${u.name}:{PLAIN}${u.password}\n`);
   await writeFile(passwd, lines.join(''), { mode: 0o644 });
-  const mail = opts.mailboxes === undefined ? '' : await mailConfig(dir, opts.users, opts.mailboxes.imapPort);
+  const mail = opts.mailboxes === undefined ? '' : await mailConfig(dir, opts.users, opts.mailboxes);
   await writeFile(
     configFile,
     `# A private Dovecot for Sterna's tests.
@@ -144,12 +148,47 @@ ${opts.extraConfig ?? ''}
   return instance;
 }
 
+/** The message at `uid` in the user's INBOX over IMAP (curl), or null when there is none (yet). */
+export function imapFetch(imapPort: number, user: DovecotUser, uid: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    execFile(
+      'curl',
+      [
+        '-s',
+        '--max-time',
+        '5',
+        `imap://127.0.0.1:${imapPort}/INBOX;UID=${uid}`,
+        '-u',
+        `${user.name}:${user.password}`,
+      ],
+      { encoding: 'buffer' },
+      (err, stdout) => resolve(err === null && stdout.length > 0 ? stdout : null),
+    );
+  });
+}
+
+/** Waits (up to 10 s) for the message at `uid` in the user's INBOX over IMAP. */
+export async function waitImap(imapPort: number, user: DovecotUser, uid: number): Promise<Buffer> {
+  let got: Buffer | null = null;
+  await waitFor(
+    `IMAP UID ${uid} in ${user.name}'s INBOX`,
+    async () => (got = await imapFetch(imapPort, user, uid)) !== null,
+    10_000,
+  );
+  if (got === null) throw new Error(`no IMAP UID ${uid} for ${user.name}`);
+  return got;
+}
+
 /**
  * The mail-serving part of the config: a passwd-file userdb of the same users (uid and gid
  * "dovecot"; other names are unknown users, so LMTP refuses them with 550 5.1.1), Maildirs under DIR/home (made writable for
  * the "dovecot" user), LMTP on a Unix socket, IMAP on 127.0.0.1:imapPort and no IMAPS.
  */
-async function mailConfig(dir: string, users: DovecotUser[], imapPort: number): Promise<string> {
+async function mailConfig(
+  dir: string,
+  users: DovecotUser[],
+  { imapPort, mailLocation }: { imapPort: number; mailLocation?: string },
+): Promise<string> {
   const home = path.join(dir, 'home');
   await mkdir(home);
   await chmod(home, 0o1777);
@@ -157,7 +196,7 @@ async function mailConfig(dir: string, users: DovecotUser[], imapPort: number): 
   const lines = users.map((u) => `${u.name}::dovecot:dovecot::${home}/${u.name}::\n`);
   await writeFile(userdb, lines.join(''), { mode: 0o644 });
   return `first_valid_uid = 1
-mail_location = maildir:~/Maildir
+mail_location = ${mailLocation ?? 'maildir:~/Maildir'}
 userdb {
   driver = passwd-file
   args = username_format=%u ${userdb}
