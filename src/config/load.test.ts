@@ -100,6 +100,10 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       postmaster: 'postmaster@mx.example.org',
       concurrency: 20,
       retry_ms: 300_000,
+      owner: '',
+      group: '',
+      dir_mode: '0700',
+      file_mode: '0600',
     },
     dns: { servers: [], timeout_ms: 5000, tries: 2 },
     mailauth: {
@@ -522,7 +526,9 @@ test('transport: a bad relay table names the key', () => {
   );
   assert.deepEqual(
     problemsOf(() => parseConfigText('[transport]\n"a.test" = "smtp"\n', 'x.toml', HOST)),
-    ['transport."a.test": expected "local", "discard" or a table, got string "smtp"'],
+    [
+      'transport."a.test": expected "local", "discard", "lmtp:unix:/path/to/socket", "lmtp:[address]:port" or a table, got string "smtp"',
+    ],
   );
   assert.deepEqual(
     problemsOf(() => parseConfigText('[transport]\n"*" = "local"\n', 'x.toml', HOST)),
@@ -530,6 +536,27 @@ test('transport: a bad relay table names the key', () => {
       'transport."*": "*" (every other domain) may only name a relay table, e.g. { relay = "smtp.example.net:587" }, got string "local"',
     ],
   );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"*" = "lmtp:[127.0.0.1]:24"\n', 'x.toml', HOST)),
+    [
+      'transport."*": "*" (every other domain) may only name a relay table, e.g. { relay = "smtp.example.net:587" }, got string "lmtp:[127.0.0.1]:24"',
+    ],
+  );
+  assert.deepEqual(
+    problemsOf(() => parseConfigText('[transport]\n"a.test" = "lmtp:unix:run/lmtp"\n', 'x.toml', HOST)),
+    [
+      'transport."a.test": expected "local", "discard", "lmtp:unix:/path/to/socket", "lmtp:[address]:port" or a table, got string "lmtp:unix:run/lmtp"',
+    ],
+  );
+  const lmtp = parseConfigText(
+    '[transport]\n"a.test" = "lmtp:unix:/run/dovecot/lmtp"\n"b.test" = "lmtp:[127.0.0.1]:24"\n',
+    'x.toml',
+    HOST,
+  );
+  assert.deepEqual(lmtp.transport, {
+    'a.test': 'lmtp:unix:/run/dovecot/lmtp',
+    'b.test': 'lmtp:[127.0.0.1]:24',
+  });
   assert.deepEqual(
     problemsOf(() =>
       parseConfigText(

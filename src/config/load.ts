@@ -602,7 +602,7 @@ function authProblems(auth: Record<string, unknown>): ConfigProblem[] {
 }
 
 /**
- * transport: "*" only as a relay; AUTH credentials complete; a relay port in range; AUTH
+ * transport: "*" only as a relay (not local, discard or lmtp); AUTH credentials complete; a relay port in range; AUTH
  * credentials only to a relay whose certificate is verified, unless auth_over_unverified_tls
  * says otherwise. `outboundTls` is [outbound] tls, the default of a relay's tls.
  */
@@ -613,7 +613,7 @@ function transportProblems(transport: unknown, outboundTls: unknown): ConfigProb
     const at = (k?: string): string =>
       tomlKeyPath(k === undefined ? ['transport', domain] : ['transport', domain, k]);
     if (typeof value === 'string') {
-      if (domain === '*' && (value === 'local' || value === 'discard')) {
+      if (domain === '*') {
         out.push({
           key: at(),
           message: `${at()}: "*" (every other domain) may only name a relay table, e.g. { relay = "smtp.example.net:587" }, got ${describe(value)}`,

@@ -257,6 +257,9 @@ export const spoolSchema = z
   })
   .default({ dir: '', segment_bytes: 64 * MiB, max_active_messages: 1000, fsync: true });
 
+/** A file mode in octal, e.g. "0750". */
+const octalMode = z.string().regex(/^0?[0-7]{3}$/, 'expected an octal mode such as "0700"');
+
 export const localDeliverySchema = z
   .strictObject({
     /** Root of the Maildirs: one Maildir per mailbox at <root>/<domain>/<local part>/. Empty: data_dir/mailboxes. */
@@ -267,8 +270,28 @@ export const localDeliverySchema = z
     concurrency: z.number().int().min(1).max(1000).default(20),
     /** Retry delay for a mailbox that cannot be written. */
     retry_ms: durationMs.default(5 * 60_000),
+    /**
+     * Owner (user name or uid) of the Maildir files and directories Sterna creates, e.g. Dovecot's
+     * mail user; empty: Sterna's own user. Changing it needs Sterna to run as root (CAP_CHOWN).
+     */
+    owner: z.string().default(''),
+    /** Group (name or gid) of the files and directories Sterna creates; empty: Sterna's own group. */
+    group: z.string().default(''),
+    /** Mode of the directories Sterna creates (octal). */
+    dir_mode: octalMode.default('0700'),
+    /** Mode of the message files (octal). */
+    file_mode: octalMode.default('0600'),
   })
-  .default({ maildir_root: '', postmaster: '', concurrency: 20, retry_ms: 5 * 60_000 });
+  .default({
+    maildir_root: '',
+    postmaster: '',
+    concurrency: 20,
+    retry_ms: 5 * 60_000,
+    owner: '',
+    group: '',
+    dir_mode: '0700',
+    file_mode: '0600',
+  });
 
 /** A DNS server as node:dns accepts it: "192.0.2.53", "127.0.0.1:5353", "2001:db8::53" or "[2001:db8::53]:53". */
 const dnsServer = z
@@ -513,6 +536,18 @@ export const relayTransportSchema = z.strictObject({
 
 export type RelayTransport = z.output<typeof relayTransportSchema>;
 
+/**
+ * An LMTP transport (RFC 2033), e.g. to Dovecot: "lmtp:unix:/run/dovecot/lmtp" (an absolute
+ * socket path) or "lmtp:[127.0.0.1]:24" / "lmtp:host:24" (TCP; the port is required).
+ */
+export const LMTP_TRANSPORT = /^lmtp:(unix:\/.+|(\[[A-Za-z0-9.:-]+\]|[A-Za-z0-9.-]+):\d{1,5})$/;
+
+/** A transport named by a string: "local", "discard" or an LMTP address. One check, one message. */
+const namedTransport = z.custom<'local' | 'discard' | `lmtp:${string}`>(
+  (v) => typeof v === 'string' && (v === 'local' || v === 'discard' || LMTP_TRANSPORT.test(v)),
+  { error: '"local", "discard", "lmtp:unix:/path/to/socket", "lmtp:[address]:port"' },
+);
+
 export const configSchema = z.strictObject({
   /** The name this server uses in its greeting, EHLO, Received headers and bounces. Default: the machine's hostname. */
   hostname: z
@@ -531,13 +566,14 @@ export const configSchema = z.strictObject({
    * Transports by recipient domain: "local" delivers to Maildir like a local domain; "discard"
    * accepts every recipient of the domain and throws the mail away once queued (Postfix's
    * discard transport; used by benchmarks and for sink domains); a table sends the domain's mail
-   * to a relay host (smarthost) instead of its MX. The key "*" (a relay table only) is every
-   * other non-local domain.
+   * to a relay host (smarthost) instead of its MX; "lmtp:unix:/path" or "lmtp:[host]:port"
+   * delivers the domain's mail (a local domain's too) over LMTP, e.g. to Dovecot. The key "*" (a
+   * relay table only) is every other non-local domain.
    */
   transport: z
     .record(
       z.string().regex(/^(\*|[A-Za-z0-9.-]+)$/, 'expected a domain name or "*"'),
-      z.union([z.enum(['local', 'discard']), relayTransportSchema]),
+      z.union([namedTransport, relayTransportSchema]),
     )
     .default({}),
   listen: listenSchema,

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { buildRelays } from './relays.js';
+import { buildRelays, parseLmtpTransport } from './relays.js';
 import { parseRelayHost } from './remote.js';
 
 test('relay host forms: host, host:port, [address]:port, IPv6 in brackets; port 25 by default', () => {
@@ -71,4 +71,35 @@ test('relay routes: string transports skipped, default TLS policy, password file
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('lmtp transports: a Unix socket or [address]:port, no TLS, LMTP mode; other strings are no route', () => {
+  const relays = buildRelays(
+    {
+      'dovecot.test': 'lmtp:unix:/run/dovecot/lmtp',
+      'tcp.test': 'lmtp:[127.0.0.1]:24',
+      'local.test': 'local',
+    },
+    'opportunistic',
+  );
+  assert.deepEqual(relays.get('dovecot.test'), {
+    host: '/run/dovecot/lmtp',
+    port: 0,
+    path: '/run/dovecot/lmtp',
+    tls: 'none',
+    implicitTls: false,
+    label: 'lmtp:unix:/run/dovecot/lmtp',
+    lmtp: true,
+  });
+  assert.deepEqual(relays.get('tcp.test'), {
+    host: '127.0.0.1',
+    port: 24,
+    tls: 'none',
+    implicitTls: false,
+    label: 'lmtp:[127.0.0.1]:24',
+    lmtp: true,
+  });
+  assert.equal(relays.has('local.test'), false);
+  assert.equal(parseLmtpTransport('lmtp:host'), null, 'LMTP has no default port');
+  assert.equal(parseLmtpTransport('local'), null);
 });

@@ -1,6 +1,8 @@
 /**
  * Relay hosts (smarthosts) from the `transport` configuration: each domain (or "*") whose value
- * is a relay table becomes a RelayRoute for delivery/remote.ts. The AUTH password file is read
+ * is a relay table becomes a RelayRoute for delivery/remote.ts, and so does each domain routed
+ * to LMTP ("lmtp:unix:/path" or "lmtp:[host]:port", RFC 2033: the same client in LMTP mode, the
+ * same queue, retry and bounce rules). The AUTH password file is read
  * at each attempt (first line, so a rotated password is picked up without a restart); a CA file
  * is read once, at start. Trust: configuration is trusted; passwords never reach a log.
  */
@@ -16,7 +18,11 @@ export function buildRelays(
 ): Map<string, RelayRoute> {
   const out = new Map<string, RelayRoute>();
   for (const [domain, t] of Object.entries(transport)) {
-    if (typeof t === 'string') continue;
+    if (typeof t === 'string') {
+      const lmtp = parseLmtpTransport(t);
+      if (lmtp !== null) out.set(domain.toLowerCase(), lmtp);
+      continue;
+    }
     out.set(domain.toLowerCase(), relayRoute(domain, t, defaultTls));
   }
   return out;
@@ -53,6 +59,21 @@ function relayRoute(domain: string, t: RelayTransport, defaultTls: RelayRoute['t
   }
   if (t.tls_ca_file !== undefined) route.tlsOptions = { ca: readFileSync(t.tls_ca_file, 'utf8') };
   return route;
+}
+
+/** "lmtp:unix:/path" or "lmtp:[host]:port" as a route (no TLS, no AUTH); null for any other value. */
+export function parseLmtpTransport(value: string): RelayRoute | null {
+  if (!value.startsWith('lmtp:')) return null;
+  const rest = value.slice('lmtp:'.length);
+  const common = { tls: 'none' as const, implicitTls: false, label: value, lmtp: true };
+  if (rest.startsWith('unix:/')) {
+    const path = rest.slice('unix:'.length);
+    return { ...common, host: path, port: 0, path };
+  }
+  const parsed = parseRelayHost(rest);
+  // The schema requires the port: LMTP has no well-known one (RFC 2033 5).
+  if (parsed === null || !/:\d{1,5}$/.test(rest)) return null;
+  return { ...common, host: parsed.host, port: parsed.port };
 }
 
 /** A password file's first line, without its line ending. */

@@ -90,6 +90,10 @@ export interface RelayRoute {
   label: string;
   /** Config auth_over_unverified_tls: AUTH may go over TLS that is not verified (warned at each delivery). */
   authOverUnverifiedTls?: boolean;
+  /** An `lmtp:` transport (RFC 2033): LHLO, and one reply per recipient after the end of data. */
+  lmtp?: boolean;
+  /** An `lmtp:unix:PATH` transport: the socket's path (host is then the path, port 0). */
+  path?: string;
 }
 
 /** "host", "host:port", "[host]:port", "[2001:db8::1]:587" → host (no brackets) and port (default 25). */
@@ -109,6 +113,8 @@ interface Target {
   implicitTls?: boolean;
   auth?: { username: string; password: () => Promise<string> };
   tlsOptions?: tls.ConnectionOptions;
+  lmtp?: boolean;
+  path?: string;
 }
 
 /** A recipient of the message in the destination domain. */
@@ -215,6 +221,8 @@ export class RemoteDelivery {
             implicitTls: relay.implicitTls,
             ...(relay.auth !== undefined ? { auth: relay.auth } : {}),
             ...(relay.tlsOptions !== undefined ? { tlsOptions: relay.tlsOptions } : {}),
+            ...(relay.lmtp === true ? { lmtp: true } : {}),
+            ...(relay.path !== undefined ? { path: relay.path } : {}),
           };
     if (
       relay?.auth !== undefined &&
@@ -510,6 +518,8 @@ export class RemoteDelivery {
       ...(target.implicitTls === true ? { implicitTls: true } : {}),
       ...(target.tlsOptions !== undefined ? { tlsOptions: target.tlsOptions } : {}),
       ...(auth !== undefined ? { auth } : {}),
+      ...(target.lmtp === true ? { lmtp: true } : {}),
+      ...(target.path !== undefined ? { path: target.path } : {}),
     });
   }
 }
@@ -530,7 +540,8 @@ async function resolveRelay(
   isOwnEndpoint: (ip: string) => boolean,
 ): Promise<MxRoute> {
   let addresses: string[];
-  if (net.isIP(relay.host) !== 0) addresses = [relay.host];
+  if (relay.path !== undefined) addresses = [relay.path];
+  else if (net.isIP(relay.host) !== 0) addresses = [relay.host];
   else {
     const [v6, v4] = await Promise.all([dns.aaaa(relay.host), dns.a(relay.host)]);
     addresses = [
@@ -541,7 +552,7 @@ async function resolveRelay(
       return { kind: 'temp', reason: `relay host ${relay.label} has no usable address (${why})` };
     }
   }
-  const own = addresses.find(isOwnEndpoint);
+  const own = relay.path !== undefined ? undefined : addresses.find(isOwnEndpoint);
   if (own !== undefined) return { kind: 'loop', reason: `relay ${relay.label} is this server (${own})` };
   return {
     kind: 'hosts',

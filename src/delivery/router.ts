@@ -16,6 +16,8 @@ export type Route =
 export interface RouterDeps {
   localDomains: ReadonlySet<string>;
   discardDomains: ReadonlySet<string>;
+  /** Domains routed to LMTP: delivered like a remote domain, to the LMTP next hop (no alias expansion). */
+  lmtpDomains: ReadonlySet<string>;
   postmaster: string;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;
@@ -59,6 +61,7 @@ export class Router {
   route(address: string): Route {
     const { domain } = split(address);
     if (this.#deps.discardDomains.has(domain.toLowerCase())) return { kind: 'discard' };
+    if (this.#deps.lmtpDomains.has(domain.toLowerCase())) return { kind: 'remote', domain };
     if (domain !== '' && !this.isLocal(domain) && !this.#isPostmaster(address))
       return { kind: 'remote', domain };
     const start = this.#isPostmaster(address) ? this.#deps.postmaster : this.canonical(address);

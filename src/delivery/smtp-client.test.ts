@@ -300,6 +300,73 @@ test('DATA refused → per-recipient outcome from that reply; next transaction s
   );
 });
 
+test('RFC 2033 4.2: LMTP mode sends LHLO and takes one reply per accepted recipient after the final "."', async () => {
+  await withSink(
+    {
+      ehlo: ['PIPELINING', 'CHUNKING'],
+      respond: (c) => {
+        if (c.verb === 'LHLO') return '250-sink.test\n250-PIPELINING\n250 CHUNKING';
+        if (c.verb === 'RCPT' && c.line.includes('nobody'))
+          return "550 5.1.1 <nobody@example.net> User doesn't exist";
+        // One reply per accepted recipient (ann, then cat), in RCPT order.
+        if (c.verb === 'DATA-END')
+          return '250 2.0.0 <ann@example.net> Saved\n452 4.2.2 <cat@example.net> Quota exceeded';
+        return undefined;
+      },
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink, { lmtp: true, tls: 'none' }));
+      const rcpts = ['ann', 'nobody', 'cat'].map((n) => ({ address: `${n}@example.net`, params: {} }));
+      const first = done(await s.send(message({ recipients: rcpts })));
+      deepEqual(
+        first.recipients.map((r) => [r.address, r.kind, r.reply.code, r.stage]),
+        [
+          ['ann@example.net', 'delivered', 250, 'end-of-data'],
+          ['nobody@example.net', 'failed', 550, 'rcpt'],
+          ['cat@example.net', 'deferred', 452, 'end-of-data'],
+        ],
+      );
+      // Every reply was read: the session is in step, and the next message needs no RSET.
+      const second = done(await s.send(message({ recipients: [rcpts[0] ?? { address: '', params: {} }] })));
+      assert.equal(second.recipients[0]?.kind, 'delivered');
+      await s.quit();
+      const commands = sink.commands();
+      assert.equal(commands[0], 'LHLO client.test');
+      assert.ok(!commands.some((c) => c.startsWith('BDAT') || c === 'RSET'), commands.join('\n'));
+      // PIPELINING: MAIL, the RCPTs and DATA in one batch.
+      assert.deepEqual(sink.sessions[0]?.batches[1], [
+        'MAIL FROM:<alice@example.org>',
+        'RCPT TO:<ann@example.net>',
+        'RCPT TO:<nobody@example.net>',
+        'RCPT TO:<cat@example.net>',
+        'DATA',
+      ]);
+    },
+  );
+});
+
+test('RFC 2033: an LMTP server that closes before every recipient has its reply leaves the rest deferred, maybe delivered', async () => {
+  await withSink(
+    {
+      respond: (c) => {
+        if (c.verb === 'LHLO') return '250-sink.test\n250 PIPELINING';
+        if (c.verb === 'DATA-END') return { reply: '250 2.0.0 <ann@example.net> Saved', close: true };
+        return undefined;
+      },
+    },
+    async (sink) => {
+      const s = await connect(clientOptions(sink, { lmtp: true, tls: 'none' }));
+      const rcpts = ['ann', 'cat'].map((n) => ({ address: `${n}@example.net`, params: {} }));
+      const r = done(await s.send(message({ recipients: rcpts })));
+      assert.equal(r.recipients[0]?.kind, 'delivered');
+      assert.equal(r.recipients[1]?.kind, 'deferred');
+      assert.equal(r.recipients[1]?.maybeDelivered, true);
+      assert.equal(r.recipients[1]?.reply.local?.reason, 'lost-after-end-of-data');
+      await s.quit();
+    },
+  );
+});
+
 test('connection reuse: two messages in one session, no RSET after a complete transaction', async () => {
   await withSink({ ehlo: ['PIPELINING'] }, async (sink) => {
     const s = await connect(clientOptions(sink));

@@ -96,6 +96,13 @@ export interface ClientOptions {
   timeouts: ClientTimeouts;
   /** TLS from the first byte (port 465 smarthosts, RFC 8314). */
   implicitTls?: boolean;
+  /**
+   * RFC 2033 LMTP: LHLO instead of EHLO (no HELO fallback), the body by DATA, and one reply per
+   * accepted recipient after the final ".". Used for the `lmtp:` transport (e.g. Dovecot).
+   */
+  lmtp?: boolean;
+  /** A Unix-domain socket to connect to instead of host and port (an `lmtp:unix:` transport). */
+  path?: string;
 }
 
 export interface OutboundMessage {
@@ -187,6 +194,13 @@ function describe(reply: ParsedReply): string {
   return `${reply.code} ${reply.lines.join(' ')}`;
 }
 
+/** The peer as logs and errors name it: "mx.example[192.0.2.1]:25", or "unix:/run/dovecot/lmtp". */
+function peerName(opts: ClientOptions): string {
+  return opts.path !== undefined
+    ? `unix:${opts.path}`
+    : `${opts.servername ?? opts.host}[${opts.host}]:${opts.port}`;
+}
+
 /** Parses EHLO keyword lines (all lines after the first) into upper-case keyword → parameters. */
 function parseExtensions(reply: ParsedReply): Map<string, string> {
   const map = new Map<string, string>();
@@ -214,7 +228,7 @@ export class SmtpClientSession {
   private constructor(opts: ClientOptions, wire: Wire) {
     this.#opts = opts;
     this.#wire = wire;
-    this.#peer = `${opts.servername ?? opts.host}[${opts.host}]:${opts.port}`;
+    this.#peer = peerName(opts);
   }
 
   /** EHLO keywords (upper case) and their parameters; empty after a HELO fallback. */
@@ -249,7 +263,7 @@ export class SmtpClientSession {
   static async #open(
     opts: ClientOptions,
   ): Promise<SmtpClientSession | { result: ConnectFailure; handshakeFailed?: true }> {
-    const peer = `${opts.servername ?? opts.host}[${opts.host}]:${opts.port}`;
+    const peer = peerName(opts);
     const implicit = opts.implicitTls === true;
     const opened = await openSocket(opts, implicit ? SmtpClientSession.#tlsOptions(opts) : null);
     if ('error' in opened) {
@@ -361,13 +375,15 @@ export class SmtpClientSession {
   async #ehlo(): Promise<ConnectFailure | null> {
     const { timeouts, heloName } = this.#opts;
     const w = this.#wire;
-    const r = await w.command(`EHLO ${heloName}`, timeouts.commandMs, 'EHLO');
-    if (isLost(r)) return this.#lostAt('after EHLO', r);
+    // RFC 2033 4.1: LMTP greets with LHLO; a server that refuses it has no HELO to fall back to.
+    const verb = this.#opts.lmtp === true ? 'LHLO' : 'EHLO';
+    const r = await w.command(`${verb} ${heloName}`, timeouts.commandMs, verb);
+    if (isLost(r)) return this.#lostAt(`after ${verb}`, r);
     if (classOf(r.code) === 2) {
       this.#extensions = parseExtensions(r);
       return null;
     }
-    if (classOf(r.code) !== 5 || w.failure !== null) {
+    if (classOf(r.code) !== 5 || w.failure !== null || this.#opts.lmtp === true) {
       if (r.code === 421) w.destroy(`${this.#peer} closed the session: ${describe(r)}`);
       return { kind: 'rejected', reply: r, permanent: false, stage: 'ehlo' };
     }
@@ -480,7 +496,9 @@ export class SmtpClientSession {
     const rcptReplies: (ParsedReply | undefined)[] = new Array<ParsedReply | undefined>(n);
     let mailReply: ParsedReply | Lost;
     let lostAt: Lost | null = null;
-    const dataInBatch = pipelining && !ext.has('CHUNKING');
+    // LMTP sends the body by DATA: RFC 2033 4.2 defines the per-recipient replies after ".".
+    const chunking = ext.has('CHUNKING') && this.#opts.lmtp !== true;
+    const dataInBatch = pipelining && !chunking;
     /** The reply to a pipelined DATA; undefined when DATA was not sent in the batch (or not read). */
     let dataReply: ParsedReply | Lost | undefined;
     if (pipelining) {
@@ -569,9 +587,7 @@ export class SmtpClientSession {
       return { kind: 'done', recipients, messageReply: null };
     }
 
-    const sent = ext.has('CHUNKING')
-      ? await this.#sendBdat(msg, pipelining)
-      : await this.#sendData(msg, dataReply);
+    const sent = chunking ? await this.#sendBdat(msg, pipelining) : await this.#sendData(msg, dataReply);
     if ('lost' in sent) {
       if (sent.afterEnd === true) {
         // RFC 5321 6.1: the server may already have taken responsibility for the message.
@@ -594,6 +610,7 @@ export class SmtpClientSession {
       const reply = local('body-read-error', 'data', { reason: sent.bodyError });
       return this.#done(msg, results, { kind: 'deferred', reply, stage: 'data' }, null);
     }
+    if (sent.final && this.#opts.lmtp === true) return this.#lmtpReplies(msg, results, sent.reply);
     if (sent.final) this.#dirty = false;
     if (sent.reply.code === 421) w.destroy(`${peer} closed the session: ${describe(sent.reply)}`);
     return this.#done(
@@ -602,6 +619,47 @@ export class SmtpClientSession {
       { kind: outcome(sent.reply), reply: sent.reply, stage: sent.final ? 'end-of-data' : 'data' },
       sent.reply,
     );
+  }
+
+  /**
+   * RFC 2033 4.2: after the final ".", one reply per recipient accepted at RCPT, in RCPT order;
+   * `first` is the first of them. A reply that never comes leaves its recipient (and the rest)
+   * deferred as possibly delivered; a 421 answers its recipient and closes the session.
+   */
+  async #lmtpReplies(
+    msg: OutboundMessage,
+    results: (RecipientResult | undefined)[],
+    first: ParsedReply,
+  ): Promise<TransactionResult> {
+    const w = this.#wire;
+    const peer = this.#peer;
+    let next: ParsedReply | Lost = first;
+    for (const [i, rcpt] of msg.recipients.entries()) {
+      if (results[i] !== undefined) continue;
+      if (isLost(next)) break;
+      results[i] = { address: rcpt.address, kind: outcome(next), reply: next, stage: 'end-of-data' };
+      if (next.code === 421) {
+        w.destroy(`${peer} closed the session: ${describe(next)}`);
+        break;
+      }
+      if (results.includes(undefined)) next = await w.reply(this.#opts.timeouts.dataEndMs, 'the end of data');
+    }
+    if (results.includes(undefined)) {
+      const reason = isLost(next) ? next.lost : describe(next);
+      const reply = local('lost-after-end-of-data', 'end-of-data', {
+        peer,
+        when: 'after the end of data',
+        reason,
+      });
+      return this.#done(
+        msg,
+        results,
+        { kind: 'deferred', reply, stage: 'end-of-data', maybeDelivered: true },
+        first,
+      );
+    }
+    this.#dirty = false;
+    return this.#done(msg, results, { kind: 'deferred', reply: first, stage: 'end-of-data' }, first);
   }
 
   /**

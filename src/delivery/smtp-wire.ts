@@ -244,6 +244,8 @@ export interface SocketTarget {
   host: string;
   port: number;
   localAddress?: string;
+  /** A Unix-domain socket instead of host and port (LMTP to a local Dovecot). */
+  path?: string;
   timeouts: { connectMs: number };
 }
 
@@ -253,11 +255,14 @@ export function openSocket(
   tlsConnect: tls.ConnectionOptions | null,
 ): Promise<{ socket: net.Socket } | { error: string; tlsStage: boolean; certificate?: true }> {
   return new Promise((resolve) => {
-    const base = {
-      host: opts.host,
-      port: opts.port,
-      ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
-    };
+    const base =
+      opts.path !== undefined
+        ? { path: opts.path }
+        : {
+            host: opts.host,
+            port: opts.port,
+            ...(opts.localAddress === undefined ? {} : { localAddress: opts.localAddress }),
+          };
     const socket = tlsConnect === null ? net.connect(base) : tls.connect({ ...tlsConnect, ...base });
     let tcpUp = false;
     const ready = tlsConnect === null ? 'connect' : 'secureConnect';
@@ -276,7 +281,7 @@ export function openSocket(
     };
     const onReady = (): void => {
       // Commands and pipelined batches are written whole, so Nagle only adds delay.
-      socket.setNoDelay(true);
+      if (opts.path === undefined) socket.setNoDelay(true);
       finish({ socket });
     };
     const onError = (err: Error): void =>

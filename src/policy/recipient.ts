@@ -13,6 +13,8 @@ export interface RecipientPolicy {
   localDomains: ReadonlySet<string>;
   /** Domains whose mail is accepted for any local part and discarded (transport "discard"). */
   discardDomains: ReadonlySet<string>;
+  /** Domains routed to LMTP (transport "lmtp:..."): any local part; the LMTP server decides, its refusal bounces. */
+  lmtpDomains: ReadonlySet<string>;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;
   trusted: NetworkList;
@@ -36,6 +38,7 @@ export function checkRecipient(
   if (rcpt.domain === '') return { kind: 'accept' };
   const key = addressKey(rcpt);
   if (policy.discardDomains.has(rcpt.domain.toLowerCase())) return { kind: 'accept' };
+  if (policy.lmtpDomains.has(rcpt.domain.toLowerCase())) return { kind: 'accept' };
   if (isLocalDomain(policy, rcpt.domain)) {
     if (unquoteLocal(rcpt.local).toLowerCase() === 'postmaster') return { kind: 'accept' };
     if (isKnownRecipient(policy.aliases(), key, (a) => policy.isMailbox(a))) return { kind: 'accept' };

@@ -12,6 +12,7 @@ import {
   deliveryHeaders,
   maildirPathFor,
   maildirUniqueName,
+  type MaildirOwnership,
 } from '../delivery/local/maildir.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState } from '../message/envelope.js';
@@ -28,6 +29,8 @@ export interface LocalDeliveryOptions {
   log: Logger;
   hostname: string;
   maildirRoot: string;
+  /** Owner, group and modes of what Maildir delivery creates; default Sterna's user, 0700/0600. */
+  ownership?: MaildirOwnership;
   /** Maildir deliveries running at once, across all active messages. */
   concurrency: number;
   /** Delay before a deferred local recipient is tried again. */
@@ -124,7 +127,10 @@ export class LocalDelivery {
           },
           // Several mailboxes may share a Maildir name only across messages, never within one:
           // skip the existence check on a first attempt (the fast path), keep it on every retry.
-          { checkExisting: !firstAttempt },
+          {
+            checkExisting: !firstAttempt,
+            ...(this.#o.ownership !== undefined ? { ownership: this.#o.ownership } : {}),
+          },
         ),
       );
       switch (result.kind) {

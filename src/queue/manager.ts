@@ -25,6 +25,7 @@
  * Trust: remote replies and DNS answers are untrusted data, only stored, logged
  * and quoted in bounces (dsn.ts reduces them to printable text).
  */
+import type { MaildirOwnership } from '../delivery/local/maildir.js';
 import type { OutboundOptions } from '../delivery/remote.js';
 import type { Router } from '../delivery/router.js';
 import type { RecipientState } from '../message/envelope.js';
@@ -54,6 +55,8 @@ export interface ManagerOptions {
   log: Logger;
   hostname: string;
   maildirRoot: string;
+  /** Owner, group and modes of Maildir deliveries ([local_delivery] owner, group, dir_mode, file_mode). */
+  maildirOwnership?: MaildirOwnership;
   /** Messages being worked on at once: the active window, each holding its envelope in memory. */
   maxActive: number;
   /** Local (Maildir) deliveries running at once, across all active messages. */
@@ -127,6 +130,7 @@ export class QueueManager {
       log: o.log,
       hostname: o.hostname,
       maildirRoot: o.maildirRoot,
+      ...(o.maildirOwnership !== undefined ? { ownership: o.maildirOwnership } : {}),
       concurrency: o.localConcurrency,
       retryMs: o.retryMs,
       ...(o.outbound !== undefined ? { retry: o.outbound.retry } : {}),

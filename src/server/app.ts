@@ -14,6 +14,7 @@ import { mayUseSender, type AuthContext, type PasswordBackend } from '../auth/st
 import { UserStore, type VerifyResult } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
 import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
+import { maildirOwnership } from '../delivery/local/ownership.js';
 import { buildRelays } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
@@ -81,11 +82,15 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     ...transports.filter(([, t]) => t === 'local').map(([d]) => d),
   ]);
   const discardDomains = new Set(transports.filter(([, t]) => t === 'discard').map(([d]) => d));
+  const lmtpDomains = new Set(
+    transports.filter(([, t]) => typeof t === 'string' && t.startsWith('lmtp:')).map(([d]) => d),
+  );
   const isMailbox = (address: string): boolean =>
     users.has(address) || address.toLowerCase() === config.local_delivery.postmaster.toLowerCase();
   const policy: RecipientPolicy = {
     localDomains,
     discardDomains,
+    lmtpDomains,
     isMailbox,
     aliases: () => aliases,
     trusted: new NetworkList(config.relay.trusted_networks),
@@ -119,6 +124,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   const router = new Router({
     localDomains,
     discardDomains,
+    lmtpDomains,
     postmaster: config.local_delivery.postmaster,
     isMailbox,
     aliases: () => aliases,
@@ -155,6 +161,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     log,
     hostname: config.hostname,
     maildirRoot: config.local_delivery.maildir_root,
+    maildirOwnership: maildirOwnership(config.local_delivery),
     maxActive: config.spool.max_active_messages,
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,

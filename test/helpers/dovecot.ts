@@ -3,19 +3,21 @@
  * os.tmpdir() (base_dir, state_dir, log file, a passwd-file passdb with the test's users), no
  * listeners on system ports (`protocols =` unless a test asks for more), started by the test and
  * stopped by the pid in its master.pid. Its auth client socket is what `[auth] backend =
- * "dovecot"` talks to; tests of LMTP and IMAP can add protocols, services and a userdb through
- * the options.
+ * "dovecot"` talks to. With `mailboxes`, it also serves mail: an LMTP Unix socket (run/lmtp),
+ * IMAP on a loopback test port, a passwd-file userdb of the same users (uid and gid "dovecot"),
+ * and Maildirs under its directory (home/USER/Maildir).
  *
  * Dovecot starts as root (it drops privileges for its own processes: the users "dovecot" and
  * "dovenull" made by the package). A missing dovecot, or not being root, skips the tests loudly,
  * and fails them under CI=true (.ci/run installs dovecot-core and runs as root).
  * Trust: test code; runs /usr/sbin/dovecot with a config it writes itself.
  */
-import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { waitFor } from './outbound.js';
 import { sleep } from './process.js';
 import { findTool, requireTool, type ToolRequirement } from './tools.js';
 
@@ -34,6 +36,11 @@ export interface DovecotOptions {
   userdb?: string;
   /** More dovecot.conf text, appended (services with test ports, mail_location ...). */
   extraConfig?: string;
+  /**
+   * Serve mail: LMTP on run/lmtp and IMAP on 127.0.0.1:imapPort (protocols "imap lmtp").
+   * mailLocation: default "maildir:~/Maildir" (homes under the instance's directory).
+   */
+  mailboxes?: { imapPort: number; mailLocation?: string };
 }
 
 export interface DovecotInstance {
@@ -43,6 +50,8 @@ export interface DovecotInstance {
   baseDir: string;
   /** The auth client socket (the one Postfix's smtpd_sasl_path names). */
   authSocket: string;
+  /** The LMTP socket (with `mailboxes`): what `lmtp:unix:PATH` names. */
+  lmtpSocket: string;
   logFile: string;
   /** Starts Dovecot again on the same config (after stop()). */
   start(): Promise<void>;
@@ -75,6 +84,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotInstanc
   await chmod(dir, 0o711);
   const lines = opts.users.map((u) => `${u.name}:{PLAIN}${u.password}\n`);
   await writeFile(passwd, lines.join(''), { mode: 0o644 });
+  const mail = opts.mailboxes === undefined ? '' : await mailConfig(dir, opts.users, opts.mailboxes);
   await writeFile(
     configFile,
     `# A private Dovecot for Sterna's tests.
@@ -82,7 +92,7 @@ instance_name = ${path.basename(dir)}
 base_dir = ${baseDir}
 state_dir = ${path.join(dir, 'state')}
 log_path = ${logFile}
-protocols = ${opts.protocols ?? ''}
+protocols = ${opts.protocols ?? (opts.mailboxes !== undefined ? 'imap lmtp' : '')}
 listen = 127.0.0.1
 ssl = no
 auth_mechanisms = plain login
@@ -92,12 +102,13 @@ passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u ${passwd}
 }
-${opts.userdb ?? `userdb {\n  driver = static\n  args = uid=dovecot gid=dovecot home=${dir}/home/%u\n}`}
+${opts.userdb ?? (mail !== '' ? '' : `userdb {\n  driver = static\n  args = uid=dovecot gid=dovecot home=${dir}/home/%u\n}`)}
 service auth {
   unix_listener auth-client {
     mode = 0600
   }
 }
+${mail}
 ${opts.extraConfig ?? ''}
 `,
   );
@@ -107,6 +118,7 @@ ${opts.extraConfig ?? ''}
     dir,
     baseDir,
     authSocket: path.join(baseDir, 'auth-client'),
+    lmtpSocket: path.join(baseDir, 'lmtp'),
     logFile,
     async start() {
       await run(binary, ['-c', configFile], logFile);
@@ -134,6 +146,76 @@ ${opts.extraConfig ?? ''}
   };
   await instance.start();
   return instance;
+}
+
+/** The message at `uid` in the user's INBOX over IMAP (curl), or null when there is none (yet). */
+export function imapFetch(imapPort: number, user: DovecotUser, uid: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    execFile(
+      'curl',
+      [
+        '-s',
+        '--max-time',
+        '5',
+        `imap://127.0.0.1:${imapPort}/INBOX;UID=${uid}`,
+        '-u',
+        `${user.name}:${user.password}`,
+      ],
+      { encoding: 'buffer' },
+      (err, stdout) => resolve(err === null && stdout.length > 0 ? stdout : null),
+    );
+  });
+}
+
+/** Waits (up to 10 s) for the message at `uid` in the user's INBOX over IMAP. */
+export async function waitImap(imapPort: number, user: DovecotUser, uid: number): Promise<Buffer> {
+  let got: Buffer | null = null;
+  await waitFor(
+    `IMAP UID ${uid} in ${user.name}'s INBOX`,
+    async () => (got = await imapFetch(imapPort, user, uid)) !== null,
+    10_000,
+  );
+  if (got === null) throw new Error(`no IMAP UID ${uid} for ${user.name}`);
+  return got;
+}
+
+/**
+ * The mail-serving part of the config: a passwd-file userdb of the same users (uid and gid
+ * "dovecot"; other names are unknown users, so LMTP refuses them with 550 5.1.1), Maildirs under DIR/home (made writable for
+ * the "dovecot" user), LMTP on a Unix socket, IMAP on 127.0.0.1:imapPort and no IMAPS.
+ */
+async function mailConfig(
+  dir: string,
+  users: DovecotUser[],
+  { imapPort, mailLocation }: { imapPort: number; mailLocation?: string },
+): Promise<string> {
+  const home = path.join(dir, 'home');
+  await mkdir(home);
+  await chmod(home, 0o1777);
+  const userdb = path.join(dir, 'userdb');
+  const lines = users.map((u) => `${u.name}::dovecot:dovecot::${home}/${u.name}::\n`);
+  await writeFile(userdb, lines.join(''), { mode: 0o644 });
+  return `first_valid_uid = 1
+mail_location = ${mailLocation ?? 'maildir:~/Maildir'}
+userdb {
+  driver = passwd-file
+  args = username_format=%u ${userdb}
+}
+service lmtp {
+  unix_listener lmtp {
+    mode = 0600
+  }
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${imapPort}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+`;
 }
 
 /**

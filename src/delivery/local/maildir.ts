@@ -36,7 +36,23 @@ export type LocalResult =
   | { kind: 'failed'; reason: string };
 
 /** The file-system calls delivery makes; injectable so tests can produce errors root cannot get. */
-export type MaildirFs = Pick<typeof fsp, 'mkdir' | 'open' | 'rename' | 'stat' | 'readdir' | 'unlink'>;
+export type MaildirFs = Pick<
+  typeof fsp,
+  'mkdir' | 'open' | 'rename' | 'stat' | 'readdir' | 'unlink' | 'chown'
+>;
+
+/**
+ * Owner, group and modes of what delivery creates, for an IMAP server (Dovecot) that refuses a
+ * Maildir its mail user does not own. uid/gid -1: leave as created (Sterna's own).
+ */
+export interface MaildirOwnership {
+  uid: number;
+  gid: number;
+  dirMode: number;
+  fileMode: number;
+}
+
+const DEFAULT_OWNERSHIP: MaildirOwnership = { uid: -1, gid: -1, dirMode: 0o700, fileMode: 0o600 };
 
 export interface MaildirOptions {
   /**
@@ -46,10 +62,10 @@ export interface MaildirOptions {
   checkExisting?: boolean;
   /** File-system calls; default node:fs/promises. */
   fs?: MaildirFs;
+  /** Owner, group and modes of new files and directories; default Sterna's user, 0700 and 0600. */
+  ownership?: MaildirOwnership;
 }
 
-const DIR_MODE = 0o700;
-const FILE_MODE = 0o600;
 /** NAME_MAX is 255; leave room for the ":2,<flags>" an IMAP server appends in cur/. */
 const MAX_UNIQUE_NAME_BYTES = 200;
 /** Local parts are at most 64 octets (RFC 5321 4.5.3.1.1); percent-encoding triples that at worst. */
@@ -130,7 +146,8 @@ async function deliver(
       const found = await findExisting(fs, d.maildir, d.uniqueName);
       if (found !== undefined) return { kind: 'delivered', path: found, duplicate: true };
     }
-    const fh = await openTmp(fs, d.maildir, tmpFile);
+    const own = opts.ownership ?? DEFAULT_OWNERSHIP;
+    const fh = await openTmp(fs, d.maildir, tmpFile, own);
     tmpCreated = true;
     try {
       state.bodyClosed = true; // writeMessage reads it to the end or closes it
@@ -147,7 +164,7 @@ async function deliver(
         // A Maildir left half-made (tmp/ without new/, from an older layout or a hand-made
         // directory): complete it, which is safe to repeat, and move the file once more.
         if (errnoCode(err) !== 'ENOENT') throw err;
-        await createMaildir(fs, d.maildir);
+        await createMaildir(fs, d.maildir, own);
         await fs.rename(tmpFile, newFile);
       }
     });
@@ -234,29 +251,75 @@ async function findExisting(fs: MaildirFs, maildir: string, name: string): Promi
 }
 
 /** Opens tmp/<name> for writing, creating the Maildir (and its parents) first if it is missing. */
-async function openTmp(fs: MaildirFs, maildir: string, tmpFile: string): Promise<FileHandle> {
-  const open = (): Promise<FileHandle> => fs.open(tmpFile, 'w', FILE_MODE); // O_WRONLY|O_CREAT|O_TRUNC
+async function openTmp(
+  fs: MaildirFs,
+  maildir: string,
+  tmpFile: string,
+  own: MaildirOwnership,
+): Promise<FileHandle> {
+  const open = async (): Promise<FileHandle> => {
+    const fh = await fs.open(tmpFile, 'w', own.fileMode); // O_WRONLY|O_CREAT|O_TRUNC
+    try {
+      // The umask may have taken bits off the mode; the owner is set before any byte is written.
+      if (own.fileMode !== DEFAULT_OWNERSHIP.fileMode) await fh.chmod(own.fileMode);
+      if (own.uid !== -1 || own.gid !== -1) await fh.chown(own.uid, own.gid);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await fs.unlink(tmpFile).catch(() => undefined);
+      throw err;
+    }
+    return fh;
+  };
   try {
     return await open();
   } catch (err) {
     if (errnoCode(err) !== 'ENOENT') throw new StepError('write', tmpFile, err);
   }
-  await createMaildir(fs, maildir);
+  await createMaildir(fs, maildir, own);
   return step('write', tmpFile, open);
 }
 
+/** Gives a directory delivery just created its configured owner and mode. */
+async function ownDir(fs: MaildirFs, dir: string, own: MaildirOwnership): Promise<void> {
+  if (own.dirMode !== DEFAULT_OWNERSHIP.dirMode) {
+    await step('set the mode of', dir, async () => {
+      const dh = await fs.open(dir, 'r');
+      try {
+        await dh.chmod(own.dirMode);
+      } finally {
+        await dh.close();
+      }
+    });
+  }
+  if (own.uid !== -1 || own.gid !== -1)
+    await step('change the owner of', dir, () => fs.chown(dir, own.uid, own.gid));
+}
+
 /** Creates <maildir>/{tmp,new,cur} and makes every new directory entry durable. */
-async function createMaildir(fs: MaildirFs, maildir: string): Promise<void> {
+async function createMaildir(fs: MaildirFs, maildir: string, own: MaildirOwnership): Promise<void> {
   const first = await step('create directory', maildir, () =>
-    fs.mkdir(maildir, { recursive: true, mode: DIR_MODE }),
+    fs.mkdir(maildir, { recursive: true, mode: own.dirMode }),
   );
+  // Every directory mkdir made (the domain's too) gets the owner and mode: the IMAP server's
+  // mail user must be able to reach and own the Maildir.
+  if (first !== undefined) {
+    for (let dir = maildir; ; dir = path.dirname(dir)) {
+      await ownDir(fs, dir, own);
+      if (path.resolve(dir) === path.resolve(first) || dir === path.dirname(dir)) break;
+    }
+  }
   // new/ and cur/ before tmp/: a delivery that finds tmp/ assumes the Maildir is whole, so tmp/
   // must be the last to appear (a concurrent delivery, or a crash between two mkdirs).
   for (const sub of ['new', 'cur', 'tmp']) {
     const dir = path.join(maildir, sub);
-    await step('create directory', dir, () =>
-      unlessCode(fs.mkdir(dir, { mode: DIR_MODE }), 'EEXIST', undefined),
+    const made = await step('create directory', dir, async () =>
+      unlessCode(
+        fs.mkdir(dir, { mode: own.dirMode }).then(() => true),
+        'EEXIST',
+        false,
+      ),
     );
+    if (made) await ownDir(fs, dir, own);
   }
   // fsync the Maildir (holds tmp/ new/ cur/) and, if mkdir created ancestors, each of them and the
   // directory above the first one; otherwise a crash could lose a Maildir we reported as delivered to.
