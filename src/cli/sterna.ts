@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { serve } from '../main.js';
 import { runApiKeyCommand } from './apikey-command.js';
 import { runQueueCommand } from './queue-command.js';
@@ -136,39 +137,13 @@ async function main(argv: string[]): Promise<number> {
       });
     }
     case 'queue': {
-      const file = takeConfig(rest);
-      if (file instanceof Error) {
-        process.stderr.write(`sterna queue: ${file.message}\n`);
-        return 2;
-      }
-      let config;
-      try {
-        config = await loadConfig(file);
-      } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`${formatConfigError(err)}\n`);
-          return 2;
-        }
-        throw err;
-      }
+      const config = await commandConfig('queue', rest);
+      if (typeof config === 'number') return config;
       return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
     case 'apikey': {
-      const file = takeConfig(rest);
-      if (file instanceof Error) {
-        process.stderr.write(`sterna apikey: ${file.message}\n`);
-        return 2;
-      }
-      let config;
-      try {
-        config = await loadConfig(file);
-      } catch (err) {
-        if (err instanceof ConfigError) {
-          process.stderr.write(`${formatConfigError(err)}\n`);
-          return 2;
-        }
-        throw err;
-      }
+      const config = await commandConfig('apikey', rest);
+      if (typeof config === 'number') return config;
       return runApiKeyCommand(rest, {
         stdout: process.stdout,
         stderr: process.stderr,
@@ -205,3 +180,24 @@ run.then(
     process.exitCode = 1;
   },
 );
+
+/**
+ * The configuration a subcommand runs with (--config FILE taken out of `args`), or exit code 2
+ * after saying what is wrong with the option or the file.
+ */
+async function commandConfig(command: string, args: string[]): Promise<Config | number> {
+  const file = takeConfig(args);
+  if (file instanceof Error) {
+    process.stderr.write(`sterna ${command}: ${file.message}\n`);
+    return 2;
+  }
+  try {
+    return await loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${formatConfigError(err)}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
