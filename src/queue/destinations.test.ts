@@ -117,3 +117,46 @@ test('a waiter gets a slot when the total limit frees, in arrival order across d
   await Promise.resolve();
   assert.deepEqual(order, ['Q3']);
 });
+
+test('a handed-back message keeps a place in the waiting line until its next pass asks for it', async () => {
+  const { q, unparked } = queues({ perDestination: 1, waitingPerDestination: 1 });
+  const r1 = slot(await q.acquire('a.test', 'Q1'));
+  const waiter2 = q.acquire('a.test', 'Q2');
+  for (const qid of ['Q3', 'Q4', 'Q5']) assert.deepEqual(await q.acquire('a.test', qid), { kind: 'parked' });
+
+  r1(); // Q2 gets the slot; the free place in the line goes to Q3, and is kept for it
+  const r2 = slot(await waiter2);
+  assert.deepEqual(unparked, ['Q3']);
+  // A newcomer does not take Q3's place: it parks.
+  assert.deepEqual(await q.acquire('a.test', 'Q9'), { kind: 'parked' });
+  // A second release while Q3 is on its way wakes nobody else (before: Q4 too, to park again).
+  r2();
+  assert.deepEqual(unparked, ['Q3']);
+  const r3 = slot(await q.acquire('a.test', 'Q3'));
+  // Q3 used its place; the line has room again on the next release.
+  r3();
+  assert.deepEqual(unparked, ['Q3', 'Q4']);
+  // A pass that ends without asking (held, expired, routed elsewhere) gives its place on.
+  q.passEnded('Q4');
+  assert.deepEqual(unparked, ['Q3', 'Q4', 'Q5']);
+  // passEnded of a message holding nothing changes nothing.
+  q.passEnded('Q1');
+  assert.deepEqual(unparked, ['Q3', 'Q4', 'Q5']);
+  assert.equal(q.parked('a.test'), 1); // Q9
+});
+
+test('a handed-back message joins a waiting line that newcomers see as full', async () => {
+  const { q, unparked } = queues({ perDestination: 1, waitingPerDestination: 1 });
+  const r1 = slot(await q.acquire('a.test', 'Q1'));
+  const waiter2 = q.acquire('a.test', 'Q2');
+  assert.deepEqual(await q.acquire('a.test', 'Q3'), { kind: 'parked' });
+  r1();
+  const r2 = slot(await waiter2);
+  assert.deepEqual(unparked, ['Q3']);
+  let granted: Admission<string> | null = null;
+  void q.acquire('a.test', 'Q3').then((a) => (granted = a));
+  assert.equal(q.waiting('a.test'), 1);
+  r2();
+  await Promise.resolve();
+  assert.equal(granted !== null && (granted as Admission<string>).kind, 'slot');
+});

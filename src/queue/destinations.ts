@@ -8,7 +8,10 @@
  * at most `waitingPerDestination` messages waiting for a slot; all destinations together run at
  * most `total`. A message that finds its destination's waiting line full is *parked*: it gives
  * back its place in the manager's active window at once, holds no memory here but its queue id,
- * and is handed back (`onUnpark`) when the destination frees a slot or is backed off. So a slow
+ * and is handed back (`onUnpark`) when the destination frees a slot or is backed off. A message
+ * handed back holds a *reserved* place in the waiting line until its next pass asks for a slot
+ * (or ends without asking: `passEnded`), so one freed place wakes one parked message, not a crowd
+ * that mostly parks again (each futile pass re-reads the envelope from the spool). So a slow
  * or dead destination occupies at most perDestination + waitingPerDestination messages of the
  * active window, and local delivery and other domains go on (Postfix's qmgr keeps per-destination
  * queues inside its bounded active queue for the same reason).
@@ -71,6 +74,10 @@ export class DestinationQueues<E> {
   readonly #waitingCount = new Map<string, number>();
   /** Parked queue ids per destination, in arrival order. */
   readonly #parked = new Map<string, Set<string>>();
+  /** Handed-back messages and the destinations whose waiting line keeps a place for them. */
+  readonly #reservedFor = new Map<string, Set<string>>();
+  /** Places reserved per destination (the sum over #reservedFor). */
+  readonly #reservedCount = new Map<string, number>();
 
   constructor(o: DestinationQueueOptions<E>) {
     if (!(o.waitingPerDestination >= 0)) throw new RangeError('waitingPerDestination must be >= 0');
@@ -89,13 +96,14 @@ export class DestinationQueues<E> {
    * when the destination's waiting line has room, else the message is parked.
    */
   acquire(destination: string, qid: string): Promise<Admission<E>> {
+    const reserved = this.#unreserve(qid, destination);
     const blocked = this.#blocked(destination);
     if (blocked !== null) return Promise.resolve(blocked);
     const release = this.#limiter.tryAcquire(destination);
     if (release !== null)
       return Promise.resolve({ kind: 'slot', release: this.#releaser(destination, release) });
     const waiting = this.#waitingCount.get(destination) ?? 0;
-    if (waiting >= this.#o.waitingPerDestination) {
+    if (!reserved && waiting + this.#reserved(destination) >= this.#o.waitingPerDestination) {
       let set = this.#parked.get(destination);
       if (set === undefined) {
         set = new Set();
@@ -143,6 +151,20 @@ export class DestinationQueues<E> {
     for (const [destination, set] of this.#parked) {
       if (set.delete(qid) && set.size === 0) this.#parked.delete(destination);
     }
+    this.passEnded(qid);
+  }
+
+  /**
+   * A delivery pass of `qid` ended: places still reserved for it (it was handed back but did not
+   * ask for a slot there, e.g. held, expired or routed elsewhere) go to other parked messages.
+   */
+  passEnded(qid: string): void {
+    const destinations = this.#reservedFor.get(qid);
+    if (destinations === undefined) return;
+    for (const destination of [...destinations]) {
+      this.#unreserve(qid, destination);
+      this.#unparkInto(destination, false);
+    }
   }
 
   /** Deliveries running, to `destination` or in all. */
@@ -175,6 +197,33 @@ export class DestinationQueues<E> {
     return { kind: 'backed-off', until, error };
   }
 
+  /** Places reserved in `destination`'s waiting line for messages handed back. */
+  #reserved(destination: string): number {
+    return this.#reservedCount.get(destination) ?? 0;
+  }
+
+  #reserve(qid: string, destination: string): void {
+    let set = this.#reservedFor.get(qid);
+    if (set === undefined) {
+      set = new Set();
+      this.#reservedFor.set(qid, set);
+    }
+    if (set.has(destination)) return;
+    set.add(destination);
+    this.#reservedCount.set(destination, this.#reserved(destination) + 1);
+  }
+
+  /** Drops qid's reserved place in destination's waiting line; true when it had one. */
+  #unreserve(qid: string, destination: string): boolean {
+    const set = this.#reservedFor.get(qid);
+    if (set === undefined || !set.delete(destination)) return false;
+    if (set.size === 0) this.#reservedFor.delete(qid);
+    const left = this.#reserved(destination) - 1;
+    if (left <= 0) this.#reservedCount.delete(destination);
+    else this.#reservedCount.set(destination, left);
+    return true;
+  }
+
   #waited(destination: string): void {
     const left = (this.#waitingCount.get(destination) ?? 1) - 1;
     if (left <= 0) this.#waitingCount.delete(destination);
@@ -192,12 +241,8 @@ export class DestinationQueues<E> {
       // Room in a waiting line: let as many parked messages try again. The releasing destination,
       // and any with nothing running (parked while every slot in total was taken), get at least
       // one back, so no parked message depends on a release that cannot come.
-      for (const parkedFor of [...this.#parked.keys()]) {
-        const room = this.#o.waitingPerDestination - this.waiting(parkedFor);
-        const idle = parkedFor === destination || this.#limiter.active(parkedFor) === 0;
-        const count = idle ? Math.max(1, room) : room;
-        if (count > 0) this.#unpark(parkedFor, count);
-      }
+      for (const parkedFor of [...this.#parked.keys()])
+        this.#unparkInto(parkedFor, parkedFor === destination);
     };
   }
 
@@ -219,8 +264,22 @@ export class DestinationQueues<E> {
     }
   }
 
+  /**
+   * Hands back as many parked messages of `destination` as its waiting line has unreserved room
+   * for, each with a reserved place. At least one when `released` (the destination just freed a
+   * slot) or when nothing runs there (parked while every slot in total was taken) and nothing is
+   * reserved, so no parked message depends on a release that cannot come.
+   */
+  #unparkInto(destination: string, released: boolean): void {
+    const reserved = this.#reserved(destination);
+    const room = this.#o.waitingPerDestination - this.waiting(destination) - reserved;
+    const idle = reserved === 0 && (released || this.#limiter.active(destination) === 0);
+    const count = idle ? Math.max(1, room) : room;
+    if (count > 0) this.#unpark(destination, count, true);
+  }
+
   /** Hands back up to `count` parked messages of `destination`, oldest first. */
-  #unpark(destination: string, count: number): void {
+  #unpark(destination: string, count: number, reserve = false): void {
     const set = this.#parked.get(destination);
     if (set === undefined) return;
     const ids: string[] = [];
@@ -230,6 +289,7 @@ export class DestinationQueues<E> {
     }
     for (const qid of ids) set.delete(qid);
     if (set.size === 0) this.#parked.delete(destination);
+    if (reserve) for (const qid of ids) this.#reserve(qid, destination);
     for (const qid of ids) this.#o.onUnpark(qid);
   }
 }

@@ -421,15 +421,21 @@ export class QueueManager {
   async #process(qid: string): Promise<void> {
     const fresh = this.#fresh.delete(qid);
     const forced = this.#forced.delete(qid);
-    if (this.#held.has(qid)) return;
-    const msg = await this.#o.spool.read(qid);
-    const plan = this.#plan(msg, forced);
-    const pass = await this.#deliver(qid, msg, plan, fresh);
-    // A remote group with no new states was parked (its next hop busy). A flushed message stays
-    // flushed until it is handed back, or its deferred recipients would wait for their retry time.
-    const parked = [...plan.remote.values()].some((items) => items.some((it) => !pass.byIndex.has(it.index)));
-    if (forced && parked) this.#forced.add(qid);
-    await this.#record(qid, msg, plan, pass);
+    try {
+      if (this.#held.has(qid)) return;
+      const msg = await this.#o.spool.read(qid);
+      const plan = this.#plan(msg, forced);
+      const pass = await this.#deliver(qid, msg, plan, fresh);
+      // A remote group with no new states was parked (its next hop busy). A flushed message stays
+      // flushed until it is handed back, or its deferred recipients would wait for their retry time.
+      const parked = [...plan.remote.values()].some((items) =>
+        items.some((it) => !pass.byIndex.has(it.index)),
+      );
+      if (forced && parked) this.#forced.add(qid);
+      await this.#record(qid, msg, plan, pass);
+    } finally {
+      this.#outbound?.passEnded(qid);
+    }
   }
 
   /** The recipients due in this pass: local ones, and remote ones grouped by domain. */

@@ -91,6 +91,11 @@ export class OutboundQueue {
     this.#destinations.forget(qid);
   }
 
+  /** A delivery pass of qid ended: a waiting-line place it was handed back with and did not use goes to another. */
+  passEnded(qid: string): void {
+    this.#destinations.passEnded(qid);
+  }
+
   /** Closes the connections kept for reuse (shutdown, after the last delivery). */
   close(): Promise<void> {
     return this.#remote.close();
