@@ -178,6 +178,8 @@ function local(reason: LocalReason, stage: OutcomeStage, vars: Record<string, st
 
 /** Bytes sent per BDAT chunk (the body iterator's pieces are gathered up to this size). */
 const BDAT_CHUNK_BYTES = 64 * 1024;
+/** DATA: body pieces read from the spool are gathered up to this size before a write. */
+const WRITE_BATCH_BYTES = 64 * 1024;
 const UNSAFE = /[\r\n\0]/;
 
 function classOf(code: number): 2 | 3 | 4 | 5 {
@@ -752,20 +754,26 @@ export class SmtpClientSession {
       return { reply: start, final: false };
     }
     const stuffer = new DotStuffer();
-    // Each piece is written when the next one has been read, so the last goes out with the end
-    // of data in one write (a small message: one write for the whole body).
-    let held: Buffer | null = null;
+    // Pieces are gathered until WRITE_BATCH_BYTES are held, and written when the next piece has
+    // been read, so the last goes out with the end of data: a small message (its stored header
+    // prefix, trace fields and body are separate pieces) leaves in one write.
+    const held: Buffer[] = [];
+    let heldBytes = 0;
     try {
       for await (const chunk of msg.body()) {
         const early = await this.#earlyReply();
         if (early !== null) return early;
-        if (held !== null) {
-          const lost = await w.write(held, timeouts.dataBlockMs, 'the message');
+        if (heldBytes >= WRITE_BATCH_BYTES) {
+          const lost = await w.write(Buffer.concat(held, heldBytes), timeouts.dataBlockMs, 'the message');
+          held.length = 0;
+          heldBytes = 0;
           // A server that refuses mid-body often replies, then closes: its reply explains the loss.
           if (lost !== null)
             return (await this.#earlyReply()) ?? { lost: lost.lost, when: 'while sending the message' };
         }
-        held = stuffer.push(chunk);
+        const stuffed = stuffer.push(chunk);
+        held.push(stuffed);
+        heldBytes += stuffed.length;
       }
     } catch (err) {
       // The server cannot be told to drop a half-sent DATA: only closing the connection is safe.
@@ -775,8 +783,9 @@ export class SmtpClientSession {
     const tail = stuffer.end();
     // Handed to the socket, the final "." may reach the server even if the write then fails.
     const handedOver = w.failure === null;
+    held.push(tail);
     const lost = await w.write(
-      held === null ? tail : Buffer.concat([held, tail]),
+      held.length === 1 ? tail : Buffer.concat(held, heldBytes + tail.length),
       timeouts.dataBlockMs,
       'the end of data',
     );
@@ -831,9 +840,9 @@ export class SmtpClientSession {
       return null;
     };
     const chunk = async (data: Buffer, last: boolean): Promise<Lost | null> => {
-      const header = `BDAT ${data.length}${last ? ' LAST' : ''}\r\n`;
-      let lost = await w.write(header, timeouts.dataBlockMs, 'BDAT');
-      if (lost === null && data.length > 0) lost = await w.write(data, timeouts.dataBlockMs, 'the message');
+      // The command and its chunk (at most about BDAT_CHUNK_BYTES) leave in one write.
+      const header = Buffer.from(`BDAT ${data.length}${last ? ' LAST' : ''}\r\n`, 'latin1');
+      const lost = await w.write(Buffer.concat([header, data]), timeouts.dataBlockMs, 'the message');
       if (lost !== null) return lost;
       state.outstanding++;
       return collect(!pipelining || last, last ? timeouts.dataEndMs : timeouts.commandMs);
