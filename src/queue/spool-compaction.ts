@@ -223,6 +223,7 @@ export class Compaction {
     // Durable now: point the index at the copy; the old segment may then be deleted.
     pins.remove(e.pin);
     this.#liveBytes -= e.length;
+    reads.forgetCommit(e.segment, e.offset);
     e.segment = rec.segment;
     e.offset = rec.offset;
     e.length = HEADER_BYTES + body.length;

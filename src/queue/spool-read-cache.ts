@@ -7,6 +7,15 @@
  * is checked with the framing (mark, salted CRC) of the segment it lies in. At most
  * MAX_READ_HANDLES stay open while unused (least recently used closed first); a deleted
  * segment's handle is closed once its last reader is done.
+ *
+ * Live messages' COMMIT records, once read, are kept checked in a bounded cache: a delivery pass
+ * reads its message's COMMIT for the envelope and again for the body's chunk list, and a message
+ * handed back after waiting for a busy destination reads it once more; each read went through the
+ * thread pool. A record never changes where it lies (segments are append-only, their numbers never
+ * reused), so an entry is keyed by its place and is never stale. The spool forgets an entry when
+ * its message finishes or is relocated. A full cache takes no new entries rather than evicting:
+ * deliveries read their messages roughly in the order they first read them, and with more
+ * messages than places, least-recently-used eviction would drop each entry just before its reuse.
  * Trust level: internal; the files are Sterna's own but a record is used only after its CRC checks.
  */
 import { open, type FileHandle } from 'node:fs/promises';
@@ -25,6 +34,11 @@ import {
 /** Read handles kept open while unused, across segments. */
 const MAX_READ_HANDLES = 16;
 
+/** COMMIT records kept checked in memory, at most this many … */
+const MAX_CACHED_COMMITS = 16_384;
+/** … and at most this many bytes in all (one record at most a sixteenth of it). */
+const MAX_CACHED_COMMIT_BYTES = 16 * 1024 * 1024;
+
 /** A segment's shared read handle and how many reads use it now. */
 interface ReadHandle {
   fh: Promise<FileHandle>;
@@ -39,6 +53,9 @@ export class SegmentReadCache {
   readonly #handles = new Map<number, ReadHandle>();
   /** The framing of every segment in use, from recovery and from the log as it creates them. */
   readonly #framings: Map<number, Framing>;
+  /** Checked COMMIT payloads of live messages by place ("segment/offset"). */
+  readonly #commits = new Map<string, Buffer>();
+  #commitBytes = 0;
 
   constructor(segDir: string, framings: Map<number, Framing>) {
     this.#segDir = segDir;
@@ -86,6 +103,32 @@ export class SegmentReadCache {
     }
   }
 
+  /** The payload of the COMMIT (or RELOCATE) record at `offset`, from the cache once read. */
+  async readCommit(segment: number, offset: number, length: number): Promise<Buffer> {
+    const key = `${segment}/${offset}`;
+    const cached = this.#commits.get(key);
+    if (cached !== undefined) return cached;
+    const payload = await this.readRecord(segment, offset, length, [RecordType.Commit, RecordType.Relocate]);
+    const fits =
+      this.#commits.size < MAX_CACHED_COMMITS &&
+      payload.length <= MAX_CACHED_COMMIT_BYTES / 16 &&
+      this.#commitBytes + payload.length <= MAX_CACHED_COMMIT_BYTES;
+    if (fits && !this.#commits.has(key)) {
+      this.#commits.set(key, payload);
+      this.#commitBytes += payload.length;
+    }
+    return payload;
+  }
+
+  /** The message whose COMMIT lies at `offset` finished or moved: its cached record goes. */
+  forgetCommit(segment: number, offset: number): void {
+    const key = `${segment}/${offset}`;
+    const cached = this.#commits.get(key);
+    if (cached === undefined) return;
+    this.#commits.delete(key);
+    this.#commitBytes -= cached.length;
+  }
+
   /** The body bytes of the CHUNK records `chunks` names, in order. */
   async *readChunks(chunks: readonly ChunkRef[]): AsyncGenerator<Buffer> {
     for (const [segment, offset, length] of chunks) {
@@ -106,9 +149,11 @@ export class SegmentReadCache {
     if (r.users === 0) closeHandle(r);
   }
 
-  /** Drops every handle (the spool closes). */
+  /** Drops every handle and cached record (the spool closes). */
   dropAll(): void {
     for (const segment of [...this.#handles.keys()]) this.drop(segment);
+    this.#commits.clear();
+    this.#commitBytes = 0;
   }
 
   async #openSegment(segment: number): Promise<FileHandle> {

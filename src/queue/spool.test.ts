@@ -370,3 +370,19 @@ test('reads share a handle per segment: at most 16 stay open unused, and a delet
     assert.deepEqual(await openFilesUnder(join(dir, 'segments')), [], 'close() closes every handle');
   });
 });
+
+test('a live message is read from disk once for its envelope and chunk list, not on every pass', async () => {
+  await withTempDir(async (dir) => {
+    const { spool } = await Spool.open(opts(dir));
+    const body = Buffer.from('Subject: once\r\n\r\nHello\r\n');
+    const qid = await commitMessage(spool, body);
+    assert.equal((await spool.read(qid)).envelope.recipients.length, 1);
+    // The record is now in memory: with the segment emptied under it, the envelope still reads,
+    // while the body (never cached) cannot.
+    const [segment] = await segmentFiles(dir);
+    assert.ok(segment !== undefined);
+    await writeFile(join(dir, 'segments', segment), '');
+    assert.equal((await spool.read(qid)).envelope.recipients.length, 1);
+    await assert.rejects(readAll(spool.openBody(qid)), (err: unknown) => err instanceof SpoolError);
+  });
+});

@@ -217,10 +217,8 @@ export class Spool {
     const { segment, offset, length, pin } = e;
     this.#pins.add(pin);
     try {
-      const payload = await this.#reads.readRecord(segment, offset, length, [
-        RecordType.Commit,
-        RecordType.Relocate,
-      ]);
+      const payload = await this.#reads.readCommit(segment, offset, length);
+      this.#keepCommitIfLive(qid, e, segment, offset);
       let envelope: Envelope;
       try {
         envelope = decodeCommitEnvelope(payload);
@@ -261,6 +259,7 @@ export class Spool {
     const e = this.#entry(qid);
     const rec = this.#log.append(RecordType.Done, [encodeDone(qid)]);
     this.#index.delete(qid);
+    this.#reads.forgetCommit(e.segment, e.offset);
     this.#pins.remove(e.pin);
     this.#compaction.noteGone(e);
     // durable: false lets the record ride on the next sync anyone asks for (a commit, usually)
@@ -318,10 +317,8 @@ export class Spool {
     const { segment, offset, length, pin, size } = e;
     this.#pins.add(pin);
     try {
-      const payload = await this.#reads.readRecord(segment, offset, length, [
-        RecordType.Commit,
-        RecordType.Relocate,
-      ]);
+      const payload = await this.#reads.readCommit(segment, offset, length);
+      this.#keepCommitIfLive(qid, e, segment, offset);
       const chunks = decodeCommitMeta(payload).chunks;
       let total = 0;
       for await (const piece of this.#reads.readChunks(chunks)) {
@@ -333,6 +330,12 @@ export class Spool {
     } finally {
       this.#unpinReader(pin);
     }
+  }
+
+  /** A COMMIT read while its message finished or moved is not kept in the read cache. */
+  #keepCommitIfLive(qid: string, e: IndexEntry, segment: number, offset: number): void {
+    if (this.#index.get(qid) !== e || e.segment !== segment || e.offset !== offset)
+      this.#reads.forgetCommit(segment, offset);
   }
 
   #unpinReader(pin: number): void {
