@@ -2,8 +2,9 @@
  * Reads records back from the spool's segments: a COMMIT (for the envelope and the chunk list)
  * and the CHUNKs of a body, each checked against its CRC before use.
  *
- * Concurrent readers share one read-only handle per segment: a delivery reads its COMMIT twice
- * and its CHUNKs once, and opening the file for each read cost more than the read. Each record
+ * Concurrent readers share one read-only handle per segment: a delivery reads its COMMIT (from
+ * the cache below after the first time) and its CHUNKs, and opening the file for each read cost
+ * more than the read. Each record
  * is checked with the framing (mark, salted CRC) of the segment it lies in. At most
  * MAX_READ_HANDLES stay open while unused (least recently used closed first); a deleted
  * segment's handle is closed once its last reader is done.
