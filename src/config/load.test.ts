@@ -135,6 +135,13 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       connection_idle_ms: 2000,
       recipients_per_transaction: 50,
     },
+    lmtp: {
+      verify_recipients: true,
+      verify_positive_ms: 3_600_000,
+      verify_negative_ms: 600_000,
+      verify_unavailable: 'tempfail',
+      verify_timeout_ms: 10_000,
+    },
     queue: {
       first_retry_ms: 300_000,
       max_backoff_ms: 3_600_000,

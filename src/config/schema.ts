@@ -426,6 +426,31 @@ export const outboundSchema = z
     recipients_per_transaction: 50,
   });
 
+/**
+ * Domains delivered over LMTP (`transport` "lmtp:..."): recipient verification at RCPT
+ * (src/delivery/lmtp-probe.ts).
+ */
+export const lmtpSchema = z
+  .strictObject({
+    /** Ask the LMTP server at RCPT whether it takes the address; unknown ones get 550 5.1.1. */
+    verify_recipients: z.boolean().default(true),
+    /** How long "the mailbox exists" is remembered per address. */
+    verify_positive_ms: durationMs.default(3_600_000),
+    /** How long "no such mailbox" is remembered per address. */
+    verify_negative_ms: durationMs.default(600_000),
+    /** When the LMTP server cannot be asked: "tempfail" (450 4.4.3 at RCPT) or "accept" (queue; a refusal bounces). */
+    verify_unavailable: z.enum(['tempfail', 'accept']).default('tempfail'),
+    /** Connect, greeting and each command of a verification probe. */
+    verify_timeout_ms: durationMs.default(10_000),
+  })
+  .default({
+    verify_recipients: true,
+    verify_positive_ms: 3_600_000,
+    verify_negative_ms: 600_000,
+    verify_unavailable: 'tempfail',
+    verify_timeout_ms: 10_000,
+  });
+
 export const queueSchema = z
   .strictObject({
     /** Delay before the first retry of a deferred remote recipient; doubles after each failure. */
@@ -587,6 +612,7 @@ export const configSchema = z.strictObject({
   dns: dnsSchema,
   mailauth: mailauthSchema,
   outbound: outboundSchema,
+  lmtp: lmtpSchema,
   queue: queueSchema,
   log: logSchema,
   sendmail: sendmailSchema,

@@ -534,7 +534,7 @@ export function replyText(r: ClientReply): string {
  * A relay that cannot be resolved is a temporary failure (a configuration or DNS problem to
  * fix, not a reason to bounce); one that is this server (address and port) is a loop.
  */
-async function resolveRelay(
+export async function resolveRelay(
   relay: RelayRoute,
   dns: DnsResolver,
   isOwnEndpoint: (ip: string) => boolean,

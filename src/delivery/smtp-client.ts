@@ -886,6 +886,31 @@ export class SmtpClientSession {
     return { reply: state.last, final: true };
   }
 
+  /**
+   * Asks whether the server would take mail for `address`, without sending any: MAIL FROM:<>,
+   * RCPT TO, then RSET (address verification, as Postfix's verify(8) does). The reply to RCPT,
+   * the reply to MAIL when that was refused, or the loss of the connection.
+   */
+  async probe(address: string): Promise<ParsedReply | Lost> {
+    if (this.#busy) throw new Error('SmtpClientSession.probe: a transaction is already in progress');
+    if (UNSAFE.test(address)) return { lost: 'the address cannot be sent' };
+    this.#busy = true;
+    try {
+      const w = this.#wire;
+      const { commandMs } = this.#opts.timeouts;
+      const mail = await w.command('MAIL FROM:<>', commandMs, 'MAIL');
+      if (isLost(mail) || classOf(mail.code) !== 2) return mail;
+      this.#dirty = true;
+      const rcpt = await w.command(`RCPT TO:<${address}>`, commandMs, 'RCPT');
+      if (isLost(rcpt)) return rcpt;
+      const reset = await w.command('RSET', commandMs, 'RSET');
+      if (!isLost(reset) && classOf(reset.code) === 2) this.#dirty = false;
+      return rcpt;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
   /** Sends QUIT and waits (commandMs at most) for the reply, then closes. Never throws. */
   async quit(): Promise<void> {
     const w = this.#wire;

@@ -13,7 +13,7 @@ export interface RecipientPolicy {
   localDomains: ReadonlySet<string>;
   /** Domains whose mail is accepted for any local part and discarded (transport "discard"). */
   discardDomains: ReadonlySet<string>;
-  /** Domains routed to LMTP (transport "lmtp:..."): any local part; the LMTP server decides, its refusal bounces. */
+  /** Domains routed to LMTP (transport "lmtp:..."): any local part here; the LMTP server decides (asked at RCPT by delivery/lmtp-probe.ts when [lmtp] verify_recipients). */
   lmtpDomains: ReadonlySet<string>;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;

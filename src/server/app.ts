@@ -13,9 +13,10 @@ import { claimedUser } from '../auth/sasl.js';
 import { mayUseSender, type AuthContext, type PasswordBackend } from '../auth/store.js';
 import { UserStore, type VerifyResult } from '../auth/users.js';
 import type { Config } from '../config/schema.js';
-import { CachingResolver, NodeDnsResolver } from '../delivery/dns.js';
+import { CachingResolver, NodeDnsResolver, type DnsResolver } from '../delivery/dns.js';
 import { maildirOwnership } from '../delivery/local/ownership.js';
-import { buildRelays } from '../delivery/relays.js';
+import { LmtpProbe } from '../delivery/lmtp-probe.js';
+import { buildRelays, parseLmtpTransport } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
 import type { Logger } from '../observability/log.js';
@@ -28,7 +29,7 @@ import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
 import type { Credentials } from '../auth/sasl.js';
-import type { Mailbox } from '../smtp/address.js';
+import { formatMailbox, type Mailbox } from '../smtp/address.js';
 import { reply, type Reply } from '../smtp/replies.js';
 import type {
   AuthOutcome,
@@ -209,7 +210,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth };
+  const lmtpProbe = config.lmtp.verify_recipients ? buildLmtpProbe(config, dns) : null;
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth, lmtpProbe };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -354,6 +356,37 @@ interface SharedServices {
   spool: Spool;
   mailauth: MailAuth;
   auth: AuthServices;
+  /** Recipient verification for LMTP domains ([lmtp] verify_recipients); null when off. */
+  lmtpProbe: { probe: LmtpProbe; unavailable: 'tempfail' | 'accept' } | null;
+}
+
+/** The LMTP routes of `transport` and a prober for their recipients. */
+function buildLmtpProbe(config: Config, dns: DnsResolver): SharedServices['lmtpProbe'] {
+  const routes = new Map(
+    Object.entries(config.transport).flatMap(([domain, t]) => {
+      const route = typeof t === 'string' ? parseLmtpTransport(t) : null;
+      return route === null ? [] : [[domain.toLowerCase(), route] as const];
+    }),
+  );
+  if (routes.size === 0) return null;
+  const timeout = config.lmtp.verify_timeout_ms;
+  const probe = new LmtpProbe({
+    routes,
+    dns,
+    hostname: config.hostname,
+    timeouts: {
+      connectMs: timeout,
+      greetingMs: timeout,
+      commandMs: timeout,
+      dataInitMs: timeout,
+      dataBlockMs: timeout,
+      dataEndMs: timeout,
+    },
+    positiveMs: config.lmtp.verify_positive_ms,
+    negativeMs: config.lmtp.verify_negative_ms,
+    now: Date.now,
+  });
+  return { probe, unavailable: config.lmtp.verify_unavailable };
 }
 
 /**
@@ -381,7 +414,43 @@ class AppHooks implements SessionHooks {
     rcpt: Mailbox,
     ctx: { authUser: string | undefined; client: ClientView },
   ): Promise<RecipientVerdict> {
-    return Promise.resolve(checkRecipient(this.#s.policy, rcpt, ctx));
+    const verdict = checkRecipient(this.#s.policy, rcpt, ctx);
+    const lmtp = this.#s.lmtpProbe;
+    if (verdict.kind !== 'accept' || lmtp === null || !lmtp.probe.covers(rcpt.domain)) {
+      return Promise.resolve(verdict);
+    }
+    return this.#verifyOverLmtp(lmtp, rcpt);
+  }
+
+  /** An LMTP domain's recipient: accepted only if its LMTP server takes the address. */
+  async #verifyOverLmtp(
+    lmtp: NonNullable<SharedServices['lmtpProbe']>,
+    rcpt: Mailbox,
+  ): Promise<RecipientVerdict> {
+    const address = formatMailbox(rcpt);
+    const answer = await lmtp.probe.verify(addressKey(rcpt), rcpt.domain);
+    switch (answer.kind) {
+      case 'exists':
+        return { kind: 'accept' };
+      case 'unknown':
+        this.#log.info(
+          { rcpt: address, reply: `${answer.reply.code} ${answer.reply.lines.join(' ')}` },
+          'recipient refused: the LMTP server does not know it',
+        );
+        return { kind: 'reject', reply: reply('NO_SUCH_USER', { address }) };
+      case 'unavailable':
+        this.#log.warn(
+          { rcpt: address, reason: answer.reason, action: lmtp.unavailable },
+          'recipient not verified: the LMTP server could not be asked',
+        );
+        return lmtp.unavailable === 'accept'
+          ? { kind: 'accept' }
+          : { kind: 'reject', reply: reply('RECIPIENT_UNVERIFIED', { address }) };
+      default: {
+        const unexpected: never = answer;
+        throw new Error(`unexpected probe answer ${JSON.stringify(unexpected)}`);
+      }
+    }
   }
 
   verifyAddress(rcpt: Mailbox): Promise<boolean> {

@@ -126,6 +126,11 @@ export const REPLIES = {
     enhanced: '5.1.1',
     text: 'Recipient <{address}> unknown: no such mailbox here',
   },
+  RECIPIENT_UNVERIFIED: {
+    code: 450,
+    enhanced: '4.4.3',
+    text: 'Recipient <{address}> cannot be verified now: the mailbox server is unavailable; try again later',
+  },
   RELAY_DENIED: {
     code: 554,
     enhanced: '5.7.1',
