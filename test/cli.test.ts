@@ -80,6 +80,29 @@ test('check-config names the bad key and exits 2; a good file exits 0', async ()
   }
 });
 
+test('check-config and serve: a Maildir owner or group this machine does not know exits 2 naming the key', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sterna-cli-'));
+  try {
+    const file = path.join(dir, 'owner.toml');
+    await writeFile(
+      file,
+      `data_dir = "${dir}"\n[local_delivery]\nowner = "no-such-sterna-user"\ngroup = "no-such-sterna-group"\n`,
+    );
+    for (const cmd of ['check-config', 'serve']) {
+      const r = await run([cmd, '--config', file]);
+      assert.equal(r.code, 2, `${cmd}: ${r.stderr}`);
+      assert.match(r.stderr, /local_delivery\.owner: no such name in \/etc\/passwd: "no-such-sterna-user"/);
+      assert.match(r.stderr, /local_delivery\.group: no such name in \/etc\/group: "no-such-sterna-group"/);
+    }
+    // Names this machine has (and numbers) pass.
+    await writeFile(file, `data_dir = "${dir}"\n[local_delivery]\nowner = "root"\ngroup = "0"\n`);
+    const ok = await run(['check-config', '--config', file]);
+    assert.equal(ok.code, 0, ok.stderr);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
 test('check-config: a relay with credentials over unverified TLS exits 2 naming the key; the explicit opt-out warns and exits 0', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'sterna-cli-'));
   try {

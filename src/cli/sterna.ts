@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { ownershipProblems } from '../delivery/local/ownership.js';
 import { serve } from '../main.js';
 import { runApiKeyCommand } from './apikey-command.js';
 import { runQueueCommand } from './queue-command.js';
@@ -103,9 +104,15 @@ async function main(argv: string[]): Promise<number> {
         }
         throw err;
       }
+      const source = file ?? process.env['STERNA_CONFIG'];
+      const machineProblems = ownershipProblems(config.local_delivery);
+      if (machineProblems.length > 0) {
+        const from = source === undefined || source === '' ? '(embedded defaults)' : source;
+        process.stderr.write(`${formatConfigError(new ConfigError(from, machineProblems))}\n`);
+        return 2;
+      }
       if (command === 'check-config') {
         for (const w of configWarnings(config)) process.stderr.write(`sterna check-config: warning: ${w}\n`);
-        const source = file ?? process.env['STERNA_CONFIG'];
         process.stdout.write(
           `configuration ok${source === undefined || source === '' ? ' (embedded defaults)' : `: ${source}`}\n`,
         );
