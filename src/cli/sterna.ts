@@ -12,6 +12,7 @@ import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../c
 import type { Config } from '../config/schema.js';
 import { serve } from '../main.js';
 import { runApiKeyCommand } from './apikey-command.js';
+import { DIAGNOSE_HELP, runDiagnoseCommand } from './diagnose-command.js';
 import { runQueueCommand } from './queue-command.js';
 import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
@@ -24,6 +25,7 @@ Usage:
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
+  sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
@@ -150,6 +152,15 @@ async function main(argv: string[]): Promise<number> {
         keysFile: config.http_api.keys_file,
         usersFile: config.auth.users_file,
       });
+    }
+    case 'diagnose': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(DIAGNOSE_HELP);
+        return 0;
+      }
+      const config = await commandConfig('diagnose', rest);
+      if (typeof config === 'number') return config;
+      return runDiagnoseCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
     case 'sendmail':
       return runSendmail(rest, 'sendmail', sendmailIo());
