@@ -13,6 +13,7 @@ import type { Config } from '../config/schema.js';
 import { serve } from '../main.js';
 import { runApiKeyCommand } from './apikey-command.js';
 import { DIAGNOSE_HELP, runDiagnoseCommand } from './diagnose-command.js';
+import { runLogCommand } from './log-command.js';
 import { runQueueCommand } from './queue-command.js';
 import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
@@ -26,6 +27,7 @@ Usage:
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
   sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
+  sterna log QID|--sender A|--rcpt A the story of messages from the JSON log (see: sterna log --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
@@ -162,6 +164,8 @@ async function main(argv: string[]): Promise<number> {
       if (typeof config === 'number') return config;
       return runDiagnoseCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
+    case 'log':
+      return runLogCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     case 'sendmail':
       return runSendmail(rest, 'sendmail', sendmailIo());
     default:
