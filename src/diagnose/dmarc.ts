@@ -76,7 +76,7 @@ export async function checkDmarc(ctx: DomainContext): Promise<Finding[]> {
     );
   }
   const rua = tagValue(tags, 'rua');
-  const policy = `p=${p.toLowerCase()}${p.toLowerCase() === 'none' ? ' (reports only, no protection yet)' : ''}`;
+  const policy = p.toLowerCase() === 'none' ? 'p=none, which only asks for reports' : `p=${p.toLowerCase()}`;
   if (rua === undefined || rua === '') {
     return [
       finding(
