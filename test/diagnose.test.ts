@@ -53,6 +53,8 @@ const BROKEN_ZONE: Zone = {
   },
   '_dmarc.twospf.test': { TXT: [['v=DMARC1; p=bogus']] },
   'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
+  // Its MX is another server.
+  'elsewhere.test': { MX: [{ preference: 10, exchange: 'mx.good.test' }] },
   'literal.test': {
     MX: [
       { preference: 10, exchange: '192.0.2.20' },
@@ -167,7 +169,7 @@ ${o.extra}
     brokenConfig,
     config({
       host: 'mx.broken.test',
-      domains: ['broken.test', 'twospf.test', 'nullmx.test', 'literal.test'],
+      domains: ['broken.test', 'twospf.test', 'nullmx.test', 'literal.test', 'elsewhere.test'],
       cert: files.brokenCert,
       key: files.brokenKey,
       extra: 'public_addresses = ["192.0.2.20", "192.0.2.21"]\ndnsbl_zones = ["bl.test", "refusing.test"]',
@@ -264,7 +266,13 @@ test('a broken zone: each planted fault is found with its severity and its fix; 
   ]);
   assert.equal(r.code, 1, r.stdout + r.stderr);
   const report = parseReport(r.stdout);
-  assert.deepEqual(report.domains, ['broken.test', 'twospf.test', 'nullmx.test', 'literal.test']);
+  assert.deepEqual(report.domains, [
+    'broken.test',
+    'twospf.test',
+    'nullmx.test',
+    'literal.test',
+    'elsewhere.test',
+  ]);
   const one = (id: string, subject: string): Finding => {
     const hits = report.findings.filter((f) => f.id === id && f.subject === subject);
     assert.equal(hits.length, 1, `one ${id} about ${subject} in ${JSON.stringify(report.findings, null, 1)}`);
@@ -279,6 +287,12 @@ test('a broken zone: each planted fault is found with its severity and its fix; 
   // MX
   expect('mx.missing', 'broken.test', 'error', 'publish: broken.test. IN MX 10 mx.broken.test.');
   expect('mx.null', 'nullmx.test', 'error');
+  expect(
+    'mx.elsewhere',
+    'elsewhere.test',
+    'warning',
+    'if this server should receive mail for elsewhere.test, publish: elsewhere.test. IN MX 10 mx.broken.test.',
+  );
   expect('mx.ip-literal', 'literal.test', 'error');
   expect(
     'mx.cname',
