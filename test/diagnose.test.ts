@@ -87,6 +87,21 @@ interface Report {
   summary: { ok: number; warning: number; error: number };
 }
 
+/** `sterna diagnose --json` with `config`, the DKIM selector sel1, the test CA and `more` arguments. */
+function diagnoseJson(config: string, ...more: string[]): ReturnType<typeof runSterna> {
+  return runSterna([
+    'diagnose',
+    '--config',
+    config,
+    '--dkim-selector',
+    'sel1',
+    '--ca-file',
+    caFile,
+    '--json',
+    ...more,
+  ]);
+}
+
 function parseReport(text: string): Report {
   const parsed: unknown = JSON.parse(text);
   assert.ok(typeof parsed === 'object' && parsed !== null && 'findings' in parsed, text);
@@ -183,16 +198,7 @@ after(async () => {
 });
 
 test('a good zone: every check OK, exit code 0, in JSON and in text', async () => {
-  const r = await runSterna([
-    'diagnose',
-    '--config',
-    goodConfig,
-    '--dkim-selector',
-    'sel1',
-    '--ca-file',
-    caFile,
-    '--json',
-  ]);
+  const r = await diagnoseJson(goodConfig);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   const report = parseReport(r.stdout);
   assert.deepEqual(
@@ -254,16 +260,7 @@ test('a good zone: every check OK, exit code 0, in JSON and in text', async () =
 });
 
 test('a broken zone: each planted fault is found with its severity and its fix; exit code 1', async () => {
-  const r = await runSterna([
-    'diagnose',
-    '--config',
-    brokenConfig,
-    '--dkim-selector',
-    'sel1',
-    '--ca-file',
-    caFile,
-    '--json',
-  ]);
+  const r = await diagnoseJson(brokenConfig);
   assert.equal(r.code, 1, r.stdout + r.stderr);
   const report = parseReport(r.stdout);
   assert.deepEqual(report.domains, [

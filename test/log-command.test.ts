@@ -11,10 +11,12 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import type { Zone } from './helpers/dns-server.js';
 import { startOutboundPeers, type OutboundPeers } from './helpers/outbound-fixture.js';
 import { sendMessage, waitFor } from './helpers/outbound.js';
 import { prepareServeDir, readJsonLog, startSternaProcess, type LogRecord } from './helpers/process.js';
 import { runSterna } from './helpers/run-cli.js';
+import type { SinkCommand } from './helpers/smtp-sink.js';
 
 let peers: OutboundPeers<'sink'>;
 let dir: string;
@@ -25,22 +27,17 @@ let delivered: string;
 let bounced: string;
 let bounce: string;
 
+/** example.test's one MX is the receiving server on 127.0.0.2, which knows ann but not bob. */
+const MX_HOST = '127.0.0.2';
+const refuseBob = (cmd: SinkCommand): string | undefined =>
+  cmd.verb === 'RCPT' && cmd.line.includes('<bob@')
+    ? '550 5.1.1 <bob@example.test>: no such user'
+    : undefined;
+
 before(async () => {
-  peers = await startOutboundPeers({
-    zone: {
-      'example.test': { MX: [{ preference: 10, exchange: 'mx1.example.test' }] },
-      'mx1.example.test': { A: ['127.0.0.2'] },
-    },
-    sinks: {
-      sink: {
-        host: '127.0.0.2',
-        respond: (cmd) =>
-          cmd.verb === 'RCPT' && cmd.line.includes('<bob@')
-            ? '550 5.1.1 <bob@example.test>: no such user'
-            : undefined,
-      },
-    },
-  });
+  const zone: Zone = { 'mx1.example.test': { A: [MX_HOST] } };
+  zone['example.test'] = { MX: [{ preference: 10, exchange: 'mx1.example.test' }] };
+  peers = await startOutboundPeers({ zone, sinks: { sink: { host: MX_HOST, respond: refuseBob } } });
   const d = await prepareServeDir({
     prefix: 'sterna-log-',
     hostname: 'mx.sterna.test',
@@ -102,63 +99,59 @@ function sessionLine(qid: string, msg: string): LogRecord {
   return r;
 }
 
-function deliveredStory(): string[] {
-  const q = rec(delivered, 'queued');
-  return story(`message ${delivered}`, [
+/** The first events of a message from zoe@sterna.test to `rcpt`: its session and its acceptance. */
+function arrival(qid: string, rcpt: string): [LogRecord, string][] {
+  const q = rec(qid, 'queued');
+  return [
     [
-      sessionLine(delivered, 'connected'),
+      sessionLine(qid, 'connected'),
       `connected from 127.0.0.1 to the smtp listener (session ${String(q.fields['sid'])})`,
     ],
-    [sessionLine(delivered, 'mail'), 'MAIL FROM:<zoe@sterna.test>'],
-    [sessionLine(delivered, 'rcpt'), 'RCPT TO:<ann@example.test>'],
-    [q, `accepted: ${String(q.fields['size'])} bytes from <zoe@sterna.test> for ann@example.test`],
+    [sessionLine(qid, 'mail'), 'MAIL FROM:<zoe@sterna.test>'],
+    [sessionLine(qid, 'rcpt'), `RCPT TO:<${rcpt}>`],
+    [q, `accepted: ${String(q.fields['size'])} bytes from <zoe@sterna.test> for ${rcpt}`],
+  ];
+}
+
+const REMOVED = 'removed from the queue: every recipient delivered or failed';
+const finishedLine = (qid: string): [LogRecord, string] => [
+  rec(qid, 'message finished: every recipient delivered or failed'),
+  REMOVED,
+];
+
+function deliveredStory(): string[] {
+  const done = rec(delivered, 'outbound: delivered');
+  return story(`message ${delivered}`, [
+    ...arrival(delivered, 'ann@example.test'),
     [
       rec(delivered, 'outbound attempt'),
       'attempt for ann@example.test at mx1.example.test [127.0.0.2], no TLS: 250 2.0.0 Ok: queued as SINK',
     ],
-    [
-      rec(delivered, 'outbound: delivered'),
-      `delivered to ann@example.test (${String(rec(delivered, 'outbound: delivered').fields['delay'])} s after arrival)`,
-    ],
-    [
-      rec(delivered, 'message finished: every recipient delivered or failed'),
-      'removed from the queue: every recipient delivered or failed',
-    ],
+    [done, `delivered to ann@example.test (${String(done.fields['delay'])} s after arrival)`],
+    finishedLine(delivered),
   ]);
 }
 
 function bouncedStory(): string[] {
-  const q = rec(bounced, 'queued');
+  const refusal = '550 5.1.1 <bob@example.test>: no such user';
   return [
     ...story(`message ${bounced}`, [
-      [
-        sessionLine(bounced, 'connected'),
-        `connected from 127.0.0.1 to the smtp listener (session ${String(q.fields['sid'])})`,
-      ],
-      [sessionLine(bounced, 'mail'), 'MAIL FROM:<zoe@sterna.test>'],
-      [sessionLine(bounced, 'rcpt'), 'RCPT TO:<bob@example.test>'],
-      [q, `accepted: ${String(q.fields['size'])} bytes from <zoe@sterna.test> for bob@example.test`],
+      ...arrival(bounced, 'bob@example.test'),
       [
         rec(bounced, 'outbound attempt'),
-        'attempt for bob@example.test at mx1.example.test [127.0.0.2], no TLS, reused connection: 550 5.1.1 <bob@example.test>: no such user',
+        `attempt for bob@example.test at mx1.example.test [127.0.0.2], no TLS, reused connection: ${refusal}`,
       ],
       [
         rec(bounced, 'outbound: failed'),
-        'failed bob@example.test: 550 5.1.1 <bob@example.test>: no such user; fix: the address does not exist at the destination; the sender was told',
+        `failed bob@example.test: ${refusal}; fix: the address does not exist at the destination; the sender was told`,
       ],
       [rec(bounced, 'bounce queued'), `bounce queued as ${bounce} to <zoe@sterna.test> for bob@example.test`],
-      [
-        rec(bounced, 'message finished: every recipient delivered or failed'),
-        'removed from the queue: every recipient delivered or failed',
-      ],
+      finishedLine(bounced),
     ]),
     '',
     ...story(`message ${bounce} (a report about ${bounced})`, [
       [rec(bounce, 'delivered'), 'delivered to zoe@sterna.test in mailbox zoe@sterna.test'],
-      [
-        rec(bounce, 'message finished: every recipient delivered or failed'),
-        'removed from the queue: every recipient delivered or failed',
-      ],
+      finishedLine(bounce),
     ]),
   ];
 }
