@@ -13,6 +13,8 @@ import type { Config } from '../config/schema.js';
 import { ownershipProblems } from '../delivery/local/ownership.js';
 import { serve } from '../main.js';
 import { runApiKeyCommand } from './apikey-command.js';
+import { DIAGNOSE_HELP, runDiagnoseCommand } from './diagnose-command.js';
+import { runLogCommand } from './log-command.js';
 import { runQueueCommand } from './queue-command.js';
 import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
@@ -25,6 +27,8 @@ Usage:
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
+  sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
+  sterna log QID|--sender A|--rcpt A the story of messages from the JSON log (see: sterna log --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
@@ -158,6 +162,17 @@ async function main(argv: string[]): Promise<number> {
         usersFile: config.auth.users_file,
       });
     }
+    case 'diagnose': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write(DIAGNOSE_HELP);
+        return 0;
+      }
+      const config = await commandConfig('diagnose', rest);
+      if (typeof config === 'number') return config;
+      return runDiagnoseCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
+    }
+    case 'log':
+      return runLogCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
     case 'sendmail':
       return runSendmail(rest, 'sendmail', sendmailIo());
     default:

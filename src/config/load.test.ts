@@ -158,6 +158,10 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       idempotency_max_entries: 100_000,
       messages_per_minute: 60,
     },
+    diagnose: {
+      public_addresses: [],
+      dnsbl_zones: ['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'],
+    },
   });
 });
 

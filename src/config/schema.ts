@@ -516,6 +516,23 @@ export const httpApiSchema = z
     messages_per_minute: 60,
   });
 
+/** Blocklists `sterna diagnose` looks the public addresses up in, when [diagnose] names none. */
+export const DEFAULT_DNSBL_ZONES = ['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'];
+
+/** `sterna diagnose` (docs/operations.md). */
+export const diagnoseSchema = z
+  .strictObject({
+    /** This server's public IP addresses, as receivers see them. Empty: the hostname's A/AAAA records. */
+    public_addresses: z
+      .array(z.string().regex(/^[0-9a-fA-F:.]+$/, 'expected an IP address, e.g. "192.0.2.10"'))
+      .default([]),
+    /** DNS blocklist zones (RFC 5782) the public addresses are looked up in. */
+    dnsbl_zones: z
+      .array(z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a DNS zone such as "zen.spamhaus.org"'))
+      .default(DEFAULT_DNSBL_ZONES),
+  })
+  .default({ public_addresses: [], dnsbl_zones: DEFAULT_DNSBL_ZONES });
+
 export const logSchema = z
   .strictObject({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
@@ -617,6 +634,7 @@ export const configSchema = z.strictObject({
   log: logSchema,
   sendmail: sendmailSchema,
   http_api: httpApiSchema,
+  diagnose: diagnoseSchema,
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startDnsServer, type TestDnsServer, type Zone } from '../../test/helpers/dns-server.js';
+import { reverseName, startDnsServer, type TestDnsServer, type Zone } from '../../test/helpers/dns-server.js';
 import {
   CachingResolver,
   DEFAULT_MX_TTL_SECONDS,
@@ -26,6 +26,9 @@ const ZONE: Zone = {
     ttl: 60,
   },
   'null.test': { MX: [{ preference: 0, exchange: '.' }] },
+  'alias.example.test': { CNAME: 'example.test' },
+  [reverseName('192.0.2.1')]: { PTR: ['Example.Test.'] },
+  [reverseName('2001:db8::1')]: { PTR: ['example.test'] },
   'servfail.test': { rcode: 'SERVFAIL' },
   'refused.test': { rcode: 'REFUSED' },
   'drop.test': { drop: true },
@@ -264,5 +267,33 @@ test('CachingResolver.txt is a temporary failure when the wrapped resolver has n
   assert.deepEqual(await cache.txt('x.test'), {
     kind: 'temp',
     reason: 'TXT lookup for x.test: not supported by the resolver',
+  });
+});
+
+test('NodeDnsResolver looks up PTR (IPv4 and IPv6 reverse names) and CNAME', { timeout: 5000 }, async () => {
+  await withResolver(async (r) => {
+    assert.equal(reverseName('192.0.2.1'), '1.2.0.192.in-addr.arpa');
+    assert.equal(
+      reverseName('2001:db8::1'),
+      '1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa',
+    );
+    assert.deepEqual(await r.ptr(reverseName('192.0.2.1')), {
+      kind: 'ok',
+      records: ['example.test'],
+      ttl: DEFAULT_MX_TTL_SECONDS,
+    });
+    assert.deepEqual(await r.ptr(reverseName('2001:db8::1')), {
+      kind: 'ok',
+      records: ['example.test'],
+      ttl: DEFAULT_MX_TTL_SECONDS,
+    });
+    assert.deepEqual(await r.ptr(reverseName('192.0.2.99')), { kind: 'nxdomain' });
+    assert.deepEqual(await r.cname('alias.example.test'), {
+      kind: 'ok',
+      records: ['example.test'],
+      ttl: DEFAULT_MX_TTL_SECONDS,
+    });
+    assert.deepEqual(await r.cname('example.test'), { kind: 'nodata' });
+    assert.equal((await r.ptr('servfail.test')).kind, 'temp');
   });
 });

@@ -1,6 +1,6 @@
 /**
- * The DNS lookups outbound delivery needs (MX, A, AAAA, TXT), as plain results instead of
- * exceptions: a record set with its TTL, "no such domain", "no record of that type", or a
+ * The DNS lookups outbound delivery needs (MX, A, AAAA, TXT), and those `sterna diagnose` adds
+ * (PTR, CNAME), as plain results instead of exceptions: a record set with its TTL, "no such domain", "no record of that type", or a
  * temporary failure to retry later.
  *
  * - NodeDnsResolver asks c-ares (node:dns promises Resolver), with the configured servers or the
@@ -47,6 +47,13 @@ export interface DnsResolver {
   aaaa(name: string): Promise<DnsResult<AddressRecord[]>>;
   /** Each record is its list of character-strings (RFC 1035 3.3.14), not joined. */
   txt?(name: string): Promise<DnsResult<string[][]>>;
+  /**
+   * PTR records of a reverse name (RFC 1035 3.5 in-addr.arpa, RFC 3596 2.5 ip6.arpa), asked of
+   * the DNS only (never /etc/hosts): the host names, without a trailing dot.
+   */
+  ptr?(name: string): Promise<DnsResult<string[]>>;
+  /** The CNAME target of `name` (RFC 1034 3.6.2), when `name` is an alias. */
+  cname?(name: string): Promise<DnsResult<string[]>>;
 }
 
 /** TTL given to MX and TXT answers, whose real TTL node:dns does not report. */
@@ -167,6 +174,26 @@ export class NodeDnsResolver implements DnsResolver {
       return { kind: 'ok', records, ttl: DEFAULT_MX_TTL_SECONDS };
     } catch (err) {
       return dnsErrorResult(err, 'TXT', name);
+    }
+  }
+
+  async ptr(name: string): Promise<DnsResult<string[]>> {
+    try {
+      const records = await this.#resolver.resolvePtr(name);
+      if (records.length === 0) return { kind: 'nodata' };
+      return { kind: 'ok', records: records.map(normalizeDnsName), ttl: DEFAULT_MX_TTL_SECONDS };
+    } catch (err) {
+      return dnsErrorResult(err, 'PTR', name);
+    }
+  }
+
+  async cname(name: string): Promise<DnsResult<string[]>> {
+    try {
+      const records = await this.#resolver.resolveCname(name);
+      if (records.length === 0) return { kind: 'nodata' };
+      return { kind: 'ok', records: records.map(normalizeDnsName), ttl: DEFAULT_MX_TTL_SECONDS };
+    } catch (err) {
+      return dnsErrorResult(err, 'CNAME', name);
     }
   }
 

@@ -27,6 +27,8 @@ export interface ZoneEntry {
   A?: string[];
   AAAA?: string[];
   CNAME?: string;
+  /** PTR targets (RFC 1035 3.3.12), for names under in-addr.arpa / ip6.arpa (see reverseName). */
+  PTR?: string[];
   /** Each record is a list of character-strings (at most 255 bytes each). */
   TXT?: string[][];
   /** TTL of every record of this name, in seconds. Default 300. */
@@ -62,7 +64,7 @@ export interface TestDnsServer {
   close(): Promise<void>;
 }
 
-const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, MX: 15, TXT: 16, AAAA: 28, OPT: 41 } as const;
+const TYPE = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, OPT: 41 } as const;
 const TYPE_NAMES = new Map<number, string>(Object.entries(TYPE).map(([k, v]) => [v, k]));
 const CLASS_IN = 1;
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
@@ -168,7 +170,7 @@ function encodeRdata(
     if (net.isIPv4(value)) return Buffer.from(value.split('.').map(Number));
   } else if (type === TYPE.AAAA && typeof value === 'string') {
     if (net.isIPv6(value)) return ipv6Bytes(value);
-  } else if (type === TYPE.CNAME && typeof value === 'string') {
+  } else if ((type === TYPE.CNAME || type === TYPE.PTR) && typeof value === 'string') {
     return encodeName(value);
   } else if (type === TYPE.MX && typeof value === 'object' && !Array.isArray(value)) {
     const pref = Buffer.alloc(2);
@@ -250,9 +252,11 @@ function answer(zone: Zone, qname: string, qtype: number): { rcode: number; reco
             ? (entry.MX ?? [])
             : qtype === TYPE.TXT
               ? (entry.TXT ?? [])
-              : qtype === TYPE.CNAME && entry.CNAME !== undefined
-                ? [entry.CNAME]
-                : [];
+              : qtype === TYPE.PTR
+                ? (entry.PTR ?? [])
+                : qtype === TYPE.CNAME && entry.CNAME !== undefined
+                  ? [entry.CNAME]
+                  : [];
     for (const v of values) records.push(encodeRecord(owner, qtype, ttl, encodeRdata(qtype, v)));
     return { rcode: RCODE.NOERROR, records };
   }
@@ -277,6 +281,16 @@ function buildResponse(
   header.writeUInt16BE(question === undefined ? 0 : 1, 4);
   header.writeUInt16BE(truncated ? 0 : records.length, 6);
   return Buffer.concat([header, question ?? Buffer.alloc(0), ...(truncated ? [] : records)]);
+}
+
+/**
+ * The reverse-lookup name of an IP address (RFC 1035 3.5 in-addr.arpa, RFC 3596 2.5 ip6.arpa),
+ * for writing PTR records in a zone: reverseName('192.0.2.1') is '1.2.0.192.in-addr.arpa'.
+ */
+export function reverseName(address: string): string {
+  if (net.isIPv4(address)) return `${address.split('.').reverse().join('.')}.in-addr.arpa`;
+  const nibbles = ipv6Bytes(address).toString('hex').split('').reverse().join('.');
+  return `${nibbles}.ip6.arpa`;
 }
 
 /**
