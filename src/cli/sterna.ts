@@ -11,13 +11,7 @@ import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { ownershipProblems } from '../delivery/local/ownership.js';
-import { serve } from '../main.js';
-import { runApiKeyCommand } from './apikey-command.js';
-import { DIAGNOSE_HELP, runDiagnoseCommand } from './diagnose-command.js';
-import { runLogCommand } from './log-command.js';
-import { runQueueCommand } from './queue-command.js';
-import { runSendmail } from './sendmail.js';
-import { runUserCommand } from './user-command.js';
+import type { runSendmail } from './sendmail.js';
 
 const HELP = `sterna — an SMTP server: submission, transfer and local delivery
 
@@ -122,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
         );
         return 0;
       }
-      return serve(config);
+      return (await import('../main.js')).serve(config);
     }
     case 'user': {
       let usersFile: string;
@@ -140,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
         }
         throw err;
       }
-      return runUserCommand(rest, {
+      return (await import('./user-command.js')).runUserCommand(rest, {
         stdin: process.stdin,
         stdout: process.stdout,
         stderr: process.stderr,
@@ -150,12 +144,16 @@ async function main(argv: string[]): Promise<number> {
     case 'queue': {
       const config = await commandConfig('queue', rest);
       if (typeof config === 'number') return config;
-      return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
+      return (await import('./queue-command.js')).runQueueCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        config,
+      });
     }
     case 'apikey': {
       const config = await commandConfig('apikey', rest);
       if (typeof config === 'number') return config;
-      return runApiKeyCommand(rest, {
+      return (await import('./apikey-command.js')).runApiKeyCommand(rest, {
         stdout: process.stdout,
         stderr: process.stderr,
         keysFile: config.http_api.keys_file,
@@ -164,17 +162,25 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'diagnose': {
       if (rest.includes('--help') || rest.includes('-h')) {
-        process.stdout.write(DIAGNOSE_HELP);
+        process.stdout.write((await import('./diagnose-command.js')).DIAGNOSE_HELP);
         return 0;
       }
       const config = await commandConfig('diagnose', rest);
       if (typeof config === 'number') return config;
-      return runDiagnoseCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
+      return (await import('./diagnose-command.js')).runDiagnoseCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        config,
+      });
     }
     case 'log':
-      return runLogCommand(rest, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      return (await import('./log-command.js')).runLogCommand(rest, {
+        stdin: process.stdin,
+        stdout: process.stdout,
+        stderr: process.stderr,
+      });
     case 'sendmail':
-      return runSendmail(rest, 'sendmail', sendmailIo());
+      return (await import('./sendmail.js')).runSendmail(rest, 'sendmail', sendmailIo());
     default:
       process.stderr.write(`sterna: unknown command "${command}"\n\n${HELP}`);
       return 2;
@@ -185,11 +191,13 @@ function sendmailIo(): Parameters<typeof runSendmail>[2] {
   return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
 }
 
+// Each command's module is loaded when that command runs, so that `sterna sendmail` (from cron,
+// once per message) and `sterna queue` do not load the server, mailauth and fastify first.
 // Installed as /usr/sbin/sendmail (a symbolic link, docs/sendmail.md), or as mailq / newaliases,
 // sterna is that command.
 const invokedAs = basename(process.argv[1] ?? '');
 const run = ['sendmail', 'mailq', 'newaliases'].includes(invokedAs)
-  ? runSendmail(process.argv.slice(2), invokedAs, sendmailIo())
+  ? import('./sendmail.js').then((m) => m.runSendmail(process.argv.slice(2), invokedAs, sendmailIo()))
   : main(process.argv.slice(2));
 
 run.then(
