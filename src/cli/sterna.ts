@@ -11,7 +11,9 @@ import { basename } from 'node:path';
 import { ConfigError, configWarnings, formatConfigError, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { serve } from '../main.js';
+import { DkimKeyStore } from '../mailauth/dkim-keys.js';
 import { runApiKeyCommand } from './apikey-command.js';
+import { runDkimCommand } from './dkim-command.js';
 import { runQueueCommand } from './queue-command.js';
 import { runSendmail } from './sendmail.js';
 import { runUserCommand } from './user-command.js';
@@ -24,6 +26,7 @@ Usage:
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
+  sterna dkim keygen|show ...          DKIM signing keys and their DNS records (see: sterna dkim --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
   sterna COMMAND --help                help for one command
@@ -96,6 +99,8 @@ async function main(argv: string[]): Promise<number> {
       let config;
       try {
         config = await loadConfig(file);
+        // The DKIM key files are part of the configuration: missing, open or unreadable stops here.
+        await DkimKeyStore.load(config, file ?? process.env['STERNA_CONFIG'] ?? '(embedded defaults)');
       } catch (err) {
         if (err instanceof ConfigError) {
           process.stderr.write(`${formatConfigError(err)}\n`);
@@ -150,6 +155,11 @@ async function main(argv: string[]): Promise<number> {
         keysFile: config.http_api.keys_file,
         usersFile: config.auth.users_file,
       });
+    }
+    case 'dkim': {
+      const config = await commandConfig('dkim', rest);
+      if (typeof config === 'number') return config;
+      return runDkimCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
     }
     case 'sendmail':
       return runSendmail(rest, 'sendmail', sendmailIo());
