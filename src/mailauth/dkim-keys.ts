@@ -32,6 +32,8 @@ export interface DkimKey {
   /** The TOML path of the key's table, e.g. "dkim.keys[0]". */
   configKey: string;
   privateKey: KeyObject;
+  /** The private key as PKCS#8 PEM, as mailauth's signer takes it. */
+  pem: string;
   /** The value of the key's TXT record: "v=DKIM1; k=...; p=...". */
   record: string;
 }
@@ -228,6 +230,7 @@ export class DkimKeyStore {
         file,
         configKey,
         privateKey: read.key,
+        pem: read.key.export({ type: 'pkcs8', format: 'pem' }).toString(),
         record: recordValue(createPublicKey(read.key), k.algorithm),
       });
     }
