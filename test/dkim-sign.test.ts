@@ -90,6 +90,17 @@ async function received(subject: string, sink: 'modern' | 'old' = 'modern'): Pro
   return found;
 }
 
+/** The bounce (MAIL FROM <>) to `address`, once the sink at dest.test has it. */
+async function bounceTo(address: string): Promise<SinkMessage> {
+  let found: SinkMessage | undefined;
+  await waitFor(`the bounce to ${address}`, () => {
+    found = f.sinks.modern.messages().find((m) => m.mailFrom === '' && m.rcptTo.includes(address));
+    return found !== undefined;
+  });
+  assert.ok(found !== undefined);
+  return found;
+}
+
 /** A message from alice to bob at dest.test, with an optional 8-bit line. */
 function message(subject: string, extra = ''): Buffer {
   return Buffer.from(
@@ -238,14 +249,7 @@ test(
       to: ['refused@dest.test'],
       body: message('to be refused').toString('utf8').replace('alice@signed.test', 'sender@dest.test'),
     });
-    let bounce: SinkMessage | undefined;
-    await waitFor('the bounce', () => {
-      bounce = f.sinks.modern
-        .messages()
-        .find((m) => m.mailFrom === '' && m.rcptTo.includes('sender@dest.test'));
-      return bounce !== undefined;
-    });
-    assert.ok(bounce !== undefined);
+    const bounce = await bounceTo('sender@dest.test');
     assert.ok(bounce.body.toString('latin1').startsWith('DKIM-Signature: v=1; a=ed25519-sha256;'));
     const py = await verifyWithDkimpy(bounce.body, records);
     assert.deepEqual(
@@ -288,14 +292,7 @@ test(
       to: ['bob@old.test'],
       body: message('eight bit to old', 'Grüße aus Köln'),
     });
-    let bounce: SinkMessage | undefined;
-    await waitFor('the bounce', () => {
-      bounce = f.sinks.modern
-        .messages()
-        .find((m) => m.mailFrom === '' && m.rcptTo.includes('owner@dest.test'));
-      return bounce !== undefined;
-    });
-    assert.ok(bounce !== undefined);
+    const bounce = await bounceTo('owner@dest.test');
     assert.equal(f.sinks.old.messages().length, 0, 'nothing reached the old server');
     assert.ok(!f.sinks.old.commands().some((l) => l.startsWith('MAIL')), 'not even MAIL FROM');
     const dsn = parseDsn(bounce.body);

@@ -100,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         config = await loadConfig(file);
         // The DKIM key files are part of the configuration: missing, open or unreadable stops here.
-        await DkimKeyStore.load(config, file ?? process.env['STERNA_CONFIG'] ?? '(embedded defaults)');
+        await DkimKeyStore.load(config, (file ?? process.env['STERNA_CONFIG']) || '(embedded defaults)');
       } catch (err) {
         if (err instanceof ConfigError) {
           process.stderr.write(`${formatConfigError(err)}\n`);

@@ -29,6 +29,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import type { Envelope } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import type { DkimKey, DkimKeyStore } from './dkim-keys.js';
+import { HeaderSection, writeWithBackpressure } from './header-section.js';
 
 /** The header fields a signature covers, when present (issue 9; RFC 6376 5.4.1). */
 export const SIGNED_FIELDS = [
@@ -159,8 +160,6 @@ class FromDomainSigner extends MailauthSigner {
   }
 }
 
-const HEADER_END = [Buffer.from('\n\r\n'), Buffer.from('\n\n')];
-
 /** A writer that stores every octet and streams it into the signer; signs at the commit. */
 class SigningWriter implements SignableWriter {
   readonly #inner: SignableWriter;
@@ -171,8 +170,7 @@ class SigningWriter implements SignableWriter {
   /** Resolves once the signer finished (null) or failed (the error); never rejects. */
   readonly #finished: Promise<Error | null>;
   #state: 'header' | 'body' | 'off' = 'header';
-  #headerBytes = 0;
-  #tail = Buffer.alloc(0);
+  readonly #header = new HeaderSection();
   #eightBit = false;
 
   constructor(
@@ -207,35 +205,13 @@ class SigningWriter implements SignableWriter {
     if (this.#state === 'off' || chunk.length === 0) return;
     if (!this.#eightBit && !isAscii(chunk)) this.#eightBit = true;
     if (this.#state === 'header' && !this.#scanHeader(chunk)) return;
-    if (!this.#signer.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.#signer.off('drain', done);
-          this.#signer.off('close', done);
-          resolve();
-        };
-        this.#signer.on('drain', done);
-        this.#signer.on('close', done);
-      });
-    }
+    await writeWithBackpressure(this.#signer, chunk);
   }
 
   /** Follows the header section to its empty line; gives up signing (false) when it is too large. */
   #scanHeader(chunk: Buffer): boolean {
-    const joined = Buffer.concat([this.#tail, chunk]);
-    let end = -1;
-    for (const marker of HEADER_END) {
-      const at = joined.indexOf(marker);
-      if (at >= 0 && (end < 0 || at < end)) end = at;
-    }
-    if (end >= 0) {
-      this.#state = 'body';
-      this.#headerBytes += Math.max(0, end - this.#tail.length);
-    } else {
-      this.#headerBytes += chunk.length;
-      this.#tail = joined.subarray(Math.max(0, joined.length - 2));
-    }
-    if (this.#headerBytes > this.#maxHeaderBytes) {
+    if (this.#header.scan(chunk)) this.#state = 'body';
+    if (this.#header.bytes > this.#maxHeaderBytes) {
       this.#stop();
       this.#log.warn(
         { qid: this.qid, limit: this.#maxHeaderBytes },
