@@ -101,11 +101,11 @@ async function bounceTo(address: string): Promise<SinkMessage> {
   return found;
 }
 
-/** A message from alice to bob at dest.test, with an optional 8-bit line. */
-function message(subject: string, extra = ''): Buffer {
+/** A message from `from` (default alice) to bob at dest.test, with an optional 8-bit line. */
+function message(subject: string, extra = '', from = 'alice@signed.test'): Buffer {
   return Buffer.from(
     [
-      'From: Alice <alice@signed.test>',
+      `From: Alice <${from}>`,
       'To: Bob <bob@dest.test>',
       `Subject: ${subject}`,
       'MIME-Version: 1.0',
@@ -120,6 +120,14 @@ function message(subject: string, extra = ''): Buffer {
     ].join('\r\n'),
     'utf8',
   );
+}
+
+/**
+ * Port 25 from the trusted network, no AUTH: MAIL FROM and the From field are `from`; the
+ * message is `message(subject, extra, from)`.
+ */
+function viaTrusted(from: string, to: string, subject: string, extra = ''): Promise<string> {
+  return sendMessage(f.server.ports.smtp, { from, to: [to], body: message(subject, extra, from) });
 }
 
 /** Both signatures of the domain verify with dkimpy and opendkim; From is oversigned. */
@@ -193,17 +201,9 @@ test(
   'a trusted network without AUTH is signed (dkim.sign_trusted_networks); a From without a key is not',
   tools,
   async () => {
-    await sendMessage(f.server.ports.smtp, {
-      from: 'alice@signed.test',
-      to: ['bob@dest.test'],
-      body: message('trusted'),
-    });
+    await viaTrusted('alice@signed.test', 'bob@dest.test', 'trusted');
     await assertDualSigned(await received('trusted'), 'trusted');
-    await sendMessage(f.server.ports.smtp, {
-      from: 'carol@dest.test',
-      to: ['bob@dest.test'],
-      body: message('no key').toString('utf8').replace('alice@signed.test', 'carol@dest.test'),
-    });
+    await viaTrusted('carol@dest.test', 'bob@dest.test', 'no key');
     const m = await received('no key');
     assert.ok(!m.body.includes('DKIM-Signature:'), m.body.toString());
   },
@@ -244,11 +244,7 @@ test(
   "Sterna's own bounce is signed (dkim.sign_own_mail), with the key of the hostname's parent domain",
   tools,
   async () => {
-    await sendMessage(f.server.ports.smtp, {
-      from: 'sender@dest.test',
-      to: ['refused@dest.test'],
-      body: message('to be refused').toString('utf8').replace('alice@signed.test', 'sender@dest.test'),
-    });
+    await viaTrusted('sender@dest.test', 'refused@dest.test', 'to be refused');
     const bounce = await bounceTo('sender@dest.test');
     assert.ok(bounce.body.toString('latin1').startsWith('DKIM-Signature: v=1; a=ed25519-sha256;'));
     const py = await verifyWithDkimpy(bounce.body, records);
@@ -266,11 +262,7 @@ test(
   '8-bit signed mail: sent as is with BODY=8BITMIME where 8BITMIME is offered, and still verifies',
   tools,
   async () => {
-    await sendMessage(f.server.ports.smtp, {
-      from: 'alice@signed.test',
-      to: ['bob@dest.test'],
-      body: message('eight bit', 'Grüße aus Köln'),
-    });
+    await viaTrusted('alice@signed.test', 'bob@dest.test', 'eight bit', 'Grüße aus Köln');
     const m = await received('eight bit');
     assert.ok(m.body.includes(Buffer.from('Grüße aus Köln\r\n', 'utf8')));
     assert.ok(
@@ -287,6 +279,7 @@ test(
   tools,
   async () => {
     // The client does not declare BODY=8BITMIME: the signer sees the 8-bit octets anyway.
+    // From alice (signed); MAIL FROM owner@dest.test, where the bounce goes.
     await sendMessage(f.server.ports.smtp, {
       from: 'owner@dest.test',
       to: ['bob@old.test'],
@@ -307,19 +300,9 @@ test(
     assert.ok(dsn.humanText.replace(/\s+/g, ' ').includes('accepts only 7-bit mail'), dsn.humanText);
 
     // 7-bit signed mail goes to the same server, and unsigned 8-bit mail still goes as it is.
-    await sendMessage(f.server.ports.smtp, {
-      from: 'alice@signed.test',
-      to: ['bob@old.test'],
-      body: message('seven bit to old'),
-    });
+    await viaTrusted('alice@signed.test', 'bob@old.test', 'seven bit to old');
     await assertDualSigned(await received('seven bit to old', 'old'), 'sevenbit-old');
-    await sendMessage(f.server.ports.smtp, {
-      from: 'carol@dest.test',
-      to: ['bob@old.test'],
-      body: message('unsigned eight bit to old', 'Grüße')
-        .toString('utf8')
-        .replace('alice@signed.test', 'carol@dest.test'),
-    });
+    await viaTrusted('carol@dest.test', 'bob@old.test', 'unsigned eight bit to old', 'Grüße');
     const unsigned = await received('unsigned eight bit to old', 'old');
     assert.ok(!unsigned.body.includes('DKIM-Signature:'));
     assert.ok(unsigned.body.includes(Buffer.from('Grüße\r\n', 'utf8')));
