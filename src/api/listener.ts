@@ -21,6 +21,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/log.js';
 import type { RecipientPolicy } from '../policy/recipient.js';
 import type { Spool } from '../queue/spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 import { parseHostPort } from '../server/listeners.js';
 import type { TlsContextProvider } from '../server/tls.js';
 import {
@@ -44,6 +45,8 @@ export interface HttpApiDeps {
   users: UserStore;
   policy: RecipientPolicy;
   spool: Spool;
+  /** DKIM signing: API mail is authenticated submission (src/mailauth/dkim-sign.ts). */
+  dkim?: DkimSigning;
 }
 
 export interface HttpApi {

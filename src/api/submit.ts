@@ -20,6 +20,7 @@ import { BdatDecoder, type DataError } from '../smtp/data-decoder.js';
 import { forgedResultsFilter } from '../mailauth/forged-results.js';
 import { MessageBody } from '../smtp/message-body.js';
 import { SpoolError, type Spool } from '../queue/spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 import { apiError, type ApiError } from './errors.js';
 import type { ApiIdentity } from './keys.js';
 import { apiReceivedHeader } from './received.js';
@@ -31,6 +32,8 @@ export interface SubmitDeps {
   policy: RecipientPolicy;
   log: Logger;
   now: () => number;
+  /** Signs the message as authenticated submission (src/mailauth/dkim-sign.ts). */
+  dkim?: DkimSigning;
 }
 
 export interface SubmitRequest {
@@ -145,7 +148,8 @@ export async function queueApiMessage(
   const { config, spool, log } = deps;
   let writer;
   try {
-    writer = spool.begin();
+    const spooled = spool.begin();
+    writer = deps.dkim?.wrap(spooled, 'authenticated', log) ?? spooled;
   } catch (err) {
     return spoolFailure(log, err);
   }

@@ -21,6 +21,7 @@ Usage:
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
+  sterna dkim keygen|show ...          DKIM signing keys and their DNS records (see: sterna dkim --help)
   sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
   sterna log QID|--sender A|--rcpt A the story of messages from the JSON log (see: sterna log --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
@@ -95,6 +96,9 @@ async function main(argv: string[]): Promise<number> {
       let config;
       try {
         config = await loadConfig(file);
+        // The DKIM key files are part of the configuration: missing, open or unreadable stops here.
+        const { DkimKeyStore } = await import('../mailauth/dkim-keys.js');
+        await DkimKeyStore.load(config, (file ?? process.env['STERNA_CONFIG']) || '(embedded defaults)');
       } catch (err) {
         if (err instanceof ConfigError) {
           process.stderr.write(`${formatConfigError(err)}\n`);
@@ -179,6 +183,15 @@ async function main(argv: string[]): Promise<number> {
         stdout: process.stdout,
         stderr: process.stderr,
       });
+    case 'dkim': {
+      const config = await commandConfig('dkim', rest);
+      if (typeof config === 'number') return config;
+      return (await import('./dkim-command.js')).runDkimCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        config,
+      });
+    }
     case 'sendmail':
       return (await import('./sendmail.js')).runSendmail(rest, 'sendmail', sendmailIo());
     default:

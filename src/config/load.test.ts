@@ -119,6 +119,13 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       temperror_action: 'accept',
       exempt: [],
     },
+    dkim: {
+      key_dir: '',
+      sign_trusted_networks: true,
+      sign_own_mail: true,
+      max_header_bytes: 1024 * 1024,
+      keys: [],
+    },
     outbound: {
       connect_timeout_ms: 30_000,
       greeting_timeout_ms: 300_000,

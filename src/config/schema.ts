@@ -368,6 +368,56 @@ export const mailauthSchema = z
     exempt: [],
   });
 
+/** One DKIM signing key (docs/mail-auth.md, "Signing"). */
+export const dkimKeySchema = z.strictObject({
+  /** The signing domain (d=): mail whose From is in this domain (or under it) is signed with it. */
+  domain: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/,
+      'expected a domain name',
+    ),
+  /** The selector (s=): the key's DNS record is at <selector>._domainkey.<domain>. */
+  selector: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/,
+      'expected a selector: letters, digits, "-" and "."',
+    ),
+  /** "rsa" (rsa-sha256, RFC 6376) or "ed25519" (ed25519-sha256, RFC 8463). */
+  algorithm: z.enum(['rsa', 'ed25519']).default('rsa'),
+  /** "publish": in DNS, not yet signing; "active": signing; "retired": no longer signing, record kept for a while. */
+  state: z.enum(['publish', 'active', 'retired']).default('active'),
+  /** The private key (PEM, mode 0600). Empty: <key_dir>/<domain>.<selector>.key. */
+  key_file: z.string().default(''),
+});
+
+/** Outbound DKIM signing (docs/mail-auth.md, "Signing"). */
+export const dkimSchema = z
+  .strictObject({
+    /** Where `sterna dkim keygen` writes keys and where key_file defaults to. Empty: data_dir/dkim. */
+    key_dir: z.string().default(''),
+    /** Sign mail from relay.trusted_networks clients that did not authenticate (as opendkim's InternalHosts). */
+    sign_trusted_networks: z.boolean().default(true),
+    /** Sign Sterna's own mail: bounces, delay warnings and success reports. */
+    sign_own_mail: z.boolean().default(true),
+    /** Largest header section the signer holds to find the From field; a larger one is not signed. */
+    max_header_bytes: z
+      .number()
+      .int()
+      .min(16 * KiB)
+      .max(64 * MiB)
+      .default(1 * MiB),
+    keys: z.array(dkimKeySchema).default([]),
+  })
+  .default({
+    key_dir: '',
+    sign_trusted_networks: true,
+    sign_own_mail: true,
+    max_header_bytes: 1 * MiB,
+    keys: [],
+  });
+
 export const outboundSchema = z
   .strictObject({
     /** TCP connect to a remote MX. */
@@ -628,6 +678,7 @@ export const configSchema = z.strictObject({
   local_delivery: localDeliverySchema,
   dns: dnsSchema,
   mailauth: mailauthSchema,
+  dkim: dkimSchema,
   outbound: outboundSchema,
   lmtp: lmtpSchema,
   queue: queueSchema,

@@ -34,6 +34,7 @@ const BY_REASON: Readonly<Record<LocalReason, string | undefined>> = {
     'the relay password file could not be read: check the path and permissions of auth_password_file',
   'size-exceeded': undefined,
   'smtputf8-not-offered': undefined,
+  '8bitmime-not-offered': undefined,
   'bad-envelope': undefined,
   'body-read-error':
     'the spool could not be read while sending: check the disk and the log lines before this one',

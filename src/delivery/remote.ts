@@ -424,6 +424,7 @@ export class RemoteDelivery {
       body: () => this.#o.body(qid),
       needsSmtputf8: envelope.mailParams.smtputf8 === true,
       eightBit: envelope.mailParams.body === '8BITMIME' || envelope.mailParams.body === 'BINARYMIME',
+      dkimSigned: envelope.dkimSigned === true,
     };
     let session = this.#cache.take(key);
     let reused = session !== null;

@@ -20,8 +20,10 @@
  * - Several transactions per session: a transaction left open, or a reused connection (send's
  *   `reset`), gets RSET first; with PIPELINING the RSET leads the MAIL and RCPT batch. A refused
  *   or lost RSET is 'connection-failed', so a stale cached connection costs no deferral.
- * - 8-bit body, no 8BITMIME offered: the message is sent as it is, without BODY=, as Postfix does
- *   by default; no 7-bit conversion is attempted (most servers accept 8-bit data anyway).
+ * - 8-bit body, no 8BITMIME offered: the message is sent as it is, without BODY=; no 7-bit
+ *   conversion is ever attempted (most servers accept 8-bit data anyway). A message Sterna
+ *   signed with DKIM is not sent at all: it fails permanently, 554 5.6.3, nothing sent, since a
+ *   conversion on the way (by the next hop) would break the signature (docs/mail-auth.md).
  * - SMTPUTF8 needed but not offered: the message fails permanently, 553 5.6.7, nothing sent.
  * - SIZE: a declared size above the server's SIZE limit fails permanently, 552 5.3.4, nothing sent.
  * - DSN parameters (RET, ENVID, NOTIFY, ORCPT) are sent only when the server offers DSN; relaying
@@ -116,6 +118,8 @@ export interface OutboundMessage {
   body: () => AsyncIterable<Buffer>;
   needsSmtputf8: boolean;
   eightBit: boolean;
+  /** Sterna signed it with DKIM (envelope.dkimSigned): its octets must not be converted. */
+  dkimSigned?: boolean;
 }
 
 /** A reply from the server, or one made by this client (`local`: its outcome), e.g. for a lost connection. */
@@ -463,6 +467,16 @@ export class SmtpClientSession {
       return {
         kind: 'rejected',
         reply: local('smtputf8-not-offered', 'mail', { peer }),
+        permanent: true,
+        stage: 'mail',
+      };
+    }
+    // RFC 6152 3: 8-bit content to a server without 8BITMIME must be converted or returned; a
+    // DKIM-signed message cannot be converted without breaking its signature, so it is returned.
+    if (msg.eightBit && msg.dkimSigned === true && !ext.has('8BITMIME')) {
+      return {
+        kind: 'rejected',
+        reply: local('8bitmime-not-offered', 'mail', { peer }),
         permanent: true,
         stage: 'mail',
       };

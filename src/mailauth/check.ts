@@ -21,6 +21,7 @@ import { reply, type Reply } from '../smtp/replies.js';
 import type { CheckContext, CheckVerdict, MessageCheck } from '../smtp/session.js';
 import { dkimOutcome, unparseableSignature } from './dkim.js';
 import { checkDmarc } from './dmarc.js';
+import { HeaderSection, writeWithBackpressure } from './header-section.js';
 import { decide, type Decision, type EnforcementConfig } from './policy.js';
 import { mailauthResolver } from './resolver.js';
 import {
@@ -92,8 +93,6 @@ export class MailAuth {
   }
 }
 
-const HEADER_END = [Buffer.from('\n\r\n'), Buffer.from('\n\n')];
-
 class MessageAuthCheck implements MessageCheck {
   readonly #o: MailAuthOptions;
   readonly #allow: AllowList;
@@ -104,10 +103,8 @@ class MessageAuthCheck implements MessageCheck {
   readonly #spf: Promise<SpfOutcome>;
   readonly #stream = new PassThrough({ highWaterMark: 64 * 1024 });
   readonly #dkim: Promise<DKIMVerifyResult | Error>;
-  #headerBytes = 0;
+  readonly #header = new HeaderSection();
   #inHeader = true;
-  /** The last two octets seen in the header section (to find its end across chunks). */
-  #tail = Buffer.alloc(0);
   #state: 'open' | 'too-big' | 'finished' | 'aborted' = 'open';
 
   constructor(o: MailAuthOptions, allow: AllowList, ctx: CheckContext, log: Logger) {
@@ -135,36 +132,13 @@ class MessageAuthCheck implements MessageCheck {
     if (this.#state !== 'open') return;
     if (this.#inHeader) this.#scanHeader(chunk);
     if (this.#state !== 'open') return; // the header section outgrew the limit
-    if (!this.#stream.write(chunk)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.#stream.off('drain', done);
-          this.#stream.off('close', done);
-          resolve();
-        };
-        this.#stream.on('drain', done);
-        this.#stream.on('close', done);
-        void this.#dkim.then(done);
-      });
-    }
+    await writeWithBackpressure(this.#stream, chunk, this.#dkim);
   }
 
   /** Follows the header section to its empty line; stops the verifier when it is too large. */
   #scanHeader(chunk: Buffer): void {
-    const joined = Buffer.concat([this.#tail, chunk]);
-    let end = -1;
-    for (const marker of HEADER_END) {
-      const at = joined.indexOf(marker);
-      if (at >= 0 && (end < 0 || at < end)) end = at;
-    }
-    if (end >= 0) {
-      this.#inHeader = false;
-      this.#headerBytes += Math.max(0, end - this.#tail.length);
-    } else {
-      this.#headerBytes += chunk.length;
-      this.#tail = joined.subarray(Math.max(0, joined.length - 2));
-    }
-    if (this.#headerBytes > this.#o.maxHeaderBytes) {
+    if (this.#header.scan(chunk)) this.#inHeader = false;
+    if (this.#header.bytes > this.#o.maxHeaderBytes) {
       this.#state = 'too-big';
       this.#stream.destroy(new Error('header section too large'));
     }

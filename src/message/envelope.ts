@@ -67,6 +67,11 @@ export interface Envelope {
   /** The authenticated identity, when the session authenticated. */
   authUser?: string;
   tls?: TlsInfo;
+  /**
+   * Sterna signed the message with DKIM when it was queued (src/mailauth/dkim-sign.ts): its
+   * octets must reach the next hop unchanged, so it is never converted to 7 bit.
+   */
+  dkimSigned?: true;
   /** Arrival time, milliseconds since the epoch. */
   receivedAt: number;
 }

@@ -59,6 +59,7 @@ const LOCAL_REPLY = {
   'auth-password-unreadable': 'OUT_AUTH_PASSWORD_UNREADABLE',
   'size-exceeded': 'OUT_SIZE_EXCEEDED',
   'smtputf8-not-offered': 'OUT_SMTPUTF8_NOT_OFFERED',
+  '8bitmime-not-offered': 'OUT_8BITMIME_NOT_OFFERED',
   'bad-envelope': 'OUT_BAD_ENVELOPE',
   'body-read-error': 'OUT_BODY_READ_ERROR',
   'null-mx': 'OUT_NULL_MX',

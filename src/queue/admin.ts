@@ -13,6 +13,7 @@ import type { Logger } from '../observability/log.js';
 import { spoolBounce } from './reports.js';
 import type { HeldSet } from './held.js';
 import type { Spool } from './spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 
 /** One recipient of a queued message, as listed. */
 export interface QueueRecipient {
@@ -57,6 +58,8 @@ export interface AdminContext {
   log: Logger;
   hostname: string;
   now: () => number;
+  /** Signs the bounce of `sterna queue bounce` ([dkim] sign_own_mail). */
+  dkim?: DkimSigning;
 }
 
 function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): QueueRecipient[] {
@@ -191,7 +194,13 @@ export async function bounceMessage(ctx: AdminContext, qid: string): Promise<{ b
     failed.length === 0
       ? 'none'
       : await spoolBounce(
-          { spool: ctx.spool, log: ctx.log, hostname: ctx.hostname, now: ctx.now },
+          {
+            spool: ctx.spool,
+            log: ctx.log,
+            hostname: ctx.hostname,
+            now: ctx.now,
+            ...(ctx.dkim !== undefined ? { dkim: ctx.dkim } : {}),
+          },
           qid,
           msg.envelope,
           failed,

@@ -308,6 +308,12 @@ const BY_REASON: Readonly<Partial<Record<LocalReason, StatusExplanation>>> = {
       "The recipient's server does not accept international (non-ASCII) addresses, which this message needs.",
     advice: 'Use an all-ASCII address for this recipient, if they have one.',
   },
+  '8bitmime-not-offered': {
+    meaning:
+      "The recipient's server accepts only 7-bit mail. This message has 8-bit text and carries a DKIM signature, which converting it would break, so it was not sent.",
+    advice:
+      'Send it again with its text encoded for 7-bit transport (quoted-printable or base64; most mail programs do this for non-ASCII text when set to MIME-encode, or for attachments).',
+  },
   'size-exceeded': TOO_BIG,
   'admin-bounce': {
     meaning: 'The mail administrator of the sending system returned the message without delivering it.',

@@ -34,6 +34,8 @@ export async function forwardAlias(
       client: { ip: '127.0.0.1', port: 0, helo: ctx.hostname },
       listener: 'smtp',
       receivedAt: ctx.now(),
+      // The copy carries our DKIM-Signature unchanged: the same rules hold for it.
+      ...(envelope.dkimSigned === true ? { dkimSigned: true as const } : {}),
     });
   } catch (err) {
     writer.abort();

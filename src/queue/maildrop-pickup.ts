@@ -44,6 +44,7 @@ import {
 } from './maildrop-format.js';
 import { systemUserLookup, type LocalUser, type UserLookup } from './maildrop-users.js';
 import type { Spool } from './spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 
 /** An incomplete file this old is a writer that died: it is moved aside. */
 const STALE_INCOMPLETE_MS = 24 * 3600 * 1000;
@@ -55,6 +56,8 @@ export interface MaildropPickupOptions {
   log: Logger;
   lookupUser?: UserLookup;
   now?: () => number;
+  /** Signs the picked-up mail: the kernel vouches for its local user (src/mailauth/dkim-sign.ts). */
+  dkim?: DkimSigning;
 }
 
 /** A reason to refuse a file; it is moved to maildrop-refused/. */
@@ -264,7 +267,8 @@ export class MaildropPickup {
     }
 
     const now = this.#now();
-    const writer = spool.begin();
+    const spooled = spool.begin();
+    const writer = this.#opts.dkim?.wrap(spooled, 'local-user', log) ?? spooled;
     const fromAddress = senderText === '' ? ownAddress(config, user.login) : senderText;
     const body = new MessageBody(writer, {
       // RFC 8601 5: a forged Authentication-Results claiming our id is removed, as on SMTP.

@@ -47,6 +47,7 @@ import { LocalDelivery } from './local-delivery.js';
 import { OutboundQueue, type RemoteItem } from './outbound-queue.js';
 import { nextDue, warnedOf } from './recipient-states.js';
 import type { Spool } from './spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 import { SpoolError } from './spool-errors.js';
 
 export interface ManagerOptions {
@@ -67,6 +68,8 @@ export interface ManagerOptions {
   now?: () => number;
   /** Held messages (`sterna queue hold`); in memory only when not given. */
   held?: HeldSet;
+  /** DKIM signing of Sterna's own reports (src/mailauth/dkim-sign.ts). */
+  dkim?: DkimSigning;
 }
 
 /** A message as the spool gives it back for a pass. */
@@ -240,6 +243,7 @@ export class QueueManager {
       log: this.#o.log,
       hostname: this.#o.hostname,
       now: this.#now,
+      ...(this.#o.dkim !== undefined ? { dkim: this.#o.dkim } : {}),
     };
   }
 
@@ -605,6 +609,12 @@ export class QueueManager {
   }
 
   #reportContext(): ReportContext {
-    return { spool: this.#o.spool, log: this.#o.log, hostname: this.#o.hostname, now: this.#now };
+    return {
+      spool: this.#o.spool,
+      log: this.#o.log,
+      hostname: this.#o.hostname,
+      now: this.#now,
+      ...(this.#o.dkim !== undefined ? { dkim: this.#o.dkim } : {}),
+    };
   }
 }

@@ -14,6 +14,7 @@ import type { Logger } from '../observability/log.js';
 import { buildDsn, DsnError, shouldNotify, type DsnMessage, type DsnRecipient } from './dsn.js';
 import { needsDelayWarning, type RetryPolicy } from './scheduler.js';
 import type { Spool } from './spool.js';
+import type { DkimSigning } from '../mailauth/dkim-sign.js';
 
 export interface ReportContext {
   spool: Spool;
@@ -21,6 +22,8 @@ export interface ReportContext {
   /** Reporting-MTA and the report's Message-ID domain. */
   hostname: string;
   now: () => number;
+  /** Signs the reports ([dkim] sign_own_mail); forwarded copies are never signed again. */
+  dkim?: DkimSigning;
 }
 
 /** What a report says about one recipient, beyond its state. */
@@ -128,7 +131,8 @@ export async function spoolReport(
     log.error({ qid, err, kind }, 'report not built; will retry');
     return 'error';
   }
-  const writer = spool.begin();
+  const spooled = spool.begin();
+  const writer = ctx.dkim?.wrap(spooled, 'own-mail', log) ?? spooled;
   try {
     await writer.write(dsn.message);
     await writer.commit({

@@ -19,6 +19,8 @@ import { LmtpProbe } from '../delivery/lmtp-probe.js';
 import { buildRelays, parseLmtpTransport } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
+import { DkimKeyStore } from '../mailauth/dkim-keys.js';
+import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
 import { NetworkList } from '../policy/networks.js';
@@ -75,6 +77,16 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   const tls = new TlsContextProvider(material, { minVersion: config.tls.min_version, logger: log });
   tls.watch();
 
+  // The DKIM keys first: a key file that is missing, open or unreadable stops start-up.
+  const dkim = new DkimSigning(
+    await DkimKeyStore.load(config),
+    {
+      signTrustedNetworks: config.dkim.sign_trusted_networks,
+      signOwnMail: config.dkim.sign_own_mail,
+      maxHeaderBytes: config.dkim.max_header_bytes,
+    },
+    log,
+  );
   const users = await UserStore.open(config.auth.users_file, { logger: log });
   let aliases: AliasTable = await loadAliases(config);
   const transports = Object.entries(config.transport).map(([d, t]) => [d.toLowerCase(), t] as const);
@@ -166,6 +178,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     maxActive: config.spool.max_active_messages,
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,
+    dkim,
     outbound: {
       dns,
       port: config.outbound.port,
@@ -211,7 +224,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
 
   const lmtpProbe = config.lmtp.verify_recipients ? buildLmtpProbe(config, dns) : null;
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth, lmtpProbe };
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth, dkim, lmtpProbe };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -228,9 +241,9 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // committed before this are found in the spool listing.
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
-  const pickup = MaildropPickup.start({ config, spool, log }, maildropDirs);
+  const pickup = MaildropPickup.start({ config, spool, log, dkim }, maildropDirs);
   // Applications POST messages here (docs/http-api.md); queued like submission.
-  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool }).catch(
+  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim }).catch(
     async (err: unknown) => {
       await pickup.close();
       await listeners.close();
@@ -356,6 +369,7 @@ interface SharedServices {
   spool: Spool;
   mailauth: MailAuth;
   auth: AuthServices;
+  dkim: DkimSigning;
   /** Recipient verification for LMTP domains ([lmtp] verify_recipients); null when off. */
   lmtpProbe: { probe: LmtpProbe; unavailable: 'tempfail' | 'accept' } | null;
 }
@@ -508,6 +522,14 @@ class AppHooks implements SessionHooks {
 
   beginCheck(ctx: CheckContext): MessageCheck | null {
     return this.#s.mailauth.begin(ctx, this.#log);
+  }
+
+  signMessage(sink: MessageSink, ctx: CheckContext): MessageSink {
+    // Authenticated mail is signed; a trusted network's mail by [dkim] sign_trusted_networks.
+    let origin: SigningOrigin | null = null;
+    if (ctx.authUser !== undefined) origin = 'authenticated';
+    else if (ctx.listener === 'smtp' && this.#s.policy.trusted.has(ctx.client.ip)) origin = 'trusted-network';
+    return this.#s.dkim.wrap(sink, origin, this.#log);
   }
 
   spoolFailureReply(err: unknown): Reply {

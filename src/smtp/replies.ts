@@ -297,6 +297,11 @@ export const REPLIES = {
     enhanced: '5.6.7',
     text: '{peer} does not support SMTPUTF8, which this message needs (RFC 6531 3.5)',
   },
+  OUT_8BITMIME_NOT_OFFERED: {
+    code: 554,
+    enhanced: '5.6.3',
+    text: '{peer} does not accept 8-bit mail (no 8BITMIME), and this message is DKIM-signed: converting it to 7 bit would break its signature, so it was not sent (RFC 6152 3)',
+  },
   OUT_BAD_ENVELOPE: {
     code: 553,
     enhanced: '5.1.3',

@@ -142,6 +142,11 @@ export interface SessionHooks {
   spoolFailureReply(err: unknown): Reply;
   /** Starts mail authentication for a message, or null when it does not apply to this session. */
   beginCheck?(ctx: CheckContext): MessageCheck | null;
+  /**
+   * The message's spool sink with DKIM signing around it when this session's mail is signed
+   * (src/mailauth/dkim-sign.ts: the signature goes into the commit's prefix), else `sink`.
+   */
+  signMessage?(sink: MessageSink, ctx: CheckContext): MessageSink;
   /** Mail-log events (accepted, rejected) — the shell logs them with the session id. */
   event(name: string, fields: Record<string, unknown>): void;
 }
@@ -474,7 +479,7 @@ export class Session {
     if (this.#tx.recipients.length === 0) return this.#error('NO_VALID_RECIPIENTS');
     let sink: MessageSink;
     try {
-      sink = this.#withCheck(this.#hooks.beginMessage());
+      sink = this.#beginSink();
     } catch (err) {
       return [{ kind: 'reply', reply: this.#hooks.spoolFailureReply(err) }];
     }
@@ -588,7 +593,7 @@ export class Session {
     if (tx.bdat === undefined) {
       let sink: MessageSink;
       try {
-        sink = this.#withCheck(this.#hooks.beginMessage());
+        sink = this.#beginSink();
       } catch (err) {
         this.#pendingChunk = { last, refusal: this.#hooks.spoolFailureReply(err), clientError: false };
         return [{ kind: 'receive-chunk', size, body: null, last }];
@@ -795,18 +800,24 @@ export class Session {
     });
   }
 
-  /** The spool sink, paired with the message's authentication check when one applies. */
-  #withCheck(sink: MessageSink): MessageSink {
+  /**
+   * The spool sink of a new message: DKIM signing around it when it applies (the signer sees
+   * exactly what is stored), and the message's authentication check around that.
+   */
+  #beginSink(): MessageSink {
+    const spool = this.#hooks.beginMessage();
     const tx = this.#tx;
-    if (tx === null || this.#hooks.beginCheck === undefined) return sink;
-    const check = this.#hooks.beginCheck({
-      qid: sink.qid,
+    if (tx === null) return spool;
+    const ctx: CheckContext = {
+      qid: spool.qid,
       sender: tx.sender === null ? '' : formatMailbox(tx.sender),
       helo: this.#helo ?? '',
       client: this.#client,
       listener: this.#cfg.listener,
       authUser: this.#authUser,
-    });
+    };
+    const sink = this.#hooks.signMessage?.(spool, ctx) ?? spool;
+    const check = this.#hooks.beginCheck?.(ctx) ?? null;
     return check === null ? sink : new CheckedSink(sink, check);
   }
 
