@@ -67,8 +67,8 @@ export interface SpoolOptions {
    * Default 4.
    */
   compactAfterSegments?: number;
-  /** Called after each fdatasync of the log (tests and benchmarks count them). */
-  onSync?: () => void;
+  /** Called after each fdatasync of the log with its duration (metrics; tests and benchmarks count them). */
+  onSync?: (seconds: number) => void;
 }
 
 export interface SpooledMessageSummary {
