@@ -54,6 +54,12 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 const DELIVERY_BUCKETS = [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 5 * 24 * 3600];
 const SYNC_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
+const NON_COUNTER_TOTALS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
 type Child = { inc(value?: number): void };
 
 /** A map of label children filled on first use (the sets are bounded by construction). */
@@ -134,6 +140,9 @@ export class SternaMetrics {
     const registers = [this.registry];
     this.#domains = new DomainLabels(opts.topDomains, opts.admitAfter ?? 3);
     collectDefaultMetrics({ register: this.registry });
+    // prom-client names three gauges "_total", which promtool (and the conventions) refuse for
+    // a non-counter; the same figures stay by type in nodejs_active_{handles,requests,resources}.
+    for (const name of NON_COUNTER_TOTALS) this.registry.removeSingleMetric(name);
 
     const connections = new Counter({
       name: 'sterna_smtp_connections_total',
