@@ -29,7 +29,7 @@ export function queueSnapshot(s: Pick<AdminServices, 'spool' | 'manager'>, now: 
     held: { has: (q: string) => s.manager.isHeld(q) },
     isActive: (q: string) => s.manager.isActive(q),
   };
-  for (const m of s.spool.list()) {
+  for (const m of s.spool.scan()) {
     const state = messageState(m.qid, m.states, deps);
     byState[state] = (byState[state] ?? 0) + 1;
     if (m.receivedAt < oldest) oldest = m.receivedAt;

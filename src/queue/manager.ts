@@ -450,6 +450,7 @@ export class QueueManager {
     const forced = this.#forced.delete(qid);
     if (this.#held.has(qid)) return;
     const msg = await this.#o.spool.read(qid);
+    this.#view.note(qid, msg.envelope);
     const plan = this.#plan(msg, forced);
     const pass = await this.#deliver(qid, msg, plan, fresh);
     // A remote group with no new states was parked (its next hop busy). A flushed message stays

@@ -6,10 +6,11 @@
  * The spool's index holds ids, times, sizes and recipient states in memory, but not the
  * envelopes. A filter on an address needs them, so the view keeps a summary of each envelope
  * it has read (sender and recipient addresses; an envelope never changes once committed),
- * read from disk once per message, and dropped when the message leaves the spool.
+ * read from disk once per message (or noted when a delivery pass reads it anyway), and dropped
+ * when the message leaves the spool.
  * Trust: internal; filter strings come from the authenticated operator and are only compared.
  */
-import type { RecipientState } from '../message/envelope.js';
+import type { Envelope, RecipientState } from '../message/envelope.js';
 import { isDeferredQueued, recipientsOf, type QueueEntry } from './admin.js';
 import type { HeldSet } from './held.js';
 import type { Spool, SpooledMessageSummary } from './spool.js';
@@ -58,6 +59,18 @@ interface EnvelopeSummary {
   /** Lower-case copies for the filters. */
   senderKey: string;
   recipientKeys: string[];
+  domainKeys: string[];
+}
+
+function summaryOf(envelope: Envelope): EnvelopeSummary {
+  const recipients = envelope.recipients.map((r) => r.address);
+  return {
+    sender: envelope.sender,
+    recipients,
+    senderKey: envelope.sender.toLowerCase(),
+    recipientKeys: recipients.map((r) => r.toLowerCase()),
+    domainKeys: recipients.map((r) => r.slice(r.lastIndexOf('@') + 1).toLowerCase()),
+  };
 }
 
 /** Envelope reads in flight at once when a filter needs envelopes not read yet. */
@@ -92,7 +105,7 @@ export class QueueView {
   /** One page of the messages matching `filter`, oldest first. */
   async page(filter: QueueFilter, page: PageRequest): Promise<QueuePage> {
     const now = this.#d.now();
-    const live = this.#d.spool.list();
+    const live = this.#d.spool.scan();
     this.#prune(live);
     let matches = live.filter((m) => {
       if (filter.state !== undefined && messageState(m.qid, m.states, this.#d) !== filter.state) return false;
@@ -112,8 +125,7 @@ export class QueueView {
         if (sender !== undefined && !(sender === '<>' ? s.senderKey === '' : s.senderKey.includes(sender)))
           return false;
         if (recipient !== undefined && !s.recipientKeys.some((r) => r.includes(recipient))) return false;
-        if (domain !== undefined && !s.recipientKeys.some((r) => r.slice(r.lastIndexOf('@') + 1) === domain))
-          return false;
+        if (domain !== undefined && !s.domainKeys.includes(domain)) return false;
         return true;
       });
     }
@@ -151,8 +163,13 @@ export class QueueView {
     return { total: matches.length, items, nextCursor: more && last !== undefined ? last.qid : null };
   }
 
+  /** Keeps the summary of an envelope read for another reason (a delivery pass): no second read. */
+  note(qid: string, envelope: Envelope): void {
+    if (!this.#summaries.has(qid)) this.#summaries.set(qid, summaryOf(envelope));
+  }
+
   /** Reads the envelopes of `messages` not summarized yet, a batch at a time. */
-  async #summarize(messages: readonly SpooledMessageSummary[]): Promise<void> {
+  async #summarize(messages: readonly Readonly<SpooledMessageSummary>[]): Promise<void> {
     const missing = messages.filter((m) => !this.#summaries.has(m.qid));
     for (let i = 0; i < missing.length; i += READ_BATCH) {
       await Promise.all(
@@ -163,20 +180,14 @@ export class QueueView {
           } catch {
             return; // finished meanwhile, or unreadable: listed by `sterna queue list`
           }
-          const recipients = envelope.recipients.map((r) => r.address);
-          this.#summaries.set(m.qid, {
-            sender: envelope.sender,
-            recipients,
-            senderKey: envelope.sender.toLowerCase(),
-            recipientKeys: recipients.map((r) => r.toLowerCase()),
-          });
+          this.#summaries.set(m.qid, summaryOf(envelope));
         }),
       );
     }
   }
 
   /** Forgets the summaries of messages no longer in the spool (checked when there are extra). */
-  #prune(live: readonly SpooledMessageSummary[]): void {
+  #prune(live: readonly Readonly<SpooledMessageSummary>[]): void {
     if (this.#summaries.size <= live.length) return;
     const ids = new Set(live.map((m) => m.qid));
     for (const qid of this.#summaries.keys()) if (!ids.has(qid)) this.#summaries.delete(qid);

@@ -206,6 +206,20 @@ export class Spool {
     return out.sort((a, b) => (a.qid < b.qid ? -1 : a.qid > b.qid ? 1 : 0));
   }
 
+  /**
+   * Live messages, oldest first, without copies: the index's own entries, to be read only
+   * (update() replaces a message's states array, never changes it). For scans of the whole
+   * queue that must stay cheap at 100,000 messages (admin pages, metrics at each scrape).
+   */
+  scan(): readonly Readonly<SpooledMessageSummary>[] {
+    const out = [...this.#index.values()];
+    // The index is in arrival order but for messages relocated or recovered out of order.
+    for (let i = 1; i < out.length; i++) {
+      if (out[i - 1]!.qid > out[i]!.qid) return out.sort((a, b) => (a.qid < b.qid ? -1 : 1));
+    }
+    return out;
+  }
+
   /** Number of live messages. */
   get size(): number {
     return this.#index.size;
