@@ -135,6 +135,7 @@ export class SternaMetrics {
   readonly #sync: HistogramType;
   readonly #domains: DomainLabels;
   #queue: (() => QueueSnapshot) | null = null;
+  #certExpiry: (() => number | null) | null = null;
 
   constructor(opts: MetricsOptions) {
     const registers = [this.registry];
@@ -256,6 +257,15 @@ export class SternaMetrics {
           queued.labels(state).set(snap.byState[state] ?? 0);
       },
     });
+    const expiry: Gauge = new Gauge({
+      name: 'sterna_tls_certificate_expiry_timestamp_seconds',
+      help: 'When the certificate of the SMTP listeners (the leaf of [tls] cert_file) expires, in seconds since the epoch.',
+      registers,
+      collect: () => {
+        const ms = this.#certExpiry?.() ?? null;
+        if (ms !== null) expiry.set(ms / 1000);
+      },
+    });
     const oldest: Gauge = new Gauge({
       name: 'sterna_queue_oldest_message_age_seconds',
       help: 'Age of the oldest message in the queue (0 when it is empty).',
@@ -264,6 +274,11 @@ export class SternaMetrics {
         oldest.set(snap?.oldestAgeSeconds ?? 0);
       },
     });
+  }
+
+  /** The expiry (ms since the epoch) of the server's certificate, read at each scrape. */
+  setCertificateSource(fn: () => number | null): void {
+    this.#certExpiry = fn;
   }
 
   /** Where the queue gauges come from (called at each scrape). */
