@@ -12,10 +12,9 @@ import path from 'node:path';
 import { TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, parseConfigText } from '../src/config/load.js';
-import { startAdminServer, type AdminTestServer } from './helpers/admin.js';
+import { authPlain, startAdminServer, type AdminTestServer } from './helpers/admin.js';
 import { queueCommand, sendMessage, waitFor } from './helpers/outbound.js';
 import { startTestServer } from './helpers/server.js';
-import { TestClient } from './helpers/smtp-client.js';
 import { makeTempDir } from './helpers/tools.js';
 
 const RELAY = '[relay]\ntrusted_networks = ["127.0.0.1/32"]\n';
@@ -40,22 +39,6 @@ function obj(v: unknown): Record<string, unknown> {
     `expected a JSON object, got ${String(v)}`,
   );
   return v as Record<string, unknown>;
-}
-
-async function authPlain(port: number, user: string, password: string): Promise<number> {
-  const c = await TestClient.connect(port);
-  try {
-    await c.expect(220);
-    await c.cmd('EHLO client.test');
-    // The submission listener offers AUTH only after STARTTLS.
-    await c.cmd('STARTTLS');
-    await c.upgrade();
-    await c.cmd('EHLO client.test');
-    const r = await c.cmd(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`);
-    return r.code;
-  } finally {
-    c.close();
-  }
 }
 
 describe('admin API with a token', () => {

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { startAdminServer, type AdminTestServer } from './helpers/admin.js';
+import { authPlain, startAdminServer, type AdminTestServer } from './helpers/admin.js';
 import { sendMessage, waitFor } from './helpers/outbound.js';
 import { TestClient } from './helpers/smtp-client.js';
 import { describeRun, requireTool, runTool } from './helpers/tools.js';
@@ -80,18 +80,7 @@ test(`${N} messages in: the counters move by exactly ${N}`, async () => {
 
 test('refusals, AUTH failures and TLS versions are counted by label', async () => {
   const before = await scrape();
-  const c = await TestClient.connect(a.server.ports.submission);
-  try {
-    await c.expect(220);
-    await c.cmd('EHLO client.test');
-    await c.cmd('STARTTLS');
-    await c.upgrade();
-    await c.cmd('EHLO client.test');
-    const bad = await c.cmd(`AUTH PLAIN ${Buffer.from(`\0${USER.address}\0wrong`).toString('base64')}`);
-    assert.equal(bad.code, 535);
-  } finally {
-    c.close();
-  }
+  assert.equal(await authPlain(a.server.ports.submission, USER.address, 'wrong'), 535);
   const s = await TestClient.connect(a.server.ports.smtp);
   try {
     await s.expect(220);

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startTestServer, type TestServer, type TestServerOptions } from './server.js';
+import { startTlsSession } from './smtp-client.js';
 import { makeTempDir } from './tools.js';
 
 export interface AdminTestServer {
@@ -70,4 +71,14 @@ ${opts.admin ?? ''}
       await tmp.cleanup();
     },
   };
+}
+
+/** AUTH PLAIN after STARTTLS on the submission listener at `port`; the reply code (235, 535). */
+export async function authPlain(port: number, user: string, password: string): Promise<number> {
+  const { client } = await startTlsSession(port, 'client.test');
+  try {
+    return (await client.cmd(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString('base64')}`)).code;
+  } finally {
+    client.close();
+  }
 }
