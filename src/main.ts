@@ -27,6 +27,8 @@ export async function serve(config: Config): Promise<number> {
   }
   return new Promise<number>((resolve) => {
     let stopping = false;
+    /** Set while SIGTERM drains; a second SIGTERM (or SIGINT) stops at once. */
+    let draining = false;
     const stop = (signal: string): void => {
       if (stopping) return;
       stopping = true;
@@ -43,7 +45,12 @@ export async function serve(config: Config): Promise<number> {
           resolve(1);
         });
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    // SIGTERM drains first (docs/operations.md): open transactions finish, new sessions get 421 4.3.2.
+    process.on('SIGTERM', () => {
+      if (draining || stopping) return stop('SIGTERM');
+      draining = true;
+      void running.drain().then(() => stop('SIGTERM'));
+    });
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
       log.info('SIGHUP: reloading certificates and aliases');

@@ -197,10 +197,19 @@ async function runParsed(command: string, args: ParsedArgs, io: UserCommandIo): 
 
 const MAX_PASSWORD_BYTES = 1024;
 
+/** What is wrong with a new password, or null: for `sterna user` and the admin API alike. */
+export function passwordProblem(password: string): string | null {
+  if (password === '') return 'the password must not be empty';
+  if (password.includes('\0')) return 'the password must not contain a NUL character';
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES)
+    return `the password is longer than ${MAX_PASSWORD_BYTES} bytes`;
+  return null;
+}
+
 async function readPassword(io: UserCommandIo): Promise<string> {
   const password = io.stdin.isTTY === true ? await promptTwice(io) : await readFirstLine(io.stdin);
-  if (password === '') throw new InputError('the password must not be empty');
-  if (password.includes('\0')) throw new InputError('the password must not contain a NUL character');
+  const problem = passwordProblem(password);
+  if (problem !== null) throw new InputError(problem);
   return password;
 }
 

@@ -62,6 +62,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       data_block_timeout_ms: 180_000,
       data_total_timeout_ms: 600_000,
       tls_handshake_timeout_ms: 30_000,
+      drain_timeout_ms: 30_000,
     },
     smtp: { bare_line_endings: 'reject', vrfy: 'ambiguous', banner: 'ESMTP Sterna ready' },
     auth: {
@@ -169,6 +170,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       public_addresses: [],
       dnsbl_zones: ['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'],
     },
+    admin: { listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 },
   });
 });
 

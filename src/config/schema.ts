@@ -79,6 +79,8 @@ export const limitsSchema = z
     data_total_timeout_ms: durationMs.default(600_000),
     /** TLS handshake after STARTTLS or on connect to an implicit TLS port. */
     tls_handshake_timeout_ms: durationMs.default(30_000),
+    /** SIGTERM: how long open SMTP transactions may take to finish before the process exits. */
+    drain_timeout_ms: durationMs.default(30_000),
   })
   .default({
     command_line_bytes: 512,
@@ -93,6 +95,7 @@ export const limitsSchema = z
     data_block_timeout_ms: 180_000,
     data_total_timeout_ms: 600_000,
     tls_handshake_timeout_ms: 30_000,
+    drain_timeout_ms: 30_000,
   });
 
 export const smtpSchema = z
@@ -582,6 +585,36 @@ export const diagnoseSchema = z
       .default(DEFAULT_DNSBL_ZONES),
   })
   .default({ public_addresses: [], dnsbl_zones: DEFAULT_DNSBL_ZONES });
+/** 127.0.0.0/8, ::1, localhost: the addresses only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return /^127\./.test(h) || h === '::1' || h === 'localhost';
+}
+
+export const adminSchema = z
+  .strictObject({
+    /** Addresses of the admin listener (/metrics, /healthz, /readyz, /api/); empty: off. */
+    listen: z.array(hostPort).default([]),
+    /** File holding the bearer token (first line). Empty: no token, loopback addresses only. */
+    token_file: z.string().default(''),
+    /** Recent deliveries and refusals kept in memory for /api/recent and message stories. */
+    recent_events: z.number().int().min(0).max(1_000_000).default(10_000),
+    /** Destination domains with their own label in delivery metrics; the rest count as "other". */
+    metrics_top_domains: z.number().int().min(0).max(1000).default(20),
+  })
+  .superRefine((admin, ctx) => {
+    if (admin.token_file !== '') return;
+    admin.listen.forEach((entry, i) => {
+      const host = entry.slice(0, entry.lastIndexOf(':'));
+      if (!isLoopbackHost(host))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['token_file'],
+          message: `must be set when admin.listen[${i}] (${entry}) is not a loopback address: without a token the admin listener serves this machine only`,
+        });
+    });
+  })
+  .default({ listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 });
 
 export const logSchema = z
   .strictObject({
@@ -686,6 +719,7 @@ export const configSchema = z.strictObject({
   sendmail: sendmailSchema,
   http_api: httpApiSchema,
   diagnose: diagnoseSchema,
+  admin: adminSchema,
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -56,6 +56,8 @@ export interface OutboundOptions {
   connectionReuseLimit?: number;
   /** How long an idle connection is kept for the next message to its host. Default 0. */
   connectionIdleMs?: number;
+  /** Called once per finished transaction with its TLS version ("none": plain text), for metrics. */
+  onTransactionTls?: (version: string) => void;
   /** Recipients in one mail transaction; more go in further transactions. Default: no limit. */
   recipientsPerTransaction?: number;
   timeouts: ClientOptions['timeouts'];
@@ -465,6 +467,7 @@ export class RemoteDelivery {
         continue;
       }
       if (result.kind === 'done') {
+        this.#o.outbound.onTransactionTls?.(session.tls?.version ?? 'none');
         for (const r of result.recipients) {
           log.info(
             {

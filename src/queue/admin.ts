@@ -62,8 +62,13 @@ export interface AdminContext {
   dkim?: DkimSigning;
 }
 
-function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): QueueRecipient[] {
-  return envelope.recipients.map((r, i): QueueRecipient => {
+/** The recipients (their addresses, in envelope order) with their states, as listed. */
+export function recipientsOf(
+  addresses: readonly string[],
+  states: readonly RecipientState[],
+): QueueRecipient[] {
+  return addresses.map((address, i): QueueRecipient => {
+    const r = { address };
     const s = states[i] ?? { status: 'pending' };
     if (s.status === 'deferred')
       return {
@@ -89,6 +94,10 @@ function recipientsOf(envelope: Envelope, states: readonly RecipientState[]): Qu
   });
 }
 
+function addressesOf(envelope: Envelope): string[] {
+  return envelope.recipients.map((r) => r.address);
+}
+
 /** Every live message, oldest first. */
 export async function listQueue(ctx: AdminContext): Promise<QueueEntry[]> {
   const out: QueueEntry[] = [];
@@ -105,7 +114,7 @@ export async function listQueue(ctx: AdminContext): Promise<QueueEntry[]> {
       size: m.size,
       sender: envelope.sender,
       held: ctx.held.has(m.qid),
-      recipients: recipientsOf(envelope, m.states),
+      recipients: recipientsOf(addressesOf(envelope), m.states),
     });
   }
   return out;
@@ -120,7 +129,7 @@ export async function showMessage(ctx: AdminContext, qid: string): Promise<Queue
     size: msg.size,
     sender: msg.envelope.sender,
     held: ctx.held.has(qid),
-    recipients: recipientsOf(msg.envelope, msg.states),
+    recipients: recipientsOf(addressesOf(msg.envelope), msg.states),
     envelope: msg.envelope,
     headers: await readHeaders(ctx.spool, qid),
   };

@@ -31,6 +31,7 @@ import type { Router } from '../delivery/router.js';
 import type { RecipientState } from '../message/envelope.js';
 import { localOutcome, renderOutcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
+import type { MailEvents } from '../observability/mail-events.js';
 import {
   bounceMessage,
   deleteMessage,
@@ -45,6 +46,7 @@ import { attemptsBefore, sendPassReports, spoolBounce, triedText, type ReportCon
 import { HeldSet } from './held.js';
 import { LocalDelivery } from './local-delivery.js';
 import { OutboundQueue, type RemoteItem } from './outbound-queue.js';
+import { QueueView, type PageRequest, type QueueFilter, type QueuePage } from './queue-view.js';
 import { nextDue, warnedOf } from './recipient-states.js';
 import type { Spool } from './spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
@@ -70,6 +72,8 @@ export interface ManagerOptions {
   held?: HeldSet;
   /** DKIM signing of Sterna's own reports (src/mailauth/dkim-sign.ts). */
   dkim?: DkimSigning;
+  /** Metrics and recent events: every recipient's outcome of a pass. */
+  events?: MailEvents;
 }
 
 /** A message as the spool gives it back for a pass. */
@@ -122,6 +126,8 @@ export class QueueManager {
   readonly #again = new Set<string>();
   /** Flushed messages: their next pass tries deferred recipients before their retry time. */
   readonly #forced = new Set<string>();
+  /** Filtered pages of the queue for the admin API, with the envelope summaries they need. */
+  readonly #view: QueueView;
 
   constructor(o: ManagerOptions) {
     this.#o = o;
@@ -150,6 +156,12 @@ export class QueueManager {
             now: this.#now,
             onUnpark: (qid) => this.#unparked(qid),
           });
+    this.#view = new QueueView({
+      spool: o.spool,
+      held: this.#held,
+      isActive: (q) => this.isActive(q),
+      now: this.#now,
+    });
   }
 
   start(): void {
@@ -182,6 +194,11 @@ export class QueueManager {
    */
   nextHopQueue(nextHop: string): { active: number; waiting: number; parked: number } {
     return this.#outbound?.nextHopQueue(nextHop) ?? { active: 0, waiting: 0, parked: 0 };
+  }
+
+  /** Whether a delivery pass of the message runs now (the "active" state of the admin API). */
+  isActive(qid: string): boolean {
+    return this.#running.has(qid);
   }
 
   /** Resolves when no delivery is running or waiting (tests and shutdown). */
@@ -250,6 +267,16 @@ export class QueueManager {
   /** Every live message, oldest first, with sender, recipient states and whether it is held. */
   list(): Promise<QueueEntry[]> {
     return listQueue(this.#adminContext());
+  }
+
+  /** One page of the messages matching a filter, oldest first (queue-view.ts). */
+  listPage(filter: QueueFilter, page: PageRequest): Promise<QueuePage> {
+    return this.#view.page(filter, page);
+  }
+
+  /** Whether the message is held (`sterna queue hold`). */
+  isHeld(qid: string): boolean {
+    return this.#held.has(qid);
   }
 
   /** One message's envelope, recipient states and header section. */
@@ -428,6 +455,7 @@ export class QueueManager {
     try {
       if (this.#held.has(qid)) return;
       const msg = await this.#o.spool.read(qid);
+      this.#view.note(qid, msg.envelope);
       const plan = this.#plan(msg, forced);
       const pass = await this.#deliver(qid, msg, plan, fresh);
       // A remote group with no new states was parked (its next hop busy). A flushed message stays
@@ -574,6 +602,14 @@ export class QueueManager {
       }
     }
     const remoteIdx = new Set([...plan.remote.values()].flatMap((items) => items.map((it) => it.index)));
+    for (const [i, st] of byIndex)
+      this.#o.events?.delivery(
+        qid,
+        msg.envelope.recipients[i]?.address ?? '',
+        remoteIdx.has(i),
+        st,
+        msg.envelope.receivedAt,
+      );
     const { sent: reports, warned } = await sendPassReports(
       this.#reportContext(),
       this.#o.outbound?.retry,

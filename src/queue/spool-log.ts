@@ -74,8 +74,8 @@ export interface SpoolLogOptions {
   segmentBytes: number;
   fsync: boolean;
   now: () => number;
-  /** Called after every fdatasync of a segment (test and benchmark hook). */
-  onSync?: (() => void) | undefined;
+  /** Called after every fdatasync of a segment with its duration (metrics, tests, benchmarks). */
+  onSync?: ((seconds: number) => void) | undefined;
   /** Called when a new segment file exists, with the framing of its records. */
   onSegmentCreated?: ((segment: number, framing: Framing) => void) | undefined;
 }
@@ -287,8 +287,9 @@ export class SpoolLog {
       const target = this.#writtenSeq;
       try {
         if (this.#opts.fsync) {
+          const t0 = performance.now();
           await old.datasync();
-          this.#opts.onSync?.();
+          this.#opts.onSync?.((performance.now() - t0) / 1000);
         }
       } catch (err) {
         this.#fail(toSpoolError(err, 'syncing a full spool segment'));
@@ -337,8 +338,9 @@ export class SpoolLog {
     const fh = this.#fh;
     this.#syncing = (async () => {
       try {
+        const t0 = performance.now();
         await fh.datasync();
-        this.#opts.onSync?.();
+        this.#opts.onSync?.((performance.now() - t0) / 1000);
         this.#durableSeq = Math.max(this.#durableSeq, target);
       } catch (err) {
         this.#fail(toSpoolError(err, 'syncing the spool log'));

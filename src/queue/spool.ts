@@ -67,8 +67,8 @@ export interface SpoolOptions {
    * Default 4.
    */
   compactAfterSegments?: number;
-  /** Called after each fdatasync of the log (tests and benchmarks count them). */
-  onSync?: () => void;
+  /** Called after each fdatasync of the log with its duration (metrics; tests and benchmarks count them). */
+  onSync?: (seconds: number) => void;
 }
 
 export interface SpooledMessageSummary {
@@ -204,6 +204,20 @@ export class Spool {
       out.push({ qid: e.qid, receivedAt: e.receivedAt, size: e.size, states: [...e.states] });
     }
     return out.sort((a, b) => (a.qid < b.qid ? -1 : a.qid > b.qid ? 1 : 0));
+  }
+
+  /**
+   * Live messages, oldest first, without copies: the index's own entries, to be read only
+   * (update() replaces a message's states array, never changes it). For scans of the whole
+   * queue that must stay cheap at 100,000 messages (admin pages, metrics at each scrape).
+   */
+  scan(): readonly Readonly<SpooledMessageSummary>[] {
+    const out = [...this.#index.values()];
+    // The index is in arrival order but for messages relocated or recovered out of order.
+    for (let i = 1; i < out.length; i++) {
+      if (out[i - 1]!.qid > out[i]!.qid) return out.sort((a, b) => (a.qid < b.qid ? -1 : 1));
+    }
+    return out;
   }
 
   /** Number of live messages. */

@@ -21,7 +21,13 @@ import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
 import { DkimKeyStore } from '../mailauth/dkim-keys.js';
 import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
+import { Lifecycle } from '../admin/health.js';
+import type { AdminListener } from '../admin/listener.js';
+import { startAdmin } from '../admin/start.js';
 import type { Logger } from '../observability/log.js';
+import { MailEvents } from '../observability/mail-events.js';
+import { SternaMetrics } from '../observability/metrics.js';
+import { RecentEvents } from '../observability/recent.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
 import { NetworkList } from '../policy/networks.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
@@ -55,12 +61,27 @@ export interface RunningSterna {
   recovery: RecoveryReport;
   /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
   httpApi: HttpApi['addresses'];
+  /** The admin listener's bound addresses ([admin] listen; none by default). */
+  admin: AdminListener['addresses'];
+  /** Metrics and recent events of this server. */
+  events: MailEvents;
+  /**
+   * SIGTERM: not ready any more, new SMTP connections get 421 4.3.2, open transactions may
+   * finish for limits.drain_timeout_ms. Resolves true when every session ended in time.
+   */
+  drain(): Promise<boolean>;
   /** Re-reads certificates, aliases (SIGHUP). */
   reload(): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
+  // Metrics and recent events ([admin]); kept whether or not the admin listener runs.
+  const events = new MailEvents(
+    new SternaMetrics({ topDomains: config.admin.metrics_top_domains }),
+    new RecentEvents(config.admin.recent_events),
+  );
+  const lifecycle = new Lifecycle();
   // First, before anything runs: a control directory other users could reach stops start-up.
   await prepareControlDir(config.data_dir);
   // So is a maildrop (`sterna sendmail`, docs/sendmail.md) that is not ours.
@@ -123,6 +144,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     segmentBytes: config.spool.segment_bytes,
     fsync: config.spool.fsync,
     logger: log,
+    onSync: (seconds) => events.metrics.spoolSynced(seconds),
   });
   log.info({ ...report, spool: config.spool.dir }, 'spool opened');
   const live = new Set(spool.list().map((m) => m.qid));
@@ -179,7 +201,9 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     localConcurrency: config.local_delivery.concurrency,
     retryMs: config.local_delivery.retry_ms,
     dkim,
+    events,
     outbound: {
+      onTransactionTls: (version) => events.metrics.tlsOutbound(version),
       dns,
       port: config.outbound.port,
       tls: config.outbound.tls,
@@ -224,7 +248,18 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
 
   const lmtpProbe = config.lmtp.verify_recipients ? buildLmtpProbe(config, dns) : null;
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth, dkim, lmtpProbe };
+  const shared: SharedServices = {
+    policy,
+    router,
+    throttle,
+    users,
+    spool,
+    mailauth,
+    auth,
+    dkim,
+    lmtpProbe,
+    events,
+  };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -232,8 +267,10 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     log,
     hooks,
     secureContext: () => tls.context,
+    events,
   });
   const addresses = await listeners.start();
+  lifecycle.listenersStarted();
   const ownAddresses = new Set(
     addresses.map((a) => a.address.toLowerCase()).filter((a) => a !== '0.0.0.0' && a !== '::'),
   );
@@ -259,6 +296,20 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
     return null;
   });
+  // /metrics, /healthz, /readyz and the admin API ([admin] listen; docs/operations.md).
+  const admin = await startAdmin({ config, log, tls, lifecycle, events, manager, spool, users }).catch(
+    async (err: unknown) => {
+      await control?.close();
+      await httpApi.close();
+      await pickup.close();
+      await listeners.close();
+      await manager.stop();
+      await spool.close();
+      users.close();
+      tls.close();
+      throw err;
+    },
+  );
 
   return {
     addresses,
@@ -268,6 +319,20 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     tls,
     recovery: report,
     httpApi: httpApi.addresses,
+    admin: admin.addresses,
+    events,
+    async drain() {
+      lifecycle.startDraining();
+      log.info({ timeout_ms: config.limits.drain_timeout_ms }, 'draining: open transactions may finish');
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), config.limits.drain_timeout_ms);
+      });
+      const drained = await Promise.race([listeners.drain().then(() => true), timedOut]);
+      clearTimeout(timer);
+      if (!drained) log.warn('drain timeout (limits.drain_timeout_ms): closing the sessions left');
+      return drained;
+    },
     async reload() {
       await tls.reload();
       await auth.oauthKeys?.reload();
@@ -278,6 +343,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       }
     },
     async close() {
+      await admin.close();
       await listeners.close();
       await httpApi.close();
       await control?.close();
@@ -370,6 +436,7 @@ interface SharedServices {
   mailauth: MailAuth;
   auth: AuthServices;
   dkim: DkimSigning;
+  events: MailEvents;
   /** Recipient verification for LMTP domains ([lmtp] verify_recipients); null when off. */
   lmtpProbe: { probe: LmtpProbe; unavailable: 'tempfail' | 'accept' } | null;
 }
@@ -539,5 +606,12 @@ class AppHooks implements SessionHooks {
 
   event(name: string, fields: Record<string, unknown>): void {
     this.#log.info(fields, name);
+    this.#s.events.session(name, fields, () => sessionContext(this.#log.bindings()));
   }
+}
+
+/** The listener and client address a session's logger carries (server/listeners.ts). */
+function sessionContext(bindings: Record<string, unknown>): { listener: string; ip: string } {
+  const { listener, ip } = bindings;
+  return { listener: typeof listener === 'string' ? listener : '', ip: typeof ip === 'string' ? ip : '' };
 }

@@ -12,6 +12,8 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { TlsInfo } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
+import type { ConnectionObserver } from '../observability/mail-events.js';
+import type { SessionOutcome } from '../observability/metrics.js';
 import { BdatDecoder, ChunkReader, DataDecoder, type DataDecoderOptions } from '../smtp/data-decoder.js';
 import { LineReader } from '../smtp/line-reader.js';
 import type { MessageBody } from '../smtp/message-body.js';
@@ -30,6 +32,8 @@ export interface ConnectionOptions {
   /** The TLS context for STARTTLS and implicit TLS; read at each handshake so a reload applies. */
   secureContext: () => SecureContext | null;
   minTlsVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** Metrics and recent events (observability/mail-events.ts). */
+  observer?: ConnectionObserver;
 }
 
 /** Where decoded body octets go, and the first error writing them (a spool failure). */
@@ -68,6 +72,11 @@ export class Connection {
   #ended = false;
   readonly #makeSession: (tls: TlsInfo | undefined) => Session;
   readonly #onClose: () => void;
+  /** The last reply sent, and how the session ended once known (metrics). */
+  #lastReply: Reply | null = null;
+  #outcome: SessionOutcome | null = null;
+  /** The server drains (SIGTERM): the open transaction may finish, then 421 4.3.2. */
+  #draining = false;
 
   constructor(
     socket: Socket,
@@ -106,8 +115,23 @@ export class Connection {
   /** Ends the session politely (server shutdown). */
   shutdown(): void {
     if (this.#mode.kind === 'closed') return;
+    this.#outcome ??= 'shutdown';
     this.#send(reply('SHUTTING_DOWN', { hostname: this.#opts.hostname }));
     this.#close();
+  }
+
+  /**
+   * Drain (SIGTERM): a session outside a transaction ends now with 421 4.3.2; one inside its
+   * transaction ends so once the transaction does (the message's reply, or RSET).
+   */
+  drain(): void {
+    this.#draining = true;
+    if (!this.#busy) this.#shutdownIfIdle();
+  }
+
+  #shutdownIfIdle(): void {
+    if (this.#draining && this.#mode.kind === 'lines' && this.#session?.inTransaction !== true)
+      this.shutdown();
   }
 
   #begin(tls: TlsInfo | undefined): void {
@@ -149,6 +173,7 @@ export class Connection {
     // A message cut off before its end (DATA without the final dot, a BDAT chunk short of its
     // size) is dropped by #close through Session.abort(); so is a partial command line.
     this.#log.info({ mode: this.#mode.kind }, 'client closed its side');
+    this.#outcome ??= 'client-closed';
     this.#close();
   }
 
@@ -175,6 +200,7 @@ export class Connection {
     this.#busy = true;
     void this.#drain().finally(() => {
       this.#busy = false;
+      this.#shutdownIfIdle();
       if (this.#mode.kind === 'closed') return;
       if (this.#inbox.length > 0) this.#kick();
       else if (this.#ended) this.#endIfInputDone();
@@ -272,11 +298,13 @@ export class Connection {
     clearTimeout(mode.timer);
     this.#mode = { kind: 'lines' };
     this.#armCommandTimeout();
+    const t0 = performance.now();
     await this.#feed({
       kind: 'data-end',
       error: mode.decoder.error,
       ...(mode.writeError !== undefined ? { writeError: mode.writeError } : {}),
     });
+    this.#endOfData(t0);
     return r.rest ?? null;
   }
 
@@ -292,12 +320,20 @@ export class Connection {
     }
     this.#mode = { kind: 'lines' };
     this.#armCommandTimeout();
+    const t0 = performance.now();
     await this.#feed({
       kind: 'chunk-end',
       error: m?.decoder.error ?? null,
       ...(m?.writeError !== undefined ? { writeError: m.writeError } : {}),
     });
+    if (m !== null && mode.last) this.#endOfData(t0);
     return r.rest ?? null;
+  }
+
+  /** Reports the reply to a message's end (sent by the #feed that began at t0). */
+  #endOfData(t0: number): void {
+    if (this.#lastReply !== null)
+      this.#opts.observer?.endOfData(this.#lastReply, (performance.now() - t0) / 1000);
   }
 
   /** The decoder and timer of the BDAT message whose body is `body`, started at its first chunk. */
@@ -416,6 +452,7 @@ export class Connection {
     this.#socket = secure;
     const timer = setTimeout(() => {
       this.#log.info('TLS handshake timed out');
+      this.#outcome ??= 'tls-failed';
       secure.destroy();
       this.#finish();
     }, this.#opts.tlsHandshakeTimeoutMs);
@@ -425,6 +462,7 @@ export class Connection {
       const version = secure.getProtocol() ?? 'unknown';
       const cipher = secure.getCipher().name;
       this.#log.info({ tls: version, cipher }, 'TLS established');
+      this.#opts.observer?.tlsEstablished(version);
       this.#attach(secure);
       onSecure({ version, cipher });
       secure.resume();
@@ -432,6 +470,7 @@ export class Connection {
     secure.on('error', (err: Error) => {
       clearTimeout(timer);
       this.#log.info({ err: err.message }, 'TLS handshake failed');
+      this.#outcome ??= 'tls-failed';
       this.#finish();
     });
   }
@@ -439,6 +478,8 @@ export class Connection {
   #send(r: Reply): void {
     if (this.#mode.kind === 'closed' || this.#socket.destroyed) return;
     this.#socket.write(formatReply(r));
+    this.#lastReply = r;
+    this.#opts.observer?.reply(r);
     if (r.close === true) this.#close();
   }
 
@@ -449,11 +490,13 @@ export class Connection {
   #timeout(limit: string): void {
     if (this.#mode.kind === 'closed') return;
     this.#log.info({ mode: this.#mode.kind, limit }, 'timeout');
+    this.#outcome ??= 'timeout';
     this.#send(reply('TIMEOUT', { hostname: this.#opts.hostname }));
     this.#close();
   }
 
   #close(): void {
+    this.#outcome ??= this.#lastReply?.code === 221 ? 'quit' : 'server-closed';
     if (this.#mode.kind === 'data') clearTimeout(this.#mode.timer);
     this.#endBdat();
     this.#mode = { kind: 'closed' };
@@ -477,6 +520,7 @@ export class Connection {
       this.#socket.destroy();
     }
     this.#log.info('disconnected');
+    this.#opts.observer?.ended(this.#outcome ?? 'client-closed');
     this.#onClose();
   }
 }

@@ -20,6 +20,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../observability/log.js';
 import type { QueueManager } from '../queue/manager.js';
+import type { PageRequest, QueueFilter } from '../queue/queue-view.js';
 import { SpoolError } from '../queue/spool.js';
 
 /** The socket's directory under data_dir (mode 0700) and the socket's name in it. */
@@ -37,6 +38,8 @@ export interface ControlRequest {
   domain?: string;
   /** delete only, instead of qid: every message of the deferred queue (admin.ts isDeferredQueued). */
   failed?: true;
+  /** list only (the admin API): one filtered page instead of every message. */
+  page?: { filter: QueueFilter; page: PageRequest };
 }
 
 export type ControlReply =
@@ -215,7 +218,7 @@ export class ControlServer {
     const req = parseControlRequest(value);
     if (typeof req === 'string') return { ok: false, error: req, code: 'USAGE' };
     try {
-      return { ok: true, result: await this.#run(req) };
+      return { ok: true, result: await runQueueOp(this.#manager, req) };
     } catch (err) {
       if (err instanceof SpoolError && err.code === 'NOT_FOUND')
         return { ok: false, error: `no message ${req.qid ?? ''} in the queue`, code: 'NOT_FOUND' };
@@ -223,35 +226,38 @@ export class ControlServer {
       return { ok: false, error: err instanceof Error ? err.message : String(err), code: 'FAILED' };
     }
   }
+}
 
-  async #run(req: ControlRequest): Promise<unknown> {
-    const m = this.#manager;
-    const qid = req.qid ?? '';
-    switch (req.op) {
-      case 'list':
-        return m.list();
-      case 'show':
-        return m.show(qid);
-      case 'flush': {
-        if (req.qid !== undefined) await m.show(qid); // NOT_FOUND for an unknown id
-        const target =
-          req.qid !== undefined ? { qid } : req.domain !== undefined ? { domain: req.domain } : {};
-        return { flushed: await m.flush(target) };
-      }
-      case 'hold':
-        return { changed: await m.hold(qid) };
-      case 'release':
-        return { changed: await m.release(qid) };
-      case 'delete':
-        if (req.failed === true) return { deleted: await m.deleteDeferred() };
-        await m.delete(qid);
-        return { deleted: qid };
-      case 'bounce':
-        return await m.bounce(qid);
-      default: {
-        const never: never = req.op;
-        throw new Error(`unhandled op ${String(never)}`);
-      }
+/**
+ * One queue operation on a running server: the control socket (`sterna queue`) and the admin
+ * API (admin/api-queue.ts) both run every operation through here. Throws SpoolError NOT_FOUND
+ * for an unknown queue id.
+ */
+export async function runQueueOp(m: QueueManager, req: ControlRequest): Promise<unknown> {
+  const qid = req.qid ?? '';
+  switch (req.op) {
+    case 'list':
+      return req.page === undefined ? m.list() : m.listPage(req.page.filter, req.page.page);
+    case 'show':
+      return m.show(qid);
+    case 'flush': {
+      if (req.qid !== undefined) await m.show(qid); // NOT_FOUND for an unknown id
+      const target = req.qid !== undefined ? { qid } : req.domain !== undefined ? { domain: req.domain } : {};
+      return { flushed: await m.flush(target) };
+    }
+    case 'hold':
+      return { changed: await m.hold(qid) };
+    case 'release':
+      return { changed: await m.release(qid) };
+    case 'delete':
+      if (req.failed === true) return { deleted: await m.deleteDeferred() };
+      await m.delete(qid);
+      return { deleted: qid };
+    case 'bounce':
+      return await m.bounce(qid);
+    default: {
+      const never: never = req.op;
+      throw new Error(`unhandled op ${String(never)}`);
     }
   }
 }

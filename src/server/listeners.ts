@@ -10,6 +10,7 @@ import type { SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import type { ListenerKind, TlsInfo } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
+import type { MailEvents } from '../observability/mail-events.js';
 import { clientNetworkKey } from '../policy/client-network.js';
 import { formatReply, reply } from '../smtp/replies.js';
 import { Session, type SessionConfig, type SessionHooks } from '../smtp/session.js';
@@ -21,6 +22,8 @@ export interface ListenerDeps {
   /** Builds the hooks for one session (they carry its logger). */
   hooks: (log: Logger, listener: ListenerKind) => SessionHooks;
   secureContext: () => SecureContext | null;
+  /** Metrics and recent events. */
+  events?: MailEvents;
 }
 
 export interface BoundAddress {
@@ -46,6 +49,9 @@ export class Listeners {
   readonly #sessionConfigs = new Map<ListenerKind, SessionConfig>();
   #total = 0;
   #sessionSeq = 0;
+  /** SIGTERM: new connections get 421 4.3.2; open ones finish their transaction. */
+  #draining = false;
+  #whenEmpty: (() => void)[] = [];
   readonly #sidPrefix = randomBytes(3).toString('hex');
 
   constructor(deps: ListenerDeps) {
@@ -90,6 +96,18 @@ export class Listeners {
     return bound;
   }
 
+  /**
+   * Starts draining: from now on a new connection is answered 421 4.3.2 and closed, a session
+   * outside a transaction ends with 421 4.3.2, one inside ends so once its transaction is over.
+   * Resolves when no connection is left (the caller bounds the wait: limits.drain_timeout_ms).
+   */
+  drain(): Promise<void> {
+    this.#draining = true;
+    for (const c of this.#connections) c.drain();
+    if (this.#connections.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#whenEmpty.push(resolve));
+  }
+
   async close(): Promise<void> {
     const closing = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const c of this.#connections) c.shutdown();
@@ -105,16 +123,24 @@ export class Listeners {
     const clog = log.child({ sid, listener: kind, ip });
     const network = clientNetworkKey(ip);
     const countNet = this.#perNetwork.get(network) ?? 0;
-    const refuse =
-      this.#total >= config.limits.connections
+    const refuse = this.#draining
+      ? 'SHUTTING_DOWN'
+      : this.#total >= config.limits.connections
         ? 'TOO_MANY_CONNECTIONS'
         : countNet >= config.limits.connections_per_ip
           ? 'TOO_MANY_CONNECTIONS_FROM_IP'
           : null;
     if (refuse !== null) {
-      clog.warn({ total: this.#total, network, fromNetwork: countNet }, 'connection refused: limit reached');
+      if (refuse === 'SHUTTING_DOWN') clog.info('connection refused: draining');
+      else
+        clog.warn(
+          { total: this.#total, network, fromNetwork: countNet },
+          'connection refused: limit reached',
+        );
+      const r = reply(refuse, { hostname: config.hostname });
+      this.#deps.events?.connectionRefused({ listener: kind, ip }, r);
       // On an implicit TLS port a plain-text reply would be garbage to the client: just close.
-      if (kind !== 'submissions') socket.end(formatReply(reply(refuse, { hostname: config.hostname })));
+      if (kind !== 'submissions') socket.end(formatReply(r));
       else socket.destroy();
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
@@ -141,11 +167,15 @@ export class Listeners {
         hostname: config.hostname,
         secureContext: this.#deps.secureContext,
         minTlsVersion: config.tls.min_version,
+        ...(this.#deps.events !== undefined
+          ? { observer: this.#deps.events.connection({ listener: kind, ip }) }
+          : {}),
       },
       clog,
       (tls: TlsInfo | undefined) => new Session(cfg, hooks, { ip, port }, tls),
       () => {
         this.#connections.delete(conn);
+        if (this.#connections.size === 0) for (const w of this.#whenEmpty.splice(0)) w();
         this.#total--;
         const n = (this.#perNetwork.get(network) ?? 1) - 1;
         if (n <= 0) this.#perNetwork.delete(network);

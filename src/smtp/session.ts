@@ -227,6 +227,11 @@ export class Session {
   }
 
   /** A message is being received by BDAT: its first chunk was accepted and it is not yet ended. */
+  /** A transaction is open: MAIL accepted, its message not yet answered or reset. */
+  get inTransaction(): boolean {
+    return this.#tx !== null;
+  }
+
   get receivingChunks(): boolean {
     return this.#tx?.bdat !== undefined;
   }

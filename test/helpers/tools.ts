@@ -28,6 +28,7 @@ const DEBIAN_PACKAGE: Record<string, string> = {
   python3: 'python3',
   'systemd-analyze': 'systemd',
   dovecot: 'dovecot-core',
+  promtool: 'prometheus',
 };
 
 const found = new Map<string, string | undefined>();

@@ -1,0 +1,65 @@
+/**
+ * Liveness and readiness (/healthz, /readyz). Alive: the process answers. Ready: the SMTP
+ * listeners are bound, the spool directory is writable and has room, and the server is not
+ * draining (SIGTERM). A load balancer or an orchestrator stops sending new connections to a
+ * server that is not ready; the reason says why, in plain words.
+ * Trust: internal state only; nothing from the request is used.
+ */
+import { constants } from 'node:fs';
+import { access, statfs } from 'node:fs/promises';
+
+export type NotReadyReason = 'starting' | 'draining' | 'spool-not-writable' | 'spool-full';
+
+export interface ReadyState {
+  ready: boolean;
+  reason?: NotReadyReason;
+  detail?: string;
+}
+
+/** What the server tells the admin listener about its own life: set by app.ts. */
+export class Lifecycle {
+  #listenersUp = false;
+  #draining = false;
+
+  listenersStarted(): void {
+    this.#listenersUp = true;
+  }
+
+  startDraining(): void {
+    this.#draining = true;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Readiness, checking the spool directory now (an access(2) and a statfs(2)). */
+  async readiness(spoolDir: string): Promise<ReadyState> {
+    if (this.#draining)
+      return {
+        ready: false,
+        reason: 'draining',
+        detail: 'the server is shutting down: it finishes open transactions and takes no new ones',
+      };
+    if (!this.#listenersUp)
+      return { ready: false, reason: 'starting', detail: 'the SMTP listeners are not bound yet' };
+    try {
+      await access(spoolDir, constants.W_OK);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      return {
+        ready: false,
+        reason: 'spool-not-writable',
+        detail: `the spool directory ${spoolDir} is not writable (${why}): check its owner and mode, and the file system (read-only after an error?)`,
+      };
+    }
+    const fs = await statfs(spoolDir).catch(() => null);
+    if (fs !== null && fs.bavail === 0)
+      return {
+        ready: false,
+        reason: 'spool-full',
+        detail: `the file system of ${spoolDir} is full: mail would be refused with 452 4.3.1; free some space`,
+      };
+    return { ready: true };
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Starts the admin listener with all its routes: health and metrics (routes-health.ts), the
+ * queue (api-queue.ts), users (api-users.ts), recent events and message stories
+ * (api-recent.ts). server/app.ts calls this once the rest of the server runs.
+ * Trust: see listener.ts.
+ */
+import { X509Certificate } from 'node:crypto';
+import type { TlsContextProvider } from '../server/tls.js';
+import { queueRoutes } from './api-queue.js';
+import { recentRoutes } from './api-recent.js';
+import { userRoutes } from './api-users.js';
+import { startAdminListener, type AdminListener } from './listener.js';
+import { healthRoutes, queueSnapshot } from './routes-health.js';
+import type { AdminServices } from './services.js';
+
+export async function startAdmin(s: AdminServices & { tls: TlsContextProvider }): Promise<AdminListener> {
+  s.events.metrics.setQueueSource(() => queueSnapshot(s, Date.now()));
+  s.events.metrics.setCertificateSource(() => certificateExpiry(s.tls.material.cert));
+  return startAdminListener({
+    config: s.config,
+    log: s.log,
+    tls: s.tls,
+    lifecycle: s.lifecycle,
+    routes: (app) => {
+      healthRoutes(app, s);
+      queueRoutes(app, s);
+      userRoutes(app, s);
+      recentRoutes(app, s);
+    },
+  });
+}
+
+/** The leaf certificate's notAfter (ms since the epoch), or null when it cannot be parsed. */
+function certificateExpiry(pem: Buffer): number | null {
+  try {
+    return Date.parse(new X509Certificate(pem).validTo);
+  } catch {
+    return null;
+  }
+}
