@@ -67,6 +67,11 @@ export interface Envelope {
   /** The authenticated identity, when the session authenticated. */
   authUser?: string;
   tls?: TlsInfo;
+  /**
+   * A content filter judged the message spam (src/filters/): local delivery puts it in the
+   * mailbox's Junk folder (Maildir++ ".Junk") instead of its inbox.
+   */
+  junk?: boolean;
   /** Arrival time, milliseconds since the epoch. */
   receivedAt: number;
 }

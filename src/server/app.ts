@@ -18,6 +18,8 @@ import { maildirOwnership } from '../delivery/local/ownership.js';
 import { buildRelays } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
+import { buildContentFilters } from '../filters/build.js';
+import type { ContentFilters } from '../filters/pipeline.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
 import { NetworkList } from '../policy/networks.js';
@@ -33,6 +35,8 @@ import { reply, type Reply } from '../smtp/replies.js';
 import type {
   AuthOutcome,
   CheckContext,
+  FilterContext,
+  FilterOutcome,
   ClientView,
   MessageCheck,
   MessageSink,
@@ -154,6 +158,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     exempt: config.mailauth.exempt,
     dns,
   });
+  const filters = buildContentFilters(config.filters);
   const manager = new QueueManager({
     spool,
     held,
@@ -209,7 +214,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth };
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, filters, auth };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
   const listeners = new Listeners({
@@ -353,6 +358,7 @@ interface SharedServices {
   users: UserStore;
   spool: Spool;
   mailauth: MailAuth;
+  filters: ContentFilters;
   auth: AuthServices;
 }
 
@@ -439,6 +445,10 @@ class AppHooks implements SessionHooks {
 
   beginCheck(ctx: CheckContext): MessageCheck | null {
     return this.#s.mailauth.begin(ctx, this.#log);
+  }
+
+  filterMessage(ctx: FilterContext, sink: MessageSink): Promise<FilterOutcome> | null {
+    return this.#s.filters.run(ctx, sink, this.#log);
   }
 
   spoolFailureReply(err: unknown): Reply {
