@@ -6,11 +6,27 @@
 import type { FilterConfig } from '../config/schema.js';
 import { ContentFilters, type FilterClient, type FilterSettings } from './pipeline.js';
 import { RspamdClient } from './rspamd.js';
+import { SpamdClient } from './spamd.js';
+
+/** "host:port" or "[v6]:port" from the configuration (already validated by the schema). */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(address.slice(colon + 1)) };
+}
 
 function clientFor(f: FilterConfig): FilterClient {
   switch (f.type) {
     case 'rspamd':
       return new RspamdClient({ url: f.url, password: f.password, junk: f.junk });
+    case 'spamd':
+      return new SpamdClient({
+        ...splitHostPort(f.address),
+        user: f.user,
+        rejectScore: f.reject_score,
+        junkScore: f.junk_score,
+        addHeaders: f.add_headers,
+      });
     default:
       throw new Error(`filter type ${f.type} is not built yet`);
   }
