@@ -5,6 +5,7 @@
  */
 import type { FilterConfig } from '../config/schema.js';
 import { ContentFilters, type FilterClient, type FilterSettings } from './pipeline.js';
+import { MilterClient, parseMilterAddress } from './milter.js';
 import { RspamdClient } from './rspamd.js';
 import { SpamdClient } from './spamd.js';
 
@@ -15,7 +16,7 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host, port: Number(address.slice(colon + 1)) };
 }
 
-function clientFor(f: FilterConfig): FilterClient {
+function clientFor(f: FilterConfig, hostname: string): FilterClient {
   switch (f.type) {
     case 'rspamd':
       return new RspamdClient({ url: f.url, password: f.password, junk: f.junk });
@@ -27,19 +28,23 @@ function clientFor(f: FilterConfig): FilterClient {
         junkScore: f.junk_score,
         addHeaders: f.add_headers,
       });
-    default:
-      throw new Error(`filter type ${f.type} is not built yet`);
+    case 'milter':
+      return new MilterClient({ address: parseMilterAddress(f.address), hostname, maxBodyBytes: f.max_size });
+    default: {
+      const never: never = f;
+      throw new Error(`unhandled filter type ${JSON.stringify(never)}`);
+    }
   }
 }
 
-export function buildContentFilters(filters: readonly FilterConfig[]): ContentFilters {
+export function buildContentFilters(filters: readonly FilterConfig[], hostname: string): ContentFilters {
   const settings: FilterSettings[] = filters.map((f) => ({
     name: f.name ?? f.type,
     listeners: f.listeners,
     timeoutMs: f.timeout_ms,
     onFailure: f.on_failure,
     maxSize: f.max_size,
-    client: clientFor(f),
+    client: clientFor(f, hostname),
   }));
   return new ContentFilters(settings);
 }
