@@ -8,39 +8,34 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import {
+  aliceMessage,
+  assertStoredFromAlice,
+  CapturedLog,
+  FILTER_CLIENT_TIMEOUT_MS,
+  FILTER_USERS as users,
+  sendFromAlice,
+  type Daemon,
+} from './helpers/filters.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { transact } from './helpers/mailauth.js';
 import {
-  CapturedLog,
   GTUBE,
   GTUBE_ADD_HEADER,
   GTUBE_REWRITE_SUBJECT,
   RSPAMD_SOFT_MESSAGE,
   startRspamd,
-  type Daemon,
 } from './helpers/rspamd.js';
 import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 import { assertReply } from './helpers/smtp-client.js';
-import { assertDelivered, crlfMessage, requireTool } from './helpers/tools.js';
+import { assertDelivered, requireTool } from './helpers/tools.js';
 import path from 'node:path';
 
 const rspamdTool = requireTool('rspamd');
 
 /** A message rspamd finds clean: every field it expects, from a sender with no policy. */
-function cleanMessage(subject: string, body: string): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@example.com>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Sat, 05 Dec 2026 08:00:00 +0000',
-    `Message-ID: <${subject.replace(/\W/g, '')}@example.com>`,
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=us-ascii',
-    '',
-    body,
-    'Regards, Alice.',
-  ]);
-}
+const cleanMessage = (subject: string, body: string): Buffer =>
+  aliceMessage(subject, body, ['MIME-Version: 1.0', 'Content-Type: text/plain; charset=us-ascii']);
 
 const QID_RE = /queued as ([A-Za-z0-9]+)/;
 
@@ -56,14 +51,10 @@ describe('rspamd filter', { skip: rspamdTool.skip }, () => {
     const filter = (onFailure: string): string => `[[filters]]
 type = "rspamd"
 url = "http://127.0.0.1:${rspamd.port}"
-timeout_ms = 5000
+timeout_ms = 60000
 on_failure = "${onFailure}"
 junk = true
 `;
-    const users = ['bob', 'carol', 'dave', 'erin'].map((u) => ({
-      address: `${u}@sterna.test`,
-      password: 'pw-12345678',
-    }));
     server = await startTestServer({ dataDir: d1!, toml: filter('tempfail'), log: log.logger, users });
     failAccept = await startTestServer({ dataDir: d2!, toml: filter('accept'), users });
   });
@@ -76,12 +67,16 @@ junk = true
 
   for (const bdat of [false, true]) {
     test(`GTUBE is refused with rspamd's message, 550 5.7.1 (${bdat ? 'BDAT' : 'DATA'}); nothing is stored`, async () => {
-      const r = await transact(server.ports.smtp, {
-        from: 'spammer@example.com',
-        to: 'bob@sterna.test',
-        message: cleanMessage(`gtube ${String(bdat)}`, GTUBE),
-        bdat,
-      });
+      const r = await transact(
+        server.ports.smtp,
+        {
+          from: 'spammer@example.com',
+          to: 'bob@sterna.test',
+          message: cleanMessage(`gtube ${String(bdat)}`, GTUBE),
+          bdat,
+        },
+        { timeoutMs: FILTER_CLIENT_TIMEOUT_MS },
+      );
       assertReply(r, 550, '5.7.1');
       assert.equal(r.text, '5.7.1 Gtube pattern');
       assert.equal(server.app.spool.size, 0, 'nothing in the spool');
@@ -95,11 +90,7 @@ junk = true
 
   test('a clean message passes and is stored byte for byte, its verdict logged with the queue id', async () => {
     const message = cleanMessage('lunch', 'Lunch at noon?');
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'bob@sterna.test',
-      message,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'bob@sterna.test', message);
     assertReply(r, 250, '2.0.0');
     const qid = QID_RE.exec(r.text)?.[1] ?? '';
     const [stored] = await waitForMessages(server.dataDir, 'sterna.test', 'bob');
@@ -117,18 +108,18 @@ junk = true
   });
 
   test("rspamd's soft reject is deferred with rspamd's message, 451 4.7.1; its greylist too", async () => {
-    const soft = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'erin@sterna.test',
-      message: cleanMessage('please defer', 'Not now.'),
-    });
+    const soft = await sendFromAlice(
+      server.ports.smtp,
+      'erin@sterna.test',
+      cleanMessage('please defer', 'Not now.'),
+    );
     assertReply(soft, 451, '4.7.1');
     assert.equal(soft.text, `4.7.1 ${RSPAMD_SOFT_MESSAGE}`);
-    const grey = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'erin@sterna.test',
-      message: cleanMessage('please greylist', 'Later.'),
-    });
+    const grey = await sendFromAlice(
+      server.ports.smtp,
+      'erin@sterna.test',
+      cleanMessage('please greylist', 'Later.'),
+    );
     assertReply(grey, 451, '4.7.1');
     assert.equal(grey.text, '4.7.1 Message deferred by the content filter rspamd; try again later');
     assert.equal(server.app.spool.size, 0);
@@ -137,75 +128,41 @@ junk = true
 
   test('"rewrite subject": the stored Subject is rspamd\'s, the rest unchanged; junk = true sends it to .Junk', async () => {
     const message = cleanMessage('offer', GTUBE_REWRITE_SUBJECT);
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'carol@sterna.test',
-      message,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'carol@sterna.test', message);
     assertReply(r, 250, '2.0.0');
     const [stored] = await waitForJunk(server, 'carol');
     assert.deepEqual(await maildirMessages(server.dataDir, 'sterna.test', 'carol'), [], 'not in the inbox');
     const want = Buffer.from(
       message.toString('utf8').replace('Subject: offer\r\n', 'Subject: *** SPAM *** offer\r\n'),
     );
-    assertDelivered(stored, {
-      sender: 'alice@example.com',
-      recipient: 'carol@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message: want,
-    });
+    assertStoredFromAlice(stored, 'carol@sterna.test', want);
   });
 
   test('"add header": X-Spam: Yes on top of the stored message, in .Junk', async () => {
     const message = cleanMessage('prize', GTUBE_ADD_HEADER);
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'dave@sterna.test',
-      message,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'dave@sterna.test', message);
     assertReply(r, 250, '2.0.0');
     const [stored] = await waitForJunk(server, 'dave');
     const text = stored?.toString('utf8') ?? '';
     const head = 'Return-Path: <alice@example.com>\r\nDelivered-To: dave@sterna.test\r\n';
     assert.ok(text.startsWith(`${head}X-Spam: Yes\r\nReceived: `), text);
-    assertDelivered(Buffer.from(text.replace('X-Spam: Yes\r\n', '')), {
-      sender: 'alice@example.com',
-      recipient: 'dave@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message,
-    });
+    assertStoredFromAlice(Buffer.from(text.replace('X-Spam: Yes\r\n', '')), 'dave@sterna.test', message);
   });
 
   test('rspamd stopped: on_failure = "tempfail" answers 451 4.3.0; on_failure = "accept" stores the message', async () => {
     await rspamd.stop();
     const message = cleanMessage('down', 'Is anyone there?');
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'bob@sterna.test',
-      message,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'bob@sterna.test', message);
     assertReply(r, 451, '4.3.0');
     assert.equal(
       r.text,
       '4.3.0 Message could not be checked: content filter rspamd unavailable; try again later',
     );
     assert.equal(server.app.spool.size, 0);
-    const a = await transact(failAccept.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'bob@sterna.test',
-      message,
-    });
+    const a = await sendFromAlice(failAccept.ports.smtp, 'bob@sterna.test', message);
     assertReply(a, 250, '2.0.0');
     const [stored] = await waitForMessages(failAccept.dataDir, 'sterna.test', 'bob');
-    assertDelivered(stored, {
-      sender: 'alice@example.com',
-      recipient: 'bob@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message,
-    });
+    assertStoredFromAlice(stored, 'bob@sterna.test', message);
   });
 });
 

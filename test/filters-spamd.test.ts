@@ -7,44 +7,23 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import {
+  aliceMessage as message,
+  assertStoredFromAlice,
+  CapturedLog,
+  FILTER_USERS as USERS,
+  sendFromAlice,
+  splitTopFields,
+  type Daemon,
+} from './helpers/filters.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
-import { transact } from './helpers/mailauth.js';
-import { CapturedLog, GTUBE, type Daemon } from './helpers/rspamd.js';
+import { GTUBE } from './helpers/rspamd.js';
 import { dataDirsWithCert, startTestServer, type TestServer } from './helpers/server.js';
 import { assertReply } from './helpers/smtp-client.js';
 import { SPAMD_JUNK_WORD, startSpamd } from './helpers/spamd.js';
-import { assertDelivered, crlfMessage, requireTool } from './helpers/tools.js';
+import { requireTool } from './helpers/tools.js';
 
 const spamdTool = requireTool('spamd');
-
-function message(subject: string, body: string, extra: string[] = []): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@example.com>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Sat, 05 Dec 2026 08:00:00 +0000',
-    `Message-ID: <${subject.replace(/\W/g, '')}@example.com>`,
-    ...extra,
-    '',
-    body,
-  ]);
-}
-
-/**
- * The delivered message split: the X-Spam-* fields on top (after Return-Path and Delivered-To)
- * and the rest, with those fields taken out.
- */
-function splitSpamFields(stored: Buffer | undefined): { fields: string; rest: Buffer } {
-  const text = stored?.toString('utf8') ?? '';
-  const m =
-    /^(Return-Path: [^\r\n]*\r\nDelivered-To: [^\r\n]*\r\n)((?:X-Spam-[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*)*)/.exec(
-      text,
-    );
-  assert.ok(m !== null, text);
-  return { fields: m[2] ?? '', rest: Buffer.from((m[1] ?? '') + text.slice(m[0].length)) };
-}
-
-const USERS = ['bob', 'carol', 'dave'].map((u) => ({ address: `${u}@sterna.test`, password: 'pw-12345678' }));
 
 describe('spamd filter', { skip: spamdTool.skip }, () => {
   let spamd: Daemon;
@@ -73,11 +52,7 @@ junk_score = 5
   });
 
   test('GTUBE scores about 1000: over reject_score it is refused, 550 5.7.1, nothing stored', async () => {
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'bob@sterna.test',
-      message: message('gtube', GTUBE),
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'bob@sterna.test', message('gtube', GTUBE));
     assertReply(r, 550, '5.7.1');
     assert.equal(r.text, '5.7.1 Message refused by the content filter spamd');
     assert.equal(server.app.spool.size, 0);
@@ -89,66 +64,40 @@ junk_score = 5
 
   test('GTUBE under a reject_score above its score goes to the Junk folder', async () => {
     const msg = message('gtube lenient', GTUBE);
-    const r = await transact(lenient.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'carol@sterna.test',
-      message: msg,
-    });
+    const r = await sendFromAlice(lenient.ports.smtp, 'carol@sterna.test', msg);
     assertReply(r, 250, '2.0.0');
     const [stored] = await waitForMessages(lenient.dataDir, 'sterna.test', 'carol/.Junk');
-    const { fields, rest } = splitSpamFields(stored);
+    const { fields, rest } = splitTopFields(stored, /X-Spam-/);
     assert.match(fields, /^X-Spam-Checker-Version: SpamAssassin /m);
     assert.match(fields, /^X-Spam-Flag: YES\r\n/m);
     assert.match(fields, /^X-Spam-Status: Yes, score=(999|100\d)/m);
-    assertDelivered(rest, {
-      sender: 'alice@example.com',
-      recipient: 'carol@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message: msg,
-    });
+    assertStoredFromAlice(rest, 'carol@sterna.test', msg);
   });
 
   test('a score between junk_score and reject_score: Junk folder, X-Spam-* on top', async () => {
     const msg = message('junk word', `Buy now: ${SPAMD_JUNK_WORD}`);
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'dave@sterna.test',
-      message: msg,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'dave@sterna.test', msg);
     assertReply(r, 250, '2.0.0');
     const [stored] = await waitForMessages(server.dataDir, 'sterna.test', 'dave/.Junk');
     assert.deepEqual(await maildirMessages(server.dataDir, 'sterna.test', 'dave'), [], 'not in the inbox');
-    const { fields, rest } = splitSpamFields(stored);
+    const { fields, rest } = splitTopFields(stored, /X-Spam-/);
     assert.match(fields, /^X-Spam-Status: Yes, score=\d+\.\d required=5\.0 tests=[^\r\n]*/m);
     assert.match(fields, /STERNA_TEST_JUNK/);
-    assertDelivered(rest, {
-      sender: 'alice@example.com',
-      recipient: 'dave@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message: msg,
-    });
+    assertStoredFromAlice(rest, 'dave@sterna.test', msg);
   });
 
   test("a clean message is stored below SpamAssassin's fields; the sender's own X-Spam-Status is gone", async () => {
     const sent = message('hello', 'See you tomorrow.', ['X-Spam-Status: No, forged by the sender']);
-    const r = await transact(server.ports.smtp, {
-      from: 'alice@example.com',
-      to: 'bob@sterna.test',
-      message: sent,
-    });
+    const r = await sendFromAlice(server.ports.smtp, 'bob@sterna.test', sent);
     assertReply(r, 250, '2.0.0');
     const [stored] = await waitForMessages(server.dataDir, 'sterna.test', 'bob');
-    const { fields, rest } = splitSpamFields(stored);
+    const { fields, rest } = splitTopFields(stored, /X-Spam-/);
     assert.match(fields, /^X-Spam-Status: No, score=-?\d+\.\d required=5\.0 /m);
     assert.doesNotMatch(rest.toString(), /forged by the sender/);
-    assertDelivered(rest, {
-      sender: 'alice@example.com',
-      recipient: 'bob@sterna.test',
-      helo: 'client.test',
-      protocol: 'ESMTP',
-      message: Buffer.from(sent.toString().replace('X-Spam-Status: No, forged by the sender\r\n', '')),
-    });
+    assertStoredFromAlice(
+      rest,
+      'bob@sterna.test',
+      Buffer.from(sent.toString().replace('X-Spam-Status: No, forged by the sender\r\n', '')),
+    );
   });
 });

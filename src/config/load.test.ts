@@ -119,6 +119,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       temperror_action: 'accept',
       exempt: [],
     },
+    filters: [],
     outbound: {
       connect_timeout_ms: 30_000,
       greeting_timeout_ms: 300_000,

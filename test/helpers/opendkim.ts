@@ -12,7 +12,7 @@ import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './process.js';
-import { runDaemon, type Daemon } from './rspamd.js';
+import { runDaemon, type Daemon } from './filters.js';
 import { describeRun, findTool, runTool } from './tools.js';
 
 export interface OpenDkim extends Daemon {

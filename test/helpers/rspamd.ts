@@ -5,101 +5,14 @@
  * where nothing answers (no query leaves the machine), a five-name TLD list (compiling the real
  * one takes half a minute) and the test patterns on (rspamd's GTUBE variants for "add header"
  * and "rewrite subject"). Runs in the foreground (-f) as root with -i, stopped by its pid.
- *
- * Also the daemon runner the spamd and opendkim helpers share: spawn in the foreground, log to a
- * file, wait for the port, stop by pid (SIGTERM, then SIGKILL after a bound).
  * Trust: test code only; binds 127.0.0.1.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import path from 'node:path';
-import { freePort, sleep, tail } from './process.js';
+import { runDaemon, type Daemon } from './filters.js';
+import { freePort } from './process.js';
 import { findTool } from './tools.js';
-
-export interface Daemon {
-  port: number;
-  dir: string;
-  logFile: string;
-  /** Stops the process (idempotent) and waits until it is gone. */
-  stop(): Promise<void>;
-  /** stop(), then removes the directory. */
-  cleanup(): Promise<void>;
-}
-
-/** Resolves once something accepts TCP connections on 127.0.0.1:port (bounded). */
-async function waitForPort(
-  port: number,
-  child: ChildProcess,
-  logFile: string,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null)
-      throw new Error(
-        `daemon exited (${String(child.exitCode ?? child.signalCode)}):\n${await tail(logFile, 30)}`,
-      );
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline)
-      throw new Error(`daemon not listening on ${port} after ${timeoutMs} ms:\n${await tail(logFile, 30)}`);
-    await sleep(100);
-  }
-}
-
-/** Runs `command args` in the foreground in dir; ready when port accepts connections. */
-export async function runDaemon(opts: {
-  command: string;
-  args: string[];
-  dir: string;
-  port: number;
-  startTimeoutMs?: number;
-}): Promise<Daemon> {
-  const logFile = path.join(opts.dir, 'daemon.log');
-  const out = createWriteStream(logFile);
-  const child = spawn(opts.command, opts.args, { cwd: opts.dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.on('error', (err) => out.write(`spawn failed: ${err.message}\n`));
-  child.stdout.pipe(out);
-  child.stderr.pipe(out);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      process.kill(child.pid, 'SIGTERM');
-      const killer = setTimeout(() => {
-        if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
-      }, 10_000);
-      await exited;
-      clearTimeout(killer);
-    }
-  };
-  try {
-    await waitForPort(opts.port, child, logFile, opts.startTimeoutMs ?? 60_000);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return {
-    port: opts.port,
-    dir: opts.dir,
-    logFile,
-    stop,
-    async cleanup() {
-      await stop();
-      await rm(opts.dir, { recursive: true, force: true });
-    },
-  };
-}
 
 export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
 /** rspamd's test pattern for the action "rewrite subject" (needs enable_test_patterns). */
@@ -174,24 +87,7 @@ worker "normal" {
     ],
     dir,
     port,
+    // Loading Debian's rules takes seconds alone, minutes on a machine shared by busy tests.
+    startTimeoutMs: 240_000,
   });
-}
-
-/** A log that keeps every record, to find the filter's line by queue id. */
-export class CapturedLog {
-  readonly records: Record<string, unknown>[] = [];
-  readonly logger = pino(
-    { level: 'info' },
-    new Writable({
-      write: (chunk: Buffer, _enc, done) => {
-        for (const line of chunk.toString('utf8').split('\n'))
-          if (line !== '') this.records.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    }),
-  );
-
-  filterLines(qid: string): Record<string, unknown>[] {
-    return this.records.filter((r) => r['msg'] === 'filter' && r['qid'] === qid);
-  }
 }

@@ -11,7 +11,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { freePort } from './process.js';
-import { runDaemon, type Daemon } from './rspamd.js';
+import { runDaemon, type Daemon } from './filters.js';
 import { findTool } from './tools.js';
 
 /** A body word the private spamd scores 8 (between junk_score 5 and reject_score 15 by default). */
