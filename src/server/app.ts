@@ -158,7 +158,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     exempt: config.mailauth.exempt,
     dns,
   });
-  const filters = buildContentFilters(config.filters);
+  const filters = buildContentFilters(config.filters, config.hostname);
   const manager = new QueueManager({
     spool,
     held,
