@@ -127,6 +127,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       max_header_bytes: 1024 * 1024,
       keys: [],
     },
+    filters: [],
     outbound: {
       connect_timeout_ms: 30_000,
       greeting_timeout_ms: 300_000,

@@ -420,6 +420,74 @@ export const dkimSchema = z
     max_header_bytes: 1 * MiB,
     keys: [],
   });
+/** Keys every content filter has ([[filters]], docs/filters.md). */
+const filterCommon = {
+  /** A name for logs and replies; unique. Default: the type. */
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected letters, digits, ".", "_" or "-"')
+    .optional(),
+  /** Listeners whose mail this filter checks. */
+  listeners: z.array(z.enum(['smtp', 'submission', 'submissions'])).default(['smtp']),
+  /** Time allowed for the filter's answer, from the end of data. */
+  timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
+  /** When the filter fails or times out: "tempfail" (451, the client retries) or "accept". */
+  on_failure: z.enum(['tempfail', 'accept']).default('tempfail'),
+  /** A larger message is not given to this filter (it is accepted unchecked, and logged). */
+  max_size: z
+    .number()
+    .int()
+    .min(1)
+    .max(1024 * MiB)
+    .default(20 * MiB),
+};
+
+/** rspamd's HTTP protocol (/checkv2). */
+export const rspamdFilterSchema = z.strictObject({
+  type: z.literal('rspamd'),
+  ...filterCommon,
+  /** rspamd's normal worker. */
+  url: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:11333'),
+  /** Sent as the Password header (rspamd's controller password), when set. */
+  password: z.string().default(''),
+  /** The actions "add header" and "rewrite subject" also put local copies in the Junk folder. */
+  junk: z.boolean().default(false),
+});
+
+/** SpamAssassin's spamd (the SPAMC/SPAMD protocol). */
+export const spamdFilterSchema = z.strictObject({
+  type: z.literal('spamd'),
+  ...filterCommon,
+  address: hostPort.default('127.0.0.1:783'),
+  /** The User header: whose preferences spamd applies. Empty: none sent. */
+  user: z.string().default(''),
+  /** A score at or above this is refused (550 5.7.1). */
+  reject_score: z.number().default(15),
+  /** A score at or above this (and below reject_score) goes to the Junk folder. */
+  junk_score: z.number().default(5),
+  /** Add spamd's X-Spam-* fields (X-Spam-Flag, X-Spam-Status, X-Spam-Level) to the message. */
+  add_headers: z.boolean().default(true),
+});
+
+/** A Sendmail milter (protocol version 6, as Postfix speaks it). */
+export const milterFilterSchema = z.strictObject({
+  type: z.literal('milter'),
+  ...filterCommon,
+  /** "inet:host:port" or "unix:/path/to/socket" (Postfix's notation). */
+  address: z
+    .string()
+    .regex(
+      /^(inet:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}|unix:\/.+)$/,
+      'expected "inet:host:port" or "unix:/path"',
+    ),
+});
+
+export const filterSchema = z.discriminatedUnion('type', [
+  rspamdFilterSchema,
+  spamdFilterSchema,
+  milterFilterSchema,
+]);
+export type FilterConfig = z.output<typeof filterSchema>;
 
 export const outboundSchema = z
   .strictObject({
@@ -712,6 +780,13 @@ export const configSchema = z.strictObject({
   dns: dnsSchema,
   mailauth: mailauthSchema,
   dkim: dkimSchema,
+  /** Content filters at the end of data, in order ([[filters]], docs/filters.md). */
+  filters: z
+    .array(filterSchema)
+    .default([])
+    .refine((fs) => new Set(fs.map((f) => f.name ?? f.type)).size === fs.length, {
+      error: 'every filter needs its own name (two filters of one type need a name each)',
+    }),
   outbound: outboundSchema,
   lmtp: lmtpSchema,
   queue: queueSchema,

@@ -64,6 +64,10 @@ export interface SignableWriter {
   write(chunk: Buffer): Promise<void>;
   commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
   abort(): void;
+  /** The octets written so far (content filters read the message back before the commit). */
+  readBack?(): Promise<AsyncIterable<Buffer>>;
+  /** Drops what was written, to write the message again (a content filter changed it). */
+  restart?(): void;
 }
 
 export interface DkimSigningOptions {
@@ -166,11 +170,13 @@ class SigningWriter implements SignableWriter {
   readonly #maxHeaderBytes: number;
   readonly #origin: SigningOrigin;
   readonly #log: Logger;
-  readonly #signer: FromDomainSigner;
+  readonly #keys: DkimKeyStore;
+  // Reset by restart(): the signature covers the message as finally written.
+  #signer!: FromDomainSigner;
   /** Resolves once the signer finished (null) or failed (the error); never rejects. */
-  readonly #finished: Promise<Error | null>;
+  #finished!: Promise<Error | null>;
   #state: 'header' | 'body' | 'off' = 'header';
-  readonly #header = new HeaderSection();
+  #header = new HeaderSection();
   #eightBit = false;
 
   constructor(
@@ -184,12 +190,34 @@ class SigningWriter implements SignableWriter {
     this.#maxHeaderBytes = maxHeaderBytes;
     this.#origin = origin;
     this.#log = log;
-    this.#signer = new FromDomainSigner((d) => keys.keysFor(d));
+    this.#keys = keys;
+    this.#startSigner();
+  }
+
+  #startSigner(): void {
+    const signer = new FromDomainSigner((d) => this.#keys.keysFor(d));
+    this.#signer = signer;
     this.#finished = new Promise((resolve) => {
-      this.#signer.once('finish', () => resolve(null));
-      this.#signer.once('error', (err) => resolve(err));
-      this.#signer.once('close', () => resolve(new Error('the signer stopped')));
+      signer.once('finish', () => resolve(null));
+      signer.once('error', (err) => resolve(err));
+      signer.once('close', () => resolve(new Error('the signer stopped')));
     });
+    this.#state = 'header';
+    this.#header = new HeaderSection();
+    this.#eightBit = false;
+  }
+
+  readBack(): Promise<AsyncIterable<Buffer>> {
+    if (this.#inner.readBack === undefined) return Promise.reject(new Error('this sink cannot read back'));
+    return this.#inner.readBack();
+  }
+
+  /** The message is written again (a content filter changed it): so is the signature, from scratch. */
+  restart(): void {
+    if (this.#inner.restart === undefined) throw new Error('this sink cannot restart');
+    this.#inner.restart();
+    if (this.#state !== 'off') this.#signer.destroy();
+    this.#startSigner();
   }
 
   get qid(): string {

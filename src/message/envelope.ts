@@ -72,6 +72,11 @@ export interface Envelope {
    * octets must reach the next hop unchanged, so it is never converted to 7 bit.
    */
   dkimSigned?: true;
+  /**
+   * A content filter judged the message spam (src/filters/): local delivery puts it in the
+   * mailbox's Junk folder (Maildir++ ".Junk") instead of its inbox.
+   */
+  junk?: boolean;
   /** Arrival time, milliseconds since the epoch. */
   receivedAt: number;
 }

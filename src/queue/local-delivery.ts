@@ -10,6 +10,7 @@
 import {
   deliverToMaildir,
   deliveryHeaders,
+  junkFolderOf,
   maildirPathFor,
   maildirUniqueName,
   type MaildirOwnership,
@@ -113,10 +114,12 @@ export class LocalDelivery {
     const reasons: string[] = [];
     for (const mailbox of route.mailboxes) {
       const at = mailbox.lastIndexOf('@');
-      const maildir = maildirPathFor(this.#o.maildirRoot, {
+      const inbox = maildirPathFor(this.#o.maildirRoot, {
         local: mailbox.slice(0, at).toLowerCase(),
         domain: mailbox.slice(at + 1),
       });
+      // A content filter's Junk verdict (src/filters/): the mailbox's Junk folder, not its inbox.
+      const maildir = envelope.junk === true ? junkFolderOf(inbox) : inbox;
       const result = await this.#withSlot(() =>
         deliverToMaildir(
           {

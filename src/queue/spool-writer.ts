@@ -37,11 +37,25 @@ export interface MessageWriter {
   commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
   /** Forgets the message (refused midway, disconnect). Its chunks become garbage. */
   abort(): void;
+  /**
+   * The bytes written so far, read back from the spool before the commit (content filters,
+   * src/filters/). Gathered bytes are written out first; the list of chunks is taken now, so a
+   * restart() after this call does not change what the returned iterable yields.
+   */
+  readBack(): Promise<AsyncIterable<Buffer>>;
+  /**
+   * Forgets the bytes written so far (their chunks become garbage, as after abort()); the next
+   * writes are the whole message again. A filter's rewrite: the COMMIT lists only the new chunks,
+   * so the spool keeps one copy of the message, the final one.
+   */
+  restart(): void;
 }
 
 /** What a MessageWriter needs from its spool. */
 export interface WriterHost {
   readonly log: SpoolLog;
+  /** The body bytes of CHUNK records, in order (the spool's read cache). */
+  readChunks(chunks: readonly ChunkRef[]): AsyncIterable<Buffer>;
   readonly pins: Pins;
   isClosed(): boolean;
   /** Makes the committed message live; the entry takes over the writer's pin. */
@@ -160,6 +174,26 @@ export class SpoolMessageWriter implements MessageWriter {
     this.#parts = [];
     this.#partsBytes = 0;
     this.#unpin();
+  }
+
+  async readBack(): Promise<AsyncIterable<Buffer>> {
+    this.#checkOpen();
+    if (this.#writing > 0) throw new Error(`message ${this.qid}: readBack() called before write() resolved`);
+    if (this.#partsBytes > 0) await this.#flush();
+    if (this.#outstanding.size > 0) await Promise.all(this.#outstanding);
+    this.#checkOpen();
+    return this.#host.readChunks([...this.#chunks]);
+  }
+
+  restart(): void {
+    this.#checkOpen();
+    if (this.#writing > 0) throw new Error(`message ${this.qid}: restart() called before write() resolved`);
+    // Chunks still being written stay in #outstanding: commit() waits for them, so a write error
+    // is still seen. Their bytes are no longer part of the message.
+    this.#parts = [];
+    this.#partsBytes = 0;
+    this.#chunks.length = 0;
+    this.#size = 0;
   }
 
   #checkOpen(): void {

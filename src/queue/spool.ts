@@ -135,6 +135,7 @@ export class Spool {
     );
     this.#host = {
       log,
+      readChunks: (chunks) => this.#reads.readChunks(chunks),
       pins: this.#pins,
       isClosed: () => this.#closed,
       adopt: (entry) => {

@@ -24,6 +24,8 @@ import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
 import { Lifecycle } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
 import { startAdmin } from '../admin/start.js';
+import { buildContentFilters } from '../filters/build.js';
+import type { ContentFilters } from '../filters/pipeline.js';
 import type { Logger } from '../observability/log.js';
 import { MailEvents } from '../observability/mail-events.js';
 import { SternaMetrics } from '../observability/metrics.js';
@@ -42,6 +44,8 @@ import { reply, type Reply } from '../smtp/replies.js';
 import type {
   AuthOutcome,
   CheckContext,
+  FilterContext,
+  FilterOutcome,
   ClientView,
   MessageCheck,
   MessageSink,
@@ -189,6 +193,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     exempt: config.mailauth.exempt,
     dns,
   });
+  const filters = buildContentFilters(config.filters, config.hostname);
   const manager = new QueueManager({
     spool,
     held,
@@ -259,6 +264,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     dkim,
     lmtpProbe,
     events,
+    filters,
   };
   const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
 
@@ -434,6 +440,7 @@ interface SharedServices {
   users: UserStore;
   spool: Spool;
   mailauth: MailAuth;
+  filters: ContentFilters;
   auth: AuthServices;
   dkim: DkimSigning;
   events: MailEvents;
@@ -597,6 +604,10 @@ class AppHooks implements SessionHooks {
     if (ctx.authUser !== undefined) origin = 'authenticated';
     else if (ctx.listener === 'smtp' && this.#s.policy.trusted.has(ctx.client.ip)) origin = 'trusted-network';
     return this.#s.dkim.wrap(sink, origin, this.#log);
+  }
+
+  filterMessage(ctx: FilterContext, sink: MessageSink): Promise<FilterOutcome> | null {
+    return this.#s.filters.run(ctx, sink, this.#log);
   }
 
   spoolFailureReply(err: unknown): Reply {

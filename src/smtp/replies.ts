@@ -190,6 +190,30 @@ export const REPLIES = {
   },
 
   // Mail authentication at end of data (src/mailauth/, docs/mail-auth.md)
+  // Content filters at the end of data (src/filters/, docs/filters.md). {text} is the filter's
+  // own words, cleaned to one safe line; a milter's custom reply keeps its code and enhanced code.
+  FILTER_REJECT: { code: 550, enhanced: '5.7.1', text: '{text}' },
+  FILTER_REJECT_DEFAULT: {
+    code: 550,
+    enhanced: '5.7.1',
+    text: 'Message refused by the content filter {filter}',
+  },
+  FILTER_TEMPFAIL: { code: 451, enhanced: '4.7.1', text: '{text}' },
+  FILTER_TEMPFAIL_DEFAULT: {
+    code: 451,
+    enhanced: '4.7.1',
+    text: 'Message deferred by the content filter {filter}; try again later',
+  },
+  FILTER_UNAVAILABLE: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Message could not be checked: content filter {filter} unavailable; try again later',
+  },
+  FILTER_EDIT_FAILED: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: "Local error applying the content filter's changes to the message; try again later",
+  },
   DMARC_REJECT: {
     code: 550,
     enhanced: '5.7.1',

@@ -82,6 +82,13 @@ export interface MessageSink {
   /** prefix: octets stored before everything written (our Authentication-Results field). */
   commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
   abort(): void;
+  /**
+   * Content filters (src/filters/): the octets written so far, read back from storage, while the
+   * message is still open. Absent on sinks that cannot read back (then no filter runs).
+   */
+  readBack?(): Promise<AsyncIterable<Buffer>>;
+  /** Forgets the octets written so far: the next writes are the whole message again (a filter's rewrite). */
+  restart?(): void;
 }
 
 /**
@@ -110,6 +117,29 @@ export interface CheckContext {
   listener: ListenerKind;
   authUser: string | undefined;
 }
+
+/** What a content filter needs to know of a message, beside its stored octets. */
+export interface FilterContext extends CheckContext {
+  recipients: readonly string[];
+  tls: TlsInfo | undefined;
+}
+
+/**
+ * The content filters' combined verdict (src/filters/), given before the reply. On accept the
+ * stored message may already have been rewritten through the sink (header edits, a new body);
+ * prepend goes on top of it, junk sends local copies to the Junk folder, and the recipient list
+ * changes as the filters asked. discard: 250, nothing stored.
+ */
+export type FilterOutcome =
+  | {
+      kind: 'accept';
+      prepend: string;
+      junk: boolean;
+      addRecipients: readonly string[];
+      removeRecipients: readonly string[];
+    }
+  | { kind: 'refuse'; reply: Reply }
+  | { kind: 'discard'; filter: string };
 
 export type RecipientVerdict = { kind: 'accept' } | { kind: 'reject'; reply: Reply };
 
@@ -147,6 +177,8 @@ export interface SessionHooks {
    * (src/mailauth/dkim-sign.ts: the signature goes into the commit's prefix), else `sink`.
    */
   signMessage?(sink: MessageSink, ctx: CheckContext): MessageSink;
+  /** Runs the content filters on the stored message, or null when none applies to this session. */
+  filterMessage?(ctx: FilterContext, sink: MessageSink): Promise<FilterOutcome> | null;
   /** Mail-log events (accepted, rejected) — the shell logs them with the session id. */
   event(name: string, fields: Record<string, unknown>): void;
 }
@@ -536,11 +568,14 @@ export class Session {
       this.#hooks.event('rejected', { qid: sink.qid, reason: 'mail loop', received: facts.receivedCount });
       return [this.#reply('TOO_MANY_HOPS', { count: facts.receivedCount })];
     }
-    // Mail authentication and its policy (src/mailauth/): after the body, before the reply.
+    // Mail authentication and its policy (src/mailauth/), and the content filters (src/filters/),
+    // side by side: after the body, before the reply.
+    const filtering = this.#hooks.filterMessage?.(this.#filterContext(tx, sink.qid), sink) ?? null;
     let prefix: Buffer | undefined;
     if (sink instanceof CheckedSink) {
       const verdict = await sink.check.finish();
       if (verdict.kind === 'refuse') {
+        await filtering;
         sink.abort();
         this.#hooks.event('rejected', {
           qid: sink.qid,
@@ -553,6 +588,43 @@ export class Session {
       prefix = Buffer.from(verdict.prepend, 'utf8');
     }
     const envelope = this.#envelope(tx);
+    if (filtering !== null) {
+      const outcome = await filtering;
+      switch (outcome.kind) {
+        case 'refuse':
+          sink.abort();
+          this.#hooks.event('rejected', {
+            qid: sink.qid,
+            reason: 'content filter',
+            code: outcome.reply.code,
+            enhanced: outcome.reply.enhanced,
+          });
+          return [{ kind: 'reply', reply: outcome.reply }];
+        case 'discard':
+          // Accepted and dropped, as the filter asked: the client is told "queued" (Postfix does the same).
+          sink.abort();
+          this.#hooks.event('discarded', { qid: sink.qid, filter: outcome.filter, sender: envelope.sender });
+          return [this.#reply('QUEUED', { qid: sink.qid })];
+        case 'accept':
+          prefix = Buffer.concat([prefix ?? Buffer.alloc(0), Buffer.from(outcome.prepend, 'utf8')]);
+          applyFilterEnvelope(envelope, outcome);
+          if (envelope.recipients.length === 0) {
+            // Every recipient was deleted by a milter: nothing left to deliver.
+            sink.abort();
+            this.#hooks.event('discarded', {
+              qid: sink.qid,
+              filter: 'no recipients left',
+              sender: envelope.sender,
+            });
+            return [this.#reply('QUEUED', { qid: sink.qid })];
+          }
+          break;
+        default: {
+          const never: never = outcome;
+          throw new Error(`unhandled filter outcome ${JSON.stringify(never)}`);
+        }
+      }
+    }
     try {
       await sink.commit(envelope, prefix);
     } catch (err) {
@@ -826,6 +898,19 @@ export class Session {
     return check === null ? sink : new CheckedSink(sink, check);
   }
 
+  #filterContext(tx: Transaction, qid: string): FilterContext {
+    return {
+      qid,
+      sender: tx.sender === null ? '' : formatMailbox(tx.sender),
+      recipients: tx.recipients.map((r) => r.address),
+      helo: this.#helo ?? '',
+      client: this.#client,
+      listener: this.#cfg.listener,
+      authUser: this.#authUser,
+      tls: this.#tls,
+    };
+  }
+
   #envelope(tx: Transaction): Envelope {
     const env: Envelope = {
       sender: tx.sender === null ? '' : formatMailbox(tx.sender),
@@ -918,5 +1003,34 @@ class CheckedSink implements MessageSink {
   abort(): void {
     this.check.abort();
     this.#inner.abort();
+  }
+
+  readBack(): Promise<AsyncIterable<Buffer>> {
+    if (this.#inner.readBack === undefined) return Promise.reject(new Error('this sink cannot read back'));
+    return this.#inner.readBack();
+  }
+
+  restart(): void {
+    if (this.#inner.restart === undefined) throw new Error('this sink cannot restart');
+    this.#inner.restart();
+  }
+}
+
+/**
+ * The envelope changes the filters asked for (a milter's add/delete rcpt, a Junk verdict). An
+ * added recipient gets no DSN parameters; a deleted one is matched without regard to case.
+ */
+function applyFilterEnvelope(
+  envelope: Envelope,
+  o: { junk: boolean; addRecipients: readonly string[]; removeRecipients: readonly string[] },
+): void {
+  if (o.junk) envelope.junk = true;
+  if (o.removeRecipients.length > 0) {
+    const gone = new Set(o.removeRecipients.map((a) => a.toLowerCase()));
+    envelope.recipients = envelope.recipients.filter((r) => !gone.has(r.address.toLowerCase()));
+  }
+  for (const address of o.addRecipients) {
+    if (!envelope.recipients.some((r) => r.address.toLowerCase() === address.toLowerCase()))
+      envelope.recipients.push({ address, params: {} });
   }
 }

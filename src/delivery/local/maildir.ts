@@ -82,6 +82,17 @@ export function maildirUniqueName(qid: string, recipientIndex: number, hostname:
   return `${qid}.R${recipientIndex}.${host}`;
 }
 
+/** The Maildir++ folder spam goes to (a content filter's Junk verdict, src/filters/). */
+export const JUNK_FOLDER = '.Junk';
+
+/**
+ * The Junk folder of a mailbox's Maildir: the Maildir++ subfolder `<maildir>/.Junk`, itself a
+ * Maildir (tmp/ new/ cur/), which IMAP servers (Dovecot's Maildir++ layout) show as "Junk".
+ */
+export function junkFolderOf(maildir: string): string {
+  return path.join(maildir, JUNK_FOLDER);
+}
+
 /**
  * The Maildir of a mailbox: `<root>/<domain>/<local>`. The domain is lower-cased; the local part is
  * kept as given (the caller passes the mailbox's canonical name, see docs/local-delivery.md). Both are
