@@ -20,7 +20,14 @@ import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
 import type { Logger } from '../observability/log.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
+import { ConnectionPolicy, type PolicyServices } from '../policy/connection-policy.js';
+import { Dnsbl } from '../policy/dnsbl.js';
+import { Greylist } from '../policy/greylist.js';
+import { PolicyLists } from '../policy/lists.js';
 import { NetworkList } from '../policy/networks.js';
+import { RateLimits } from '../policy/rate-limits.js';
+import { openStateStore } from '../state/open.js';
+import type { StateStore } from '../state/store.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { HeldSet } from '../queue/held.js';
 import { startHttpApi, type HttpApi } from '../api/listener.js';
@@ -28,6 +35,7 @@ import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
 import type { Credentials } from '../auth/sasl.js';
+import type { ListenerKind } from '../message/envelope.js';
 import type { Mailbox } from '../smtp/address.js';
 import { reply, type Reply } from '../smtp/replies.js';
 import type {
@@ -36,6 +44,8 @@ import type {
   ClientView,
   MessageCheck,
   MessageSink,
+  PolicyContext,
+  PolicyVerdict,
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
@@ -52,7 +62,11 @@ export interface RunningSterna {
   recovery: RecoveryReport;
   /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
   httpApi: HttpApi['addresses'];
-  /** Re-reads certificates, aliases (SIGHUP). */
+  /** The policy state store ([state]): counters and greylisting. */
+  state: StateStore;
+  /** The rate limits (sterna limits, the HTTP API). */
+  rates: RateLimits;
+  /** Re-reads certificates, aliases and list files (SIGHUP). */
   reload(): Promise<void>;
   close(): Promise<void>;
 }
@@ -209,8 +223,49 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
-  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth };
-  const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
+  // Abuse defences (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, rate limits.
+  const state = await openStateStore(config, log).catch(async (err: unknown) => {
+    await spool.close();
+    throw err;
+  });
+  const lists = await PolicyLists.open(config.lists, log).catch(async (err: unknown) => {
+    await state.close();
+    await spool.close();
+    throw err;
+  });
+  const rates = new RateLimits(config.rate_limits, state);
+  const g = config.greylist;
+  const policyServices: PolicyServices = {
+    lists,
+    dnsbl: new Dnsbl({
+      zones: config.dnsbl.zones,
+      threshold: config.dnsbl.threshold,
+      timeoutMs: config.dnsbl.timeout_ms,
+      resolver: dns,
+      log,
+    }),
+    dnsblListeners: config.dnsbl.listeners,
+    greylist: g.enabled
+      ? new Greylist({
+          delayMs: g.delay_ms,
+          retryWindowMs: g.retry_window_ms,
+          passTtlMs: g.pass_ttl_ms,
+          trustAfter: g.trust_after,
+          trustMs: g.trust_ms,
+          ipv4Prefix: g.ipv4_prefix,
+          ipv6Prefix: g.ipv6_prefix,
+          store: state,
+          now: Date.now,
+        })
+      : null,
+    greylistListeners: g.listeners,
+    rates,
+    trusted: (ip) => policy.trusted.has(ip),
+    onStoreError: config.state.on_error,
+    hostname: config.hostname,
+  };
+  const shared: SharedServices = { policy, router, throttle, users, spool, mailauth, auth, policyServices };
+  const hooks = (slog: Logger, kind: ListenerKind): SessionHooks => new AppHooks(shared, slog, kind);
 
   const listeners = new Listeners({
     config,
@@ -234,6 +289,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await listeners.close();
       await manager.stop();
       await spool.close();
+      lists.close();
+      await state.close();
       users.close();
       tls.close();
       throw err;
@@ -253,8 +310,11 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     tls,
     recovery: report,
     httpApi: httpApi.addresses,
+    state,
+    rates,
     async reload() {
       await tls.reload();
+      await lists.reload();
       await auth.oauthKeys?.reload();
       try {
         aliases = await loadAliases(config);
@@ -269,6 +329,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await pickup.close();
       await manager.stop();
       await spool.close();
+      lists.close();
+      await state.close();
       users.close();
       auth.dovecot?.close();
       tls.close();
@@ -354,6 +416,7 @@ interface SharedServices {
   spool: Spool;
   mailauth: MailAuth;
   auth: AuthServices;
+  policyServices: PolicyServices;
 }
 
 /**
@@ -363,10 +426,31 @@ interface SharedServices {
 class AppHooks implements SessionHooks {
   readonly #s: SharedServices;
   readonly #log: Logger;
+  readonly #listener: ListenerKind;
+  /** The session's policy state (allow-list hits, DNSBL lookups), made at the first question. */
+  #policyState: ConnectionPolicy | null = null;
 
-  constructor(shared: SharedServices, log: Logger) {
+  constructor(shared: SharedServices, log: Logger, listener: ListenerKind) {
     this.#s = shared;
     this.#log = log;
+    this.#listener = listener;
+  }
+
+  #policy(): ConnectionPolicy {
+    this.#policyState ??= new ConnectionPolicy(this.#s.policyServices, this.#log, this.#listener);
+    return this.#policyState;
+  }
+
+  checkConnect(ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().connect(ctx);
+  }
+
+  checkHelo(ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().helo(ctx);
+  }
+
+  checkSender(sender: string, ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().sender(sender, ctx);
   }
 
   now(): number {
@@ -377,11 +461,17 @@ class AppHooks implements SessionHooks {
     return randomBytes(12).toString('hex');
   }
 
-  checkRecipient(
+  async checkRecipient(
     rcpt: Mailbox,
-    ctx: { authUser: string | undefined; client: ClientView },
+    ctx: { authUser: string | undefined; client: ClientView; sender?: string },
   ): Promise<RecipientVerdict> {
-    return Promise.resolve(checkRecipient(this.#s.policy, rcpt, ctx));
+    const relay = checkRecipient(this.#s.policy, rcpt, ctx);
+    if (relay.kind === 'reject') return relay;
+    return this.#policy().recipient(addressKey(rcpt), {
+      authUser: ctx.authUser,
+      ip: ctx.client.ip,
+      sender: ctx.sender ?? '',
+    });
   }
 
   verifyAddress(rcpt: Mailbox): Promise<boolean> {
