@@ -23,6 +23,7 @@ Usage:
   sterna check-config [--config FILE]  validate a configuration file and exit
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
+  sterna limits [--json]               the rate-limit counts (users, sender domains, networks)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
   sterna --version                     print the version
@@ -140,6 +141,11 @@ async function main(argv: string[]): Promise<number> {
       const config = await commandConfig('queue', rest);
       if (typeof config === 'number') return config;
       return runQueueCommand(rest, { stdout: process.stdout, stderr: process.stderr, config });
+    }
+    case 'limits': {
+      const config = await commandConfig('limits', rest);
+      if (typeof config === 'number') return config;
+      return runQueueCommand(['limits', ...rest], { stdout: process.stdout, stderr: process.stderr, config });
     }
     case 'apikey': {
       const config = await commandConfig('apikey', rest);

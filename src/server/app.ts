@@ -283,7 +283,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
   const pickup = MaildropPickup.start({ config, spool, log }, maildropDirs);
   // Applications POST messages here (docs/http-api.md); queued like submission.
-  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool }).catch(
+  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, rates }).catch(
     async (err: unknown) => {
       await pickup.close();
       await listeners.close();
@@ -297,7 +297,9 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   );
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
-  const control = await ControlServer.start(config.data_dir, manager, log).catch((err: unknown) => {
+  const control = await ControlServer.start(config.data_dir, manager, log, {
+    limits: () => rates.counts(),
+  }).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
     return null;
   });
