@@ -7,7 +7,7 @@
  * Sterna processes sharing one Redis enforcing one limit. Nothing is stored for a refusal.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -17,6 +17,9 @@ import { addUser } from '../src/auth/users.js';
 import { runQueueCommand } from '../src/cli/queue-command.js';
 import type { RateCount } from '../src/policy/rate-limits.js';
 import type { QueueEntry } from '../src/queue/admin.js';
+import { MaildropWriter } from '../src/queue/maildrop-writer.js';
+import { capturedLog } from './helpers/outbound-fixture.js';
+import { waitFor } from './helpers/outbound.js';
 import { clientFrom, greetedFrom, sendSimple } from './helpers/policy.js';
 import { freePort, startSternaProcess, type SternaProcess } from './helpers/process.js';
 import { requireRedis, startRedis, type RedisInstance } from './helpers/redis.js';
@@ -152,6 +155,37 @@ listen = ["127.0.0.1:0"]
   });
 });
 
+test('the maildrop (sterna sendmail) counts against the per-user limit; a file over it waits in the maildrop', async () => {
+  const { log, lines } = capturedLog();
+  const server = await startTestServer({
+    log,
+    toml: `[sendmail]\norigin = "sterna.test"\nscan_interval_ms = 200\n[rate_limits]\nmessages_per_hour_per_user = 1\n`,
+  });
+  try {
+    const maildrop = path.join(server.dataDir, 'maildrop');
+    const ids: string[] = [];
+    for (const subject of ['one', 'two']) {
+      const w = new MaildropWriter(maildrop);
+      await w.write(Buffer.from(`Subject: ${subject}\r\n\r\nbody\r\n`));
+      await w.commit({ v: 1, sender: null, recipients: ['x@remote.example'], via: 'sendmail' });
+      ids.push(w.id);
+    }
+    await waitFor('a maildrop file deferred by the rate limit', () =>
+      lines.some((l) => l['msg'] === 'maildrop file deferred: rate limit reached'),
+    );
+    const deferred = lines.find((l) => l['msg'] === 'maildrop file deferred: rate limit reached');
+    assert.match(
+      String(deferred?.['reason']),
+      /^rate_limits\.messages_per_hour_per_user \(1 per hour for [^@]+@sterna\.test\)/,
+    );
+    assert.equal(server.app.spool.list().length, 1, 'one message queued, the other not stored');
+    const left = (await readdir(maildrop)).filter((n) => ids.includes(n));
+    assert.equal(left.length, 1, 'the deferred file stays in the maildrop for a later scan');
+  } finally {
+    await server.stop({ remove: true });
+  }
+});
+
 describe('two Sterna processes sharing one Redis', { skip: requireRedis().skip }, () => {
   let redis: RedisInstance;
   let dir: string;
@@ -192,6 +226,7 @@ format = "json"
           smtpPort: port,
           stdoutFile: path.join(dir, `${name}.out`),
           stderrFile: path.join(dir, `${name}.err`),
+          readyTimeoutMs: 30_000,
         }),
       );
       ports.push(port);

@@ -281,7 +281,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // committed before this are found in the spool listing.
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
-  const pickup = MaildropPickup.start({ config, spool, log }, maildropDirs);
+  const pickup = MaildropPickup.start({ config, spool, log, rates }, maildropDirs);
   // Applications POST messages here (docs/http-api.md); queued like submission.
   const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, rates }).catch(
     async (err: unknown) => {
