@@ -7,13 +7,11 @@
  * Sterna processes sharing one Redis enforcing one limit. Nothing is stored for a refusal.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { addApiKey } from '../src/api/keys.js';
-import { addUser } from '../src/auth/users.js';
 import { runQueueCommand } from '../src/cli/queue-command.js';
 import type { RateCount } from '../src/policy/rate-limits.js';
 import type { QueueEntry } from '../src/queue/admin.js';
@@ -21,7 +19,7 @@ import { MaildropWriter } from '../src/queue/maildrop-writer.js';
 import { capturedLog } from './helpers/outbound-fixture.js';
 import { waitFor } from './helpers/outbound.js';
 import { clientFrom, greetedFrom, sendSimple } from './helpers/policy.js';
-import { freePort, startSternaProcess, type SternaProcess } from './helpers/process.js';
+import { prepareServeDir, startSternaProcess, type SternaProcess } from './helpers/process.js';
 import { requireRedis, startRedis, type RedisInstance } from './helpers/redis.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { assertReply, TestClient } from './helpers/smtp-client.js';
@@ -188,55 +186,41 @@ test('the maildrop (sterna sendmail) counts against the per-user limit; a file o
 
 describe('two Sterna processes sharing one Redis', { skip: requireRedis().skip }, () => {
   let redis: RedisInstance;
-  let dir: string;
+  const dirs: string[] = [];
   const procs: SternaProcess[] = [];
   const ports: number[] = [];
 
   before(async () => {
     redis = await startRedis();
-    dir = await mkdtemp(path.join(tmpdir(), 'sterna-shared-'));
     for (const name of ['a', 'b']) {
-      const port = await freePort();
-      const dataDir = path.join(dir, name);
-      const configFile = path.join(dir, `${name}.toml`);
-      await writeFile(
-        configFile,
-        `hostname = "${name}.sterna.test"
-data_dir = "${dataDir}"
-local_domains = ["sterna.test"]
-[listen]
-smtp = ["127.0.0.1:${port}"]
-submission = []
-submissions = []
-[mailauth]
-listeners = []
-[state]
-redis = "${redis.url}"
-[rate_limits]
-messages_per_hour_per_sender_domain = 3
-[log]
-level = "info"
-format = "json"
-`,
+      const node = await prepareServeDir({
+        prefix: `sterna-shared-${name}-`,
+        hostname: `${name}.sterna.test`,
+        domain: 'sterna.test',
+        mailboxes: ['postmaster@sterna.test'],
+      });
+      dirs.push(node.dir);
+      await appendFile(
+        node.configFile,
+        `[state]\nredis = "${redis.url}"\n[rate_limits]\nmessages_per_hour_per_sender_domain = 3\n`,
       );
-      await addUser(path.join(dataDir, 'users.json'), 'postmaster@sterna.test', 'unused');
       procs.push(
         await startSternaProcess({
-          configFile,
-          smtpPort: port,
-          stdoutFile: path.join(dir, `${name}.out`),
-          stderrFile: path.join(dir, `${name}.err`),
+          configFile: node.configFile,
+          smtpPort: node.port,
+          stdoutFile: path.join(node.dir, 'out.log'),
+          stderrFile: path.join(node.dir, 'err.log'),
           readyTimeoutMs: 30_000,
         }),
       );
-      ports.push(port);
+      ports.push(node.port);
     }
   });
 
   after(async () => {
     for (const p of procs) await p.stop();
     await redis?.stop();
-    await rm(dir, { recursive: true, force: true });
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
   });
 
   test('one limit across both nodes: the fourth message of the domain is refused, on either node', async () => {
