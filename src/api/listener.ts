@@ -35,6 +35,7 @@ import {
 import { apiError, isApiError, type ApiError } from './errors.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash } from './idempotency.js';
 import { ApiKeyStore, type ApiIdentity } from './keys.js';
+import type { RateLimits } from '../policy/rate-limits.js';
 import { KeyRateLimiter } from './rate-limit.js';
 import { checkEnvelope, queueApiMessage, type SubmitDeps, type SubmitRequest } from './submit.js';
 
@@ -47,6 +48,8 @@ export interface HttpApiDeps {
   spool: Spool;
   /** DKIM signing: API mail is authenticated submission (src/mailauth/dkim-sign.ts). */
   dkim?: DkimSigning;
+  /** The shared rate limits ([rate_limits]): the key's user counts like an SMTP AUTH user. */
+  rates?: RateLimits;
 }
 
 export interface HttpApi {
@@ -281,6 +284,13 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
           ),
           retryAfter: wait,
         };
+      // One rule, every path: the per-user, per-sender-domain and per-network limits of
+      // [rate_limits] count API messages exactly as they count SMTP ones.
+      const shared = await sharedLimits(deps, identity.user, sender, clientOf(request).ip, recipients.length);
+      if (shared !== null) {
+        limiter.refund(identity.id);
+        return shared;
+      }
       const queued = await queueApiMessage(
         submitDeps,
         {
@@ -435,4 +445,38 @@ function tlsOf(request: FastifyRequest): { version: string; cipher: string } | u
   const s = request.socket;
   if (!(s instanceof TLSSocket)) return undefined;
   return { version: s.getProtocol() ?? '', cipher: s.getCipher().name };
+}
+
+/** The [rate_limits] verdict for one API message: null when it may go, else the 429 (or 503) to send. */
+async function sharedLimits(
+  deps: HttpApiDeps,
+  user: string,
+  sender: string,
+  ip: string,
+  recipients: number,
+): Promise<ApiError | null> {
+  const rates = deps.rates;
+  if (rates === undefined) return null;
+  const subject = { user, senderDomain: sender.slice(sender.lastIndexOf('@') + 1), ip };
+  try {
+    let verdict = await rates.messages(subject);
+    if (verdict.kind === 'ok') verdict = await rates.recipients(subject, recipients);
+    if (verdict.kind === 'ok') return null;
+    deps.log.warn(
+      { limit: verdict.name, max: verdict.limit, scope: verdict.scope, subject: verdict.subject },
+      'rate limit reached',
+    );
+    return {
+      ...apiError(
+        429,
+        'rate_limited',
+        `rate_limits.${verdict.name} (${verdict.limit} per hour for ${verdict.subject}) reached: retry after ${verdict.retryAfterSeconds} s`,
+      ),
+      retryAfter: verdict.retryAfterSeconds,
+    };
+  } catch (err) {
+    deps.log.error({ err }, 'policy state store failed');
+    if (deps.config.state.on_error === 'accept') return null;
+    return apiError(503, 'policy_unavailable', 'the rate-limit check is unavailable: retry later');
+  }
 }

@@ -1,8 +1,9 @@
 /**
  * Messages per minute per API key ([http_api] messages_per_minute): a token bucket holding a
  * minute's worth, refilled continuously, so a burst up to the limit passes and the average is
- * held. In memory, per process. Sterna has no per-user limit for AUTH users yet; issue 10 brings
- * the shared limiter (every listener, every node), which will replace this one.
+ * held. In memory, per process. It is the key's own burst guard; the per-user, per-domain and
+ * per-network limits of [rate_limits] (policy/rate-limits.ts, shared by every listener and every
+ * node) count API messages too, in api/listener.ts.
  * Pure: the clock is injected.
  */
 export class KeyRateLimiter {

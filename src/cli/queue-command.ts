@@ -13,11 +13,14 @@ import { connect } from 'node:net';
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/schema.js';
 import { silentLogger } from '../observability/log.js';
+import { RateLimits, type RateCount } from '../policy/rate-limits.js';
+import { openStateStore } from '../state/open.js';
 import {
   bounceMessage,
   deleteDeferredMessages,
   deleteMessage,
   listQueue,
+  matchingMessages,
   showMessage,
   type AdminContext,
   type QueueEntry,
@@ -54,10 +57,13 @@ Commands:
   list                      every queued message: id, age, size, sender, recipients
   show ID                   one message: envelope, recipient states, header section
   flush [ID | --domain D]   try again now (all, one message, or those for domain D)
-  hold ID                   do not deliver the message until released
+  hold ID | --sender ADDR | --user U
+                            do not deliver the message (or every message of that sender or
+                            authenticated user: a stolen account's mail) until released
   release ID                deliver a held message again
   delete ID | --failed      remove the message (or every deferred one): no delivery, no bounce
   bounce ID                 fail every remaining recipient, with a bounce to the sender
+  limits                    the rate-limit counts ([rate_limits]); also "sterna limits"
 
 With a running server the commands go through its control socket
 (<data_dir>/control/control.sock); otherwise they open the spool themselves.
@@ -86,6 +92,12 @@ messages are skipped. With no server running it does nothing: delivery happens w
 server starts.
 `,
   hold: `Usage: sterna queue hold ID [--json]
+       sterna queue hold --sender ADDR [--json]
+       sterna queue hold --user USER [--json]
+
+With --sender or --user, holds in one step every queued message whose envelope sender is
+ADDR, or that USER submitted (SMTP AUTH, the HTTP API): what to do first when an account's
+password was stolen. Prints the queue ids held. Release them one by one when cleared.
 
 Holds the message: the server does not deliver it, not even when flushed or due, until
 "sterna queue release ID". A delivery attempt already running is allowed to finish first.
@@ -107,6 +119,13 @@ attempt), like "postsuper -d ALL deferred". Prints each id deleted and their num
 server first lets a delivery attempt already under way end; a message delivered or changed
 meanwhile is left alone. No bounce is sent ("sterna queue bounce ID" sends one).
 `,
+  limits: `Usage: sterna limits [--json]   (or: sterna queue limits)
+
+Prints every rate-limit counter above zero ([rate_limits], docs/abuse.md): connections per
+minute per client network, messages and recipients per hour per user, sender domain and
+client network, each with the limit that applies (0: none). Asks the running server; with
+none running, reads the state store itself (the file under data_dir, or Redis).
+`,
   bounce: `Usage: sterna queue bounce ID [--json]
 
 Fails every recipient not yet delivered or failed and sends one failure notice (DSN) to
@@ -126,6 +145,8 @@ interface Parsed {
   help: boolean;
   qid?: string;
   domain?: string;
+  sender?: string;
+  user?: string;
   failed?: true;
 }
 
@@ -155,6 +176,8 @@ export async function runQueueCommand(argv: string[], io: QueueCommandIo): Promi
       op,
       ...(p.qid !== undefined ? { qid: p.qid } : {}),
       ...(p.domain !== undefined ? { domain: p.domain } : {}),
+      ...(p.sender !== undefined ? { sender: p.sender } : {}),
+      ...(p.user !== undefined ? { user: p.user } : {}),
       ...(p.failed !== undefined ? { failed: p.failed } : {}),
     };
     const socket = controlSocketPath(io.config.data_dir);
@@ -204,6 +227,8 @@ function parse(op: ControlOp, rest: string[]): Parsed {
         help: { type: 'boolean', short: 'h' },
         json: { type: 'boolean' },
         domain: { type: 'string' },
+        sender: { type: 'string' },
+        user: { type: 'string' },
         failed: { type: 'boolean' },
       },
       allowPositionals: true,
@@ -217,9 +242,23 @@ function parse(op: ControlOp, rest: string[]): Parsed {
   if (out.help) return out;
   if (values.domain !== undefined && op !== 'flush') throw new UsageError('--domain is only for flush');
   if (values.failed === true && op !== 'delete') throw new UsageError('--failed is only for delete');
+  if ((values.sender !== undefined || values.user !== undefined) && op !== 'hold')
+    throw new UsageError('--sender and --user are only for hold');
+  if (values.sender !== undefined || values.user !== undefined) {
+    if (positionals.length > 0) throw new UsageError('give a queue id, --sender or --user, not two');
+    if (values.sender !== undefined && values.user !== undefined)
+      throw new UsageError('give --sender or --user, not both');
+    const who = values.sender ?? values.user ?? '';
+    if (who === '' || who.length > 255 || /[\s<>]/.test(who))
+      throw new UsageError(`"${who}" is not an address or user`);
+    if (values.sender !== undefined) out.sender = values.sender;
+    if (values.user !== undefined) out.user = values.user;
+    return out;
+  }
   if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1] ?? ''}"`);
   const qid = positionals[0];
-  if (op === 'list' && qid !== undefined) throw new UsageError(`unexpected argument "${qid}"`);
+  if ((op === 'list' || op === 'limits') && qid !== undefined)
+    throw new UsageError(`unexpected argument "${qid}"`);
   if (op === 'flush' && qid !== undefined && values.domain !== undefined)
     throw new UsageError('give a queue id or --domain, not both');
   if (values.failed === true) {
@@ -227,7 +266,8 @@ function parse(op: ControlOp, rest: string[]): Parsed {
     out.failed = true;
     return out;
   }
-  if (op !== 'list' && op !== 'flush' && qid === undefined) throw new UsageError('a queue id is needed');
+  if (op !== 'list' && op !== 'flush' && op !== 'limits' && qid === undefined)
+    throw new UsageError('a queue id is needed');
   if (qid !== undefined) {
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(qid)) throw new UsageError(`"${qid}" is not a queue id`);
     out.qid = qid;
@@ -286,6 +326,14 @@ const NOT_RUNNING = Symbol('not running');
 /** Performs req on the spool of a stopped server. */
 async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string): Promise<unknown> {
   const { config } = io;
+  if (req.op === 'limits') {
+    const store = await openStateStore(config, silentLogger());
+    try {
+      return await new RateLimits(config.rate_limits, store).counts();
+    } finally {
+      await store.close();
+    }
+  }
   let spool: Spool;
   try {
     ({ spool } = await Spool.open({
@@ -320,9 +368,16 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
       case 'flush':
         if (req.qid !== undefined) await spool.read(qid);
         return NOT_RUNNING;
-      case 'hold':
-        await spool.read(qid);
-        return { changed: await held.add(qid) };
+      case 'hold': {
+        if (req.sender === undefined && req.user === undefined) {
+          await spool.read(qid);
+          return { changed: await held.add(qid) };
+        }
+        const done: string[] = [];
+        for (const e of matchingMessages(await listQueue(ctx), req))
+          if (await held.add(e.qid)) done.push(e.qid);
+        return { held: done };
+      }
       case 'release':
         await spool.read(qid);
         return { changed: await held.remove(qid) };
@@ -419,6 +474,10 @@ function render(req: ControlRequest, result: unknown, now: () => number): string
         : `flushing ${flushed.length} message${flushed.length === 1 ? '' : 's'}: ${flushed.join(' ')}\n`;
     }
     case 'hold':
+      if (req.sender !== undefined || req.user !== undefined) {
+        const { held } = result as { held: string[] };
+        return `${held.map((id) => `${id}: held\n`).join('')}${held.length} message${held.length === 1 ? '' : 's'} held\n`;
+      }
       return (result as { changed: boolean }).changed
         ? `${req.qid ?? ''}: held\n`
         : `${req.qid ?? ''}: already held\n`;
@@ -432,6 +491,8 @@ function render(req: ControlRequest, result: unknown, now: () => number): string
       const lines = deleted.map((id) => `${id}: deleted\n`).join('');
       return `${lines}${deleted.length} message${deleted.length === 1 ? '' : 's'} deleted\n`;
     }
+    case 'limits':
+      return renderLimits(result as RateCount[]);
     case 'bounce':
       return (result as { bounced: boolean }).bounced
         ? `${req.qid ?? ''}: bounced to the sender\n`
@@ -439,4 +500,14 @@ function render(req: ControlRequest, result: unknown, now: () => number): string
     default:
       return '';
   }
+}
+
+function renderLimits(counts: readonly RateCount[]): string {
+  if (counts.length === 0) return 'no rate-limit counts\n';
+  let out = `${'COUNTED'.padEnd(24)} ${'SCOPE'.padEnd(14)} ${'COUNT'.padStart(9)} ${'LIMIT'.padStart(9)}  SUBJECT\n`;
+  for (const c of counts) {
+    const count = Number.isInteger(c.count) ? String(c.count) : c.count.toFixed(1);
+    out += `${c.what.padEnd(24)} ${c.scope.padEnd(14)} ${count.padStart(9)} ${(c.limit === 0 ? '-' : String(c.limit)).padStart(9)}  ${c.subject}\n`;
+  }
+  return out;
 }

@@ -20,6 +20,7 @@ Usage:
   sterna check-config [--config FILE]  validate a configuration file and exit
   sterna user add|del|passwd|list ...  manage the users file (see: sterna user --help)
   sterna queue list|show|flush|...     inspect and manage the queue (see: sterna queue --help)
+  sterna limits [--json]               the rate-limit counts (users, sender domains, networks)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
   sterna dkim keygen|show ...          DKIM signing keys and their DNS records (see: sterna dkim --help)
   sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
@@ -149,6 +150,15 @@ async function main(argv: string[]): Promise<number> {
       const config = await commandConfig('queue', rest);
       if (typeof config === 'number') return config;
       return (await import('./queue-command.js')).runQueueCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        config,
+      });
+    }
+    case 'limits': {
+      const config = await commandConfig('limits', rest);
+      if (typeof config === 'number') return config;
+      return (await import('./queue-command.js')).runQueueCommand(['limits', ...rest], {
         stdout: process.stdout,
         stderr: process.stderr,
         config,

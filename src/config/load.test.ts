@@ -172,6 +172,38 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       dnsbl_zones: ['zen.spamhaus.org', 'bl.spamcop.net', 'b.barracudacentral.org'],
     },
     admin: { listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 },
+    state: { redis: '', redis_prefix: 'sterna:', timeout_ms: 1000, on_error: 'tempfail' },
+    lists: [],
+    dnsbl: { zones: [], threshold: 1, timeout_ms: 5000, listeners: ['smtp'] },
+    greylist: {
+      enabled: false,
+      listeners: ['smtp'],
+      delay_ms: 300_000,
+      retry_window_ms: 86_400_000,
+      pass_ttl_ms: 3_110_400_000,
+      trust_after: 5,
+      trust_ms: 604_800_000,
+      ipv4_prefix: 24,
+      ipv6_prefix: 64,
+    },
+    early_talkers: {
+      listeners: ['smtp'],
+      greeting_delay_ms: 0,
+      pregreet: 'reject',
+      improper_pipelining: 'ignore',
+    },
+    rate_limits: {
+      window: 'sliding',
+      connections_per_minute: 0,
+      messages_per_hour_per_user: 0,
+      recipients_per_hour_per_user: 0,
+      messages_per_hour_per_sender_domain: 0,
+      recipients_per_hour_per_sender_domain: 0,
+      messages_per_hour_per_network: 0,
+      recipients_per_hour_per_network: 0,
+      users: {},
+      groups: {},
+    },
   });
 });
 

@@ -164,6 +164,7 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
     data_dir: dataDir,
     local_domains: [...new Set(domains.map((d) => d.toLowerCase()))],
     aliases_file: optionalPath(parsed.aliases_file),
+    lists: parsed.lists.map((l) => ({ ...l, file: optionalPath(l.file) })),
     transport: Object.fromEntries(
       Object.entries(parsed.transport).map(([domain, t]) => [
         domain,

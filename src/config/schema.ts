@@ -683,6 +683,166 @@ export const adminSchema = z
     });
   })
   .default({ listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 });
+/** [state]: where counters and greylisting live (src/state/): in process, or Redis shared by several nodes. */
+export const stateSchema = z
+  .strictObject({
+    /** "redis://[user:password@]host:port[/db]" (or rediss://); empty: in process, saved under data_dir/state/. */
+    redis: z
+      .string()
+      .regex(/^(rediss?:\/\/\S+)?$/, 'expected a URL such as "redis://127.0.0.1:6379"')
+      .default(''),
+    /** Prefix of every Redis key Sterna writes. */
+    redis_prefix: z.string().max(100).default('sterna:'),
+    /** Time allowed for each Redis command (and for connecting). */
+    timeout_ms: z.number().int().min(10).max(60_000).default(1000),
+    /** The store failed (Redis down): "tempfail" answers 451 4.3.0; "accept" lets the check pass. */
+    on_error: z.enum(['tempfail', 'accept']).default('tempfail'),
+  })
+  .default({ redis: '', redis_prefix: 'sterna:', timeout_ms: 1000, on_error: 'tempfail' });
+
+const LISTENER_KINDS = ['smtp', 'submission', 'submissions'] as const;
+
+/** One allow or deny list (src/policy/lists.ts, docs/abuse.md). */
+export const listSchema = z.strictObject({
+  /** A name for logs and `sterna limits`. */
+  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a short name such as "bad-networks"'),
+  /** What is matched: the client's IP address, its HELO name, the sender, or a recipient. */
+  match: z.enum(['client', 'helo', 'sender', 'recipient']),
+  /** "deny" refuses (554 5.7.1 at connect, else 550 5.7.1 with reason); "allow" skips the checks after it. */
+  action: z.enum(['allow', 'deny']),
+  /** Entries: addresses or CIDR networks (client); names, ".suffix" (helo); addresses, domains, ".suffix", "<>" (sender, recipient). */
+  entries: z.array(z.string().min(1).max(320)).default([]),
+  /** A file with more entries, one a line (# comments); re-read when it changes and on SIGHUP. */
+  file: z.string().default(''),
+  /** The text of a deny's reply. */
+  reason: z.string().max(200).default('Access denied'),
+});
+
+export const dnsblZoneSchema = z.strictObject({
+  /** The list's DNS zone, e.g. "zen.spamhaus.org". */
+  zone: z.string().regex(/^[A-Za-z0-9.-]+$/, 'expected a DNS zone'),
+  /** "client": the client's address reversed (DNSBL, DNSWL); "sender": the sender's domain (RHSBL). */
+  type: z.enum(['client', 'sender']).default('client'),
+  /** Added to the score when listed; negative for an allow list (DNSWL). */
+  weight: z.number().min(-100).max(100).default(1),
+  /** Answers that count as listed ("127.0.0.2", "127.0.0.4-127.0.0.7"); empty: any 127.0.0.0/8 answer. */
+  codes: z
+    .array(z.string().regex(/^127\.\d+\.\d+\.\d+(-127\.\d+\.\d+\.\d+)?$/, 'expected "127.x.y.z" or a range'))
+    .default([]),
+});
+
+/** [dnsbl]: DNS block and allow lists (RFC 5782), scored, refused at RCPT. */
+export const dnsblSchema = z
+  .strictObject({
+    zones: z.array(dnsblZoneSchema).default([]),
+    /** Score at which RCPT is refused (554 5.7.1 naming the list). */
+    threshold: z.number().min(0.01).max(1000).default(1),
+    /** Time allowed for the lookups of one client; late answers count as not listed. */
+    timeout_ms: z.number().int().min(10).max(60_000).default(5000),
+    /** Listeners whose clients are looked up. */
+    listeners: z.array(z.enum(LISTENER_KINDS)).default(['smtp']),
+  })
+  .default({ zones: [], threshold: 1, timeout_ms: 5000, listeners: ['smtp'] });
+
+const GREYLIST_DEFAULTS = {
+  enabled: false,
+  listeners: ['smtp' as const],
+  delay_ms: 300_000,
+  retry_window_ms: 24 * 3600_000,
+  pass_ttl_ms: 36 * 24 * 3600_000,
+  trust_after: 5,
+  trust_ms: 7 * 24 * 3600_000,
+  ipv4_prefix: 24,
+  ipv6_prefix: 64,
+};
+
+/** [greylist]: the first attempt of a new (client network, sender, recipient) is deferred. */
+export const greylistSchema = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    listeners: z.array(z.enum(LISTENER_KINDS)).default(['smtp']),
+    /** How long a new triplet is deferred (451 4.7.1). */
+    delay_ms: durationMs.default(GREYLIST_DEFAULTS.delay_ms),
+    /** A retry after the delay passes only within this time of the first attempt. */
+    retry_window_ms: durationMs.default(GREYLIST_DEFAULTS.retry_window_ms),
+    /** A triplet that passed is remembered this long after its last message (longer than durationMs's 7 days). */
+    pass_ttl_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(400 * 24 * 3600_000)
+      .default(GREYLIST_DEFAULTS.pass_ttl_ms),
+    /** A client network whose triplets passed this many times is trusted (no greylisting); 0: never. */
+    trust_after: z.number().int().min(0).max(1_000_000).default(5),
+    /** How long a trusted network stays trusted after its last pass. */
+    trust_ms: durationMs.default(GREYLIST_DEFAULTS.trust_ms),
+    /** Prefix length of an IPv4 client's network (the triplet's first part). */
+    ipv4_prefix: z.number().int().min(8).max(32).default(24),
+    /** Prefix length of an IPv6 client's network. */
+    ipv6_prefix: z.number().int().min(16).max(128).default(64),
+  })
+  .default(GREYLIST_DEFAULTS);
+
+/** [early_talkers]: clients that do not wait for the server (Postfix postscreen's pregreet test). */
+export const earlyTalkersSchema = z
+  .strictObject({
+    listeners: z.array(z.enum(LISTENER_KINDS)).default(['smtp']),
+    /** Wait this long before the greeting; a client that talks meanwhile is refused. 0: greet at once. */
+    greeting_delay_ms: z.number().int().min(0).max(60_000).default(0),
+    /** A client that sends before the greeting: "reject" (554 5.5.1, close) or "ignore". */
+    pregreet: z.enum(['reject', 'ignore']).default('reject'),
+    /** A client that sends commands ahead of replies without PIPELINING (before EHLO, after HELO). */
+    improper_pipelining: z.enum(['reject', 'ignore']).default('ignore'),
+  })
+  .default({ listeners: ['smtp'], greeting_delay_ms: 0, pregreet: 'reject', improper_pipelining: 'ignore' });
+
+const limitCount = z.number().int().min(0).max(100_000_000);
+
+/** Per-user or per-group limits, overriding the per-user defaults. */
+const userLimitsSchema = z.strictObject({
+  messages_per_hour: limitCount.optional(),
+  recipients_per_hour: limitCount.optional(),
+});
+
+const RATE_DEFAULTS = {
+  window: 'sliding' as const,
+  connections_per_minute: 0,
+  messages_per_hour_per_user: 0,
+  recipients_per_hour_per_user: 0,
+  messages_per_hour_per_sender_domain: 0,
+  recipients_per_hour_per_sender_domain: 0,
+  messages_per_hour_per_network: 0,
+  recipients_per_hour_per_network: 0,
+  users: {},
+  groups: {},
+};
+
+/** [rate_limits]: every listener and the HTTP API; 0 turns a limit off (the default, as in Postfix). */
+export const rateLimitsSchema = z
+  .strictObject({
+    /** "sliding" (the last hour, weighted) or "fixed" (the current clock hour / minute). */
+    window: z.enum(['sliding', 'fixed']).default('sliding'),
+    /** New connections per minute from one client network (IPv4 address, IPv6 /64); beyond: 421 4.7.0. */
+    connections_per_minute: limitCount.default(0),
+    /** Messages (transactions) per hour per authenticated user; beyond: 450 4.7.1 at MAIL. */
+    messages_per_hour_per_user: limitCount.default(0),
+    /** Recipients per hour per authenticated user; beyond: 450 4.7.1 at RCPT. */
+    recipients_per_hour_per_user: limitCount.default(0),
+    messages_per_hour_per_sender_domain: limitCount.default(0),
+    recipients_per_hour_per_sender_domain: limitCount.default(0),
+    messages_per_hour_per_network: limitCount.default(0),
+    recipients_per_hour_per_network: limitCount.default(0),
+    /** Per user (the login name): its own messages_per_hour / recipients_per_hour. */
+    users: z.record(z.string().min(1), userLimitsSchema).default({}),
+    /** Named groups: members (login names, or "@domain" for every user of a domain) and their limits. */
+    groups: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected a group name'),
+        userLimitsSchema.extend({ members: z.array(z.string().min(1)).min(1) }),
+      )
+      .default({}),
+  })
+  .default(RATE_DEFAULTS);
 
 export const logSchema = z
   .strictObject({
@@ -795,6 +955,12 @@ export const configSchema = z.strictObject({
   http_api: httpApiSchema,
   diagnose: diagnoseSchema,
   admin: adminSchema,
+  state: stateSchema,
+  lists: z.array(listSchema).default([]),
+  dnsbl: dnsblSchema,
+  greylist: greylistSchema,
+  early_talkers: earlyTalkersSchema,
+  rate_limits: rateLimitsSchema,
 });
 
 export type ConfigInput = z.input<typeof configSchema>;

@@ -39,6 +39,8 @@ export interface QueueEntry {
   size: number;
   /** Reverse-path; "" is the null sender. */
   sender: string;
+  /** The authenticated user who submitted it (SMTP AUTH, the HTTP API), if any. */
+  authUser?: string;
   held: boolean;
   recipients: QueueRecipient[];
 }
@@ -113,11 +115,29 @@ export async function listQueue(ctx: AdminContext): Promise<QueueEntry[]> {
       receivedAt: m.receivedAt,
       size: m.size,
       sender: envelope.sender,
+      ...(envelope.authUser !== undefined ? { authUser: envelope.authUser } : {}),
       held: ctx.held.has(m.qid),
       recipients: recipientsOf(addressesOf(envelope), m.states),
     });
   }
   return out;
+}
+
+/**
+ * The queued messages of one sender (MAIL FROM, case-insensitive) or one authenticated user:
+ * what `sterna queue hold --sender ADDR | --user U` holds in one step (a stolen account's mail).
+ */
+export function matchingMessages(
+  entries: readonly QueueEntry[],
+  who: { sender?: string; user?: string },
+): QueueEntry[] {
+  const sender = who.sender?.toLowerCase();
+  const user = who.user?.toLowerCase();
+  return entries.filter(
+    (e) =>
+      (sender !== undefined && e.sender.toLowerCase() === sender) ||
+      (user !== undefined && e.authUser?.toLowerCase() === user),
+  );
 }
 
 /** One message: envelope, recipient states and header section. Throws NOT_FOUND. */

@@ -43,6 +43,7 @@ import {
   type MaildropRecord,
 } from './maildrop-format.js';
 import { systemUserLookup, type LocalUser, type UserLookup } from './maildrop-users.js';
+import type { RateLimits } from '../policy/rate-limits.js';
 import type { Spool } from './spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
 
@@ -58,7 +59,15 @@ export interface MaildropPickupOptions {
   now?: () => number;
   /** Signs the picked-up mail: the kernel vouches for its local user (src/mailauth/dkim-sign.ts). */
   dkim?: DkimSigning;
+  /**
+   * The shared rate limits ([rate_limits]): the local user counts as login@origin, like an
+   * SMTP AUTH user. A file over a limit stays in the maildrop and is tried again later.
+   */
+  rates?: RateLimits;
 }
+
+/** A file that may not go yet (a rate limit): it stays in the maildrop for a later scan. */
+class Deferral extends Error {}
 
 /** A reason to refuse a file; it is moved to maildrop-refused/. */
 class Refusal extends Error {}
@@ -173,7 +182,12 @@ export class MaildropPickup {
         try {
           await this.#pick(name);
         } catch (err) {
-          this.#opts.log.error({ err, maildrop: name }, 'maildrop file not picked up; will try again');
+          if (err instanceof Deferral)
+            this.#opts.log.warn(
+              { maildrop: name, reason: err.message },
+              'maildrop file deferred: rate limit reached',
+            );
+          else this.#opts.log.error({ err, maildrop: name }, 'maildrop file not picked up; will try again');
         }
       }
     } while (this.#again && !this.#closed);
@@ -266,6 +280,7 @@ export class MaildropPickup {
       recipients.push(formatMailbox(path.mailbox));
     }
 
+    await this.#checkRates(ownAddress(config, user.login), senderText, recipients.length);
     const now = this.#now();
     const spooled = spool.begin();
     const writer = this.#opts.dkim?.wrap(spooled, 'local-user', log) ?? spooled;
@@ -334,6 +349,19 @@ export class MaildropPickup {
       },
       'queued',
     );
+  }
+
+  /** One rule, every path: the maildrop counts against [rate_limits] like SMTP. Throws Deferral. */
+  async #checkRates(user: string, sender: string, recipients: number): Promise<void> {
+    const rates = this.#opts.rates;
+    if (rates === undefined) return;
+    const subject = { user, senderDomain: sender.slice(sender.lastIndexOf('@') + 1) };
+    let v = await rates.messages(subject);
+    if (v.kind === 'ok') v = await rates.recipients(subject, recipients);
+    if (v.kind === 'refused')
+      throw new Deferral(
+        `rate_limits.${v.name} (${v.limit} per hour for ${v.subject}); tried again in about ${v.retryAfterSeconds} s`,
+      );
   }
 
   async #refuse(name: string, reason: string, uid?: number): Promise<void> {

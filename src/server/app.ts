@@ -31,7 +31,14 @@ import { MailEvents } from '../observability/mail-events.js';
 import { SternaMetrics } from '../observability/metrics.js';
 import { RecentEvents } from '../observability/recent.js';
 import { buildAliasTable, loadAliasFile, type AliasTable } from '../policy/aliases.js';
+import { ConnectionPolicy, type PolicyServices } from '../policy/connection-policy.js';
+import { Dnsbl } from '../policy/dnsbl.js';
+import { Greylist } from '../policy/greylist.js';
+import { PolicyLists } from '../policy/lists.js';
 import { NetworkList } from '../policy/networks.js';
+import { RateLimits } from '../policy/rate-limits.js';
+import { openStateStore } from '../state/open.js';
+import type { StateStore } from '../state/store.js';
 import { addressKey, checkRecipient, type RecipientPolicy } from '../policy/recipient.js';
 import { HeldSet } from '../queue/held.js';
 import { startHttpApi, type HttpApi } from '../api/listener.js';
@@ -39,6 +46,7 @@ import { MaildropPickup, prepareMaildropDirs } from '../queue/maildrop-pickup.js
 import { QueueManager } from '../queue/manager.js';
 import { Spool, SpoolError, type RecoveryReport } from '../queue/spool.js';
 import type { Credentials } from '../auth/sasl.js';
+import type { ListenerKind } from '../message/envelope.js';
 import { formatMailbox, type Mailbox } from '../smtp/address.js';
 import { reply, type Reply } from '../smtp/replies.js';
 import type {
@@ -49,6 +57,8 @@ import type {
   ClientView,
   MessageCheck,
   MessageSink,
+  PolicyContext,
+  PolicyVerdict,
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
@@ -74,7 +84,11 @@ export interface RunningSterna {
    * finish for limits.drain_timeout_ms. Resolves true when every session ended in time.
    */
   drain(): Promise<boolean>;
-  /** Re-reads certificates, aliases (SIGHUP). */
+  /** The policy state store ([state]): counters and greylisting. */
+  state: StateStore;
+  /** The rate limits (sterna limits, the HTTP API). */
+  rates: RateLimits;
+  /** Re-reads certificates, aliases and list files (SIGHUP). */
   reload(): Promise<void>;
   close(): Promise<void>;
 }
@@ -252,6 +266,47 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
   });
 
+  // Abuse defences (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, rate limits.
+  const state = await openStateStore(config, log).catch(async (err: unknown) => {
+    await spool.close();
+    throw err;
+  });
+  const lists = await PolicyLists.open(config.lists, log).catch(async (err: unknown) => {
+    await state.close();
+    await spool.close();
+    throw err;
+  });
+  const rates = new RateLimits(config.rate_limits, state);
+  const g = config.greylist;
+  const policyServices: PolicyServices = {
+    lists,
+    dnsbl: new Dnsbl({
+      zones: config.dnsbl.zones,
+      threshold: config.dnsbl.threshold,
+      timeoutMs: config.dnsbl.timeout_ms,
+      resolver: dns,
+      log,
+    }),
+    dnsblListeners: config.dnsbl.listeners,
+    greylist: g.enabled
+      ? new Greylist({
+          delayMs: g.delay_ms,
+          retryWindowMs: g.retry_window_ms,
+          passTtlMs: g.pass_ttl_ms,
+          trustAfter: g.trust_after,
+          trustMs: g.trust_ms,
+          ipv4Prefix: g.ipv4_prefix,
+          ipv6Prefix: g.ipv6_prefix,
+          store: state,
+          now: Date.now,
+        })
+      : null,
+    greylistListeners: g.listeners,
+    rates,
+    trusted: (ip) => policy.trusted.has(ip),
+    onStoreError: config.state.on_error,
+    hostname: config.hostname,
+  };
   const lmtpProbe = config.lmtp.verify_recipients ? buildLmtpProbe(config, dns) : null;
   const shared: SharedServices = {
     policy,
@@ -265,8 +320,9 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     lmtpProbe,
     events,
     filters,
+    policyServices,
   };
-  const hooks = (slog: Logger): SessionHooks => new AppHooks(shared, slog);
+  const hooks = (slog: Logger, kind: ListenerKind): SessionHooks => new AppHooks(shared, slog, kind);
 
   const listeners = new Listeners({
     config,
@@ -284,21 +340,25 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // committed before this are found in the spool listing.
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
-  const pickup = MaildropPickup.start({ config, spool, log, dkim }, maildropDirs);
+  const pickup = MaildropPickup.start({ config, spool, log, dkim, rates }, maildropDirs);
   // Applications POST messages here (docs/http-api.md); queued like submission.
-  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim }).catch(
+  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates }).catch(
     async (err: unknown) => {
       await pickup.close();
       await listeners.close();
       await manager.stop();
       await spool.close();
+      lists.close();
+      await state.close();
       users.close();
       tls.close();
       throw err;
     },
   );
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
-  const control = await ControlServer.start(config.data_dir, manager, log).catch((err: unknown) => {
+  const control = await ControlServer.start(config.data_dir, manager, log, {
+    limits: () => rates.counts(),
+  }).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
     return null;
   });
@@ -311,6 +371,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await listeners.close();
       await manager.stop();
       await spool.close();
+      lists.close();
+      await state.close();
       users.close();
       tls.close();
       throw err;
@@ -339,8 +401,11 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       if (!drained) log.warn('drain timeout (limits.drain_timeout_ms): closing the sessions left');
       return drained;
     },
+    state,
+    rates,
     async reload() {
       await tls.reload();
+      await lists.reload();
       await auth.oauthKeys?.reload();
       try {
         aliases = await loadAliases(config);
@@ -356,6 +421,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await pickup.close();
       await manager.stop();
       await spool.close();
+      lists.close();
+      await state.close();
       users.close();
       auth.dovecot?.close();
       tls.close();
@@ -443,6 +510,7 @@ interface SharedServices {
   filters: ContentFilters;
   auth: AuthServices;
   dkim: DkimSigning;
+  policyServices: PolicyServices;
   events: MailEvents;
   /** Recipient verification for LMTP domains ([lmtp] verify_recipients); null when off. */
   lmtpProbe: { probe: LmtpProbe; unavailable: 'tempfail' | 'accept' } | null;
@@ -484,10 +552,31 @@ function buildLmtpProbe(config: Config, dns: DnsResolver): SharedServices['lmtpP
 class AppHooks implements SessionHooks {
   readonly #s: SharedServices;
   readonly #log: Logger;
+  readonly #listener: ListenerKind;
+  /** The session's policy state (allow-list hits, DNSBL lookups), made at the first question. */
+  #policyState: ConnectionPolicy | null = null;
 
-  constructor(shared: SharedServices, log: Logger) {
+  constructor(shared: SharedServices, log: Logger, listener: ListenerKind) {
     this.#s = shared;
     this.#log = log;
+    this.#listener = listener;
+  }
+
+  #policy(): ConnectionPolicy {
+    this.#policyState ??= new ConnectionPolicy(this.#s.policyServices, this.#log, this.#listener);
+    return this.#policyState;
+  }
+
+  checkConnect(ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().connect(ctx);
+  }
+
+  checkHelo(ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().helo(ctx);
+  }
+
+  checkSender(sender: string, ctx: PolicyContext): Promise<PolicyVerdict> {
+    return this.#policy().sender(sender, ctx);
   }
 
   now(): number {
@@ -498,15 +587,21 @@ class AppHooks implements SessionHooks {
     return randomBytes(12).toString('hex');
   }
 
-  checkRecipient(
+  async checkRecipient(
     rcpt: Mailbox,
-    ctx: { authUser: string | undefined; client: ClientView },
+    ctx: { authUser: string | undefined; client: ClientView; sender?: string },
   ): Promise<RecipientVerdict> {
-    const verdict = checkRecipient(this.#s.policy, rcpt, ctx);
+    const relay = checkRecipient(this.#s.policy, rcpt, ctx);
+    if (relay.kind === 'reject') return relay;
+    const verdict = await this.#policy().recipient(addressKey(rcpt), {
+      authUser: ctx.authUser,
+      ip: ctx.client.ip,
+      sender: ctx.sender ?? '',
+    });
+    // Last, as Postfix orders reject_unverified_recipient: the LMTP server is asked only for a
+    // recipient every other check let through.
     const lmtp = this.#s.lmtpProbe;
-    if (verdict.kind !== 'accept' || lmtp === null || !lmtp.probe.covers(rcpt.domain)) {
-      return Promise.resolve(verdict);
-    }
+    if (verdict.kind !== 'accept' || lmtp === null || !lmtp.probe.covers(rcpt.domain)) return verdict;
     return this.#verifyOverLmtp(lmtp, rcpt);
   }
 

@@ -6,6 +6,10 @@
  * TLS handshake for STARTTLS and implicit TLS, and enforces the timeouts of RFC 5321 4.5.3.2:
  * limits.data_total_timeout_ms bounds a DATA body from 354 to the final dot, and a BDAT message
  * from its first chunk to the end of its LAST one, the commands between chunks included.
+ * Early talkers ([early_talkers], docs/abuse.md, Postfix postscreen's pregreet test): input
+ * before the greeting (after the optional greeting delay) is refused with 554 5.5.1 and closed,
+ * and so, when configured, are commands sent ahead of their replies without PIPELINING
+ * (RFC 2920 3.1: only after EHLO offered it, and never after HELO).
  * Faces untrusted clients.
  */
 import type { Socket } from 'node:net';
@@ -68,6 +72,8 @@ export class Connection {
   #bdat: BdatMessage | null = null;
   readonly #inbox: Buffer[] = [];
   #busy = false;
+  /** The first reply (greeting or refusal) went out; input before it is an early talker's. */
+  #greeted = false;
   /** The client has half-closed: no more input will come. */
   #ended = false;
   readonly #makeSession: (tls: TlsInfo | undefined) => Session;
@@ -135,10 +141,47 @@ export class Connection {
   }
 
   #begin(tls: TlsInfo | undefined): void {
-    this.#session = this.#makeSession(tls);
+    const session = this.#makeSession(tls);
+    this.#session = session;
     this.#log.info({ tls: tls?.version }, 'connected');
-    this.#perform(this.#session.greeting());
     this.#armCommandTimeout();
+    void session
+      .connect()
+      .then((actions) => this.#greet(session, actions))
+      .catch((err: unknown) => {
+        this.#log.error({ err }, 'internal error in the connect-time policy');
+        this.#send(reply('SPOOL_ERROR'));
+        this.#close();
+      });
+  }
+
+  /** Sends the greeting (after the delay) or the refusal, unless the client talked first. */
+  async #greet(session: Session, actions: Action[]): Promise<void> {
+    for (const a of actions) {
+      if (this.#mode.kind === 'closed') return;
+      if (a.kind === 'delay') {
+        await new Promise((resolve) => setTimeout(resolve, a.ms));
+        continue;
+      }
+      if (!this.#greeted && this.#inbox.length > 0 && session.earlyTalkers?.pregreet === 'reject') {
+        this.#earlyTalker('pregreet');
+        return;
+      }
+      this.#perform([a]);
+      this.#greeted = true;
+    }
+    if (this.#mode.kind !== 'closed' && this.#inbox.length > 0) this.#kick();
+  }
+
+  /** Refuses a client that did not wait (554 5.5.1) and closes. */
+  #earlyTalker(kind: 'pregreet' | 'improper-pipelining'): void {
+    const buffered = this.#inbox.reduce((n, b) => n + b.length, 0) + this.#lines.buffered;
+    this.#log.warn({ kind, buffered }, 'early talker refused');
+    this.#inbox.length = 0;
+    this.#send(
+      reply(kind === 'pregreet' ? 'EARLY_TALKER' : 'IMPROPER_PIPELINING', { hostname: this.#opts.hostname }),
+    );
+    this.#close();
   }
 
   #attach(socket: Socket): void {
@@ -196,7 +239,7 @@ export class Connection {
   }
 
   #kick(): void {
-    if (this.#busy) return;
+    if (this.#busy || !this.#greeted) return;
     this.#busy = true;
     void this.#drain().finally(() => {
       this.#busy = false;
@@ -262,6 +305,10 @@ export class Connection {
     for (;;) {
       const ev = this.#lines.next();
       if (ev === null) return null;
+      if (ev.kind === 'line' && this.#pipelinedAhead()) {
+        this.#earlyTalker('improper-pipelining');
+        return null;
+      }
       const event: SessionEvent =
         ev.kind === 'line'
           ? { kind: 'line', line: ev.line }
@@ -276,6 +323,14 @@ export class Connection {
         return rest;
       }
     }
+  }
+
+  /** More input is already here while PIPELINING was not offered, and the listener refuses that. */
+  #pipelinedAhead(): boolean {
+    const session = this.#session;
+    if (session === null || session.earlyTalkers?.improperPipelining !== 'reject') return false;
+    if (session.pipeliningOffered) return false;
+    return this.#lines.buffered > 0 || this.#inbox.length > 0;
   }
 
   /** Writes decoded body octets, unless the body is discarded, refused, or already failed to write. */

@@ -9,7 +9,8 @@
  * the new one (a server of an older version still running). It
  * speaks newline-delimited JSON: one request per line, `{"op":"list"}`,
  * `{"op":"flush","qid":ID}`, `{"op":"delete","failed":true}` (every message of the deferred
- * queue), …, and one reply line per request, `{"ok":true,"result":…}` or
+ * queue), `{"op":"hold","sender":ADDR}` / `{"op":"hold","user":U}` (every queued message of one
+ * sender or user), `{"op":"limits"}` (the rate-limit counts, `sterna limits`), …, and one reply line per request, `{"ok":true,"result":…}` or
  * `{"ok":false,"error":TEXT,"code":CODE}` (code "NOT_FOUND" for an unknown queue id, "USAGE"
  * for a malformed request, "FAILED" otherwise). The `sterna queue` commands use it so that only
  * one process ever writes the spool (docs/operations.md).
@@ -19,6 +20,7 @@ import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from '../observability/log.js';
+import { matchingMessages } from '../queue/admin.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { PageRequest, QueueFilter } from '../queue/queue-view.js';
 import { SpoolError } from '../queue/spool.js';
@@ -30,12 +32,16 @@ export const CONTROL_SOCKET = 'control.sock';
 /** A request line longer than this closes the connection. */
 const MAX_REQUEST_BYTES = 64 * 1024;
 
-export type ControlOp = 'list' | 'show' | 'flush' | 'hold' | 'release' | 'delete' | 'bounce';
+export type ControlOp = 'list' | 'show' | 'flush' | 'hold' | 'release' | 'delete' | 'bounce' | 'limits';
 
 export interface ControlRequest {
   op: ControlOp;
   qid?: string;
   domain?: string;
+  /** hold only, instead of qid: every queued message of this sender (MAIL FROM). */
+  sender?: string;
+  /** hold only, instead of qid: every queued message of this authenticated user. */
+  user?: string;
   /** delete only, instead of qid: every message of the deferred queue (admin.ts isDeferredQueued). */
   failed?: true;
   /** list only (the admin API): one filtered page instead of every message. */
@@ -96,7 +102,12 @@ export async function prepareControlDir(dataDir: string): Promise<string> {
   return dir;
 }
 
-const OPS: readonly ControlOp[] = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce'];
+const OPS: readonly ControlOp[] = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce', 'limits'];
+
+/** What the control socket serves besides the queue: the rate-limit counts. */
+export interface ControlExtras {
+  limits?: () => Promise<unknown>;
+}
 
 /** Checks a decoded request line; returns the request or the reason it is refused. */
 export function parseControlRequest(value: unknown): ControlRequest | string {
@@ -105,7 +116,7 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
   const found = OPS.find((o) => o === op);
   if (found === undefined) return `unknown op ${JSON.stringify(op)}`;
   const req: ControlRequest = { op: found };
-  for (const key of ['qid', 'domain'] as const) {
+  for (const key of ['qid', 'domain', 'sender', 'user'] as const) {
     const v: unknown = key in value ? (value as Record<string, unknown>)[key] : undefined;
     if (v === undefined) continue;
     if (typeof v !== 'string' || v === '' || v.length > 255) return `${key} must be a non-empty string`;
@@ -118,7 +129,18 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
     if (req.qid !== undefined) return 'delete takes a qid or failed, not both';
     req.failed = true;
   }
-  if (found !== 'list' && found !== 'flush' && req.qid === undefined && req.failed === undefined)
+  if ((req.sender !== undefined || req.user !== undefined) && (found !== 'hold' || req.qid !== undefined))
+    return 'sender and user are only for hold, instead of a qid';
+  if (found === 'hold' && req.sender !== undefined && req.user !== undefined)
+    return 'hold takes a sender or a user, not both';
+  if (found === 'hold' && (req.sender !== undefined || req.user !== undefined)) return req;
+  if (
+    found !== 'list' &&
+    found !== 'flush' &&
+    found !== 'limits' &&
+    req.qid === undefined &&
+    req.failed === undefined
+  )
     return found === 'delete' ? 'delete needs a qid or failed' : `${found} needs a qid`;
   return req;
 }
@@ -138,11 +160,13 @@ export class ControlServer {
   readonly #log: Logger;
   readonly #manager: QueueManager;
   readonly #sockets = new Set<Socket>();
+  readonly #extras: ControlExtras;
 
-  private constructor(path: string, manager: QueueManager, log: Logger) {
+  private constructor(path: string, manager: QueueManager, log: Logger, extras: ControlExtras) {
     this.#path = path;
     this.#manager = manager;
     this.#log = log;
+    this.#extras = extras;
     this.#server = createServer((s) => this.#serve(s));
   }
 
@@ -150,13 +174,18 @@ export class ControlServer {
    * Listens on `<dataDir>/control/control.sock` (after prepareControlDir), replacing a stale
    * socket file left by a crash, and removing one an older version left at the legacy path.
    */
-  static async start(dataDir: string, manager: QueueManager, log: Logger): Promise<ControlServer> {
+  static async start(
+    dataDir: string,
+    manager: QueueManager,
+    log: Logger,
+    extras: ControlExtras = {},
+  ): Promise<ControlServer> {
     await prepareControlDir(dataDir);
     const path = controlSocketPath(dataDir);
     // The spool lock is ours, so no other server uses this data directory: a socket file here is stale.
     await unlink(path).catch(() => undefined);
     await removeLegacySocket(dataDir, log);
-    const cs = new ControlServer(path, manager, log);
+    const cs = new ControlServer(path, manager, log, extras);
     await new Promise<void>((resolve, reject) => {
       cs.#server.once('error', reject);
       cs.#server.listen(path, () => {
@@ -218,7 +247,10 @@ export class ControlServer {
     const req = parseControlRequest(value);
     if (typeof req === 'string') return { ok: false, error: req, code: 'USAGE' };
     try {
-      return { ok: true, result: await runQueueOp(this.#manager, req) };
+      return {
+        ok: true,
+        result: await runQueueOp(this.#manager, req, { log: this.#log, extras: this.#extras }),
+      };
     } catch (err) {
       if (err instanceof SpoolError && err.code === 'NOT_FOUND')
         return { ok: false, error: `no message ${req.qid ?? ''} in the queue`, code: 'NOT_FOUND' };
@@ -231,9 +263,14 @@ export class ControlServer {
 /**
  * One queue operation on a running server: the control socket (`sterna queue`) and the admin
  * API (admin/api-queue.ts) both run every operation through here. Throws SpoolError NOT_FOUND
- * for an unknown queue id.
+ * for an unknown queue id. `ctx`: the log for administrative actions, and the rate-limit counts
+ * (`sterna limits`) when the server has them.
  */
-export async function runQueueOp(m: QueueManager, req: ControlRequest): Promise<unknown> {
+export async function runQueueOp(
+  m: QueueManager,
+  req: ControlRequest,
+  ctx: { log?: Logger; extras?: ControlExtras } = {},
+): Promise<unknown> {
   const qid = req.qid ?? '';
   switch (req.op) {
     case 'list':
@@ -245,8 +282,18 @@ export async function runQueueOp(m: QueueManager, req: ControlRequest): Promise<
       const target = req.qid !== undefined ? { qid } : req.domain !== undefined ? { domain: req.domain } : {};
       return { flushed: await m.flush(target) };
     }
-    case 'hold':
-      return { changed: await m.hold(qid) };
+    case 'hold': {
+      if (req.sender === undefined && req.user === undefined) return { changed: await m.hold(qid) };
+      const held: string[] = [];
+      for (const e of matchingMessages(await m.list(), req)) if (await m.hold(e.qid)) held.push(e.qid);
+      ctx.log?.warn(
+        { sender: req.sender, user: req.user, held },
+        'queue: messages held by the administrator',
+      );
+      return { held };
+    }
+    case 'limits':
+      return (await ctx.extras?.limits?.()) ?? [];
     case 'release':
       return { changed: await m.release(qid) };
     case 'delete':

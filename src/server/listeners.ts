@@ -208,6 +208,15 @@ export class Listeners {
       tlsAvailable: this.#deps.secureContext() !== null,
       enforceSender: config.auth.enforce_sender,
       authservId: config.mailauth.authserv_id || config.hostname,
+      ...(config.early_talkers.listeners.includes(kind)
+        ? {
+            earlyTalkers: {
+              greetingDelayMs: config.early_talkers.greeting_delay_ms,
+              pregreet: config.early_talkers.pregreet,
+              improperPipelining: config.early_talkers.improper_pipelining,
+            },
+          }
+        : {}),
     };
   }
 }

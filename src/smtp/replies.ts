@@ -367,6 +367,69 @@ export const REPLIES = {
     enhanced: '4.3.0',
     text: 'forwarding to {targets} not queued yet (spool error)',
   },
+
+  // Policy (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, early talkers, rate limits
+  CLIENT_DENIED: { code: 554, enhanced: '5.7.1', text: '{hostname} {reason}' },
+  REFUSED_AT_CONNECT: {
+    code: 503,
+    enhanced: '5.7.1',
+    text: 'Bad sequence of commands: this connection was refused at the greeting; send QUIT',
+  },
+  POLICY_DENIED: { code: 550, enhanced: '5.7.1', text: '{reason}' },
+  DNSBL_CLIENT_LISTED: {
+    code: 554,
+    enhanced: '5.7.1',
+    text: 'Service unavailable; client [{ip}] blocked using {zone}',
+  },
+  DNSBL_SENDER_LISTED: {
+    code: 554,
+    enhanced: '5.7.1',
+    text: 'Service unavailable; sender domain {domain} blocked using {zone}',
+  },
+  GREYLISTED: {
+    code: 451,
+    enhanced: '4.7.1',
+    text: 'Greylisted: first mail from your network for this sender and recipient; please try again in {seconds} seconds',
+  },
+  EARLY_TALKER: {
+    code: 554,
+    enhanced: '5.5.1',
+    text: '{hostname} protocol error: you sent before my greeting',
+    close: true,
+  },
+  IMPROPER_PIPELINING: {
+    code: 554,
+    enhanced: '5.5.1',
+    text: '{hostname} protocol error: commands sent ahead of replies without PIPELINING (RFC 2920)',
+    close: true,
+  },
+  RATE_LIMIT_CONNECTIONS: {
+    code: 421,
+    enhanced: '4.7.0',
+    text: '{hostname} too many connections from your network ({limit} per minute, rate_limits.{name}); try again in {seconds} seconds',
+    close: true,
+  },
+  RATE_LIMIT_MESSAGES: {
+    code: 450,
+    enhanced: '4.7.1',
+    text: 'Too many messages from {scope} {subject} ({limit} per hour, rate_limits.{name}); try again in {seconds} seconds',
+  },
+  RATE_LIMIT_RECIPIENTS: {
+    code: 450,
+    enhanced: '4.7.1',
+    text: 'Too many recipients from {scope} {subject} ({limit} per hour, rate_limits.{name}); try again in {seconds} seconds',
+  },
+  POLICY_STATE_UNAVAILABLE: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Policy check temporarily unavailable; please try again later',
+  },
+  POLICY_STATE_UNAVAILABLE_CONNECT: {
+    code: 421,
+    enhanced: '4.3.0',
+    text: '{hostname} policy check temporarily unavailable; please try again later',
+    close: true,
+  },
 } as const satisfies Record<string, ReplySpec>;
 
 export type ReplyId = keyof typeof REPLIES;

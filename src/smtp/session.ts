@@ -60,6 +60,20 @@ export interface SessionConfig {
    * removed from every message, on every listener (RFC 8601 5). Unset: nothing is removed.
    */
   authservId?: string;
+  /**
+   * Early-talker checks on this listener ([early_talkers], docs/abuse.md); the connection
+   * applies them (it sees the bytes). Absent: none.
+   */
+  earlyTalkers?: EarlyTalkerChecks;
+}
+
+export interface EarlyTalkerChecks {
+  /** Wait this long before the greeting. */
+  greetingDelayMs: number;
+  /** Input before the greeting. */
+  pregreet: 'reject' | 'ignore';
+  /** Commands ahead of replies without PIPELINING (before EHLO's reply, or after HELO). */
+  improperPipelining: 'reject' | 'ignore';
 }
 
 export interface ClientView {
@@ -143,6 +157,23 @@ export type FilterOutcome =
 
 export type RecipientVerdict = { kind: 'accept' } | { kind: 'reject'; reply: Reply };
 
+/**
+ * The answer of a policy check (src/policy/): go on, or refuse with this reply. `reason` is a
+ * stable id for the log ("list", "dnsbl", "greylist", "rate-limit", ...). `allowListed`: the
+ * client is on an allow list, so the checks after it (early talkers among them) are skipped.
+ */
+export type PolicyVerdict =
+  { kind: 'continue'; allowListed?: boolean } | { kind: 'refuse'; reply: Reply; reason: string };
+
+/** What a policy check knows of the session. */
+export interface PolicyContext {
+  client: ClientView;
+  listener: ListenerKind;
+  /** The HELO/EHLO argument ('' before it). */
+  helo: string;
+  authUser: string | undefined;
+}
+
 export type AuthOutcome =
   | { kind: 'ok'; user: string }
   /**
@@ -158,10 +189,17 @@ export interface SessionHooks {
   now(): number;
   /** Random token for SASL challenges. */
   nonce(): string;
+  /** The RCPT decision: relay and recipients, then the policy (lists, DNSBL, greylisting, rate limits). */
   checkRecipient(
     rcpt: Mailbox,
-    ctx: { authUser: string | undefined; client: ClientView },
+    ctx: { authUser: string | undefined; client: ClientView; sender?: string; helo?: string },
   ): Promise<RecipientVerdict>;
+  /** Policy at connect: client lists, connection rate; may start lookups (DNSBL) for later. */
+  checkConnect?(ctx: PolicyContext): Promise<PolicyVerdict>;
+  /** Policy at HELO/EHLO (ctx.helo is the new name). */
+  checkHelo?(ctx: PolicyContext): Promise<PolicyVerdict>;
+  /** Policy at MAIL: sender lists, RHSBL, message rate limits. sender is '' for <>. */
+  checkSender?(sender: string, ctx: PolicyContext): Promise<PolicyVerdict>;
   /** VRFY with smtp.vrfy = "verify". */
   verifyAddress(rcpt: Mailbox): Promise<boolean>;
   isAuthLockedOut(ip: string): boolean;
@@ -237,6 +275,10 @@ export class Session {
   /** The message being received by DATA, between 'receive-data' and 'data-end'. */
   #dataSink: MessageSink | null = null;
   #dataBody: MessageBody | null = null;
+  /** The connect-time policy refused us (554): every command but QUIT gets 503 (RFC 5321 3.1). */
+  #refusedAtConnect = false;
+  /** The connect-time policy found the client on an allow list: no early-talker checks. */
+  #allowListed = false;
 
   constructor(cfg: SessionConfig, hooks: SessionHooks, client: ClientView, tls?: TlsInfo) {
     this.#cfg = cfg;
@@ -270,6 +312,67 @@ export class Session {
 
   greeting(): Action[] {
     return [this.#reply('GREETING', { banner: this.#cfg.banner })];
+  }
+
+  /**
+   * The connect-time policy, then the greeting (after the greeting delay, when there is one):
+   * a 421 that closes (a rate limit), or a 554 after which only QUIT is served (RFC 5321 3.1).
+   */
+  async connect(): Promise<Action[]> {
+    const verdict: PolicyVerdict =
+      this.#hooks.checkConnect === undefined
+        ? { kind: 'continue' }
+        : await this.#hooks.checkConnect(this.#policyContext());
+    if (verdict.kind === 'refuse') {
+      this.#hooks.event('connect-refused', {
+        reason: verdict.reason,
+        code: verdict.reply.code,
+        enhanced: verdict.reply.enhanced,
+      });
+      if (verdict.reply.close === true) {
+        this.abort();
+        return [{ kind: 'reply', reply: verdict.reply }, { kind: 'close' }];
+      }
+      this.#refusedAtConnect = true;
+      return [{ kind: 'reply', reply: verdict.reply }];
+    }
+    this.#allowListed = verdict.allowListed === true;
+    const delay = this.earlyTalkers?.greetingDelayMs ?? 0;
+    return [...(delay > 0 ? [{ kind: 'delay' as const, ms: delay }] : []), ...this.greeting()];
+  }
+
+  /** The early-talker checks that apply to this client: none for an allow-listed one. */
+  get earlyTalkers(): EarlyTalkerChecks | undefined {
+    return this.#allowListed ? undefined : this.#cfg.earlyTalkers;
+  }
+
+  /** PIPELINING was offered: the last greeting command was EHLO (RFC 2920 3.1). */
+  get pipeliningOffered(): boolean {
+    return this.#helo !== null && this.#esmtp;
+  }
+
+  #policyContext(): PolicyContext {
+    return {
+      client: this.#client,
+      listener: this.#cfg.listener,
+      helo: this.#helo ?? '',
+      authUser: this.#authUser,
+    };
+  }
+
+  /** A policy refusal: logged, and a 5xx counts towards the error limit like a refused RCPT. */
+  #policyRefusal(
+    verdict: Extract<PolicyVerdict, { kind: 'refuse' }>,
+    fields: Record<string, unknown>,
+  ): Action[] {
+    this.#hooks.event('policy-refused', {
+      ...fields,
+      reason: verdict.reason,
+      code: verdict.reply.code,
+      enhanced: verdict.reply.enhanced,
+    });
+    if (verdict.reply.code >= 500) this.#errors++;
+    return this.#maybeTooManyErrors([{ kind: 'reply', reply: verdict.reply }]);
   }
 
   /** Called when the connection ends, whatever the reason: drops any half-received message. */
@@ -346,6 +449,7 @@ export class Session {
   }
 
   async #dispatch(verb: Verb, args: string): Promise<Action[]> {
+    if (this.#refusedAtConnect && verb !== 'QUIT') return this.#error('REFUSED_AT_CONNECT');
     switch (verb) {
       case 'HELO':
       case 'EHLO':
@@ -383,10 +487,14 @@ export class Session {
     }
   }
 
-  #hello(verb: 'HELO' | 'EHLO', args: string): Action[] {
+  async #hello(verb: 'HELO' | 'EHLO', args: string): Promise<Action[]> {
     // RFC 5321 4.1.1.1: the argument is a domain or an address literal; we accept any single token.
     if (args === '' || /\s/.test(args)) {
       return this.#error('SYNTAX_ERROR', { detail: `${verb} requires exactly one argument: your host name` });
+    }
+    if (this.#hooks.checkHelo !== undefined) {
+      const verdict = await this.#hooks.checkHelo({ ...this.#policyContext(), helo: args });
+      if (verdict.kind === 'refuse') return this.#policyRefusal(verdict, { helo: args });
     }
     this.#resetTransaction();
     this.#helo = args;
@@ -415,7 +523,7 @@ export class Session {
     );
   }
 
-  #mail(args: string): Action[] {
+  async #mail(args: string): Promise<Action[]> {
     if (this.#helo === null) return this.#error('BAD_SEQUENCE', { detail: 'send HELO or EHLO first' });
     if (this.#tx !== null) return this.#error('BAD_SEQUENCE', { detail: 'nested MAIL command' });
     if (this.#cfg.listener !== 'smtp' && this.#authUser === undefined) return this.#error('AUTH_REQUIRED');
@@ -451,6 +559,11 @@ export class Session {
     ) {
       this.#hooks.event('sender-refused', { sender, user: this.#authUser });
       return this.#error('SENDER_NOT_OWNED', { address: sender, user: this.#authUser });
+    }
+    if (this.#hooks.checkSender !== undefined) {
+      const verdict = await this.#hooks.checkSender(sender, this.#policyContext());
+      if (verdict.kind === 'refuse') return this.#policyRefusal(verdict, { sender });
+      if (this.#tx !== null) return this.#error('BAD_SEQUENCE', { detail: 'nested MAIL command' });
     }
     this.#tx = { sender: path.mailbox, mailParams: params.params, recipients: [], usedData: false };
     this.#hooks.event('mail', { sender });
@@ -488,6 +601,8 @@ export class Session {
       verdict = await this.#hooks.checkRecipient(path.mailbox, {
         authUser: this.#authUser,
         client: this.#client,
+        sender: this.#tx.sender === null ? '' : formatMailbox(this.#tx.sender),
+        helo: this.#helo ?? '',
       });
     } catch (err) {
       // The lookup itself failed (a table or a store we could not read): the client may try

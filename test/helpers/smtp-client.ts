@@ -31,14 +31,18 @@ export class TestClient {
 
   static async connect(
     port: number,
-    opts: { host?: string; tls?: boolean; timeoutMs?: number } = {},
+    opts: { host?: string; tls?: boolean; timeoutMs?: number; localAddress?: string } = {},
   ): Promise<TestClient> {
     const host = opts.host ?? '127.0.0.1';
+    // localAddress: the client's own address (127.0.0.5, ...), to act as another host.
+    const local = opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {};
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s =
         opts.tls === true
-          ? tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost' }, () => resolve(s))
-          : net.connect({ host, port }, () => resolve(s));
+          ? tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost', ...local }, () =>
+              resolve(s),
+            )
+          : net.connect({ host, port, ...local }, () => resolve(s));
       s.once('error', reject);
     });
     socket.setTimeout(opts.timeoutMs ?? 10_000, () => socket.destroy(new Error('test client timeout')));
