@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startAdminServer, type AdminTestServer } from './helpers/admin.js';
 import { sendMessage, waitFor } from './helpers/outbound.js';
+import { TestClient } from './helpers/smtp-client.js';
 import { findTool, requireTool } from './helpers/tools.js';
 
 const RELAY = '[relay]\ntrusted_networks = ["127.0.0.1/32"]\n';
@@ -27,6 +28,20 @@ function queueRemote(a: AdminTestServer, i: number): Promise<string> {
     to: [to],
     body: `From: <${from}>\r\nTo: <${to}>\r\nSubject: dashboard ${i}\r\n\r\nhello\r\n`,
   });
+}
+
+/** One RCPT refused (no such local user): 550 5.1.1, for the refusals page. */
+async function refuseOne(a: AdminTestServer): Promise<void> {
+  const c = await TestClient.connect(a.server.ports.smtp);
+  try {
+    await c.expect(220);
+    await c.cmd('EHLO client.test');
+    await c.cmd('MAIL FROM:<x@example.net>');
+    assert.equal((await c.cmd('RCPT TO:<nobody@sterna.test>')).code, 550);
+    await c.cmd('QUIT');
+  } finally {
+    c.close();
+  }
 }
 
 interface Listed {
@@ -127,6 +142,7 @@ describe('dashboard in chromium', { skip: requireTool('chromium').skip }, () => 
   let page: Page;
   const qids: string[] = [];
   const consoleErrors: string[] = [];
+  const queueRequests: string[] = [];
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
@@ -137,6 +153,7 @@ describe('dashboard in chromium', { skip: requireTool('chromium').skip }, () => 
       () =>
         a.server.app.spool.list().filter((m) => m.states.every((s) => s.status === 'deferred')).length === 4,
     );
+    await refuseOne(a);
     browser = await chromium.launch({
       executablePath: findTool('chromium') ?? '/usr/bin/chromium',
       args: ['--no-sandbox'],
@@ -148,6 +165,9 @@ describe('dashboard in chromium', { skip: requireTool('chromium').skip }, () => 
     page.setDefaultTimeout(10_000);
     page.on('pageerror', (err) => consoleErrors.push(err.message));
     page.on('dialog', (d) => void d.accept());
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname === '/api/queue') queueRequests.push(r.url());
+    });
   });
   after(async () => {
     await browser?.close();
@@ -223,6 +243,15 @@ describe('dashboard in chromium', { skip: requireTool('chromium').skip }, () => 
     await page.getByText('2 matching messages').waitFor();
     assert.equal(await page.locator(`tr[data-qid="${qids[0]}"]`).count(), 0);
     assert.equal(await page.locator(`tr[data-qid="${qids[3]}"]`).count(), 1);
+
+    // Bounce: its recipient fails with a report to the sender; the message leaves the queue.
+    await row(qids[3]!).getByRole('button', { name: 'bounce' }).click();
+    await page.getByText(`bounce: ${qids[3]} done`).waitFor();
+    await waitFor(`${qids[3]!} bounced`, async () => (await listed(a, qids[3]!)) === null);
+
+    // Every queue request asked for one page: the browser never loads the whole queue.
+    assert.ok(queueRequests.length >= 5, queueRequests.join('\n'));
+    for (const u of queueRequests) assert.equal(new URL(u).searchParams.get('limit'), '50', u);
     assert.deepEqual(consoleErrors, []);
   });
 
@@ -230,7 +259,13 @@ describe('dashboard in chromium', { skip: requireTool('chromium').skip }, () => 
     await open('destinations', '#destinations-table tr[data-domain="far1.test"]');
     assert.equal(await page.locator('#destinations-table tr[data-domain="far0.test"]').count(), 1);
     await page.screenshot({ path: `${ARTIFACTS}/destinations.png` });
-    await open('refusals', '#refusals-table');
+    await open('refusals', '#refusals-table tbody tr');
+    assert.match((await page.textContent('#refusals-table tbody')) ?? '', /^1rcpt550 5\.1\.1/);
+    // A destination links to its messages on the queue page.
+    await open('destinations', '#destinations-table tr[data-domain="far0.test"]');
+    await page.locator('tr[data-domain="far0.test"] a').click();
+    await page.locator('#queue-table tbody tr').first().waitFor();
+    assert.equal(await page.inputValue('input[name=domain]'), 'far0.test');
     await page.screenshot({ path: `${ARTIFACTS}/refusals.png` });
   });
 

@@ -38,7 +38,7 @@ export function Destinations() {
           {data.destinations.map((d) => (
             <tr key={d.domain} data-domain={d.domain}>
               <td>
-                <a href={`#/queue`} title="search the queue page by this domain">
+                <a href={`#/queue/${encodeURIComponent(d.domain)}`} title="its messages on the queue page">
                   {d.domain}
                 </a>
               </td>

@@ -93,7 +93,7 @@ function App() {
       page = <Overview />;
       break;
     case 'queue':
-      page = <Queue />;
+      page = <Queue key={where.arg} domain={where.arg} />;
       break;
     case 'destinations':
       page = <Destinations />;

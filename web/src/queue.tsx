@@ -59,9 +59,10 @@ function Row(props: { m: QueueEntry; onAction: (a: Action, qid: string) => void 
   );
 }
 
-export function Queue() {
-  const [draft, setDraft] = useState<Filter>(EMPTY);
-  const [filter, setFilter] = useState<Filter>(EMPTY);
+/** `domain`: a first filter from the URL (#/queue/DOMAIN, linked from the destinations page). */
+export function Queue(props: { domain: string }) {
+  const [draft, setDraft] = useState<Filter>({ ...EMPTY, domain: props.domain });
+  const [filter, setFilter] = useState<Filter>({ ...EMPTY, domain: props.domain });
   /** Cursors of the pages seen so far: [undefined] is the first page. */
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
   const [notice, setNotice] = useState<string | null>(null);
