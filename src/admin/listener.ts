@@ -20,6 +20,7 @@ import { isLoopbackHost, type Config } from '../config/schema.js';
 import type { Logger } from '../observability/log.js';
 import { parseHostPort } from '../server/listeners.js';
 import type { TlsContextProvider } from '../server/tls.js';
+import { DASHBOARD_PATHS } from './dashboard.js';
 import type { Lifecycle } from './health.js';
 import { readAdminToken, TokenCheck } from './token.js';
 
@@ -49,7 +50,7 @@ export function sendError(reply: FastifyReply, status: number, code: string, mes
 }
 
 /** Routes that answer without the token: probes from load balancers and orchestrators. */
-const OPEN_ROUTES = new Set(['/healthz', '/readyz']);
+const OPEN_ROUTES = new Set(['/healthz', '/readyz', ...DASHBOARD_PATHS]);
 
 /** Starts the listeners of [admin] listen; none when the list is empty. */
 export async function startAdminListener(deps: AdminListenerDeps): Promise<AdminListener> {

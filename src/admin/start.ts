@@ -8,6 +8,9 @@ import { X509Certificate } from 'node:crypto';
 import type { TlsContextProvider } from '../server/tls.js';
 import { queueRoutes } from './api-queue.js';
 import { recentRoutes } from './api-recent.js';
+import { destinationRoutes } from './api-destinations.js';
+import { statsRoutes } from './api-stats.js';
+import { dashboardRoutes } from './dashboard.js';
 import { userRoutes } from './api-users.js';
 import { startAdminListener, type AdminListener } from './listener.js';
 import { healthRoutes, queueSnapshot } from './routes-health.js';
@@ -26,6 +29,9 @@ export async function startAdmin(s: AdminServices & { tls: TlsContextProvider })
       queueRoutes(app, s);
       userRoutes(app, s);
       recentRoutes(app, s);
+      statsRoutes(app, s);
+      destinationRoutes(app, s);
+      dashboardRoutes(app);
     },
   });
 }

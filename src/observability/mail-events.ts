@@ -9,7 +9,8 @@
 import type { RecipientState } from '../message/envelope.js';
 import { renderOutcome } from '../message/outcome.js';
 import { REPLIES, type Reply } from '../smtp/replies.js';
-import type { RecentEvents } from './recent.js';
+import type { MailEvent, RecentEvents } from './recent.js';
+import { MailTimeSeries } from './timeseries.js';
 import type { SessionOutcome, SternaMetrics } from './metrics.js';
 
 /** What one connection reports; one small object per connection. */
@@ -62,12 +63,20 @@ class ConnectionEvents implements ConnectionObserver {
 export class MailEvents {
   readonly metrics: SternaMetrics;
   readonly recent: RecentEvents;
+  /** The last hour's counts for the dashboard's charts (timeseries.ts), fed with the ring. */
+  readonly series: MailTimeSeries;
   readonly #now: () => number;
 
   constructor(metrics: SternaMetrics, recent: RecentEvents, now: () => number = Date.now) {
     this.metrics = metrics;
     this.recent = recent;
+    this.series = new MailTimeSeries(now);
     this.#now = now;
+  }
+
+  #record(e: MailEvent): void {
+    this.recent.add(e);
+    this.series.add(e);
   }
 
   /** A connection accepted: counted, and its observer. */
@@ -90,7 +99,7 @@ export class MailEvents {
     ctx: SessionContext,
     extra: { sender?: string; recipient?: string } = {},
   ): void {
-    this.recent.add({
+    this.#record({
       kind: 'refusal',
       at: this.#now(),
       stage,
@@ -110,7 +119,7 @@ export class MailEvents {
         const size = typeof fields['size'] === 'number' ? fields['size'] : 0;
         this.metrics.messageAccepted(size);
         const rcpts = fields['rcpts'];
-        this.recent.add({
+        this.#record({
           kind: 'queued',
           at: this.#now(),
           qid: str(fields['qid']),
@@ -160,7 +169,7 @@ export class MailEvents {
       destination,
       state.status === 'delivered' ? delaySeconds : undefined,
     );
-    this.recent.add({
+    this.#record({
       kind: 'delivery',
       at: now,
       qid,
