@@ -15,6 +15,7 @@ import { after, before, test } from 'node:test';
 import { addApiKey } from '../src/api/keys.js';
 import { generateKey, recordValue, writeKeyFile, type DkimAlgorithm } from '../src/mailauth/dkim-keys.js';
 import { verifyWithDkimpy, verifyWithOpendkim, type KeyRecords } from './helpers/dkim-verify.js';
+import { ALL_ACTIONS, answer, startScriptedMilter, type ScriptedMilter } from './helpers/milter.js';
 import { parseDsn } from './helpers/dsn-parser.js';
 import { dotStuff, sendMessage, waitFor } from './helpers/outbound.js';
 import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
@@ -30,6 +31,8 @@ const tools = [requireTool('python3'), requireTool('opendkim')].find((r) => r.sk
 const ALICE = { address: 'alice@signed.test', password: 'alice-password' };
 let tmp: { dir: string; cleanup(): Promise<void> };
 let f: OutboundFixture<'modern' | 'old'>;
+/** A content filter on submission that changes nothing unless a test scripts it. */
+let milter: ScriptedMilter;
 const records: KeyRecords = {};
 
 /** A key for `domain`, written 0600 where the configuration points; its record is published. */
@@ -46,6 +49,8 @@ async function key(domain: string, selector: string, algorithm: DkimAlgorithm): 
 
 before(async () => {
   tmp = await makeTempDir('sterna-dkim-sign-');
+  milter = await startScriptedMilter();
+  const filter = `[[filters]]\ntype = "milter"\nname = "rewriter"\naddress = "inet:127.0.0.1:${milter.port}"\nlisteners = ["submission"]\ntimeout_ms = 30000\n`;
   const keys =
     (await key('signed.test', 'rsa1', 'rsa')) +
     (await key('signed.test', 'ed1', 'ed25519')) +
@@ -68,7 +73,7 @@ before(async () => {
       // A next hop without 8BITMIME (nor CHUNKING: the body goes by DATA).
       old: { host: '127.0.0.3', ehlo: ['PIPELINING'] },
     },
-    tables: `[http_api]\nlisten = ["127.0.0.1:0"]\n[sendmail]\norigin = "signed.test"\nscan_interval_ms = 200\n${keys}`,
+    tables: `[http_api]\nlisten = ["127.0.0.1:0"]\n[sendmail]\norigin = "signed.test"\nscan_interval_ms = 200\n${keys}${filter}`,
     users: [ALICE],
     auth: 'allow_plaintext = true',
   });
@@ -76,6 +81,7 @@ before(async () => {
 
 after(async () => {
   await f?.close();
+  await milter?.close();
   await tmp?.cleanup();
 });
 
@@ -189,6 +195,25 @@ test(
     const received1 = text.indexOf('\r\nReceived: ');
     assert.ok(received1 > 0 && !text.slice(0, received1).includes('Received:'));
     assert.ok(m.body.subarray(-message('by DATA').length).equals(message('by DATA')));
+  },
+);
+
+test(
+  'a content filter that rewrites the message (milter change header): the signature covers the stored form',
+  tools,
+  async () => {
+    milter.script = {
+      actions: ALL_ACTIONS,
+      eom: [answer.changeHeader(1, 'Subject', 'changed by the milter'), answer.continue()],
+    };
+    try {
+      await submit(message('before the milter'));
+    } finally {
+      milter.script = {};
+    }
+    const m = await received('changed by the milter');
+    assert.ok(!m.body.includes('before the milter'));
+    await assertDualSigned(m, 'rewritten');
   },
 );
 
