@@ -2,11 +2,17 @@
  * Wiring only: start Sterna from a validated config, print what it listens on, handle
  * signals (SIGHUP reload, SIGTERM/SIGINT clean shutdown), resolve with the exit code.
  */
+import { ConfigError, loadConfig } from './config/load.js';
+import { classifyChanges } from './config/reload.js';
 import type { Config } from './config/schema.js';
-import { createLogger } from './observability/log.js';
+import { createLogger, type Logger } from './observability/log.js';
 import { startSterna } from './server/app.js';
 
-export async function serve(config: Config): Promise<number> {
+/**
+ * `file`: the configuration file the server was started with (undefined: STERNA_CONFIG or the
+ * embedded defaults), read again on SIGHUP.
+ */
+export async function serve(config: Config, file?: string): Promise<number> {
   const log = createLogger({ level: config.log.level, format: config.log.format });
   let running;
   try {
@@ -25,6 +31,8 @@ export async function serve(config: Config): Promise<number> {
       `try it: swaks --server ${host}:${smtp.port} --to postmaster@${config.hostname} --from you@example.org`,
     );
   }
+  /** The configuration as last read successfully (SIGHUP). */
+  let current = config;
   return new Promise<number>((resolve) => {
     let stopping = false;
     /** Set while SIGTERM drains; a second SIGTERM (or SIGINT) stops at once. */
@@ -53,8 +61,41 @@ export async function serve(config: Config): Promise<number> {
     });
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
-      log.info('SIGHUP: reloading certificates and aliases');
-      void running.reload();
+      log.info('SIGHUP: reloading the configuration, certificates, aliases, users and lists');
+      void reloadConfig(config, current, file, log).then((next) => {
+        // A file that does not load keeps the last good one (its aliases stay in force).
+        if (next !== undefined) current = next;
+        return running.reload(current);
+      });
     });
   });
+}
+
+/**
+ * The configuration file read again (SIGHUP), compared with the one the server started with:
+ * the keys that apply at once are applied (the log level here, the aliases by the server's
+ * reload), and every other changed key is named in the log as needing a restart. A file that
+ * does not load changes nothing: undefined.
+ */
+async function reloadConfig(
+  started: Config,
+  current: Config,
+  file: string | undefined,
+  log: Logger,
+): Promise<Config | undefined> {
+  let next: Config;
+  try {
+    next = await loadConfig(file);
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems.map((p) => p.message) : [String(err)];
+    log.error({ problems }, 'SIGHUP: the configuration does not load; keeping the running one');
+    return undefined;
+  }
+  const { applied } = classifyChanges(current, next);
+  const { needRestart } = classifyChanges(started, next);
+  log.level = next.log.level;
+  if (applied.length > 0) log.info({ keys: applied }, 'SIGHUP: configuration keys applied');
+  if (needRestart.length > 0)
+    log.warn({ keys: needRestart }, 'SIGHUP: these keys changed and take effect only after a restart');
+  return next;
 }

@@ -4,7 +4,9 @@
  * SIGHUP sent: new TLS connections see the new certificate, an open session carries on.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -74,6 +76,79 @@ test('SIGHUP reloads the certificate: new connections get the new one, an open s
     await open.cmd('NOOP').then((r) => assert.equal(r.code, 250));
     await open.cmd('QUIT').then((r) => assert.equal(r.code, 221));
     open.close();
+  } finally {
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGHUP re-reads the configuration: the log level and aliases apply at once, other changed keys are named as needing a restart', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sterna-sighup-'));
+  const smtp = await freePort();
+  const configFile = path.join(dir, 'sterna.toml');
+  const base =
+    `hostname = "mx.sterna.test"\ndata_dir = "${path.join(dir, 'data')}"\nlocal_domains = ["sterna.test"]\n` +
+    `[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = []\n`;
+  await writeFile(configFile, `${base}[log]\nlevel = "info"\nformat = "json"\n`);
+  const out = path.join(dir, 'out.log');
+  const server = await startSternaProcess({
+    configFile,
+    smtpPort: smtp,
+    stdoutFile: out,
+    stderrFile: path.join(dir, 'err.log'),
+  });
+  /** The RCPT reply code for `rcpt`. */
+  const rcptCode = async (rcpt: string): Promise<number> => {
+    const c = await TestClient.connect(smtp);
+    try {
+      await c.expect(220);
+      await c.cmd('EHLO client.test');
+      await c.cmd('MAIL FROM:<a@elsewhere.test>');
+      return (await c.cmd(`RCPT TO:<${rcpt}>`)).code;
+    } finally {
+      c.close();
+    }
+  };
+  /** The JSON log lines whose msg starts with `prefix`. */
+  const logLines = async (prefix: string): Promise<Record<string, unknown>[]> =>
+    (await readFile(out, 'utf8'))
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => typeof l['msg'] === 'string' && l['msg'].startsWith(prefix));
+  try {
+    assert.equal(await rcptCode('sales@sterna.test'), 550);
+    await writeFile(
+      configFile,
+      `${base}[aliases]\n"sales@sterna.test" = ["postmaster@sterna.test"]\n` +
+        `[limits]\nmessage_bytes = 1000000\n[log]\nlevel = "debug"\nformat = "json"\n`,
+    );
+    process.kill(server.pid, 'SIGHUP');
+    const deadline = Date.now() + 10_000;
+    while ((await logLines('SIGHUP: these keys changed')).length === 0 && Date.now() < deadline)
+      await sleep(50);
+    const [applied] = await logLines('SIGHUP: configuration keys applied');
+    assert.deepEqual(applied?.['keys'], ['aliases.sales@sterna.test', 'log.level']);
+    const [restart] = await logLines('SIGHUP: these keys changed');
+    assert.deepEqual(restart?.['keys'], ['limits.message_bytes']);
+    assert.equal(restart?.['level'], 40);
+    // The new alias is live, and debug lines now appear (level 20): a connection reset by the
+    // client is logged at debug ("socket error").
+    assert.equal(await rcptCode('sales@sterna.test'), 250);
+    const rst = net.connect(smtp, '127.0.0.1');
+    await once(rst, 'data');
+    rst.resetAndDestroy();
+    const debugBy = Date.now() + 10_000;
+    while (!(await readFile(out, 'utf8')).includes('"level":20') && Date.now() < debugBy) await sleep(50);
+    assert.ok((await readFile(out, 'utf8')).includes('"level":20'), 'debug logging after the reload');
+    // A file that does not load changes nothing and says so.
+    await writeFile(configFile, `${base}[limits]\nmessage_bytes = "ten"\n`);
+    process.kill(server.pid, 'SIGHUP');
+    const until = Date.now() + 10_000;
+    while ((await logLines('SIGHUP: the configuration does not load')).length === 0 && Date.now() < until)
+      await sleep(50);
+    assert.equal((await logLines('SIGHUP: the configuration does not load')).length, 1);
+    assert.equal(await rcptCode('sales@sterna.test'), 250);
   } finally {
     await server.stop();
     await rm(dir, { recursive: true, force: true });

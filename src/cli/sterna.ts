@@ -121,7 +121,7 @@ async function main(argv: string[]): Promise<number> {
         );
         return 0;
       }
-      return (await import('../main.js')).serve(config);
+      return (await import('../main.js')).serve(config, file);
     }
     case 'user': {
       let usersFile: string;

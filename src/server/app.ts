@@ -88,8 +88,8 @@ export interface RunningSterna {
   state: StateStore;
   /** The rate limits (sterna limits, the HTTP API). */
   rates: RateLimits;
-  /** Re-reads certificates, aliases and list files (SIGHUP). */
-  reload(): Promise<void>;
+  /** Re-reads certificates, aliases and list files (SIGHUP); `next`: the configuration as re-read. */
+  reload(next?: Config): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -403,12 +403,13 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
     state,
     rates,
-    async reload() {
+    async reload(next?: Config) {
       await tls.reload();
       await lists.reload();
       await auth.oauthKeys?.reload();
       try {
-        aliases = await loadAliases(config);
+        // The aliases of the configuration as re-read (inline table and file), else as started.
+        aliases = await loadAliases(next ?? config);
       } catch (err) {
         log.error({ err }, 'aliases not reloaded; keeping the previous table');
       }
