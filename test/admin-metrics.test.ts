@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { authPlain, startAdminServer, type AdminTestServer } from './helpers/admin.js';
+import { startScriptedMilter, type ScriptedMilter } from './helpers/milter.js';
 import { sendMessage, waitFor } from './helpers/outbound.js';
 import { TestClient } from './helpers/smtp-client.js';
 import { describeRun, requireTool, runTool } from './helpers/tools.js';
@@ -15,11 +16,26 @@ import { describeRun, requireTool, runTool } from './helpers/tools.js';
 const N = 5;
 const USER = { address: 'ann@sterna.test', password: 'ann-secret-1' };
 let a: AdminTestServer;
+/** A content filter on port 25 that lets everything through: its verdicts are counted. */
+let milter: ScriptedMilter;
 
 before(async () => {
-  a = await startAdminServer({ toml: '[relay]\ntrusted_networks = ["127.0.0.1/32"]\n', users: [USER] });
+  milter = await startScriptedMilter();
+  a = await startAdminServer({
+    toml:
+      '[relay]\ntrusted_networks = ["127.0.0.1/32"]\n' +
+      // Mail authentication on port 25; the test resolver never answers, so each message's
+      // results are temperrors after timeout_ms (accepted and marked, the default).
+      '[mailauth]\nlisteners = ["smtp"]\ntimeout_ms = 300\n' +
+      '[[lists]]\nname = "spammers"\nmatch = "sender"\naction = "deny"\nentries = ["spam@bad.test"]\n' +
+      `[[filters]]\ntype = "milter"\nname = "scripted"\naddress = "inet:127.0.0.1:${milter.port}"\n`,
+    users: [USER],
+  });
 });
-after(() => a.stop());
+after(async () => {
+  await a.stop();
+  await milter.close();
+});
 
 /** The samples of the exposition text: "name{labels}" → value. */
 async function scrape(): Promise<{ text: string; value(series: string): number }> {
@@ -111,6 +127,38 @@ test('refusals, AUTH failures and TLS versions are counted by label', async () =
   );
 });
 
+test('mail authentication results, policy refusals and filter verdicts are counted', async () => {
+  const before = await scrape();
+  await sendMessage(a.server.ports.smtp, { from: 'bob@sterna.test', to: [USER.address], body: message(99) });
+  const s = await TestClient.connect(a.server.ports.smtp);
+  try {
+    await s.expect(220);
+    await s.cmd('EHLO client.test');
+    const r = await s.cmd('MAIL FROM:<spam@bad.test>');
+    assert.equal(r.code, 550);
+    assert.equal(r.enhanced, '5.7.1');
+    await s.cmd('QUIT');
+  } finally {
+    s.close();
+  }
+  const after = await scrape();
+  const moved = (prefix: string): number => {
+    let n = 0;
+    for (const line of after.text.split('\n')) {
+      const m = /^(\S+) (\S+)$/.exec(line);
+      if (m?.[1]?.startsWith(prefix) === true) n += Number(m[2]) - before.value(m[1]);
+    }
+    return n;
+  };
+  // One message: one SPF, one DMARC and one ARC result, one DKIM result ("none": unsigned).
+  assert.equal(moved('sterna_mailauth_results_total{method="spf"'), 1);
+  assert.equal(moved('sterna_mailauth_results_total{method="dmarc"'), 1);
+  assert.equal(moved('sterna_mailauth_results_total{method="arc"'), 1);
+  assert.equal(moved('sterna_mailauth_results_total{method="dkim",result="none"}'), 1);
+  assert.equal(moved('sterna_policy_refusals_total{check="list"}'), 1);
+  assert.equal(moved('sterna_filter_verdicts_total{filter="scripted"'), 1);
+});
+
 test('queue gauges and delivery attempts by destination follow the spool', async () => {
   const qid = await sendMessage(a.server.ports.smtp, {
     from: 'bob@sterna.test',
@@ -149,7 +197,8 @@ test('two servers in one process keep their own registries', async () => {
     });
     const res = await b.call('GET', '/metrics');
     assert.match(res.text, /^sterna_messages_accepted_total 1$/m);
-    assert.match((await scrape()).text, /^sterna_messages_accepted_total 6$/m);
+    // Server a: the N messages of the first test, the far one and the one with counted results.
+    assert.match((await scrape()).text, new RegExp(`^sterna_messages_accepted_total ${N + 2}$`, 'm'));
   } finally {
     await b.stop();
   }

@@ -50,6 +50,8 @@ export class TimeoutError extends Error {}
 export class ContentFilters {
   readonly #filters: readonly FilterSettings[];
   readonly #now: () => number;
+  /** Told each filter's verdict (metrics: sterna_filter_verdicts_total). */
+  onVerdict: ((filter: string, verdict: string) => void) | undefined;
 
   constructor(filters: readonly FilterSettings[], now: () => number = Date.now) {
     this.#filters = filters;
@@ -172,6 +174,7 @@ export class ContentFilters {
       clearTimeout(timer);
       ac.abort();
     }
+    this.onVerdict?.(f.name, v.failed === true ? 'failed' : v.action.kind);
     log.info(
       {
         qid: msg.ctx.qid,

@@ -47,6 +47,8 @@ export interface MailAuthOptions {
   now?: () => number;
   /** The pct sample draw, in [0, 1). */
   random?: () => number;
+  /** Told every message's results (metrics: sterna_mailauth_results_total). */
+  onResults?: (r: AuthResults) => void;
 }
 
 /** The allow list, split by kind (see docs/mail-auth.md for what each kind matches). */
@@ -268,6 +270,7 @@ class MessageAuthCheck implements MessageCheck {
   }
 
   #logDecision(r: AuthResults, d: Decision): void {
+    this.#o.onResults?.(r);
     this.#log.info(
       {
         qid: this.#ctx.qid,

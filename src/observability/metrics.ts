@@ -129,6 +129,9 @@ export class SternaMetrics {
   readonly #tlsOut: Children<string>;
   readonly #authFailures: Children<string>;
   readonly #lockouts: Child;
+  readonly #mailauth: Children<string>;
+  readonly #policyRefusals: Children<string>;
+  readonly #filterVerdicts: Children<string>;
   readonly #attempts: Children<string>;
   readonly #attemptCounter: CounterType<'result' | 'destination'>;
   readonly #deliveryLatency: HistogramType;
@@ -218,6 +221,33 @@ export class SternaMetrics {
       name: 'sterna_auth_lockouts_total',
       help: 'SMTP AUTH attempts refused because the client or user is locked out.',
       registers,
+    });
+    const mailauth = new Counter({
+      name: 'sterna_mailauth_results_total',
+      help: 'Results of inbound mail authentication, by method (spf, dkim: one per signature, dmarc, arc) and result.',
+      labelNames: ['method', 'result'],
+      registers,
+    });
+    this.#mailauth = new Children((key) => {
+      const sp = key.indexOf(' ');
+      return mailauth.labels(key.slice(0, sp), key.slice(sp + 1));
+    });
+    const policy = new Counter({
+      name: 'sterna_policy_refusals_total',
+      help: 'Clients, senders and recipients refused by a policy check (list, dnsbl, greylist, rate-limit, ...).',
+      labelNames: ['check'],
+      registers,
+    });
+    this.#policyRefusals = new Children((check) => policy.labels(check));
+    const filters = new Counter({
+      name: 'sterna_filter_verdicts_total',
+      help: 'Content filter verdicts at the end of data, by filter name and verdict.',
+      labelNames: ['filter', 'verdict'],
+      registers,
+    });
+    this.#filterVerdicts = new Children((key) => {
+      const sp = key.indexOf(' ');
+      return filters.labels(key.slice(0, sp), key.slice(sp + 1));
     });
     this.#attemptCounter = new Counter({
       name: 'sterna_delivery_attempts_total',
@@ -337,6 +367,21 @@ export class SternaMetrics {
 
   authLockedOut(): void {
     this.#lockouts.inc();
+  }
+
+  /** One result of inbound mail authentication (values from a fixed set: bounded labels). */
+  mailauthResult(method: 'spf' | 'dkim' | 'dmarc' | 'arc', result: string): void {
+    this.#mailauth.get(`${method} ${result}`).inc();
+  }
+
+  /** A policy check refused (its stable reason: list, dnsbl, greylist, rate-limit, ...). */
+  policyRefused(check: string): void {
+    this.#policyRefusals.get(check).inc();
+  }
+
+  /** A content filter's verdict; `filter` is its configured name (no spaces: config names). */
+  filterVerdict(filter: string, verdict: string): void {
+    this.#filterVerdicts.get(`${filter.replace(/ /g, '_')} ${verdict}`).inc();
   }
 
   /** One recipient's delivery attempt; `destination` "local" or the recipient's domain. */

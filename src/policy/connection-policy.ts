@@ -38,6 +38,8 @@ export interface PolicyServices {
   trusted(ip: string): boolean;
   onStoreError: 'tempfail' | 'accept';
   hostname: string;
+  /** Told every refusal by its check (metrics: sterna_policy_refusals_total). */
+  onRefusal?: (check: string) => void;
 }
 
 const CONTINUE: PolicyVerdict = { kind: 'continue' };
@@ -180,6 +182,7 @@ export class ConnectionPolicy {
           top.type === 'client'
             ? reply('DNSBL_CLIENT_LISTED', { ip: ctx.ip, zone: top.zone })
             : reply('DNSBL_SENDER_LISTED', { domain: senderDomain(ctx.sender), zone: top.zone });
+        s.onRefusal?.('dnsbl');
         return { kind: 'reject', reply: r };
       }
       if (all.listings.length > 0)
@@ -193,6 +196,7 @@ export class ConnectionPolicy {
       } else if (v.kind === 'defer') {
         const seconds = Math.max(1, Math.ceil(v.retryInMs / 1000));
         this.#log.info({ rcpt, sender: ctx.sender, retryIn: seconds, first: v.first }, 'greylisted');
+        s.onRefusal?.('greylist');
         return { kind: 'reject', reply: reply('GREYLISTED', { seconds }) };
       } else if (v.why === 'retried') {
         this.#log.info({ rcpt, sender: ctx.sender }, 'greylisting passed');
@@ -214,6 +218,7 @@ export class ConnectionPolicy {
   }
 
   #reject(v: PolicyVerdict): RecipientVerdict {
+    if (v.kind === 'refuse') this.#s.onRefusal?.(v.reason);
     return v.kind === 'refuse' ? { kind: 'reject', reply: v.reply } : { kind: 'accept' };
   }
 

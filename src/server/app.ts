@@ -19,6 +19,7 @@ import { LmtpProbe } from '../delivery/lmtp-probe.js';
 import { buildRelays, parseLmtpTransport } from '../delivery/relays.js';
 import { Router } from '../delivery/router.js';
 import { MailAuth } from '../mailauth/check.js';
+import type { AuthResults } from '../mailauth/results.js';
 import { DkimKeyStore } from '../mailauth/dkim-keys.js';
 import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
 import { Lifecycle } from '../admin/health.js';
@@ -206,8 +207,10 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     },
     exempt: config.mailauth.exempt,
     dns,
+    onResults: (r) => countAuthResults(events.metrics, r),
   });
   const filters = buildContentFilters(config.filters, config.hostname);
+  filters.onVerdict = (filter, verdict) => events.metrics.filterVerdict(filter, verdict);
   const manager = new QueueManager({
     spool,
     held,
@@ -306,6 +309,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     trusted: (ip) => policy.trusted.has(ip),
     onStoreError: config.state.on_error,
     hostname: config.hostname,
+    onRefusal: (check) => events.metrics.policyRefused(check),
   };
   const lmtpProbe = config.lmtp.verify_recipients ? buildLmtpProbe(config, dns) : null;
   const shared: SharedServices = {
@@ -429,6 +433,15 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       tls.close();
     },
   };
+}
+
+/** One message's mail-authentication results into sterna_mailauth_results_total. */
+function countAuthResults(m: SternaMetrics, r: AuthResults): void {
+  m.mailauthResult('spf', r.spf.result);
+  for (const d of r.dkim) m.mailauthResult('dkim', d.result);
+  if (r.dkim.length === 0) m.mailauthResult('dkim', 'none');
+  m.mailauthResult('dmarc', r.dmarc.result);
+  m.mailauthResult('arc', r.arc.result);
 }
 
 async function loadAliases(config: Config): Promise<AliasTable> {
@@ -569,15 +582,27 @@ class AppHooks implements SessionHooks {
   }
 
   checkConnect(ctx: PolicyContext): Promise<PolicyVerdict> {
-    return this.#policy().connect(ctx);
+    return this.#policy()
+      .connect(ctx)
+      .then((v) => this.#counted(v));
   }
 
   checkHelo(ctx: PolicyContext): Promise<PolicyVerdict> {
-    return this.#policy().helo(ctx);
+    return this.#policy()
+      .helo(ctx)
+      .then((v) => this.#counted(v));
   }
 
   checkSender(sender: string, ctx: PolicyContext): Promise<PolicyVerdict> {
-    return this.#policy().sender(sender, ctx);
+    return this.#policy()
+      .sender(sender, ctx)
+      .then((v) => this.#counted(v));
+  }
+
+  /** A refusal at connect, HELO or MAIL counts in sterna_policy_refusals_total by its check. */
+  #counted(v: PolicyVerdict): PolicyVerdict {
+    if (v.kind === 'refuse') this.#s.events.metrics.policyRefused(v.reason);
+    return v;
   }
 
   now(): number {
