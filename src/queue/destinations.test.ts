@@ -160,3 +160,23 @@ test('a handed-back message joins a waiting line that newcomers see as full', as
   await Promise.resolve();
   assert.equal(granted !== null && (granted as Admission<string>).kind, 'slot');
 });
+
+test('kick: a reserved place whose message never came back lapses, and a stranded parked message is handed back', async () => {
+  const { q, unparked, clock } = queues({ perDestination: 1, waitingPerDestination: 1 });
+  const r1 = slot(await q.acquire('a.test', 'Q1'));
+  const waiter2 = q.acquire('a.test', 'Q2');
+  for (const qid of ['Q3', 'Q4']) assert.deepEqual(await q.acquire('a.test', qid), { kind: 'parked' });
+  r1();
+  const r2 = slot(await waiter2);
+  assert.deepEqual(unparked, ['Q3']); // Q3 reserved; say it was held and never asks
+  r2();
+  assert.deepEqual(unparked, ['Q3']); // the place is still Q3's
+  q.kick(30_000);
+  assert.deepEqual(unparked, ['Q3']); // not stale yet
+  clock.t += 30_001;
+  q.kick(30_000);
+  assert.deepEqual(unparked, ['Q3', 'Q4']); // lapsed: Q4 gets the place
+  q.kick(30_000);
+  assert.deepEqual(unparked, ['Q3', 'Q4']);
+  assert.equal(q.parked('a.test'), 0);
+});

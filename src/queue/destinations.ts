@@ -76,6 +76,8 @@ export class DestinationQueues<E> {
   readonly #parked = new Map<string, Set<string>>();
   /** Handed-back messages and the destinations whose waiting line keeps a place for them. */
   readonly #reservedFor = new Map<string, Set<string>>();
+  /** When each message was handed back with a reserved place (for kick). */
+  readonly #reservedAt = new Map<string, number>();
   /** Places reserved per destination (the sum over #reservedFor). */
   readonly #reservedCount = new Map<string, number>();
 
@@ -167,6 +169,19 @@ export class DestinationQueues<E> {
     }
   }
 
+  /**
+   * A safety net, called periodically by the queue manager: a place reserved longer than
+   * `staleMs` (its message never came back for it, e.g. held or busy with the administrator
+   * when handed back) goes to another, and every destination with parked messages and room, or
+   * with nothing running and nothing reserved, hands one back. So no parked message waits for
+   * an event that cannot come.
+   */
+  kick(staleMs: number): void {
+    const now = this.#o.now();
+    for (const [qid, at] of [...this.#reservedAt]) if (now - at > staleMs) this.passEnded(qid);
+    for (const destination of [...this.#parked.keys()]) this.#unparkInto(destination, false);
+  }
+
   /** Deliveries running, to `destination` or in all. */
   active(destination?: string): number {
     return this.#limiter.active(destination);
@@ -203,6 +218,7 @@ export class DestinationQueues<E> {
   }
 
   #reserve(qid: string, destination: string): void {
+    this.#reservedAt.set(qid, this.#o.now());
     let set = this.#reservedFor.get(qid);
     if (set === undefined) {
       set = new Set();
@@ -217,7 +233,10 @@ export class DestinationQueues<E> {
   #unreserve(qid: string, destination: string): boolean {
     const set = this.#reservedFor.get(qid);
     if (set === undefined || !set.delete(destination)) return false;
-    if (set.size === 0) this.#reservedFor.delete(qid);
+    if (set.size === 0) {
+      this.#reservedFor.delete(qid);
+      this.#reservedAt.delete(qid);
+    }
     const left = this.#reserved(destination) - 1;
     if (left <= 0) this.#reservedCount.delete(destination);
     else this.#reservedCount.set(destination, left);

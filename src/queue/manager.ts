@@ -52,6 +52,9 @@ import type { Spool } from './spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
 import { SpoolError } from './spool-errors.js';
 
+/** A place kept in a destination's waiting line for a handed-back message lapses after this. */
+const STALE_RESERVATION_MS = 30_000;
+
 export interface ManagerOptions {
   spool: Spool;
   router: Router;
@@ -401,6 +404,7 @@ export class QueueManager {
         this.#enqueue(qid);
       }
     }
+    this.#outbound?.kick(STALE_RESERVATION_MS);
   }
 
   /**

@@ -91,6 +91,11 @@ export class OutboundQueue {
     this.#destinations.forget(qid);
   }
 
+  /** Safety net (destinations.ts kick): stale reserved places go, parked messages with room are handed back. */
+  kick(staleMs: number): void {
+    this.#destinations.kick(staleMs);
+  }
+
   /** A delivery pass of qid ended: a waiting-line place it was handed back with and did not use goes to another. */
   passEnded(qid: string): void {
     this.#destinations.passEnded(qid);
