@@ -26,6 +26,7 @@
 import { isAscii } from 'node:buffer';
 import { DkimSigner as MailauthSigner, type ParsedHeaders } from 'mailauth/lib/dkim/dkim-signer.js';
 import addressparser from 'nodemailer/lib/addressparser';
+import type { MessageSink } from '../smtp/session.js';
 import type { Envelope } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import type { DkimKey, DkimKeyStore } from './dkim-keys.js';
@@ -57,18 +58,8 @@ export type SigningOrigin =
   /** Bounces, delay warnings, success reports: [dkim] sign_own_mail. */
   | 'own-mail';
 
-/** The writer a signer wraps: the spool's MessageWriter, the session's MessageSink. */
-export interface SignableWriter {
-  readonly qid: string;
-  readonly size: number;
-  write(chunk: Buffer): Promise<void>;
-  commit(envelope: Envelope, prefix?: Buffer): Promise<void>;
-  abort(): void;
-  /** The octets written so far (content filters read the message back before the commit). */
-  readBack?(): Promise<AsyncIterable<Buffer>>;
-  /** Drops what was written, to write the message again (a content filter changed it). */
-  restart?(): void;
-}
+/** The spool writer the signer wraps: the session's MessageSink (spool writer, maildrop, API, reports). */
+export type SignableWriter = MessageSink;
 
 export interface DkimSigningOptions {
   signTrustedNetworks: boolean;

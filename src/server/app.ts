@@ -345,17 +345,21 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
   const pickup = MaildropPickup.start({ config, spool, log, dkim, rates }, maildropDirs);
+  /** What runs by now, to stop (in this order) if a later part cannot start. */
+  const stopStarted = [
+    () => pickup.close(),
+    () => listeners.close(),
+    () => manager.stop(),
+    () => spool.close(),
+    () => lists.close(),
+    () => state.close(),
+    () => users.close(),
+    () => tls.close(),
+  ];
   // Applications POST messages here (docs/http-api.md); queued like submission.
   const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates }).catch(
     async (err: unknown) => {
-      await pickup.close();
-      await listeners.close();
-      await manager.stop();
-      await spool.close();
-      lists.close();
-      await state.close();
-      users.close();
-      tls.close();
+      await unwind(stopStarted);
       throw err;
     },
   );
@@ -369,16 +373,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // /metrics, /healthz, /readyz and the admin API ([admin] listen; docs/operations.md).
   const admin = await startAdmin({ config, log, tls, lifecycle, events, manager, spool, users }).catch(
     async (err: unknown) => {
-      await control?.close();
-      await httpApi.close();
-      await pickup.close();
-      await listeners.close();
-      await manager.stop();
-      await spool.close();
-      lists.close();
-      await state.close();
-      users.close();
-      tls.close();
+      await unwind([() => control?.close(), () => httpApi.close(), ...stopStarted]);
       throw err;
     },
   );
@@ -442,6 +437,11 @@ function countAuthResults(m: SternaMetrics, r: AuthResults): void {
   if (r.dkim.length === 0) m.mailauthResult('dkim', 'none');
   m.mailauthResult('dmarc', r.dmarc.result);
   m.mailauthResult('arc', r.arc.result);
+}
+
+/** Runs the stop steps one after another (a start-up that failed half way). */
+async function unwind(steps: readonly (() => unknown)[]): Promise<void> {
+  for (const step of steps) await step();
 }
 
 async function loadAliases(config: Config): Promise<AliasTable> {
