@@ -229,7 +229,9 @@ export class QueueManager {
       if (this.#held.has(id) || this.#admin.has(id) || this.#stopped) continue;
       this.#due.delete(id);
       this.#forced.add(id);
-      this.#enqueue(id);
+      // A pass already running read its flags before this flush: the message goes again after it.
+      if (this.#running.has(id)) this.#again.add(id);
+      else this.#enqueue(id);
       out.push(id);
     }
     return out;
