@@ -1,7 +1,9 @@
 /**
  * Tests for the benchmark's own measuring tools: the message builder, the percentile, the load
- * generator's reply reading and error counting (against a scripted server on 127.0.0.1), and the
- * spool observer that decides whether Sterna delivered what it accepted.
+ * generators' reply reading and error counting (against a scripted server on 127.0.0.1), the
+ * new-connection-per-message generator with STARTTLS against a real Sterna on loopback (counts
+ * exact, sessions resumed), and the spool observer that decides whether Sterna delivered what it
+ * accepted.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -11,6 +13,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Envelope } from '../src/message/envelope.js';
 import { Spool } from '../src/queue/spool.js';
+import { maildirMessages, waitForMessages } from '../test/helpers/maildir.js';
+import { dataDirsWithCert, startTestServer } from '../test/helpers/server.js';
+import { mergeResults, runConnectLoad, runConnectLoadProcesses, split } from './connect-load.js';
 import { buildMessage, runLoad } from './load.js';
 import { percentile } from './machine.js';
 import { countLiveMessages } from './sterna.js';
@@ -145,5 +150,136 @@ test('countLiveMessages: a committed message is live until its DONE record', asy
   } finally {
     await spool.close();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('split: near-equal parts that add up', () => {
+  assert.deepEqual(split(20, 2), [10, 10]);
+  assert.deepEqual(split(7, 3), [3, 2, 2]);
+  assert.deepEqual(split(1, 2), [1, 0]);
+});
+
+test('runConnectLoad: a new connection per message, every message counted (scripted server)', async () => {
+  const { server, port, dots } = await scriptedServer('250 2.1.5 ok');
+  let connections = 0;
+  server.on('connection', () => connections++);
+  try {
+    const r = await runConnectLoad({
+      host: '127.0.0.1',
+      port,
+      sessions: 3,
+      messages: 10,
+      bodyBytes: 500,
+      from: 'a@x.test',
+      to: 'b@y.test',
+      tls: 'none',
+      timeoutMs: 10_000,
+    });
+    assert.equal(r.accepted, 10);
+    assert.equal(r.failed, 0);
+    assert.equal(dots(), 10);
+    assert.equal(connections, 10);
+    assert.equal(r.handshakes, 0);
+    assert.equal(r.latenciesMs.length, 10);
+    assert.ok(r.p50Ms <= r.p99Ms && r.p99Ms <= r.maxMs);
+  } finally {
+    server.close();
+  }
+});
+
+test('runConnectLoad: STARTTLS required but not offered is a failure per message', async () => {
+  const { server, port, dots } = await scriptedServer('250 2.1.5 ok');
+  try {
+    const r = await runConnectLoad({
+      host: '127.0.0.1',
+      port,
+      sessions: 2,
+      messages: 4,
+      bodyBytes: 100,
+      from: 'a@x.test',
+      to: 'b@y.test',
+      tls: 'full',
+      timeoutMs: 10_000,
+    });
+    assert.equal(r.accepted, 0);
+    assert.equal(r.failed, 4);
+    assert.equal(r.firstError, 'EHLO: no STARTTLS offered');
+    assert.equal(dots(), 0);
+  } finally {
+    server.close();
+  }
+});
+
+test('mergeResults: counts add up, percentiles over all latencies, time from first start to last end', () => {
+  const part = (lat: number[], start: number, end: number) => ({
+    accepted: lat.length,
+    failed: 0,
+    firstError: '',
+    seconds: (end - start) / 1000,
+    messagesPerSecond: 0,
+    p50Ms: 0,
+    p99Ms: 0,
+    maxMs: 0,
+    handshakes: lat.length,
+    resumed: 1,
+    tlsVersion: 'TLSv1.3',
+    cipher: 'X',
+    startedAtMs: start,
+    endedAtMs: end,
+    latenciesMs: lat,
+  });
+  const m = mergeResults([part([1, 2, 3], 1000, 2000), part([4, 5], 1500, 3000)]);
+  assert.equal(m.accepted, 5);
+  assert.equal(m.handshakes, 5);
+  assert.equal(m.resumed, 2);
+  assert.equal(m.seconds, 2);
+  assert.equal(m.messagesPerSecond, 2.5);
+  assert.equal(m.p50Ms, 3);
+  assert.equal(m.maxMs, 5);
+});
+
+/**
+ * A real Sterna with STARTTLS on loopback: every message on its own connection and its own TLS
+ * handshake; with `resume`, every connection after a session's first resumes its TLS session.
+ * Every message must be in the Maildir, no more, no fewer.
+ */
+test('runConnectLoad against Sterna: STARTTLS full and resumed, counts exact in the Maildir', async () => {
+  const [dataDir] = await dataDirsWithCert(1);
+  const srv = await startTestServer({
+    ...(dataDir === undefined ? {} : { dataDir }),
+    users: [{ address: 'rcpt@sterna.test', password: 'bench-password-1' }],
+  });
+  try {
+    const options = {
+      host: '127.0.0.1',
+      port: srv.ports.smtp,
+      sessions: 3,
+      bodyBytes: 2000,
+      from: 'sender@source.example',
+      to: 'rcpt@sterna.test',
+      timeoutMs: 30_000,
+    };
+    const full = await runConnectLoad({ ...options, messages: 9, tls: 'full' });
+    assert.equal(full.firstError, '');
+    assert.equal(full.accepted, 9);
+    assert.equal(full.handshakes, 9);
+    assert.equal(full.resumed, 0);
+    assert.match(full.tlsVersion, /^TLSv1\.[23]$/);
+    const resumed = await runConnectLoad({ ...options, messages: 12, tls: 'resume' });
+    assert.equal(resumed.firstError, '');
+    assert.equal(resumed.accepted, 12);
+    assert.equal(resumed.handshakes, 12);
+    // Each session's first connection has no session to offer; every later one resumes.
+    assert.equal(resumed.resumed, 12 - options.sessions);
+    // Two child processes sharing the load, plain SMTP.
+    const plain = await runConnectLoadProcesses({ ...options, messages: 6, tls: 'none' }, 2);
+    assert.equal(plain.firstError, '');
+    assert.equal(plain.accepted, 6);
+    assert.equal(plain.handshakes, 0);
+    const all = 9 + 12 + 6;
+    assert.equal((await waitForMessages(srv.dataDir, 'sterna.test', 'rcpt', all, 20_000)).length, all);
+    assert.equal((await maildirMessages(srv.dataDir, 'sterna.test', 'rcpt')).length, all);
+  } finally {
+    await srv.stop({ remove: true });
   }
 });

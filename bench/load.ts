@@ -37,35 +37,48 @@ export interface LoadResult {
   maxMs: number;
 }
 
-interface Reply {
+export interface Reply {
   code: number;
   text: string;
 }
 
-/** Reads SMTP replies (possibly multi-line, RFC 5321 4.2.1) from a socket, one at a time. */
-class ReplyReader {
+/**
+ * Reads SMTP replies (possibly multi-line, RFC 5321 4.2.1) from a socket, one at a time. detach()
+ * stops reading, so that a TLS layer can take the socket over after STARTTLS (RFC 3207 4.2: the
+ * client discards what it knew from before the handshake).
+ */
+export class ReplyReader {
   #buffer = '';
   #lines: string[] = [];
   #waiting: ((reply: Reply | Error) => void) | null = null;
   #closed: Error | null = null;
+  readonly #socket: Socket;
+  readonly #onData = (chunk: Buffer | string): void => {
+    this.#buffer += typeof chunk === 'string' ? chunk : chunk.toString('latin1');
+    let at: number;
+    while ((at = this.#buffer.indexOf('\r\n')) >= 0) {
+      this.#lines.push(this.#buffer.slice(0, at));
+      this.#buffer = this.#buffer.slice(at + 2);
+    }
+    this.#deliver();
+  };
+  readonly #onClose = (err?: Error): void => {
+    this.#closed ??= err ?? new Error('connection closed');
+    this.#deliver();
+  };
 
   constructor(socket: Socket) {
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      this.#buffer += chunk;
-      let at: number;
-      while ((at = this.#buffer.indexOf('\r\n')) >= 0) {
-        this.#lines.push(this.#buffer.slice(0, at));
-        this.#buffer = this.#buffer.slice(at + 2);
-      }
-      this.#deliver();
-    });
-    const close = (err?: Error): void => {
-      this.#closed ??= err ?? new Error('connection closed');
-      this.#deliver();
-    };
-    socket.on('error', close);
-    socket.on('close', () => close());
+    this.#socket = socket;
+    socket.on('data', this.#onData);
+    socket.on('error', this.#onClose);
+    socket.on('close', this.#onClose);
+  }
+
+  /** Stops reading the socket (its error events still need a listener: the caller's). */
+  detach(): void {
+    this.#socket.off('data', this.#onData);
+    this.#socket.off('close', this.#onClose);
+    this.#socket.off('error', this.#onClose);
   }
 
   /** The next complete reply; rejects if the connection closes first. */
@@ -106,11 +119,13 @@ export function buildMessage(bodyBytes: number, from: string, to: string): Buffe
   return Buffer.from(`${header}${line.repeat(full)}${tail}.\r\n`, 'latin1');
 }
 
-class SmtpError extends Error {}
+export class SmtpError extends Error {}
 
-async function expect(reader: ReplyReader, want: number, what: string): Promise<void> {
+/** Reads the next reply and throws unless its code is `want`. */
+export async function expect(reader: ReplyReader, want: number, what: string): Promise<Reply> {
   const reply = await reader.next();
   if (reply.code !== want) throw new SmtpError(`${what}: expected ${want}, got ${reply.text}`);
+  return reply;
 }
 
 /** Runs the load and resolves with throughput and latency; never leaves a socket open. */

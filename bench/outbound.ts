@@ -22,7 +22,7 @@ import { runSmtpSource } from './smtp-source.js';
 import { startSterna, type SternaInstance, type SternaOptions } from './sterna.js';
 
 const KiB = 1024;
-const SINK_HOST = '127.0.0.2';
+export const SINK_HOST = '127.0.0.2';
 const SINK_DOMAIN = 'sink.test';
 const FROM = 'sender@source.bench.local';
 const TO = `rcpt@${SINK_DOMAIN}`;
@@ -107,13 +107,13 @@ export interface OutboundReport {
 }
 
 /** smtp-sink(1) on SINK_HOST:port, counting the messages it received (its -c counter). */
-interface Sink {
+export interface Sink {
   port: number;
   count: () => number;
   stop: () => void;
 }
 
-async function startSink(): Promise<Sink> {
+export async function startSink(): Promise<Sink> {
   const port = await freePort();
   // -c: running counter on stdout ("sess=… quit=… mesg=N\r"); -u: the user to run as (it refuses root).
   const child = spawn('/usr/sbin/smtp-sink', ['-c', '-u', 'postfix', `${SINK_HOST}:${port}`, '1000'], {

@@ -6,19 +6,81 @@
  * fsyncs the queue file before smtpd answers 250) and then thrown away. The system instance and
  * /etc/postfix are never touched (meta_directory, the list of Postfix's own files, is only read).
  * With a relayhost (the outbound benchmark) every destination goes to smtp(8) and that host instead.
+ * For the like-for-like rows (issue 11, `workConfig`) one instance does the three kinds of work:
+ * bench.test to discard(8) (transport_maps), sterna.local to virtual(8) Maildirs under its own
+ * virtual_mailbox_base, every other domain to smtp(8) and the relayhost (a downstream smtp-sink),
+ * and optionally STARTTLS with a given certificate (tlsmgr(8) added to master.cf, otherwise
+ * Postfix's default TLS settings).
  * For the queue-drain measurement the instance can defer a transport (defer_transports, set with
  * postconf -e and a reload) and flush its queue (postqueue -f), both on its own config directory.
  * Needs root (Postfix's master starts as root and drops to mail_owner).
  * Benchmark code: trusted, loopback only.
  */
 import { execFileSync } from 'node:child_process';
-import { readFile, readdir } from 'node:fs/promises';
+import { appendFile, chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writePostfixConfig, type PostfixConfig } from '../test/helpers/postfix-config.js';
+import { postfixUser, writePostfixConfig, type PostfixConfig } from '../test/helpers/postfix-config.js';
 import { freePort, run, sleep } from './machine.js';
+
+/** Extra setup on top of benchPostfixConfig: main.cf settings, files in conf/, master.cf lines. */
+export interface PostfixExtra {
+  settings: Readonly<Record<string, string>>;
+  /** File name in the config directory -> content (lookup tables read with texthash:). */
+  confFiles: Readonly<Record<string, string>>;
+  /** Lines appended to master.cf. */
+  masterLines: string;
+  /** Directories to create owned by the postfix user (e.g. virtual_mailbox_base). */
+  postfixOwnedDirs: readonly string[];
+}
+
+/** The local part and domain of the Maildir recipient, for Sterna and Postfix alike. */
+export const MAILDIR_DOMAIN = 'sterna.local';
+export const MAILDIR_LOCAL = 'rcpt';
+
+/**
+ * The like-for-like instance's extras (issue 11): bench.test discarded, MAILDIR_DOMAIN into
+ * virtual(8) Maildirs under `<dir>/mail`, every other destination to the relayhost; with `tls`,
+ * STARTTLS offered with that certificate (smtpd_tls_security_level = may) and tlsmgr(8) running
+ * (the session ticket keys), every other TLS setting left at Postfix's default.
+ */
+export function workExtra(
+  dir: string,
+  uid: number,
+  gid: number,
+  tls: { certFile: string; keyFile: string } | undefined,
+): PostfixExtra {
+  const conf = join(dir, 'conf');
+  const settings: Record<string, string> = {
+    relay_domains: 'bench.test, sink.test',
+    transport_maps: `texthash:${join(conf, 'transport')}`,
+    virtual_mailbox_domains: MAILDIR_DOMAIN,
+    virtual_mailbox_maps: `texthash:${join(conf, 'vmailbox')}`,
+    virtual_mailbox_base: join(dir, 'mail'),
+    virtual_uid_maps: `static:${uid}`,
+    virtual_gid_maps: `static:${gid}`,
+    virtual_minimum_uid: '1',
+  };
+  if (tls !== undefined) {
+    settings['smtpd_tls_cert_file'] = tls.certFile;
+    settings['smtpd_tls_key_file'] = tls.keyFile;
+    settings['smtpd_tls_security_level'] = 'may';
+  }
+  return {
+    settings,
+    confFiles: {
+      transport: 'bench.test discard:\n',
+      // A trailing slash makes the mailbox a Maildir.
+      vmailbox: `${MAILDIR_LOCAL}@${MAILDIR_DOMAIN} ${MAILDIR_DOMAIN}/${MAILDIR_LOCAL}/\n`,
+    },
+    masterLines: tls === undefined ? '' : 'tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n',
+    postfixOwnedDirs: [join(dir, 'mail')],
+  };
+}
 
 export interface PostfixInstance {
   port: number;
+  /** The virtual(8) Maildir new/ directory of MAILDIR_LOCAL@MAILDIR_DOMAIN (with workExtra). */
+  maildirNew: string;
   version: string;
   configDir: string;
   logFile: string;
@@ -121,10 +183,32 @@ export async function postfixAvailable(): Promise<string | null> {
   return null;
 }
 
-/** Creates and starts the instance in dir (which must exist and be empty). */
-export async function startPostfix(dir: string, relayhost?: string): Promise<PostfixInstance> {
+/**
+ * Creates and starts the instance in dir (which must exist and be empty). `extra` receives the
+ * postfix user's uid and gid (for virtual(8)'s mailbox owner).
+ */
+export async function startPostfix(
+  dir: string,
+  relayhost?: string,
+  extra?: (uid: number, gid: number) => PostfixExtra,
+): Promise<PostfixInstance> {
   const port = await freePort();
-  const { configDir } = await writePostfixConfig(benchPostfixConfig(dir, port, relayhost));
+  const base = benchPostfixConfig(dir, port, relayhost);
+  const { uid, gid } = await postfixUser();
+  const more = extra?.(uid, gid);
+  const { configDir } = await writePostfixConfig({
+    ...base,
+    settings: { ...base.settings, ...more?.settings },
+  });
+  if (more !== undefined) {
+    for (const [name, content] of Object.entries(more.confFiles))
+      await writeFile(join(configDir, name), content);
+    if (more.masterLines !== '') await appendFile(join(configDir, 'master.cf'), more.masterLines);
+    for (const d of more.postfixOwnedDirs) {
+      await mkdir(d, { recursive: true, mode: 0o700 });
+      await chown(d, uid, gid);
+    }
+  }
   const logFile = join(dir, 'maillog');
   const version = (await run('/usr/sbin/postconf', ['-d', '-h', 'mail_version'])).stdout.trim();
   // "start" runs postfix-script check-fatal, which creates the queue directories with the
@@ -134,6 +218,7 @@ export async function startPostfix(dir: string, relayhost?: string): Promise<Pos
   const queueDir = join(dir, 'queue');
   return {
     port,
+    maildirNew: join(dir, 'mail', MAILDIR_DOMAIN, MAILDIR_LOCAL, 'new'),
     version,
     configDir,
     logFile,

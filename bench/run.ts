@@ -1,17 +1,20 @@
 /**
- * `npm run bench`: the receive benchmark, Sterna side by side with a private Postfix instance on
- * the same machine in the same run (issue 3). For 1, 20 and 100 concurrent sessions and 1 KiB
- * and 100 KiB messages it measures:
- *   - durable messages accepted per second with smtp-source(1), the same arguments for both
- *     servers (the headline, and the Sterna/Postfix ratio);
- *   - p50/p99 time from MAIL to the final 250 with bench/load.ts (and that tool's own rate);
- *   - that each server delivers (discards) everything it accepted, and how long the queue takes
- *     to drain after the load stops;
- * plus Sterna's resident memory with 5,000 idle connections and an extra row with real Maildir
- * delivery. Prints markdown tables and writes JSON to bench/results/.
- * Then the outbound benchmark (issue 4, bench/outbound.ts): spool to a local smtp-sink, Sterna
- * next to Postfix; `--only outbound` runs that part alone.
- * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.1 for a quick smoke run.
+ * `npm run bench`: Sterna side by side with a private Postfix on the same machine in the same run,
+ * each row measured like for like, alternating Sterna, Postfix, Sterna… (issues 3, 4 and 11).
+ * Groups, each runnable alone with `node dist/bench/run.js --only GROUP`:
+ *   - core: a new connection per message (smtp-source without -d), for three kinds of work
+ *     (relay to a downstream smtp-sink, local Maildir delivery, discard; bench/workload.ts) at
+ *     1, 20 and 100 sessions × 1 KiB and 100 KiB; the rate counts until the work is done;
+ *   - persistent: the older rows, each session on one connection (smtp-source -d), discard;
+ *   - latency: 20 sessions × 1 KiB into Maildir, a new connection per message, end-to-end p50/p99
+ *     (connect to the 250 after the dot) from bench/connect-load.ts, and that generator's rate
+ *     next to smtp-source's on the same row (the check of the generator);
+ *   - tls: STARTTLS on every message, 20 sessions × 1 KiB into Maildir, full handshakes and
+ *     resumed sessions, with an RSA-2048 and an ECDSA P-256 certificate (the same files for both);
+ *   - outbound: spool to a local sink and the queue drain (bench/outbound.ts);
+ *   - idle: Sterna's resident memory with 5,000 idle connections.
+ * Prints markdown tables ready to paste into docs/benchmarks.md and writes JSON to bench/results/.
+ * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.05 for a smoke run.
  * Benchmark code: trusted, loopback only; every process it starts is stopped on exit.
  */
 import { readFileSync } from 'node:fs';
@@ -19,110 +22,80 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connectLoadCommand, runConnectLoadProcesses, type TlsMode } from './connect-load.js';
 import { openIdle } from './idle.js';
-import { outboundSummary, runOutbound, type OutboundCase, type OutboundReport } from './outbound.js';
-import { runLoad, type LoadResult } from './load.js';
 import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
-import { postfixAvailable, startPostfix, type PostfixInstance } from './postfix.js';
-import { runSmtpSource, type SourceResult } from './smtp-source.js';
-import { startSterna, type SternaInstance } from './sterna.js';
+import { outboundSummary, runOutbound, startSink, type OutboundCase, type Sink } from './outbound.js';
+import { postfixAvailable } from './postfix.js';
+import { runSmtpSource } from './smtp-source.js';
+import { startSterna } from './sterna.js';
+import { KEY_LABEL, makeCert, type KeyKind } from './tls-certs.js';
+import {
+  caseLabel,
+  FROM,
+  KIND_LABEL,
+  KINDS,
+  measureRun,
+  RCPT,
+  series,
+  startPair,
+  type Kind,
+  type LoadOutcome,
+  type Pair,
+  type Run,
+  type Series,
+  type Server,
+} from './workload.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const SCALE = Number(process.env['STERNA_BENCH_SCALE'] ?? '1');
+/** Processes the connect-load generator uses (its TLS work would otherwise share one core). */
+const LOAD_PROCESSES = Number(process.env['STERNA_BENCH_LOAD_PROCESSES'] ?? '2');
 const IDLE_CONNECTIONS = 5000;
-/** Each smtp-source run is repeated this many times per server; the tables give the median. */
+/** Each row is measured this many times per server, alternating; the tables give the median. */
 const REPEATS = 3;
-const FROM = 'sender@source.bench.local';
-const TO = 'rcpt@bench.test';
-const LOCAL_RCPT = 'rcpt@sterna.local';
-const DRAIN_TIMEOUT_MS = 180_000;
-/** Outbound cases: messages per run sized so that a run takes several seconds on a 2-core machine. */
-const OUTBOUND_CASES: readonly OutboundCase[] = [
-  { bodyBytes: 1 * KiB, messages: 3000 },
-  { bodyBytes: 100 * KiB, messages: 1500 },
-].map((c) => ({ ...c, messages: Math.max(20, Math.round(c.messages * SCALE)) }));
+const LOAD_TIMEOUT_MS = 300_000;
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
 interface Case {
   sessions: number;
   bodyBytes: number;
-  /** Messages per run, chosen so that each run takes a few seconds on a 2-core machine. */
+  /** Messages per run at scale 1, sized so that a run lasts 3-5 s on a 2-core machine. */
   messages: number;
 }
 
-const CASES: readonly Case[] = [
+const scaled = (c: Case): Case => ({ ...c, messages: Math.max(c.sessions, Math.round(c.messages * SCALE)) });
+
+/** A new connection per message (the core group). */
+const CORE_CASES: readonly Case[] = [
+  { sessions: 1, bodyBytes: 1 * KiB, messages: 1500 },
+  { sessions: 20, bodyBytes: 1 * KiB, messages: 3000 },
+  { sessions: 100, bodyBytes: 1 * KiB, messages: 3000 },
+  { sessions: 1, bodyBytes: 100 * KiB, messages: 600 },
+  { sessions: 20, bodyBytes: 100 * KiB, messages: 2000 },
+  { sessions: 100, bodyBytes: 100 * KiB, messages: 2000 },
+].map(scaled);
+
+/** One connection per session for all its messages (smtp-source -d), discard. */
+const PERSISTENT_CASES: readonly Case[] = [
   { sessions: 1, bodyBytes: 1 * KiB, messages: 400 },
   { sessions: 20, bodyBytes: 1 * KiB, messages: 2000 },
   { sessions: 100, bodyBytes: 1 * KiB, messages: 3000 },
   { sessions: 1, bodyBytes: 100 * KiB, messages: 200 },
   { sessions: 20, bodyBytes: 100 * KiB, messages: 1000 },
   { sessions: 100, bodyBytes: 100 * KiB, messages: 1500 },
-].map((c) => ({ ...c, messages: Math.max(c.sessions, Math.round(c.messages * SCALE)) }));
+].map(scaled);
 
-const label = (c: Case): string => `${c.sessions} × ${c.bodyBytes / KiB} KiB`;
+const LATENCY_CASE: Case = scaled({ sessions: 20, bodyBytes: 1 * KiB, messages: 3000 });
+const TLS_CASE: Case = scaled({ sessions: 20, bodyBytes: 1 * KiB, messages: 1000 });
+const TLS_KIND: Kind = 'maildir';
+const LATENCY_KIND: Kind = 'maildir';
 
-/** One run against one server: what the load tool saw and how long the queue took to empty. */
-interface Measured<T> {
-  result: T;
-  /** Seconds from the end of the load until the server's queue held nothing. */
-  drainSeconds: number;
-  drained: boolean;
-}
-
-/** The same smtp-source run repeated against one server; runs alternate between the servers. */
-interface Series {
-  runs: Measured<SourceResult>[];
-  /** Median, lowest and highest messages/s over the runs (0 for a failed run). */
-  median: number;
-  min: number;
-  max: number;
-  allOk: boolean;
-  allDrained: boolean;
-  maxDrainSeconds: number;
-  /** Messages accepted over all runs. */
-  accepted: number;
-}
-
-interface Row {
-  case: Case;
-  sterna: Series;
-  postfix: Series | null;
-}
-
-interface LatencyRow {
-  case: Case;
-  sterna: Measured<LoadResult>;
-  postfix: Measured<LoadResult> | null;
-}
-
-interface Report {
-  startedAt: string;
-  scale: number;
-  machine: MachineInfo;
-  loadAfter: string;
-  postfixSkipped: string | null;
-  idle: {
-    connections: number;
-    rssBeforeBytes: number;
-    rssAfterBytes: number;
-    perConnectionBytes: number;
-  } | null;
-  throughput: Row[];
-  newConnectionPerMessage: Row | null;
-  latency: LatencyRow[];
-  localDelivery: {
-    messages: number;
-    acceptSeconds: number;
-    acceptPerSecond: number;
-    deliveredSeconds: number;
-    delivered: number;
-  } | null;
-  sternaPeakRssBytes: number;
-  checks: { postfixSent: number; postfixAccepted: number; postfixProblems: number; sternaLive: number };
-  commands: string[];
-  outbound: OutboundReport | null;
-}
+const OUTBOUND_CASES: readonly OutboundCase[] = [
+  { bodyBytes: 1 * KiB, messages: 3000 },
+  { bodyBytes: 100 * KiB, messages: 1500 },
+].map((c) => ({ ...c, messages: Math.max(20, Math.round(c.messages * SCALE)) }));
 
 // --- processes started by this run, stopped whatever happens ---------------------------------
 
@@ -136,6 +109,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.exit(130);
   });
 }
+const onCleanup = (stop: () => void): void => {
+  cleanups.push(stop);
+};
 
 /** A progress line on stderr, with the 1-minute load average (other work on the machine skews figures). */
 function progress(text: string): void {
@@ -148,34 +124,471 @@ function progress(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} load ${load} ${text}\n`);
 }
 
-/** Polls until count() is 0; returns the seconds it took and whether it got there. */
-async function waitEmpty(
-  count: () => Promise<number> | number,
-): Promise<{ seconds: number; drained: boolean }> {
-  const t0 = performance.now();
-  while (performance.now() - t0 < DRAIN_TIMEOUT_MS) {
-    if ((await count()) === 0) return { seconds: (performance.now() - t0) / 1000, drained: true };
-    await sleep(50);
+// --- load tools -------------------------------------------------------------------------------
+
+/** smtp-source(1) with the same arguments for both servers; `reuse` adds -d. */
+function smtpSource(server: Server, c: Case, kind: Kind, reuse: boolean, commands: Set<string>) {
+  return async (): Promise<LoadOutcome> => {
+    const r = await runSmtpSource({
+      port: server.port,
+      sessions: c.sessions,
+      messages: c.messages,
+      bodyBytes: c.bodyBytes,
+      from: FROM,
+      to: RCPT[kind],
+      reuseConnections: reuse,
+      timeoutMs: LOAD_TIMEOUT_MS,
+    });
+    commands.add(r.command);
+    return { ok: r.ok, accepted: r.accepted, seconds: r.seconds, error: r.error };
+  };
+}
+
+/** bench/connect-load.ts: a new connection per message, plain or STARTTLS. */
+function connectLoad(server: Server, c: Case, kind: Kind, tls: TlsMode, commands: Set<string>) {
+  return async (): Promise<LoadOutcome> => {
+    const options = {
+      sessions: c.sessions,
+      messages: c.messages,
+      bodyBytes: c.bodyBytes,
+      from: FROM,
+      to: RCPT[kind],
+      tls,
+      timeoutMs: LOAD_TIMEOUT_MS,
+    };
+    commands.add(connectLoadCommand(options, Math.min(LOAD_PROCESSES, c.sessions)));
+    const r = await runConnectLoadProcesses(
+      { host: '127.0.0.1', port: server.port, ...options },
+      LOAD_PROCESSES,
+    );
+    return {
+      ok: r.failed === 0,
+      accepted: r.accepted,
+      seconds: r.seconds,
+      error: r.firstError,
+      p50Ms: r.p50Ms,
+      p99Ms: r.p99Ms,
+      handshakes: r.handshakes,
+      resumed: r.resumed,
+      tlsVersion: r.tlsVersion,
+      cipher: r.cipher,
+      startedAtMs: r.startedAtMs,
+    };
+  };
+}
+
+// --- rows -------------------------------------------------------------------------------------
+
+interface Row {
+  label: string;
+  messages: number;
+  sterna: Series;
+  postfix: Series | null;
+}
+
+/**
+ * Runs a row REPEATS times per server, alternating Sterna, Postfix, Sterna…, each run complete
+ * (work done, counts exact) before the next starts.
+ */
+async function alternate(
+  what: string,
+  pair: Pair,
+  sink: Sink,
+  kind: Kind,
+  messages: number,
+  load: (server: Server) => () => Promise<LoadOutcome>,
+  repeats = REPEATS,
+): Promise<Row> {
+  const runs = new Map<Server, Run[]>();
+  const servers = [pair.sterna, ...(pair.postfix === null ? [] : [pair.postfix])];
+  for (let i = 1; i <= repeats; i++) {
+    for (const server of servers) {
+      const r = await measureRun(server, sink, kind, messages, load(server));
+      const rate = r.ok ? `${Math.round(messages / r.doneSeconds)} msg/s` : `FAILED: ${r.error}`;
+      progress(`${what} [${i}/${repeats}] ${server.name}: ${rate}`);
+      runs.set(server, [...(runs.get(server) ?? []), r]);
+    }
   }
-  return { seconds: DRAIN_TIMEOUT_MS / 1000, drained: false };
+  return {
+    label: what,
+    messages,
+    sterna: series(runs.get(pair.sterna) ?? []),
+    postfix: pair.postfix === null ? null : series(runs.get(pair.postfix) ?? []),
+  };
 }
 
-async function measure<T>(
-  load: () => Promise<T>,
-  queued: () => Promise<number> | number,
-): Promise<Measured<T>> {
-  const result = await load();
-  const drain = await waitEmpty(queued);
-  return { result, drainSeconds: drain.seconds, drained: drain.drained };
+// --- output -----------------------------------------------------------------------------------
+
+const mib = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
+const rate = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(n < 10 ? 2 : 1));
+const x = (s: Series, p: Series | null): number | null =>
+  p === null || !p.allOk || !s.allOk || p.median === 0 ? null : s.median / p.median;
+const ratioCell = (s: Series, p: Series | null): string => {
+  const r = x(s, p);
+  return r === null ? 'n/a' : `${r.toFixed(2)}×`;
+};
+function rateCell(m: Series | null): string {
+  if (m === null) return 'n/a';
+  if (!m.allOk) return `FAILED: ${m.runs.find((r) => !r.ok)?.error ?? ''}`;
+  return m.runs.length === 1 ? rate(m.median) : `${rate(m.median)} (${rate(m.min)}–${rate(m.max)})`;
+}
+const acceptCell = (m: Series | null): string => (m === null ? 'n/a' : rate(m.acceptMedian));
+const drainCell = (m: Series | null): string => (m === null ? 'n/a' : `${m.maxDrainSeconds.toFixed(2)} s`);
+const latencyCell = (m: Series | null): string => (m === null ? 'n/a' : `${ms(m.p50Ms)} / ${ms(m.p99Ms)}`);
+
+function throughputTable(rows: readonly Row[]): string {
+  const lines = [
+    '| sessions × size | messages per run | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna msg/s to last 250 | Postfix msg/s to last 250 | Sterna drain after load (max) | Postfix drain after load (max) |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.label} | ${r.messages} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ${ratioCell(r.sterna, r.postfix)} | ` +
+        `${acceptCell(r.sterna)} | ${acceptCell(r.postfix)} | ${drainCell(r.sterna)} | ${drainCell(r.postfix)} |`,
+    );
+  return lines.join('\n');
 }
 
-// --- the parts of the run ---------------------------------------------------------------------
+function header(
+  machine: MachineInfo,
+  group: string,
+  startedAt: string,
+  took: string,
+  postfixSkipped: string | null,
+): string {
+  const m = machine;
+  const lines = [
+    `### ${group}: ${startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${commandLine(group)}\`, ${took}`,
+    '',
+    `Machine: nproc ${m.nproc}, ${m.cpuModel}, ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ${m.kernel}; ` +
+      `node ${m.node}; postfix ${m.postfix}; load average before ${m.loadBefore}; scale ${SCALE}.`,
+  ];
+  if (postfixSkipped !== null) lines.push('', `Postfix skipped: ${postfixSkipped}`);
+  return lines.join('\n');
+}
 
-async function idleMemory(base: string): Promise<Report['idle']> {
-  const dir = join(base, 'sterna-idle');
+function commandLine(group: string): string {
+  const scale = SCALE === 1 ? '' : `STERNA_BENCH_SCALE=${SCALE} `;
+  return `${scale}node dist/bench/run.js --only ${group}`;
+}
+
+const commandsBlock = (commands: Set<string>): string =>
+  ['The load commands (PORT differs per server):', '', '```', ...commands, '```'].join('\n');
+
+/** A target line: the ratio against the bar, "met" only when every run of both servers was ok. */
+function target(what: string, r: Row | undefined, bar: number): string {
+  if (r === undefined) return `${what}: not measured`;
+  const v = x(r.sterna, r.postfix);
+  return `${what}: ${v === null ? 'n/a' : `${v.toFixed(2)}× (target ≥ ${bar}×, ${v >= bar ? 'met' : 'NOT met'})`}`;
+}
+
+// --- the groups -------------------------------------------------------------------------------
+
+interface Context {
+  base: string;
+  withPostfix: boolean;
+  /** Everything measured, for the JSON file. */
+  data: Record<string, unknown>;
+}
+
+/** Runs fn with a sink and a Sterna/Postfix pair, stopping both afterwards. */
+async function withPair<T>(
+  ctx: Context,
+  name: string,
+  tls: { certFile: string; keyFile: string } | undefined,
+  fn: (pair: Pair, sink: Sink) => Promise<T>,
+): Promise<T> {
+  const sink = await startSink();
+  onCleanup(sink.stop);
+  const dir = join(ctx.base, name);
+  await mkdir(dir);
+  try {
+    const pair = await startPair({ dir, sink, withPostfix: ctx.withPostfix, tls, onCleanup });
+    try {
+      return await fn(pair, sink);
+    } finally {
+      await pair.stop();
+    }
+  } finally {
+    sink.stop();
+  }
+}
+
+/** A short run of each kind per server, not reported: JIT, process pools, caches. */
+async function warmUp(
+  pair: Pair,
+  sink: Sink,
+  kinds: readonly Kind[],
+  load: typeof smtpSource,
+): Promise<void> {
+  const c: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) };
+  for (const kind of kinds)
+    await alternate(
+      `warm-up ${kind}`,
+      pair,
+      sink,
+      kind,
+      c.messages,
+      (s) => load(s, c, kind, false, new Set()),
+      1,
+    );
+}
+
+async function coreGroup(ctx: Context): Promise<string> {
+  const commands = new Set<string>();
+  const rows = await withPair(ctx, 'core', undefined, async (pair, sink) => {
+    await warmUp(pair, sink, KINDS, smtpSource);
+    const out: Record<Kind, Row[]> = { relay: [], maildir: [], discard: [] };
+    for (const kind of KINDS)
+      for (const c of CORE_CASES)
+        out[kind].push(
+          await alternate(caseLabel(c.sessions, c.bodyBytes), pair, sink, kind, c.messages, (s) =>
+            smtpSource(s, c, kind, false, commands),
+          ),
+        );
+    return out;
+  });
+  ctx.data['core'] = rows;
+  const lines = [
+    'A new connection per message (smtp-source without `-d`), fsync before 250 on both sides; median of ' +
+      `${REPEATS} runs each (lowest–highest), alternating Sterna, Postfix, Sterna…. "incl. drain": messages ` +
+      'over the time from the start of the load until the work was done (queue empty, every message at ' +
+      'the sink or in the Maildir, counts exact); "to last 250": until smtp-source finished.',
+  ];
+  for (const kind of KINDS)
+    lines.push('', `**${KIND_LABEL[kind]}** (to ${RCPT[kind]}):`, '', throughputTable(rows[kind]));
+  lines.push('', 'Sterna/Postfix at a glance (msg/s incl. drain):', '');
+  lines.push(`| sessions × size | ${KINDS.map((k) => KIND_LABEL[k]).join(' | ')} |`);
+  lines.push(`| --- | ${KINDS.map(() => '---:').join(' | ')} |`);
+  CORE_CASES.forEach((c, i) => {
+    const cells = KINDS.map((k) => {
+      const r = rows[k][i];
+      return r === undefined ? 'n/a' : ratioCell(r.sterna, r.postfix);
+    });
+    lines.push(`| ${caseLabel(c.sessions, c.bodyBytes)} | ${cells.join(' | ')} |`);
+  });
+  const find = (kind: Kind, sessions: number, size: number): Row | undefined =>
+    rows[kind][CORE_CASES.findIndex((c) => c.sessions === sessions && c.bodyBytes === size)];
+  lines.push(
+    '',
+    `- ${target('20 × 1 KiB relay', find('relay', 20, KiB), 2.5)}`,
+    `- ${target('20 × 1 KiB Maildir', find('maildir', 20, KiB), 2.5)}`,
+    `- ${target('1 × 1 KiB relay', find('relay', 1, KiB), 1.5)}`,
+    `- ${target('1 × 1 KiB Maildir', find('maildir', 1, KiB), 1.5)}`,
+    `- ${target('20 × 100 KiB relay', find('relay', 20, 100 * KiB), 2.5)}`,
+    `- ${target('20 × 100 KiB Maildir', find('maildir', 20, 100 * KiB), 2.5)}`,
+    '',
+    commandsBlock(commands),
+  );
+  return lines.join('\n');
+}
+
+async function persistentGroup(ctx: Context): Promise<string> {
+  const commands = new Set<string>();
+  const rows = await withPair(ctx, 'persistent', undefined, async (pair, sink) => {
+    await alternate(
+      'warm-up -d',
+      pair,
+      sink,
+      'discard',
+      Math.max(20, Math.round(300 * SCALE)),
+      (s) =>
+        smtpSource(
+          s,
+          { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) },
+          'discard',
+          true,
+          new Set(),
+        ),
+      1,
+    );
+    const out: Row[] = [];
+    for (const c of PERSISTENT_CASES)
+      out.push(
+        await alternate(caseLabel(c.sessions, c.bodyBytes), pair, sink, 'discard', c.messages, (s) =>
+          smtpSource(s, c, 'discard', true, commands),
+        ),
+      );
+    return out;
+  });
+  ctx.data['persistent'] = rows;
+  return [
+    'Each session on ONE connection for all its messages (smtp-source `-d`), discard, fsync before 250; ' +
+      `median of ${REPEATS} runs (lowest–highest). Real traffic rarely looks like this: see the core tables.`,
+    '',
+    throughputTable(rows),
+    '',
+    commandsBlock(commands),
+  ].join('\n');
+}
+
+async function latencyGroup(ctx: Context): Promise<string> {
+  const commands = new Set<string>();
+  const c = LATENCY_CASE;
+  const rows = await withPair(ctx, 'latency', undefined, async (pair, sink) => {
+    await warmUp(pair, sink, [LATENCY_KIND], smtpSource);
+    // smtp-source and connect-load alternate too: S source, P source, S load, P load, …
+    const source: Run[][] = [[], []];
+    const load: Run[][] = [[], []];
+    const servers = [pair.sterna, pair.postfix];
+    for (let i = 1; i <= REPEATS; i++) {
+      for (const [tool, runs] of [
+        ['smtp-source', source],
+        ['connect-load', load],
+      ] as const) {
+        for (const [j, server] of servers.entries()) {
+          if (server === null) continue;
+          const fn =
+            tool === 'smtp-source'
+              ? smtpSource(server, c, LATENCY_KIND, false, commands)
+              : connectLoad(server, c, LATENCY_KIND, 'none', commands);
+          const r = await measureRun(server, sink, LATENCY_KIND, c.messages, fn);
+          progress(
+            `latency ${tool} [${i}/${REPEATS}] ${server.name}: ${r.ok ? `${Math.round(c.messages / r.doneSeconds)} msg/s` : `FAILED: ${r.error}`}`,
+          );
+          runs[j]?.push(r);
+        }
+      }
+    }
+    const row = (label: string, runs: Run[][]): Row => ({
+      label,
+      messages: c.messages,
+      sterna: series(runs[0] ?? []),
+      postfix: pair.postfix === null ? null : series(runs[1] ?? []),
+    });
+    return [row('smtp-source (HELO)', source), row('connect-load (EHLO)', load)];
+  });
+  ctx.data['latency'] = rows;
+  const lines = [
+    `${caseLabel(c.sessions, c.bodyBytes)} into Maildir (${RCPT[LATENCY_KIND]}), a new connection per message, ` +
+      `${c.messages} messages per run, median of ${REPEATS} runs; latency = connect() to the 250 after the dot, ` +
+      `measured by bench/connect-load.ts (${LOAD_PROCESSES} processes). smtp-source on the same row checks the generator's rate.`,
+    '',
+    '| load tool | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${r.label} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ${ratioCell(r.sterna, r.postfix)} | ` +
+        `${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} |`,
+    );
+  lines.push('', commandsBlock(commands));
+  return lines.join('\n');
+}
+
+interface TlsRow extends Row {
+  key: KeyKind;
+  mode: TlsMode;
+}
+
+const resumedCell = (m: Series | null): string => {
+  if (m === null) return 'n/a';
+  const h = m.runs.reduce((n, r) => n + (r.load.handshakes ?? 0), 0);
+  const s = m.runs.reduce((n, r) => n + (r.load.resumed ?? 0), 0);
+  return h === 0 ? 'n/a' : `${((100 * s) / h).toFixed(0)} %`;
+};
+
+async function tlsGroup(ctx: Context): Promise<string> {
+  const commands = new Set<string>();
+  const c = TLS_CASE;
+  const certDir = join(ctx.base, 'certs');
+  await mkdir(certDir);
+  const rows: TlsRow[] = [];
+  for (const key of ['rsa2048', 'ecdsa-p256'] as const) {
+    const cert = await makeCert(certDir, key);
+    await withPair(ctx, `tls-${key}`, cert, async (pair, sink) => {
+      const warm: Case = { ...c, messages: Math.max(20, Math.round(c.messages / 5)) };
+      await alternate(
+        `warm-up TLS ${key}`,
+        pair,
+        sink,
+        TLS_KIND,
+        warm.messages,
+        (s) => connectLoad(s, warm, TLS_KIND, 'full', new Set()),
+        1,
+      );
+      for (const mode of ['full', 'resume'] as const) {
+        const row = await alternate(
+          `STARTTLS ${KEY_LABEL[key]} ${mode}`,
+          pair,
+          sink,
+          TLS_KIND,
+          c.messages,
+          (s) => connectLoad(s, c, TLS_KIND, mode, commands),
+        );
+        rows.push({ ...row, key, mode });
+      }
+    });
+  }
+  ctx.data['tls'] = rows;
+  const first = rows.flatMap((r) => r.sterna.runs).find((r) => r.load.tlsVersion)?.load;
+  const lines = [
+    `STARTTLS on every message: ${caseLabel(c.sessions, c.bodyBytes)} into Maildir (${RCPT[TLS_KIND]}), ` +
+      `${c.messages} messages per run, each on a new connection (EHLO, STARTTLS, EHLO, MAIL, RCPT, DATA), ` +
+      `bench/connect-load.ts with ${LOAD_PROCESSES} processes; median of ${REPEATS} runs. "full": a full ` +
+      'handshake every time; "resumed": each session offers the TLS session (ticket) of its previous ' +
+      'connection. Sterna: `[tls] cert_file/key_file`; Postfix: `smtpd_tls_cert_file/key_file`, ' +
+      '`smtpd_tls_security_level = may`, tlsmgr(8), every other TLS setting at its default. ' +
+      `Negotiated: ${first?.tlsVersion ?? '?'} ${first?.cipher ?? ''}.`,
+    '',
+    '| certificate | handshake | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms | resumed Sterna / Postfix |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${KEY_LABEL[r.key]} | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
+        `${ratioCell(r.sterna, r.postfix)} | ${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} | ` +
+        `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} |`,
+    );
+  const get = (key: KeyKind, mode: TlsMode): TlsRow | undefined =>
+    rows.find((r) => r.key === key && r.mode === mode);
+  const rsa = get('rsa2048', 'full');
+  const ec = get('ecdsa-p256', 'full');
+  if (rsa !== undefined && ec !== undefined) {
+    const gain = (a: Series | null, b: Series | null): string =>
+      a === null || b === null || b.median === 0 ? 'n/a' : `${(a.median / b.median).toFixed(2)}×`;
+    lines.push(
+      '',
+      `ECDSA P-256 over RSA-2048, full handshakes: Sterna ${gain(ec.sterna, rsa.sterna)}, Postfix ${gain(ec.postfix, rsa.postfix)} the rate.`,
+    );
+  }
+  lines.push(
+    '',
+    `- ${target('STARTTLS RSA-2048 full handshakes', rsa, 2)}`,
+    `- ${target('STARTTLS ECDSA P-256 full handshakes', ec, 2)}`,
+    '',
+    commandsBlock(commands),
+  );
+  return lines.join('\n');
+}
+
+async function outboundGroup(ctx: Context): Promise<string> {
+  await mkdir(join(ctx.base, 'outbound'));
+  const out = await runOutbound({
+    dir: join(ctx.base, 'outbound'),
+    cases: OUTBOUND_CASES,
+    repeats: REPEATS,
+    withPostfix: ctx.withPostfix,
+    onCleanup,
+    progress,
+  });
+  ctx.data['outbound'] = out;
+  return outboundSummary(out);
+}
+
+async function idleGroup(ctx: Context): Promise<string> {
+  const r = await run('bash', ['-c', 'ulimit -n']);
+  const limit = Number(r.stdout.trim());
+  if (Number.isFinite(limit) && limit < IDLE_CONNECTIONS + 500)
+    throw new Error(
+      `the descriptor limit is ${limit}; the idle test opens ${IDLE_CONNECTIONS} connections from this process. ` +
+        `Run "ulimit -n 20000" first.`,
+    );
+  const dir = join(ctx.base, 'sterna-idle');
   await mkdir(dir);
   const sterna = await startSterna({ dir });
-  cleanups.push(sterna.kill);
+  onCleanup(sterna.kill);
   try {
     await sleep(1000);
     const before = await sterna.rssBytes();
@@ -186,12 +599,12 @@ async function idleMemory(base: string): Promise<Report['idle']> {
       const after = await sterna.rssBytes();
       if (idle.open() !== IDLE_CONNECTIONS)
         throw new Error(`only ${idle.open()} idle connections stayed open`);
-      return {
-        connections: IDLE_CONNECTIONS,
-        rssBeforeBytes: before,
-        rssAfterBytes: after,
-        perConnectionBytes: (after - before) / IDLE_CONNECTIONS,
-      };
+      const each = (after - before) / IDLE_CONNECTIONS;
+      ctx.data['idle'] = { connections: IDLE_CONNECTIONS, rssBeforeBytes: before, rssAfterBytes: after };
+      return (
+        `Sterna VmRSS ${mib(before)} before, ${mib(after)} with ${IDLE_CONNECTIONS} idle connections, each greeted ` +
+        `(${(each / KiB).toFixed(1)} KiB each; target ≤ 8 KiB: ${each <= 8 * KiB ? 'met' : 'NOT met'}).`
+      );
     } finally {
       idle.close();
     }
@@ -200,223 +613,20 @@ async function idleMemory(base: string): Promise<Report['idle']> {
   }
 }
 
-function series(runs: Measured<SourceResult>[]): Series {
-  const rates = runs.map((r) => r.result.messagesPerSecond).sort((a, b) => a - b);
-  return {
-    runs,
-    median: rates[Math.floor((rates.length - 1) / 2)] ?? 0,
-    min: rates[0] ?? 0,
-    max: rates.at(-1) ?? 0,
-    allOk: runs.every((r) => r.result.ok),
-    allDrained: runs.every((r) => r.drained),
-    maxDrainSeconds: Math.max(0, ...runs.map((r) => r.drainSeconds)),
-    accepted: runs.reduce((n, r) => n + r.result.accepted, 0),
-  };
-}
-
-/** Runs smtp-source `repeats` times against each server, alternating, each run after the queues emptied. */
-async function sourceRow(
-  c: Case,
-  reuseConnections: boolean,
-  repeats: number,
-  sterna: SternaInstance,
-  postfix: PostfixInstance | null,
-  commands: Set<string>,
-): Promise<Row> {
-  const source = (port: number): Promise<SourceResult> =>
-    runSmtpSource({ port, ...c, from: FROM, to: TO, reuseConnections, timeoutMs: 300_000 });
-  const what = `smtp-source ${label(c)}${reuseConnections ? '' : ' (new connection per message)'}`;
-  const s: Measured<SourceResult>[] = [];
-  const p: Measured<SourceResult>[] = [];
-  for (let i = 1; i <= repeats; i++) {
-    progress(`${what} [${i}/${repeats}]: Sterna`);
-    const m = await measure(() => source(sterna.port), sterna.liveMessages);
-    commands.add(m.result.command);
-    s.push(m);
-    if (postfix !== null) {
-      progress(`${what} [${i}/${repeats}]: Postfix`);
-      p.push(await measure(() => source(postfix.port), postfix.queuedMessages));
-    }
-  }
-  return { case: c, sterna: series(s), postfix: postfix === null ? null : series(p) };
-}
-
-async function latencyRow(
-  c: Case,
-  sterna: SternaInstance,
-  postfix: PostfixInstance | null,
-): Promise<LatencyRow> {
-  const load = (port: number): Promise<LoadResult> =>
-    runLoad({ host: '127.0.0.1', port, ...c, from: FROM, to: TO, timeoutMs: 300_000 });
-  progress(`load.ts ${label(c)}: Sterna`);
-  const s = await measure(() => load(sterna.port), sterna.liveMessages);
-  let p: Measured<LoadResult> | null = null;
-  if (postfix !== null) {
-    progress(`load.ts ${label(c)}: Postfix`);
-    p = await measure(() => load(postfix.port), postfix.queuedMessages);
-  }
-  return { case: c, sterna: s, postfix: p };
-}
-
-async function localDelivery(
-  sterna: SternaInstance,
-  commands: Set<string>,
-): Promise<Report['localDelivery']> {
-  const messages = Math.max(20, Math.round(2000 * SCALE));
-  progress(`smtp-source 20 × 1 KiB to a local Maildir: Sterna`);
-  const t0 = performance.now();
-  const r = await runSmtpSource({
-    port: sterna.port,
-    sessions: 20,
-    messages,
-    bodyBytes: KiB,
-    from: FROM,
-    to: LOCAL_RCPT,
-    reuseConnections: true,
-    timeoutMs: 300_000,
-  });
-  commands.add(r.command);
-  if (!r.ok) throw new Error(`local delivery run failed: ${r.error}`);
-  const [domain, local] = ['sterna.local', 'rcpt'] as const;
-  await waitEmpty(() => messages - sterna.deliveredTo(domain, local));
-  return {
-    messages,
-    acceptSeconds: r.seconds,
-    acceptPerSecond: r.messagesPerSecond,
-    deliveredSeconds: (performance.now() - t0) / 1000,
-    delivered: sterna.deliveredTo(domain, local),
-  };
-}
-
-// --- output -----------------------------------------------------------------------------------
-
-function mib(bytes: number): string {
-  return `${(bytes / MiB).toFixed(1)} MiB`;
-}
-const rate = (n: number): string => Math.round(n).toLocaleString('en-US');
-const ms = (n: number): string => n.toFixed(n < 10 ? 2 : 1);
-const ratio = (a: number, b: number | undefined): string =>
-  b === undefined || b === 0 ? 'n/a' : `${(a / b).toFixed(2)}×`;
-const drainCell = (m: Series | null): string =>
-  m === null ? 'n/a' : m.allDrained ? `${m.maxDrainSeconds.toFixed(2)} s` : 'NOT DRAINED';
-function rateCell(m: Series | null): string {
-  if (m === null) return 'n/a';
-  if (!m.allOk) return `FAILED: ${m.runs.find((r) => !r.result.ok)?.result.error ?? ''}`;
-  return m.runs.length === 1 ? rate(m.median) : `${rate(m.median)} (${rate(m.min)}–${rate(m.max)})`;
-}
-
-function throughputTable(rows: readonly Row[]): string {
-  const lines = [
-    '| sessions × size | messages per run | Sterna msg/s | Postfix msg/s | Sterna/Postfix | Sterna queue empty after | Postfix queue empty after |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ];
-  for (const r of rows) {
-    lines.push(
-      `| ${label(r.case)} | ${r.case.messages} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
-        `${ratio(r.sterna.median, r.postfix?.median)} | ${drainCell(r.sterna)} | ${drainCell(r.postfix)} |`,
-    );
-  }
-  return lines.join('\n');
-}
-
-function latencyTable(rows: readonly LatencyRow[]): string {
-  const lines = [
-    '| sessions × size | Sterna p50 ms | Sterna p99 ms | Postfix p50 ms | Postfix p99 ms | Sterna msg/s (load.ts) | Postfix msg/s (load.ts) | errors S/P |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ];
-  for (const r of rows) {
-    const s = r.sterna.result;
-    const p = r.postfix?.result;
-    lines.push(
-      `| ${label(r.case)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${p ? ms(p.p50Ms) : 'n/a'} | ${p ? ms(p.p99Ms) : 'n/a'} | ` +
-        `${rate(s.messagesPerSecond)} | ${p ? rate(p.messagesPerSecond) : 'n/a'} | ${s.failed}/${p ? p.failed : 'n/a'} |`,
-    );
-  }
-  return lines.join('\n');
-}
-
-function summary(report: Report): string {
-  const out: string[] = [];
-  const m = report.machine;
-  out.push(
-    `machine: ${m.nproc} CPUs (${m.cpuModel}), ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ` +
-      `${m.kernel}; node ${m.node}; postfix ${m.postfix}; load before ${m.loadBefore}, after ${report.loadAfter}`,
-  );
-  if (report.postfixSkipped !== null) out.push(`Postfix skipped: ${report.postfixSkipped}`);
-  out.push('', 'Durable messages accepted per second (smtp-source, same arguments for both):', '');
-  out.push(throughputTable(report.throughput));
-  if (report.newConnectionPerMessage !== null) {
-    out.push('', 'Same, one new connection per message (smtp-source without -d):', '');
-    out.push(throughputTable([report.newConnectionPerMessage]));
-  }
-  out.push('', 'Time from MAIL to the final 250 (bench/load.ts):', '');
-  out.push(latencyTable(report.latency));
-  if (report.localDelivery !== null) {
-    const l = report.localDelivery;
-    out.push(
-      '',
-      `Sterna with Maildir delivery (20 × 1 KiB, ${l.messages} messages to ${LOCAL_RCPT}): ` +
-        `accepted ${rate(l.acceptPerSecond)} msg/s; all ${l.delivered} in the Maildir ${l.deliveredSeconds.toFixed(2)} s ` +
-        `after the first was sent (${rate(l.delivered / l.deliveredSeconds)} msg/s end to end)`,
-    );
-  }
-  if (report.idle !== null) {
-    const i = report.idle;
-    out.push(
-      '',
-      `Idle connections: Sterna RSS ${mib(i.rssBeforeBytes)} before, ${mib(i.rssAfterBytes)} with ` +
-        `${i.connections} idle connections (${(i.perConnectionBytes / KiB).toFixed(1)} KiB each)`,
-    );
-  }
-  out.push(`Sterna peak RSS during the load runs: ${mib(report.sternaPeakRssBytes)}`);
-  const c = report.checks;
-  out.push(
-    '',
-    `Checks: Sterna spool live messages at the end: ${c.sternaLive}; Postfix accepted ${c.postfixAccepted}, ` +
-      `logged status=sent ${c.postfixSent}, deferred/bounced ${c.postfixProblems}`,
-  );
-  const headline = report.throughput.find((r) => r.case.sessions === 20 && r.case.bodyBytes === KiB);
-  if (headline?.postfix) {
-    const x = headline.sterna.median / headline.postfix.median;
-    const delivered = headline.sterna.allDrained && c.sternaLive === 0;
-    out.push(
-      `Target 1 (20 × 1 KiB, Sterna ≥ 3 × Postfix, fsync before 250, delivering all it accepts): ${x.toFixed(2)}×, ` +
-        `${delivered ? 'queue drained after every run' : 'queue NOT drained'} — ${x >= 3 && delivered ? 'met' : 'NOT met'}`,
-    );
-  }
-  if (report.idle !== null) {
-    const ok = report.idle.rssAfterBytes < 100 * MiB;
-    out.push(
-      `Target 2 (RSS < 100 MiB with ${report.idle.connections} idle connections): ${mib(report.idle.rssAfterBytes)} — ${ok ? 'met' : 'NOT met'}`,
-    );
-  }
-  return out.join('\n');
-}
+/**
+ * The groups in the order of a full run. Another group is one more entry here (its function
+ * returns the markdown to print).
+ */
+const GROUPS: Readonly<Record<string, (ctx: Context) => Promise<string>>> = {
+  core: coreGroup,
+  tls: tlsGroup,
+  latency: latencyGroup,
+  persistent: persistentGroup,
+  outbound: outboundGroup,
+  idle: idleGroup,
+};
 
 // --- main -------------------------------------------------------------------------------------
-
-async function checkFdLimit(): Promise<void> {
-  const r = await run('bash', ['-c', 'ulimit -n']);
-  const limit = Number(r.stdout.trim());
-  if (Number.isFinite(limit) && limit < IDLE_CONNECTIONS + 500) {
-    throw new Error(
-      `the descriptor limit is ${limit}; the idle test opens ${IDLE_CONNECTIONS} connections from this process. ` +
-        `Run "ulimit -n 20000" first.`,
-    );
-  }
-}
-
-async function outbound(base: string, postfixSkipped: string | null): Promise<OutboundReport> {
-  await mkdir(join(base, 'outbound'));
-  return runOutbound({
-    dir: join(base, 'outbound'),
-    cases: OUTBOUND_CASES,
-    repeats: REPEATS,
-    withPostfix: postfixSkipped === null,
-    onCleanup: (stop) => cleanups.push(stop),
-    progress,
-  });
-}
 
 async function writeResults(startedAt: string, data: unknown): Promise<void> {
   await mkdir(RESULTS_DIR, { recursive: true });
@@ -427,95 +637,47 @@ async function writeResults(startedAt: string, data: unknown): Promise<void> {
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const only = args[0] === '--only' ? args[1] : undefined;
-  if (only !== undefined && only !== 'outbound')
-    throw new Error(`--only: expected "outbound", got "${only}"`);
-  if (only === undefined) await checkFdLimit();
+  const only = args[0] === '--only' ? (args[1] ?? '').split(',') : Object.keys(GROUPS);
+  for (const g of only)
+    if (!(g in GROUPS))
+      throw new Error(`--only: unknown group "${g}"; expected one of ${Object.keys(GROUPS).join(', ')}`);
   const base = await mkdtemp(join(tmpdir(), 'sterna-bench-'));
   // Postfix's daemons run as the postfix user and must be able to reach their directories.
   await chmod(base, 0o755);
   const machine = await describeMachine(base);
   const startedAt = new Date().toISOString();
-  progress(`working directory ${base}; load average ${machine.loadBefore}`);
+  progress(`working directory ${base}; load average ${machine.loadBefore}; groups ${only.join(', ')}`);
   const postfixSkipped = await postfixAvailable();
   if (postfixSkipped !== null) progress(postfixSkipped);
-  if (only === 'outbound') {
-    const out = await outbound(base, postfixSkipped);
-    const m = machine;
-    process.stdout.write(
-      `machine: ${m.nproc} CPUs (${m.cpuModel}), ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ` +
-        `${m.kernel}; node ${m.node}; postfix ${m.postfix}; load before ${m.loadBefore}\n` +
-        (postfixSkipped === null ? '' : `Postfix skipped: ${postfixSkipped}\n`) +
-        `\n${outboundSummary(out)}\n`,
-    );
-    await writeResults(startedAt, { startedAt, scale: SCALE, machine, postfixSkipped, outbound: out });
-    await rm(base, { recursive: true, force: true });
-    return;
-  }
-  const commands = new Set<string>();
-
-  const idle = await idleMemory(base);
-
-  await mkdir(join(base, 'sterna'));
-  const sterna = await startSterna({ dir: join(base, 'sterna'), users: [LOCAL_RCPT] });
-  cleanups.push(sterna.kill);
-  let postfix: PostfixInstance | null = null;
+  const ctx: Context = { base, withPostfix: postfixSkipped === null, data: {} };
+  const out: string[] = [];
+  const t0 = performance.now();
   try {
-    if (postfixSkipped === null) {
-      await mkdir(join(base, 'postfix'));
-      postfix = await startPostfix(join(base, 'postfix'));
-      cleanups.push(postfix.stopSync);
+    for (const g of only) {
+      const fn = GROUPS[g];
+      if (fn === undefined) continue;
+      const tg = performance.now();
+      const groupStart = new Date().toISOString();
+      progress(`group ${g}`);
+      const text = await fn(ctx);
+      const took = `${((performance.now() - tg) / 60_000).toFixed(1)} min`;
+      const block = `${header(machine, g, groupStart, took, postfixSkipped)}\n\n${text}\n`;
+      out.push(block);
+      process.stdout.write(`${block}\n`);
     }
-    // Warm-up (not reported): JIT for Node, process pools and caches for Postfix.
-    const warm: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) };
-    progress('warm-up');
-    await sourceRow(warm, true, 1, sterna, postfix, new Set());
-
-    const throughput: Row[] = [];
-    for (const c of CASES) throughput.push(await sourceRow(c, true, REPEATS, sterna, postfix, commands));
-    const headlineCase = CASES.find((c) => c.sessions === 20 && c.bodyBytes === KiB);
-    const newConnectionPerMessage =
-      headlineCase === undefined
-        ? null
-        : await sourceRow(headlineCase, false, REPEATS, sterna, postfix, commands);
-    const latency: LatencyRow[] = [];
-    for (const c of CASES) latency.push(await latencyRow(c, sterna, postfix));
-    const local = await localDelivery(sterna, commands);
-
-    let postfixAccepted = warm.messages;
-    for (const r of [...throughput, ...(newConnectionPerMessage ? [newConnectionPerMessage] : [])])
-      postfixAccepted += r.postfix?.accepted ?? 0;
-    for (const r of latency) postfixAccepted += r.postfix?.result.accepted ?? 0;
-
-    const report: Report = {
+  } finally {
+    const loadAfter = (await run('cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' ');
+    await writeResults(startedAt, {
       startedAt,
       scale: SCALE,
       machine,
-      loadAfter: (await run('cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' '),
+      loadAfter,
       postfixSkipped,
-      idle,
-      throughput,
-      newConnectionPerMessage,
-      latency,
-      localDelivery: local,
-      sternaPeakRssBytes: await sterna.peakRssBytes(),
-      checks: {
-        sternaLive: sterna.liveMessages(),
-        postfixAccepted: postfix === null ? 0 : postfixAccepted,
-        postfixSent: postfix === null ? 0 : await postfix.sentCount(),
-        postfixProblems: postfix === null ? 0 : await postfix.problemCount(),
-      },
-      commands: [...commands],
-      outbound: null,
-    };
-    await sterna.stop();
-    await postfix?.stop().catch((err: unknown) => progress(`postfix stop: ${String(err)}`));
-    report.outbound = await outbound(base, postfixSkipped);
-    process.stdout.write(`${summary(report)}\n\n${outboundSummary(report.outbound)}\n`);
-    await writeResults(startedAt, report);
-  } finally {
-    await sterna.stop();
-    await postfix?.stop().catch((err: unknown) => progress(`postfix stop: ${String(err)}`));
+      ...ctx.data,
+    });
+    progress(
+      `done in ${((performance.now() - t0) / 60_000).toFixed(1)} min; load average after ${loadAfter}`,
+    );
   }
   await rm(base, { recursive: true, force: true });
 }

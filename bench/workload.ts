@@ -1,0 +1,314 @@
+/**
+ * The like-for-like rows of the benchmark (issue 11): one Sterna and one private Postfix, each
+ * set up for the same three kinds of work, measured with the same load in the same run,
+ * alternating Sterna, Postfix, Sterna…:
+ *   - relay: every message relayed to a downstream smtp-sink(1) on 127.0.0.2 (Sterna: a `"*"`
+ *     relay entry; Postfix: relayhost), recipient rcpt@sink.test;
+ *   - maildir: local Maildir delivery (Sterna: a local mailbox; Postfix: virtual(8)), recipient
+ *     rcpt@sterna.local;
+ *   - discard: queued durably, then thrown away (Sterna: the discard transport; Postfix:
+ *     discard(8)), recipient rcpt@bench.test.
+ * Both fsync before the 250 (Sterna: spool.fsync = true; Postfix: cleanup(8)'s fsync).
+ * A run is done only when the work is done: the load tool finished with every message accepted,
+ * the server's queue is empty, and (relay) the sink counted every message or (maildir) every
+ * message is a file in the Maildir's new/. Counts must be exact; a missing or extra message makes
+ * the run an error. The headline rate is messages over the time from the start of the load until
+ * the run was done ("including drain"); the acceptance rate (until the last 250) and the drain
+ * time after the load are reported next to it.
+ * Benchmark code: trusted, loopback only; the caller registers every stop for process exit.
+ */
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { sleep } from './machine.js';
+import { SINK_HOST, type Sink } from './outbound.js';
+import { MAILDIR_DOMAIN, MAILDIR_LOCAL, startPostfix, workExtra, type PostfixInstance } from './postfix.js';
+import { startSterna, type SternaInstance } from './sterna.js';
+
+export type Kind = 'relay' | 'maildir' | 'discard';
+export const KINDS: readonly Kind[] = ['relay', 'maildir', 'discard'];
+export const KIND_LABEL: Record<Kind, string> = {
+  relay: 'relay to a sink',
+  maildir: 'local Maildir delivery',
+  discard: 'discard',
+};
+export const RCPT: Record<Kind, string> = {
+  relay: 'rcpt@sink.test',
+  maildir: `${MAILDIR_LOCAL}@${MAILDIR_DOMAIN}`,
+  discard: 'rcpt@bench.test',
+};
+export const FROM = 'sender@source.bench.local';
+
+const KiB = 1024;
+/** Bound on the wait for the work to be done after the load ended. */
+const DONE_TIMEOUT_MS = 120_000;
+/** Poll interval while waiting for the work to be done (only after the load ended). */
+const POLL_MS = 25;
+
+/** One server as the runner sees it. */
+export interface Server {
+  name: 'Sterna' | 'Postfix';
+  port: number;
+  /** Accepted messages not yet finished. */
+  queued: () => Promise<number>;
+  /** Files in the Maildir recipient's new/ directory. */
+  maildirCount: () => Promise<number>;
+  /** Deletes the delivered Maildir files (between runs, not timed). */
+  clearMaildir: () => Promise<void>;
+  /** Deliveries the server logged as done, when it logs them (Postfix status=sent); null when not. */
+  loggedDeliveries: () => Promise<number | null>;
+}
+
+/** What a load tool reports for one run. */
+export interface LoadOutcome {
+  ok: boolean;
+  accepted: number;
+  seconds: number;
+  error: string;
+  /** End-to-end latency percentiles, when the tool measures them. */
+  p50Ms?: number;
+  p99Ms?: number;
+  /** TLS handshakes and resumed ones, when the tool does TLS. */
+  handshakes?: number;
+  resumed?: number;
+  tlsVersion?: string;
+  cipher?: string;
+  /**
+   * When the load really started (ms since the epoch), for a tool that spends time starting up
+   * first (connect-load's child processes); the run is timed from here instead of from the call.
+   */
+  startedAtMs?: number;
+}
+
+export interface Run {
+  messages: number;
+  load: LoadOutcome;
+  /** Seconds from the start of the load until the work was done (or the timeout). */
+  doneSeconds: number;
+  /** doneSeconds minus the load's own seconds. */
+  drainSeconds: number;
+  /** Messages delivered as counted at the sink / in the Maildir / accepted and finished (discard). */
+  delivered: number;
+  ok: boolean;
+  error: string;
+}
+
+export interface Series {
+  runs: Run[];
+  /** Median, lowest and highest messages/s including the drain (0 for a failed run). */
+  median: number;
+  min: number;
+  max: number;
+  /** Median messages/s until the last 250. */
+  acceptMedian: number;
+  /** Longest drain after the load. */
+  maxDrainSeconds: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  allOk: boolean;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)] ?? 0;
+}
+
+export function series(runs: Run[]): Series {
+  const rates = runs.map((r) => (r.ok ? r.messages / r.doneSeconds : 0));
+  const lat = (f: 'p50Ms' | 'p99Ms'): number | null => {
+    const v = runs.map((r) => r.load[f]).filter((x): x is number => x !== undefined);
+    return v.length === 0 ? null : median(v);
+  };
+  return {
+    runs,
+    median: median(rates),
+    min: Math.min(...rates),
+    max: Math.max(...rates),
+    acceptMedian: median(runs.map((r) => (r.load.ok ? r.messages / r.load.seconds : 0))),
+    maxDrainSeconds: Math.max(0, ...runs.map((r) => r.drainSeconds)),
+    p50Ms: lat('p50Ms'),
+    p99Ms: lat('p99Ms'),
+    allOk: runs.every((r) => r.ok),
+  };
+}
+
+/**
+ * One run of `messages` messages of `kind` against `server` with `load`: clears the Maildir,
+ * checks the queue is empty, runs the load, then polls until the work is done and checks counts.
+ */
+export async function measureRun(
+  server: Server,
+  sink: Sink,
+  kind: Kind,
+  messages: number,
+  load: () => Promise<LoadOutcome>,
+): Promise<Run> {
+  const fail = (error: string, partial: Partial<Run> = {}): Run => ({
+    messages,
+    load: { ok: false, accepted: 0, seconds: 0, error },
+    doneSeconds: 0,
+    drainSeconds: 0,
+    delivered: 0,
+    ...partial,
+    ok: false,
+    error,
+  });
+  await server.clearMaildir();
+  const before = await server.queued();
+  if (before !== 0) return fail(`${server.name}: ${before} messages queued before the run`);
+  const sinkBefore = sink.count();
+  const loggedBefore = await server.loggedDeliveries();
+
+  const called = Date.now();
+  const outcome = await load();
+  const t0 = outcome.startedAtMs ?? called;
+  if (!outcome.ok || outcome.accepted !== messages)
+    return fail(`load: ${outcome.error || `${outcome.accepted} of ${messages} accepted`}`, { load: outcome });
+
+  const delivered = async (): Promise<number> => {
+    switch (kind) {
+      case 'relay':
+        return sink.count() - sinkBefore;
+      case 'maildir':
+        return server.maildirCount();
+      case 'discard':
+        return messages - (await server.queued());
+    }
+  };
+  let done = false;
+  while (Date.now() - t0 < outcome.seconds * 1000 + DONE_TIMEOUT_MS) {
+    if ((await delivered()) >= messages && (await server.queued()) === 0) {
+      done = true;
+      break;
+    }
+    await sleep(POLL_MS);
+  }
+  const doneSeconds = (Date.now() - t0) / 1000;
+  const count = await delivered();
+  const base = {
+    load: outcome,
+    doneSeconds,
+    drainSeconds: Math.max(0, doneSeconds - outcome.seconds),
+    delivered: count,
+  };
+  if (!done)
+    return fail(`not done after ${DONE_TIMEOUT_MS / 1000} s: ${count} of ${messages} delivered`, base);
+  if (count !== messages) return fail(`${count} delivered for ${messages} accepted`, base);
+  if (loggedBefore !== null) {
+    // Postfix logs through postlogd: give the last lines a moment, then require the exact count.
+    let logged = 0;
+    const deadline = performance.now() + 10_000;
+    while (performance.now() < deadline) {
+      logged = ((await server.loggedDeliveries()) ?? 0) - loggedBefore;
+      if (logged >= messages) break;
+      await sleep(100);
+    }
+    if (logged !== messages) return fail(`${server.name} logged ${logged} deliveries for ${messages}`, base);
+  }
+  return { messages, ...base, ok: true, error: '' };
+}
+
+async function countDir(dir: string): Promise<number> {
+  try {
+    return (await readdir(dir)).length;
+  } catch {
+    return 0;
+  }
+}
+
+async function clearDir(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) await rm(join(dir, n), { force: true });
+}
+
+/** Sterna and Postfix set up for all three kinds; stop() stops both. */
+export interface Pair {
+  sterna: Server;
+  postfix: Server | null;
+  sternaInstance: SternaInstance;
+  postfixInstance: PostfixInstance | null;
+  stop: () => Promise<void>;
+}
+
+export interface PairOptions {
+  /** An empty directory (mode 0755 for Postfix). */
+  dir: string;
+  sink: Sink;
+  withPostfix: boolean;
+  /** A certificate for STARTTLS on both (Sterna [tls]; Postfix smtpd_tls_*). */
+  tls?: { certFile: string; keyFile: string } | undefined;
+  onCleanup: (stop: () => void) => void;
+}
+
+/** Sterna's config for the three kinds: relay `"*"` to the sink, a local mailbox, bench.test discarded. */
+function sternaWork(o: PairOptions): { transportEntries: string; extraConfig: string } {
+  const tls =
+    o.tls === undefined
+      ? ''
+      : `\n[tls]\ncert_file = ${JSON.stringify(o.tls.certFile)}\nkey_file = ${JSON.stringify(o.tls.keyFile)}\n`;
+  return {
+    transportEntries: `"*" = { relay = "[${SINK_HOST}]:${o.sink.port}", tls = "none" }`,
+    extraConfig: `\n[relay]\ntrusted_networks = ["127.0.0.1/32"]\n${tls}`,
+  };
+}
+
+export async function startPair(o: PairOptions): Promise<Pair> {
+  await mkdir(join(o.dir, 'sterna'));
+  const s = await startSterna({
+    dir: join(o.dir, 'sterna'),
+    users: [RCPT.maildir],
+    ...sternaWork(o),
+  });
+  o.onCleanup(s.kill);
+  const sternaNew = join(s.maildirRoot, MAILDIR_DOMAIN, MAILDIR_LOCAL, 'new');
+  const sterna: Server = {
+    name: 'Sterna',
+    port: s.port,
+    queued: () => Promise.resolve(s.liveMessages()),
+    maildirCount: () => countDir(sternaNew),
+    clearMaildir: () => clearDir(sternaNew),
+    loggedDeliveries: () => Promise.resolve(null),
+  };
+  let p: PostfixInstance | null = null;
+  let postfix: Server | null = null;
+  if (o.withPostfix) {
+    const dir = join(o.dir, 'postfix');
+    await mkdir(dir);
+    try {
+      p = await startPostfix(dir, `[${SINK_HOST}]:${o.sink.port}`, (uid, gid) =>
+        workExtra(dir, uid, gid, o.tls),
+      );
+    } catch (err) {
+      await s.stop();
+      throw err;
+    }
+    const instance = p;
+    o.onCleanup(instance.stopSync);
+    postfix = {
+      name: 'Postfix',
+      port: instance.port,
+      queued: instance.queuedMessages,
+      maildirCount: () => countDir(instance.maildirNew),
+      clearMaildir: () => clearDir(instance.maildirNew),
+      loggedDeliveries: instance.sentCount,
+    };
+  }
+  return {
+    sterna,
+    postfix,
+    sternaInstance: s,
+    postfixInstance: p,
+    stop: async () => {
+      await s.stop();
+      await p?.stop().catch(() => undefined);
+    },
+  };
+}
+
+/** "20 × 1 KiB" */
+export const caseLabel = (sessions: number, bodyBytes: number): string =>
+  `${sessions} × ${bodyBytes >= KiB ? `${bodyBytes / KiB} KiB` : `${bodyBytes} B`}`;
