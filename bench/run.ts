@@ -255,6 +255,7 @@ function header(
   group: string,
   startedAt: string,
   took: string,
+  loadBefore: string,
   postfixSkipped: string | null,
 ): string {
   const m = machine;
@@ -262,7 +263,7 @@ function header(
     `### ${group}: ${startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${commandLine(group)}\`, ${took}`,
     '',
     `Machine: nproc ${m.nproc}, ${m.cpuModel}, ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ${m.kernel}; ` +
-      `node ${m.node}; postfix ${m.postfix}; load average before ${m.loadBefore}; scale ${SCALE}.`,
+      `node ${m.node}; postfix ${m.postfix}; load average before this group ${loadBefore}; scale ${SCALE}.`,
   ];
   if (postfixSkipped !== null) lines.push('', `Postfix skipped: ${postfixSkipped}`);
   return lines.join('\n');
@@ -628,6 +629,11 @@ const GROUPS: Readonly<Record<string, (ctx: Context) => Promise<string>>> = {
 
 // --- main -------------------------------------------------------------------------------------
 
+/** The 1, 5 and 15 minute load averages. */
+async function loadAverage(): Promise<string> {
+  return (await run('cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' ');
+}
+
 async function writeResults(startedAt: string, data: unknown): Promise<void> {
   await mkdir(RESULTS_DIR, { recursive: true });
   const file = join(RESULTS_DIR, `bench-${startedAt.replace(/[:.]/g, '-')}.json`);
@@ -658,15 +664,16 @@ async function main(): Promise<void> {
       if (fn === undefined) continue;
       const tg = performance.now();
       const groupStart = new Date().toISOString();
+      const loadBefore = await loadAverage();
       progress(`group ${g}`);
       const text = await fn(ctx);
       const took = `${((performance.now() - tg) / 60_000).toFixed(1)} min`;
-      const block = `${header(machine, g, groupStart, took, postfixSkipped)}\n\n${text}\n`;
+      const block = `${header(machine, g, groupStart, took, loadBefore, postfixSkipped)}\n\n${text}\n`;
       out.push(block);
       process.stdout.write(`${block}\n`);
     }
   } finally {
-    const loadAfter = (await run('cat', ['/proc/loadavg'])).stdout.split(' ').slice(0, 3).join(' ');
+    const loadAfter = await loadAverage();
     await writeResults(startedAt, {
       startedAt,
       scale: SCALE,
