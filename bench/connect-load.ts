@@ -55,6 +55,8 @@ export interface ConnectLoadResult {
   /** Protocol and cipher of the first TLS handshake ("" without TLS). */
   tlsVersion: string;
   cipher: string;
+  /** The server certificate's key as seen by the client, e.g. "P-256" or "RSA-2048" ("" without TLS). */
+  serverKey: string;
   /** Wall-clock start and end (ms since the epoch), to merge runs from several processes. */
   startedAtMs: number;
   endedAtMs: number;
@@ -96,6 +98,7 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
   let resumed = 0;
   let tlsVersion = '';
   let cipher = '';
+  let serverKey = '';
   let stopped = false;
   const sockets = new Set<Socket>();
   const fail = (err: unknown): void => {
@@ -137,6 +140,8 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
         if (tlsVersion === '') {
           tlsVersion = secure.getProtocol() ?? '';
           cipher = secure.getCipher().name;
+          const cert = secure.getPeerCertificate();
+          serverKey = cert.nistCurve ?? (cert.bits === undefined ? '?' : `RSA-${cert.bits}`);
         }
         reader = new ReplyReader(secure);
         secure.write(EHLO);
@@ -200,6 +205,7 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
     resumed,
     tlsVersion,
     cipher,
+    serverKey,
     startedAtMs,
     endedAtMs: Date.now(),
     latenciesMs: latencies,
@@ -226,6 +232,7 @@ export function mergeResults(parts: readonly ConnectLoadResult[]): ConnectLoadRe
     resumed: sum((p) => p.resumed),
     tlsVersion: parts.find((p) => p.tlsVersion !== '')?.tlsVersion ?? '',
     cipher: parts.find((p) => p.cipher !== '')?.cipher ?? '',
+    serverKey: parts.find((p) => p.serverKey !== '')?.serverKey ?? '',
     startedAtMs,
     endedAtMs,
     latenciesMs: latencies,

@@ -224,6 +224,7 @@ test('mergeResults: counts add up, percentiles over all latencies, time from fir
     resumed: 1,
     tlsVersion: 'TLSv1.3',
     cipher: 'X',
+    serverKey: 'P-256',
     startedAtMs: start,
     endedAtMs: end,
     latenciesMs: lat,
@@ -265,6 +266,7 @@ test('runConnectLoad against Sterna: STARTTLS full and resumed, counts exact in 
     assert.equal(full.handshakes, 9);
     assert.equal(full.resumed, 0);
     assert.match(full.tlsVersion, /^TLSv1\.[23]$/);
+    assert.match(full.serverKey, /^(RSA-\d+|P-\d+)$/);
     const resumed = await runConnectLoad({ ...options, messages: 12, tls: 'resume' });
     assert.equal(resumed.firstError, '');
     assert.equal(resumed.accepted, 12);

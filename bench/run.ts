@@ -172,6 +172,7 @@ function connectLoad(server: Server, c: Case, kind: Kind, tls: TlsMode, commands
       resumed: r.resumed,
       tlsVersion: r.tlsVersion,
       cipher: r.cipher,
+      serverKey: r.serverKey,
       startedAtMs: r.startedAtMs,
     };
   };
@@ -490,6 +491,10 @@ const resumedCell = (m: Series | null): string => {
   return h === 0 ? 'n/a' : `${((100 * s) / h).toFixed(0)} %`;
 };
 
+/** The server keys the generator saw in a row, both servers (a check that each served the row's certificate). */
+const servedKeys = (r: Row): string =>
+  [...new Set([...r.sterna.runs, ...(r.postfix?.runs ?? [])].map((x) => x.load.serverKey ?? '?'))].join(', ');
+
 async function tlsGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
   const c = TLS_CASE;
@@ -538,7 +543,7 @@ async function tlsGroup(ctx: Context): Promise<string> {
   ];
   for (const r of rows)
     lines.push(
-      `| ${KEY_LABEL[r.key]} | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
+      `| ${KEY_LABEL[r.key]} (served: ${servedKeys(r)}) | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
         `${ratioCell(r.sterna, r.postfix)} | ${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} | ` +
         `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} |`,
     );
@@ -578,7 +583,8 @@ async function outboundGroup(ctx: Context): Promise<string> {
   return outboundSummary(out);
 }
 
-async function idleGroup(ctx: Context): Promise<string> {
+/** The idle group opens IDLE_CONNECTIONS sockets from this process: checked before any group runs. */
+async function checkFdLimit(): Promise<void> {
   const r = await run('bash', ['-c', 'ulimit -n']);
   const limit = Number(r.stdout.trim());
   if (Number.isFinite(limit) && limit < IDLE_CONNECTIONS + 500)
@@ -586,6 +592,9 @@ async function idleGroup(ctx: Context): Promise<string> {
       `the descriptor limit is ${limit}; the idle test opens ${IDLE_CONNECTIONS} connections from this process. ` +
         `Run "ulimit -n 20000" first.`,
     );
+}
+
+async function idleGroup(ctx: Context): Promise<string> {
   const dir = join(ctx.base, 'sterna-idle');
   await mkdir(dir);
   const sterna = await startSterna({ dir });
@@ -647,6 +656,7 @@ async function main(): Promise<void> {
   for (const g of only)
     if (!(g in GROUPS))
       throw new Error(`--only: unknown group "${g}"; expected one of ${Object.keys(GROUPS).join(', ')}`);
+  if (only.includes('idle')) await checkFdLimit();
   const base = await mkdtemp(join(tmpdir(), 'sterna-bench-'));
   // Postfix's daemons run as the postfix user and must be able to reach their directories.
   await chmod(base, 0o755);

@@ -72,6 +72,7 @@ export interface LoadOutcome {
   resumed?: number;
   tlsVersion?: string;
   cipher?: string;
+  serverKey?: string;
   /**
    * When the load really started (ms since the epoch), for a tool that spends time starting up
    * first (connect-load's child processes); the run is timed from here instead of from the call.
