@@ -35,6 +35,8 @@ export interface ConnectLoadOptions {
   tls: TlsMode;
   /** Give up on the whole run after this long. */
   timeoutMs: number;
+  /** Wait until this time (ms since the epoch) before starting: child processes start together. */
+  startAtMs?: number;
 }
 
 export interface ConnectLoadResult {
@@ -177,6 +179,8 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
     }
   };
 
+  if (options.startAtMs !== undefined && options.startAtMs > Date.now())
+    await new Promise((resolve) => setTimeout(resolve, (options.startAtMs ?? 0) - Date.now()));
   const startedAtMs = Date.now();
   const t0 = performance.now();
   let timer: NodeJS.Timeout | undefined;
@@ -245,6 +249,8 @@ export function split(total: number, n: number): number[] {
 }
 
 const SELF = fileURLToPath(import.meta.url);
+/** How long after spawning the child processes they all start sending. */
+const CHILD_START_MS = 1000;
 
 /** Runs one child process with its share of the load; rejects if it fails to report. */
 function runChild(options: ConnectLoadOptions): Promise<ConnectLoadResult> {
@@ -282,8 +288,10 @@ export async function runConnectLoadProcesses(
   const n = Math.max(1, Math.min(processes, options.sessions));
   const sessions = split(options.sessions, n);
   const messages = split(options.messages, n);
+  // Node starts in well under a second: every child waits for the same moment to begin.
+  const startAtMs = Date.now() + CHILD_START_MS;
   const parts = await Promise.all(
-    sessions.map((s, i) => runChild({ ...options, sessions: s, messages: messages[i] ?? 0 })),
+    sessions.map((s, i) => runChild({ ...options, sessions: s, messages: messages[i] ?? 0, startAtMs })),
   );
   return mergeResults(parts);
 }

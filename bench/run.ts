@@ -317,22 +317,19 @@ async function withPair<T>(
   }
 }
 
-/** A short run of each kind per server, not reported: JIT, process pools, caches. */
-async function warmUp(
-  pair: Pair,
-  sink: Sink,
-  kinds: readonly Kind[],
-  load: typeof smtpSource,
-): Promise<void> {
-  const c: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) };
+/** The warm-up case: 20 sessions × 1 KiB, 300 messages at scale 1. */
+const WARM_UP: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) };
+
+/** A short smtp-source run of each kind per server, not reported: JIT, process pools, caches. */
+async function warmUp(pair: Pair, sink: Sink, kinds: readonly Kind[], reuse = false): Promise<void> {
   for (const kind of kinds)
     await alternate(
       `warm-up ${kind}`,
       pair,
       sink,
       kind,
-      c.messages,
-      (s) => load(s, c, kind, false, new Set()),
+      WARM_UP.messages,
+      (s) => smtpSource(s, WARM_UP, kind, reuse, new Set()),
       1,
     );
 }
@@ -340,7 +337,7 @@ async function warmUp(
 async function coreGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
   const rows = await withPair(ctx, 'core', undefined, async (pair, sink) => {
-    await warmUp(pair, sink, KINDS, smtpSource);
+    await warmUp(pair, sink, KINDS);
     const out: Record<Kind, Row[]> = { relay: [], maildir: [], discard: [] };
     for (const kind of KINDS)
       for (const c of CORE_CASES)
@@ -389,22 +386,7 @@ async function coreGroup(ctx: Context): Promise<string> {
 async function persistentGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
   const rows = await withPair(ctx, 'persistent', undefined, async (pair, sink) => {
-    await alternate(
-      'warm-up -d',
-      pair,
-      sink,
-      'discard',
-      Math.max(20, Math.round(300 * SCALE)),
-      (s) =>
-        smtpSource(
-          s,
-          { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) },
-          'discard',
-          true,
-          new Set(),
-        ),
-      1,
-    );
+    await warmUp(pair, sink, ['discard'], true);
     const out: Row[] = [];
     for (const c of PERSISTENT_CASES)
       out.push(
@@ -429,7 +411,7 @@ async function latencyGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
   const c = LATENCY_CASE;
   const rows = await withPair(ctx, 'latency', undefined, async (pair, sink) => {
-    await warmUp(pair, sink, [LATENCY_KIND], smtpSource);
+    await warmUp(pair, sink, [LATENCY_KIND]);
     // smtp-source and connect-load alternate too: S source, P source, S load, P load, …
     const source: Run[][] = [[], []];
     const load: Run[][] = [[], []];

@@ -132,11 +132,15 @@ export function series(runs: Run[]): Series {
   };
 }
 
+/** Sink and Maildir counts when the last run was done, to catch messages that arrive later. */
+const settledSink = new WeakMap<Sink, number>();
+const settledMaildir = new WeakMap<Server, number>();
+
 /**
  * One run of `messages` messages of `kind` against `server` with `load`: clears the Maildir,
  * checks the queue is empty, runs the load, then polls until the work is done and checks counts.
  */
-export async function measureRun(
+async function measureOnce(
   server: Server,
   sink: Sink,
   kind: Kind,
@@ -153,6 +157,16 @@ export async function measureRun(
     ok: false,
     error,
   });
+  // A late duplicate of an earlier run would otherwise hide in this run's counts.
+  const late: string[] = [];
+  const sinkSettled = settledSink.get(sink);
+  if (sinkSettled !== undefined && sink.count() !== sinkSettled)
+    late.push(`the sink counted ${sink.count() - sinkSettled}`);
+  const files = await server.maildirCount();
+  const maildirSettled = settledMaildir.get(server);
+  if (maildirSettled !== undefined && files !== maildirSettled)
+    late.push(`${server.name}'s Maildir got ${files - maildirSettled}`);
+  if (late.length > 0) return fail(`after the previous run was done, ${late.join(' and ')} more`);
   await server.clearMaildir();
   const before = await server.queued();
   if (before !== 0) return fail(`${server.name}: ${before} messages queued before the run`);
@@ -313,3 +327,20 @@ export async function startPair(o: PairOptions): Promise<Pair> {
 /** "20 × 1 KiB" */
 export const caseLabel = (sessions: number, bodyBytes: number): string =>
   `${sessions} × ${bodyBytes >= KiB ? `${bodyBytes / KiB} KiB` : `${bodyBytes} B`}`;
+
+/**
+ * One run of `messages` messages of `kind` against `server` with `load` (measureOnce), then the
+ * counts as the run left them (checked at the start of the next run).
+ */
+export async function measureRun(
+  server: Server,
+  sink: Sink,
+  kind: Kind,
+  messages: number,
+  load: () => Promise<LoadOutcome>,
+): Promise<Run> {
+  const run = await measureOnce(server, sink, kind, messages, load);
+  settledSink.set(sink, sink.count());
+  settledMaildir.set(server, await server.maildirCount());
+  return run;
+}
