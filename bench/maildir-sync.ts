@@ -89,7 +89,8 @@ for (let r = 0; r < rounds; r++) {
     const res = await run(mode === 'grouped');
     results[mode].push(res);
     console.log(
-      `round ${r + 1} ${mode}: ${res.rate.toFixed(0)} deliveries/s, ${res.dirSyncs} fsyncs of new/`,
+      `round ${r + 1} ${mode}: ${res.rate.toFixed(0)} deliveries/s, ${res.dirSyncs} fsyncs of new/, ` +
+        `${res.cpuMicros.toFixed(0)} µs CPU a delivery`,
     );
   }
 }
