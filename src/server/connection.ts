@@ -580,11 +580,12 @@ export class Connection {
     this.#session?.abort();
     this.#flush();
     const socket = this.#socket;
-    if (this.#outcome === 'quit' && socket.writableLength === 0) {
+    if (this.#outcome === 'quit' && socket.writableLength === 0 && !(socket instanceof TLSSocket)) {
       // After 221 the session is over and the reply is with the kernel: close at once, as
       // Postfix does, instead of half-closing and reading on. A client that closes without
       // waiting for the 221 (smtp-source does) then cannot make the read fail with ECONNRESET,
-      // which costs an Error and its stack trace on every such connection.
+      // which costs an Error and its stack trace on every such connection. Over TLS, end()
+      // still sends close_notify first (RFC 8446 6.1).
       socket.destroy();
     } else {
       socket.end();
