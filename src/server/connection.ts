@@ -83,6 +83,13 @@ export class Connection {
   #outcome: SessionOutcome | null = null;
   /** The server drains (SIGTERM): the open transaction may finish, then 421 4.3.2. */
   #draining = false;
+  /**
+   * Replies formatted while a batch of input is processed, sent as one socket write when the
+   * batch is drained (RFC 2920 3.2): one string, not one write (and one stream request) each.
+   */
+  #out = '';
+  /** A batch of input is being processed: replies wait in #out. */
+  #holding = false;
 
   constructor(
     socket: Socket,
@@ -251,8 +258,14 @@ export class Connection {
     });
   }
 
+  /**
+   * Runs every chunk of input received so far, holding the replies; they go out together once
+   * the input is drained, before the socket is read again (RFC 2920 3.2: "send all pending
+   * responses immediately whenever the local TCP input buffer is emptied"). A lone command's
+   * reply therefore leaves as soon as it is made: nothing waits on a timer.
+   */
   async #drain(): Promise<void> {
-    this.#socket.cork();
+    this.#holding = true;
     try {
       while (this.#inbox.length > 0 && this.#mode.kind !== 'closed' && this.#mode.kind !== 'tls') {
         const chunk = this.#inbox.shift()!;
@@ -263,7 +276,8 @@ export class Connection {
       this.#send(reply('SPOOL_ERROR'));
       this.#close();
     } finally {
-      this.#socket.uncork();
+      this.#holding = false;
+      this.#flush();
     }
   }
 
@@ -427,9 +441,8 @@ export class Connection {
   async #performAsync(actions: Action[]): Promise<void> {
     for (const a of actions) {
       if (a.kind === 'delay') {
-        this.#socket.uncork();
+        this.#flush(); // what came before the delay is not held back by it
         await new Promise((resolve) => setTimeout(resolve, a.ms));
-        this.#socket.cork();
         continue;
       }
       this.#perform([a]);
@@ -479,7 +492,7 @@ export class Connection {
     this.#lines.takeRemainder();
     this.#inbox.length = 0;
     this.#mode = { kind: 'tls' };
-    this.#socket.uncork();
+    this.#flush(); // the 220 goes out in clear, before the handshake
     this.#socket.removeAllListeners('data');
     this.#socket.removeAllListeners('end');
     this.#socket.removeAllListeners('close');
@@ -532,10 +545,19 @@ export class Connection {
 
   #send(r: Reply): void {
     if (this.#mode.kind === 'closed' || this.#socket.destroyed) return;
-    this.#socket.write(formatReply(r));
+    this.#out += formatReply(r);
+    if (!this.#holding) this.#flush();
     this.#lastReply = r;
     this.#opts.observer?.reply(r);
     if (r.close === true) this.#close();
+  }
+
+  /** Writes the held replies, if any, in one socket write. */
+  #flush(): void {
+    if (this.#out === '') return;
+    const out = this.#out;
+    this.#out = '';
+    if (!this.#socket.destroyed) this.#socket.write(out);
   }
 
   #armCommandTimeout(): void {
@@ -556,9 +578,19 @@ export class Connection {
     this.#endBdat();
     this.#mode = { kind: 'closed' };
     this.#session?.abort();
-    this.#socket.end();
+    this.#flush();
     const socket = this.#socket;
-    setTimeout(() => socket.destroy(), 2000).unref();
+    if (this.#outcome === 'quit' && socket.writableLength === 0 && !(socket instanceof TLSSocket)) {
+      // After 221 the session is over and the reply is with the kernel: close at once, as
+      // Postfix does, instead of half-closing and reading on. A client that closes without
+      // waiting for the 221 (smtp-source does) then cannot make the read fail with ECONNRESET,
+      // which costs an Error and its stack trace on every such connection. Over TLS, end()
+      // still sends close_notify first (RFC 8446 6.1).
+      socket.destroy();
+    } else {
+      socket.end();
+      setTimeout(() => socket.destroy(), 2000).unref();
+    }
     this.#finish();
   }
 

@@ -170,6 +170,57 @@ test('checkExisting=false skips the look-up; rename still leaves a single file i
   });
 });
 
+test('concurrent deliveries into one Maildir share the fsyncs of new/, and every message is there', async () => {
+  await withTempDir(async (root) => {
+    const maildir = path.join(root, 'bob');
+    const newDir = path.join(maildir, 'new');
+    await deliverToMaildir(delivery(maildir, { uniqueName: 'Q0.R0.mx' })); // creates the Maildir
+    const n = 20;
+    let renames = 0;
+    let dirSyncs = 0;
+    let allRenamed: () => void = () => undefined;
+    const renamed = new Promise<void>((resolve) => (allRenamed = resolve));
+    const fs: MaildirFs = {
+      ...fsp,
+      rename: async (from, to) => {
+        await fsp.rename(from, to);
+        if (++renames === n) allRenamed();
+      },
+      open: async (file, flags, mode) => {
+        const fh = await fsp.open(file, flags, mode);
+        if (file !== newDir) return fh;
+        dirSyncs++;
+        // The first fsync of new/ waits until every delivery has renamed its file, so they all
+        // meet it running: it began before most renames and cannot count for them.
+        const sync = fh.sync.bind(fh);
+        const first = dirSyncs === 1;
+        fh.sync = async () => {
+          if (first) await renamed;
+          return sync();
+        };
+        return fh;
+      },
+    };
+    const results = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        deliverToMaildir(delivery(maildir, { uniqueName: `Q1.R${i}.mx`, body: chunks(`Message ${i}\r\n`) }), {
+          fs,
+          checkExisting: false,
+        }),
+      ),
+    );
+    for (const r of results) assert.equal(r.kind, 'delivered', JSON.stringify(r));
+    // One fsync that began before the renames, then one shared by every delivery it did not cover.
+    assert.equal(dirSyncs, 2, `${dirSyncs} fsyncs of new/ for ${n} deliveries`);
+    for (let i = 0; i < n; i++)
+      assert.equal(
+        await fsp.readFile(path.join(newDir, `Q1.R${i}.mx`), 'utf8'),
+        `${PREPEND}Message ${i}\r\n`,
+      );
+    assert.equal((await fsp.readdir(newDir)).length, n + 1);
+  });
+});
+
 test('a tmp/ file left by a crashed attempt is truncated and replaced', async () => {
   await withTempDir(async (root) => {
     const maildir = path.join(root, 'bob');

@@ -1,8 +1,8 @@
 /**
  * Local delivery into a Maildir, exactly once per (message, recipient).
  *
- * The file is written under tmp/, fsynced, renamed into new/ and the new/ directory is fsynced,
- * so a message is either absent or complete in new/ (the Maildir protocol, cr.yp.to/proto/maildir.html;
+ * The file is written under tmp/, fsynced, renamed into new/ and the new/ directory is fsynced
+ * (one fsync shared by the concurrent deliveries into it, dir-sync.ts), so a message is either absent or complete in new/ (the Maildir protocol, cr.yp.to/proto/maildir.html;
  * RFC 5321 4.4 for the Return-Path header the final delivery adds). The file name is derived from the
  * queue id and the recipient index, not from the clock or a random number, so a delivery retried after
  * a crash finds the copy the first attempt left and does not deliver it twice. docs/local-delivery.md
@@ -15,6 +15,7 @@
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { DirSyncGroups, type DirSync } from './dir-sync.js';
 
 export interface MaildirDelivery {
   /** Maildir directory of the mailbox (created with tmp/ new/ cur/ if missing, mode 0700). */
@@ -64,7 +65,15 @@ export interface MaildirOptions {
   fs?: MaildirFs;
   /** Owner, group and modes of new files and directories; default Sterna's user, 0700 and 0600. */
   ownership?: MaildirOwnership;
+  /**
+   * How the fsync of new/ after the rename runs; default: grouped with the concurrent
+   * deliveries into the same directory (dir-sync.ts), process-wide.
+   */
+  dirSync?: DirSync;
 }
+
+/** The process's grouped fsyncs of new/ directories. */
+const sharedDirSyncs = new DirSyncGroups();
 
 /** NAME_MAX is 255; leave room for the ":2,<flags>" an IMAP server appends in cur/. */
 const MAX_UNIQUE_NAME_BYTES = 200;
@@ -181,7 +190,9 @@ async function deliver(
     });
     tmpCreated = false;
     // A failure from here on leaves the message in new/; the retry finds it and reports a duplicate.
-    await step('fsync directory', newDir, () => syncDir(fs, newDir));
+    // Shared with the deliveries into the same new/ whose renames came before it began.
+    const dirSync = opts.dirSync ?? sharedDirSyncs.sync;
+    await step('fsync directory', newDir, () => dirSync(newDir, () => syncDir(fs, newDir)));
     return { kind: 'delivered', path: newFile, duplicate: false };
   } catch (err) {
     if (tmpCreated) await fs.unlink(tmpFile).catch(() => undefined);
