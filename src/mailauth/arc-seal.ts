@@ -49,7 +49,8 @@ export type SealPlan =
   | { kind: 'skip'; reason: string };
 
 export interface ArcSealerOptions {
-  keys: DkimKeyStore;
+  /** The [[dkim.keys]] store (only its lookup of active keys by domain). */
+  keys: Pick<DkimKeyStore, 'keysFor'>;
   hostname: string;
   /** Our authserv-id ([mailauth] authserv_id, or the hostname). */
   authservId: string;
