@@ -47,6 +47,11 @@ function set(i: number, cv: string): string {
   return `ARC-Seal: i=${i}; a=rsa-sha256; cv=${cv}; d=x.example; s=s; b=AAAA\r\nARC-Message-Signature: i=${i}; a=rsa-sha256; d=x.example; s=s; h=from; bh=x; b=y\r\nARC-Authentication-Results: i=${i}; x.example; spf=pass\r\n`;
 }
 
+/** Why no set is added ('' when one is). */
+function skipped(p: SealPlan): string {
+  return p.kind === 'skip' ? p.reason : '';
+}
+
 function sealed(p: SealPlan): { i: number; cv: string; d: string } | string {
   return p.kind === 'seal' ? { i: p.instance, cv: p.cv, d: p.key.domain } : p.reason;
 }
@@ -84,23 +89,20 @@ test('an incoming chain: i=N+1, cv=pass when our check passed it, fail otherwise
 
 test('no set: a chain already failed, 50 sets, no field of ours, no RSA key, a header too large', () => {
   assert.match(
-    String(sealed(sealer.plan(header('fail', [set(2, 'fail'), set(1, 'none')]), 'example.org'))),
+    skipped(sealer.plan(header('fail', [set(2, 'fail'), set(1, 'none')]), 'example.org')),
     /cv=fail/,
   );
   const fifty = Array.from({ length: 50 }, (_, k) => set(50 - k, k === 49 ? 'none' : 'pass'));
-  assert.match(String(sealed(sealer.plan(header('pass (i=50)', fifty), 'example.org'))), /at most 50/);
+  assert.match(skipped(sealer.plan(header('pass (i=50)', fifty), 'example.org')), /at most 50/);
   const foreign = Buffer.from('Authentication-Results: other.example; spf=pass\r\nFrom: a@b.example\r\n\r\n');
-  assert.match(
-    String(sealed(sealer.plan(foreign, 'example.org'))),
-    /no Authentication-Results field of ours/,
-  );
+  assert.match(skipped(sealer.plan(foreign, 'example.org')), /no Authentication-Results field of ours/);
   const none = new ArcSealer({
     keys: store({ 'x.example': [key('x.example', 'ed25519')] }),
     hostname: 'mx.x.example',
     authservId: 'mx.example.net',
   });
-  assert.match(String(sealed(none.plan(header('none'), 'x.example'))), /no active RSA key/);
-  assert.match(String(sealed(sealer.plan(null, 'example.org'))), /too large/);
+  assert.match(skipped(none.plan(header('none'), 'x.example')), /no active RSA key/);
+  assert.match(skipped(sealer.plan(null, 'example.org')), /too large/);
 });
 
 test('another domain without a key: the hostname seals', () => {
