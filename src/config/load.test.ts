@@ -127,6 +127,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       max_header_bytes: 1024 * 1024,
       keys: [],
     },
+    forwarding: { arc_seal: true, srs: true, srs_domain: '', srs_secret_file: '', srs_max_age_days: 21 },
     filters: [],
     outbound: {
       connect_timeout_ms: 30_000,

@@ -420,6 +420,28 @@ export const dkimSchema = z
     max_header_bytes: 1 * MiB,
     keys: [],
   });
+
+/** Mail forwarded by aliases to other domains: ARC sealing and SRS (docs/mail-auth.md, "Forwarding"). */
+export const forwardingSchema = z
+  .strictObject({
+    /** Add an ARC set (RFC 8617) to each forwarded copy, signed with a [[dkim.keys]] RSA key. */
+    arc_seal: z.boolean().default(true),
+    /** Rewrite an outside envelope sender of a forwarded copy into the SRS domain (SRS0/SRS1). */
+    srs: z.boolean().default(true),
+    /** The domain of SRS addresses; its MX must be this server, its SPF must allow it. Empty: the hostname. */
+    srs_domain: z
+      .string()
+      .regex(
+        /^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+)?$/,
+        'expected a domain name',
+      )
+      .default(''),
+    /** The SRS secrets, one a line (the first signs). Empty: data_dir/srs/secret, made at first start. */
+    srs_secret_file: z.string().default(''),
+    /** Days an SRS address is accepted for a bounce. */
+    srs_max_age_days: z.number().int().min(1).max(1000).default(21),
+  })
+  .default({ arc_seal: true, srs: true, srs_domain: '', srs_secret_file: '', srs_max_age_days: 21 });
 /** Keys every content filter has ([[filters]], docs/filters.md). */
 const filterCommon = {
   /** A name for logs and replies; unique. Default: the type. */
@@ -940,6 +962,7 @@ export const configSchema = z.strictObject({
   dns: dnsSchema,
   mailauth: mailauthSchema,
   dkim: dkimSchema,
+  forwarding: forwardingSchema,
   /** Content filters at the end of data, in order ([[filters]], docs/filters.md). */
   filters: z
     .array(filterSchema)

@@ -1,8 +1,10 @@
 /**
  * Where a recipient goes: a local mailbox (after alias and catch-all expansion, postmaster
  * mapped to the configured mailbox) or another domain (outbound SMTP, queue/manager.ts).
- * Decides nothing about policy: every recipient here was already accepted at RCPT time.
+ * Decides nothing about policy: every recipient here was already accepted at RCPT time. An
+ * SRS address of ours routes like an alias to the original sender it encodes (forwarded).
  */
+import type { Srs } from '../mailauth/srs.js';
 import { expand, type AliasTable } from '../policy/aliases.js';
 
 export type Route =
@@ -21,6 +23,8 @@ export interface RouterDeps {
   postmaster: string;
   isMailbox(address: string): boolean;
   aliases(): AliasTable;
+  /** SRS ([forwarding] srs): a bounce to one of its addresses goes on to the original sender. */
+  srs?: Srs | null;
 }
 
 function split(address: string): { local: string; domain: string } {
@@ -62,6 +66,13 @@ export class Router {
     const { domain } = split(address);
     if (this.#deps.discardDomains.has(domain.toLowerCase())) return { kind: 'discard' };
     if (this.#deps.lmtpDomains.has(domain.toLowerCase())) return { kind: 'remote', domain };
+    const srs = this.#deps.srs;
+    if (srs !== undefined && srs !== null && srs.isSrsAddress(address)) {
+      // Verified (age too) at RCPT; here only the hash: a retried bounce is not refused later.
+      const back = srs.reverse(this.canonical(address), { checkAge: false });
+      if (!back.ok) return { kind: 'failed', reason: `not a valid SRS address (${back.reason})` };
+      return { kind: 'local', mailboxes: [], remote: [back.address] };
+    }
     if (domain !== '' && !this.isLocal(domain) && !this.#isPostmaster(address))
       return { kind: 'remote', domain };
     const start = this.#isPostmaster(address) ? this.#deps.postmaster : this.canonical(address);

@@ -225,7 +225,13 @@ class MessageAuthCheck implements MessageCheck {
 
   async #arc(v: DKIMVerifyResult): Promise<ARCResult | undefined> {
     const data = v.arc;
-    if (data === undefined || data.chain === false) return undefined;
+    if (data === undefined) return undefined;
+    if (data.chain === false) {
+      // ARC fields that do not make a chain (RFC 8617 5.2: a gap, a duplicate, a cv other than
+      // pass after i=1, as a seal of a failed chain says): the chain fails. No fields: none.
+      if (data.error === undefined) return undefined;
+      return { i: false, status: { result: 'fail', comment: arcErrorText(data.error) } };
+    }
     try {
       return await arc(
         {
@@ -306,4 +312,14 @@ function arcOutcomeOf(a: ARCResult | undefined): ArcOutcome {
   if (typeof a.i === 'number' && a.i > 0) out.instance = a.i;
   if (result === 'fail' && a.status.comment !== undefined) out.reason = a.status.comment;
   return out;
+}
+
+/** The reason mailauth gives for ARC fields that make no chain, as one short line. */
+function arcErrorText(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text
+    .replace(/["'()]/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 128);
 }

@@ -19,7 +19,7 @@ import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState } from '../message/envelope.js';
 import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
 import type { Logger } from '../observability/log.js';
-import { forwardAlias } from './forward.js';
+import { forwardAlias, type ForwardingServices } from './forward.js';
 import { expiredOutcome, warnedOf } from './recipient-states.js';
 import type { RetryPolicy } from './scheduler.js';
 import type { Spool } from './spool.js';
@@ -38,6 +38,8 @@ export interface LocalDeliveryOptions {
   retryMs: number;
   /** The message lifetime (expiry); without outbound, local mail never expires. */
   retry?: RetryPolicy;
+  /** SRS and ARC sealing of forwarded copies (forward.ts); without it, copies go unchanged. */
+  forwarding?: ForwardingServices;
   now: () => number;
 }
 
@@ -174,7 +176,13 @@ export class LocalDelivery {
     }
     if (route.remote.length > 0) {
       const forwarded = await forwardAlias(
-        { spool, log, hostname: this.#o.hostname, now: this.#now },
+        {
+          spool,
+          log,
+          hostname: this.#o.hostname,
+          now: this.#now,
+          ...(this.#o.forwarding !== undefined ? { forwarding: this.#o.forwarding } : {}),
+        },
         qid,
         envelope,
         index,

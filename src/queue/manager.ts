@@ -51,6 +51,7 @@ import { nextDue, warnedOf } from './recipient-states.js';
 import type { Spool } from './spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
 import { SpoolError } from './spool-errors.js';
+import type { ForwardingServices } from './forward.js';
 
 /** A place kept in a destination's waiting line for a handed-back message lapses after this. */
 const STALE_RESERVATION_MS = 30_000;
@@ -77,6 +78,8 @@ export interface ManagerOptions {
   dkim?: DkimSigning;
   /** Metrics and recent events: every recipient's outcome of a pass. */
   events?: MailEvents;
+  /** SRS and ARC sealing of forwarded copies ([forwarding], queue/forward.ts). */
+  forwarding?: ForwardingServices;
 }
 
 /** A message as the spool gives it back for a pass. */
@@ -146,6 +149,7 @@ export class QueueManager {
       concurrency: o.localConcurrency,
       retryMs: o.retryMs,
       ...(o.outbound !== undefined ? { retry: o.outbound.retry } : {}),
+      ...(o.forwarding !== undefined ? { forwarding: o.forwarding } : {}),
       now: this.#now,
     });
     this.#outbound =

@@ -22,6 +22,10 @@ import { MailAuth } from '../mailauth/check.js';
 import type { AuthResults } from '../mailauth/results.js';
 import { DkimKeyStore } from '../mailauth/dkim-keys.js';
 import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
+import { ArcSealer } from '../mailauth/arc-seal.js';
+import { Srs } from '../mailauth/srs.js';
+import { loadSrsSecrets, srsSecretFile } from '../mailauth/srs-secret.js';
+import type { ForwardingServices } from '../queue/forward.js';
 import { Lifecycle } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
 import { startAdmin } from '../admin/start.js';
@@ -118,8 +122,9 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   tls.watch();
 
   // The DKIM keys first: a key file that is missing, open or unreadable stops start-up.
+  const dkimKeys = await DkimKeyStore.load(config);
   const dkim = new DkimSigning(
-    await DkimKeyStore.load(config),
+    dkimKeys,
     {
       signTrustedNetworks: config.dkim.sign_trusted_networks,
       signOwnMail: config.dkim.sign_own_mail,
@@ -138,6 +143,26 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   const lmtpDomains = new Set(
     transports.filter(([, t]) => typeof t === 'string' && t.startsWith('lmtp:')).map(([d]) => d),
   );
+  // Forwarded mail ([forwarding]): SRS (its secret file made at the first start) and ARC sealing.
+  const srs = config.forwarding.srs
+    ? new Srs({
+        domain: config.forwarding.srs_domain || config.hostname,
+        secrets: await loadSrsSecrets(srsSecretFile(config)),
+        maxAgeDays: config.forwarding.srs_max_age_days,
+      })
+    : null;
+  const forwarding: ForwardingServices = {
+    srs,
+    arc: config.forwarding.arc_seal
+      ? new ArcSealer({
+          keys: dkimKeys,
+          hostname: config.hostname,
+          authservId: config.mailauth.authserv_id || config.hostname,
+        })
+      : null,
+    isLocalDomain: (d) => localDomains.has(d.toLowerCase()),
+    maxHeaderBytes: config.mailauth.max_header_bytes,
+  };
   const isMailbox = (address: string): boolean =>
     users.has(address) || address.toLowerCase() === config.local_delivery.postmaster.toLowerCase();
   const policy: RecipientPolicy = {
@@ -147,6 +172,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     isMailbox,
     aliases: () => aliases,
     trusted: new NetworkList(config.relay.trusted_networks),
+    srs,
   };
   const throttle = new AuthThrottle({
     failureDelayMs: config.auth.failure_delay_ms,
@@ -182,6 +208,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     postmaster: config.local_delivery.postmaster,
     isMailbox,
     aliases: () => aliases,
+    srs,
   });
   // One resolver (the [dns] servers, cache and timeouts) for outbound delivery and mail authentication.
   const dns = new CachingResolver(
@@ -224,6 +251,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     retryMs: config.local_delivery.retry_ms,
     dkim,
     events,
+    forwarding,
     outbound: {
       onTransactionTls: (version) => events.metrics.tlsOutbound(version),
       dns,

@@ -126,6 +126,17 @@ export const REPLIES = {
     enhanced: '5.1.1',
     text: 'Recipient <{address}> unknown: no such mailbox here',
   },
+  // SRS bounce addresses (src/mailauth/srs.ts): refused as unknown, as Postfix with postsrsd does.
+  SRS_INVALID: {
+    code: 550,
+    enhanced: '5.1.1',
+    text: 'Recipient <{address}> unknown: not a valid SRS address of this server (forged or damaged)',
+  },
+  SRS_EXPIRED: {
+    code: 550,
+    enhanced: '5.1.1',
+    text: 'Recipient <{address}> unknown: this SRS address expired (older than {days} days)',
+  },
   RECIPIENT_UNVERIFIED: {
     code: 450,
     enhanced: '4.4.3',
