@@ -115,7 +115,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       timeout_ms: 20_000,
       max_header_bytes: 1024 * 1024,
       dmarc_reject_action: 'reject',
-      dmarc_quarantine_action: 'mark',
+      dmarc_quarantine_action: 'junk',
       spf_fail_action: 'mark',
       temperror_action: 'accept',
       exempt: [],

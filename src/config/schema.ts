@@ -346,10 +346,10 @@ export const mailauthSchema = z
       .min(16 * KiB)
       .max(64 * MiB)
       .default(1 * MiB),
-    /** A DMARC failure whose policy is p=reject: "reject" (550 5.7.1) or "mark". */
-    dmarc_reject_action: z.enum(['reject', 'mark']).default('reject'),
-    /** A DMARC failure whose policy is p=quarantine: "mark" or "reject". */
-    dmarc_quarantine_action: z.enum(['mark', 'reject']).default('mark'),
+    /** A DMARC failure whose policy is p=reject: "reject" (550 5.7.1), "junk" (the Junk folder) or "mark". */
+    dmarc_reject_action: z.enum(['reject', 'junk', 'mark']).default('reject'),
+    /** A DMARC failure whose policy is p=quarantine: "junk" (the Junk folder), "mark" or "reject". */
+    dmarc_quarantine_action: z.enum(['junk', 'mark', 'reject']).default('junk'),
     /** An SPF fail (when DMARC does not pass): "mark" or "reject" (550 5.7.23). */
     spf_fail_action: z.enum(['mark', 'reject']).default('mark'),
     /** A DNS failure that leaves DMARC undecided: "accept" (and mark) or "defer" (451). */
@@ -365,7 +365,7 @@ export const mailauthSchema = z
     timeout_ms: 20_000,
     max_header_bytes: 1 * MiB,
     dmarc_reject_action: 'reject',
-    dmarc_quarantine_action: 'mark',
+    dmarc_quarantine_action: 'junk',
     spf_fail_action: 'mark',
     temperror_action: 'accept',
     exempt: [],

@@ -204,6 +204,9 @@ class MessageAuthCheck implements MessageCheck {
     switch (decision.kind) {
       case 'accept':
         return { kind: 'accept', prepend: formatAuthResults(this.#o.authservId, results) };
+      case 'junk':
+        // RFC 7489 6.3 quarantine: accepted, local copies to the Junk folder (Maildir++ .Junk).
+        return { kind: 'accept', prepend: formatAuthResults(this.#o.authservId, results), junk: true };
       case 'refuse':
       case 'defer':
         return { kind: 'refuse', reply: this.#reply(results, decision) };
@@ -243,7 +246,7 @@ class MessageAuthCheck implements MessageCheck {
     }
   }
 
-  #reply(r: AuthResults, d: Exclude<Decision, { kind: 'accept' }>): Reply {
+  #reply(r: AuthResults, d: Extract<Decision, { kind: 'refuse' | 'defer' }>): Reply {
     switch (d.reason) {
       case 'dmarc-reject':
       case 'dmarc-quarantine':
