@@ -127,6 +127,14 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       max_header_bytes: 1024 * 1024,
       keys: [],
     },
+    dmarc_reports: {
+      enabled: false,
+      hour: 0,
+      org_name: '',
+      from: '',
+      flush_ms: 1000,
+      failure_reports: false,
+    },
     filters: [],
     outbound: {
       connect_timeout_ms: 30_000,

@@ -420,6 +420,29 @@ export const dkimSchema = z
     max_header_bytes: 1 * MiB,
     keys: [],
   });
+
+/** DMARC aggregate reports that Sterna sends (RFC 7489 7.2; docs/mail-auth.md, "DMARC reports"). */
+export const dmarcReportsSchema = z
+  .strictObject({
+    /** Record every DMARC evaluation and send the daily aggregate reports. Off by default. */
+    enabled: z.boolean().default(false),
+    /** The hour of the day (UTC, 0-23) at which the reports of the past day are sent. */
+    hour: z.number().int().min(0).max(23).default(0),
+    /** report_metadata org_name. Empty: hostname. */
+    org_name: z.string().max(255).default(''),
+    /** The report address: From, MAIL FROM and report_metadata email. Empty: postmaster@<hostname>. */
+    from: z
+      .string()
+      .regex(/^([^\s@<>(),;:"\\]+@[A-Za-z0-9.-]+)?$/, 'expected an address ("dmarc-reports@example.org")')
+      .default(''),
+    /** Buffered evaluations are written and fdatasync'd this often. */
+    flush_ms: z.number().int().min(10).max(60_000).default(1000),
+    /** Failure reports (ruf, RFC 7489 7.3) are not sent; the key is here to say so. */
+    failure_reports: z
+      .literal(false, { error: 'failure reports (ruf) are not supported; leave it false' })
+      .default(false),
+  })
+  .default({ enabled: false, hour: 0, org_name: '', from: '', flush_ms: 1000, failure_reports: false });
 /** Keys every content filter has ([[filters]], docs/filters.md). */
 const filterCommon = {
   /** A name for logs and replies; unique. Default: the type. */
@@ -940,6 +963,7 @@ export const configSchema = z.strictObject({
   dns: dnsSchema,
   mailauth: mailauthSchema,
   dkim: dkimSchema,
+  dmarc_reports: dmarcReportsSchema,
   /** Content filters at the end of data, in order ([[filters]], docs/filters.md). */
   filters: z
     .array(filterSchema)

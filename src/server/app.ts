@@ -22,6 +22,7 @@ import { MailAuth } from '../mailauth/check.js';
 import type { AuthResults } from '../mailauth/results.js';
 import { DkimKeyStore } from '../mailauth/dkim-keys.js';
 import { DkimSigning, type SigningOrigin } from '../mailauth/dkim-sign.js';
+import { startDmarcReporting } from '../mailauth/dmarc-report-start.js';
 import { Lifecycle } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
 import { startAdmin } from '../admin/start.js';
@@ -192,6 +193,13 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     }),
     { now: Date.now },
   );
+  // DMARC aggregate reports ([dmarc_reports], docs/mail-auth.md): evaluations recorded, sent daily.
+  const dmarcReports = await startDmarcReporting(config, { spool, dkim, dns, log }).catch(
+    async (err: unknown) => {
+      await spool.close();
+      throw err;
+    },
+  );
   const mailauth = new MailAuth({
     authservId: config.mailauth.authserv_id || config.hostname,
     listeners: config.mailauth.listeners,
@@ -208,6 +216,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     exempt: config.mailauth.exempt,
     dns,
     onResults: (r) => countAuthResults(events.metrics, r),
+    ...(dmarcReports !== null ? { onDmarcEvaluation: (e) => dmarcReports.record(e) } : {}),
   });
   const filters = buildContentFilters(config.filters, config.hostname);
   filters.onVerdict = (filter, verdict) => events.metrics.filterVerdict(filter, verdict);
@@ -271,11 +280,13 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
 
   // Abuse defences (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, rate limits.
   const state = await openStateStore(config, log).catch(async (err: unknown) => {
+    await dmarcReports?.close();
     await spool.close();
     throw err;
   });
   const lists = await PolicyLists.open(config.lists, log).catch(async (err: unknown) => {
     await state.close();
+    await dmarcReports?.close();
     await spool.close();
     throw err;
   });
@@ -350,6 +361,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     () => pickup.close(),
     () => listeners.close(),
     () => manager.stop(),
+    () => dmarcReports?.close(),
     () => spool.close(),
     () => lists.close(),
     () => state.close(),
@@ -366,6 +378,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
   const control = await ControlServer.start(config.data_dir, manager, log, {
     limits: () => rates.counts(),
+    ...(dmarcReports !== null ? { dmarcReport: () => dmarcReports.runNow() } : {}),
   }).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
     return null;
@@ -420,6 +433,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await control?.close();
       await pickup.close();
       await manager.stop();
+      await dmarcReports?.close();
       await spool.close();
       lists.close();
       await state.close();
