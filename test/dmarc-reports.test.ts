@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import { runDmarcCommand } from '../src/cli/dmarc-command.js';
@@ -21,6 +20,7 @@ import { verifyWithDkimpy, type KeyRecords } from './helpers/dkim-verify.js';
 import { waitForMessages } from './helpers/maildir.js';
 import { transact } from './helpers/mailauth.js';
 import { waitFor } from './helpers/outbound.js';
+import { runInProcess } from './helpers/run-cli.js';
 import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
 import { assertReply } from './helpers/smtp-client.js';
 import { crlfMessage, describeRun, makeTempDir, requireTool, runTool } from './helpers/tools.js';
@@ -92,22 +92,11 @@ function message(from: string): Buffer {
 
 /** `sterna dmarc report --now --json`, in this process, through the server's control socket. */
 async function reportNow(): Promise<ReportRunSummary> {
-  let out = '';
-  let err = '';
-  const sink = (add: (s: string) => void): Writable =>
-    new Writable({
-      write(chunk: Buffer | string, _enc, cb) {
-        add(chunk.toString());
-        cb();
-      },
-    });
-  const code = await runDmarcCommand(['report', '--now', '--json'], {
-    stdout: sink((s) => (out += s)),
-    stderr: sink((s) => (err += s)),
-    config: f.server.config,
-  });
-  assert.equal(code, 0, err);
-  return JSON.parse(out) as ReportRunSummary; // the command prints the server's summary as JSON
+  const r = await runInProcess((io) =>
+    runDmarcCommand(['report', '--now', '--json'], { ...io, config: f.server.config }),
+  );
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as ReportRunSummary; // the command prints the server's summary as JSON
 }
 
 /** The independent parse: Python's xml.etree reads the report and prints its fields as JSON. */
