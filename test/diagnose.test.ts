@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -373,6 +373,38 @@ test('a broken zone: each planted fault is found with its severity and its fix; 
     ),
     text.stdout,
   );
+});
+
+test('DKIM selectors come from [[dkim.keys]], each checked in its own domain; retired keys are not checked', async () => {
+  const withKeys = path.join(dir, 'keys.toml');
+  await writeFile(
+    withKeys,
+    `${await readFile(goodConfig, 'utf8')}
+[[dkim.keys]]
+domain = "good.test"
+selector = "sel1"
+[[dkim.keys]]
+domain = "Broken.Test"
+selector = "sel1"
+state = "publish"
+[[dkim.keys]]
+domain = "broken.test"
+selector = "old"
+state = "retired"
+`,
+  );
+  const dkimOf = async (domain: string): Promise<[string, string, string][]> => {
+    const r = await runSterna(['diagnose', domain, '--config', withKeys, '--ca-file', caFile, '--json']);
+    return parseReport(r.stdout)
+      .findings.filter((f) => f.check === 'dkim')
+      .map((f) => [f.id, f.subject, f.severity]);
+  };
+  // No --dkim-selector: good.test's own key is checked, and only in good.test.
+  assert.deepEqual(await dkimOf('good.test'), [['dkim.ok', 'sel1._domainkey.good.test', 'ok']]);
+  // broken.test's "publish" key is checked (its 512-bit record is found); its retired one is not.
+  assert.deepEqual(await dkimOf('broken.test'), [['dkim.weak-key', 'sel1._domainkey.broken.test', 'error']]);
+  // A domain without keys in the configuration still has none to check.
+  assert.deepEqual(await dkimOf('twospf.test'), [['dkim.no-selector', 'twospf.test', 'warning']]);
 });
 
 test('--address replaces the configured addresses; usage and configuration errors exit 2', async () => {

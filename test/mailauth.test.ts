@@ -90,7 +90,10 @@ before(async () => {
   dns = await startDnsServer(zone(keys));
   const [d1, d2] = await dataDirsWithCert(2);
   const dnsToml = `[dns]\nservers = ["127.0.0.1:${dns.port}"]\ntimeout_ms = 300\ntries = 1\n`;
-  const users = [{ address: RCPT, password: 'secret-password' }];
+  const users = [
+    { address: RCPT, password: 'secret-password' },
+    { address: 'carol@sterna.test', password: 'secret-password' },
+  ];
   server = await startTestServer({ dataDir: d1!, users, toml: `${dnsToml}[mailauth]\ntimeout_ms = 5000\n` });
   strict = await startTestServer({
     dataDir: d2!,
@@ -273,17 +276,31 @@ describe('mail authentication on the smtp listener', { skip: dkimpy.skip }, () =
     assert.match(r.text, /fails DMARC for mail\.example\.co\.uk/);
   });
 
-  test('p=quarantine failing is accepted and marked; p=reject with pct=0 becomes quarantine (RFC 7489 6.6.4)', async () => {
-    const q = await deliver(server, 'alice@quar.example', message('alice@quar.example'));
+  test('p=quarantine failing goes to the Junk folder, marked; p=reject with pct=0 becomes quarantine (RFC 7489 6.6.4); a pass stays in new/', async () => {
+    const junkRcpt = 'carol@sterna.test';
+    const send = async (from: string, msg: Buffer): Promise<void> =>
+      assertReply(await transact(server.ports.smtp, { from, to: junkRcpt, message: msg }), 250, '2.0.0');
+    await send('alice@quar.example', message('alice@quar.example'));
+    await send('alice@pct.example', message('alice@pct.example'));
+    const junk = await waitForMessages(server.dataDir, 'sterna.test', 'carol/.Junk', 2);
+    assert.equal(junk.length, 2, 'both failing messages in .Junk/new');
+    const [q, p] = junk.sort((a, b) =>
+      a.includes('quar.example') ? -1 : b.includes('quar.example') ? 1 : 0,
+    );
     assert.equal(
-      arLines(q)[3],
+      arLines(q!)[3],
       'dmarc=fail (p=quarantine sp=quarantine pct=100 dis=quarantine) header.from=quar.example',
     );
-    const p = await deliver(server, 'alice@pct.example', message('alice@pct.example'));
     assert.equal(
-      arLines(p)[3],
+      arLines(p!)[3],
       'dmarc=fail (p=reject sp=reject pct=0 dis=quarantine) header.from=pct.example',
     );
+    // A passing message for the same mailbox lands in new/, and is the only one there.
+    await send('alice@pass.example', await signedByPass());
+    const inbox = await waitForMessages(server.dataDir, 'sterna.test', 'carol', 1);
+    assert.equal(inbox.length, 1);
+    assert.match(arLines(inbox[0]!)[3] ?? '', /^dmarc=pass /);
+    assert.equal((await waitForMessages(server.dataDir, 'sterna.test', 'carol/.Junk', 2)).length, 2);
   });
 
   test('SPF: all seven results, the HELO identity for MAIL FROM:<>', async () => {
@@ -499,6 +516,14 @@ describe('mail authentication policy keys', { skip: dkimpy.skip }, () => {
     assert.match(
       arLines(got)[3] ?? '',
       /^dmarc=fail \(p=reject sp=reject pct=100 dis=reject\) header\.from=forged\.example$/,
+    );
+  });
+
+  test('the allow list: a listed sender domain (SPF pass) failing DMARC p=quarantine stays out of Junk, marked', async () => {
+    const got = await deliver(strict, 'list@fwd.example', message('alice@quar.example'));
+    assert.equal(
+      arLines(got)[3],
+      'dmarc=fail (p=quarantine sp=quarantine pct=100 dis=quarantine) header.from=quar.example',
     );
   });
 

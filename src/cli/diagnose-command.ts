@@ -25,7 +25,9 @@ Options:
   --config FILE          the configuration (hostname, [dns], [tls], [diagnose])
   --address IP           a public address of this server (repeatable); default:
                          [diagnose] public_addresses, else the host name's A/AAAA records
-  --dkim-selector S      a DKIM selector whose key record to check (repeatable)
+  --dkim-selector S      a DKIM selector whose key record to check in every domain
+                         (repeatable); each domain's own selectors from [[dkim.keys]]
+                         (keys in state "publish" or "active") are checked too
   --dnsbl ZONE           a blocklist zone to check (repeatable); default: [diagnose] dnsbl_zones
   --ca-file FILE         trust the CA certificates in FILE too (a private CA)
   --json                 the report as JSON
@@ -99,6 +101,23 @@ function parseArgs(args: readonly string[]): Parsed | string {
   return p;
 }
 
+/**
+ * The selectors of each domain's signing keys ([[dkim.keys]], docs/mail-auth.md): those in state
+ * "publish" (the record must be out before the key signs) and "active". A retired key's record is
+ * meant to go away, so its absence is no fault.
+ */
+export function configuredSelectors(config: Config): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const k of config.dkim.keys) {
+    if (k.state === 'retired') continue;
+    const domain = k.domain.toLowerCase();
+    const list = out.get(domain) ?? [];
+    if (!list.includes(k.selector)) list.push(k.selector);
+    out.set(domain, list);
+  }
+  return out;
+}
+
 /** The domains checked without DOMAIN: the local domains but localhost and the host name, or the host name. */
 function defaultDomains(config: Config): string[] {
   const host = config.hostname.toLowerCase();
@@ -133,6 +152,7 @@ export async function runDiagnoseCommand(args: readonly string[], io: DiagnoseIo
       addressSource: fromOption ? 'option' : 'configuration',
       dns,
       dkimSelectors: p.selectors,
+      configuredSelectors: configuredSelectors(config),
       dnsblZones: p.zones.length > 0 ? p.zones : config.diagnose.dnsbl_zones,
       certFile: config.tls.cert_file,
       keyFile: config.tls.key_file,

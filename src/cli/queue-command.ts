@@ -72,7 +72,10 @@ Exit codes: 0 success, 1 failure, 2 usage error.
 Run "sterna queue COMMAND --help" for details.
 `;
 
-const HELP: Record<ControlOp, string> = {
+/** The control ops `sterna queue` offers (the DMARC reports have their own command, dmarc-command.ts). */
+type QueueOp = Exclude<ControlOp, 'dmarc-report'>;
+
+const HELP: Record<QueueOp, string> = {
   list: `Usage: sterna queue list [--json]
 
 Lists the queued messages, oldest first, like mailq: queue id, age, size and sender, then
@@ -134,7 +137,7 @@ the message.
 `,
 };
 
-const OPS = Object.keys(HELP) as ControlOp[];
+const OPS = Object.keys(HELP) as QueueOp[];
 
 class UsageError extends Error {}
 class CommandError extends Error {}
@@ -281,7 +284,7 @@ function parse(op: ControlOp, rest: string[]): Parsed {
 }
 
 /** Sends req to a running server; null when nothing listens on the socket. */
-function askServer(path: string, req: ControlRequest): Promise<ControlReply | null> {
+export function askServer(path: string, req: ControlRequest): Promise<ControlReply | null> {
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     let buffered = '';
@@ -387,6 +390,8 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
         return { deleted: qid };
       case 'bounce':
         return await bounceMessage(ctx, qid);
+      case 'dmarc-report':
+        throw new CommandError('the DMARC reports are sent by the running server; start it first');
       default: {
         const never: never = req.op;
         throw new Error(`unhandled op ${String(never)}`);

@@ -23,6 +23,7 @@ Usage:
   sterna limits [--json]               the rate-limit counts (users, sender domains, networks)
   sterna apikey add|list|delete ...    keys of the HTTP submission API (see: sterna apikey --help)
   sterna dkim keygen|show ...          DKIM signing keys and their DNS records (see: sterna dkim --help)
+  sterna dmarc report --now            send the DMARC aggregate reports now (see: sterna dmarc --help)
   sterna diagnose [DOMAIN]             check DNS, TLS and blocklists for delivery (see: sterna diagnose --help)
   sterna log QID|--sender A|--rcpt A the story of messages from the JSON log (see: sterna log --help)
   sterna sendmail [options] [rcpt ...] the sendmail command; also as sendmail, mailq, newaliases
@@ -197,6 +198,19 @@ async function main(argv: string[]): Promise<number> {
       const config = await commandConfig('dkim', rest);
       if (typeof config === 'number') return config;
       return (await import('./dkim-command.js')).runDkimCommand(rest, {
+        stdout: process.stdout,
+        stderr: process.stderr,
+        config,
+      });
+    }
+    case 'dmarc': {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        process.stdout.write((await import('./dmarc-command.js')).DMARC_HELP);
+        return 0;
+      }
+      const config = await commandConfig('dmarc', rest);
+      if (typeof config === 'number') return config;
+      return (await import('./dmarc-command.js')).runDmarcCommand(rest, {
         stdout: process.stdout,
         stderr: process.stderr,
         config,

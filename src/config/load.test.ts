@@ -115,7 +115,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       timeout_ms: 20_000,
       max_header_bytes: 1024 * 1024,
       dmarc_reject_action: 'reject',
-      dmarc_quarantine_action: 'mark',
+      dmarc_quarantine_action: 'junk',
       spf_fail_action: 'mark',
       temperror_action: 'accept',
       exempt: [],
@@ -128,6 +128,14 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       keys: [],
     },
     forwarding: { arc_seal: true, srs: true, srs_domain: '', srs_secret_file: '', srs_max_age_days: 21 },
+    dmarc_reports: {
+      enabled: false,
+      hour: 0,
+      org_name: '',
+      from: '',
+      flush_ms: 1000,
+      failure_reports: false,
+    },
     filters: [],
     outbound: {
       connect_timeout_ms: 30_000,

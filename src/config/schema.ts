@@ -346,10 +346,10 @@ export const mailauthSchema = z
       .min(16 * KiB)
       .max(64 * MiB)
       .default(1 * MiB),
-    /** A DMARC failure whose policy is p=reject: "reject" (550 5.7.1) or "mark". */
-    dmarc_reject_action: z.enum(['reject', 'mark']).default('reject'),
-    /** A DMARC failure whose policy is p=quarantine: "mark" or "reject". */
-    dmarc_quarantine_action: z.enum(['mark', 'reject']).default('mark'),
+    /** A DMARC failure whose policy is p=reject: "reject" (550 5.7.1), "junk" (the Junk folder) or "mark". */
+    dmarc_reject_action: z.enum(['reject', 'junk', 'mark']).default('reject'),
+    /** A DMARC failure whose policy is p=quarantine: "junk" (the Junk folder), "mark" or "reject". */
+    dmarc_quarantine_action: z.enum(['junk', 'mark', 'reject']).default('junk'),
     /** An SPF fail (when DMARC does not pass): "mark" or "reject" (550 5.7.23). */
     spf_fail_action: z.enum(['mark', 'reject']).default('mark'),
     /** A DNS failure that leaves DMARC undecided: "accept" (and mark) or "defer" (451). */
@@ -365,7 +365,7 @@ export const mailauthSchema = z
     timeout_ms: 20_000,
     max_header_bytes: 1 * MiB,
     dmarc_reject_action: 'reject',
-    dmarc_quarantine_action: 'mark',
+    dmarc_quarantine_action: 'junk',
     spf_fail_action: 'mark',
     temperror_action: 'accept',
     exempt: [],
@@ -442,6 +442,28 @@ export const forwardingSchema = z
     srs_max_age_days: z.number().int().min(1).max(1000).default(21),
   })
   .default({ arc_seal: true, srs: true, srs_domain: '', srs_secret_file: '', srs_max_age_days: 21 });
+/** DMARC aggregate reports that Sterna sends (RFC 7489 7.2; docs/mail-auth.md, "DMARC reports"). */
+export const dmarcReportsSchema = z
+  .strictObject({
+    /** Record every DMARC evaluation and send the daily aggregate reports. Off by default. */
+    enabled: z.boolean().default(false),
+    /** The hour of the day (UTC, 0-23) at which the reports of the past day are sent. */
+    hour: z.number().int().min(0).max(23).default(0),
+    /** report_metadata org_name. Empty: hostname. */
+    org_name: z.string().max(255).default(''),
+    /** The report address: From, MAIL FROM and report_metadata email. Empty: postmaster@<hostname>. */
+    from: z
+      .string()
+      .regex(/^([^\s@<>(),;:"\\]+@[A-Za-z0-9.-]+)?$/, 'expected an address ("dmarc-reports@example.org")')
+      .default(''),
+    /** Buffered evaluations are written and fdatasync'd this often. */
+    flush_ms: z.number().int().min(10).max(60_000).default(1000),
+    /** Failure reports (ruf, RFC 7489 7.3) are not sent; the key is here to say so. */
+    failure_reports: z
+      .literal(false, { error: 'failure reports (ruf) are not supported; leave it false' })
+      .default(false),
+  })
+  .default({ enabled: false, hour: 0, org_name: '', from: '', flush_ms: 1000, failure_reports: false });
 /** Keys every content filter has ([[filters]], docs/filters.md). */
 const filterCommon = {
   /** A name for logs and replies; unique. Default: the type. */
@@ -963,6 +985,7 @@ export const configSchema = z.strictObject({
   mailauth: mailauthSchema,
   dkim: dkimSchema,
   forwarding: forwardingSchema,
+  dmarc_reports: dmarcReportsSchema,
   /** Content filters at the end of data, in order ([[filters]], docs/filters.md). */
   filters: z
     .array(filterSchema)

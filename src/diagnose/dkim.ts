@@ -22,7 +22,7 @@ export async function checkDkim(ctx: DomainContext): Promise<Finding[]> {
         'dkim.no-selector',
         ctx.domain,
         'no DKIM selector to check: none was given and the configuration names none; mail that is not DKIM-signed fails DMARC whenever SPF does (forwarding), and Gmail and Yahoo ask bulk senders for both',
-        'sign outgoing mail with DKIM, publish the key, and run sterna diagnose --dkim-selector SELECTOR',
+        'sign outgoing mail with DKIM: sterna dkim keygen DOMAIN prints the record to publish and the [[dkim.keys]] entry to add (sterna diagnose then checks its selector)',
       ),
     ];
   }

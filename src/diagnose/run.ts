@@ -26,7 +26,13 @@ export interface DiagnoseOptions {
   addresses: readonly string[];
   addressSource: Exclude<AddressSource, 'hostname'>;
   dns: DiagnoseDns;
+  /** Selectors checked in every domain (--dkim-selector). */
   dkimSelectors: readonly string[];
+  /**
+   * Selectors by domain (lower case) from the configuration's [[dkim.keys]], checked in their
+   * own domain only, after the --dkim-selector ones.
+   */
+  configuredSelectors?: ReadonlyMap<string, readonly string[]>;
   dnsblZones: readonly string[];
   certFile: string;
   keyFile: string;
@@ -41,6 +47,12 @@ export interface Report {
   addressSource: AddressSource;
   findings: Finding[];
   summary: Summary;
+}
+
+/** The selectors checked in `domain`: the given ones, then the domain's configured ones, each once. */
+function selectorsOf(o: DiagnoseOptions, domain: string): string[] {
+  const configured = o.configuredSelectors?.get(domain.toLowerCase()) ?? [];
+  return [...new Set([...o.dkimSelectors, ...configured])];
 }
 
 export async function diagnose(o: DiagnoseOptions): Promise<Report> {
@@ -62,7 +74,7 @@ export async function diagnose(o: DiagnoseOptions): Promise<Report> {
   }
   const hostCtx: HostContext = { hostname: o.hostname, addresses, dns: o.dns, now: o.now };
   const perDomain = o.domains.map((domain) => {
-    const ctx: DomainContext = { ...hostCtx, domain, dkimSelectors: o.dkimSelectors };
+    const ctx: DomainContext = { ...hostCtx, domain, dkimSelectors: selectorsOf(o, domain) };
     return [checkMx(ctx), checkSpf(ctx), checkDkim(ctx), checkDmarc(ctx), checkMtaSts(ctx), checkTlsRpt(ctx)];
   });
   const rest = await Promise.all([

@@ -21,6 +21,7 @@ import { reply, type Reply } from '../smtp/replies.js';
 import type { CheckContext, CheckVerdict, MessageCheck } from '../smtp/session.js';
 import { dkimOutcome, unparseableSignature } from './dkim.js';
 import { checkDmarc } from './dmarc.js';
+import { evaluationOf, type DmarcEvaluation } from './dmarc-report-record.js';
 import { HeaderSection, writeWithBackpressure } from './header-section.js';
 import { decide, type Decision, type EnforcementConfig } from './policy.js';
 import { mailauthResolver } from './resolver.js';
@@ -49,6 +50,8 @@ export interface MailAuthOptions {
   random?: () => number;
   /** Told every message's results (metrics: sterna_mailauth_results_total). */
   onResults?: (r: AuthResults) => void;
+  /** Told every DMARC evaluation against a published record (aggregate reports, dmarc-report.ts). */
+  onDmarcEvaluation?: (e: DmarcEvaluation) => void;
 }
 
 /** The allow list, split by kind (see docs/mail-auth.md for what each kind matches). */
@@ -201,9 +204,13 @@ class MessageAuthCheck implements MessageCheck {
     const exempt = this.#allow.has(this.#ctx.client.ip, this.#ctx.sender, spf);
     const decision = decide(results, this.#o.enforcement, exempt);
     this.#logDecision(results, decision);
+    this.#record(results, decision);
     switch (decision.kind) {
       case 'accept':
         return { kind: 'accept', prepend: formatAuthResults(this.#o.authservId, results) };
+      case 'junk':
+        // RFC 7489 6.3 quarantine: accepted, local copies to the Junk folder (Maildir++ .Junk).
+        return { kind: 'accept', prepend: formatAuthResults(this.#o.authservId, results), junk: true };
       case 'refuse':
       case 'defer':
         return { kind: 'refuse', reply: this.#reply(results, decision) };
@@ -212,6 +219,14 @@ class MessageAuthCheck implements MessageCheck {
         throw new Error(`unhandled decision ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  /** Hands the DMARC evaluation to the aggregate reports, when they are on. */
+  #record(r: AuthResults, d: Decision): void {
+    const sink = this.#o.onDmarcEvaluation;
+    if (sink === undefined) return;
+    const e = evaluationOf(r, d, { ip: this.#ctx.client.ip, sender: this.#ctx.sender, now: this.#now() });
+    if (e !== null) sink(e);
   }
 
   #dkimOutcomes(v: DKIMVerifyResult): DkimOutcome[] {
@@ -249,7 +264,7 @@ class MessageAuthCheck implements MessageCheck {
     }
   }
 
-  #reply(r: AuthResults, d: Exclude<Decision, { kind: 'accept' }>): Reply {
+  #reply(r: AuthResults, d: Extract<Decision, { kind: 'refuse' | 'defer' }>): Reply {
     switch (d.reason) {
       case 'dmarc-reject':
       case 'dmarc-quarantine':

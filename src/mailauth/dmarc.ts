@@ -19,7 +19,7 @@
  * Trust level: From, the record and the results describe untrusted mail.
  */
 import { dmarc, type DNSResolver, type ARCResult } from 'mailauth';
-import type { DkimOutcome, DmarcOutcome, DmarcPolicy, SpfOutcome } from './results.js';
+import type { DkimOutcome, DmarcOutcome, DmarcPolicy, DmarcRecordInfo, SpfOutcome } from './results.js';
 
 export interface DmarcInput {
   /** The addresses of the From field(s). */
@@ -43,6 +43,53 @@ export function pctOf(record: string | undefined): number {
   return Math.min(100, Number(m[1]));
 }
 
+/** RFC 7489 6.3: a record's tag=value pairs, names lower-cased; the first of a repeated tag wins. */
+export function dmarcTags(record: string): Map<string, string> {
+  const tags = new Map<string, string>();
+  for (const part of record.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    const name = part.slice(0, eq).trim().toLowerCase();
+    if (!tags.has(name)) tags.set(name, part.slice(eq + 1).trim());
+  }
+  return tags;
+}
+
+/** The record's reporting tags (rua, fo) and alignment modes, for aggregate reports (RFC 7489 7.2). */
+function recordInfo(rr: string, domain: string, orgDomain: string): DmarcRecordInfo {
+  const tags = dmarcTags(rr);
+  const mode = (v: string | undefined): 'r' | 's' => (v?.toLowerCase() === 's' ? 's' : 'r');
+  const rua = (tags.get('rua') ?? '')
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  return {
+    domain,
+    orgDomain,
+    adkim: mode(tags.get('adkim')),
+    aspf: mode(tags.get('aspf')),
+    fo: tags.get('fo') ?? '0',
+    rua,
+  };
+}
+
+/**
+ * The resolver, noting the domain whose _dmarc TXT record held a DMARC record: mailauth says
+ * whether the record came from the From domain or its organizational domain only through this.
+ */
+function watchingResolver(resolver: DNSResolver): { resolver: DNSResolver; found: () => string | undefined } {
+  let found: string | undefined;
+  const watched: DNSResolver = async (name, type) => {
+    const answer = await resolver(name, type);
+    if (type.toUpperCase() === 'TXT' && name.toLowerCase().startsWith('_dmarc.')) {
+      const rows = answer.map((row) => (Array.isArray(row) ? row.join('') : row).trim());
+      if (rows.some((r) => /^v=DMARC1\b/i.test(r))) found = name.slice('_dmarc.'.length).toLowerCase();
+    }
+    return answer;
+  };
+  return { resolver: watched, found: () => found };
+}
+
 /** RFC 7489 6.6.4: outside the pct sample, the next weaker policy applies. */
 function disposition(policy: DmarcPolicy, pct: number, draw: number): DmarcPolicy {
   if (draw * 100 < pct) return policy;
@@ -63,13 +110,14 @@ export async function checkDmarc(input: DmarcInput): Promise<DmarcOutcome> {
     .filter((d) => d.result === 'pass' && d.domain !== undefined)
     .map((d) => ({ domain: d.domain ?? '' }));
   let res;
+  const watch = watchingResolver(input.resolver);
   try {
     res = await dmarc({
       headerFrom: fromDomain,
       spfDomains,
       dkimDomains,
       ...(input.arc !== undefined ? { arcResult: input.arc } : {}),
-      resolver: input.resolver,
+      resolver: watch.resolver,
     });
   } catch (err) {
     return {
@@ -91,11 +139,15 @@ export async function checkDmarc(input: DmarcInput): Promise<DmarcOutcome> {
   const p = policyOf(res.p) ?? 'none';
   const sp = policyOf(res.sp) ?? p;
   const pct = pctOf(res.rr);
-  const base = { fromDomain, policy, p, sp, pct };
+  const orgDomain = typeof res.domain === 'string' && res.domain !== '' ? res.domain : fromDomain;
+  const record = recordInfo(res.rr ?? '', watch.found() ?? orgDomain, orgDomain);
+  const aligned = { spf: Boolean(res.alignment?.spf?.result), dkim: Boolean(res.alignment?.dkim?.result) };
+  const base = { fromDomain, policy, p, sp, pct, record, aligned };
   if (status === 'pass') return { ...base, result: 'pass', disposition: 'none' };
   const transient = input.spf.result === 'temperror' || input.dkim.some((d) => d.result === 'temperror');
   if (transient) {
     return { ...base, result: 'temperror', disposition: 'none', reason: 'SPF or DKIM had a DNS failure' };
   }
-  return { ...base, result: 'fail', disposition: disposition(policy, pct, input.random()) };
+  const dis = disposition(policy, pct, input.random());
+  return { ...base, result: 'fail', disposition: dis, ...(dis !== policy ? { sampledOut: true } : {}) };
 }

@@ -8,7 +8,7 @@ import { arValue, formatAuthResults, type AuthResults } from './results.js';
 
 const DEFAULTS: EnforcementConfig = {
   dmarcRejectAction: 'reject',
-  dmarcQuarantineAction: 'mark',
+  dmarcQuarantineAction: 'junk',
   spfFailAction: 'mark',
   temperrorAction: 'accept',
 };
@@ -37,7 +37,7 @@ const FAIL_SPF = {
   reason: 'no',
 } as const;
 
-test('defaults: DMARC reject refuses, quarantine and SPF fail mark, temperror accepts', () => {
+test('defaults: DMARC reject refuses, quarantine goes to Junk, SPF fail marks, temperror accepts', () => {
   const rejectFail = results({
     dmarc: { result: 'fail', p: 'reject', disposition: 'reject' },
     spf: FAIL_SPF,
@@ -49,10 +49,18 @@ test('defaults: DMARC reject refuses, quarantine and SPF fail mark, temperror ac
   });
   assert.deepEqual(decide(rejectFail, DEFAULTS, true), { kind: 'accept', reason: 'exempt', marked: true });
   const quarantine = results({ dmarc: { result: 'fail', p: 'quarantine', disposition: 'quarantine' } });
-  assert.deepEqual(decide(quarantine, DEFAULTS, false), {
+  assert.deepEqual(decide(quarantine, DEFAULTS, false), { kind: 'junk', reason: 'dmarc-quarantine' });
+  // The allow list: an exempt source is only marked, not sent to Junk.
+  assert.deepEqual(decide(quarantine, DEFAULTS, true), { kind: 'accept', reason: 'exempt', marked: true });
+  assert.deepEqual(decide(quarantine, { ...DEFAULTS, dmarcQuarantineAction: 'mark' }, false), {
     kind: 'accept',
     reason: 'dmarc-quarantine',
     marked: true,
+  });
+  // dmarc_reject_action = "junk": p=reject failing goes to Junk instead of a 550.
+  assert.deepEqual(decide(rejectFail, { ...DEFAULTS, dmarcRejectAction: 'junk' }, false), {
+    kind: 'junk',
+    reason: 'dmarc-reject',
   });
   assert.deepEqual(
     decide(results({ spf: FAIL_SPF, dmarc: { result: 'none', disposition: 'none' } }), DEFAULTS, false),

@@ -3,20 +3,22 @@
  * Authentication-Results field records the results: "mark"), refuse it, or ask the client to
  * try again later. Each rule is a [mailauth] config key with a safe default:
  *
- *   DMARC p=reject failing (after pct, RFC 7489 6.6.4)  dmarc_reject_action      "reject" | "mark"
- *   DMARC p=quarantine failing                          dmarc_quarantine_action  "mark" | "reject"
+ *   DMARC p=reject failing (after pct, RFC 7489 6.6.4)  dmarc_reject_action      "reject" | "junk" | "mark"
+ *   DMARC p=quarantine failing                          dmarc_quarantine_action  "junk" | "mark" | "reject"
  *   SPF fail (RFC 7208 8.4), unless DMARC passes        spf_fail_action          "mark" | "reject"
  *   a temporary DNS error that leaves DMARC undecided   temperror_action         "accept" | "defer"
  *
- * A message from an exempt source (the allow list) is never refused or deferred by these rules;
+ * "junk" accepts the message and delivers its local copies to the mailbox's Junk folder (Maildir++
+ * .Junk, as a content filter's Junk verdict does): RFC 7489 6.3 quarantine, "treat with
+ * suspicion". A message from an exempt source (the allow list) is never refused or deferred by these rules;
  * its results are still recorded. Pure: a decision is a typed record, the reply and the log line
  * are rendered from it elsewhere (check.ts). Trust level: the results describe untrusted mail.
  */
 import type { AuthResults, DmarcPolicy } from './results.js';
 
 export interface EnforcementConfig {
-  dmarcRejectAction: 'reject' | 'mark';
-  dmarcQuarantineAction: 'mark' | 'reject';
+  dmarcRejectAction: 'reject' | 'junk' | 'mark';
+  dmarcQuarantineAction: 'junk' | 'mark' | 'reject';
   spfFailAction: 'mark' | 'reject';
   temperrorAction: 'accept' | 'defer';
 }
@@ -35,6 +37,8 @@ export type DecisionReason =
 export type Decision =
   | { kind: 'accept'; reason: DecisionReason; /** the rule would have refused or deferred */ marked: boolean }
   | { kind: 'refuse'; reason: 'dmarc-reject' | 'dmarc-quarantine' | 'spf-fail'; policy?: DmarcPolicy }
+  /** Accepted, local copies to the Junk folder (DMARC quarantine). */
+  | { kind: 'junk'; reason: 'dmarc-reject' | 'dmarc-quarantine' }
   | { kind: 'defer'; reason: 'spf-temperror' | 'dmarc-temperror' };
 
 /** True when some check could not be made for a temporary reason and DMARC did not pass. */
@@ -58,14 +62,15 @@ function rules(r: AuthResults): Rule[] {
   return out;
 }
 
-function acts(rule: Rule, cfg: EnforcementConfig): boolean {
+/** What the configuration says to do when `rule` applies. */
+function actionOf(rule: Rule, cfg: EnforcementConfig): 'reject' | 'junk' | 'mark' {
   switch (rule) {
     case 'dmarc-reject':
-      return cfg.dmarcRejectAction === 'reject';
+      return cfg.dmarcRejectAction;
     case 'dmarc-quarantine':
-      return cfg.dmarcQuarantineAction === 'reject';
+      return cfg.dmarcQuarantineAction;
     case 'spf-fail':
-      return cfg.spfFailAction === 'reject';
+      return cfg.spfFailAction;
     default: {
       const never: never = rule;
       throw new Error(`unhandled rule ${String(never)}`);
@@ -75,8 +80,9 @@ function acts(rule: Rule, cfg: EnforcementConfig): boolean {
 
 /**
  * A temporary failure comes first: while a check could not be made, no permanent refusal is
- * given (the answer may be a pass once the DNS answers). Then the first refusal rule whose
- * action is "reject" refuses; a rule set to "mark" only marks.
+ * given (the answer may be a pass once the DNS answers). Then the first rule whose action is
+ * "reject" refuses; else the first whose action is "junk" sends the message to Junk; a rule set
+ * to "mark" only marks. An exempt source is only marked.
  */
 export function decide(r: AuthResults, cfg: EnforcementConfig, exempt: boolean): Decision {
   const temp = temporary(r);
@@ -85,7 +91,7 @@ export function decide(r: AuthResults, cfg: EnforcementConfig, exempt: boolean):
     return exempt ? { kind: 'accept', reason: 'exempt', marked: true } : { kind: 'defer', reason: temp };
   }
   const applying = rules(r);
-  const refusing = applying.find((rule) => acts(rule, cfg));
+  const refusing = applying.find((rule) => actionOf(rule, cfg) === 'reject');
   if (refusing !== undefined) {
     if (exempt) return { kind: 'accept', reason: 'exempt', marked: true };
     const policy =
@@ -93,6 +99,11 @@ export function decide(r: AuthResults, cfg: EnforcementConfig, exempt: boolean):
     return policy !== undefined
       ? { kind: 'refuse', reason: refusing, policy }
       : { kind: 'refuse', reason: refusing };
+  }
+  const junking = applying.find((rule) => actionOf(rule, cfg) === 'junk');
+  if (junking !== undefined && junking !== 'spf-fail') {
+    if (exempt) return { kind: 'accept', reason: 'exempt', marked: true };
+    return { kind: 'junk', reason: junking };
   }
   const first = applying[0];
   if (first !== undefined) return { kind: 'accept', reason: first, marked: true };

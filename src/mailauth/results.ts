@@ -57,6 +57,26 @@ export interface DmarcOutcome {
   /** What the policy asks for this message after pct sampling (RFC 7489 6.6.4). */
   disposition: DmarcPolicy;
   reason?: string;
+  /** The published record, for aggregate reports (RFC 7489 7.2): present when one was found. */
+  record?: DmarcRecordInfo;
+  /** RFC 7489 Appendix C policy_evaluated: did SPF / a DKIM signature pass aligned with From? */
+  aligned?: { spf: boolean; dkim: boolean };
+  /** The message fell outside the pct sample: the weaker policy applied (RFC 7489 6.6.4). */
+  sampledOut?: boolean;
+}
+
+/** The DMARC record a message was evaluated against (RFC 7489 6.3 tags; Appendix C policy_published). */
+export interface DmarcRecordInfo {
+  /** The domain at which the record was found: the From domain or its organizational domain. */
+  domain: string;
+  /** The From domain's organizational domain (the Public Suffix List, as DMARC uses it). */
+  orgDomain: string;
+  adkim: 'r' | 's';
+  aspf: 'r' | 's';
+  /** fo= as published (default "0"). */
+  fo: string;
+  /** rua= URIs as published (RFC 7489 6.2 dmarc-uri, with any !size). */
+  rua: string[];
 }
 
 /** RFC 8617 4.4 (cv values and arc= results). */

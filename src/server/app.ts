@@ -26,6 +26,7 @@ import { ArcSealer } from '../mailauth/arc-seal.js';
 import { Srs } from '../mailauth/srs.js';
 import { loadSrsSecrets, srsSecretFile } from '../mailauth/srs-secret.js';
 import type { ForwardingServices } from '../queue/forward.js';
+import { startDmarcReporting } from '../mailauth/dmarc-report-start.js';
 import { Lifecycle } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
 import { startAdmin } from '../admin/start.js';
@@ -219,6 +220,13 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     }),
     { now: Date.now },
   );
+  // DMARC aggregate reports ([dmarc_reports], docs/mail-auth.md): evaluations recorded, sent daily.
+  const dmarcReports = await startDmarcReporting(config, { spool, dkim, dns, log }).catch(
+    async (err: unknown) => {
+      await spool.close();
+      throw err;
+    },
+  );
   const mailauth = new MailAuth({
     authservId: config.mailauth.authserv_id || config.hostname,
     listeners: config.mailauth.listeners,
@@ -235,6 +243,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     exempt: config.mailauth.exempt,
     dns,
     onResults: (r) => countAuthResults(events.metrics, r),
+    ...(dmarcReports !== null ? { onDmarcEvaluation: (e) => dmarcReports.record(e) } : {}),
   });
   const filters = buildContentFilters(config.filters, config.hostname);
   filters.onVerdict = (filter, verdict) => events.metrics.filterVerdict(filter, verdict);
@@ -299,11 +308,13 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
 
   // Abuse defences (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, rate limits.
   const state = await openStateStore(config, log).catch(async (err: unknown) => {
+    await dmarcReports?.close();
     await spool.close();
     throw err;
   });
   const lists = await PolicyLists.open(config.lists, log).catch(async (err: unknown) => {
     await state.close();
+    await dmarcReports?.close();
     await spool.close();
     throw err;
   });
@@ -378,6 +389,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     () => pickup.close(),
     () => listeners.close(),
     () => manager.stop(),
+    () => dmarcReports?.close(),
     () => spool.close(),
     () => lists.close(),
     () => state.close(),
@@ -394,6 +406,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // `sterna queue` talks to the manager through this socket (docs/operations.md).
   const control = await ControlServer.start(config.data_dir, manager, log, {
     limits: () => rates.counts(),
+    ...(dmarcReports !== null ? { dmarcReport: () => dmarcReports.runNow() } : {}),
   }).catch((err: unknown) => {
     log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
     return null;
@@ -448,6 +461,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await control?.close();
       await pickup.close();
       await manager.stop();
+      await dmarcReports?.close();
       await spool.close();
       lists.close();
       await state.close();

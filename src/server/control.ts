@@ -8,7 +8,8 @@
  * there is removed at start, and `sterna queue` still tries that path when nothing answers on
  * the new one (a server of an older version still running). It
  * speaks newline-delimited JSON: one request per line, `{"op":"list"}`,
- * `{"op":"flush","qid":ID}`, `{"op":"delete","failed":true}` (every message of the deferred
+ * `{"op":"flush","qid":ID}`, `{"op":"dmarc-report"}` (send the DMARC aggregate reports now),
+ * `{"op":"delete","failed":true}` (every message of the deferred
  * queue), `{"op":"hold","sender":ADDR}` / `{"op":"hold","user":U}` (every queued message of one
  * sender or user), `{"op":"limits"}` (the rate-limit counts, `sterna limits`), …, and one reply line per request, `{"ok":true,"result":…}` or
  * `{"ok":false,"error":TEXT,"code":CODE}` (code "NOT_FOUND" for an unknown queue id, "USAGE"
@@ -32,7 +33,8 @@ export const CONTROL_SOCKET = 'control.sock';
 /** A request line longer than this closes the connection. */
 const MAX_REQUEST_BYTES = 64 * 1024;
 
-export type ControlOp = 'list' | 'show' | 'flush' | 'hold' | 'release' | 'delete' | 'bounce' | 'limits';
+export type ControlOp =
+  'list' | 'show' | 'flush' | 'hold' | 'release' | 'delete' | 'bounce' | 'limits' | 'dmarc-report';
 
 export interface ControlRequest {
   op: ControlOp;
@@ -102,11 +104,23 @@ export async function prepareControlDir(dataDir: string): Promise<string> {
   return dir;
 }
 
-const OPS: readonly ControlOp[] = ['list', 'show', 'flush', 'hold', 'release', 'delete', 'bounce', 'limits'];
+const OPS: readonly ControlOp[] = [
+  'list',
+  'show',
+  'flush',
+  'hold',
+  'release',
+  'delete',
+  'bounce',
+  'limits',
+  'dmarc-report',
+];
 
-/** What the control socket serves besides the queue: the rate-limit counts. */
+/** What the control socket serves besides the queue: the rate-limit counts, the DMARC reports. */
 export interface ControlExtras {
   limits?: () => Promise<unknown>;
+  /** Sends the DMARC aggregate reports now (`sterna dmarc report --now`); absent when they are off. */
+  dmarcReport?: () => Promise<unknown>;
 }
 
 /** Checks a decoded request line; returns the request or the reason it is refused. */
@@ -138,6 +152,7 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
     found !== 'list' &&
     found !== 'flush' &&
     found !== 'limits' &&
+    found !== 'dmarc-report' &&
     req.qid === undefined &&
     req.failed === undefined
   )
@@ -294,6 +309,12 @@ export async function runQueueOp(
     }
     case 'limits':
       return (await ctx.extras?.limits?.()) ?? [];
+    case 'dmarc-report': {
+      const run = ctx.extras?.dmarcReport;
+      if (run === undefined)
+        throw new Error('DMARC aggregate reports are off in this server ([dmarc_reports] enabled = false)');
+      return await run();
+    }
     case 'release':
       return { changed: await m.release(qid) };
     case 'delete':

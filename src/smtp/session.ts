@@ -119,8 +119,11 @@ export interface MessageCheck {
 }
 
 export type CheckVerdict =
-  /** prepend: the header field(s) to put at the top of the stored message, CRLF-terminated. */
-  { kind: 'accept'; prepend: string } | { kind: 'refuse'; reply: Reply };
+  /**
+   * prepend: the header field(s) to put at the top of the stored message, CRLF-terminated;
+   * junk: local copies go to the Junk folder (DMARC quarantine).
+   */
+  { kind: 'accept'; prepend: string; junk?: boolean } | { kind: 'refuse'; reply: Reply };
 
 export interface CheckContext {
   qid: string;
@@ -687,6 +690,7 @@ export class Session {
     // side by side: after the body, before the reply.
     const filtering = this.#hooks.filterMessage?.(this.#filterContext(tx, sink.qid), sink) ?? null;
     let prefix: Buffer | undefined;
+    let authJunk = false;
     if (sink instanceof CheckedSink) {
       const verdict = await sink.check.finish();
       if (verdict.kind === 'refuse') {
@@ -701,8 +705,10 @@ export class Session {
         return [{ kind: 'reply', reply: verdict.reply }];
       }
       prefix = Buffer.from(verdict.prepend, 'utf8');
+      authJunk = verdict.junk === true;
     }
     const envelope = this.#envelope(tx);
+    if (authJunk) envelope.junk = true;
     if (filtering !== null) {
       const outcome = await filtering;
       switch (outcome.kind) {

@@ -6,10 +6,10 @@
  * starts from. Trust: test code only; it talks to 127.0.0.1 and never runs in Sterna.
  */
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { runQueueCommand } from '../../src/cli/queue-command.js';
 import type { Config } from '../../src/config/schema.js';
 import type { RecipientState } from '../../src/message/envelope.js';
+import { runInProcess } from './run-cli.js';
 import { TestClient } from './smtp-client.js';
 import type { TestServer } from './server.js';
 
@@ -148,19 +148,6 @@ export async function queueCommand(
   config: Config,
   ...args: string[]
 ): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const collect = (add: (s: string) => void): Writable =>
-    new Writable({
-      write(chunk: Buffer | string, _enc, cb) {
-        add(chunk.toString());
-        cb();
-      },
-    });
-  const code = await runQueueCommand(args, {
-    stdout: collect((s) => (out += s)),
-    stderr: collect((s) => (err += s)),
-    config,
-  });
-  return { code, out, err };
+  const r = await runInProcess((io) => runQueueCommand(args, { ...io, config }));
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
