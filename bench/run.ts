@@ -24,6 +24,7 @@ import { outboundSummary, runOutbound, type OutboundCase, type OutboundReport } 
 import { runLoad, type LoadResult } from './load.js';
 import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
 import { postfixAvailable, startPostfix, type PostfixInstance } from './postfix.js';
+import { runSecurityBench } from './security.js';
 import { runSmtpSource, type SourceResult } from './smtp-source.js';
 import { startSterna, type SternaInstance } from './sterna.js';
 
@@ -428,6 +429,7 @@ async function writeResults(startedAt: string, data: unknown): Promise<void> {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   const only = args[0] === '--only' ? args[1] : undefined;
+  if (only === 'security') return runSecurityBench(); // bench/security.ts: the cost of the abuse and auth checks
   if (only !== undefined && only !== 'outbound')
     throw new Error(`--only: expected "outbound", got "${only}"`);
   if (only === undefined) await checkFdLimit();
