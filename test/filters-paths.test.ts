@@ -15,31 +15,20 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { addApiKey } from '../src/api/keys.js';
 import { parseDsn } from './helpers/dsn-parser.js';
-import { CapturedLog, splitTopFields, type Daemon } from './helpers/filters.js';
+import { aliceMessage, CapturedLog, splitTopFields, type Daemon } from './helpers/filters.js';
 import { pollUntil } from './helpers/interop.js';
 import { maildirMessages, waitForMessages } from './helpers/maildir.js';
 import { GTUBE, GTUBE_ADD_HEADER, startRspamd } from './helpers/rspamd.js';
 import { runSterna } from './helpers/run-cli.js';
 import { startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
-import { crlfMessage, requireTool } from './helpers/tools.js';
+import { requireTool } from './helpers/tools.js';
 
 const rspamdTool = requireTool('rspamd');
 const WAIT_MS = 90_000;
 
-/** A message rspamd finds clean (every field it expects) from alice@sterna.test. */
-function message(subject: string, body: string): Buffer {
-  return crlfMessage([
-    'From: Alice <alice@sterna.test>',
-    'To: Bob <bob@sterna.test>',
-    `Subject: ${subject}`,
-    'Date: Sat, 05 Dec 2026 08:00:00 +0000',
-    `Message-ID: <${subject.replace(/\W/g, '')}@sterna.test>`,
-    'MIME-Version: 1.0',
-    'Content-Type: text/plain; charset=us-ascii',
-    '',
-    body,
-  ]);
-}
+/** A message rspamd finds clean: every field it expects (as test/filters-rspamd.test.ts sends). */
+const message = (subject: string, body: string): Buffer =>
+  aliceMessage(subject, body, ['MIME-Version: 1.0', 'Content-Type: text/plain; charset=us-ascii']);
 
 describe('content filters on the sendmail and HTTP API paths', { skip: rspamdTool.skip }, () => {
   let rspamd: Daemon;
@@ -89,13 +78,10 @@ timeout_ms = 60000
     await rspamd?.cleanup();
   });
 
-  const sendmail = async (msg: Buffer): Promise<void> => {
-    const run = await runSterna(
-      ['sendmail', '-C', configFile, '-f', 'alice@sterna.test', 'bob@sterna.test'],
-      {
-        input: msg,
-      },
-    );
+  const sendmail = async (msg: Buffer, sender = 'alice@sterna.test'): Promise<void> => {
+    const run = await runSterna(['sendmail', '-C', configFile, '-f', sender, 'bob@sterna.test'], {
+      input: msg,
+    });
     assert.equal(run.code, 0, run.stderr);
   };
 
@@ -123,6 +109,14 @@ timeout_ms = 60000
     return found;
   };
 
+  /** The maildrop's file names, once it is empty (bounded): the file goes right after the log line. */
+  const maildropEmptied = (): Promise<string[]> =>
+    pollUntil(
+      () => readdir(path.join(server.dataDir, 'maildrop')),
+      (names) => names.length === 0,
+      10_000,
+    );
+
   /** The filters asked about message qid, by name. */
   const filtersAsked = (qid: string): string[] => log.filterLines(qid).map((l) => String(l['filter']));
 
@@ -145,9 +139,20 @@ timeout_ms = 60000
     assert.equal(rcpt?.['status'], '5.7.1');
     assert.equal(rcpt?.['diagnostic-code'], 'smtp; 550 5.7.1 Gtube pattern');
     assert.deepEqual(await maildirMessages(server.dataDir, 'sterna.test', 'bob'), []);
-    assert.deepEqual(await readdir(path.join(server.dataDir, 'maildrop')), []);
+    assert.deepEqual(await maildropEmptied(), [], 'the file is removed');
     assert.deepEqual(await readdir(path.join(server.dataDir, 'maildrop-refused')), []);
     await rm(path.join(server.dataDir, 'mailboxes', 'sterna.test', 'alice'), { recursive: true });
+  });
+
+  test('sendmail: GTUBE from <> is refused without a bounce (RFC 5321 4.5.5); the file is gone', async () => {
+    await sendmail(message('gtube from null', GTUBE), '<>');
+    const line = await logLine(
+      (r) => r['msg'] === 'maildrop file refused by a content filter; from <>, so no bounce',
+    );
+    assert.equal(line['reply'], '550 5.7.1 Gtube pattern');
+    assert.deepEqual(await maildropEmptied(), [], 'the file is removed');
+    assert.equal(server.app.spool.size, 0);
+    assert.deepEqual(await maildirMessages(server.dataDir, 'sterna.test', 'bob'), []);
   });
 
   test("sendmail: a clean message passes, rspamd's X-Spam-Status on top", async () => {
