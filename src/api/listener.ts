@@ -37,6 +37,7 @@ import { IdempotencyStore, isValidIdempotencyKey, requestHash } from './idempote
 import { ApiKeyStore, type ApiIdentity } from './keys.js';
 import type { RateLimits } from '../policy/rate-limits.js';
 import { KeyRateLimiter } from './rate-limit.js';
+import type { ContentFilters } from '../filters/pipeline.js';
 import { checkEnvelope, queueApiMessage, type SubmitDeps, type SubmitRequest } from './submit.js';
 
 export interface HttpApiDeps {
@@ -50,6 +51,8 @@ export interface HttpApiDeps {
   dkim?: DkimSigning;
   /** The shared rate limits ([rate_limits]): the key's user counts like an SMTP AUTH user. */
   rates?: RateLimits;
+  /** The content filters ([[filters]]) whose `listeners` name "http" (src/filters/). */
+  filters?: ContentFilters;
 }
 
 export interface HttpApi {

@@ -5,8 +5,9 @@
  * session; the sender the user owns, UserStore.mayUseSender with auth.enforce_sender, and the
  * addresses the API key is bound to), the DATA decoder's body rules (smtp/data-decoder.ts:
  * limits.message_bytes, limits.text_line_bytes, NUL, smtp.bare_line_endings), the Received loop
- * limit, Message-ID and Date added when missing (RFC 6409 8.2, 8.3, message-body.ts), and the
- * spool's begin()/commit(): the caller answers only after commit() resolved (DESIGN rule 3).
+ * limit, Message-ID and Date added when missing (RFC 6409 8.2, 8.3, message-body.ts), the
+ * content filters whose scope names "http" (src/filters/, as at the end of an SMTP DATA), and
+ * the spool's begin()/commit(): the caller answers only after commit() resolved (DESIGN rule 3).
  * Trust: the message and addresses are untrusted; the identity comes from a verified API key.
  */
 import type { UserStore } from '../auth/users.js';
@@ -21,6 +22,8 @@ import { forgedResultsFilter } from '../mailauth/forged-results.js';
 import { MessageBody } from '../smtp/message-body.js';
 import { SpoolError, type Spool } from '../queue/spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
+import { filterBeforeCommit, type ContentFilters } from '../filters/pipeline.js';
+import { formatReply, type Reply } from '../smtp/replies.js';
 import { apiError, type ApiError } from './errors.js';
 import type { ApiIdentity } from './keys.js';
 import { apiReceivedHeader } from './received.js';
@@ -34,6 +37,8 @@ export interface SubmitDeps {
   now: () => number;
   /** Signs the message as authenticated submission (src/mailauth/dkim-sign.ts). */
   dkim?: DkimSigning;
+  /** The content filters; those whose `listeners` name "http" check every message. */
+  filters?: ContentFilters;
 }
 
 export interface SubmitRequest {
@@ -217,8 +222,34 @@ export async function queueApiMessage(
       ...(req.tls !== undefined ? { tls: req.tls } : {}),
       receivedAt: now,
     };
+    // The content filters, as at the end of an SMTP DATA: before the commit, so 202 means accepted and stored.
+    const plan = await filterBeforeCommit(
+      deps.filters,
+      {
+        qid: writer.qid,
+        sender: envelope.sender,
+        recipients: envelope.recipients,
+        helo: '',
+        client: { ip: req.client.ip, port: req.client.port },
+        listener: 'http',
+        authUser: req.identity.user,
+        tls: req.tls,
+      },
+      writer,
+      env,
+      log,
+    );
+    if (plan.kind === 'refuse') {
+      writer.abort();
+      return filterRefusal(plan.reply);
+    }
+    if (plan.kind === 'discard') {
+      // Accepted and dropped, as the filter asked: the client is told "queued", as on SMTP.
+      writer.abort();
+      return { qid: writer.qid };
+    }
     await req.beforeCommit?.(writer.qid);
-    await writer.commit(env);
+    await writer.commit(plan.envelope, plan.prefix);
   } catch (err) {
     writer.abort();
     return spoolFailure(log, err);
@@ -236,6 +267,21 @@ export async function queueApiMessage(
     'queued',
   );
   return { qid: writer.qid };
+}
+
+/**
+ * A content filter's refusal as the API's error: a 5xx verdict (spam, a virus, a milter's own
+ * 5xx reply) is 400 content_rejected, do not retry as is; a 4xx (soft reject, greylist, the
+ * filter unavailable) is 503 content_deferred, retry later. The message carries the SMTP reply
+ * a client of the smtp listener would get, the filter's own words in it.
+ */
+export function filterRefusal(r: Reply): ApiError {
+  const smtp = formatReply(r)
+    .trimEnd()
+    .replace(/\r\n\d{3}[ -]/g, ' ');
+  return r.code >= 500
+    ? apiError(400, 'content_rejected', `the content filter refused the message: ${smtp}`)
+    : apiError(503, 'content_deferred', `the content filter deferred the message; try again later: ${smtp}`);
 }
 
 function spoolFailure(log: Logger, err: unknown): ApiError {

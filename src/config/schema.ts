@@ -471,8 +471,11 @@ const filterCommon = {
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected letters, digits, ".", "_" or "-"')
     .optional(),
-  /** Listeners whose mail this filter checks. */
-  listeners: z.array(z.enum(['smtp', 'submission', 'submissions'])).default(['smtp']),
+  /**
+   * The ways in whose mail this filter checks: the listeners, "sendmail" (the maildrop of
+   * `sterna sendmail`) and "http" (the HTTP API). Default: mail from other servers only.
+   */
+  listeners: z.array(z.enum(['smtp', 'submission', 'submissions', 'sendmail', 'http'])).default(['smtp']),
   /** Time allowed for the filter's answer, from the end of data. */
   timeout_ms: z.number().int().min(100).max(600_000).default(10_000),
   /** When the filter fails or times out: "tempfail" (451, the client retries) or "accept". */

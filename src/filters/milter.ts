@@ -18,7 +18,6 @@
  */
 import net from 'node:net';
 import { isIP } from 'node:net';
-import type { FilterContext } from '../smtp/session.js';
 import {
   Action,
   BODY_CHUNK,
@@ -36,7 +35,7 @@ import {
   u32,
   type Packet,
 } from './milter-protocol.js';
-import type { FilterClient, FilterMessage } from './pipeline.js';
+import type { FilterClient, FilterInput, FilterMessage } from './pipeline.js';
 import {
   isFieldName,
   safeFieldValue,
@@ -103,11 +102,11 @@ class MilterSession {
   readonly #socket: net.Socket;
   readonly #reader: PacketReader;
   readonly #o: MilterOptions;
-  readonly #ctx: FilterContext;
+  readonly #ctx: FilterInput;
   #actions = 0;
   #proto = 0;
 
-  constructor(socket: net.Socket, reader: PacketReader, o: MilterOptions, ctx: FilterContext) {
+  constructor(socket: net.Socket, reader: PacketReader, o: MilterOptions, ctx: FilterInput) {
     this.#socket = socket;
     this.#reader = reader;
     this.#o = o;

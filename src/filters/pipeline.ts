@@ -10,6 +10,7 @@
  * Trust level: filters are trusted local daemons reached over loopback or a Unix socket; their
  * answers are still bounded and cleaned (verdict.ts) before they reach a reply or the message.
  */
+import type { Envelope, ListenerKind } from '../message/envelope.js';
 import type { Logger } from '../observability/log.js';
 import { reply, type Reply } from '../smtp/replies.js';
 import type { FilterContext, FilterOutcome, MessageSink } from '../smtp/session.js';
@@ -18,9 +19,21 @@ import { combine, safeReplyText, verdict, type FilterVerdict } from './verdict.j
 
 export type FailureMode = 'tempfail' | 'accept';
 
+/**
+ * The ways in a filter's `listeners` names: the three SMTP listeners, the maildrop of
+ * `sterna sendmail` ("sendmail") and the HTTP API ("http"), the names the envelope's
+ * `listener` records (DESIGN rule 10: one rule, every path).
+ */
+export type FilterScope = ListenerKind | 'sendmail' | 'http';
+
+/** What a filter knows of a message beside its octets: a session's FilterContext, or the same facts from another way in. */
+export interface FilterInput extends Omit<FilterContext, 'listener'> {
+  listener: FilterScope;
+}
+
 /** The message as a filter client sees it. */
 export interface FilterMessage {
-  ctx: FilterContext;
+  ctx: FilterInput;
   /** Octets stored so far (the whole message at the end of data). */
   size: number;
   /** A fresh read of the stored octets, from the first. */
@@ -59,12 +72,12 @@ export class ContentFilters {
   }
 
   /** Whether any filter could apply to a message received on this listener. */
-  appliesTo(listener: string): boolean {
+  appliesTo(listener: FilterScope): boolean {
     return this.#filters.some((f) => f.listeners.includes(listener));
   }
 
   /** The filters' outcome for the message being written to sink, or null when none applies. */
-  run(ctx: FilterContext, sink: MessageSink, log: Logger): Promise<FilterOutcome> | null {
+  run(ctx: FilterInput, sink: MessageSink, log: Logger): Promise<FilterOutcome> | null {
     const scoped = this.#filters.filter((f) => f.listeners.includes(ctx.listener));
     if (scoped.length === 0) return null;
     return this.#run(scoped, ctx, sink, log);
@@ -72,7 +85,7 @@ export class ContentFilters {
 
   async #run(
     scoped: readonly FilterSettings[],
-    ctx: FilterContext,
+    ctx: FilterInput,
     sink: MessageSink,
     log: Logger,
   ): Promise<FilterOutcome> {
@@ -188,6 +201,95 @@ export class ContentFilters {
     );
     return { f, v };
   }
+}
+
+/** What a way in other than an SMTP session does with the filters' outcome (filterBeforeCommit). */
+export type CommitPlan =
+  /** Commit with this envelope (the filters' recipient changes and Junk flag applied) and prefix. */
+  | { kind: 'commit'; envelope: Envelope; prefix: Buffer | undefined }
+  /** Not stored: the reply an SMTP client would get, for the caller to render its own way. */
+  | { kind: 'refuse'; reply: Reply }
+  /** Accepted and dropped, as a filter asked (or a milter deleted every recipient). */
+  | { kind: 'discard'; filter: string };
+
+/**
+ * The content filters for the ways in that are not an SMTP session (the maildrop pickup, the
+ * HTTP API), with the session's rules (smtp/session.ts #commit): run once, on the stored
+ * message, before the commit; the same combination, edits, Junk flag, recipient changes, logs
+ * and metrics. `prefix` is what the caller would commit on top without filters. The caller
+ * commits on 'commit' and aborts the writer otherwise; a 'refuse' is logged here as the
+ * session logs it (`rejected`, reason "content filter"), a discard as `discarded`.
+ */
+export async function filterBeforeCommit(
+  filters: ContentFilters | undefined,
+  ctx: FilterInput,
+  sink: MessageSink,
+  envelope: Envelope,
+  log: Logger,
+  prefix?: Buffer,
+): Promise<CommitPlan> {
+  const running = filters?.run(ctx, sink, log) ?? null;
+  if (running === null) return { kind: 'commit', envelope, prefix };
+  const outcome = await running;
+  switch (outcome.kind) {
+    case 'refuse':
+      log.info(
+        {
+          qid: ctx.qid,
+          via: ctx.listener,
+          reason: 'content filter',
+          code: outcome.reply.code,
+          enhanced: outcome.reply.enhanced,
+        },
+        'rejected',
+      );
+      return outcome;
+    case 'discard':
+      log.info({ qid: ctx.qid, via: ctx.listener, filter: outcome.filter, sender: ctx.sender }, 'discarded');
+      return outcome;
+    case 'accept': {
+      const changed = applyFilterEnvelope(envelope, outcome);
+      if (changed.recipients.length === 0) {
+        log.info(
+          { qid: ctx.qid, via: ctx.listener, filter: 'no recipients left', sender: ctx.sender },
+          'discarded',
+        );
+        return { kind: 'discard', filter: 'no recipients left' };
+      }
+      const top = Buffer.from(outcome.prepend, 'utf8');
+      return {
+        kind: 'commit',
+        envelope: changed,
+        prefix: top.length === 0 ? prefix : Buffer.concat([prefix ?? Buffer.alloc(0), top]),
+      };
+    }
+    default: {
+      const never: never = outcome;
+      throw new Error(`unhandled filter outcome ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/**
+ * A copy of the envelope with the changes the filters asked for (a milter's add/delete rcpt, a
+ * Junk verdict), as smtp/session.ts applies them: an added recipient gets no DSN parameters; a
+ * deleted one is matched without regard to case.
+ */
+export function applyFilterEnvelope(
+  envelope: Envelope,
+  o: { junk: boolean; addRecipients: readonly string[]; removeRecipients: readonly string[] },
+): Envelope {
+  const out: Envelope = { ...envelope, recipients: [...envelope.recipients] };
+  if (o.junk) out.junk = true;
+  if (o.removeRecipients.length > 0) {
+    const gone = new Set(o.removeRecipients.map((a) => a.toLowerCase()));
+    out.recipients = out.recipients.filter((r) => !gone.has(r.address.toLowerCase()));
+  }
+  for (const address of o.addRecipients) {
+    if (!out.recipients.some((r) => r.address.toLowerCase() === address.toLowerCase()))
+      out.recipients.push({ address, params: {} });
+  }
+  return out;
 }
 
 function accepted(prepend: string, junk: boolean): FilterOutcome {

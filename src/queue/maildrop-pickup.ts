@@ -16,6 +16,10 @@
  * maildrop file is removed only after the spool's commit is durable: a crash between the two
  * may queue the message twice, never lose it. A refused file is moved to maildrop-refused/ for
  * the operator, with a log line saying why; a spool failure leaves it for the next scan.
+ * The content filters whose scope names "sendmail" run before the commit, as at the end of an
+ * SMTP DATA (src/filters/pipeline.ts): a 5xx verdict bounces the message to its sender (RFC
+ * 3464, as Postfix's cleanup does for a milter's reject of pickup mail; the user's command has
+ * long exited), a 4xx verdict leaves the file for a later scan, a discard removes it.
  * Trust: reads files written by any local user; runs as the server's user.
  */
 import { constants, watch, type FSWatcher } from 'node:fs';
@@ -46,6 +50,10 @@ import { systemUserLookup, type LocalUser, type UserLookup } from './maildrop-us
 import type { RateLimits } from '../policy/rate-limits.js';
 import type { Spool } from './spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
+import { filterBeforeCommit, type ContentFilters } from '../filters/pipeline.js';
+import { formatReply, type Reply } from '../smtp/replies.js';
+import { buildDsn } from './dsn.js';
+import { spoolDsn } from './reports.js';
 
 /** An incomplete file this old is a writer that died: it is moved aside. */
 const STALE_INCOMPLETE_MS = 24 * 3600 * 1000;
@@ -64,10 +72,19 @@ export interface MaildropPickupOptions {
    * SMTP AUTH user. A file over a limit stays in the maildrop and is tried again later.
    */
   rates?: RateLimits;
+  /** The content filters ([[filters]]); those whose `listeners` name "sendmail" check every file. */
+  filters?: ContentFilters;
 }
 
-/** A file that may not go yet (a rate limit): it stays in the maildrop for a later scan. */
-class Deferral extends Error {}
+/** A file that may not go yet (a rate limit, a filter's 4xx): it stays in the maildrop for a later scan. */
+class Deferral extends Error {
+  /** The log line's text. */
+  readonly logText: string;
+  constructor(reason: string, logText: string) {
+    super(reason);
+    this.logText = logText;
+  }
+}
 
 /** A reason to refuse a file; it is moved to maildrop-refused/. */
 class Refusal extends Error {}
@@ -183,10 +200,7 @@ export class MaildropPickup {
           await this.#pick(name);
         } catch (err) {
           if (err instanceof Deferral)
-            this.#opts.log.warn(
-              { maildrop: name, reason: err.message },
-              'maildrop file deferred: rate limit reached',
-            );
+            this.#opts.log.warn({ maildrop: name, reason: err.message }, err.logText);
           else this.#opts.log.error({ err, maildrop: name }, 'maildrop file not picked up; will try again');
         }
       }
@@ -331,7 +345,50 @@ export class MaildropPickup {
         localUser: submitter,
         receivedAt: now,
       };
-      await writer.commit(envelope);
+      const plan = await filterBeforeCommit(
+        this.#opts.filters,
+        {
+          qid: writer.qid,
+          sender: senderText,
+          recipients,
+          helo: envelope.client.helo,
+          client: { ip: envelope.client.ip, port: envelope.client.port },
+          listener: 'sendmail',
+          // The kernel's word for the user, as the rate limits count it (login@origin).
+          authUser: ownAddress(config, user.login),
+          tls: undefined,
+        },
+        writer,
+        envelope,
+        log,
+      );
+      switch (plan.kind) {
+        case 'commit':
+          await writer.commit(plan.envelope, plan.prefix);
+          break;
+        case 'discard':
+          writer.abort();
+          return;
+        case 'refuse':
+          if (plan.reply.code < 500)
+            throw new Deferral(
+              `content filter: ${formatReply(plan.reply).trim()}`,
+              'maildrop file deferred: content filter',
+            );
+          await this.#bounce(
+            writer.qid,
+            writer.readBack !== undefined ? await writer.readBack() : Buffer.alloc(0),
+            envelope,
+            plan.reply,
+            name,
+          );
+          writer.abort();
+          return;
+        default: {
+          const never: never = plan;
+          throw new Error(`unhandled commit plan ${JSON.stringify(never)}`);
+        }
+      }
     } catch (err) {
       writer.abort();
       throw err;
@@ -351,6 +408,64 @@ export class MaildropPickup {
     );
   }
 
+  /**
+   * A content filter refused the message: a bounce (RFC 3464) to its sender, for every
+   * recipient, with the filter's reply as the diagnostic and the original's header section.
+   * From <> nothing goes back (RFC 5321 4.5.5); the refusal is logged. A bounce that cannot be
+   * stored throws, so the file stays for a later scan.
+   */
+  async #bounce(
+    qid: string,
+    stored: AsyncIterable<Buffer> | Buffer,
+    envelope: Envelope,
+    refusal: Reply,
+    name: string,
+  ): Promise<void> {
+    const { config, spool, log } = this.#opts;
+    const diagnostic = formatReply(refusal).trim();
+    if (envelope.sender === '') {
+      log.warn(
+        { qid, maildrop: name, reply: diagnostic },
+        'maildrop file refused by a content filter; from <>, so no bounce',
+      );
+      return;
+    }
+    const now = this.#now();
+    const recipients = envelope.recipients.map((r) => ({
+      address: r.address,
+      action: 'failed' as const,
+      status: refusal.enhanced ?? '5.7.1',
+      diagnostic: { type: 'smtp' as const, text: diagnostic },
+      lastAttempt: now,
+      tried: `a check by the content filter before the message was queued (it came by sendmail, maildrop file ${name})`,
+    }));
+    const dsn = await buildDsn({
+      reportingMta: config.hostname,
+      qid,
+      arrivalDate: envelope.receivedAt,
+      originalSender: envelope.sender,
+      recipients,
+      ret: 'HDRS',
+      originalMessage: stored,
+      now,
+      kind: 'failure',
+      messageIdDomain: config.hostname,
+    });
+    const ctx = {
+      spool,
+      log,
+      hostname: config.hostname,
+      now: this.#now,
+      ...(this.#opts.dkim !== undefined ? { dkim: this.#opts.dkim } : {}),
+    };
+    if ((await spoolDsn(ctx, qid, 'failure', dsn, recipients)) === 'error')
+      throw new Error('the bounce for a message a content filter refused could not be stored');
+    log.info(
+      { qid, maildrop: name, sender: envelope.sender, reply: diagnostic },
+      'maildrop file refused by a content filter; bounced to the sender',
+    );
+  }
+
   /** One rule, every path: the maildrop counts against [rate_limits] like SMTP. Throws Deferral. */
   async #checkRates(user: string, sender: string, recipients: number): Promise<void> {
     const rates = this.#opts.rates;
@@ -361,6 +476,7 @@ export class MaildropPickup {
     if (v.kind === 'refused')
       throw new Deferral(
         `rate_limits.${v.name} (${v.limit} per hour for ${v.subject}); tried again in about ${v.retryAfterSeconds} s`,
+        'maildrop file deferred: rate limit reached',
       );
   }
 

@@ -131,6 +131,22 @@ export async function spoolReport(
     log.error({ qid, err, kind }, 'report not built; will retry');
     return 'error';
   }
+  return spoolDsn(ctx, qid, kind, dsn, recipients);
+}
+
+/**
+ * Spools a built report from <> (signed as Sterna's own mail when [dkim] says so): 'sent', or
+ * 'error' (logged) when it could not be stored. Also used for the bounce of a maildrop file
+ * that a content filter refused (maildrop-pickup.ts).
+ */
+export async function spoolDsn(
+  ctx: ReportContext,
+  qid: string,
+  kind: ReportKind,
+  dsn: DsnMessage,
+  recipients: readonly DsnRecipient[],
+): Promise<'sent' | 'error'> {
+  const { log, spool, hostname } = ctx;
   const spooled = spool.begin();
   const writer = ctx.dkim?.wrap(spooled, 'own-mail', log) ?? spooled;
   try {

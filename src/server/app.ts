@@ -383,7 +383,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   // committed before this are found in the spool listing.
   manager.start();
   // Mail that `sterna sendmail` left in the maildrop, now and while we run.
-  const pickup = MaildropPickup.start({ config, spool, log, dkim, rates }, maildropDirs);
+  const pickup = MaildropPickup.start({ config, spool, log, dkim, rates, filters }, maildropDirs);
   /** What runs by now, to stop (in this order) if a later part cannot start. */
   const stopStarted = [
     () => pickup.close(),
@@ -397,7 +397,7 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     () => tls.close(),
   ];
   // Applications POST messages here (docs/http-api.md); queued like submission.
-  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates }).catch(
+  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates, filters }).catch(
     async (err: unknown) => {
       await unwind(stopStarted);
       throw err;

@@ -23,14 +23,26 @@ export const GTUBE_ADD_HEADER = `Y${GTUBE.slice(1)}`;
 /** What the private rspamd says with its "soft reject" (a Subject starting "please defer"). */
 export const RSPAMD_SOFT_MESSAGE = 'Try again later, said rspamd';
 
-export async function startRspamd(): Promise<Daemon> {
+/**
+ * spamStatus: rspamd's milter_headers module adds `X-Spam-Status: No, score=…` to every message,
+ * local and authenticated senders' too (its defaults skip those), so a clean message carries the
+ * filter's field.
+ */
+export async function startRspamd(opts: { spamStatus?: boolean } = {}): Promise<Daemon> {
   const dir = await mkdtemp(path.join(tmpdir(), 'sterna-rspamd-'));
   for (const sub of ['db', 'run', 'log', 'local']) await mkdir(path.join(dir, sub));
   const port = await freePort();
   await writeFile(path.join(dir, 'tld.dat'), 'com\nnet\norg\nexample\ntest\n');
+  if (opts.spamStatus === true) {
+    await mkdir(path.join(dir, 'local', 'local.d'), { recursive: true });
+    await writeFile(
+      path.join(dir, 'local', 'local.d', 'milter_headers.conf'),
+      'use = ["x-spam-status"];\nskip_local = false;\nskip_authenticated = false;\n',
+    );
+  }
   // Two rules of our own, so that the tests can ask for the actions "soft reject" and
   // "greylist" by the Subject (multimap sets a symbol, force_actions turns it into the action).
-  await mkdir(path.join(dir, 'local', 'local.d'));
+  await mkdir(path.join(dir, 'local', 'local.d'), { recursive: true });
   await writeFile(path.join(dir, 'soft.map'), '/^please defer/\n');
   await writeFile(path.join(dir, 'grey.map'), '/^please greylist/\n');
   await writeFile(
