@@ -40,8 +40,10 @@ export interface SternaOptions {
   fdLimit?: number;
   /** Extra `transport` entries, inline TOML (e.g. `"sink.test" = { relay = "[127.0.0.2]:2525" }`). */
   transportEntries?: string;
-  /** TOML appended to the config (whole sections, e.g. `[relay]`). */
+  /** TOML appended to the config (whole sections, e.g. `[relay]`; not `[mailauth]`). */
   extraConfig?: string;
+  /** `[mailauth] listeners`: the listeners whose mail is checked; none by default (see below). */
+  mailauthListeners?: readonly string[];
 }
 
 export interface SternaInstance {
@@ -91,7 +93,7 @@ format = "json"
 # SPF, DKIM, DMARC and ARC checks (on for smtp by default) ask DNS for every message; Postfix
 # does none of that by default, so they are off for a like-for-like comparison.
 [mailauth]
-listeners = []
+listeners = ${JSON.stringify(options.mailauthListeners ?? [])}
 ${options.extraConfig ?? ''}`;
 }
 
