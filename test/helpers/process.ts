@@ -53,7 +53,7 @@ export interface ServeDir {
 /**
  * A temporary directory (name starting with `prefix`) with a config for `sterna serve`: one smtp
  * listener on a free 127.0.0.1 port, `domain` delivered locally, mail authentication off (no DNS
- * is asked), JSON log at info; and the
+ * is asked), JSON log at info, one process unless `workers` says otherwise; and the
  * `mailboxes` (full addresses) as users.
  */
 export async function prepareServeDir(opts: {
@@ -61,6 +61,8 @@ export async function prepareServeDir(opts: {
   hostname: string;
   domain: string;
   mailboxes: readonly string[];
+  /** [server] workers; default 1 (one process, as most tests need). */
+  workers?: number;
 }): Promise<ServeDir> {
   const dir = await mkdtemp(path.join(tmpdir(), opts.prefix));
   const dataDir = path.join(dir, 'data');
@@ -71,6 +73,8 @@ export async function prepareServeDir(opts: {
     `hostname = "${opts.hostname}"
 data_dir = "${dataDir}"
 local_domains = ["${opts.domain}"]
+[server]
+workers = ${opts.workers ?? 1}
 [listen]
 smtp = ["127.0.0.1:${port}"]
 submission = []
