@@ -108,6 +108,11 @@ export interface SternaProcessOptions {
   stderrFile: string;
   /** How long to wait for the greeting. Default 10 s. */
   readyTimeoutMs?: number;
+  /**
+   * Run it in a process group of its own and signal the whole group (a primary and its workers,
+   * docs/workers.md), as an init system or `kill -9 -- -PGID` does. Default false.
+   */
+  group?: boolean;
 }
 
 export interface SternaProcess {
@@ -118,7 +123,7 @@ export interface SternaProcess {
   readonly exited: Promise<ProcessExit>;
   /** The exit, once it happened; undefined while the child runs. */
   readonly exit: ProcessExit | undefined;
-  /** Sends a signal; does nothing if the child has already exited. */
+  /** Sends a signal (to its group with `group`); does nothing if nothing is left to signal. */
   kill(signal: NodeJS.Signals): void;
   /** SIGTERM, then waits up to timeoutMs for a clean exit, then SIGKILL. */
   stop(timeoutMs?: number): Promise<ProcessExit>;
@@ -182,6 +187,7 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
   try {
     child = spawn(process.execPath, [cli, 'serve', '--config', opts.configFile], {
       stdio: ['ignore', out.fd, err.fd],
+      detached: opts.group === true,
     });
   } finally {
     // The child holds its own copies of the descriptors.
@@ -208,7 +214,16 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
       return exitInfo;
     },
     kill(signal) {
-      if (exitInfo === undefined) child.kill(signal);
+      if (opts.group !== true) {
+        if (exitInfo === undefined) child.kill(signal);
+        return;
+      }
+      // The whole group, even once the leader is gone (its workers may outlive it for a moment).
+      try {
+        process.kill(-pid, signal);
+      } catch {
+        // ESRCH: nobody is left in the group.
+      }
     },
     async stop(timeoutMs = 10_000) {
       handle.kill('SIGTERM');
