@@ -98,6 +98,9 @@ test(
         stderrFile: path.join(serve.dir, `sterna-${n}.err`),
         readyTimeoutMs: READY_TIMEOUT_MS,
         group: true,
+        // The primary hands connections out in turn, so both workers surely get some (the
+        // default, the kernel's choice, may favour one: docs/workers.md).
+        env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
       });
     server = await start(0);
     const p = server;

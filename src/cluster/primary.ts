@@ -95,6 +95,9 @@ export class Primary {
       log.flush();
       return 1;
     }
+    // The kernel spreads connections (docs/workers.md, "Scheduling connections"): measured faster
+    // than the primary accepting each one; NODE_CLUSTER_SCHED_POLICY still overrides it.
+    if (process.env['NODE_CLUSTER_SCHED_POLICY'] === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
     const finished = new Promise<number>((resolve) => {
       this.#done = resolve;
     });

@@ -113,6 +113,8 @@ export interface SternaProcessOptions {
    * docs/workers.md), as an init system or `kill -9 -- -PGID` does. Default false.
    */
   group?: boolean;
+  /** Extra environment variables for the child. */
+  env?: Record<string, string>;
 }
 
 export interface SternaProcess {
@@ -188,6 +190,7 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
     child = spawn(process.execPath, [cli, 'serve', '--config', opts.configFile], {
       stdio: ['ignore', out.fd, err.fd],
       detached: opts.group === true,
+      ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
     });
   } finally {
     // The child holds its own copies of the descriptors.
