@@ -1,11 +1,16 @@
 /**
- * Wiring only: start Sterna from a validated config, print what it listens on, handle
- * signals (SIGHUP reload, SIGTERM/SIGINT clean shutdown), resolve with the exit code.
+ * Wiring only: start Sterna from a validated config (one process, or a primary and its workers:
+ * src/cluster/), print what it listens on, handle signals (SIGHUP reload, SIGTERM/SIGINT clean
+ * shutdown), resolve with the exit code.
  */
-import { ConfigError, loadConfig } from './config/load.js';
-import { classifyChanges } from './config/reload.js';
+import cluster from 'node:cluster';
+import { workerCount } from './cluster/count.js';
+import { Primary } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
+import { reloadConfig } from './config/reload-file.js';
 import type { Config } from './config/schema.js';
-import { createLogger, type Logger } from './observability/log.js';
+import { createLogger } from './observability/log.js';
+import { announceListeners } from './server/announce.js';
 import { startSterna } from './server/app.js';
 
 /**
@@ -13,7 +18,11 @@ import { startSterna } from './server/app.js';
  * embedded defaults), read again on SIGHUP.
  */
 export async function serve(config: Config, file?: string): Promise<number> {
+  // [server] workers (docs/workers.md): a primary and its workers; 1 runs as one process.
+  if (cluster.isWorker) return runWorker(config, file);
+  const workers = workerCount(config);
   const log = createLogger({ level: config.log.level, format: config.log.format });
+  if (workers > 1) return new Primary(config, file, workers, log).run();
   let running;
   try {
     running = await startSterna(config, log);
@@ -22,15 +31,7 @@ export async function serve(config: Config, file?: string): Promise<number> {
     log.flush();
     return 1;
   }
-  for (const a of running.addresses)
-    log.info({ listener: a.listener, address: a.address, port: a.port }, 'listening');
-  const smtp = running.addresses.find((a) => a.listener === 'smtp');
-  if (smtp !== undefined) {
-    const host = smtp.address.includes(':') ? `[${smtp.address}]` : smtp.address;
-    log.info(
-      `try it: swaks --server ${host}:${smtp.port} --to postmaster@${config.hostname} --from you@example.org`,
-    );
-  }
+  announceListeners(log, config.hostname, running.addresses);
   /** The configuration as last read successfully (SIGHUP). */
   let current = config;
   return new Promise<number>((resolve) => {
@@ -69,33 +70,4 @@ export async function serve(config: Config, file?: string): Promise<number> {
       });
     });
   });
-}
-
-/**
- * The configuration file read again (SIGHUP), compared with the one the server started with:
- * the keys that apply at once are applied (the log level here, the aliases by the server's
- * reload), and every other changed key is named in the log as needing a restart. A file that
- * does not load changes nothing: undefined.
- */
-async function reloadConfig(
-  started: Config,
-  current: Config,
-  file: string | undefined,
-  log: Logger,
-): Promise<Config | undefined> {
-  let next: Config;
-  try {
-    next = await loadConfig(file);
-  } catch (err) {
-    const problems = err instanceof ConfigError ? err.problems.map((p) => p.message) : [String(err)];
-    log.error({ problems }, 'SIGHUP: the configuration does not load; keeping the running one');
-    return undefined;
-  }
-  const { applied } = classifyChanges(current, next);
-  const { needRestart } = classifyChanges(started, next);
-  log.level = next.log.level;
-  if (applied.length > 0) log.info({ keys: applied }, 'SIGHUP: configuration keys applied');
-  if (needRestart.length > 0)
-    log.warn({ keys: needRestart }, 'SIGHUP: these keys changed and take effect only after a restart');
-  return next;
 }

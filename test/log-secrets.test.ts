@@ -25,7 +25,7 @@ test('no password or SASL payload appears in the log, for good and bad attempts,
   await writeFile(
     configFile,
     `hostname = "mx.sterna.test"\ndata_dir = "${dataDir}"\nlocal_domains = ["sterna.test"]\n` +
-      `[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = ["127.0.0.1:${submission}"]\nsubmissions = []\n` +
+      `[server]\nworkers = 1\n[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = ["127.0.0.1:${submission}"]\nsubmissions = []\n` +
       `[auth]\nfailure_delay_ms = 1\n[log]\nlevel = "debug"\nformat = "json"\n`,
   );
   await addUser(path.join(dataDir, 'users.json'), 'kim@sterna.test', GOOD);

@@ -70,6 +70,8 @@ test(
       `hostname = "mx.sterna.test"
 data_dir = "${path.join(dir, 'data')}"
 local_domains = ["sterna.test"]
+[server]
+workers = 1
 [listen]
 smtp = ["127.0.0.1:${port}"]
 submission = []

@@ -42,7 +42,7 @@ test('SIGHUP reloads the certificate: new connections get the new one, an open s
   await writeFile(
     configFile,
     `hostname = "mx.sterna.test"\ndata_dir = "${path.join(dir, 'data')}"\n` +
-      `[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = ["127.0.0.1:${submissions}"]\n` +
+      `[server]\nworkers = 1\n[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = ["127.0.0.1:${submissions}"]\n` +
       `[tls]\ncert_file = "${certFile}"\nkey_file = "${keyFile}"\n[log]\nlevel = "info"\nformat = "json"\n`,
   );
   const server = await startSternaProcess({
@@ -88,7 +88,7 @@ test('SIGHUP re-reads the configuration: the log level and aliases apply at once
   const configFile = path.join(dir, 'sterna.toml');
   const base =
     `hostname = "mx.sterna.test"\ndata_dir = "${path.join(dir, 'data')}"\nlocal_domains = ["sterna.test"]\n` +
-    `[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = []\n`;
+    `[server]\nworkers = 1\n[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = []\n`;
   await writeFile(configFile, `${base}[log]\nlevel = "info"\nformat = "json"\n`);
   const out = path.join(dir, 'out.log');
   const server = await startSternaProcess({

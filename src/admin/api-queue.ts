@@ -1,7 +1,7 @@
 /**
  * The queue part of the admin API (docs/operations.md): a filtered, paged list, one message,
  * and the operations hold, release, flush, delete and bounce. Every operation runs through
- * server/control.ts runQueueOp, the function behind `sterna queue` and its control socket, so
+ * server/control.ts runQueueOp (through AdminServices.queueOps: every worker's spools), the function behind `sterna queue` and its control socket, so
  * both ways behave the same; the list pages on the server (queue/queue-view.ts).
  * Trust: requests come from the token's holder; queue ids are checked against their format and
  * looked up, never used as paths.
@@ -10,7 +10,8 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { SpoolError } from '../queue/spool.js';
 import { isQueueId } from '../queue/ids.js';
 import { MESSAGE_STATES, type MessageState, type QueueFilter } from '../queue/queue-view.js';
-import { runQueueOp, type ControlRequest } from '../server/control.js';
+import { resultOf } from '../cluster/queue-merge.js';
+import type { ControlRequest } from '../server/control.js';
 import { sendError } from './listener.js';
 import type { AdminServices } from './services.js';
 
@@ -67,7 +68,7 @@ export function queueRoutes(app: FastifyInstance, s: AdminServices): void {
     if (req.qid !== undefined && !isQueueId(req.qid))
       return sendError(reply, 404, 'not_found', `no message ${req.qid} in the queue (not a queue id)`);
     try {
-      return await reply.send(await runQueueOp(s.manager, req));
+      return await reply.send(resultOf(await s.queueOps(req)));
     } catch (err) {
       if (err instanceof SpoolError && err.code === 'NOT_FOUND')
         return sendError(reply, 404, 'not_found', `no message ${req.qid ?? ''} in the queue`);

@@ -7,7 +7,7 @@
 import type { FastifyInstance } from 'fastify';
 import { isQueueId } from '../queue/ids.js';
 import { SpoolError } from '../queue/spool.js';
-import { runQueueOp } from '../server/control.js';
+import { resultOf } from '../cluster/queue-merge.js';
 import { sendError } from './listener.js';
 import type { AdminServices } from './services.js';
 
@@ -49,7 +49,7 @@ export function recentRoutes(app: FastifyInstance, s: AdminServices): void {
       const events = s.events.recent.query({ qid, limit: STORY_EVENTS }).events.reverse();
       let queued: unknown = null;
       try {
-        queued = await runQueueOp(s.manager, { op: 'show', qid });
+        queued = resultOf(await s.queueOps({ op: 'show', qid }));
       } catch (err) {
         if (!(err instanceof SpoolError && err.code === 'NOT_FOUND')) throw err;
       }

@@ -16,7 +16,7 @@ export function healthRoutes(app: FastifyInstance, s: AdminServices): void {
     return reply.code(state.ready ? 200 : 503).send(state);
   });
   app.get('/metrics', async (_request, reply) => {
-    const text = await s.events.metrics.render();
+    const text = await (s.metricsText?.() ?? s.events.metrics.render());
     return reply.header('content-type', s.events.metrics.contentType).send(text);
   });
 }

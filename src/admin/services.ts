@@ -8,6 +8,7 @@ import type { Logger } from '../observability/log.js';
 import type { MailEvents } from '../observability/mail-events.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
+import type { QueueOps } from '../cluster/queue-merge.js';
 import type { Lifecycle } from './health.js';
 
 export interface AdminServices {
@@ -18,4 +19,8 @@ export interface AdminServices {
   manager: QueueManager;
   spool: Spool;
   users: UserStore;
+  /** Queue operations on every spool (every worker's, with workers; cluster/queue-merge.ts). */
+  queueOps: QueueOps;
+  /** /metrics for every worker, aggregated (cluster/primary.ts); absent: this process's. */
+  metricsText?: () => Promise<string>;
 }

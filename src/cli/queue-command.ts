@@ -9,6 +9,14 @@
  * Trust: run by the operator; arguments are checked anyway. Headers printed by `show` are
  * the message's own bytes (untrusted); they are written out as they are.
  */
+import {
+  mergeQueueOutcomes,
+  outcomeOf,
+  perSpoolRequest,
+  resultOf,
+  type QueueOutcome,
+} from '../cluster/queue-merge.js';
+import { workerSpoolDirs } from '../cluster/spool-dirs.js';
 import { connect } from 'node:net';
 import { parseArgs } from 'node:util';
 import type { Config } from '../config/schema.js';
@@ -337,10 +345,33 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
       await store.close();
     }
   }
+  // Every worker's spool (docs/workers.md), merged as a running primary merges them.
+  const [first, ...more] = await workerSpoolDirs(config.spool.dir, 0, 1);
+  if (first === undefined || more.length === 0) return runDirectOn(config.spool.dir, req, io, socket);
+  const each = perSpoolRequest(req);
+  const outcomes: QueueOutcome[] = [];
+  for (const dir of [first, ...more])
+    outcomes.push(await outcomeOf(() => runDirectOn(dir, each, io, socket)));
+  if (outcomes.some((o) => o.ok && o.result === NOT_RUNNING)) {
+    if (req.qid === undefined) return NOT_RUNNING;
+    const found = outcomes.find((o) => o.ok);
+    return found === undefined ? resultOf(mergeQueueOutcomes(req, outcomes)) : NOT_RUNNING;
+  }
+  return resultOf(mergeQueueOutcomes(req, outcomes));
+}
+
+/** Performs req on one spool directory of a stopped server. */
+async function runDirectOn(
+  dir: string,
+  req: ControlRequest,
+  io: QueueCommandIo,
+  socket: string,
+): Promise<unknown> {
+  const { config } = io;
   let spool: Spool;
   try {
     ({ spool } = await Spool.open({
-      dir: config.spool.dir,
+      dir,
       segmentBytes: config.spool.segment_bytes,
       fsync: config.spool.fsync,
     }));
@@ -351,7 +382,7 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
   }
   try {
     const live = new Set(spool.list().map((m) => m.qid));
-    const held = await HeldSet.load(config.spool.dir, {
+    const held = await HeldSet.load(dir, {
       fsync: config.spool.fsync,
       live: (q) => live.has(q),
     });
@@ -392,6 +423,8 @@ async function runDirect(req: ControlRequest, io: QueueCommandIo, socket: string
         return await bounceMessage(ctx, qid);
       case 'dmarc-report':
         throw new CommandError('the DMARC reports are sent by the running server; start it first');
+      case 'limits':
+        throw new Error('limits are read from the state store, not a spool'); // runDirect answers them
       default: {
         const never: never = req.op;
         throw new Error(`unhandled op ${String(never)}`);

@@ -47,6 +47,8 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     aliases: {},
     aliases_file: '',
     transport: {},
+    // [server] workers absent: the number of cores (cluster/count.ts).
+    server: {},
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
     tls: { cert_file: '', key_file: '', min_version: 'TLSv1.2' },
     limits: {

@@ -730,6 +730,17 @@ export const adminSchema = z
     });
   })
   .default({ listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 });
+/**
+ * [server]: the process model (src/cluster/, docs/workers.md). `workers` event loops share the
+ * listeners, each with its own spool; absent: the machine's cores (os.availableParallelism()).
+ */
+export const serverSchema = z
+  .strictObject({
+    /** Worker processes; 1: one process, no cluster (as before). Absent: the number of cores. */
+    workers: z.number().int().min(1).max(256).optional(),
+  })
+  .default({});
+
 /** [state]: where counters and greylisting live (src/state/): in process, or Redis shared by several nodes. */
 export const stateSchema = z
   .strictObject({
@@ -976,6 +987,7 @@ export const configSchema = z.strictObject({
       z.union([namedTransport, relayTransportSchema]),
     )
     .default({}),
+  server: serverSchema,
   listen: listenSchema,
   tls: tlsSchema,
   limits: limitsSchema,

@@ -22,20 +22,31 @@ export interface DmarcReporting {
   close(): Promise<void>;
 }
 
-/** The directory of the evaluations: `<data_dir>/dmarc`. */
-export function dmarcReportDir(config: Config): string {
-  return path.join(config.data_dir, 'dmarc');
+/**
+ * The directory of the evaluations: `<data_dir>/dmarc`, or `<data_dir>/dmarc.<k>` for worker k > 0
+ * ([server] workers, docs/workers.md): each worker records and reports the mail it received.
+ */
+export function dmarcReportDir(config: Config, worker = 0): string {
+  return path.join(config.data_dir, worker === 0 ? 'dmarc' : `dmarc.${worker}`);
 }
 
 export async function startDmarcReporting(
   config: Config,
-  deps: { spool: Spool; dkim: DkimSigning; dns: DnsResolver; log: Logger; now?: () => number },
+  deps: {
+    spool: Spool;
+    dkim: DkimSigning;
+    dns: DnsResolver;
+    log: Logger;
+    now?: () => number;
+    /** The worker's index ([server] workers); 0 or absent: the only process or worker 0. */
+    worker?: number;
+  },
 ): Promise<DmarcReporting | null> {
   const c = config.dmarc_reports;
   if (!c.enabled) return null;
   const now = deps.now ?? Date.now;
   const store = await DmarcReportStore.open({
-    dir: dmarcReportDir(config),
+    dir: dmarcReportDir(config, deps.worker),
     flushMs: c.flush_ms,
     log: deps.log,
     now,
@@ -53,7 +64,7 @@ export async function startDmarcReporting(
     now,
   });
   reporter.start();
-  deps.log.info({ dir: dmarcReportDir(config), hour: c.hour }, 'DMARC aggregate reports on');
+  deps.log.info({ dir: dmarcReportDir(config, deps.worker), hour: c.hour }, 'DMARC aggregate reports on');
   return {
     record: (e) => store.add(e),
     runNow: () => reporter.runNow(),

@@ -291,6 +291,8 @@ export class SternaMetrics {
       name: 'sterna_tls_certificate_expiry_timestamp_seconds',
       help: 'When the certificate of the SMTP listeners (the leaf of [tls] cert_file) expires, in seconds since the epoch.',
       registers,
+      // With workers (docs/workers.md) each reports the same certificate: one value, not a sum.
+      aggregator: 'first',
       collect: () => {
         const ms = this.#certExpiry?.() ?? null;
         if (ms !== null) expiry.set(ms / 1000);
@@ -300,6 +302,8 @@ export class SternaMetrics {
       name: 'sterna_queue_oldest_message_age_seconds',
       help: 'Age of the oldest message in the queue (0 when it is empty).',
       registers,
+      // With workers, the oldest of every worker's spool (the queue gauge above is their sum).
+      aggregator: 'max',
       collect: () => {
         oldest.set(snap?.oldestAgeSeconds ?? 0);
       },

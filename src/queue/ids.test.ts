@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isQueueId, newQueueId, noteQueueId, QUEUE_ID_LENGTH, queueIdTime } from './ids.js';
+import {
+  isQueueId,
+  newQueueId,
+  noteQueueId,
+  partitionQueueIds,
+  QUEUE_ID_LENGTH,
+  queueIdPartition,
+  queueIdTime,
+} from './ids.js';
 
 test('queue ids are 16 file-name-safe characters: digits and uppercase letters only', () => {
   const id = newQueueId(1_700_000_000_000);
@@ -44,4 +52,24 @@ test('isQueueId refuses other strings', () => {
   assert.equal(isQueueId('1M8MEZVM400391EI'), false);
   assert.equal(isQueueId('../../etc/passwd'), false);
   assert.equal(isQueueId('1M8MEZVM400391EM'), true);
+});
+
+test('workers draw from disjoint ranges: worker i of n makes only ids of range i', () => {
+  try {
+    for (const [index, count] of [
+      [0, 2],
+      [1, 2],
+      [2, 3],
+      [6, 7],
+    ] as const) {
+      partitionQueueIds(index, count);
+      for (let i = 0; i < 2000; i++) {
+        const id = newQueueId(3_000_000_000_000 + i);
+        assert.equal(queueIdPartition(id, count), index, id);
+      }
+    }
+    assert.throws(() => partitionQueueIds(2, 2), RangeError);
+  } finally {
+    partitionQueueIds(0, 1);
+  }
 });

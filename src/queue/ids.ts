@@ -6,7 +6,9 @@
  * so ids are safe in file names, case-insensitive systems and log greps:
  *
  *   TTTTTTTTT CCC RRRR
- *   │         │   └ 20 random bits: ids stay unique when the clock goes back across a restart
+ *   │         │   └ 20 random bits: ids stay unique when the clock goes back across a restart;
+ *   │         │     with several workers (src/cluster/), worker i of n draws them from the i-th
+ *   │         │     of n equal ranges, so two workers never make the same id
  *   │         └ 15-bit counter within one millisecond (monotonic inside this process)
  *   └ milliseconds since the epoch (45 bits, good until the year 3084)
  *
@@ -43,6 +45,29 @@ function decode(text: string): number {
 
 let lastMs = 0;
 let counter = 0;
+/** This process's range of the random field: [randomBase, randomBase + randomSpan). */
+let randomBase = 0;
+let randomSpan = RANDOM_LIMIT;
+
+/**
+ * Worker `index` of `count` (src/cluster/): from now on this process draws the random field of
+ * its ids from the index-th of count equal ranges. Ids are unique inside one process (time and
+ * counter are monotonic), so disjoint ranges make them unique across the workers too.
+ */
+export function partitionQueueIds(index: number, count: number): void {
+  if (!Number.isInteger(count) || count < 1 || count > RANDOM_LIMIT)
+    throw new RangeError(`bad worker count ${count}`);
+  if (!Number.isInteger(index) || index < 0 || index >= count)
+    throw new RangeError(`bad worker index ${index}`);
+  randomSpan = Math.floor(RANDOM_LIMIT / count);
+  randomBase = index * randomSpan;
+}
+
+/** The worker whose range holds this id's random field, for `count` workers (tests and logs). */
+export function queueIdPartition(qid: string, count: number): number {
+  const random = decode(qid.slice(TIME_CHARS + COUNTER_CHARS));
+  return Math.min(count - 1, Math.floor(random / Math.floor(RANDOM_LIMIT / count)));
+}
 
 /**
  * A new queue id for a message arriving at `now` (ms since the epoch). Strictly greater, as a
@@ -58,7 +83,11 @@ export function newQueueId(now: number): string {
     lastMs += 1;
     counter = 0;
   }
-  return encode(lastMs, TIME_CHARS) + encode(counter, COUNTER_CHARS) + encode(randomInt(RANDOM_LIMIT), 4);
+  return (
+    encode(lastMs, TIME_CHARS) +
+    encode(counter, COUNTER_CHARS) +
+    encode(randomBase + randomInt(randomSpan), RANDOM_CHARS)
+  );
 }
 
 /**

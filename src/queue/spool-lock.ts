@@ -4,19 +4,34 @@
  * taken over. If the pid was reused by an unrelated process, remove LOCK by hand.
  * Trust level: internal; reads a file under the spool directory.
  */
+import { readFileSync } from 'node:fs';
 import { open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SpoolError, toSpoolError } from './spool-errors.js';
 
 export const LOCK_FILE = 'LOCK';
 
+/**
+ * Is `pid` a live process? A zombie (dead, not yet reaped: a worker whose whole process tree was
+ * SIGKILLed, docs/workers.md) is not: on Linux its /proc/PID/stat state is "Z".
+ */
 function processRuns(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+    return !isZombie(pid);
   } catch (err) {
     // EPERM: it exists but belongs to another user.
     return typeof err === 'object' && err !== null && 'code' in err && err.code === 'EPERM';
+  }
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so read after the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return false; // no /proc (not Linux), or gone meanwhile: kill(pid, 0) said enough
   }
 }
 

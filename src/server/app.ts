@@ -68,6 +68,8 @@ import type {
   RecipientVerdict,
   SessionHooks,
 } from '../smtp/session.js';
+import { workerSpoolDirs } from '../cluster/spool-dirs.js';
+import { localQueueOps, type QueueOps } from '../cluster/queue-merge.js';
 import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
@@ -79,6 +81,10 @@ export interface RunningSterna {
   users: UserStore;
   tls: TlsContextProvider;
   recovery: RecoveryReport;
+  /** A queue operation on this process's spools, merged (the control socket, a cluster's primary). */
+  queueOps: QueueOps;
+  /** This process's metrics as prom-client JSON (a cluster's primary aggregates them). */
+  metricsJson(): Promise<unknown>;
   /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
   httpApi: HttpApi['addresses'];
   /** The admin listener's bound addresses ([admin] listen; none by default). */
@@ -99,7 +105,24 @@ export interface RunningSterna {
   close(): Promise<void>;
 }
 
-export async function startSterna(config: Config, log: Logger): Promise<RunningSterna> {
+/**
+ * How this process runs as worker `index` of `count` (src/cluster/worker.ts); absent: one
+ * process, as before. A worker opens its own spool (cluster/spool-dirs.ts), uses the state
+ * store the primary shares, runs no control socket (the primary's serves every worker), and
+ * answers the admin API's queue operations and /metrics for every worker through the primary.
+ */
+export interface WorkerRole {
+  index: number;
+  count: number;
+  /** The state store shared through the primary; null: open [state] here (Redis). */
+  state: StateStore | null;
+  /** A queue operation on every worker's spools, merged (the admin API). */
+  clusterQueue: QueueOps;
+  /** /metrics of every worker, aggregated. */
+  clusterMetrics: () => Promise<string>;
+}
+
+export async function startSterna(config: Config, log: Logger, role?: WorkerRole): Promise<RunningSterna> {
   // Metrics and recent events ([admin]); kept whether or not the admin listener runs.
   const events = new MailEvents(
     new SternaMetrics({ topDomains: config.admin.metrics_top_domains }),
@@ -185,22 +208,25 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
   const auth = await buildAuth(config, users, localDomains, log);
 
-  const { spool, report } = await Spool.open({
-    dir: config.spool.dir,
-    segmentBytes: config.spool.segment_bytes,
-    fsync: config.spool.fsync,
-    logger: log,
-    onSync: (seconds) => events.metrics.spoolSynced(seconds),
-  });
-  log.info({ ...report, spool: config.spool.dir }, 'spool opened');
-  const live = new Set(spool.list().map((m) => m.qid));
-  const held = await HeldSet.load(config.spool.dir, {
-    fsync: config.spool.fsync,
-    live: (qid) => live.has(qid),
-  }).catch(async (err: unknown) => {
-    await spool.close();
-    throw err;
-  });
+  // This process's spool first, then any spool an earlier run with more workers left, which
+  // this process drains (cluster/spool-dirs.ts).
+  const spoolDirs = await workerSpoolDirs(config.spool.dir, role?.index ?? 0, role?.count ?? 1);
+  const spools: OpenedSpool[] = [];
+  for (const dir of spoolDirs) {
+    const opened = await openSpool(config, dir, log, events).catch(async (err: unknown) => {
+      for (const o of spools) await o.spool.close();
+      throw err;
+    });
+    spools.push(opened);
+  }
+  const [own, ...adopted] = spools;
+  if (own === undefined) throw new Error('no spool directory');
+  const { spool, held, report } = own;
+  for (const o of adopted)
+    log.warn(
+      { spool: o.dir, messages: o.spool.size },
+      'draining a spool an earlier run with more workers left',
+    );
 
   const router = new Router({
     localDomains,
@@ -221,12 +247,16 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     { now: Date.now },
   );
   // DMARC aggregate reports ([dmarc_reports], docs/mail-auth.md): evaluations recorded, sent daily.
-  const dmarcReports = await startDmarcReporting(config, { spool, dkim, dns, log }).catch(
-    async (err: unknown) => {
-      await spool.close();
-      throw err;
-    },
-  );
+  const dmarcReports = await startDmarcReporting(config, {
+    spool,
+    dkim,
+    dns,
+    log,
+    worker: role?.index ?? 0,
+  }).catch(async (err: unknown) => {
+    for (const o of spools) await o.spool.close();
+    throw err;
+  });
   const mailauth = new MailAuth({
     authservId: config.mailauth.authserv_id || config.hostname,
     listeners: config.mailauth.listeners,
@@ -247,75 +277,84 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   });
   const filters = buildContentFilters(config.filters, config.hostname);
   filters.onVerdict = (filter, verdict) => events.metrics.filterVerdict(filter, verdict);
-  const manager = new QueueManager({
-    spool,
-    held,
-    router,
-    log,
-    hostname: config.hostname,
-    maildirRoot: config.local_delivery.maildir_root,
-    maildirOwnership: maildirOwnership(config.local_delivery),
-    maxActive: config.spool.max_active_messages,
-    localConcurrency: config.local_delivery.concurrency,
-    retryMs: config.local_delivery.retry_ms,
-    dkim,
-    events,
-    forwarding,
-    outbound: {
-      onTransactionTls: (version) => events.metrics.tlsOutbound(version),
-      dns,
-      port: config.outbound.port,
-      tls: config.outbound.tls,
-      tlsPolicies: new Map(Object.entries(config.outbound.tls_policy)),
-      ...(config.outbound.tls_ca_file !== undefined
-        ? { tlsOptions: { ca: readFileSync(config.outbound.tls_ca_file, 'utf8') } }
-        : {}),
-      connectionReuseLimit: config.outbound.connection_reuse_limit,
-      connectionIdleMs: config.outbound.connection_idle_ms,
-      recipientsPerTransaction: config.outbound.recipients_per_transaction,
-      timeouts: {
-        connectMs: config.outbound.connect_timeout_ms,
-        greetingMs: config.outbound.greeting_timeout_ms,
-        commandMs: config.outbound.command_timeout_ms,
-        dataInitMs: config.outbound.data_init_timeout_ms,
-        dataBlockMs: config.outbound.data_block_timeout_ms,
-        dataEndMs: config.outbound.data_end_timeout_ms,
+  const newManager = (spool: Spool, held: HeldSet): QueueManager =>
+    new QueueManager({
+      spool,
+      held,
+      router,
+      log,
+      hostname: config.hostname,
+      maildirRoot: config.local_delivery.maildir_root,
+      maildirOwnership: maildirOwnership(config.local_delivery),
+      maxActive: config.spool.max_active_messages,
+      localConcurrency: config.local_delivery.concurrency,
+      retryMs: config.local_delivery.retry_ms,
+      dkim,
+      events,
+      forwarding,
+      outbound: {
+        onTransactionTls: (version) => events.metrics.tlsOutbound(version),
+        dns,
+        port: config.outbound.port,
+        tls: config.outbound.tls,
+        tlsPolicies: new Map(Object.entries(config.outbound.tls_policy)),
+        ...(config.outbound.tls_ca_file !== undefined
+          ? { tlsOptions: { ca: readFileSync(config.outbound.tls_ca_file, 'utf8') } }
+          : {}),
+        connectionReuseLimit: config.outbound.connection_reuse_limit,
+        connectionIdleMs: config.outbound.connection_idle_ms,
+        recipientsPerTransaction: config.outbound.recipients_per_transaction,
+        timeouts: {
+          connectMs: config.outbound.connect_timeout_ms,
+          greetingMs: config.outbound.greeting_timeout_ms,
+          commandMs: config.outbound.command_timeout_ms,
+          dataInitMs: config.outbound.data_init_timeout_ms,
+          dataBlockMs: config.outbound.data_block_timeout_ms,
+          dataEndMs: config.outbound.data_end_timeout_ms,
+        },
+        concurrencyTotal: config.outbound.concurrency_total,
+        concurrencyPerDestination: config.outbound.concurrency_per_destination,
+        retry: {
+          firstRetryMs: config.queue.first_retry_ms,
+          maxBackoffMs: config.queue.max_backoff_ms,
+          maxLifetimeMs: config.queue.max_lifetime_ms,
+          jitter: config.queue.jitter,
+          delayWarningMs: config.queue.delay_warning_ms,
+        },
+        // Our exact listener addresses (a wildcard bind names no address): an MX there loops.
+        // Not loopback in general: peers on 127.0.0.x other than ours are other servers.
+        isOwnAddress: (ip) => ownAddresses.has(ip.toLowerCase()),
+        // transport entries that are relay tables: those domains go to the relay, not their MX.
+        relays: buildRelays(config.transport, config.outbound.tls),
+        isOwnEndpoint: (ip, port) =>
+          addresses.some(
+            (a) =>
+              a.port === port &&
+              (a.address.toLowerCase() === ip.toLowerCase() ||
+                // A wildcard listener takes loopback connections too.
+                ((a.address === '0.0.0.0' || a.address === '::') && /^(127\.|::1$)/.test(ip))),
+          ),
       },
-      concurrencyTotal: config.outbound.concurrency_total,
-      concurrencyPerDestination: config.outbound.concurrency_per_destination,
-      retry: {
-        firstRetryMs: config.queue.first_retry_ms,
-        maxBackoffMs: config.queue.max_backoff_ms,
-        maxLifetimeMs: config.queue.max_lifetime_ms,
-        jitter: config.queue.jitter,
-        delayWarningMs: config.queue.delay_warning_ms,
-      },
-      // Our exact listener addresses (a wildcard bind names no address): an MX there loops.
-      // Not loopback in general: peers on 127.0.0.x other than ours are other servers.
-      isOwnAddress: (ip) => ownAddresses.has(ip.toLowerCase()),
-      // transport entries that are relay tables: those domains go to the relay, not their MX.
-      relays: buildRelays(config.transport, config.outbound.tls),
-      isOwnEndpoint: (ip, port) =>
-        addresses.some(
-          (a) =>
-            a.port === port &&
-            (a.address.toLowerCase() === ip.toLowerCase() ||
-              // A wildcard listener takes loopback connections too.
-              ((a.address === '0.0.0.0' || a.address === '::') && /^(127\.|::1$)/.test(ip))),
-        ),
-    },
-  });
+    });
+  const manager = newManager(spool, held);
+  const managers = [manager, ...adopted.map((o) => newManager(o.spool, o.held))];
+  const closeSpools = async (): Promise<void> => {
+    for (const o of spools) await o.spool.close();
+  };
 
   // Abuse defences (src/policy/, docs/abuse.md): lists, DNSBL, greylisting, rate limits.
-  const state = await openStateStore(config, log).catch(async (err: unknown) => {
+  const sharedState = role?.state ?? null;
+  const state = await (
+    sharedState !== null ? Promise.resolve(sharedState) : openStateStore(config, log)
+  ).catch(async (err: unknown) => {
     await dmarcReports?.close();
-    await spool.close();
+    await closeSpools();
     throw err;
   });
   const lists = await PolicyLists.open(config.lists, log).catch(async (err: unknown) => {
     await state.close();
     await dmarcReports?.close();
-    await spool.close();
+    await closeSpools();
     throw err;
   });
   const rates = new RateLimits(config.rate_limits, state);
@@ -381,16 +420,22 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
   );
   // Started once the listeners are bound, so that loop detection knows our addresses; messages
   // committed before this are found in the spool listing.
-  manager.start();
-  // Mail that `sterna sendmail` left in the maildrop, now and while we run.
-  const pickup = MaildropPickup.start({ config, spool, log, dkim, rates, filters }, maildropDirs);
+  for (const m of managers) m.start();
+  // Mail that `sterna sendmail` left in the maildrop, now and while we run (one worker picks up).
+  const pickup =
+    role === undefined || role.index === 0
+      ? MaildropPickup.start({ config, spool, log, dkim, rates, filters }, maildropDirs)
+      : null;
+  const stopManagers = async (): Promise<void> => {
+    for (const m of managers) await m.stop();
+  };
   /** What runs by now, to stop (in this order) if a later part cannot start. */
   const stopStarted = [
-    () => pickup.close(),
+    () => pickup?.close(),
     () => listeners.close(),
-    () => manager.stop(),
+    stopManagers,
     () => dmarcReports?.close(),
-    () => spool.close(),
+    closeSpools,
     () => lists.close(),
     () => state.close(),
     () => users.close(),
@@ -403,21 +448,39 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       throw err;
     },
   );
-  // `sterna queue` talks to the manager through this socket (docs/operations.md).
-  const control = await ControlServer.start(config.data_dir, manager, log, {
-    limits: () => rates.counts(),
-    ...(dmarcReports !== null ? { dmarcReport: () => dmarcReports.runNow() } : {}),
-  }).catch((err: unknown) => {
-    log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
-    return null;
-  });
-  // /metrics, /healthz, /readyz and the admin API ([admin] listen; docs/operations.md).
-  const admin = await startAdmin({ config, log, tls, lifecycle, events, manager, spool, users }).catch(
-    async (err: unknown) => {
-      await unwind([() => control?.close(), () => httpApi.close(), ...stopStarted]);
-      throw err;
+  /** Every queue operation on this process's spools (its own and those it drains). */
+  const queueOps = localQueueOps(managers, {
+    log,
+    extras: {
+      limits: () => rates.counts(),
+      ...(dmarcReports !== null ? { dmarcReport: () => dmarcReports.runNow() } : {}),
     },
-  );
+  });
+  // `sterna queue` talks to the managers through this socket (docs/operations.md); with
+  // workers, the primary's socket serves them all (cluster/primary.ts).
+  const control =
+    role !== undefined
+      ? null
+      : await ControlServer.start(config.data_dir, queueOps, log).catch((err: unknown) => {
+          log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
+          return null;
+        });
+  // /metrics, /healthz, /readyz and the admin API ([admin] listen; docs/operations.md).
+  const admin = await startAdmin({
+    config,
+    log,
+    tls,
+    lifecycle,
+    events,
+    manager,
+    spool,
+    users,
+    queueOps: role?.clusterQueue ?? queueOps,
+    ...(role !== undefined ? { metricsText: role.clusterMetrics } : {}),
+  }).catch(async (err: unknown) => {
+    await unwind([() => control?.close(), () => httpApi.close(), ...stopStarted]);
+    throw err;
+  });
 
   return {
     addresses,
@@ -426,6 +489,8 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
     users,
     tls,
     recovery: report,
+    queueOps,
+    metricsJson: () => events.metrics.registry.getMetricsAsJSON(),
     httpApi: httpApi.addresses,
     admin: admin.addresses,
     events,
@@ -459,10 +524,10 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       await listeners.close();
       await httpApi.close();
       await control?.close();
-      await pickup.close();
-      await manager.stop();
+      await pickup?.close();
+      await stopManagers();
       await dmarcReports?.close();
-      await spool.close();
+      await closeSpools();
       lists.close();
       await state.close();
       users.close();
@@ -470,6 +535,35 @@ export async function startSterna(config: Config, log: Logger): Promise<RunningS
       tls.close();
     },
   };
+}
+
+/** A spool opened with its held set. */
+interface OpenedSpool {
+  dir: string;
+  spool: Spool;
+  held: HeldSet;
+  report: RecoveryReport;
+}
+
+/** Opens (and recovers) the spool in `dir` and its held set. */
+async function openSpool(config: Config, dir: string, log: Logger, events: MailEvents): Promise<OpenedSpool> {
+  const { spool, report } = await Spool.open({
+    dir,
+    segmentBytes: config.spool.segment_bytes,
+    fsync: config.spool.fsync,
+    logger: log,
+    onSync: (seconds) => events.metrics.spoolSynced(seconds),
+  });
+  log.info({ ...report, spool: dir }, 'spool opened');
+  const live = new Set(spool.list().map((m) => m.qid));
+  const held = await HeldSet.load(dir, {
+    fsync: config.spool.fsync,
+    live: (qid) => live.has(qid),
+  }).catch(async (err: unknown) => {
+    await spool.close();
+    throw err;
+  });
+  return { dir, spool, held, report };
 }
 
 /** One message's mail-authentication results into sterna_mailauth_results_total. */

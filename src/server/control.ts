@@ -23,8 +23,8 @@ import { join } from 'node:path';
 import type { Logger } from '../observability/log.js';
 import { matchingMessages } from '../queue/admin.js';
 import type { QueueManager } from '../queue/manager.js';
-import type { PageRequest, QueueFilter } from '../queue/queue-view.js';
-import { SpoolError } from '../queue/spool.js';
+import { MESSAGE_STATES, type PageRequest, type QueueFilter } from '../queue/queue-view.js';
+import type { QueueOps } from '../cluster/queue-merge.js';
 
 /** The socket's directory under data_dir (mode 0700) and the socket's name in it. */
 export const CONTROL_DIR = 'control';
@@ -143,6 +143,13 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
     if (req.qid !== undefined) return 'delete takes a qid or failed, not both';
     req.failed = true;
   }
+  const page: unknown = 'page' in value ? value.page : undefined;
+  if (page !== undefined) {
+    if (found !== 'list') return 'page is only for list';
+    const parsed = parsePage(page);
+    if (typeof parsed === 'string') return parsed;
+    req.page = parsed;
+  }
   if ((req.sender !== undefined || req.user !== undefined) && (found !== 'hold' || req.qid !== undefined))
     return 'sender and user are only for hold, instead of a qid';
   if (found === 'hold' && req.sender !== undefined && req.user !== undefined)
@@ -160,6 +167,54 @@ export function parseControlRequest(value: unknown): ControlRequest | string {
   return req;
 }
 
+/** A field of a decoded object, unknown. */
+function field(value: object, key: string): unknown {
+  return key in value ? (value as Record<string, unknown>)[key] : undefined;
+}
+
+/** A list request's page (the admin API's, passed on by a cluster's primary), checked. */
+function parsePage(value: unknown): NonNullable<ControlRequest['page']> | string {
+  if (typeof value !== 'object' || value === null) return 'page is an object';
+  const f = field(value, 'filter');
+  const p = field(value, 'page');
+  if (typeof f !== 'object' || f === null || typeof p !== 'object' || p === null)
+    return 'page needs a filter and a page';
+  const filter: QueueFilter = {};
+  for (const key of ['sender', 'recipient', 'domain'] as const) {
+    const v = field(f, key);
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v.length > 255) return `filter.${key} must be a string`;
+    filter[key] = v;
+  }
+  const state = field(f, 'state');
+  if (state !== undefined) {
+    const known = MESSAGE_STATES.find((st) => st === state);
+    if (known === undefined) return 'filter.state is not a message state';
+    filter.state = known;
+  }
+  for (const key of ['minAgeMs', 'maxAgeMs'] as const) {
+    const v = field(f, key);
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !(v >= 0)) return `filter.${key} must be a number`;
+    filter[key] = v;
+  }
+  const limit = field(p, 'limit');
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 0) return 'page.limit must be a count';
+  const pageRequest: PageRequest = { limit };
+  const cursor = field(p, 'cursor');
+  if (cursor !== undefined) {
+    if (typeof cursor !== 'string') return 'page.cursor must be a string';
+    pageRequest.cursor = cursor;
+  }
+  const offset = field(p, 'offset');
+  if (offset !== undefined) {
+    if (typeof offset !== 'number' || !Number.isInteger(offset) || offset < 0)
+      return 'page.offset must be a count';
+    pageRequest.offset = offset;
+  }
+  return { filter, page: pageRequest };
+}
+
 /** Removes a socket an older version left at `<data_dir>/control.sock` (stale: the spool lock is ours). */
 async function removeLegacySocket(dataDir: string, log: Logger): Promise<void> {
   const legacy = legacyControlSocketPath(dataDir);
@@ -173,34 +228,29 @@ export class ControlServer {
   readonly #server: Server;
   readonly #path: string;
   readonly #log: Logger;
-  readonly #manager: QueueManager;
+  readonly #ops: QueueOps;
   readonly #sockets = new Set<Socket>();
-  readonly #extras: ControlExtras;
 
-  private constructor(path: string, manager: QueueManager, log: Logger, extras: ControlExtras) {
+  private constructor(path: string, ops: QueueOps, log: Logger) {
     this.#path = path;
-    this.#manager = manager;
+    this.#ops = ops;
     this.#log = log;
-    this.#extras = extras;
     this.#server = createServer((s) => this.#serve(s));
   }
 
   /**
    * Listens on `<dataDir>/control/control.sock` (after prepareControlDir), replacing a stale
    * socket file left by a crash, and removing one an older version left at the legacy path.
+   * `ops` runs each request: on one process's spools (cluster/queue-merge.ts localQueueOps), or
+   * on every worker's (cluster/primary.ts).
    */
-  static async start(
-    dataDir: string,
-    manager: QueueManager,
-    log: Logger,
-    extras: ControlExtras = {},
-  ): Promise<ControlServer> {
+  static async start(dataDir: string, ops: QueueOps, log: Logger): Promise<ControlServer> {
     await prepareControlDir(dataDir);
     const path = controlSocketPath(dataDir);
     // The spool lock is ours, so no other server uses this data directory: a socket file here is stale.
     await unlink(path).catch(() => undefined);
     await removeLegacySocket(dataDir, log);
-    const cs = new ControlServer(path, manager, log, extras);
+    const cs = new ControlServer(path, ops, log);
     await new Promise<void>((resolve, reject) => {
       cs.#server.once('error', reject);
       cs.#server.listen(path, () => {
@@ -261,17 +311,12 @@ export class ControlServer {
     }
     const req = parseControlRequest(value);
     if (typeof req === 'string') return { ok: false, error: req, code: 'USAGE' };
-    try {
-      return {
-        ok: true,
-        result: await runQueueOp(this.#manager, req, { log: this.#log, extras: this.#extras }),
-      };
-    } catch (err) {
-      if (err instanceof SpoolError && err.code === 'NOT_FOUND')
-        return { ok: false, error: `no message ${req.qid ?? ''} in the queue`, code: 'NOT_FOUND' };
-      this.#log.error({ err, op: req.op, qid: req.qid }, 'control request failed');
-      return { ok: false, error: err instanceof Error ? err.message : String(err), code: 'FAILED' };
-    }
+    const outcome = await this.#ops(req);
+    if (outcome.ok) return { ok: true, result: outcome.result };
+    if (outcome.code === 'NOT_FOUND')
+      return { ok: false, error: `no message ${req.qid ?? ''} in the queue`, code: 'NOT_FOUND' };
+    this.#log.error({ error: outcome.error, op: req.op, qid: req.qid }, 'control request failed');
+    return { ok: false, error: outcome.error, code: outcome.code };
   }
 }
 

@@ -53,7 +53,7 @@ export interface ServeDir {
 /**
  * A temporary directory (name starting with `prefix`) with a config for `sterna serve`: one smtp
  * listener on a free 127.0.0.1 port, `domain` delivered locally, mail authentication off (no DNS
- * is asked), JSON log at info; and the
+ * is asked), JSON log at info, one process unless `workers` says otherwise; and the
  * `mailboxes` (full addresses) as users.
  */
 export async function prepareServeDir(opts: {
@@ -61,6 +61,8 @@ export async function prepareServeDir(opts: {
   hostname: string;
   domain: string;
   mailboxes: readonly string[];
+  /** [server] workers; default 1 (one process, as most tests need). */
+  workers?: number;
 }): Promise<ServeDir> {
   const dir = await mkdtemp(path.join(tmpdir(), opts.prefix));
   const dataDir = path.join(dir, 'data');
@@ -71,6 +73,8 @@ export async function prepareServeDir(opts: {
     `hostname = "${opts.hostname}"
 data_dir = "${dataDir}"
 local_domains = ["${opts.domain}"]
+[server]
+workers = ${opts.workers ?? 1}
 [listen]
 smtp = ["127.0.0.1:${port}"]
 submission = []
@@ -104,6 +108,13 @@ export interface SternaProcessOptions {
   stderrFile: string;
   /** How long to wait for the greeting. Default 10 s. */
   readyTimeoutMs?: number;
+  /**
+   * Run it in a process group of its own and signal the whole group (a primary and its workers,
+   * docs/workers.md), as an init system or `kill -9 -- -PGID` does. Default false.
+   */
+  group?: boolean;
+  /** Extra environment variables for the child. */
+  env?: Record<string, string>;
 }
 
 export interface SternaProcess {
@@ -114,7 +125,7 @@ export interface SternaProcess {
   readonly exited: Promise<ProcessExit>;
   /** The exit, once it happened; undefined while the child runs. */
   readonly exit: ProcessExit | undefined;
-  /** Sends a signal; does nothing if the child has already exited. */
+  /** Sends a signal (to its group with `group`); does nothing if nothing is left to signal. */
   kill(signal: NodeJS.Signals): void;
   /** SIGTERM, then waits up to timeoutMs for a clean exit, then SIGKILL. */
   stop(timeoutMs?: number): Promise<ProcessExit>;
@@ -178,6 +189,8 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
   try {
     child = spawn(process.execPath, [cli, 'serve', '--config', opts.configFile], {
       stdio: ['ignore', out.fd, err.fd],
+      detached: opts.group === true,
+      ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
     });
   } finally {
     // The child holds its own copies of the descriptors.
@@ -204,7 +217,16 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
       return exitInfo;
     },
     kill(signal) {
-      if (exitInfo === undefined) child.kill(signal);
+      if (opts.group !== true) {
+        if (exitInfo === undefined) child.kill(signal);
+        return;
+      }
+      // The whole group, even once the leader is gone (its workers may outlive it for a moment).
+      try {
+        process.kill(-pid, signal);
+      } catch {
+        // ESRCH: nobody is left in the group.
+      }
     },
     async stop(timeoutMs = 10_000) {
       handle.kill('SIGTERM');

@@ -1,0 +1,166 @@
+/**
+ * Requests and answers between the primary and its workers over the cluster IPC channel
+ * (node:cluster's process.send, JSON-serialised): a small request/response layer with ids, one
+ * handler per kind, a timeout, and commands that need no answer (drain, stop, reload).
+ * Both ends use the same class: a worker asks the primary (state store, queue fan-out,
+ * metrics), the primary asks a worker (its queue, its metrics).
+ * Trust: internal; both ends are Sterna processes of one tree. Messages are still checked for
+ * shape, and anything that is not a Sterna message (tag `sterna`) is ignored.
+ */
+import { z } from 'zod';
+
+/** What a request asks for. */
+export type RequestKind = 'queue' | 'state' | 'metrics';
+/** Orders from the primary to a worker. */
+export type Command = 'drain' | 'stop' | 'reload';
+
+const TAG = 'sterna-ipc';
+
+const ipcMessage = z.discriminatedUnion('t', [
+  z.object({
+    tag: z.literal(TAG),
+    t: z.literal('req'),
+    id: z.number(),
+    kind: z.enum(['queue', 'state', 'metrics']),
+    body: z.unknown(),
+  }),
+  z.object({
+    tag: z.literal(TAG),
+    t: z.literal('res'),
+    id: z.number(),
+    ok: z.boolean(),
+    body: z.unknown(),
+    error: z.string().optional(),
+  }),
+  z.object({ tag: z.literal(TAG), t: z.literal('cmd'), cmd: z.enum(['drain', 'stop', 'reload']) }),
+  z.object({ tag: z.literal(TAG), t: z.literal('ready') }),
+]);
+type IpcMessage = z.infer<typeof ipcMessage>;
+
+/** The other end went away, or did not answer in time. */
+export class IpcError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'IpcError';
+  }
+}
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+type Handler = (body: unknown) => Promise<unknown>;
+
+export class IpcChannel {
+  readonly #send: (message: object) => void;
+  readonly #timeoutMs: number;
+  readonly #pending = new Map<number, Pending>();
+  readonly #handlers = new Map<RequestKind, Handler>();
+  #nextId = 1;
+  #closed = false;
+  onCommand: (cmd: Command) => void = () => undefined;
+  onReady: () => void = () => undefined;
+
+  /** `send`: process.send or worker.send; it may throw once the other end is gone. */
+  constructor(send: (message: object) => void, timeoutMs = 30_000) {
+    this.#send = send;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  handle(kind: RequestKind, handler: Handler): void {
+    this.#handlers.set(kind, handler);
+  }
+
+  /** Asks the other end; rejects with IpcError when it is gone or silent for the timeout. */
+  request(kind: RequestKind, body: unknown): Promise<unknown> {
+    if (this.#closed) return Promise.reject(new IpcError('the other process is gone'));
+    const id = this.#nextId++;
+    return new Promise<unknown>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new IpcError(`no answer to a ${kind} request within ${this.#timeoutMs} ms`));
+      }, this.#timeoutMs);
+      timer.unref();
+      this.#pending.set(id, { resolve, reject, timer });
+      this.#post({ tag: TAG, t: 'req', id, kind, body });
+    });
+  }
+
+  command(cmd: Command): void {
+    this.#post({ tag: TAG, t: 'cmd', cmd });
+  }
+
+  ready(): void {
+    this.#post({ tag: TAG, t: 'ready' });
+  }
+
+  /** Feed every 'message' event here; returns false for a message that is not ours. */
+  receive(raw: unknown): boolean {
+    const parsed = ipcMessage.safeParse(raw);
+    if (!parsed.success) return false;
+    const m = parsed.data;
+    switch (m.t) {
+      case 'req':
+        void this.#answer(m.id, m.kind, m.body);
+        return true;
+      case 'res': {
+        const p = this.#pending.get(m.id);
+        if (p === undefined) return true; // timed out meanwhile
+        this.#pending.delete(m.id);
+        clearTimeout(p.timer);
+        if (m.ok) p.resolve(m.body);
+        else p.reject(new Error(m.error ?? 'the request failed'));
+        return true;
+      }
+      case 'cmd':
+        this.onCommand(m.cmd);
+        return true;
+      case 'ready':
+        this.onReady();
+        return true;
+      default: {
+        const never: never = m;
+        throw new Error(`unhandled message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** The other end is gone: every open request fails, later ones fail at once. */
+  close(reason: string): void {
+    this.#closed = true;
+    for (const [id, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(new IpcError(reason));
+      this.#pending.delete(id);
+    }
+  }
+
+  async #answer(id: number, kind: RequestKind, body: unknown): Promise<void> {
+    const handler = this.#handlers.get(kind);
+    try {
+      if (handler === undefined) throw new Error(`no handler for ${kind} requests`);
+      const result = await handler(body);
+      this.#post({ tag: TAG, t: 'res', id, ok: true, body: result ?? null });
+    } catch (err) {
+      this.#post({
+        tag: TAG,
+        t: 'res',
+        id,
+        ok: false,
+        body: null,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+
+  #post(message: IpcMessage): void {
+    if (this.#closed) return;
+    try {
+      this.#send(message);
+    } catch {
+      // The channel closed under us; the owner learns it from 'exit' or 'disconnect'.
+    }
+  }
+}

@@ -1,0 +1,266 @@
+/**
+ * The primary of a cluster (docs/workers.md): it holds no SMTP session and no spool. It forks
+ * `count` workers (worker.ts), each a whole Sterna with its own spool, on listeners node:cluster
+ * shares; restarts a worker that dies (which then recovers its spool); hosts what must be one
+ * across workers: the in-process state store (shared-state.ts), the control socket `sterna
+ * queue` talks to (each request fanned out to every worker and merged, queue-merge.ts), and the
+ * aggregation of every worker's metrics for the admin listener of worker 0. Signals: SIGTERM
+ * drains every worker then exits (a second one stops at once), SIGINT stops, SIGHUP reloads
+ * every worker.
+ * Trust: internal; the workers are its own children.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
+import { z } from 'zod';
+import type { Config } from '../config/schema.js';
+import { reloadConfig } from '../config/reload-file.js';
+import type { Logger } from '../observability/log.js';
+import {
+  ControlServer,
+  parseControlRequest,
+  prepareControlDir,
+  type ControlRequest,
+} from '../server/control.js';
+import { ensureTlsMaterial } from '../server/tls.js';
+import { openStateStore } from '../state/open.js';
+import type { StateStore } from '../state/store.js';
+import { IpcChannel } from './ipc.js';
+import { mergeQueueOutcomes, perSpoolRequest, type QueueOutcome } from './queue-merge.js';
+import { serveStateRequest } from './shared-state.js';
+import { parseOutcome, WORKER_COUNT_ENV, WORKER_INDEX_ENV } from './worker.js';
+
+/** A worker that dies is restarted after this long, doubled while it keeps dying young. */
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 10_000;
+/** A worker that ran this long before dying counts as healthy: its next restart is quick again. */
+const HEALTHY_AFTER_MS = 30_000;
+/** Tries of a worker that never got ready at start (a spool lock still held by a dying one). */
+const START_TRIES = 6;
+/** Beyond the drain timeout, how long the workers get to close before they are killed. */
+const CLOSE_GRACE_MS = 15_000;
+
+interface Slot {
+  index: number;
+  worker: Worker | null;
+  ipc: IpcChannel | null;
+  startedAt: number;
+  everReady: boolean;
+  failures: number;
+}
+
+const metricsJson = z.array(z.looseObject({ name: z.string() }));
+
+export class Primary {
+  readonly #config: Config;
+  readonly #file: string | undefined;
+  readonly #log: Logger;
+  readonly #count: number;
+  readonly #slots: Slot[] = [];
+  #state: StateStore | null = null;
+  #control: ControlServer | null = null;
+  #stopping = false;
+  #current: Config;
+  #done: (code: number) => void = () => undefined;
+  #exitCode = 0;
+  #killTimer: NodeJS.Timeout | null = null;
+  #finished = false;
+
+  constructor(config: Config, file: string | undefined, count: number, log: Logger) {
+    this.#config = config;
+    this.#current = config;
+    this.#file = file;
+    this.#count = count;
+    this.#log = log.child({ role: 'primary' });
+  }
+
+  /** Starts the workers; resolves with the exit code once every worker has stopped. */
+  async run(): Promise<number> {
+    const config = this.#config;
+    const log = this.#log;
+    try {
+      await prepareControlDir(config.data_dir);
+      // Generated once here, not raced by every worker.
+      await ensureTlsMaterial(
+        {
+          certFile: config.tls.cert_file,
+          keyFile: config.tls.key_file,
+          dataDir: config.data_dir,
+          hostname: config.hostname,
+        },
+        log,
+      );
+      if (config.state.redis === '') this.#state = await openStateStore(config, log);
+    } catch (err) {
+      log.fatal({ err }, 'cannot start');
+      log.flush();
+      return 1;
+    }
+    // The kernel spreads connections (docs/workers.md, "Scheduling connections"): measured faster
+    // than the primary accepting each one; NODE_CLUSTER_SCHED_POLICY still overrides it.
+    if (process.env['NODE_CLUSTER_SCHED_POLICY'] === undefined) cluster.schedulingPolicy = cluster.SCHED_NONE;
+    const finished = new Promise<number>((resolve) => {
+      this.#done = resolve;
+    });
+    log.info(
+      {
+        workers: this.#count,
+        scheduling: cluster.schedulingPolicy === cluster.SCHED_RR ? 'primary' : 'kernel',
+      },
+      'starting workers',
+    );
+    for (let index = 0; index < this.#count; index++) {
+      const slot: Slot = { index, worker: null, ipc: null, startedAt: 0, everReady: false, failures: 0 };
+      this.#slots.push(slot);
+      this.#fork(slot);
+    }
+    this.#control = await ControlServer.start(config.data_dir, (req) => this.queueOp(req), log).catch(
+      (err: unknown) => {
+        log.error({ err }, 'control socket not available; `sterna queue` cannot reach this server');
+        return null;
+      },
+    );
+    process.on('SIGTERM', () => this.#signal('SIGTERM'));
+    process.on('SIGINT', () => this.#signal('SIGINT'));
+    process.on('SIGHUP', () => this.#signal('SIGHUP'));
+    return finished;
+  }
+
+  /** A queue operation on every worker's spools, merged (the control socket and worker 0's admin API). */
+  async queueOp(req: ControlRequest): Promise<QueueOutcome> {
+    const slots = this.#slots;
+    if (req.op === 'limits') {
+      // The counters live in the shared store: any worker's view is the whole view.
+      const live = slots.find((s) => s.ipc !== null && s.everReady);
+      if (live?.ipc == null) return { ok: false, code: 'FAILED', error: 'no worker is running' };
+      return this.#ask(live, req);
+    }
+    const each = perSpoolRequest(req);
+    const outcomes = await Promise.all(slots.map((s) => this.#ask(s, each)));
+    return mergeQueueOutcomes(req, outcomes);
+  }
+
+  /** Every worker's metrics, aggregated by prom-client (counters summed, gauges by their aggregator). */
+  async metrics(): Promise<string> {
+    const answers = await Promise.all(
+      this.#slots.map((s) => s.ipc?.request('metrics', null).catch(() => null) ?? Promise.resolve(null)),
+    );
+    const parts = answers.flatMap((a) => (a === null ? [] : [metricsJson.parse(a)]));
+    return AggregatorRegistry.aggregate(parts).metrics();
+  }
+
+  async #ask(slot: Slot, req: ControlRequest): Promise<QueueOutcome> {
+    if (slot.ipc === null)
+      return { ok: false, code: 'FAILED', error: `worker ${slot.index} is restarting; try again` };
+    try {
+      return parseOutcome(await slot.ipc.request('queue', req));
+    } catch (err) {
+      return {
+        ok: false,
+        code: 'FAILED',
+        error: `worker ${slot.index}: ${err instanceof Error ? err.message : String(err)}`,
+      };
+    }
+  }
+
+  #fork(slot: Slot): void {
+    const worker = cluster.fork({
+      [WORKER_INDEX_ENV]: String(slot.index),
+      [WORKER_COUNT_ENV]: String(this.#count),
+    });
+    const ipc = new IpcChannel((m) => worker.send(m));
+    slot.worker = worker;
+    slot.ipc = ipc;
+    slot.startedAt = Date.now();
+    const state = this.#state;
+    if (state !== null) ipc.handle('state', (body) => serveStateRequest(state, body));
+    ipc.handle('queue', async (body) => {
+      // From worker 0's admin API; checked as the control socket checks a request.
+      const req = parseControlRequest(body);
+      if (typeof req === 'string') return { ok: false, code: 'USAGE', error: req } satisfies QueueOutcome;
+      return this.queueOp(req);
+    });
+    ipc.handle('metrics', () => this.metrics());
+    ipc.onReady = () => {
+      slot.everReady = true;
+      this.#log.info({ worker: slot.index, pid: worker.process.pid }, 'worker ready');
+      // A worker that started while the others were told to drain is told too.
+      if (this.#stopping) ipc.command('drain');
+    };
+    worker.on('message', (m: unknown) => ipc.receive(m));
+    worker.on('exit', (code, signal) => {
+      ipc.close(`worker ${slot.index} exited`);
+      if (slot.worker === worker) {
+        slot.worker = null;
+        slot.ipc = null;
+      }
+      this.#exited(slot, code, signal, Date.now() - slot.startedAt);
+    });
+  }
+
+  #exited(slot: Slot, code: number | null, signal: string | null, ranMs: number): void {
+    const log = this.#log;
+    if (this.#stopping) {
+      log.info({ worker: slot.index, code, signal }, 'worker stopped');
+      if (code !== 0) this.#exitCode = 1;
+      if (this.#slots.every((s) => s.worker === null)) void this.#finish();
+      return;
+    }
+    if (!slot.everReady && ++slot.failures >= START_TRIES) {
+      log.fatal({ worker: slot.index, code, signal }, 'a worker cannot start; stopping');
+      this.#exitCode = 1;
+      this.#stop('stop');
+      if (this.#slots.every((s) => s.worker === null)) void this.#finish();
+      return;
+    }
+    if (ranMs >= HEALTHY_AFTER_MS) slot.failures = 0;
+    else if (slot.everReady) slot.failures++;
+    const delay = Math.min(RESTART_MAX_MS, RESTART_MIN_MS * 2 ** Math.max(0, slot.failures - 1));
+    log.error(
+      { worker: slot.index, code, signal, restart_in_ms: delay },
+      'worker died; restarting it (it recovers its spool)',
+    );
+    setTimeout(() => {
+      if (!this.#stopping && slot.worker === null) this.#fork(slot);
+    }, delay);
+  }
+
+  #signal(signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP'): void {
+    const log = this.#log;
+    if (signal === 'SIGHUP') {
+      log.info('SIGHUP: reloading every worker');
+      void reloadConfig(this.#config, this.#current, this.#file, log).then((next) => {
+        if (next !== undefined) this.#current = next;
+        for (const s of this.#slots) s.ipc?.command('reload');
+      });
+      return;
+    }
+    log.info({ signal }, 'shutting down');
+    // SIGTERM drains (docs/operations.md); a second SIGTERM, or SIGINT, stops at once.
+    this.#stop(signal === 'SIGTERM' && !this.#stopping ? 'drain' : 'stop');
+  }
+
+  #stop(how: 'drain' | 'stop'): void {
+    this.#stopping = true;
+    for (const s of this.#slots) s.ipc?.command(how);
+    if (this.#killTimer === null) {
+      this.#killTimer = setTimeout(() => {
+        for (const s of this.#slots) s.worker?.process.kill('SIGKILL');
+      }, this.#config.limits.drain_timeout_ms + CLOSE_GRACE_MS);
+      this.#killTimer.unref();
+    }
+    if (this.#slots.every((s) => s.worker === null)) void this.#finish();
+  }
+
+  async #finish(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#killTimer !== null) clearTimeout(this.#killTimer);
+    await this.#control?.close();
+    this.#control = null;
+    await this.#state?.close();
+    this.#state = null;
+    this.#log.info('stopped');
+    this.#log.flush();
+    this.#done(this.#exitCode);
+  }
+}
