@@ -10,9 +10,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readSync, readdirSync, type PathLike } from 'node:fs';
-import { mkdir, open, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   HEADER_BYTES,
@@ -42,6 +42,8 @@ export interface SternaOptions {
   transportEntries?: string;
   /** TOML appended to the config (whole sections, e.g. `[relay]`; not `[mailauth]`). */
   extraConfig?: string;
+  /** `[server] workers`; absent: Sterna's default, one per core (docs/workers.md). */
+  workers?: number;
   /** `[mailauth] listeners`: the listeners whose mail is checked; none by default (see below). */
   mailauthListeners?: readonly string[];
 }
@@ -74,7 +76,7 @@ data_dir = ${JSON.stringify(join(dir, 'data'))}
 local_domains = ["sterna.local"]
 transport = { "bench.test" = "discard"${extraTransport} }
 
-[listen]
+${options.workers === undefined ? '' : `[server]\nworkers = ${options.workers}\n\n`}[listen]
 smtp = ["127.0.0.1:${port}"]
 submission = []
 submissions = []
@@ -129,6 +131,45 @@ function readAt(fd: number, position: number, length: number): Buffer {
     got += n;
   }
   return buf.subarray(0, got);
+}
+
+/**
+ * The spool directories of every worker: `spool` (worker 0, or the only process) and each
+ * `spool.<k>` beside it (docs/workers.md).
+ */
+function workerSpools(spoolDir: string): string[] {
+  const parent = dirname(spoolDir);
+  const base = basename(spoolDir);
+  let names: string[];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return [spoolDir];
+  }
+  const others = names.filter((n) => n.startsWith(`${base}.`) && /^\d+$/.test(n.slice(base.length + 1)));
+  return [spoolDir, ...others.map((n) => join(parent, n))];
+}
+
+/**
+ * A /proc/PID/status figure summed over the server and its direct children (the workers of
+ * `[server] workers`): the whole server's memory. A peak (VmHWM) sum is the sum of each
+ * process's own peak, an upper bound of the tree's.
+ */
+async function treeStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+  let children: number[] = [];
+  try {
+    const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    children = text
+      .trim()
+      .split(/\s+/)
+      .filter((t) => t !== '')
+      .map(Number);
+  } catch {
+    // no children file: the process alone
+  }
+  let total = await procStatusBytes(pid, field);
+  for (const c of children) total += await procStatusBytes(c, field).catch(() => 0);
+  return total;
 }
 
 /**
@@ -290,9 +331,9 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
     logFile,
     spoolDir,
     maildirRoot,
-    rssBytes: () => procStatusBytes(pid, 'VmRSS'),
-    peakRssBytes: () => procStatusBytes(pid, 'VmHWM'),
-    liveMessages: () => countLiveMessages(spoolDir),
+    rssBytes: () => treeStatusBytes(pid, 'VmRSS'),
+    peakRssBytes: () => treeStatusBytes(pid, 'VmHWM'),
+    liveMessages: () => workerSpools(spoolDir).reduce((n, d) => n + countLiveMessages(d), 0),
     deliveredTo: (domain, localPart) => countFiles(join(maildirRoot, domain, localPart, 'new')),
     control: (request) => controlRequest(controlSocketPath(join(options.dir, 'data')), request),
     kill,
