@@ -25,7 +25,14 @@ import { fileURLToPath } from 'node:url';
 import { connectLoadCommand, runConnectLoadProcesses, type TlsMode } from './connect-load.js';
 import { openIdle } from './idle.js';
 import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
-import { outboundSummary, runOutbound, startSink, type OutboundCase, type Sink } from './outbound.js';
+import {
+  outboundSummary,
+  runOutbound,
+  SINK_HOST,
+  startSink,
+  type OutboundCase,
+  type Sink,
+} from './outbound.js';
 import { postfixAvailable } from './postfix.js';
 import { runSecurityBench } from './security.js';
 import { runSmtpSource } from './smtp-source.js';
@@ -36,6 +43,7 @@ import {
   FROM,
   KIND_LABEL,
   KINDS,
+  machineBusyMs,
   measureRun,
   RCPT,
   series,
@@ -238,16 +246,18 @@ function rateCell(m: Series | null): string {
 const acceptCell = (m: Series | null): string => (m === null ? 'n/a' : rate(m.acceptMedian));
 const drainCell = (m: Series | null): string => (m === null ? 'n/a' : `${m.maxDrainSeconds.toFixed(2)} s`);
 const latencyCell = (m: Series | null): string => (m === null ? 'n/a' : `${ms(m.p50Ms)} / ${ms(m.p99Ms)}`);
+const cpuCell = (m: Series | null): string => (m === null || !m.allOk ? 'n/a' : m.cpuMsPerMessage.toFixed(2));
 
 function throughputTable(rows: readonly Row[]): string {
   const lines = [
-    '| sessions × size | messages per run | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna msg/s to last 250 | Postfix msg/s to last 250 | Sterna drain after load (max) | Postfix drain after load (max) |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| sessions × size | messages per run | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna msg/s to last 250 | Postfix msg/s to last 250 | Sterna drain after load (max) | Postfix drain after load (max) | machine CPU ms/msg, Sterna run | machine CPU ms/msg, Postfix run |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of rows)
     lines.push(
       `| ${r.label} | ${r.messages} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ${ratioCell(r.sterna, r.postfix)} | ` +
-        `${acceptCell(r.sterna)} | ${acceptCell(r.postfix)} | ${drainCell(r.sterna)} | ${drainCell(r.postfix)} |`,
+        `${acceptCell(r.sterna)} | ${acceptCell(r.postfix)} | ${drainCell(r.sterna)} | ${drainCell(r.postfix)} | ` +
+        `${cpuCell(r.sterna)} | ${cpuCell(r.postfix)} |`,
     );
   return lines.join('\n');
 }
@@ -335,9 +345,79 @@ async function warmUp(pair: Pair, sink: Sink, kinds: readonly Kind[], reuse = fa
     );
 }
 
+/** The protocol-only ceiling: smtp-source straight into smtp-sink (no server, no disk). */
+interface Ceiling {
+  label: string;
+  messages: number;
+  /** Median msg/s until the sink counted every message. */
+  rate: number;
+  /** Median machine CPU per message, ms: smtp-source and smtp-sink alone. */
+  cpuMsPerMessage: number;
+}
+
+/**
+ * smtp-source into the downstream smtp-sink with the core rows' arguments, REPEATS times: what the
+ * load generator and a server that does nothing cost together, and how fast they go. A server's
+ * row can be at most this fast, and its own CPU per message is its row's minus this one's.
+ */
+async function measureCeiling(sink: Sink, c: Case, commands: Set<string>): Promise<Ceiling> {
+  const rates: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 1; i <= REPEATS; i++) {
+    const before = sink.count();
+    const cpuBefore = await machineBusyMs();
+    const t0 = performance.now();
+    const r = await runSmtpSource({
+      host: SINK_HOST,
+      port: sink.port,
+      sessions: c.sessions,
+      messages: c.messages,
+      bodyBytes: c.bodyBytes,
+      from: FROM,
+      to: RCPT.relay,
+      reuseConnections: false,
+      timeoutMs: LOAD_TIMEOUT_MS,
+    });
+    commands.add(r.command);
+    while (r.ok && sink.count() - before < c.messages && performance.now() - t0 < LOAD_TIMEOUT_MS)
+      await sleep(5);
+    const seconds = (performance.now() - t0) / 1000;
+    const counted = sink.count() - before;
+    if (!r.ok || counted !== c.messages)
+      throw new Error(
+        `ceiling ${caseLabel(c.sessions, c.bodyBytes)}: ${r.error || `${counted} of ${c.messages} at the sink`}`,
+      );
+    rates.push(c.messages / seconds);
+    cpu.push(((await machineBusyMs()) - cpuBefore) / c.messages);
+    progress(
+      `ceiling ${caseLabel(c.sessions, c.bodyBytes)} [${i}/${REPEATS}]: ${Math.round(c.messages / seconds)} msg/s`,
+    );
+  }
+  const mid = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)] ?? 0;
+  return {
+    label: caseLabel(c.sessions, c.bodyBytes),
+    messages: c.messages,
+    rate: mid(rates),
+    cpuMsPerMessage: mid(cpu),
+  };
+}
+
+function ceilingTable(rows: readonly Ceiling[]): string {
+  const lines = [
+    '| sessions × size | messages per run | smtp-source → smtp-sink msg/s | machine CPU ms/msg |',
+    '| --- | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(`| ${r.label} | ${r.messages} | ${rate(r.rate)} | ${r.cpuMsPerMessage.toFixed(2)} |`);
+  return lines.join('\n');
+}
+
 async function coreGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
+  const ceiling: Ceiling[] = [];
   const rows = await withPair(ctx, 'core', undefined, async (pair, sink) => {
+    // Before the warm-up: every server run checks that the sink counted nothing after the last one.
+    for (const c of CORE_CASES) ceiling.push(await measureCeiling(sink, c, commands));
     await warmUp(pair, sink, KINDS);
     const out: Record<Kind, Row[]> = { relay: [], maildir: [], discard: [] };
     for (const kind of KINDS)
@@ -349,7 +429,7 @@ async function coreGroup(ctx: Context): Promise<string> {
         );
     return out;
   });
-  ctx.data['core'] = rows;
+  ctx.data['core'] = { rows, ceiling };
   const lines = [
     'A new connection per message (smtp-source without `-d`), fsync before 250 on both sides; median of ' +
       `${REPEATS} runs each (lowest–highest), alternating Sterna, Postfix, Sterna…. "incl. drain": messages ` +
@@ -378,6 +458,14 @@ async function coreGroup(ctx: Context): Promise<string> {
     `- ${target('1 × 1 KiB Maildir', find('maildir', 1, KiB), 1.5)}`,
     `- ${target('20 × 100 KiB relay', find('relay', 20, 100 * KiB), 2.5)}`,
     `- ${target('20 × 100 KiB Maildir', find('maildir', 20, 100 * KiB), 2.5)}`,
+    '',
+    'The protocol-only ceiling: smtp-source straight into smtp-sink, the same arguments, no server and ' +
+      'no disk. "machine CPU ms/msg" (here and above) is the CPU the whole machine spent per message ' +
+      '(/proc/stat, from the start of the load until the work was done): the server, smtp-source and ' +
+      'smtp-sink together. With every core busy, a row runs at about (cores × 1000) / that figure msg/s, ' +
+      "so a server's own cost is its row's figure minus the ceiling's.",
+    '',
+    ceilingTable(ceiling),
     '',
     commandsBlock(commands),
   );

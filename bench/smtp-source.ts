@@ -9,6 +9,8 @@ import { run } from './machine.js';
 export const SMTP_SOURCE = '/usr/sbin/smtp-source';
 
 export interface SourceOptions {
+  /** Where to connect; 127.0.0.1 when absent. */
+  host?: string;
   port: number;
   sessions: number;
   messages: number;
@@ -46,7 +48,7 @@ export function sourceArgs(o: SourceOptions): string[] {
     o.from,
     '-t',
     o.to,
-    `127.0.0.1:${o.port}`,
+    `${o.host ?? '127.0.0.1'}:${o.port}`,
   ];
 }
 
@@ -63,6 +65,6 @@ export async function runSmtpSource(o: SourceOptions): Promise<SourceResult> {
     seconds,
     messagesPerSecond: ok ? o.messages / seconds : 0,
     error: ok ? '' : (r.stderr.trim() || `exit ${String(r.code)}`).slice(0, 300),
-    command: `smtp-source ${args.join(' ').replace(/127\.0\.0\.1:\d+$/, '127.0.0.1:PORT')}`,
+    command: `smtp-source ${args.join(' ').replace(/:\d+$/, ':PORT')}`,
   };
 }

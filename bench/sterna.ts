@@ -302,7 +302,7 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
     'bash',
     [
       '-c',
-      `ulimit -n ${fdLimit} && exec "$0" --max-semi-space-size=1 "$1" serve --config "$2"`,
+      `ulimit -n ${fdLimit} && exec "$0" --max-semi-space-size=16 "$1" serve --config "$2"`,
       process.execPath,
       CLI,
       configFile,

@@ -17,7 +17,7 @@
  * time after the load are reported next to it.
  * Benchmark code: trusted, loopback only; the caller registers every stop for process exit.
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sleep } from './machine.js';
 import { SINK_HOST, type Sink } from './outbound.js';
@@ -89,6 +89,11 @@ export interface Run {
   drainSeconds: number;
   /** Messages delivered as counted at the sink / in the Maildir / accepted and finished (discard). */
   delivered: number;
+  /**
+   * CPU time the whole machine spent from the start of the load until the work was done, in ms:
+   * the server, the load generator and the sink together (machineBusyMs).
+   */
+  machineCpuMs: number;
   ok: boolean;
   error: string;
 }
@@ -105,6 +110,8 @@ export interface Series {
   maxDrainSeconds: number;
   p50Ms: number | null;
   p99Ms: number | null;
+  /** Median machine CPU per message, ms (the server, the load generator and the sink). */
+  cpuMsPerMessage: number;
   allOk: boolean;
 }
 
@@ -128,8 +135,25 @@ export function series(runs: Run[]): Series {
     maxDrainSeconds: Math.max(0, ...runs.map((r) => r.drainSeconds)),
     p50Ms: lat('p50Ms'),
     p99Ms: lat('p99Ms'),
+    cpuMsPerMessage: median(runs.map((r) => r.machineCpuMs / r.messages)),
     allOk: runs.every((r) => r.ok),
   };
+}
+
+/** Clock ticks per second of /proc/stat (USER_HZ, 100 on every Linux platform Node runs on). */
+const USER_HZ = 100;
+
+/**
+ * CPU time the whole machine has spent busy since boot, in ms, from /proc/stat's first line: user,
+ * nice, system, irq and softirq (not idle, iowait or steal, which is another guest's). The
+ * difference across a run is the work of every process in it; on a quiet machine, the server's,
+ * the load generator's and the sink's.
+ */
+export async function machineBusyMs(): Promise<number> {
+  const first = (await readFile('/proc/stat', 'latin1')).split('\n', 1)[0] ?? '';
+  const f = first.trim().split(/\s+/).slice(1).map(Number);
+  const tick = (i: number): number => f[i] ?? 0;
+  return ((tick(0) + tick(1) + tick(2) + tick(5) + tick(6)) * 1000) / USER_HZ;
 }
 
 /** Sink and Maildir counts when the last run was done, to catch messages that arrive later. */
@@ -153,6 +177,7 @@ async function measureOnce(
     doneSeconds: 0,
     drainSeconds: 0,
     delivered: 0,
+    machineCpuMs: 0,
     ...partial,
     ok: false,
     error,
@@ -174,6 +199,7 @@ async function measureOnce(
   const loggedBefore = await server.loggedDeliveries();
 
   const called = Date.now();
+  const cpuBefore = await machineBusyMs();
   const outcome = await load();
   const t0 = outcome.startedAtMs ?? called;
   if (!outcome.ok || outcome.accepted !== messages)
@@ -198,12 +224,14 @@ async function measureOnce(
     await sleep(POLL_MS);
   }
   const doneSeconds = (Date.now() - t0) / 1000;
+  const machineCpuMs = (await machineBusyMs()) - cpuBefore;
   const count = await delivered();
   const base = {
     load: outcome,
     doneSeconds,
     drainSeconds: Math.max(0, doneSeconds - outcome.seconds),
     delivered: count,
+    machineCpuMs,
   };
   if (!done)
     return fail(`not done after ${DONE_TIMEOUT_MS / 1000} s: ${count} of ${messages} delivered`, base);
