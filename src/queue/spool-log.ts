@@ -220,6 +220,10 @@ export class SpoolLog {
 
   async #pump(): Promise<void> {
     try {
+      // Start after the code that appended runs to its end: a message's last CHUNK and its
+      // COMMIT are appended in one synchronous run (spool-writer.ts commit()), and so go out in
+      // one pwritev instead of two writes one after the other through the thread pool.
+      await Promise.resolve();
       while (this.#queue.length > 0 && !this.#failed) {
         const first = this.#queue[0]!;
         if (first.kind === 'rotate') {

@@ -110,6 +110,16 @@ export class SegmentReadCache {
     const cached = this.#commits.get(key);
     if (cached !== undefined) return cached;
     const payload = await this.readRecord(segment, offset, length, [RecordType.Commit, RecordType.Relocate]);
+    this.rememberCommit(segment, offset, payload);
+    return payload;
+  }
+
+  /**
+   * Keeps the COMMIT payload of a live message at `offset`, if the cache has room: after a read,
+   * or as the writer wrote it (the same bytes a read would give once the record is durable).
+   */
+  rememberCommit(segment: number, offset: number, payload: Buffer): void {
+    const key = `${segment}/${offset}`;
     const fits =
       this.#commits.size < MAX_CACHED_COMMITS &&
       payload.length <= MAX_CACHED_COMMIT_BYTES / 16 &&
@@ -118,7 +128,6 @@ export class SegmentReadCache {
       this.#commits.set(key, payload);
       this.#commitBytes += payload.length;
     }
-    return payload;
   }
 
   /** The message whose COMMIT lies at `offset` finished or moved: its cached record goes. */

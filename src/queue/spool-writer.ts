@@ -15,6 +15,7 @@ import {
   type ChunkRef,
 } from './spool-format.js';
 import type { SpoolLog } from './spool-log.js';
+import { MAX_BODY_BYTES } from './spool-recent-bodies.js';
 import type { Pins } from './spool-pins.js';
 import type { IndexEntry } from './spool-recovery.js';
 
@@ -58,8 +59,12 @@ export interface WriterHost {
   readChunks(chunks: readonly ChunkRef[]): AsyncIterable<Buffer>;
   readonly pins: Pins;
   isClosed(): boolean;
-  /** Makes the committed message live; the entry takes over the writer's pin. */
-  adopt(entry: IndexEntry): void;
+  /**
+   * Makes the committed message live; the entry takes over the writer's pin. `body`: the whole
+   * body as written (in the COMMIT's chunk order) when it was small enough to keep
+   * (spool-recent-bodies.ts), else null; `commit`: the COMMIT payload as written.
+   */
+  adopt(entry: IndexEntry, body: readonly Buffer[] | null, commit: Buffer): void;
 }
 
 /** Body bytes gathered per CHUNK record. */
@@ -73,6 +78,12 @@ export class SpoolMessageWriter implements MessageWriter {
   #parts: Buffer[] = [];
   #partsBytes = 0;
   readonly #chunks: ChunkRef[] = [];
+  /**
+   * The parts of each CHUNK in #chunks (parallel to it) while the body is at most
+   * MAX_BODY_BYTES, handed to the spool at commit so a delivery need not read them back; null
+   * once the body grew past that.
+   */
+  #kept: Buffer[][] | null = [];
   readonly #outstanding = new Set<Promise<void>>();
   #state: 'open' | 'committing' | 'committed' | 'aborted' = 'open';
   /** write() calls in progress: commit() must not start under one. */
@@ -133,7 +144,10 @@ export class SpoolMessageWriter implements MessageWriter {
         const before = this.#chunks.length;
         void this.#flush();
         if (this.#error !== null) throw this.#error;
-        if (this.#chunks.length === before + 1) this.#chunks.unshift(this.#chunks.pop()!);
+        if (this.#chunks.length === before + 1) {
+          this.#chunks.unshift(this.#chunks.pop()!);
+          if (this.#kept !== null) this.#kept.unshift(this.#kept.pop()!);
+        }
       }
       const meta = {
         qid: this.qid,
@@ -150,17 +164,23 @@ export class SpoolMessageWriter implements MessageWriter {
       }
       await Promise.all([...this.#outstanding, rec.written, log.durable(rec.seq)]);
       this.#state = 'committed';
-      this.#host.adopt({
-        qid: this.qid,
-        receivedAt: envelope.receivedAt,
-        size: this.#size,
-        segment: rec.segment,
-        offset: rec.offset,
-        length: HEADER_BYTES + payload.length,
-        pin: this.#pin,
-        states: meta.states,
-        damaged: null,
-      });
+      const body = this.#kept === null ? null : this.#kept.flat();
+      this.#kept = null;
+      this.#host.adopt(
+        {
+          qid: this.qid,
+          receivedAt: envelope.receivedAt,
+          size: this.#size,
+          segment: rec.segment,
+          offset: rec.offset,
+          length: HEADER_BYTES + payload.length,
+          pin: this.#pin,
+          states: meta.states,
+          damaged: null,
+        },
+        body,
+        payload,
+      );
     } catch (err) {
       this.#state = 'aborted';
       this.#unpin();
@@ -171,6 +191,7 @@ export class SpoolMessageWriter implements MessageWriter {
   abort(): void {
     if (this.#state !== 'open') return;
     this.#state = 'aborted';
+    this.#kept = null;
     this.#parts = [];
     this.#partsBytes = 0;
     this.#unpin();
@@ -193,6 +214,7 @@ export class SpoolMessageWriter implements MessageWriter {
     this.#parts = [];
     this.#partsBytes = 0;
     this.#chunks.length = 0;
+    this.#kept = [];
     this.#size = 0;
   }
 
@@ -226,6 +248,10 @@ export class SpoolMessageWriter implements MessageWriter {
       this.#host.pins.add(rec.segment);
     }
     this.#chunks.push([rec.segment, rec.offset, bytes]);
+    if (this.#kept !== null) {
+      if (this.#size <= MAX_BODY_BYTES) this.#kept.push(parts);
+      else this.#kept = null;
+    }
     const p = rec.written.then(
       () => {
         this.#outstanding.delete(p);

@@ -377,12 +377,34 @@ test('a live message is read from disk once for its envelope and chunk list, not
     const body = Buffer.from('Subject: once\r\n\r\nHello\r\n');
     const qid = await commitMessage(spool, body);
     assert.equal((await spool.read(qid)).envelope.recipients.length, 1);
-    // The record is now in memory: with the segment emptied under it, the envelope still reads,
-    // while the body (never cached) cannot.
+    // The record is in memory: with the segment emptied under it, the envelope still reads, and
+    // so does the small body, kept since its commit (spool-recent-bodies.ts).
     const [segment] = await segmentFiles(dir);
     assert.ok(segment !== undefined);
     await writeFile(join(dir, 'segments', segment), '');
     assert.equal((await spool.read(qid)).envelope.recipients.length, 1);
-    await assert.rejects(readAll(spool.openBody(qid)), (err: unknown) => err instanceof SpoolError);
+    assert.deepEqual(await readAll(spool.openBody(qid)), body);
+    assert.deepEqual(await readAll(spool.openBody(qid)), body);
+  });
+});
+
+test('a small body is read back from memory until its message is done; a large one from disk', async () => {
+  await withTempDir(async (dir) => {
+    const { spool } = await Spool.open(opts(dir));
+    const small = Buffer.from('Subject: kept\r\n\r\n' + 'k'.repeat(100) + '\r\n');
+    // Above the 256 KiB kept per body, written in pieces: read back from the segment.
+    const large = Buffer.alloc(300 * 1024, 'L');
+    const smallQid = await commitMessage(spool, small, undefined, 7);
+    const largeQid = await commitMessage(spool, large);
+    const other = await commitMessage(spool, small);
+    assert.deepEqual(await readAll(spool.openBody(largeQid)), large);
+    await spool.done(other);
+    const [segment] = await segmentFiles(dir);
+    assert.ok(segment !== undefined);
+    await writeFile(join(dir, 'segments', segment), '');
+    // Written in 7-byte pieces, kept whole and in order.
+    assert.deepEqual(await readAll(spool.openBody(smallQid)), small);
+    await assert.rejects(readAll(spool.openBody(largeQid)), (err: unknown) => err instanceof SpoolError);
+    await spool.close();
   });
 });

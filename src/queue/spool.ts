@@ -40,6 +40,7 @@ import { acquireSpoolLock } from './spool-lock.js';
 import { SpoolLog, syncDir } from './spool-log.js';
 import { Pins } from './spool-pins.js';
 import { SegmentReadCache } from './spool-read-cache.js';
+import { RecentBodies } from './spool-recent-bodies.js';
 import { recoverSpool, type IndexEntry, type RecoveryReport } from './spool-recovery.js';
 import { SpoolMessageWriter, type MessageWriter, type WriterHost } from './spool-writer.js';
 
@@ -94,6 +95,8 @@ export class Spool {
   readonly #index: Map<string, IndexEntry>;
   readonly #pins = new Pins();
   readonly #reads: SegmentReadCache;
+  /** Small bodies just committed, until their message finishes (spool-recent-bodies.ts). */
+  readonly #recentBodies = new RecentBodies();
   readonly #compaction: Compaction;
   readonly #listeners = new Set<(qid: string) => void>();
   readonly #release: () => Promise<void>;
@@ -138,8 +141,11 @@ export class Spool {
       readChunks: (chunks) => this.#reads.readChunks(chunks),
       pins: this.#pins,
       isClosed: () => this.#closed,
-      adopt: (entry) => {
+      adopt: (entry, body, commit) => {
         this.#index.set(entry.qid, entry);
+        // Its first delivery reads neither the COMMIT nor the body back through the thread pool.
+        this.#reads.rememberCommit(entry.segment, entry.offset, commit);
+        if (body !== null) this.#recentBodies.remember(entry.qid, body, entry.size);
         this.#compaction.noteLive(entry);
         for (const fn of this.#listeners) {
           try {
@@ -275,6 +281,7 @@ export class Spool {
     const rec = this.#log.append(RecordType.Done, [encodeDone(qid)]);
     this.#index.delete(qid);
     this.#reads.forgetCommit(e.segment, e.offset);
+    this.#recentBodies.forget(qid);
     this.#pins.remove(e.pin);
     this.#compaction.noteGone(e);
     // durable: false lets the record ride on the next sync anyone asks for (a commit, usually)
@@ -306,6 +313,7 @@ export class Spool {
     try {
       await this.#compaction.idle();
       this.#reads.dropAll();
+      this.#recentBodies.clear();
       await this.#log.close();
     } finally {
       await this.#release();
@@ -330,6 +338,11 @@ export class Spool {
     const e = this.#entry(qid);
     if (e.damaged) throw new SpoolError('CORRUPT', `message ${qid}: ${e.damaged}`);
     const { segment, offset, length, pin, size } = e;
+    const kept = this.#recentBodies.get(qid);
+    if (kept !== undefined) {
+      yield* kept;
+      return;
+    }
     this.#pins.add(pin);
     try {
       const payload = await this.#reads.readCommit(segment, offset, length);
