@@ -9,7 +9,9 @@
  * before it started, so concurrent sessions share the cost.
  *
  * Memory: per live message the index keeps ids, sizes, the COMMIT record's location and the
- * recipient states; envelopes and bodies are read back from disk on demand.
+ * recipient states; envelopes and bodies are read back from disk on demand, but for the bounded
+ * caches of COMMIT records (spool-read-cache.ts) and small bodies just committed
+ * (spool-recent-bodies.ts).
  *
  * This file is the facade the rest of Sterna uses. The work is done beside it:
  * spool-writer.ts (a message being received), spool-log.ts (the append-only log and group
