@@ -2,7 +2,7 @@
  * The bodies of messages just committed, kept in memory until their delivery reads them: the
  * writer had every byte in hand, and reading them back went through the thread pool twice (the
  * COMMIT for the chunk list, then each CHUNK) for each delivery of a small message. Only small
- * bodies are kept (at most MAX_BODY_BYTES each, MAX_TOTAL_BYTES in all); a full cache takes no new
+ * bodies are kept (at most MAX_BODY_BYTES each, MAX_TOTAL_BYTES and MAX_BODIES in all); a full cache takes no new
  * entries rather than evicting, for the reason the COMMIT cache gives (spool-read-cache.ts): with
  * a backlog, deliveries read messages in about the order they arrived, so evicting the oldest
  * would drop each entry just before its use. An entry goes when its message finishes.
@@ -17,6 +17,11 @@
 export const MAX_BODY_BYTES = 256 * 1024;
 /** All kept bodies together. */
 const MAX_TOTAL_BYTES = 16 * 1024 * 1024;
+/**
+ * At most this many bodies: a small part may share an 8 KiB allocation pool with others and keep
+ * it alive, so the byte count alone would understate what the cache holds.
+ */
+const MAX_BODIES = 4096;
 
 export class RecentBodies {
   readonly #bodies = new Map<string, readonly Buffer[]>();
@@ -24,7 +29,9 @@ export class RecentBodies {
 
   /** Keeps `parts` (the whole body, in order, `size` bytes) for `qid`, if there is room. */
   remember(qid: string, parts: readonly Buffer[], size: number): void {
-    if (size > MAX_BODY_BYTES || this.#bytes + size > MAX_TOTAL_BYTES || this.#bodies.has(qid)) return;
+    if (size > MAX_BODY_BYTES || this.#bytes + size > MAX_TOTAL_BYTES || this.#bodies.size >= MAX_BODIES)
+      return;
+    if (this.#bodies.has(qid)) return;
     this.#bodies.set(qid, parts);
     this.#bytes += size;
   }
