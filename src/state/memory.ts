@@ -11,8 +11,9 @@ import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from '../observability/log.js';
 import {
-  retryAfterMs,
-  windowCount,
+  countsAt,
+  positiveCounters,
+  takeOutcome,
   windowIndex,
   type CounterRule,
   type CounterView,
@@ -84,52 +85,39 @@ export class MemoryStore implements StateStore {
 
   #take(rules: readonly CounterRule[], amount: number, window: CounterWindow): TakeResult {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const raw = rules.map((r) => ({
       current: this.#count(`${r.key}:${index}`, at),
       previous: window.kind === 'sliding' ? this.#count(`${r.key}:${index - 1}`, at) : 0,
     }));
-    const counts = raw.map((c) => windowCount(c.current, c.previous, fraction, window.kind));
+    const counts = countsAt(raw, at, window);
     const refused = rules.findIndex((r, i) => (counts[i] ?? 0) + amount > r.limit);
-    if (refused >= 0) {
-      const c = raw[refused] ?? { current: 0, previous: 0 };
-      const limit = rules[refused]?.limit ?? 0;
-      return {
-        ok: false,
-        counts,
-        refused,
-        retryAfterMs: retryAfterMs(c.current, c.previous, at, amount, limit, window),
-      };
+    if (refused < 0) {
+      const expiresAt = (index + 2) * window.ms;
+      for (const r of rules) {
+        const key = `${r.key}:${index}`;
+        this.#counters.set(key, { value: this.#count(key, at) + amount, expiresAt });
+      }
+      this.#changed();
     }
-    const expiresAt = (index + 2) * window.ms;
-    for (const r of rules) {
-      const key = `${r.key}:${index}`;
-      this.#counters.set(key, { value: this.#count(key, at) + amount, expiresAt });
-    }
-    this.#changed();
-    return { ok: true, counts: counts.map((c) => c + amount), retryAfterMs: 0 };
+    return takeOutcome(raw, rules, refused, at, amount, window);
   }
 
   peek(key: string, window: CounterWindow): Promise<number> {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const current = this.#count(`${key}:${index}`, at);
     const previous = window.kind === 'sliding' ? this.#count(`${key}:${index - 1}`, at) : 0;
-    return Promise.resolve(windowCount(current, previous, fraction, window.kind));
+    return Promise.resolve(countsAt([{ current, previous }], at, window)[0] ?? 0);
   }
 
-  async counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
+  counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
     const keys = new Set<string>();
     for (const k of this.#counters.keys()) {
       if (!k.startsWith(prefix)) continue;
       keys.add(k.slice(0, k.lastIndexOf(':')));
     }
-    const out: CounterView[] = [];
-    for (const key of [...keys].sort()) {
-      const count = await this.peek(key, window);
-      if (count > 0) out.push({ key, count });
-    }
-    return out;
+    return positiveCounters(keys, (key) => this.peek(key, window));
   }
 
   get(key: string): Promise<string | null> {

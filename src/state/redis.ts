@@ -10,16 +10,8 @@
  * Trust: internal; the server is the operator's.
  */
 import { Redis } from 'ioredis';
-import {
-  retryAfterMs,
-  windowCount,
-  windowIndex,
-  type CounterRule,
-  type CounterView,
-  type CounterWindow,
-  type StateStore,
-  type TakeResult,
-} from './store.js';
+import { countsAt, positiveCounters, takeOutcome, windowIndex } from './store.js';
+import type { CounterRule, CounterView, CounterWindow, StateStore, TakeResult } from './store.js';
 
 /**
  * KEYS: current and previous window key of each rule, in pairs. ARGV: amount, "1" for sliding,
@@ -100,34 +92,19 @@ export class RedisStore implements StateStore {
     if (!Array.isArray(result) || result.length !== 1 + 2 * rules.length)
       throw new Error('unexpected answer from Redis to the rate-limit script');
     const nums = result.map((x) => Number(x));
-    const refused = (nums[0] ?? 0) - 1;
     const raw = rules.map((_, i) => ({ current: nums[1 + 2 * i] ?? 0, previous: nums[2 + 2 * i] ?? 0 }));
-    const counts = raw.map((c) => windowCount(c.current, c.previous, fraction, window.kind));
-    if (refused >= 0) {
-      const c = raw[refused] ?? { current: 0, previous: 0 };
-      return {
-        ok: false,
-        counts,
-        refused,
-        retryAfterMs: retryAfterMs(c.current, c.previous, at, amount, rules[refused]?.limit ?? 0, window),
-      };
-    }
-    return { ok: true, counts: counts.map((c) => c + amount), retryAfterMs: 0 };
+    return takeOutcome(raw, rules, (nums[0] ?? 0) - 1, at, amount, window);
   }
 
   async peek(key: string, window: CounterWindow): Promise<number> {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const [cur, prev] = await this.#redis.mget(
       this.#counterKey(key, index),
       this.#counterKey(key, index - 1),
     );
-    return windowCount(
-      Number(cur ?? 0),
-      window.kind === 'sliding' ? Number(prev ?? 0) : 0,
-      fraction,
-      window.kind,
-    );
+    const raw = { current: Number(cur ?? 0), previous: window.kind === 'sliding' ? Number(prev ?? 0) : 0 };
+    return countsAt([raw], at, window)[0] ?? 0;
   }
 
   async counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
@@ -145,12 +122,7 @@ export class RedisStore implements StateStore {
       cursor = next;
       for (const k of found) keys.add(k.slice(base.length, k.lastIndexOf(':')));
     } while (cursor !== '0');
-    const out: CounterView[] = [];
-    for (const key of [...keys].sort()) {
-      const count = await this.peek(key, window);
-      if (count > 0) out.push({ key, count });
-    }
-    return out;
+    return positiveCounters(keys, (key) => this.peek(key, window));
   }
 
   get(key: string): Promise<string | null> {
