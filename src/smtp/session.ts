@@ -206,7 +206,7 @@ export interface SessionHooks {
   checkSender?(sender: string, ctx: PolicyContext): Promise<PolicyVerdict>;
   /** VRFY with smtp.vrfy = "verify". */
   verifyAddress(rcpt: Mailbox): Promise<boolean>;
-  isAuthLockedOut(ip: string): boolean;
+  isAuthLockedOut(ip: string): boolean | Promise<boolean>;
   authenticate(creds: Credentials, ctx: { ip: string; secured: boolean }): Promise<AuthOutcome>;
   mayUseSender(user: string, sender: string): boolean;
   beginMessage(): MessageSink;
@@ -878,7 +878,7 @@ export class Session {
     if (mech === null || !this.#cfg.authMechanisms.includes(mech)) {
       return this.#error('AUTH_MECHANISM_UNKNOWN', { mechanisms: this.#cfg.authMechanisms.join(' ') });
     }
-    if (this.#hooks.isAuthLockedOut(this.#client.ip)) {
+    if (await this.#hooks.isAuthLockedOut(this.#client.ip)) {
       this.#hooks.event('auth-locked-out', { mechanism: mech });
       return [this.#reply('AUTH_LOCKED_OUT')];
     }

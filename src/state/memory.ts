@@ -10,6 +10,7 @@
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from '../observability/log.js';
+import { AuthFailureTable, type AuthLimits } from './auth-failures.js';
 import {
   countsAt,
   positiveCounters,
@@ -35,6 +36,8 @@ export interface MemoryStoreOptions {
   /** Longest time a change waits before it is written. Default 1000 ms. */
   flushMs?: number;
   log?: Logger;
+  /** Most networks, and most (network, user) pairs, of failed AUTH remembered. Default 100,000. */
+  authMaxEntries?: number;
 }
 
 const FILE_VERSION = 1;
@@ -57,6 +60,8 @@ export class MemoryStore implements StateStore {
   #sweeper: NodeJS.Timeout;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  /** Failed AUTH: in memory only, as before stores held them (a restart forgets them). */
+  readonly #auth: AuthFailureTable;
 
   private constructor(opts: MemoryStoreOptions) {
     this.#file = opts.file;
@@ -64,6 +69,7 @@ export class MemoryStore implements StateStore {
     this.#fsync = opts.fsync ?? true;
     this.#flushMs = opts.flushMs ?? 1000;
     this.#log = opts.log;
+    this.#auth = new AuthFailureTable(this.#now, opts.authMaxEntries);
     this.#sweeper = setInterval(() => this.#sweep(), 60_000);
     this.#sweeper.unref();
   }
@@ -138,6 +144,19 @@ export class MemoryStore implements StateStore {
 
   delete(key: string): Promise<void> {
     if (this.#records.delete(key)) this.#changed();
+    return Promise.resolve();
+  }
+
+  authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean> {
+    return Promise.resolve(this.#auth.locked(net, pair, limits));
+  }
+
+  authFailed(net: string, pair: string, limits: AuthLimits): Promise<number> {
+    return Promise.resolve(this.#auth.failed(net, pair, limits));
+  }
+
+  authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void> {
+    this.#auth.succeeded(net, pair, limits);
     return Promise.resolve();
   }
 

@@ -10,8 +10,11 @@
  * atomic in Redis). take() is all or nothing over several keys: it adds `amount` to every key
  * only when none would go over its limit, so a refused attempt never counts, and two nodes
  * sharing a store cannot both pass the last slot.
+ * The failed-AUTH counts of auth/lockout.ts live here too (state/auth-failures.ts), so that every
+ * worker and node sharing the store counts one guesser once.
  * Trust: internal; keys are built by Sterna from client data, values are Sterna's own.
  */
+import type { AuthLimits } from './auth-failures.js';
 
 export type WindowKind = 'fixed' | 'sliding';
 
@@ -51,6 +54,15 @@ export interface StateStore {
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlMs: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /**
+   * Failed AUTH (auth/lockout.ts, state/auth-failures.ts), each call atomic over the store: is
+   * the network, or the (network, user) pair when given, locked out?
+   */
+  authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean>;
+  /** One more failure of the pair and its network; the delay before the 535. */
+  authFailed(net: string, pair: string, limits: AuthLimits): Promise<number>;
+  /** A success of the pair: its failures forgotten, and taken off its network's count. */
+  authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void>;
   /** What the store is, for the log: "memory (FILE)" or "redis (HOST:PORT)". */
   readonly description: string;
   close(): Promise<void>;
