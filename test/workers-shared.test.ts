@@ -5,7 +5,8 @@
  * `<spool.dir>.2`; then with 2 workers: the queue gauges count that spool too (worker 0 drains
  * it); failed AUTHs spread over both workers lock the guesser out at exactly auth.max_failures
  * (the state store the primary holds); and the admin API's recent events, series and
- * destinations hold the mail of both workers.
+ * destinations hold the mail of both workers. With [state] redis (a private redis-server on
+ * loopback, test/helpers/redis.ts) the AUTH lock-out holds across workers too.
  * Test-only code: binds 127.0.0.1 only, writes only under os.tmpdir().
  */
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ import {
   type ServeDir,
   type SternaProcess,
 } from './helpers/process.js';
+import { requireRedis, startRedis } from './helpers/redis.js';
 import { TestClient } from './helpers/smtp-client.js';
 
 const READY_TIMEOUT_MS = 40_000;
@@ -32,6 +34,10 @@ const USER = 'alice@sterna.test';
 /** prepareServeDir gives every mailbox this password. */
 const PASSWORD = 'unused';
 const MAX_FAILURES = 4;
+/** AUTH on the smtp listener without TLS (loopback tests), no delay, a lock-out at MAX_FAILURES. */
+const AUTH_CONFIG =
+  `[auth]\non_smtp_listener = true\nallow_plaintext = true\nmax_failures = ${MAX_FAILURES}\n` +
+  `max_failures_per_network = 100\nfailure_delay_ms = 0\n`;
 
 let serve: ServeDir;
 let server: SternaProcess | undefined;
@@ -111,8 +117,7 @@ before(async () => {
     `[transport]\n"remote.test" = { relay = "[127.0.0.1]:${relayPort}" }\n` +
     `[queue]\nfirst_retry_ms = 600000\n` +
     `[admin]\nlisten = ["127.0.0.1:${adminPort}"]\n` +
-    `[auth]\non_smtp_listener = true\nallow_plaintext = true\nmax_failures = ${MAX_FAILURES}\n` +
-    `max_failures_per_network = 100\nfailure_delay_ms = 0\n`;
+    AUTH_CONFIG;
   // --- a life with 3 workers: one message taken by each, left in the queue -------------------
   await writeFile(serve.configFile, config(3));
   server = await start(0, 3);
@@ -130,6 +135,23 @@ after(async () => {
   await rm(serve.dir, { recursive: true, force: true });
 });
 
+/** The AUTH PLAIN initial response for USER with `password`. */
+const plain = (password: string): string => Buffer.from(`\0${USER}\0${password}`).toString('base64');
+
+/** One AUTH PLAIN on a new connection (the next worker in turn); its reply. */
+async function authOnce(port: number, creds: string): Promise<{ code: number; enhanced?: string }> {
+  const c = await TestClient.connect(port);
+  try {
+    await c.expect(220);
+    await c.cmd('EHLO client.test');
+    const r = await c.cmd(`AUTH PLAIN ${creds}`);
+    await c.cmd('QUIT');
+    return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}) };
+  } finally {
+    c.close();
+  }
+}
+
 /** sterna_queue_messages summed over its states. */
 async function queueGauge(): Promise<number> {
   const text = await (await fetch(`${admin}/metrics`)).text();
@@ -145,26 +167,23 @@ test('the queue gauges count the spool a worker drains for an earlier, larger wo
 });
 
 test('failed AUTHs spread over both workers lock the client out at exactly auth.max_failures', async () => {
-  const b64 = Buffer.from(`\0${USER}\0${PASSWORD}`).toString('base64');
-  const wrong = (i: number): string => Buffer.from(`\0${USER}\0wrong ${i}`).toString('base64');
-  /** One AUTH PLAIN on a new connection (the next worker in turn); its reply. */
-  const authOnce = async (creds: string): Promise<{ code: number; enhanced?: string }> => {
-    const c = await TestClient.connect(serve.port);
-    try {
-      await c.expect(220);
-      await c.cmd('EHLO client.test');
-      const r = await c.cmd(`AUTH PLAIN ${creds}`);
-      await c.cmd('QUIT');
-      return { code: r.code, ...(r.enhanced !== undefined ? { enhanced: r.enhanced } : {}) };
-    } finally {
-      c.close();
-    }
-  };
+  await lockOutAcrossWorkers(serve.port, server!);
+});
+
+/**
+ * auth.max_failures failed AUTHs, each on a new connection (so on both workers, in turn), then
+ * the right password: refused with 454 4.7.0, on either worker.
+ */
+async function lockOutAcrossWorkers(port: number, p: SternaProcess): Promise<void> {
   for (let i = 0; i < MAX_FAILURES; i++)
-    assert.deepEqual(await authOnce(wrong(i)), { code: 535, enhanced: '5.7.8' }, `failure ${i + 1}`);
+    assert.deepEqual(
+      await authOnce(port, plain(`wrong ${i}`)),
+      { code: 535, enhanced: '5.7.8' },
+      `failure ${i + 1}`,
+    );
   // The failures reached both workers.
   const failed = await waitForLog(
-    server!,
+    p,
     (r) => r.msg === 'auth' && r.fields['result'] === 'failed',
     MAX_FAILURES,
   );
@@ -174,9 +193,9 @@ test('failed AUTHs spread over both workers lock the client out at exactly auth.
     'the failures were spread over both workers',
   );
   // The next attempt, on whichever worker, even with the right password: 454 4.7.0.
-  assert.deepEqual(await authOnce(b64), { code: 454, enhanced: '4.7.0' });
-  assert.deepEqual(await authOnce(b64), { code: 454, enhanced: '4.7.0' });
-});
+  assert.deepEqual(await authOnce(port, plain(PASSWORD)), { code: 454, enhanced: '4.7.0' });
+  assert.deepEqual(await authOnce(port, plain(PASSWORD)), { code: 454, enhanced: '4.7.0' });
+}
 
 test('the admin API shows the mail of both workers: recent events, the series, the destinations', async () => {
   const qids: string[] = [];
@@ -220,3 +239,44 @@ test('the admin API shows the mail of both workers: recent events, the series, t
   );
   assert.equal(dest.destinations.find((x) => x.domain === 'remote.test')?.messages, 7, JSON.stringify(dest));
 });
+
+test(
+  'with [state] redis, failed AUTHs spread over both workers lock the client out at exactly auth.max_failures',
+  { skip: requireRedis().skip },
+  async (t) => {
+    const redis = await startRedis();
+    const dir = await prepareServeDir({
+      prefix: 'sterna-workers-redis-',
+      hostname: 'mx.sterna.test',
+      domain: 'sterna.test',
+      mailboxes: [USER],
+      workers: 2,
+    });
+    const stopped: SternaProcess[] = [];
+    t.after(async () => {
+      for (const q of stopped) {
+        q.kill('SIGKILL');
+        await q.exited;
+      }
+      await redis.stop();
+      await rm(dir.dir, { recursive: true, force: true });
+    });
+    await writeFile(
+      dir.configFile,
+      `${await readFile(dir.configFile, 'utf8')}${AUTH_CONFIG}[state]\nredis = "${redis.url}"\n`,
+    );
+    const p = await startSternaProcess({
+      configFile: dir.configFile,
+      smtpPort: dir.port,
+      stdoutFile: path.join(dir.dir, 'sterna.log'),
+      stderrFile: path.join(dir.dir, 'sterna.err'),
+      readyTimeoutMs: READY_TIMEOUT_MS,
+      group: true,
+      env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
+    });
+    stopped.push(p);
+    await waitForLog(p, workerReady, 2);
+    await lockOutAcrossWorkers(dir.port, p);
+    assert.deepEqual(await p.stop(30_000), { code: 0, signal: null });
+  },
+);
