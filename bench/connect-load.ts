@@ -17,40 +17,29 @@ import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { buildMessage, expect, ReplyReader, SmtpError } from './load.js';
-import { percentile } from './machine.js';
+import {
+  buildMessage,
+  expect,
+  ReplyReader,
+  sendTransaction,
+  SmtpError,
+  type LoadOptions,
+  type LoadResult,
+} from './load.js';
+import { percentile, timedSessions } from './machine.js';
 
 export type TlsMode = 'none' | 'full' | 'resume';
 
-export interface ConnectLoadOptions {
-  host: string;
-  port: number;
-  sessions: number;
-  /** Messages in total, shared among the sessions. */
-  messages: number;
-  /** Body size in bytes, headers excluded (like smtp-source -l). */
-  bodyBytes: number;
-  from: string;
-  to: string;
+/** A LoadOptions (load.ts), each message on a new connection, with or without STARTTLS. */
+export interface ConnectLoadOptions extends LoadOptions {
   tls: TlsMode;
-  /** Give up on the whole run after this long. */
-  timeoutMs: number;
   /** Wait until this time (ms since the epoch) before starting: child processes start together. */
   startAtMs?: number;
 }
 
-export interface ConnectLoadResult {
-  /** Messages that received the final 250 after the dot. */
-  accepted: number;
-  /** Messages that failed (a wrong reply, a lost connection, a failed handshake); the first error is kept. */
-  failed: number;
-  firstError: string;
-  seconds: number;
-  messagesPerSecond: number;
-  /** connect() -> final 250, in milliseconds. */
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
+/** A LoadResult (load.ts), with failed counting messages (a wrong reply, a lost connection, a
+ * failed handshake) and latencies from connect() to the final 250, plus the TLS figures. */
+export interface ConnectLoadResult extends LoadResult {
   /** TLS handshakes completed, and how many of them resumed a session. */
   handshakes: number;
   resumed: number;
@@ -149,14 +138,7 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
         secure.write(EHLO);
         await expect(reader, 250, 'EHLO after STARTTLS');
       }
-      socket.write(`MAIL FROM:<${options.from}>\r\n`);
-      await expect(reader, 250, 'MAIL');
-      socket.write(`RCPT TO:<${options.to}>\r\n`);
-      await expect(reader, 250, 'RCPT');
-      socket.write('DATA\r\n');
-      await expect(reader, 354, 'DATA');
-      socket.write(message);
-      await expect(reader, 250, 'end of data');
+      await sendTransaction(socket, reader, options, message);
       latencies.push(performance.now() - start);
       socket.write('QUIT\r\n');
       await reader.next().catch(() => undefined);
@@ -182,29 +164,21 @@ export async function runConnectLoad(options: ConnectLoadOptions): Promise<Conne
   if (options.startAtMs !== undefined && options.startAtMs > Date.now())
     await new Promise((resolve) => setTimeout(resolve, (options.startAtMs ?? 0) - Date.now()));
   const startedAtMs = Date.now();
-  const t0 = performance.now();
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
+  const run = await timedSessions(
+    options.sessions,
+    options.timeoutMs,
+    sessionLoop,
+    () => {
       fail(new Error(`timed out after ${options.timeoutMs} ms`));
       stopped = true;
       for (const s of sockets) s.destroy();
-      resolve();
-    }, options.timeoutMs);
-  });
-  await Promise.race([Promise.all(Array.from({ length: options.sessions }, sessionLoop)), timeout]);
-  clearTimeout(timer);
-  const seconds = (performance.now() - t0) / 1000;
-  latencies.sort((a, b) => a - b);
+    },
+    latencies,
+  );
   return {
-    accepted: latencies.length,
+    ...run,
     failed,
     firstError,
-    seconds,
-    messagesPerSecond: latencies.length / seconds,
-    p50Ms: percentile(latencies, 0.5),
-    p99Ms: percentile(latencies, 0.99),
-    maxMs: latencies.at(-1) ?? 0,
     handshakes,
     resumed,
     tlsVersion,

@@ -7,7 +7,7 @@
  * starts with "."). Benchmark code: trusted, talks only to 127.0.0.1.
  */
 import { connect, type Socket } from 'node:net';
-import { percentile } from './machine.js';
+import { timedSessions, type TimedRun } from './machine.js';
 
 export interface LoadOptions {
   host: string;
@@ -23,18 +23,10 @@ export interface LoadOptions {
   timeoutMs: number;
 }
 
-export interface LoadResult {
-  /** Messages that received a final 250 after the dot. */
-  accepted: number;
+export interface LoadResult extends TimedRun {
   /** Transactions that failed (a non-2xx/3xx reply or a lost connection); the first error is kept. */
   failed: number;
   firstError: string;
-  seconds: number;
-  messagesPerSecond: number;
-  /** MAIL written -> final 250 received, in milliseconds. */
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
 }
 
 export interface Reply {
@@ -128,6 +120,23 @@ export async function expect(reader: ReplyReader, want: number, what: string): P
   return reply;
 }
 
+/** One mail transaction (MAIL, RCPT, DATA, the message) on an open session; throws on any other reply. */
+export async function sendTransaction(
+  socket: { write(data: string | Buffer): unknown },
+  reader: ReplyReader,
+  envelope: { from: string; to: string },
+  message: Buffer,
+): Promise<void> {
+  socket.write(`MAIL FROM:<${envelope.from}>\r\n`);
+  await expect(reader, 250, 'MAIL');
+  socket.write(`RCPT TO:<${envelope.to}>\r\n`);
+  await expect(reader, 250, 'RCPT');
+  socket.write('DATA\r\n');
+  await expect(reader, 354, 'DATA');
+  socket.write(message);
+  await expect(reader, 250, 'end of data');
+}
+
 /** Runs the load and resolves with throughput and latency; never leaves a socket open. */
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const message = buildMessage(options.bodyBytes, options.from, options.to);
@@ -153,14 +162,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       while (next < options.messages) {
         next++;
         const start = performance.now();
-        socket.write(`MAIL FROM:<${options.from}>\r\n`);
-        await expect(reader, 250, 'MAIL');
-        socket.write(`RCPT TO:<${options.to}>\r\n`);
-        await expect(reader, 250, 'RCPT');
-        socket.write('DATA\r\n');
-        await expect(reader, 354, 'DATA');
-        socket.write(message);
-        await expect(reader, 250, 'end of data');
+        await sendTransaction(socket, reader, options, message);
         latencies.push(performance.now() - start);
       }
       socket.write('QUIT\r\n');
@@ -173,27 +175,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     }
   };
 
-  const t0 = performance.now();
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
+  const run = await timedSessions(
+    options.sessions,
+    options.timeoutMs,
+    session,
+    () => {
       fail(new Error(`timed out after ${options.timeoutMs} ms`));
       for (const s of sockets) s.destroy();
-      resolve();
-    }, options.timeoutMs);
-  });
-  await Promise.race([Promise.all(Array.from({ length: options.sessions }, session)), timeout]);
-  clearTimeout(timer);
-  const seconds = (performance.now() - t0) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    accepted: latencies.length,
-    failed,
-    firstError,
-    seconds,
-    messagesPerSecond: latencies.length / seconds,
-    p50Ms: percentile(latencies, 0.5),
-    p99Ms: percentile(latencies, 0.99),
-    maxMs: latencies.at(-1) ?? 0,
-  };
+    },
+    latencies,
+  );
+  return { ...run, failed, firstError };
 }

@@ -101,3 +101,49 @@ export async function describeMachine(tmpDir: string): Promise<MachineInfo> {
     kernel: kernel.stdout.trim(),
   };
 }
+
+/** Throughput and latency of one timed run of sessions. */
+export interface TimedRun {
+  /** Messages that received a final 250 after the dot. */
+  accepted: number;
+  seconds: number;
+  messagesPerSecond: number;
+  /** The session's latency per message (MAIL, or connect, to the final 250), in milliseconds. */
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/**
+ * Runs `sessions` copies of `session` at once until they end or `timeoutMs` passes (then
+ * `onTimeout` stops them: it should count the failure and destroy the sockets), and measures:
+ * wall time, and `latencies` (one per accepted message, filled by the sessions; sorted here).
+ */
+export async function timedSessions(
+  sessions: number,
+  timeoutMs: number,
+  session: () => Promise<unknown>,
+  onTimeout: () => void,
+  latencies: number[],
+): Promise<TimedRun> {
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      resolve();
+    }, timeoutMs);
+  });
+  await Promise.race([Promise.all(Array.from({ length: sessions }, session)), timeout]);
+  clearTimeout(timer);
+  const seconds = (performance.now() - t0) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    accepted: latencies.length,
+    seconds,
+    messagesPerSecond: latencies.length / seconds,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    maxMs: latencies.at(-1) ?? 0,
+  };
+}

@@ -1,10 +1,12 @@
 /**
  * Recent deliveries, refusals and acceptances (the in-memory ring, observability/recent.ts),
  * and the story of one message by queue id: its events from the ring, oldest first, and its
- * state in the spool if it is still queued (the same `show` as `sterna queue show`).
+ * state in the spool if it is still queued (the same `show` as `sterna queue show`). With
+ * workers, every worker's events (admin-data.ts, merged by the primary).
  * Trust: requests come from the token's holder.
  */
 import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
 import { isQueueId } from '../queue/ids.js';
 import { SpoolError } from '../queue/spool.js';
 import { resultOf } from '../cluster/queue-merge.js';
@@ -21,17 +23,15 @@ const recentQuery = {
   },
 } as const;
 
-/** Events of one message the story looks at, at most. */
-const STORY_EVENTS = 1000;
-
 export function recentRoutes(app: FastifyInstance, s: AdminServices): void {
   app.get<{ Querystring: { kind?: 'queued' | 'delivery' | 'refusal'; limit?: number; before?: number } }>(
     '/api/recent',
     { schema: { querystring: recentQuery } },
-    (request, reply) => {
+    async (request, reply) => {
       const q = request.query;
       return reply.send(
-        s.events.recent.query({
+        await s.adminData({
+          q: 'recent',
           limit: q.limit ?? 100,
           ...(q.kind !== undefined ? { kind: q.kind } : {}),
           ...(q.before !== undefined ? { before: q.before } : {}),
@@ -46,7 +46,7 @@ export function recentRoutes(app: FastifyInstance, s: AdminServices): void {
     async (request, reply) => {
       const { qid } = request.params;
       if (!isQueueId(qid)) return sendError(reply, 404, 'not_found', `${qid} is not a queue id`);
-      const events = s.events.recent.query({ qid, limit: STORY_EVENTS }).events.reverse();
+      const events = z.array(z.unknown()).parse(await s.adminData({ q: 'story', qid }));
       let queued: unknown = null;
       try {
         queued = resultOf(await s.queueOps({ op: 'show', qid }));

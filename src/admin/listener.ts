@@ -8,17 +8,10 @@
  * its own logger is off, so no Authorization header is ever logged.
  * Trust: every request is untrusted until its token is checked.
  */
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
-import { isLoopbackHost, type Config } from '../config/schema.js';
+import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/log.js';
-import { parseHostPort } from '../server/listeners.js';
+import { listenHttp } from '../server/http-listen.js';
 import type { TlsContextProvider } from '../server/tls.js';
 import { DASHBOARD_PATHS } from './dashboard.js';
 import type { Lifecycle } from './health.js';
@@ -102,47 +95,23 @@ export async function startAdminListener(deps: AdminListenerDeps): Promise<Admin
   deps.routes(app);
   await app.ready();
 
-  const servers: Server[] = [];
-  const addresses: AdminListener['addresses'] = [];
-  const handler = (req: IncomingMessage, res: ServerResponse): void => app.routing(req, res);
+  const { servers, addresses } = await listenHttp(app, {
+    name: 'admin',
+    listen: admin.listen,
+    tls: deps.tls,
+    log,
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 60_000,
+    maxConnections: 256,
+  }).catch(async (err: unknown) => {
+    await app.close();
+    throw err;
+  });
   const closeServers = async (): Promise<void> => {
     const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const s of servers) s.closeAllConnections();
     await Promise.all(closed);
   };
-  try {
-    for (const entry of admin.listen) {
-      const { host, port } = parseHostPort(entry);
-      const tls = !isLoopbackHost(host);
-      let server: Server;
-      if (tls) {
-        const https = createHttpsServer(deps.tls.serverOptions(), handler);
-        // Clients without SNI get the default context: kept current on certificate reloads.
-        deps.tls.attach(https);
-        server = https;
-      } else {
-        server = createHttpServer(handler);
-      }
-      server.headersTimeout = 10_000;
-      server.requestTimeout = 60_000;
-      server.maxConnections = 256;
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-      servers.push(server);
-      const a = server.address();
-      if (a !== null && typeof a === 'object') addresses.push({ address: a.address, port: a.port, tls });
-      log.info({ listener: 'admin', address: host, port: addresses.at(-1)?.port, tls }, 'listening');
-    }
-  } catch (err) {
-    await closeServers();
-    await app.close();
-    throw err;
-  }
   return {
     addresses,
     async close() {

@@ -21,18 +21,23 @@ export function healthRoutes(app: FastifyInstance, s: AdminServices): void {
   });
 }
 
-/** The queue gauges at scrape time: one pass over the spool's index, no envelope read. */
-export function queueSnapshot(s: Pick<AdminServices, 'spool' | 'manager'>, now: number): QueueSnapshot {
+/**
+ * The queue gauges at scrape time: one pass over the index of every spool of the process (its
+ * own, and any it drains for an earlier run with more workers), no envelope read.
+ */
+export function queueSnapshot(s: Pick<AdminServices, 'queues'>, now: number): QueueSnapshot {
   const byState: Record<string, number> = { active: 0, pending: 0, deferred: 0, held: 0 };
   let oldest = now;
-  const deps = {
-    held: { has: (q: string) => s.manager.isHeld(q) },
-    isActive: (q: string) => s.manager.isActive(q),
-  };
-  for (const m of s.spool.scan()) {
-    const state = messageState(m.qid, m.states, deps);
-    byState[state] = (byState[state] ?? 0) + 1;
-    if (m.receivedAt < oldest) oldest = m.receivedAt;
+  for (const { spool, manager } of s.queues) {
+    const deps = {
+      held: { has: (q: string) => manager.isHeld(q) },
+      isActive: (q: string) => manager.isActive(q),
+    };
+    for (const m of spool.scan()) {
+      const state = messageState(m.qid, m.states, deps);
+      byState[state] = (byState[state] ?? 0) + 1;
+      if (m.receivedAt < oldest) oldest = m.receivedAt;
+    }
   }
   return { byState, oldestAgeSeconds: Math.max(0, (now - oldest) / 1000) };
 }

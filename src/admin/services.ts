@@ -9,6 +9,7 @@ import type { MailEvents } from '../observability/mail-events.js';
 import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
 import type { QueueOps } from '../cluster/queue-merge.js';
+import type { AdminData, SpoolQueue } from './admin-data.js';
 import type { Lifecycle } from './health.js';
 
 export interface AdminServices {
@@ -19,6 +20,10 @@ export interface AdminServices {
   manager: QueueManager;
   spool: Spool;
   users: UserStore;
+  /** Every spool of this process with its queue manager: its own first, then those it drains. */
+  queues: readonly SpoolQueue[];
+  /** The dashboard's data (admin-data.ts): every worker's, merged, with workers; else this process's. */
+  adminData: AdminData;
   /** Queue operations on every spool (every worker's, with workers; cluster/queue-merge.ts). */
   queueOps: QueueOps;
   /** /metrics for every worker, aggregated (cluster/primary.ts); absent: this process's. */

@@ -9,7 +9,7 @@ import type { TlsContextProvider } from '../server/tls.js';
 import { queueRoutes } from './api-queue.js';
 import { recentRoutes } from './api-recent.js';
 import { destinationRoutes } from './api-destinations.js';
-import { statsRoutes } from './api-stats.js';
+import { sampleQueueSize, statsRoutes } from './api-stats.js';
 import { dashboardRoutes } from './dashboard.js';
 import { userRoutes } from './api-users.js';
 import { startAdminListener, type AdminListener } from './listener.js';
@@ -19,7 +19,9 @@ import type { AdminServices } from './services.js';
 export async function startAdmin(s: AdminServices & { tls: TlsContextProvider }): Promise<AdminListener> {
   s.events.metrics.setQueueSource(() => queueSnapshot(s, Date.now()));
   s.events.metrics.setCertificateSource(() => certificateExpiry(s.tls.material.cert));
-  return startAdminListener({
+  // Every process samples its queue size into its series: with workers, the primary sums them.
+  const stopSampling = sampleQueueSize(s);
+  const listener = await startAdminListener({
     config: s.config,
     log: s.log,
     tls: s.tls,
@@ -33,7 +35,17 @@ export async function startAdmin(s: AdminServices & { tls: TlsContextProvider })
       destinationRoutes(app, s);
       dashboardRoutes(app);
     },
+  }).catch((err: unknown) => {
+    stopSampling();
+    throw err;
   });
+  return {
+    addresses: listener.addresses,
+    close: async () => {
+      stopSampling();
+      await listener.close();
+    },
+  };
 }
 
 /** The leaf certificate's notAfter (ms since the epoch), or null when it cannot be parsed. */

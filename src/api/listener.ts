@@ -7,13 +7,7 @@
  * Nothing of a request's Authorization header is ever logged (fastify's own logger is off).
  * Trust: every request is untrusted until its key is verified.
  */
-import {
-  createServer as createHttpServer,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { Server } from 'node:http';
 import { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import type { UserStore } from '../auth/users.js';
@@ -22,7 +16,7 @@ import type { Logger } from '../observability/log.js';
 import type { RecipientPolicy } from '../policy/recipient.js';
 import type { Spool } from '../queue/spool.js';
 import type { DkimSigning } from '../mailauth/dkim-sign.js';
-import { parseHostPort } from '../server/listeners.js';
+import { listenHttp } from '../server/http-listen.js';
 import type { TlsContextProvider } from '../server/tls.js';
 import {
   addressOf,
@@ -67,11 +61,6 @@ const unsupportedMediaType = apiError(
   'unsupported_media_type',
   'send Content-Type: application/json to /v1/messages, message/rfc822 to /v1/messages/raw',
 );
-
-/** Loopback addresses get plain HTTP; every other address HTTPS. */
-function isLoopback(host: string): boolean {
-  return /^127\./.test(host) || host === '::1' || host.toLowerCase() === 'localhost';
-}
 
 const rawQuerySchema = {
   type: 'object',
@@ -384,43 +373,19 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
   );
 
   await app.ready();
-  const servers: Server[] = [];
-  const addresses: HttpApi['addresses'] = [];
-  const handler = (req: IncomingMessage, res: ServerResponse): void => app.routing(req, res);
-  try {
-    for (const entry of api.listen) {
-      const { host, port } = parseHostPort(entry);
-      const tls = !isLoopback(host);
-      let server: Server;
-      if (tls) {
-        const https = createHttpsServer(deps.tls.serverOptions(), handler);
-        // Clients without SNI get the default context: kept current on certificate reloads.
-        deps.tls.attach(https);
-        server = https;
-      } else {
-        server = createHttpServer(handler);
-      }
-      server.headersTimeout = config.limits.command_timeout_ms;
-      // Counted per API listener, not together with the SMTP listeners' limits.connections.
-      server.maxConnections = config.limits.connections;
-      server.requestTimeout = config.limits.data_total_timeout_ms;
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
-      servers.push(server);
-      const a = server.address();
-      if (a !== null && typeof a === 'object') addresses.push({ address: a.address, port: a.port, tls });
-      log.info({ listener: 'http_api', address: host, port: addresses.at(-1)?.port, tls }, 'listening');
-    }
-  } catch (err) {
-    await closeAll(servers, inFlight);
+  // Counted per API listener, not together with the SMTP listeners' limits.connections.
+  const { servers, addresses } = await listenHttp(app, {
+    name: 'http_api',
+    listen: api.listen,
+    tls: deps.tls,
+    log,
+    headersTimeoutMs: config.limits.command_timeout_ms,
+    requestTimeoutMs: config.limits.data_total_timeout_ms,
+    maxConnections: config.limits.connections,
+  }).catch(async (err: unknown) => {
     await idempotency.close();
     throw err;
-  }
+  });
   return {
     addresses,
     async close() {

@@ -10,7 +10,7 @@
 import { z } from 'zod';
 
 /** What a request asks for. */
-export type RequestKind = 'queue' | 'state' | 'metrics';
+export type RequestKind = 'queue' | 'state' | 'metrics' | 'admin';
 /** Orders from the primary to a worker. */
 export type Command = 'drain' | 'stop' | 'reload';
 
@@ -21,7 +21,7 @@ const ipcMessage = z.discriminatedUnion('t', [
     tag: z.literal(TAG),
     t: z.literal('req'),
     id: z.number(),
-    kind: z.enum(['queue', 'state', 'metrics']),
+    kind: z.enum(['queue', 'state', 'metrics', 'admin']),
     body: z.unknown(),
   }),
   z.object({

@@ -24,6 +24,7 @@ import {
 import { ensureTlsMaterial } from '../server/tls.js';
 import { openStateStore } from '../state/open.js';
 import type { StateStore } from '../state/store.js';
+import { adminFanOut } from './admin-merge.js';
 import { IpcChannel } from './ipc.js';
 import { mergeQueueOutcomes, perSpoolRequest, type QueueOutcome } from './queue-merge.js';
 import { serveStateRequest } from './shared-state.js';
@@ -180,6 +181,13 @@ export class Primary {
       return this.queueOp(req);
     });
     ipc.handle('metrics', () => this.metrics());
+    // The dashboard's data from worker 0's admin API: every worker's, merged.
+    ipc.handle('admin', (body) =>
+      adminFanOut(
+        this.#slots.map((s) => s.ipc),
+        body,
+      ),
+    );
     ipc.onReady = () => {
       slot.everReady = true;
       this.#log.info({ worker: slot.index, pid: worker.process.pid }, 'worker ready');

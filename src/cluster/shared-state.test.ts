@@ -80,3 +80,34 @@ test('a request whose primary is gone fails at once, not after a timeout', async
   await assert.rejects(pending, IpcError);
   await assert.rejects(store.get('k'), IpcError);
 });
+
+test('failed AUTHs through two workers count once each: the lock-out comes at exactly maxFailures', async () => {
+  const { a, b, store, close } = await cluster();
+  try {
+    const limits = {
+      failureDelayMs: 1000,
+      maxFailures: 5,
+      maxNetworkFailures: 20,
+      windowMs: 60_000,
+      lockoutMs: 300_000,
+      maxDelayMs: 30_000,
+    };
+    const pairKey = '192.0.2.1\0alice@example.test';
+    const delays = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => (i % 2 === 0 ? a : b).authFailed('192.0.2.1', pairKey, limits)),
+    );
+    assert.deepEqual(
+      delays.sort((x, y) => x - y),
+      [1000, 2000, 4000, 8000],
+    );
+    assert.equal(await b.authLocked('192.0.2.1', pairKey, limits), false);
+    assert.equal(await a.authFailed('192.0.2.1', pairKey, limits), 16_000);
+    assert.equal(await b.authLocked('192.0.2.1', pairKey, limits), true);
+    assert.equal(await b.authLocked('192.0.2.1', null, limits), false, 'the network is not locked out');
+    await a.authSucceeded('192.0.2.1', '192.0.2.1\0bob@example.test', limits);
+    assert.equal(await store.authLocked('192.0.2.1', pairKey, limits), true);
+  } finally {
+    close();
+    await store.close();
+  }
+});

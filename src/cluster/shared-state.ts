@@ -1,5 +1,5 @@
 /**
- * The in-process state store (state/memory.ts: rate limits, greylisting) shared by every
+ * The in-process state store (state/memory.ts: rate limits, greylisting, failed AUTH) shared by every
  * worker: the primary holds the one MemoryStore and saves it as a single-process Sterna does;
  * each worker reaches it through IpcStateStore, which keeps the StateStore interface
  * (state/store.ts), so the policy code cannot tell. take() stays all or nothing across workers
@@ -9,8 +9,17 @@
  */
 import { z } from 'zod';
 import type { CounterRule, CounterView, CounterWindow, StateStore, TakeResult } from '../state/store.js';
+import type { AuthLimits } from '../state/auth-failures.js';
 import type { IpcChannel } from './ipc.js';
 
+const authLimits = z.object({
+  failureDelayMs: z.number(),
+  maxFailures: z.number(),
+  maxNetworkFailures: z.number(),
+  windowMs: z.number(),
+  lockoutMs: z.number(),
+  maxDelayMs: z.number(),
+});
 const counterWindow = z.object({ ms: z.number().positive(), kind: z.enum(['fixed', 'sliding']) });
 const stateRequest = z.discriminatedUnion('method', [
   z.object({
@@ -24,6 +33,14 @@ const stateRequest = z.discriminatedUnion('method', [
   z.object({ method: z.literal('get'), key: z.string() }),
   z.object({ method: z.literal('set'), key: z.string(), value: z.string(), ttlMs: z.number() }),
   z.object({ method: z.literal('delete'), key: z.string() }),
+  z.object({
+    method: z.literal('authLocked'),
+    net: z.string(),
+    pair: z.string().nullable(),
+    limits: authLimits,
+  }),
+  z.object({ method: z.literal('authFailed'), net: z.string(), pair: z.string(), limits: authLimits }),
+  z.object({ method: z.literal('authSucceeded'), net: z.string(), pair: z.string(), limits: authLimits }),
 ]);
 type StateRequest = z.infer<typeof stateRequest>;
 
@@ -50,6 +67,12 @@ export async function serveStateRequest(store: StateStore, body: unknown): Promi
       return store.set(req.key, req.value, req.ttlMs);
     case 'delete':
       return store.delete(req.key);
+    case 'authLocked':
+      return store.authLocked(req.net, req.pair, req.limits);
+    case 'authFailed':
+      return store.authFailed(req.net, req.pair, req.limits);
+    case 'authSucceeded':
+      return store.authSucceeded(req.net, req.pair, req.limits);
     default: {
       const never: never = req;
       throw new Error(`unhandled state request ${JSON.stringify(never)}`);
@@ -104,6 +127,18 @@ export class IpcStateStore implements StateStore {
 
   async delete(key: string): Promise<void> {
     await this.#ask({ method: 'delete', key });
+  }
+
+  async authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean> {
+    return z.boolean().parse(await this.#ask({ method: 'authLocked', net, pair, limits }));
+  }
+
+  async authFailed(net: string, pair: string, limits: AuthLimits): Promise<number> {
+    return z.number().parse(await this.#ask({ method: 'authFailed', net, pair, limits }));
+  }
+
+  async authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void> {
+    await this.#ask({ method: 'authSucceeded', net, pair, limits });
   }
 
   /** The store is the primary's; it saves and closes it. */

@@ -18,6 +18,7 @@ import { announceListeners } from '../server/announce.js';
 import { startSterna, type RunningSterna } from '../server/app.js';
 import { parseControlRequest } from '../server/control.js';
 import { stateFilePath } from '../state/open.js';
+import { parseAdminQuery } from './admin-merge.js';
 import { IpcChannel } from './ipc.js';
 import type { QueueOutcome } from './queue-merge.js';
 import { IpcStateStore } from './shared-state.js';
@@ -78,6 +79,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
           : null,
       clusterQueue: async (req) => parseOutcome(await ipc.request('queue', req)),
       clusterMetrics: async () => z.string().parse(await ipc.request('metrics', null)),
+      clusterAdmin: (q) => ipc.request('admin', q),
     });
   } catch (err) {
     log.fatal({ err }, 'cannot start');
@@ -90,6 +92,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
     return running.queueOps(req);
   });
   ipc.handle('metrics', () => running.metricsJson());
+  ipc.handle('admin', (body) => running.adminData(parseAdminQuery(body)));
   if (index === 0) announceListeners(log, config.hostname, running.addresses);
   log.info({ queued: running.spool.size }, 'worker ready');
   ipc.ready();

@@ -272,7 +272,7 @@ export async function filterBeforeCommit(
 
 /**
  * A copy of the envelope with the changes the filters asked for (a milter's add/delete rcpt, a
- * Junk verdict), as smtp/session.ts applies them: an added recipient gets no DSN parameters; a
+ * Junk verdict), also applied by smtp/session.ts: an added recipient gets no DSN parameters; a
  * deleted one is matched without regard to case.
  */
 export function applyFilterEnvelope(

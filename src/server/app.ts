@@ -29,6 +29,7 @@ import type { ForwardingServices } from '../queue/forward.js';
 import { startDmarcReporting } from '../mailauth/dmarc-report-start.js';
 import { Lifecycle } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
+import { localAdminData, type AdminData, type SpoolQueue } from '../admin/admin-data.js';
 import { startAdmin } from '../admin/start.js';
 import { buildContentFilters } from '../filters/build.js';
 import type { ContentFilters } from '../filters/pipeline.js';
@@ -85,6 +86,8 @@ export interface RunningSterna {
   queueOps: QueueOps;
   /** This process's metrics as prom-client JSON (a cluster's primary aggregates them). */
   metricsJson(): Promise<unknown>;
+  /** This process's dashboard data (admin/admin-data.ts; a cluster's primary merges them). */
+  adminData: AdminData;
   /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
   httpApi: HttpApi['addresses'];
   /** The admin listener's bound addresses ([admin] listen; none by default). */
@@ -120,6 +123,8 @@ export interface WorkerRole {
   clusterQueue: QueueOps;
   /** /metrics of every worker, aggregated. */
   clusterMetrics: () => Promise<string>;
+  /** The dashboard data of every worker, merged (cluster/admin-merge.ts). */
+  clusterAdmin?: AdminData;
 }
 
 export async function startSterna(config: Config, log: Logger, role?: WorkerRole): Promise<RunningSterna> {
@@ -198,14 +203,6 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     trusted: new NetworkList(config.relay.trusted_networks),
     srs,
   };
-  const throttle = new AuthThrottle({
-    failureDelayMs: config.auth.failure_delay_ms,
-    maxFailures: config.auth.max_failures,
-    maxNetworkFailures: config.auth.max_failures_per_network,
-    windowMs: config.auth.lockout_window_ms,
-    lockoutMs: config.auth.lockout_ms,
-    now: Date.now,
-  });
   const auth = await buildAuth(config, users, localDomains, log);
 
   // This process's spool first, then any spool an earlier run with more workers left, which
@@ -338,6 +335,8 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     });
   const manager = newManager(spool, held);
   const managers = [manager, ...adopted.map((o) => newManager(o.spool, o.held))];
+  /** Every spool with its manager, for the queue gauges and the dashboard (admin/admin-data.ts). */
+  const queues: SpoolQueue[] = spools.map((o, i) => ({ spool: o.spool, manager: managers[i] ?? manager }));
   const closeSpools = async (): Promise<void> => {
     for (const o of spools) await o.spool.close();
   };
@@ -358,6 +357,18 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     throw err;
   });
   const rates = new RateLimits(config.rate_limits, state);
+  // Failed AUTH counted in the state store: one count for every worker (and node, with Redis).
+  const throttle = new AuthThrottle(
+    {
+      failureDelayMs: config.auth.failure_delay_ms,
+      maxFailures: config.auth.max_failures,
+      maxNetworkFailures: config.auth.max_failures_per_network,
+      windowMs: config.auth.lockout_window_ms,
+      lockoutMs: config.auth.lockout_ms,
+      now: Date.now,
+    },
+    state,
+  );
   const g = config.greylist;
   const policyServices: PolicyServices = {
     lists,
@@ -474,6 +485,8 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     events,
     manager,
     spool,
+    queues,
+    adminData: role?.clusterAdmin ?? ((q) => localAdminData({ events, queues }, q)),
     users,
     queueOps: role?.clusterQueue ?? queueOps,
     ...(role !== undefined ? { metricsText: role.clusterMetrics } : {}),
@@ -491,6 +504,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     recovery: report,
     queueOps,
     metricsJson: () => events.metrics.registry.getMetricsAsJSON(),
+    adminData: (q) => localAdminData({ events, queues }, q),
     httpApi: httpApi.addresses,
     admin: admin.addresses,
     events,
@@ -802,8 +816,9 @@ class AppHooks implements SessionHooks {
     return Promise.resolve(this.#s.router.route(addressKey(rcpt)).kind === 'local');
   }
 
-  isAuthLockedOut(ip: string): boolean {
-    return this.#s.throttle.isLockedOut(ip);
+  async isAuthLockedOut(ip: string): Promise<boolean> {
+    // The store unreachable: not refused here; authenticate() fails with 454 when it is asked.
+    return this.#s.throttle.isLockedOut(ip).catch(() => false);
   }
 
   async authenticate(creds: Credentials, ctx: AuthContext): Promise<AuthOutcome> {
@@ -811,7 +826,7 @@ class AppHooks implements SessionHooks {
     const { ip } = ctx;
     // Counted by the name the client claims (existing or not), so a guesser cannot dodge it.
     const claimed = claimedUser(creds);
-    if (throttle.isLockedOut(ip, claimed)) return { kind: 'locked' };
+    if (await throttle.isLockedOut(ip, claimed)) return { kind: 'locked' };
     let result: VerifyResult;
     let reason: string | undefined;
     if (creds.kind === 'oauth') {
@@ -824,10 +839,10 @@ class AppHooks implements SessionHooks {
       result = await auth.passwords.verify(creds, ctx);
     }
     if (result.ok) {
-      throttle.recordSuccess(ip, claimed);
+      await throttle.recordSuccess(ip, claimed);
       return { kind: 'ok', user: result.user };
     }
-    const delayMs = throttle.delayAfterFailure(ip, claimed);
+    const delayMs = await throttle.delayAfterFailure(ip, claimed);
     if (creds.kind === 'oauth' && auth.oauth !== undefined) {
       const challenge = auth.oauth.errorChallenge(creds.mechanism);
       return { kind: 'fail', delayMs, challenge, ...(reason !== undefined ? { reason } : {}) };

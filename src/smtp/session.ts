@@ -27,6 +27,7 @@ import { ehloKeywords } from './extensions.js';
 import type { DataError } from './data-decoder.js';
 import { MessageBody, type HeaderFacts } from './message-body.js';
 import { forgedResultsFilter } from '../mailauth/forged-results.js';
+import { applyFilterEnvelope } from '../filters/pipeline.js';
 import { parseMailParams, parseRcptParams } from './params.js';
 import { ehloReply, reply, type Reply, type ReplyId } from './replies.js';
 
@@ -205,7 +206,7 @@ export interface SessionHooks {
   checkSender?(sender: string, ctx: PolicyContext): Promise<PolicyVerdict>;
   /** VRFY with smtp.vrfy = "verify". */
   verifyAddress(rcpt: Mailbox): Promise<boolean>;
-  isAuthLockedOut(ip: string): boolean;
+  isAuthLockedOut(ip: string): boolean | Promise<boolean>;
   authenticate(creds: Credentials, ctx: { ip: string; secured: boolean }): Promise<AuthOutcome>;
   mayUseSender(user: string, sender: string): boolean;
   beginMessage(): MessageSink;
@@ -728,7 +729,8 @@ export class Session {
           return [this.#reply('QUEUED', { qid: sink.qid })];
         case 'accept':
           prefix = Buffer.concat([prefix ?? Buffer.alloc(0), Buffer.from(outcome.prepend, 'utf8')]);
-          applyFilterEnvelope(envelope, outcome);
+          // In place: the transaction's envelope is the one queued.
+          Object.assign(envelope, applyFilterEnvelope(envelope, outcome));
           if (envelope.recipients.length === 0) {
             // Every recipient was deleted by a milter: nothing left to deliver.
             sink.abort();
@@ -876,7 +878,7 @@ export class Session {
     if (mech === null || !this.#cfg.authMechanisms.includes(mech)) {
       return this.#error('AUTH_MECHANISM_UNKNOWN', { mechanisms: this.#cfg.authMechanisms.join(' ') });
     }
-    if (this.#hooks.isAuthLockedOut(this.#client.ip)) {
+    if (await this.#hooks.isAuthLockedOut(this.#client.ip)) {
       this.#hooks.event('auth-locked-out', { mechanism: mech });
       return [this.#reply('AUTH_LOCKED_OUT')];
     }
@@ -1134,24 +1136,5 @@ class CheckedSink implements MessageSink {
   restart(): void {
     if (this.#inner.restart === undefined) throw new Error('this sink cannot restart');
     this.#inner.restart();
-  }
-}
-
-/**
- * The envelope changes the filters asked for (a milter's add/delete rcpt, a Junk verdict). An
- * added recipient gets no DSN parameters; a deleted one is matched without regard to case.
- */
-function applyFilterEnvelope(
-  envelope: Envelope,
-  o: { junk: boolean; addRecipients: readonly string[]; removeRecipients: readonly string[] },
-): void {
-  if (o.junk) envelope.junk = true;
-  if (o.removeRecipients.length > 0) {
-    const gone = new Set(o.removeRecipients.map((a) => a.toLowerCase()));
-    envelope.recipients = envelope.recipients.filter((r) => !gone.has(r.address.toLowerCase()));
-  }
-  for (const address of o.addRecipients) {
-    if (!envelope.recipients.some((r) => r.address.toLowerCase() === address.toLowerCase()))
-      envelope.recipients.push({ address, params: {} });
   }
 }

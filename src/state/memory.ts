@@ -10,9 +10,11 @@
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from '../observability/log.js';
+import { AuthFailureTable, type AuthLimits } from './auth-failures.js';
 import {
-  retryAfterMs,
-  windowCount,
+  countsAt,
+  positiveCounters,
+  takeOutcome,
   windowIndex,
   type CounterRule,
   type CounterView,
@@ -34,6 +36,8 @@ export interface MemoryStoreOptions {
   /** Longest time a change waits before it is written. Default 1000 ms. */
   flushMs?: number;
   log?: Logger;
+  /** Most networks, and most (network, user) pairs, of failed AUTH remembered. Default 100,000. */
+  authMaxEntries?: number;
 }
 
 const FILE_VERSION = 1;
@@ -56,6 +60,8 @@ export class MemoryStore implements StateStore {
   #sweeper: NodeJS.Timeout;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  /** Failed AUTH: in memory only, as before stores held them (a restart forgets them). */
+  readonly #auth: AuthFailureTable;
 
   private constructor(opts: MemoryStoreOptions) {
     this.#file = opts.file;
@@ -63,6 +69,7 @@ export class MemoryStore implements StateStore {
     this.#fsync = opts.fsync ?? true;
     this.#flushMs = opts.flushMs ?? 1000;
     this.#log = opts.log;
+    this.#auth = new AuthFailureTable(this.#now, opts.authMaxEntries);
     this.#sweeper = setInterval(() => this.#sweep(), 60_000);
     this.#sweeper.unref();
   }
@@ -84,52 +91,39 @@ export class MemoryStore implements StateStore {
 
   #take(rules: readonly CounterRule[], amount: number, window: CounterWindow): TakeResult {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const raw = rules.map((r) => ({
       current: this.#count(`${r.key}:${index}`, at),
       previous: window.kind === 'sliding' ? this.#count(`${r.key}:${index - 1}`, at) : 0,
     }));
-    const counts = raw.map((c) => windowCount(c.current, c.previous, fraction, window.kind));
+    const counts = countsAt(raw, at, window);
     const refused = rules.findIndex((r, i) => (counts[i] ?? 0) + amount > r.limit);
-    if (refused >= 0) {
-      const c = raw[refused] ?? { current: 0, previous: 0 };
-      const limit = rules[refused]?.limit ?? 0;
-      return {
-        ok: false,
-        counts,
-        refused,
-        retryAfterMs: retryAfterMs(c.current, c.previous, at, amount, limit, window),
-      };
+    if (refused < 0) {
+      const expiresAt = (index + 2) * window.ms;
+      for (const r of rules) {
+        const key = `${r.key}:${index}`;
+        this.#counters.set(key, { value: this.#count(key, at) + amount, expiresAt });
+      }
+      this.#changed();
     }
-    const expiresAt = (index + 2) * window.ms;
-    for (const r of rules) {
-      const key = `${r.key}:${index}`;
-      this.#counters.set(key, { value: this.#count(key, at) + amount, expiresAt });
-    }
-    this.#changed();
-    return { ok: true, counts: counts.map((c) => c + amount), retryAfterMs: 0 };
+    return takeOutcome(raw, rules, refused, at, amount, window);
   }
 
   peek(key: string, window: CounterWindow): Promise<number> {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const current = this.#count(`${key}:${index}`, at);
     const previous = window.kind === 'sliding' ? this.#count(`${key}:${index - 1}`, at) : 0;
-    return Promise.resolve(windowCount(current, previous, fraction, window.kind));
+    return Promise.resolve(countsAt([{ current, previous }], at, window)[0] ?? 0);
   }
 
-  async counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
+  counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
     const keys = new Set<string>();
     for (const k of this.#counters.keys()) {
       if (!k.startsWith(prefix)) continue;
       keys.add(k.slice(0, k.lastIndexOf(':')));
     }
-    const out: CounterView[] = [];
-    for (const key of [...keys].sort()) {
-      const count = await this.peek(key, window);
-      if (count > 0) out.push({ key, count });
-    }
-    return out;
+    return positiveCounters(keys, (key) => this.peek(key, window));
   }
 
   get(key: string): Promise<string | null> {
@@ -150,6 +144,19 @@ export class MemoryStore implements StateStore {
 
   delete(key: string): Promise<void> {
     if (this.#records.delete(key)) this.#changed();
+    return Promise.resolve();
+  }
+
+  authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean> {
+    return Promise.resolve(this.#auth.locked(net, pair, limits));
+  }
+
+  authFailed(net: string, pair: string, limits: AuthLimits): Promise<number> {
+    return Promise.resolve(this.#auth.failed(net, pair, limits));
+  }
+
+  authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void> {
+    this.#auth.succeeded(net, pair, limits);
     return Promise.resolve();
   }
 

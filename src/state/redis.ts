@@ -5,21 +5,30 @@
  * expiring after two windows); take() runs as one Lua script (EVAL is atomic in Redis), so
  * two nodes cannot both pass the last slot of a limit. Records are `<prefix>r:<key>` with PX.
  * Window indexes come from each node's clock (keep the nodes on NTP).
+ * Failed AUTH (state/auth-failures.ts) is one JSON record per network (`<prefix>a:n:<net>`) and
+ * per pair (`<prefix>a:p:<net NUL user>`), expiring with its window or lock-out; a failure or a
+ * success reads both and writes them in one optimistic transaction (WATCH, MULTI/EXEC, again
+ * when another node changed them meanwhile) on a connection of its own, one at a time per process.
  * Every command has a timeout ([state] timeout_ms); a failure rejects, and the caller decides
  * ([state] on_error).
  * Trust: internal; the server is the operator's.
  */
 import { Redis } from 'ioredis';
+import { z } from 'zod';
 import {
-  retryAfterMs,
-  windowCount,
-  windowIndex,
-  type CounterRule,
-  type CounterView,
-  type CounterWindow,
-  type StateStore,
-  type TakeResult,
-} from './store.js';
+  expiresAt,
+  failure,
+  live,
+  lockedOut,
+  success,
+  type AuthEntry,
+  type AuthLimits,
+  type AuthPairEntry,
+  type Change,
+  type Transition,
+} from './auth-failures.js';
+import { countsAt, positiveCounters, takeOutcome, windowIndex } from './store.js';
+import type { CounterRule, CounterView, CounterWindow, StateStore, TakeResult } from './store.js';
 
 /**
  * KEYS: current and previous window key of each rule, in pairs. ARGV: amount, "1" for sliding,
@@ -64,6 +73,9 @@ export class RedisStore implements StateStore {
   readonly #prefix: string;
   readonly #now: () => number;
   readonly #where: string;
+  /** The connection of the AUTH transactions (WATCH holds per connection); made at first use. */
+  #authConn: Redis | null = null;
+  #authQueue: Promise<unknown> = Promise.resolve();
 
   constructor(opts: RedisStoreOptions) {
     this.#prefix = opts.prefix;
@@ -100,34 +112,19 @@ export class RedisStore implements StateStore {
     if (!Array.isArray(result) || result.length !== 1 + 2 * rules.length)
       throw new Error('unexpected answer from Redis to the rate-limit script');
     const nums = result.map((x) => Number(x));
-    const refused = (nums[0] ?? 0) - 1;
     const raw = rules.map((_, i) => ({ current: nums[1 + 2 * i] ?? 0, previous: nums[2 + 2 * i] ?? 0 }));
-    const counts = raw.map((c) => windowCount(c.current, c.previous, fraction, window.kind));
-    if (refused >= 0) {
-      const c = raw[refused] ?? { current: 0, previous: 0 };
-      return {
-        ok: false,
-        counts,
-        refused,
-        retryAfterMs: retryAfterMs(c.current, c.previous, at, amount, rules[refused]?.limit ?? 0, window),
-      };
-    }
-    return { ok: true, counts: counts.map((c) => c + amount), retryAfterMs: 0 };
+    return takeOutcome(raw, rules, (nums[0] ?? 0) - 1, at, amount, window);
   }
 
   async peek(key: string, window: CounterWindow): Promise<number> {
     const at = this.#now();
-    const { index, fraction } = windowIndex(at, window.ms);
+    const { index } = windowIndex(at, window.ms);
     const [cur, prev] = await this.#redis.mget(
       this.#counterKey(key, index),
       this.#counterKey(key, index - 1),
     );
-    return windowCount(
-      Number(cur ?? 0),
-      window.kind === 'sliding' ? Number(prev ?? 0) : 0,
-      fraction,
-      window.kind,
-    );
+    const raw = { current: Number(cur ?? 0), previous: window.kind === 'sliding' ? Number(prev ?? 0) : 0 };
+    return countsAt([raw], at, window)[0] ?? 0;
   }
 
   async counters(prefix: string, window: CounterWindow): Promise<CounterView[]> {
@@ -145,12 +142,7 @@ export class RedisStore implements StateStore {
       cursor = next;
       for (const k of found) keys.add(k.slice(base.length, k.lastIndexOf(':')));
     } while (cursor !== '0');
-    const out: CounterView[] = [];
-    for (const key of [...keys].sort()) {
-      const count = await this.peek(key, window);
-      if (count > 0) out.push({ key, count });
-    }
-    return out;
+    return positiveCounters(keys, (key) => this.peek(key, window));
   }
 
   get(key: string): Promise<string | null> {
@@ -165,12 +157,124 @@ export class RedisStore implements StateStore {
     await this.#redis.del(`${this.#prefix}r:${key}`);
   }
 
+  async authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean> {
+    const [n, p] = await this.#redis.mget(this.#authKey('n', net), this.#authKey('p', pair ?? ''));
+    const now = this.#now();
+    return lockedOut(
+      live(parseEntry(n ?? null), now, limits.windowMs),
+      pair === null ? undefined : live(parsePair(p ?? null), now, limits.windowMs),
+    );
+  }
+
+  authFailed(net: string, pair: string, limits: AuthLimits): Promise<number> {
+    return this.#authTransaction(net, pair, limits, (n, p, now) => failure(n, p, now, limits));
+  }
+
+  authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void> {
+    return this.#authTransaction(net, pair, limits, (n, p) => success(n, p));
+  }
+
   async close(): Promise<void> {
+    await this.#authQueue.catch(() => undefined);
+    if (this.#authConn !== null) await this.#authConn.quit().catch(() => this.#authConn?.disconnect());
     await this.#redis.quit().catch(() => this.#redis.disconnect());
+  }
+
+  /** Runs one AUTH transition on the two records, atomically against every other node. */
+  #authTransaction<T>(
+    net: string,
+    pair: string,
+    limits: AuthLimits,
+    step: (n: AuthEntry | undefined, p: AuthPairEntry | undefined, now: number) => Transition<T>,
+  ): Promise<T> {
+    const run = this.#authQueue.then(async () => {
+      if (this.#authConn === null) {
+        this.#authConn = this.#redis.duplicate();
+        this.#authConn.on('error', () => undefined);
+      }
+      const conn = this.#authConn;
+      const nk = this.#authKey('n', net);
+      const pk = this.#authKey('p', pair);
+      for (let attempt = 0; attempt < AUTH_TRIES; attempt++) {
+        await conn.watch(nk, pk);
+        const [n, p] = await conn.mget(nk, pk);
+        const now = this.#now();
+        const t = step(
+          live(parseEntry(n ?? null), now, limits.windowMs),
+          live(parsePair(p ?? null), now, limits.windowMs),
+          now,
+        );
+        const tx = conn.multi();
+        writeChange(tx, nk, t.network, now, limits);
+        writeChange(tx, pk, t.pair, now, limits);
+        // Nothing to write still runs EXEC, which ends the WATCH.
+        if ((await tx.exec()) !== null) return t.result;
+      }
+      throw new Error(`failed AUTH not counted: the records kept changing (${AUTH_TRIES} tries)`);
+    });
+    this.#authQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  #authKey(kind: 'n' | 'p', key: string): string {
+    return `${this.#prefix}a:${kind}:${key}`;
   }
 
   #counterKey(key: string, index: number): string {
     return `${this.#prefix}c:${key}:${index}`;
+  }
+}
+
+/** Tries of an AUTH transaction that other nodes keep interrupting. */
+const AUTH_TRIES = 20;
+
+const authEntry = z.object({ failures: z.number(), windowStart: z.number(), lockedUntil: z.number() });
+const authPair = authEntry.extend({ netWindowStart: z.number(), netFailures: z.number() });
+
+/** A record as stored, or undefined when absent or not one (then it is counted afresh). */
+function parseEntry(text: string | null): AuthEntry | undefined {
+  return parseJson(text, authEntry);
+}
+
+function parsePair(text: string | null): AuthPairEntry | undefined {
+  return parseJson(text, authPair);
+}
+
+function parseJson<T>(text: string | null, schema: z.ZodType<T>): T | undefined {
+  if (text === null) return undefined;
+  try {
+    const r = schema.safeParse(JSON.parse(text));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function writeChange(
+  tx: ReturnType<Redis['multi']>,
+  key: string,
+  change: Change<AuthEntry>,
+  now: number,
+  limits: AuthLimits,
+): void {
+  switch (change.kind) {
+    case 'keep':
+      return;
+    case 'delete':
+      tx.del(key);
+      return;
+    case 'set':
+      tx.set(
+        key,
+        JSON.stringify(change.entry),
+        'PX',
+        Math.max(1, expiresAt(change.entry, limits.windowMs) - now),
+      );
+      return;
+    default: {
+      const never: never = change;
+      throw new Error(`unhandled change ${JSON.stringify(never)}`);
+    }
   }
 }
 

@@ -10,8 +10,11 @@
  * atomic in Redis). take() is all or nothing over several keys: it adds `amount` to every key
  * only when none would go over its limit, so a refused attempt never counts, and two nodes
  * sharing a store cannot both pass the last slot.
+ * The failed-AUTH counts of auth/lockout.ts live here too (state/auth-failures.ts), so that every
+ * worker and node sharing the store counts one guesser once.
  * Trust: internal; keys are built by Sterna from client data, values are Sterna's own.
  */
+import type { AuthLimits } from './auth-failures.js';
 
 export type WindowKind = 'fixed' | 'sliding';
 
@@ -51,6 +54,15 @@ export interface StateStore {
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlMs: number): Promise<void>;
   delete(key: string): Promise<void>;
+  /**
+   * Failed AUTH (auth/lockout.ts, state/auth-failures.ts), each call atomic over the store: is
+   * the network, or the (network, user) pair when given, locked out?
+   */
+  authLocked(net: string, pair: string | null, limits: AuthLimits): Promise<boolean>;
+  /** One more failure of the pair and its network; the delay before the 535. */
+  authFailed(net: string, pair: string, limits: AuthLimits): Promise<number>;
+  /** A success of the pair: its failures forgotten, and taken off its network's count. */
+  authSucceeded(net: string, pair: string, limits: AuthLimits): Promise<void>;
   /** What the store is, for the log: "memory (FILE)" or "redis (HOST:PORT)". */
   readonly description: string;
   close(): Promise<void>;
@@ -96,4 +108,53 @@ export function retryAfterMs(
   }
   // The 1e-6 keeps floating-point noise from adding a millisecond.
   return Math.max(1000, Math.ceil(wait - 1e-6));
+}
+
+/** A counter's two fixed windows as read: the current one and, for sliding, the previous. */
+export interface WindowCounts {
+  current: number;
+  previous: number;
+}
+
+/** Each rule's count within the window, from its fixed windows at `at`. */
+export function countsAt(raw: readonly WindowCounts[], at: number, window: CounterWindow): number[] {
+  const { fraction } = windowIndex(at, window.ms);
+  return raw.map((c) => windowCount(c.current, c.previous, fraction, window.kind));
+}
+
+/**
+ * The answer to a take() over `rules` whose counts before it were `raw`: taken when `refused`
+ * is negative (every count moves up by amount), else refused by that rule, with its retry hint.
+ * Both stores answer through this, so they answer alike.
+ */
+export function takeOutcome(
+  raw: readonly WindowCounts[],
+  rules: readonly CounterRule[],
+  refused: number,
+  at: number,
+  amount: number,
+  window: CounterWindow,
+): TakeResult {
+  const counts = countsAt(raw, at, window);
+  if (refused < 0) return { ok: true, counts: counts.map((c) => c + amount), retryAfterMs: 0 };
+  const c = raw[refused] ?? { current: 0, previous: 0 };
+  return {
+    ok: false,
+    counts,
+    refused,
+    retryAfterMs: retryAfterMs(c.current, c.previous, at, amount, rules[refused]?.limit ?? 0, window),
+  };
+}
+
+/** The counters of `keys` (in key order) whose count is above zero. */
+export async function positiveCounters(
+  keys: Iterable<string>,
+  peek: (key: string) => Promise<number>,
+): Promise<CounterView[]> {
+  const out: CounterView[] = [];
+  for (const key of [...keys].sort()) {
+    const count = await peek(key);
+    if (count > 0) out.push({ key, count });
+  }
+  return out;
 }
