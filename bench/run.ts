@@ -609,14 +609,14 @@ async function tlsGroup(ctx: Context): Promise<string> {
       '`smtpd_tls_security_level = may`, tlsmgr(8), every other TLS setting at its default. ' +
       `Negotiated: ${first?.tlsVersion ?? '?'} ${first?.cipher ?? ''}.`,
     '',
-    '| certificate | handshake | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms | resumed Sterna / Postfix |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| certificate | handshake | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms | resumed Sterna / Postfix | machine CPU ms/msg Sterna / Postfix |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of rows)
     lines.push(
       `| ${KEY_LABEL[r.key]} (served: ${servedKeys(r)}) | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
         `${ratioCell(r.sterna, r.postfix)} | ${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} | ` +
-        `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} |`,
+        `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} | ${cpuCell(r.sterna)} / ${cpuCell(r.postfix)} |`,
     );
   const get = (key: KeyKind, mode: TlsMode): TlsRow | undefined =>
     rows.find((r) => r.key === key && r.mode === mode);
