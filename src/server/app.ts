@@ -72,6 +72,7 @@ import { workerSpoolDirs } from '../cluster/spool-dirs.js';
 import { localQueueOps, type QueueOps } from '../cluster/queue-merge.js';
 import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
+import { TicketKeys } from './ticket-keys.js';
 import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
 
 export interface RunningSterna {
@@ -120,6 +121,8 @@ export interface WorkerRole {
   clusterQueue: QueueOps;
   /** /metrics of every worker, aggregated. */
   clusterMetrics: () => Promise<string>;
+  /** The session ticket keys the primary hands every worker (cluster/ticket-keys.ts). */
+  ticketKeys: TicketKeys;
 }
 
 export async function startSterna(config: Config, log: Logger, role?: WorkerRole): Promise<RunningSterna> {
@@ -142,7 +145,14 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     },
     log,
   );
-  const tls = new TlsContextProvider(material, { minVersion: config.tls.min_version, logger: log });
+  // One process makes and rotates its own ticket keys; a worker gets the cluster's from its primary.
+  const ticketKeys = role?.ticketKeys ?? new TicketKeys();
+  if (role === undefined) ticketKeys.rotateEvery(config.tls.ticket_key_rotation_ms);
+  const tls = new TlsContextProvider(material, {
+    minVersion: config.tls.min_version,
+    logger: log,
+    ticketKeys,
+  });
   tls.watch();
 
   // The DKIM keys first: a key file that is missing, open or unreadable stops start-up.
@@ -440,6 +450,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     () => state.close(),
     () => users.close(),
     () => tls.close(),
+    () => ticketKeys.stop(),
   ];
   // Applications POST messages here (docs/http-api.md); queued like submission.
   const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates, filters }).catch(
@@ -533,6 +544,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
       users.close();
       auth.dovecot?.close();
       tls.close();
+      ticketKeys.stop();
     },
   };
 }

@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { ConfigError } from '../config/load.js';
+import { TicketKeys } from './ticket-keys.js';
 import {
   TlsContextProvider,
   ensureTlsMaterial,
@@ -411,6 +412,78 @@ test('watch: a changed certificate on disk is picked up without a signal', { tim
     } finally {
       provider.close();
       await server.close();
+    }
+  });
+});
+
+/** A handshake offering `session`; returns whether it resumed and the ticket it was given. */
+async function resume(port: number, session?: Buffer): Promise<{ reused: boolean; ticket: Buffer }> {
+  const tickets: Buffer[] = [];
+  const socket = await connect(port, session !== undefined ? { session } : {});
+  socket.on('session', (t: Buffer) => tickets.push(t));
+  // One round trip after the handshake: by then the server's tickets (TLS 1.3) have come.
+  await echo(socket, 'ping\n');
+  const reused = socket.isSessionReused();
+  socket.destroy();
+  const ticket = tickets.at(-1) ?? socket.getSession();
+  assert.ok(ticket !== undefined, 'the server issued a ticket');
+  return { reused, ticket };
+}
+
+test(
+  'shared ticket keys: a ticket from one provider resumes on another, across reloads; a rotation ends the old ones',
+  { timeout: 30_000 },
+  async () => {
+    await withTempDir(async (dir) => {
+      const { material } = await configuredMaterial(dir, 'localhost');
+      const keys = new TicketKeys();
+      // Two providers with the same keys: two workers of a cluster.
+      const a = new TlsContextProvider(material, { minVersion: 'TLSv1.2', ticketKeys: keys });
+      const b = new TlsContextProvider(material, { minVersion: 'TLSv1.2', ticketKeys: keys });
+      const upgradeA = await startUpgradeServer(a);
+      const upgradeB = await startUpgradeServer(b);
+      try {
+        const first = await resume(upgradeA.port);
+        assert.equal(first.reused, false);
+        assert.equal((await resume(upgradeB.port, first.ticket)).reused, true, 'resumed on the other');
+
+        // A certificate reload builds a new context: it keeps the shared keys.
+        await writePair(material.certFile, material.keyFile, 'localhost');
+        assert.equal(await a.reload(), true);
+        assert.equal((await resume(upgradeA.port, first.ticket)).reused, true, 'resumed after reload');
+
+        // Rotation: Node holds one key set, so a ticket sealed before it gets a full handshake;
+        // tickets sealed after it resume on every provider.
+        keys.set(randomBytes(48));
+        assert.equal((await resume(upgradeB.port, first.ticket)).reused, false, 'old ticket after rotation');
+        const second = await resume(upgradeB.port);
+        assert.equal((await resume(upgradeA.port, second.ticket)).reused, true);
+      } finally {
+        a.close();
+        b.close();
+        await upgradeA.close();
+        await upgradeB.close();
+      }
+    });
+  },
+);
+
+test('without shared ticket keys each provider seals its own tickets', { timeout: 30_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const { material } = await configuredMaterial(dir, 'localhost');
+    const a = new TlsContextProvider(material, { minVersion: 'TLSv1.2' });
+    const b = new TlsContextProvider(material, { minVersion: 'TLSv1.2' });
+    const upgradeA = await startUpgradeServer(a);
+    const upgradeB = await startUpgradeServer(b);
+    try {
+      const first = await resume(upgradeA.port);
+      assert.equal((await resume(upgradeA.port, first.ticket)).reused, true, 'same provider');
+      assert.equal((await resume(upgradeB.port, first.ticket)).reused, false, 'another provider');
+    } finally {
+      a.close();
+      b.close();
+      await upgradeA.close();
+      await upgradeB.close();
     }
   });
 });

@@ -17,6 +17,7 @@ import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/prom
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import tls from 'node:tls';
 import { ConfigError, type ConfigProblem } from '../config/load.js';
+import type { TicketKeys } from './ticket-keys.js';
 
 /** The few logger methods this module uses; a pino Logger fits. */
 export interface TlsLogger {
@@ -302,6 +303,12 @@ export interface TlsContextOptions {
   pollIntervalMs?: number;
   /** watch(): quiet time after a change before reloading (cert and key are often written apart). Default 500 ms. */
   debounceMs?: number;
+  /**
+   * The session ticket keys every context seals tickets with (ticket-keys.ts): shared by the
+   * workers of a cluster, so a ticket resumes on any of them. Absent: each context makes its
+   * own (Node's default).
+   */
+  ticketKeys?: TicketKeys;
 }
 
 interface FileStamp {
@@ -318,6 +325,7 @@ export class TlsContextProvider {
   readonly #logger: TlsLogger;
   readonly #pollIntervalMs: number;
   readonly #debounceMs: number;
+  readonly #ticketKeys: TicketKeys | undefined;
   readonly #servers = new Set<tls.Server>();
   readonly #watchers: FSWatcher[] = [];
   #pollTimer: NodeJS.Timeout | undefined;
@@ -332,7 +340,14 @@ export class TlsContextProvider {
     this.#logger = opts.logger ?? noLogger;
     this.#pollIntervalMs = opts.pollIntervalMs ?? 30_000;
     this.#debounceMs = opts.debounceMs ?? 500;
+    this.#ticketKeys = opts.ticketKeys;
     this.#context = this.#createContext(material);
+    this.#ticketKeys?.onChange((keys) => {
+      // New keys: a new context for the connections to come (the same certificate).
+      if (this.#closed) return;
+      this.#context = this.#createContext(this.#material);
+      for (const server of this.#servers) server.setTicketKeys(keys);
+    });
   }
 
   /** The current secure context; connections started after a reload use the new one, existing sessions keep theirs. */
@@ -358,6 +373,7 @@ export class TlsContextProvider {
       key: this.#material.key,
       ...this.#versionOptions(),
       SNICallback: (_servername, cb) => cb(null, this.#context),
+      ...this.#ticketKeyOptions(),
     };
   }
 
@@ -394,7 +410,12 @@ export class TlsContextProvider {
     this.#material = { ...this.#material, cert: pair.cert, key: pair.key };
     this.#context = context;
     for (const server of this.#servers) {
-      server.setSecureContext({ cert: pair.cert, key: pair.key, ...this.#versionOptions() });
+      server.setSecureContext({
+        cert: pair.cert,
+        key: pair.key,
+        ...this.#versionOptions(),
+        ...this.#ticketKeyOptions(),
+      });
     }
     this.#logger.info(
       {
@@ -493,7 +514,16 @@ export class TlsContextProvider {
     return { minVersion: this.#minVersion };
   }
 
+  #ticketKeyOptions(): Pick<tls.SecureContextOptions, 'ticketKeys'> {
+    return this.#ticketKeys !== undefined ? { ticketKeys: this.#ticketKeys.current } : {};
+  }
+
   #createContext(m: { cert: Buffer; key: Buffer }): tls.SecureContext {
-    return tls.createSecureContext({ cert: m.cert, key: m.key, ...this.#versionOptions() });
+    return tls.createSecureContext({
+      cert: m.cert,
+      key: m.key,
+      ...this.#versionOptions(),
+      ...this.#ticketKeyOptions(),
+    });
   }
 }
