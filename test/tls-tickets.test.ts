@@ -45,7 +45,7 @@ interface Handshake {
 async function connectTls(port: number, how: 'starttls' | 'implicit', session?: Buffer): Promise<Handshake> {
   const c = await TestClient.connect(port, {
     tls: how === 'implicit',
-    ...(how === 'implicit' && session !== undefined ? { session } : {}),
+    ...(how === 'implicit' && session !== undefined ? { tlsOptions: { session } } : {}),
   });
   try {
     await c.expect(220);
@@ -53,7 +53,7 @@ async function connectTls(port: number, how: 'starttls' | 'implicit', session?: 
     if (how === 'starttls') {
       assert.equal((await c.cmd('EHLO client.example')).code, 250);
       assert.equal((await c.cmd('STARTTLS')).code, 220);
-      secure = await c.upgrade(session);
+      secure = await c.upgrade(session !== undefined ? { session } : {});
     } else {
       assert.ok(c.socket instanceof TLSSocket);
       secure = c.socket;

@@ -21,7 +21,7 @@ import {
   prepareControlDir,
   type ControlRequest,
 } from '../server/control.js';
-import { ensureTlsMaterial } from '../server/tls.js';
+import { ensureTlsMaterial, tlsFilesConfig } from '../server/tls.js';
 import { openStateStore } from '../state/open.js';
 import type { StateStore } from '../state/store.js';
 import { TicketKeys } from '../server/ticket-keys.js';
@@ -84,15 +84,7 @@ export class Primary {
     try {
       await prepareControlDir(config.data_dir);
       // Generated once here, not raced by every worker.
-      await ensureTlsMaterial(
-        {
-          certFile: config.tls.cert_file,
-          keyFile: config.tls.key_file,
-          dataDir: config.data_dir,
-          hostname: config.hostname,
-        },
-        log,
-      );
+      await ensureTlsMaterial(tlsFilesConfig(config), log);
       if (config.state.redis === '') this.#state = await openStateStore(config, log);
     } catch (err) {
       log.fatal({ err }, 'cannot start');

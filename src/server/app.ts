@@ -73,7 +73,7 @@ import { localQueueOps, type QueueOps } from '../cluster/queue-merge.js';
 import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
 import { TicketKeys } from './ticket-keys.js';
-import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
+import { ensureTlsMaterial, tlsFilesConfig, TlsContextProvider } from './tls.js';
 
 export interface RunningSterna {
   addresses: BoundAddress[];
@@ -136,15 +136,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
   await prepareControlDir(config.data_dir);
   // So is a maildrop (`sterna sendmail`, docs/sendmail.md) that is not ours.
   const maildropDirs = await prepareMaildropDirs(config.data_dir, log);
-  const material = await ensureTlsMaterial(
-    {
-      certFile: config.tls.cert_file,
-      keyFile: config.tls.key_file,
-      dataDir: config.data_dir,
-      hostname: config.hostname,
-    },
-    log,
-  );
+  const material = await ensureTlsMaterial(tlsFilesConfig(config), log);
   // One process makes and rotates its own ticket keys; a worker gets the cluster's from its primary.
   const ticketKeys = role?.ticketKeys ?? new TicketKeys();
   if (role === undefined) ticketKeys.rotateEvery(config.tls.ticket_key_rotation_ms);

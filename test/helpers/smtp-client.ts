@@ -38,8 +38,8 @@ export class TestClient {
       tls?: boolean;
       timeoutMs?: number;
       localAddress?: string;
-      /** A TLS session to offer for resumption (implicit TLS). */
-      session?: Buffer;
+      /** More options for the implicit TLS handshake (a session to resume, sigalgs, ...). */
+      tlsOptions?: tls.ConnectionOptions;
     } = {},
   ): Promise<TestClient> {
     const host = opts.host ?? '127.0.0.1';
@@ -57,7 +57,7 @@ export class TestClient {
                   rejectUnauthorized: false,
                   servername: 'localhost',
                   ...local,
-                  ...(opts.session !== undefined ? { session: opts.session } : {}),
+                  ...opts.tlsOptions,
                 },
                 () => resolve(s),
               )
@@ -153,10 +153,10 @@ export class TestClient {
   }
 
   /**
-   * STARTTLS already accepted (220 read): run the handshake on this connection, offering
-   * `session` for resumption if given. Returns the TLS socket (isSessionReused() and so on).
+   * STARTTLS already accepted (220 read): run the handshake on this connection, with `options`
+   * (a session to resume, sigalgs, ...). Returns the TLS socket (isSessionReused() and so on).
    */
-  async upgrade(session?: Buffer): Promise<tls.TLSSocket> {
+  async upgrade(options: tls.ConnectionOptions = {}): Promise<tls.TLSSocket> {
     const raw = this.#socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('close');
@@ -166,7 +166,7 @@ export class TestClient {
           socket: raw,
           rejectUnauthorized: false,
           servername: 'localhost',
-          ...(session !== undefined ? { session } : {}),
+          ...options,
         },
         () => resolve(s),
       );
