@@ -4,7 +4,6 @@
  * (api-recent.ts). server/app.ts calls this once the rest of the server runs.
  * Trust: see listener.ts.
  */
-import { X509Certificate } from 'node:crypto';
 import type { TlsContextProvider } from '../server/tls.js';
 import { queueRoutes } from './api-queue.js';
 import { recentRoutes } from './api-recent.js';
@@ -18,7 +17,7 @@ import type { AdminServices } from './services.js';
 
 export async function startAdmin(s: AdminServices & { tls: TlsContextProvider }): Promise<AdminListener> {
   s.events.metrics.setQueueSource(() => queueSnapshot(s, Date.now()));
-  s.events.metrics.setCertificateSource(() => certificateExpiry(s.tls.material.cert));
+  s.events.metrics.setCertificateSource(() => s.tls.expiresAt());
   // Every process samples its queue size into its series: with workers, the primary sums them.
   const stopSampling = sampleQueueSize(s);
   const listener = await startAdminListener({
@@ -46,13 +45,4 @@ export async function startAdmin(s: AdminServices & { tls: TlsContextProvider })
       await listener.close();
     },
   };
-}
-
-/** The leaf certificate's notAfter (ms since the epoch), or null when it cannot be parsed. */
-function certificateExpiry(pem: Buffer): number | null {
-  try {
-    return Date.parse(new X509Certificate(pem).validTo);
-  } catch {
-    return null;
-  }
 }

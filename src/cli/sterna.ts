@@ -103,6 +103,9 @@ async function main(argv: string[]): Promise<number> {
         // The DKIM key files are part of the configuration: missing, open or unreadable stops here.
         const { DkimKeyStore } = await import('../mailauth/dkim-keys.js');
         await DkimKeyStore.load(config, (file ?? process.env['STERNA_CONFIG']) || '(embedded defaults)');
+        // So are the [tls] files: unreadable, unparsable or mismatched stops here, naming the key.
+        const { checkTlsFiles, tlsFilesConfig } = await import('../server/tls.js');
+        await checkTlsFiles(tlsFilesConfig(config));
       } catch (err) {
         if (err instanceof ConfigError) {
           process.stderr.write(`${formatConfigError(err)}\n`);

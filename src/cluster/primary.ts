@@ -21,13 +21,15 @@ import {
   prepareControlDir,
   type ControlRequest,
 } from '../server/control.js';
-import { ensureTlsMaterial } from '../server/tls.js';
+import { ensureTlsMaterial, tlsFilesConfig } from '../server/tls.js';
 import { openStateStore } from '../state/open.js';
 import type { StateStore } from '../state/store.js';
 import { adminFanOut } from './admin-merge.js';
+import { TicketKeys } from '../server/ticket-keys.js';
 import { IpcChannel } from './ipc.js';
 import { mergeQueueOutcomes, perSpoolRequest, type QueueOutcome } from './queue-merge.js';
 import { serveStateRequest } from './shared-state.js';
+import { answerTicketKeys, pushTicketKeys } from './ticket-keys.js';
 import { parseOutcome, WORKER_COUNT_ENV, WORKER_INDEX_ENV } from './worker.js';
 
 /** A worker that dies is restarted after this long, doubled while it keeps dying young. */
@@ -65,6 +67,8 @@ export class Primary {
   #exitCode = 0;
   #killTimer: NodeJS.Timeout | null = null;
   #finished = false;
+  /** The session ticket keys of every worker (docs/workers.md, "TLS"): made and rotated here. */
+  readonly #ticketKeys = new TicketKeys();
 
   constructor(config: Config, file: string | undefined, count: number, log: Logger) {
     this.#config = config;
@@ -81,15 +85,7 @@ export class Primary {
     try {
       await prepareControlDir(config.data_dir);
       // Generated once here, not raced by every worker.
-      await ensureTlsMaterial(
-        {
-          certFile: config.tls.cert_file,
-          keyFile: config.tls.key_file,
-          dataDir: config.data_dir,
-          hostname: config.hostname,
-        },
-        log,
-      );
+      await ensureTlsMaterial(tlsFilesConfig(config), log);
       if (config.state.redis === '') this.#state = await openStateStore(config, log);
     } catch (err) {
       log.fatal({ err }, 'cannot start');
@@ -108,6 +104,13 @@ export class Primary {
         scheduling: cluster.schedulingPolicy === cluster.SCHED_RR ? 'primary' : 'kernel',
       },
       'starting workers',
+    );
+    this.#ticketKeys.rotateEvery(config.tls.ticket_key_rotation_ms);
+    this.#ticketKeys.onChange((keys) =>
+      pushTicketKeys(
+        keys,
+        this.#slots.flatMap((s) => (s.worker !== null ? [s.worker] : [])),
+      ),
     );
     for (let index = 0; index < this.#count; index++) {
       const slot: Slot = { index, worker: null, ipc: null, startedAt: 0, everReady: false, failures: 0 };
@@ -194,7 +197,7 @@ export class Primary {
       // A worker that started while the others were told to drain is told too.
       if (this.#stopping) ipc.command('drain');
     };
-    worker.on('message', (m: unknown) => ipc.receive(m));
+    worker.on('message', (m: unknown) => ipc.receive(m) || answerTicketKeys(this.#ticketKeys, worker, m));
     worker.on('exit', (code, signal) => {
       ipc.close(`worker ${slot.index} exited`);
       if (slot.worker === worker) {
@@ -263,6 +266,7 @@ export class Primary {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#killTimer !== null) clearTimeout(this.#killTimer);
+    this.#ticketKeys.stop();
     await this.#control?.close();
     this.#control = null;
     await this.#state?.close();

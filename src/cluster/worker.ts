@@ -22,6 +22,7 @@ import { parseAdminQuery } from './admin-merge.js';
 import { IpcChannel } from './ipc.js';
 import type { QueueOutcome } from './queue-merge.js';
 import { IpcStateStore } from './shared-state.js';
+import { ticketKeysFromPrimary } from './ticket-keys.js';
 
 /** The environment variables by which the primary tells a worker who it is. */
 export const WORKER_INDEX_ENV = 'STERNA_WORKER_INDEX';
@@ -70,6 +71,8 @@ export async function runWorker(config: Config, file: string | undefined): Promi
       : { ...config, admin: { ...config.admin, listen: [] }, http_api: { ...config.http_api, listen: [] } };
   let running: RunningSterna;
   try {
+    // Before any TLS context exists: the keys every worker seals session tickets with.
+    const ticketKeys = await ticketKeysFromPrimary(process);
     running = await startSterna(own, log, {
       index,
       count,
@@ -80,6 +83,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
       clusterQueue: async (req) => parseOutcome(await ipc.request('queue', req)),
       clusterMetrics: async () => z.string().parse(await ipc.request('metrics', null)),
       clusterAdmin: (q) => ipc.request('admin', q),
+      ticketKeys,
     });
   } catch (err) {
     log.fatal({ err }, 'cannot start');

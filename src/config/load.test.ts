@@ -50,7 +50,14 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     // [server] workers absent: the number of cores (cluster/count.ts).
     server: {},
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
-    tls: { cert_file: '', key_file: '', min_version: 'TLSv1.2' },
+    tls: {
+      cert_file: '',
+      key_file: '',
+      ecdsa_cert_file: '',
+      ecdsa_key_file: '',
+      min_version: 'TLSv1.2',
+      ticket_key_rotation_ms: 3_600_000,
+    },
     limits: {
       command_line_bytes: 512,
       text_line_bytes: 1000,

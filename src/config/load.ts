@@ -192,6 +192,8 @@ function complete(parsed: ParsedConfig, machineHostname: string): Config {
       ...parsed.tls,
       cert_file: optionalPath(parsed.tls.cert_file),
       key_file: optionalPath(parsed.tls.key_file),
+      ecdsa_cert_file: optionalPath(parsed.tls.ecdsa_cert_file),
+      ecdsa_key_file: optionalPath(parsed.tls.ecdsa_key_file),
     },
     auth: {
       ...parsed.auth,
@@ -473,6 +475,26 @@ function crossKeyProblems(raw: unknown): ConfigProblem[] {
       key: missing,
       message: `${missing}: must be set when ${present} is set (set both, or neither to use a generated test certificate)`,
     });
+  }
+  // Dual certificates: the ECDSA pair is set together, and beside the first (RSA) pair.
+  const ecdsaCert = tls['ecdsa_cert_file'] ?? '';
+  const ecdsaKey = tls['ecdsa_key_file'] ?? '';
+  if (typeof ecdsaCert === 'string' && typeof ecdsaKey === 'string') {
+    if ((ecdsaCert === '') !== (ecdsaKey === '')) {
+      const missing = ecdsaCert === '' ? 'tls.ecdsa_cert_file' : 'tls.ecdsa_key_file';
+      const present = missing === 'tls.ecdsa_cert_file' ? 'tls.ecdsa_key_file' : 'tls.ecdsa_cert_file';
+      out.push({
+        key: missing,
+        message: `${missing}: must be set when ${present} is set (set both, or neither)`,
+      });
+    }
+    if ((ecdsaCert !== '' || ecdsaKey !== '') && certFile === '' && keyFile === '') {
+      out.push({
+        key: 'tls.cert_file',
+        message:
+          'tls.cert_file: must be set when tls.ecdsa_cert_file is set (the RSA certificate served beside the ECDSA one; for an ECDSA certificate alone use cert_file and key_file)',
+      });
+    }
   }
 
   // Listeners: each address valid and used once across smtp, submission and submissions.

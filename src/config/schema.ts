@@ -39,9 +39,33 @@ export const tlsSchema = z
     cert_file: z.string().default(''),
     /** PEM private key. Empty: generated with the test certificate. */
     key_file: z.string().default(''),
+    /**
+     * A second certificate chain, ECDSA, served to clients that accept it (dual certificates:
+     * cert_file/key_file are then the RSA one). Empty: none.
+     */
+    ecdsa_cert_file: z.string().default(''),
+    /** Its PEM private key (an EC key). */
+    ecdsa_key_file: z.string().default(''),
     min_version: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    /**
+     * How often new session ticket keys are made (RFC 5077; shared by every worker). Node keeps
+     * one key set: tickets sealed before a rotation get a full handshake after it.
+     */
+    ticket_key_rotation_ms: z
+      .number()
+      .int()
+      .min(60_000)
+      .max(7 * 24 * 3600 * 1000)
+      .default(3_600_000),
   })
-  .default({ cert_file: '', key_file: '', min_version: 'TLSv1.2' });
+  .default({
+    cert_file: '',
+    key_file: '',
+    ecdsa_cert_file: '',
+    ecdsa_key_file: '',
+    min_version: 'TLSv1.2',
+    ticket_key_rotation_ms: 3_600_000,
+  });
 
 export const limitsSchema = z
   .strictObject({

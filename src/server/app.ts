@@ -73,7 +73,8 @@ import { workerSpoolDirs } from '../cluster/spool-dirs.js';
 import { localQueueOps, type QueueOps } from '../cluster/queue-merge.js';
 import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
-import { ensureTlsMaterial, TlsContextProvider } from './tls.js';
+import { TicketKeys } from './ticket-keys.js';
+import { ensureTlsMaterial, tlsFilesConfig, TlsContextProvider } from './tls.js';
 
 export interface RunningSterna {
   addresses: BoundAddress[];
@@ -125,6 +126,8 @@ export interface WorkerRole {
   clusterMetrics: () => Promise<string>;
   /** The dashboard data of every worker, merged (cluster/admin-merge.ts). */
   clusterAdmin?: AdminData;
+  /** The session ticket keys the primary hands every worker (cluster/ticket-keys.ts). */
+  ticketKeys: TicketKeys;
 }
 
 export async function startSterna(config: Config, log: Logger, role?: WorkerRole): Promise<RunningSterna> {
@@ -138,16 +141,15 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
   await prepareControlDir(config.data_dir);
   // So is a maildrop (`sterna sendmail`, docs/sendmail.md) that is not ours.
   const maildropDirs = await prepareMaildropDirs(config.data_dir, log);
-  const material = await ensureTlsMaterial(
-    {
-      certFile: config.tls.cert_file,
-      keyFile: config.tls.key_file,
-      dataDir: config.data_dir,
-      hostname: config.hostname,
-    },
-    log,
-  );
-  const tls = new TlsContextProvider(material, { minVersion: config.tls.min_version, logger: log });
+  const material = await ensureTlsMaterial(tlsFilesConfig(config), log);
+  // One process makes and rotates its own ticket keys; a worker gets the cluster's from its primary.
+  const ticketKeys = role?.ticketKeys ?? new TicketKeys();
+  if (role === undefined) ticketKeys.rotateEvery(config.tls.ticket_key_rotation_ms);
+  const tls = new TlsContextProvider(material, {
+    minVersion: config.tls.min_version,
+    logger: log,
+    ticketKeys,
+  });
   tls.watch();
 
   // The DKIM keys first: a key file that is missing, open or unreadable stops start-up.
@@ -451,6 +453,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     () => state.close(),
     () => users.close(),
     () => tls.close(),
+    () => ticketKeys.stop(),
   ];
   // Applications POST messages here (docs/http-api.md); queued like submission.
   const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates, filters }).catch(
@@ -547,6 +550,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
       users.close();
       auth.dovecot?.close();
       tls.close();
+      ticketKeys.stop();
     },
   };
 }

@@ -529,7 +529,7 @@ export class Connection {
       clearTimeout(timer);
       const version = secure.getProtocol() ?? 'unknown';
       const cipher = secure.getCipher().name;
-      this.#log.info({ tls: version, cipher }, 'TLS established');
+      this.#log.info({ tls: version, cipher, resumed: secure.isSessionReused() }, 'TLS established');
       this.#opts.observer?.tlsEstablished(version);
       this.#attach(secure);
       onSecure({ version, cipher });

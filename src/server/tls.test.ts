@@ -1,12 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { ConfigError } from '../config/load.js';
+import { TicketKeys } from './ticket-keys.js';
 import {
   TlsContextProvider,
   ensureTlsMaterial,
@@ -184,6 +185,9 @@ test(
       );
       const validDays = (Date.parse(x509.validTo) - Date.parse(x509.validFrom)) / 86_400_000;
       assert.equal(Math.round(validDays), 365);
+      // ECDSA P-256: about 1.5x the full handshakes of RSA-2048 (docs/tls.md).
+      assert.equal(x509.publicKey.asymmetricKeyType, 'ec');
+      assert.equal(x509.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
       assert.ok(lines.some((l) => l.level === 'warn' && l.msg.includes('TEST certificate')));
 
       const second = await ensureTlsMaterial(cfg, logger);
@@ -195,7 +199,7 @@ test(
 );
 
 test(
-  'generated test certificate is replaced when it expires within 30 days or names another host',
+  'generated test certificate is replaced when it expires within 30 days, names another host or is RSA',
   { timeout: 30_000 },
   async () => {
     await withTempDir(async (dir) => {
@@ -214,6 +218,20 @@ test(
 
       const renamed = await ensureTlsMaterial({ ...cfg, hostname: 'other.example.test' });
       assert.equal(new X509Certificate(renamed.cert).subject, 'CN=other.example.test');
+
+      // A test certificate generated before they were ECDSA (an RSA one) is replaced by one.
+      const { logger, lines } = recordingLogger();
+      const rsa = await generateSelfSigned('other.example.test', new Date(), 'rsa');
+      await writeFile(renamed.keyFile, rsa.key, { mode: 0o600 });
+      await writeFile(renamed.certFile, rsa.cert);
+      const ecdsa = await ensureTlsMaterial({ ...cfg, hostname: 'other.example.test' }, logger);
+      assert.notEqual(fingerprint(ecdsa.cert), fingerprint(rsa.cert));
+      assert.equal(new X509Certificate(ecdsa.cert).publicKey.asymmetricKeyType, 'ec');
+      assert.ok(
+        lines.some(
+          (l) => 'reason' in l.obj && l.obj.reason === 'it is rsa; the test certificate is ECDSA P-256 now',
+        ),
+      );
     });
   },
 );
@@ -411,6 +429,78 @@ test('watch: a changed certificate on disk is picked up without a signal', { tim
     } finally {
       provider.close();
       await server.close();
+    }
+  });
+});
+
+/** A handshake offering `session`; returns whether it resumed and the ticket it was given. */
+async function resume(port: number, session?: Buffer): Promise<{ reused: boolean; ticket: Buffer }> {
+  const tickets: Buffer[] = [];
+  const socket = await connect(port, session !== undefined ? { session } : {});
+  socket.on('session', (t: Buffer) => tickets.push(t));
+  // One round trip after the handshake: by then the server's tickets (TLS 1.3) have come.
+  await echo(socket, 'ping\n');
+  const reused = socket.isSessionReused();
+  socket.destroy();
+  const ticket = tickets.at(-1) ?? socket.getSession();
+  assert.ok(ticket !== undefined, 'the server issued a ticket');
+  return { reused, ticket };
+}
+
+test(
+  'shared ticket keys: a ticket from one provider resumes on another, across reloads; a rotation ends the old ones',
+  { timeout: 30_000 },
+  async () => {
+    await withTempDir(async (dir) => {
+      const { material } = await configuredMaterial(dir, 'localhost');
+      const keys = new TicketKeys();
+      // Two providers with the same keys: two workers of a cluster.
+      const a = new TlsContextProvider(material, { minVersion: 'TLSv1.2', ticketKeys: keys });
+      const b = new TlsContextProvider(material, { minVersion: 'TLSv1.2', ticketKeys: keys });
+      const upgradeA = await startUpgradeServer(a);
+      const upgradeB = await startUpgradeServer(b);
+      try {
+        const first = await resume(upgradeA.port);
+        assert.equal(first.reused, false);
+        assert.equal((await resume(upgradeB.port, first.ticket)).reused, true, 'resumed on the other');
+
+        // A certificate reload builds a new context: it keeps the shared keys.
+        await writePair(material.certFile, material.keyFile, 'localhost');
+        assert.equal(await a.reload(), true);
+        assert.equal((await resume(upgradeA.port, first.ticket)).reused, true, 'resumed after reload');
+
+        // Rotation: Node holds one key set, so a ticket sealed before it gets a full handshake;
+        // tickets sealed after it resume on every provider.
+        keys.set(randomBytes(48));
+        assert.equal((await resume(upgradeB.port, first.ticket)).reused, false, 'old ticket after rotation');
+        const second = await resume(upgradeB.port);
+        assert.equal((await resume(upgradeA.port, second.ticket)).reused, true);
+      } finally {
+        a.close();
+        b.close();
+        await upgradeA.close();
+        await upgradeB.close();
+      }
+    });
+  },
+);
+
+test('without shared ticket keys each provider seals its own tickets', { timeout: 30_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const { material } = await configuredMaterial(dir, 'localhost');
+    const a = new TlsContextProvider(material, { minVersion: 'TLSv1.2' });
+    const b = new TlsContextProvider(material, { minVersion: 'TLSv1.2' });
+    const upgradeA = await startUpgradeServer(a);
+    const upgradeB = await startUpgradeServer(b);
+    try {
+      const first = await resume(upgradeA.port);
+      assert.equal((await resume(upgradeA.port, first.ticket)).reused, true, 'same provider');
+      assert.equal((await resume(upgradeB.port, first.ticket)).reused, false, 'another provider');
+    } finally {
+      a.close();
+      b.close();
+      await upgradeA.close();
+      await upgradeB.close();
     }
   });
 });

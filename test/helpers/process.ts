@@ -338,3 +338,23 @@ export async function outputTail(p: SternaProcess, lines = 20): Promise<string> 
     `--- ${p.stderrFile} (last ${lines} lines)\n${await tail(p.stderrFile, lines)}`
   );
 }
+
+/**
+ * Waits (up to timeoutMs) until the JSON log of `p` holds `count` records `match` accepts;
+ * returns every such record, in log order. Fails the test on timeout.
+ */
+export async function waitForLog(
+  p: Pick<SternaProcess, 'stdoutFile'>,
+  match: (r: LogRecord) => boolean,
+  count = 1,
+  timeoutMs = 30_000,
+): Promise<LogRecord[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = (await readJsonLog(p.stdoutFile)).records.filter(match);
+    if (found.length >= count) return found;
+    if (Date.now() > deadline)
+      throw new Error(`${found.length} of ${count} log lines as expected within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}

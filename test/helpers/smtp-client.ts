@@ -23,6 +23,8 @@ export class TestClient {
   #waiters: ((r: TestReply | null) => void)[] = [];
   #closed = false;
   #closeWaiters: (() => void)[] = [];
+  /** The TLS sessions (tickets) the server handed out on this connection, latest last. */
+  sessions: Buffer[] = [];
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
@@ -31,22 +33,42 @@ export class TestClient {
 
   static async connect(
     port: number,
-    opts: { host?: string; tls?: boolean; timeoutMs?: number; localAddress?: string } = {},
+    opts: {
+      host?: string;
+      tls?: boolean;
+      timeoutMs?: number;
+      localAddress?: string;
+      /** More options for the implicit TLS handshake (a session to resume, sigalgs, ...). */
+      tlsOptions?: tls.ConnectionOptions;
+    } = {},
   ): Promise<TestClient> {
     const host = opts.host ?? '127.0.0.1';
     // localAddress: the client's own address (127.0.0.5, ...), to act as another host.
     const local = opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {};
+    const sessions: Buffer[] = [];
     const socket = await new Promise<net.Socket>((resolve, reject) => {
       const s =
         opts.tls === true
-          ? tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost', ...local }, () =>
-              resolve(s),
-            )
+          ? tls
+              .connect(
+                {
+                  host,
+                  port,
+                  rejectUnauthorized: false,
+                  servername: 'localhost',
+                  ...local,
+                  ...opts.tlsOptions,
+                },
+                () => resolve(s),
+              )
+              .on('session', (session: Buffer) => sessions.push(session))
           : net.connect({ host, port, ...local }, () => resolve(s));
       s.once('error', reject);
     });
     socket.setTimeout(opts.timeoutMs ?? 10_000, () => socket.destroy(new Error('test client timeout')));
-    return new TestClient(socket);
+    const client = new TestClient(socket);
+    client.sessions = sessions; // the array the 'session' listener above fills
+    return client;
   }
 
   get socket(): net.Socket {
@@ -130,20 +152,31 @@ export class TestClient {
     return r;
   }
 
-  /** STARTTLS already accepted (220 read): run the handshake on this connection. */
-  async upgrade(): Promise<void> {
+  /**
+   * STARTTLS already accepted (220 read): run the handshake on this connection, with `options`
+   * (a session to resume, sigalgs, ...). Returns the TLS socket (isSessionReused() and so on).
+   */
+  async upgrade(options: tls.ConnectionOptions = {}): Promise<tls.TLSSocket> {
     const raw = this.#socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('close');
     const secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
-      const s = tls.connect({ socket: raw, rejectUnauthorized: false, servername: 'localhost' }, () =>
-        resolve(s),
+      const s = tls.connect(
+        {
+          socket: raw,
+          rejectUnauthorized: false,
+          servername: 'localhost',
+          ...options,
+        },
+        () => resolve(s),
       );
+      s.on('session', (ticket: Buffer) => this.sessions.push(ticket));
       s.once('error', reject);
     });
     this.#socket = secure;
     this.#buffer = '';
     this.#listen(secure);
+    return secure;
   }
 
   waitClosed(): Promise<void> {
