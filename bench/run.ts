@@ -19,11 +19,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectLoadCommand, runConnectLoadProcesses, type TlsMode } from './connect-load.js';
 import { openIdle } from './idle.js';
+import { defaultWorkers } from '../src/cluster/count.js';
 import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
 import {
   outboundSummary,
@@ -275,7 +276,8 @@ function header(
     `### ${group}: ${startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${commandLine(group)}\`, ${took}`,
     '',
     `Machine: nproc ${m.nproc}, ${m.cpuModel}, ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ${m.kernel}; ` +
-      `node ${m.node}; postfix ${m.postfix}; load average before this group ${loadBefore}; scale ${SCALE}.`,
+      `node ${m.node}; postfix ${m.postfix}; load average before this group ${loadBefore}; scale ${SCALE}; ` +
+      `Sterna workers ${defaultWorkers(availableParallelism())} (its default for ${availableParallelism()} cores).`,
   ];
   if (postfixSkipped !== null) lines.push('', `Postfix skipped: ${postfixSkipped}`);
   return lines.join('\n');

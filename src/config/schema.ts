@@ -756,11 +756,12 @@ export const adminSchema = z
   .default({ listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 });
 /**
  * [server]: the process model (src/cluster/, docs/workers.md). `workers` event loops share the
- * listeners, each with its own spool; absent: the machine's cores (os.availableParallelism()).
+ * listeners, each with its own spool; absent: one fewer than the machine's cores, at least one
+ * (cluster/count.ts).
  */
 export const serverSchema = z
   .strictObject({
-    /** Worker processes; 1: one process, no cluster (as before). Absent: the number of cores. */
+    /** Worker processes; 1: one process, no cluster (as before). Absent: cores − 1, at least 1. */
     workers: z.number().int().min(1).max(256).optional(),
   })
   .default({});
