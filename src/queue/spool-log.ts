@@ -21,6 +21,7 @@
  */
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFully } from '../io/write-fully.js';
 import { SpoolError, toSpoolError } from './spool-errors.js';
 import {
   encodeHeader,
@@ -386,28 +387,6 @@ function byteLength(buffers: readonly Buffer[]): number {
   let n = 0;
   for (const b of buffers) n += b.length;
   return n;
-}
-
-/** Writes all of `buffers` at `position`, continuing after short writes. */
-async function writeFully(fh: FileHandle, buffers: Buffer[], position: number): Promise<void> {
-  let pos = position;
-  let rest = buffers;
-  while (rest.length > 0) {
-    const { bytesWritten } = await fh.writev(rest, pos);
-    pos += bytesWritten;
-    let skip = bytesWritten;
-    const next: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      next.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    if (bytesWritten === 0 && next.length > 0) throw new Error('write made no progress');
-    rest = next;
-  }
 }
 
 /**

@@ -32,7 +32,9 @@ export class RecentBodies {
     if (size > MAX_BODY_BYTES || this.#bytes + size > MAX_TOTAL_BYTES || this.#bodies.size >= MAX_BODIES)
       return;
     if (this.#bodies.has(qid)) return;
-    this.#bodies.set(qid, parts);
+    // One buffer: a reader gets the body in one piece (one write into a Maildir), and the small
+    // pieces the session wrote are not kept alive.
+    this.#bodies.set(qid, parts.length === 1 ? parts : [Buffer.concat(parts, size)]);
     this.#bytes += size;
   }
 

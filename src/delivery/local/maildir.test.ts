@@ -343,7 +343,8 @@ test('a write error in the middle of the body -> deferred, partial tmp file remo
     let closed = false;
     async function* body(): AsyncGenerator<Buffer> {
       try {
-        for (let i = 0; i < 10; i++) yield Buffer.from(`line ${i}\r\n`);
+        // 640 KiB: written in several gathered writes, the second of which fails.
+        for (let i = 0; i < 10; i++) yield Buffer.alloc(64 * 1024, `line ${i}\r\n`);
         await Promise.resolve();
       } finally {
         closed = true;
@@ -355,11 +356,11 @@ test('a write error in the middle of the body -> deferred, partial tmp file remo
       open: async (file, flags, mode) => {
         const fh = await fsp.open(file, flags, mode);
         if (file !== tmpFile) return fh;
-        const realWrite = fh.write.bind(fh);
+        const realWritev = fh.writev.bind(fh);
         return Object.assign(fh, {
-          write: (buf: Uint8Array, offset: number, length: number) => {
+          writev: (buffers: NodeJS.ArrayBufferView[], position?: number) => {
             writes++;
-            return writes === 3 ? Promise.reject(errno('ENOSPC')) : realWrite(buf, offset, length);
+            return writes === 2 ? Promise.reject(errno('ENOSPC')) : realWritev(buffers, position);
           },
         });
       },
@@ -370,6 +371,7 @@ test('a write error in the middle of the body -> deferred, partial tmp file remo
       reason: `cannot write ${tmpFile}: no space left on device (ENOSPC): free space on the file system that holds the Maildir`,
     });
     assert.equal(closed, true);
+    assert.equal(writes, 2);
     assert.deepEqual(await fsp.readdir(path.join(maildir, 'tmp')), []);
     assert.deepEqual(await fsp.readdir(path.join(maildir, 'new')), []);
   });
@@ -518,5 +520,40 @@ test('RFC 5321 4.4: deliveryHeaders gives Return-Path then Delivered-To, CRLF-te
   );
   assert.throws(() => deliveryHeaders({ sender: 'a@b\r\nX-Evil: 1', recipient: 'bob@example.com' }), {
     name: 'RangeError',
+  });
+});
+
+test('a small message in many pieces is written with one system call, prepend first', async () => {
+  await withTempDir(async (root) => {
+    const maildir = path.join(root, 'bob');
+    const pieces = Array.from({ length: 12 }, (_, i) => Buffer.from(`line ${i}\r\n`));
+    async function* body(): AsyncGenerator<Buffer> {
+      await Promise.resolve();
+      yield* pieces;
+    }
+    let writes = 0;
+    const fs: MaildirFs = {
+      ...fsp,
+      open: async (file, flags, mode) => {
+        const fh = await fsp.open(file, flags, mode);
+        const realWritev = fh.writev.bind(fh);
+        const realWrite = fh.write.bind(fh);
+        return Object.assign(fh, {
+          writev: (buffers: NodeJS.ArrayBufferView[], position?: number) => {
+            writes++;
+            return realWritev(buffers, position);
+          },
+          write: (buf: Uint8Array, offset: number, length: number) => {
+            writes++;
+            return realWrite(buf, offset, length);
+          },
+        });
+      },
+    };
+    const result = await deliverToMaildir(delivery(maildir, { body: body() }), { fs });
+    assert.equal(result.kind, 'delivered');
+    assert.equal(writes, 1);
+    const file = path.join(maildir, 'new', 'Q1AB2C3.R0.mx.example.com');
+    assert.equal(await fsp.readFile(file, 'latin1'), PREPEND + Buffer.concat(pieces).toString('latin1'));
   });
 });

@@ -15,6 +15,7 @@
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFully } from '../../io/write-fully.js';
 import { DirSyncGroups, type DirSync } from './dir-sync.js';
 
 export interface MaildirDelivery {
@@ -74,6 +75,9 @@ export interface MaildirOptions {
 
 /** The process's grouped fsyncs of new/ directories. */
 const sharedDirSyncs = new DirSyncGroups();
+
+/** Body bytes gathered into one write. */
+const GATHER_BYTES = 256 * 1024;
 
 /** NAME_MAX is 255; leave room for the ":2,<flags>" an IMAP server appends in cur/. */
 const MAX_UNIQUE_NAME_BYTES = 200;
@@ -369,12 +373,10 @@ async function writeMessage(
   prepend: string,
   body: AsyncIterable<Buffer>,
 ): Promise<void> {
-  try {
-    await step('write', file, () => writeAll(fh, Buffer.from(prepend, 'utf8')));
-  } catch (err) {
-    await closeBody(body);
-    throw err;
-  }
+  // The delivery headers and the body's pieces go out together, GATHER_BYTES at a time: one
+  // pwritev for a small message, where a write per piece cost a thread-pool round trip each.
+  let batch: Buffer[] = [Buffer.from(prepend, 'utf8')];
+  let batchBytes = batch[0]?.length ?? 0;
   const it = body[Symbol.asyncIterator]();
   for (;;) {
     let next: IteratorResult<Buffer>;
@@ -383,24 +385,23 @@ async function writeMessage(
     } catch (err) {
       throw new BodyError(err);
     }
-    if (next.done === true) return;
-    const chunk = next.value;
+    let done = true;
+    if (next.done !== true) {
+      done = false;
+      batch.push(next.value);
+      batchBytes += next.value.length;
+    }
+    if (!done && batchBytes < GATHER_BYTES) continue;
     try {
-      // Awaiting each write before asking for the next chunk is the backpressure.
-      await writeAll(fh, chunk);
+      // Awaiting each write before asking for more of the body is the backpressure.
+      await writeFully(fh, batch, null);
     } catch (err) {
-      await it.return?.().catch(() => undefined);
+      if (!done) await it.return?.().catch(() => undefined);
       throw new StepError('write', file, err);
     }
-  }
-}
-
-async function writeAll(fh: FileHandle, buf: Uint8Array): Promise<void> {
-  let offset = 0;
-  while (offset < buf.length) {
-    const { bytesWritten } = await fh.write(buf, offset, buf.length - offset);
-    if (bytesWritten <= 0) throw Object.assign(new Error('write returned 0 bytes'), { code: 'EIO' });
-    offset += bytesWritten;
+    if (done) return;
+    batch = [];
+    batchBytes = 0;
   }
 }
 
