@@ -18,9 +18,9 @@ import { sendMessage } from './helpers/outbound.js';
 import {
   freePort,
   prepareServeDir,
-  readJsonLog,
   sleep,
   startSternaProcess,
+  waitForLog,
   type LogRecord,
   type ServeDir,
   type SternaProcess,
@@ -44,20 +44,6 @@ let server: SternaProcess | undefined;
 let admin = '';
 /** Messages the 3-worker life left queued, by worker. */
 const firstLife: string[] = [];
-
-async function waitForLog(
-  p: SternaProcess,
-  match: (r: LogRecord) => boolean,
-  count = 1,
-): Promise<LogRecord[]> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const found = (await readJsonLog(p.stdoutFile)).records.filter(match);
-    if (found.length >= count) return found;
-    if (Date.now() > deadline) assert.fail(`no ${count} log lines as expected within ${WAIT_MS} ms`);
-    await sleep(50);
-  }
-}
 
 const workerReady = (r: LogRecord): boolean => r.fields['role'] === 'primary' && r.msg === 'worker ready';
 

@@ -17,9 +17,9 @@ import { sendMessage } from './helpers/outbound.js';
 import {
   freePort,
   prepareServeDir,
-  readJsonLog,
   sleep,
   startSternaProcess,
+  waitForLog,
   type LogRecord,
   type SternaProcess,
 } from './helpers/process.js';
@@ -31,21 +31,6 @@ const READY_TIMEOUT_MS = 40_000;
 const WAIT_MS = 30_000;
 /** Messages per hour from one sender domain: the first 8 and 3 more pass, whichever worker takes them. */
 const LIMIT = 11;
-
-/** Waits until the JSON log holds a record `match` accepts; returns every such record. */
-async function waitForLog(
-  p: SternaProcess,
-  match: (r: LogRecord) => boolean,
-  count = 1,
-): Promise<LogRecord[]> {
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    const found = (await readJsonLog(p.stdoutFile)).records.filter(match);
-    if (found.length >= count) return found;
-    if (Date.now() > deadline) assert.fail(`no ${count} log lines as expected within ${WAIT_MS} ms`);
-    await sleep(50);
-  }
-}
 
 const primaryRecord = (msg: string, worker?: number) => (r: LogRecord) =>
   r.fields['role'] === 'primary' && r.msg === msg && (worker === undefined || r.fields['worker'] === worker);
