@@ -11,7 +11,6 @@
  */
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { queueIdPartition } from '../src/queue/ids.js';
 import { sendMessage } from './helpers/outbound.js';
@@ -19,7 +18,7 @@ import {
   freePort,
   prepareServeDir,
   sleep,
-  startSternaProcess,
+  startRoundRobinSterna,
   waitForLog,
   type LogRecord,
   type ServeDir,
@@ -54,16 +53,8 @@ const message = (i: number) => ({
 });
 
 async function start(n: number, workers: number): Promise<SternaProcess> {
-  const p = await startSternaProcess({
-    configFile: serve.configFile,
-    smtpPort: serve.port,
-    stdoutFile: path.join(serve.dir, `sterna-${n}.log`),
-    stderrFile: path.join(serve.dir, `sterna-${n}.err`),
-    readyTimeoutMs: READY_TIMEOUT_MS,
-    group: true,
-    // Connections handed out in turn: consecutive ones reach different workers.
-    env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
-  });
+  // Connections handed out in turn: consecutive ones reach different workers.
+  const p = await startRoundRobinSterna(serve, n, READY_TIMEOUT_MS);
   await waitForLog(p, workerReady, workers);
   return p;
 }
@@ -251,15 +242,7 @@ test(
       dir.configFile,
       `${await readFile(dir.configFile, 'utf8')}${AUTH_CONFIG}[state]\nredis = "${redis.url}"\n`,
     );
-    const p = await startSternaProcess({
-      configFile: dir.configFile,
-      smtpPort: dir.port,
-      stdoutFile: path.join(dir.dir, 'sterna.log'),
-      stderrFile: path.join(dir.dir, 'sterna.err'),
-      readyTimeoutMs: READY_TIMEOUT_MS,
-      group: true,
-      env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
-    });
+    const p = await startRoundRobinSterna(dir, 'redis', READY_TIMEOUT_MS);
     stopped.push(p);
     await waitForLog(p, workerReady, 2);
     await lockOutAcrossWorkers(dir.port, p);

@@ -10,7 +10,6 @@
  */
 import assert from 'node:assert/strict';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import path from 'node:path';
 import { test } from 'node:test';
 import { queueIdPartition } from '../src/queue/ids.js';
 import { sendMessage } from './helpers/outbound.js';
@@ -18,7 +17,7 @@ import {
   freePort,
   prepareServeDir,
   sleep,
-  startSternaProcess,
+  startRoundRobinSterna,
   waitForLog,
   type LogRecord,
   type SternaProcess,
@@ -75,18 +74,8 @@ test(
       for (const sink of sinks) await sink.close();
       await rm(serve.dir, { recursive: true, force: true });
     });
-    const start = async (n: number): Promise<SternaProcess> =>
-      startSternaProcess({
-        configFile: serve.configFile,
-        smtpPort: serve.port,
-        stdoutFile: path.join(serve.dir, `sterna-${n}.log`),
-        stderrFile: path.join(serve.dir, `sterna-${n}.err`),
-        readyTimeoutMs: READY_TIMEOUT_MS,
-        group: true,
-        // The primary hands connections out in turn, so both workers surely get some (the
-        // default, the kernel's choice, may favour one: docs/workers.md).
-        env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
-      });
+    // The primary hands connections out in turn, so both workers surely get some.
+    const start = (n: number): Promise<SternaProcess> => startRoundRobinSterna(serve, n, READY_TIMEOUT_MS);
     server = await start(0);
     const p = server;
     await waitForLog(p, primaryRecord('worker ready'), 2);

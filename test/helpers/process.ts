@@ -258,6 +258,28 @@ export async function startSternaProcess(opts: SternaProcessOptions): Promise<St
 }
 
 /**
+ * Starts `sterna serve` on `serve`'s config in its own process group, its logs named after `run`
+ * (so a restart keeps the earlier ones), with the primary handing connections to the workers in
+ * turn (NODE_CLUSTER_SCHED_POLICY=rr, read by Node): consecutive connections reach different
+ * workers, where the default (the kernel's choice) may favour one (docs/workers.md).
+ */
+export function startRoundRobinSterna(
+  serve: ServeDir,
+  run: number | string,
+  readyTimeoutMs: number,
+): Promise<SternaProcess> {
+  return startSternaProcess({
+    configFile: serve.configFile,
+    smtpPort: serve.port,
+    stdoutFile: path.join(serve.dir, `sterna-${run}.log`),
+    stderrFile: path.join(serve.dir, `sterna-${run}.err`),
+    readyTimeoutMs,
+    group: true,
+    env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
+  });
+}
+
+/**
  * Connects to 127.0.0.1:port and returns the first reply line (without CRLF), or undefined if
  * the connection is refused, closes or nothing complete arrives within timeoutMs.
  */
