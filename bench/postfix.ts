@@ -95,6 +95,8 @@ export interface PostfixInstance {
   setDeferTransports: (transports: string) => Promise<void>;
   /** `postqueue -f`: every queued message, deferred ones included, is tried now. */
   flushQueue: () => Promise<void>;
+  /** The master(8) process, parent of every other process of the instance; null if not running. */
+  masterPid: () => Promise<number | null>;
   /** Deliveries logged with status=sent (the discard transport's "delivered"). */
   sentCount: () => Promise<number>;
   /** Deferred or bounced deliveries in the log: there must be none. */
@@ -146,11 +148,17 @@ async function postfix(configDir: string, command: string): Promise<void> {
 const QUEUES = ['incoming', 'active', 'deferred', 'hold', 'maildrop'] as const;
 export type QueueName = (typeof QUEUES)[number];
 
-/** The pid of the instance's qmgr(8), a child of its master (pid file in the queue directory), or null. */
-async function qmgrPid(queueDir: string): Promise<number | null> {
+/** The pid of the instance's master(8), from the pid file in the queue directory, or null. */
+async function masterPid(queueDir: string): Promise<number | null> {
   const master = (await readFile(join(queueDir, 'pid', 'master.pid'), 'utf8').catch(() => '')).trim();
-  if (!/^\d+$/.test(master)) return null;
-  const r = await run('ps', ['-o', 'pid=,comm=', '--ppid', master]);
+  return /^\d+$/.test(master) ? Number(master) : null;
+}
+
+/** The pid of the instance's qmgr(8), a child of its master, or null. */
+async function qmgrPid(queueDir: string): Promise<number | null> {
+  const master = await masterPid(queueDir);
+  if (master === null) return null;
+  const r = await run('ps', ['-o', 'pid=,comm=', '--ppid', String(master)]);
   for (const line of r.stdout.split('\n')) {
     const [pid, comm] = line.trim().split(/\s+/);
     if (comm === 'qmgr' && pid !== undefined) return Number(pid);
@@ -224,6 +232,7 @@ export async function startPostfix(
     logFile,
     queuedMessages: async () =>
       (await Promise.all(QUEUES.map((q) => countIn(join(queueDir, q))))).reduce((a, b) => a + b, 0),
+    masterPid: () => masterPid(queueDir),
     queueCounts: async () => {
       const counts = await Promise.all(QUEUES.map((q) => countIn(join(queueDir, q))));
       const [incoming = 0, active = 0, deferred = 0, hold = 0, maildrop = 0] = counts;

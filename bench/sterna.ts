@@ -1,7 +1,8 @@
 /**
  * Runs Sterna for the benchmark: writes a TOML config into a temp directory (smtp listener only,
- * on a free 127.0.0.1 port; domain bench.test on the "discard" transport; log level warn; fsync
- * on; the mail authentication checks off, as Postfix has none by default), starts
+ * on a free 127.0.0.1 port; domain bench.test on the "discard" transport; log level info, the
+ * default, so that every message is logged as Postfix logs it; fsync on; the mail
+ * authentication checks off, as Postfix has none by default), starts
  * `node dist/src/cli/sterna.js serve` as a child with a raised descriptor limit, and reports its
  * memory and how many accepted messages its spool still holds (read from the segment files,
  * format in docs/spool.md). Queue requests (list, flush) go to the server's
@@ -89,7 +90,7 @@ connections_per_ip = 20000
 fsync = true
 
 [log]
-level = "warn"
+level = "info"
 format = "json"
 
 # SPF, DKIM, DMARC and ARC checks (on for smtp by default) ask DNS for every message; Postfix

@@ -56,6 +56,8 @@ export interface Server {
   clearMaildir: () => Promise<void>;
   /** Deliveries the server logged as done, when it logs them (Postfix status=sent); null when not. */
   loggedDeliveries: () => Promise<number | null>;
+  /** CPU time the server's processes have used so far, in ms (processTreeCpuMs of its root). */
+  cpuMs: () => Promise<number>;
 }
 
 /** What a load tool reports for one run. */
@@ -94,6 +96,9 @@ export interface Run {
    * the server, the load generator and the sink together (machineBusyMs).
    */
   machineCpuMs: number;
+  /** CPU time the server's own processes spent over the same span, in ms: what it would cost
+   * with the load generator and the sink on another machine. */
+  serverCpuMs: number;
   ok: boolean;
   error: string;
 }
@@ -112,6 +117,8 @@ export interface Series {
   p99Ms: number | null;
   /** Median machine CPU per message, ms (the server, the load generator and the sink). */
   cpuMsPerMessage: number;
+  /** Median CPU per message of the server's own processes, ms. */
+  serverCpuMsPerMessage: number;
   allOk: boolean;
 }
 
@@ -136,6 +143,7 @@ export function series(runs: Run[]): Series {
     p50Ms: lat('p50Ms'),
     p99Ms: lat('p99Ms'),
     cpuMsPerMessage: median(runs.map((r) => r.machineCpuMs / r.messages)),
+    serverCpuMsPerMessage: median(runs.map((r) => r.serverCpuMs / r.messages)),
     allOk: runs.every((r) => r.ok),
   };
 }
@@ -154,6 +162,37 @@ export async function machineBusyMs(): Promise<number> {
   const f = first.trim().split(/\s+/).slice(1).map(Number);
   const tick = (i: number): number => f[i] ?? 0;
   return ((tick(0) + tick(1) + tick(2) + tick(5) + tick(6)) * 1000) / USER_HZ;
+}
+
+/**
+ * CPU time used so far by a process and every process below it, in ms: the sum over the live
+ * processes of the tree (from /proc/<pid>/stat) of utime, stime, cutime and cstime. A child that
+ * has exited and been waited for counts in its parent's cutime and cstime, so Postfix's
+ * short-lived smtpd and cleanup processes are included. 0 if the root is gone.
+ */
+export async function processTreeCpuMs(root: number): Promise<number> {
+  const parentOf = new Map<number, number>();
+  const ticksOf = new Map<number, number>();
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'latin1').catch(() => '');
+    // Fields after "(comm) ": state ppid … utime(14) stime(15) cutime(16) cstime(17), 1-based.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (f.length < 15) continue;
+    const pid = Number(name);
+    parentOf.set(pid, Number(f[1]));
+    ticksOf.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+  }
+  const inTree = (pid: number): boolean => {
+    for (let p: number | undefined = pid, hops = 0; p !== undefined && p > 1 && hops < 64; hops++) {
+      if (p === root) return true;
+      p = parentOf.get(p);
+    }
+    return false;
+  };
+  let ticks = 0;
+  for (const [pid, t] of ticksOf) if (inTree(pid)) ticks += t;
+  return (ticks * 1000) / USER_HZ;
 }
 
 /** Sink and Maildir counts when the last run was done, to catch messages that arrive later. */
@@ -178,6 +217,7 @@ async function measureOnce(
     drainSeconds: 0,
     delivered: 0,
     machineCpuMs: 0,
+    serverCpuMs: 0,
     ...partial,
     ok: false,
     error,
@@ -198,6 +238,7 @@ async function measureOnce(
   const sinkBefore = sink.count();
   const loggedBefore = await server.loggedDeliveries();
 
+  const serverCpuBefore = await server.cpuMs();
   const called = Date.now();
   const cpuBefore = await machineBusyMs();
   const outcome = await load();
@@ -225,6 +266,7 @@ async function measureOnce(
   }
   const doneSeconds = (Date.now() - t0) / 1000;
   const machineCpuMs = (await machineBusyMs()) - cpuBefore;
+  const serverCpuMs = (await server.cpuMs()) - serverCpuBefore;
   const count = await delivered();
   const base = {
     load: outcome,
@@ -232,6 +274,7 @@ async function measureOnce(
     drainSeconds: Math.max(0, doneSeconds - outcome.seconds),
     delivered: count,
     machineCpuMs,
+    serverCpuMs,
   };
   if (!done)
     return fail(`not done after ${DONE_TIMEOUT_MS / 1000} s: ${count} of ${messages} delivered`, base);
@@ -315,6 +358,7 @@ export async function startPair(o: PairOptions): Promise<Pair> {
     maildirCount: () => countDir(sternaNew),
     clearMaildir: () => clearDir(sternaNew),
     loggedDeliveries: () => Promise.resolve(null),
+    cpuMs: () => processTreeCpuMs(s.pid),
   };
   let p: PostfixInstance | null = null;
   let postfix: Server | null = null;
@@ -338,6 +382,10 @@ export async function startPair(o: PairOptions): Promise<Pair> {
       maildirCount: () => countDir(instance.maildirNew),
       clearMaildir: () => clearDir(instance.maildirNew),
       loggedDeliveries: instance.sentCount,
+      cpuMs: async () => {
+        const master = await instance.masterPid();
+        return master === null ? 0 : processTreeCpuMs(master);
+      },
     };
   }
   return {
