@@ -417,7 +417,8 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     filters,
     policyServices,
   };
-  const hooks = (slog: Logger, kind: ListenerKind): SessionHooks => new AppHooks(shared, slog, kind);
+  const hooks = (slog: Logger, kind: ListenerKind, ip: string): SessionHooks =>
+    new AppHooks(shared, slog, kind, ip);
 
   const listeners = new Listeners({
     config,
@@ -721,13 +722,15 @@ class AppHooks implements SessionHooks {
   readonly #s: SharedServices;
   readonly #log: Logger;
   readonly #listener: ListenerKind;
+  readonly #ip: string;
   /** The session's policy state (allow-list hits, DNSBL lookups), made at the first question. */
   #policyState: ConnectionPolicy | null = null;
 
-  constructor(shared: SharedServices, log: Logger, listener: ListenerKind) {
+  constructor(shared: SharedServices, log: Logger, listener: ListenerKind, ip: string) {
     this.#s = shared;
     this.#log = log;
     this.#listener = listener;
+    this.#ip = ip;
   }
 
   #policy(): ConnectionPolicy {
@@ -893,12 +896,6 @@ class AppHooks implements SessionHooks {
 
   event(name: string, fields: Record<string, unknown>): void {
     this.#log.info(fields, name);
-    this.#s.events.session(name, fields, () => sessionContext(this.#log.bindings()));
+    this.#s.events.session(name, fields, () => ({ listener: this.#listener, ip: this.#ip }));
   }
-}
-
-/** The listener and client address a session's logger carries (server/listeners.ts). */
-function sessionContext(bindings: Record<string, unknown>): { listener: string; ip: string } {
-  const { listener, ip } = bindings;
-  return { listener: typeof listener === 'string' ? listener : '', ip: typeof ip === 'string' ? ip : '' };
 }

@@ -19,8 +19,8 @@ import { Connection } from './connection.js';
 export interface ListenerDeps {
   config: Config;
   log: Logger;
-  /** Builds the hooks for one session (they carry its logger). */
-  hooks: (log: Logger, listener: ListenerKind) => SessionHooks;
+  /** Builds the hooks for one session (they carry its logger, listener and client address). */
+  hooks: (log: Logger, listener: ListenerKind, ip: string) => SessionHooks;
   secureContext: () => SecureContext | null;
   /** Metrics and recent events. */
   events?: MailEvents;
@@ -153,7 +153,7 @@ export class Listeners {
       this.#sessionConfigs.set(kind, sessionConfig);
     }
     const cfg = sessionConfig;
-    const hooks = this.#deps.hooks(clog, kind);
+    const hooks = this.#deps.hooks(clog, kind, ip);
     const conn = new Connection(
       socket,
       {
