@@ -14,6 +14,7 @@ import { addApiKey, deleteApiKey } from '../src/api/keys.js';
 import { createLogger } from '../src/observability/log.js';
 import { TEST_CERT_NAME } from '../src/server/tls.js';
 import { waitForMessages } from './helpers/maildir.js';
+import { waitForLog } from './helpers/process.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { TestClient } from './helpers/smtp-client.js';
 import { requireTool, runTool } from './helpers/tools.js';
@@ -274,6 +275,8 @@ test('401: no key, a malformed key, an unknown key, a deleted key; the key never
   assert.equal((await stat(file)).mode & 0o777, 0o600);
   const text = await readFile(file, 'utf8');
   for (const s of secrets) assert.ok(!text.includes(s.slice(17)), 'no secret in the keys file');
+  // Log lines reach the file within 100 ms (log.ts): wait for the refusal's.
+  await waitForLog({ stdoutFile: logFile }, (r) => r.msg === 'api request refused');
   const log = await readFile(logFile, 'utf8');
   assert.match(log, /api request refused/);
   for (const s of secrets) assert.ok(!log.includes(s.slice(17)), 'no secret in the log');
