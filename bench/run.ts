@@ -62,7 +62,7 @@ const MiB = 1024 * KiB;
 const SCALE = Number(process.env['STERNA_BENCH_SCALE'] ?? '1');
 /** Processes the connect-load generator uses (its TLS work would otherwise share one core). */
 const LOAD_PROCESSES = Number(process.env['STERNA_BENCH_LOAD_PROCESSES'] ?? '2');
-const IDLE_CONNECTIONS = 5000;
+const IDLE_CONNECTIONS = 10_000;
 /** Each row is measured this many times per server, alternating; the tables give the median. */
 const REPEATS = 3;
 const LOAD_TIMEOUT_MS = 300_000;
