@@ -68,10 +68,12 @@ test('SIGHUP reloads the certificate: new connections get the new one, an open s
       after = await fingerprint(submissions);
     }
     assert.notEqual(after, before, 'new connections see the renewed certificate');
-    assert.ok(
-      (await readFile(path.join(dir, 'out.log'), 'utf8')).includes('SIGHUP: reloading'),
-      'SIGHUP was handled',
-    );
+    // Log lines reach the file within 100 ms (log.ts): wait for this one.
+    const logged = async (): Promise<boolean> =>
+      (await readFile(path.join(dir, 'out.log'), 'utf8')).includes('SIGHUP: reloading');
+    const loggedBy = Date.now() + 5000;
+    while (!(await logged()) && Date.now() < loggedBy) await sleep(50);
+    assert.ok(await logged(), 'SIGHUP was handled');
     // The session opened before the reload is untouched.
     await open.cmd('NOOP').then((r) => assert.equal(r.code, 250));
     await open.cmd('QUIT').then((r) => assert.equal(r.code, 221));
