@@ -458,31 +458,26 @@ async function coreGroup(ctx: Context): Promise<string> {
   ];
   for (const kind of KINDS)
     lines.push('', `**${KIND_LABEL[kind]}** (to ${RCPT[kind]}):`, '', throughputTable(rows[kind]));
-  lines.push('', 'Sterna/Postfix at a glance (msg/s incl. drain):', '');
-  lines.push(`| sessions × size | ${KINDS.map((k) => KIND_LABEL[k]).join(' | ')} |`);
-  lines.push(`| --- | ${KINDS.map(() => '---:').join(' | ')} |`);
-  CORE_CASES.forEach((c, i) => {
-    const cells = KINDS.map((k) => {
-      const r = rows[k][i];
-      return r === undefined ? 'n/a' : ratioCell(r.sterna, r.postfix);
-    });
-    lines.push(`| ${caseLabel(c.sessions, c.bodyBytes)} | ${cells.join(' | ')} |`);
-  });
+  /** A case × kind table of one figure per row. */
+  const glance = (cell: (s: Series, p: Series | null) => string): string[] => [
+    `| sessions × size | ${KINDS.map((k) => KIND_LABEL[k]).join(' | ')} |`,
+    `| --- | ${KINDS.map(() => '---:').join(' | ')} |`,
+    ...CORE_CASES.map((c, i) => {
+      const cells = KINDS.map((k) => {
+        const r = rows[k][i];
+        return r === undefined ? 'n/a' : cell(r.sterna, r.postfix);
+      });
+      return `| ${caseLabel(c.sessions, c.bodyBytes)} | ${cells.join(' | ')} |`;
+    }),
+  ];
+  lines.push('', 'Sterna/Postfix at a glance (msg/s incl. drain):', '', ...glance(ratioCell));
   lines.push(
     '',
     "Postfix's own CPU per message over Sterna's (the servers' processes only, without the load " +
       'generator and the sink: how far apart they would be with those on another machine):',
     '',
+    ...glance(ownCpuRatioCell),
   );
-  lines.push(`| sessions × size | ${KINDS.map((k) => KIND_LABEL[k]).join(' | ')} |`);
-  lines.push(`| --- | ${KINDS.map(() => '---:').join(' | ')} |`);
-  CORE_CASES.forEach((c, i) => {
-    const cells = KINDS.map((k) => {
-      const r = rows[k][i];
-      return r === undefined ? 'n/a' : ownCpuRatioCell(r.sterna, r.postfix);
-    });
-    lines.push(`| ${caseLabel(c.sessions, c.bodyBytes)} | ${cells.join(' | ')} |`);
-  });
   const find = (kind: Kind, sessions: number, size: number): Row | undefined =>
     rows[kind][CORE_CASES.findIndex((c) => c.sessions === sessions && c.bodyBytes === size)];
   lines.push(
