@@ -47,7 +47,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     aliases: {},
     aliases_file: '',
     transport: {},
-    // [server] workers absent: the number of cores (cluster/count.ts).
+    // [server] workers absent: one fewer than the cores, at least one (cluster/count.ts).
     server: {},
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
     tls: {
