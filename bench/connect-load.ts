@@ -29,7 +29,7 @@ import {
   type LoadOptions,
   type LoadResult,
 } from './load.js';
-import { percentile, timedSessions } from './machine.js';
+import { percentile, pinned, timedSessions } from './machine.js';
 
 export type TlsMode = 'none' | 'full' | 'resume';
 
@@ -241,7 +241,7 @@ const CHILD_START_MS = 1000;
 /** Runs one child process with its share of the load; rejects if it fails to report. */
 function runChild(options: ConnectLoadOptions): Promise<ConnectLoadResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SELF, JSON.stringify(options)], {
+    const child = spawn(...pinned('load', process.execPath, [SELF, JSON.stringify(options)]), {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

@@ -5,7 +5,7 @@
  * beyond 127.0.0.1.
  */
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { cpus, totalmem } from 'node:os';
 
@@ -28,6 +28,36 @@ export async function procStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): Pr
   const match = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status);
   if (match === null) throw new Error(`no ${field} in /proc/${pid}/status`);
   return Number(match[1]) * 1024;
+}
+
+/**
+ * Which cores the server under test and the load (generator and sink) may use, as taskset(1) CPU
+ * lists: the pinned group gives each its own cores, so neither takes CPU time from the other.
+ * null (every other group): no pinning, everything shares every core.
+ */
+export interface Pinning {
+  server: string;
+  load: string;
+}
+
+let pinning: Pinning | null = null;
+
+/** Turns pinning on for the processes started from now on, or off (null). */
+export function setPinning(p: Pinning | null): void {
+  pinning = p;
+}
+
+/** The pinning in force, or null. */
+export function currentPinning(): Pinning | null {
+  return pinning;
+}
+
+/**
+ * `file args` as the command to start for `role`: through `taskset -c <cores>` while pinning is
+ * on (the process and everything it starts stay on those cores), unchanged otherwise.
+ */
+export function pinned(role: keyof Pinning, file: string, args: readonly string[]): [string, string[]] {
+  return pinning === null ? [file, [...args]] : ['taskset', ['-c', pinning[role], file, ...args]];
 }
 
 /** Result of a finished command. */
@@ -94,12 +124,28 @@ export async function describeMachine(tmpDir: string): Promise<MachineInfo> {
     cpuModel: cpus()[0]?.model ?? 'unknown',
     memoryBytes: totalmem(),
     loadBefore: loadavg.split(' ').slice(0, 3).join(' '),
-    tmpFs: fs.stdout.trim().replace(/\s+/g, ' '),
+    tmpFs: await withJournalNote(fs.stdout.trim().replace(/\s+/g, ' ')),
     tmpDf: df.stdout.trim().split('\n').at(-1) ?? '',
     node: process.version,
     postfix: postconf.code === 0 ? postconf.stdout.trim() : 'not installed',
     kernel: kernel.stdout.trim(),
   };
+}
+
+/**
+ * "ext4 /dev/vda" with "(no journal)" or "(journal)" added: without a journal, ext4 skips
+ * inodes freed in the last minutes when it creates a file (its recently_deleted check), which
+ * makes file creation much dearer after many deletions (docs/benchmarks.md). A journaled ext4
+ * has /proc/fs/jbd2/<device>-<n>.
+ */
+async function withJournalNote(fsAndSource: string): Promise<string> {
+  const [type, source] = fsAndSource.split(' ');
+  if (type !== 'ext4' || source === undefined || !source.startsWith('/dev/')) return fsAndSource;
+  const device = source.slice('/dev/'.length);
+  const jbd2 = await readdir('/proc/fs/jbd2').catch(() => null);
+  if (jbd2 === null) return fsAndSource;
+  const journaled = jbd2.some((entry) => entry.startsWith(`${device}-`));
+  return `${fsAndSource} (${journaled ? 'journal' : 'no journal'})`;
 }
 
 /** Throughput and latency of one timed run of sessions. */

@@ -16,7 +16,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, sleep } from './machine.js';
+import { freePort, pinned, sleep } from './machine.js';
 import { startPostfix, type PostfixInstance } from './postfix.js';
 import { runSmtpSource } from './smtp-source.js';
 import { startSterna, type SternaInstance, type SternaOptions } from './sterna.js';
@@ -116,9 +116,10 @@ export interface Sink {
 export async function startSink(): Promise<Sink> {
   const port = await freePort();
   // -c: running counter on stdout ("sess=… quit=… mesg=N\r"); -u: the user to run as (it refuses root).
-  const child = spawn('/usr/sbin/smtp-sink', ['-c', '-u', 'postfix', `${SINK_HOST}:${port}`, '1000'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    ...pinned('load', '/usr/sbin/smtp-sink', ['-c', '-u', 'postfix', `${SINK_HOST}:${port}`, '1000']),
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let count = 0;
   let tail = '';
   let stderr = '';

@@ -20,7 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFile, chown, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { postfixUser, writePostfixConfig, type PostfixConfig } from '../test/helpers/postfix-config.js';
-import { freePort, run, sleep } from './machine.js';
+import { freePort, pinned, run, sleep } from './machine.js';
 
 /** Extra setup on top of benchPostfixConfig: main.cf settings, files in conf/, master.cf lines. */
 export interface PostfixExtra {
@@ -141,7 +141,10 @@ export function benchPostfixConfig(dir: string, port: number, relayhost: string 
 
 /** Runs the postfix command on this instance's configuration. */
 async function postfix(configDir: string, command: string): Promise<void> {
-  const r = await run('/usr/sbin/postfix', ['-c', configDir, command], { timeoutMs: 60_000 });
+  // The master and every daemon it forks inherit the pinning of `postfix start`.
+  const r = await run(...pinned('server', '/usr/sbin/postfix', ['-c', configDir, command]), {
+    timeoutMs: 60_000,
+  });
   if (r.code !== 0) throw new Error(`postfix ${command} failed (exit ${r.code}); see the instance's maillog`);
 }
 

@@ -12,9 +12,12 @@
  *   - tls: STARTTLS on every message, 20 sessions × 1 KiB into Maildir, full handshakes and
  *     resumed sessions, with an RSA-2048 and an ECDSA P-256 certificate (the same files for both);
  *   - outbound: spool to a local sink and the queue drain (bench/outbound.ts);
- *   - idle: Sterna's resident memory with 5,000 idle connections.
+ *   - idle: Sterna's resident memory with 10,000 idle connections;
+ *   - pinned: the 20-session rows and full STARTTLS handshakes again, with the server on half the
+ *     cores and the load generator and sink on the other half (taskset), so they share no core.
  * Prints markdown tables ready to paste into docs/benchmarks.md and writes JSON to bench/results/.
- * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.05 for a smoke run.
+ * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.05 for a smoke run;
+ * STERNA_BENCH_DIR (default the temp directory) is where the servers keep their files.
  * Benchmark code: trusted, loopback only; every process it starts is stopped on exit.
  */
 import { readFileSync } from 'node:fs';
@@ -25,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { connectLoadCommand, runConnectLoadProcesses, type TlsMode } from './connect-load.js';
 import { openIdle } from './idle.js';
 import { defaultWorkers } from '../src/cluster/count.js';
-import { describeMachine, run, sleep, type MachineInfo } from './machine.js';
+import { describeMachine, run, setPinning, sleep, type MachineInfo, type Pinning } from './machine.js';
 import {
   outboundSummary,
   runOutbound,
@@ -286,7 +289,7 @@ function header(
   const lines = [
     `### ${group}: ${startedAt.slice(0, 16).replace('T', ' ')} UTC, \`${commandLine(group)}\`, ${took}`,
     '',
-    `Machine: nproc ${m.nproc}, ${m.cpuModel}, ${mib(m.memoryBytes)} RAM, temp fs ${m.tmpFs}; ${m.kernel}; ` +
+    `Machine: nproc ${m.nproc}, ${m.cpuModel}, ${mib(m.memoryBytes)} RAM, benchmark files on ${m.tmpFs}; ${m.kernel}; ` +
       `node ${m.node}; postfix ${m.postfix}; load average before this group ${loadBefore}; scale ${SCALE}; ` +
       `Sterna workers ${defaultWorkers(availableParallelism())} (its default for ${availableParallelism()} cores).`,
   ];
@@ -598,15 +601,20 @@ const resumedCell = (m: Series | null): string => {
 const servedKeys = (r: Row): string =>
   [...new Set([...r.sterna.runs, ...(r.postfix?.runs ?? [])].map((x) => x.load.serverKey ?? '?'))].join(', ');
 
-async function tlsGroup(ctx: Context): Promise<string> {
-  const commands = new Set<string>();
+/** STARTTLS rows into Maildir for each key, in `modes`, with a warm-up per key (not reported). */
+async function measureTls(
+  ctx: Context,
+  name: string,
+  modes: readonly TlsMode[],
+  commands: Set<string>,
+): Promise<TlsRow[]> {
   const c = TLS_CASE;
-  const certDir = join(ctx.base, 'certs');
+  const certDir = join(ctx.base, `${name}-certs`);
   await mkdir(certDir);
   const rows: TlsRow[] = [];
   for (const key of ['rsa2048', 'ecdsa-p256'] as const) {
     const cert = await makeCert(certDir, key);
-    await withPair(ctx, `tls-${key}`, cert, async (pair, sink) => {
+    await withPair(ctx, `${name}-${key}`, cert, async (pair, sink) => {
       const warm: Case = { ...c, messages: Math.max(20, Math.round(c.messages / 5)) };
       await alternate(
         `warm-up TLS ${key}`,
@@ -617,7 +625,7 @@ async function tlsGroup(ctx: Context): Promise<string> {
         (s) => connectLoad(s, warm, TLS_KIND, 'full', new Set()),
         1,
       );
-      for (const mode of ['full', 'resume'] as const) {
+      for (const mode of modes) {
         const row = await alternate(
           `STARTTLS ${KEY_LABEL[key]} ${mode}`,
           pair,
@@ -630,6 +638,37 @@ async function tlsGroup(ctx: Context): Promise<string> {
       }
     });
   }
+  return rows;
+}
+
+function tlsTable(rows: readonly TlsRow[]): string[] {
+  const lines = [
+    '| certificate | handshake | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms | resumed Sterna / Postfix | machine CPU ms/msg Sterna / Postfix | own CPU of the servers, ms/msg, Sterna / Postfix |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of rows)
+    lines.push(
+      `| ${KEY_LABEL[r.key]} (served: ${servedKeys(r)}) | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
+        `${ratioCell(r.sterna, r.postfix)} | ${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} | ` +
+        `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} | ${cpuCell(r.sterna)} / ${cpuCell(r.postfix)} | ` +
+        `${ownCpuCell(r.sterna)} / ${ownCpuCell(r.postfix)} |`,
+    );
+  return lines;
+}
+
+const tlsRow = (rows: readonly TlsRow[], key: KeyKind, mode: TlsMode): TlsRow | undefined =>
+  rows.find((r) => r.key === key && r.mode === mode);
+
+/** The target lines of the full-handshake STARTTLS rows. */
+const tlsTargets = (rows: readonly TlsRow[], prefix = ''): string[] => [
+  `- ${target(`${prefix}STARTTLS RSA-2048 full handshakes`, tlsRow(rows, 'rsa2048', 'full'), 2)}`,
+  `- ${target(`${prefix}STARTTLS ECDSA P-256 full handshakes`, tlsRow(rows, 'ecdsa-p256', 'full'), 2)}`,
+];
+
+async function tlsGroup(ctx: Context): Promise<string> {
+  const commands = new Set<string>();
+  const c = TLS_CASE;
+  const rows = await measureTls(ctx, 'tls', ['full', 'resume'], commands);
   ctx.data['tls'] = rows;
   const first = rows.flatMap((r) => r.sterna.runs).find((r) => r.load.tlsVersion)?.load;
   const lines = [
@@ -641,20 +680,10 @@ async function tlsGroup(ctx: Context): Promise<string> {
       '`smtpd_tls_security_level = may`, tlsmgr(8), every other TLS setting at its default. ' +
       `Negotiated: ${first?.tlsVersion ?? '?'} ${first?.cipher ?? ''}.`,
     '',
-    '| certificate | handshake | Sterna msg/s incl. drain | Postfix msg/s incl. drain | Sterna/Postfix | Sterna p50 / p99 ms | Postfix p50 / p99 ms | resumed Sterna / Postfix | machine CPU ms/msg Sterna / Postfix | own CPU of the servers, ms/msg, Sterna / Postfix |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...tlsTable(rows),
   ];
-  for (const r of rows)
-    lines.push(
-      `| ${KEY_LABEL[r.key]} (served: ${servedKeys(r)}) | ${r.mode === 'full' ? 'full' : 'resumed'} | ${rateCell(r.sterna)} | ${rateCell(r.postfix)} | ` +
-        `${ratioCell(r.sterna, r.postfix)} | ${latencyCell(r.sterna)} | ${latencyCell(r.postfix)} | ` +
-        `${resumedCell(r.sterna)} / ${resumedCell(r.postfix)} | ${cpuCell(r.sterna)} / ${cpuCell(r.postfix)} | ` +
-        `${ownCpuCell(r.sterna)} / ${ownCpuCell(r.postfix)} |`,
-    );
-  const get = (key: KeyKind, mode: TlsMode): TlsRow | undefined =>
-    rows.find((r) => r.key === key && r.mode === mode);
-  const rsa = get('rsa2048', 'full');
-  const ec = get('ecdsa-p256', 'full');
+  const rsa = tlsRow(rows, 'rsa2048', 'full');
+  const ec = tlsRow(rows, 'ecdsa-p256', 'full');
   if (rsa !== undefined && ec !== undefined) {
     const gain = (a: Series | null, b: Series | null): string =>
       a === null || b === null || b.median === 0 ? 'n/a' : `${(a.median / b.median).toFixed(2)}×`;
@@ -663,14 +692,75 @@ async function tlsGroup(ctx: Context): Promise<string> {
       `ECDSA P-256 over RSA-2048, full handshakes: Sterna ${gain(ec.sterna, rsa.sterna)}, Postfix ${gain(ec.postfix, rsa.postfix)} the rate.`,
     );
   }
-  lines.push(
-    '',
-    `- ${target('STARTTLS RSA-2048 full handshakes', rsa, 2)}`,
-    `- ${target('STARTTLS ECDSA P-256 full handshakes', ec, 2)}`,
-    '',
-    commandsBlock(commands),
-  );
+  lines.push('', ...tlsTargets(rows), '', commandsBlock(commands));
   return lines.join('\n');
+}
+
+/** The core group's rows that miss their target on 2 shared cores: 20 sessions. */
+const PINNED_CASES: readonly Case[] = CORE_CASES.filter((c) => c.sessions === 20);
+
+/** `first`-`last` as a taskset CPU list. */
+const cpuList = (first: number, last: number): string => (first === last ? `${first}` : `${first}-${last}`);
+
+/**
+ * The 20-session rows and the full STARTTLS handshakes again, with the server under test on
+ * half the cores and the load generator and the sink on the other half (taskset): neither takes
+ * CPU time from the other, as when the generator runs on another machine. Each server gets the
+ * same cores; Sterna's default worker count follows the cores it may use.
+ */
+async function pinnedGroup(ctx: Context): Promise<string> {
+  const cores = availableParallelism();
+  if (cores < 2) return 'Skipped: pinning needs at least 2 cores.';
+  const serverCores = Math.floor(cores / 2);
+  const pinning: Pinning = { server: cpuList(0, serverCores - 1), load: cpuList(serverCores, cores - 1) };
+  setPinning(pinning);
+  const commands = new Set<string>();
+  try {
+    const rows = await withPair(ctx, 'pinned', undefined, async (pair, sink) => {
+      await warmUp(pair, sink, KINDS);
+      const out: Record<Kind, Row[]> = { relay: [], maildir: [], discard: [] };
+      for (const kind of KINDS)
+        for (const c of PINNED_CASES)
+          out[kind].push(
+            await alternate(
+              `pinned ${caseLabel(c.sessions, c.bodyBytes)}`,
+              pair,
+              sink,
+              kind,
+              c.messages,
+              (s) => smtpSource(s, c, kind, false, commands),
+            ),
+          );
+      return out;
+    });
+    const tls = await measureTls(ctx, 'pinned-tls', ['full'], commands);
+    ctx.data['pinned'] = { pinning, rows, tls };
+    const lines = [
+      `The server under test (Sterna, or Postfix's master and every process it starts) on core(s) ` +
+        `${pinning.server}; smtp-source, connect-load and smtp-sink on core(s) ${pinning.load} (taskset -c). ` +
+        `Sterna runs ${defaultWorkers(serverCores)} worker(s), its default for ${serverCores} core(s). ` +
+        'Otherwise as the core and tls groups: a new connection per message, fsync before 250 on both sides, ' +
+        `median of ${REPEATS} runs each (lowest–highest), alternating.`,
+    ];
+    for (const kind of KINDS)
+      lines.push('', `**${KIND_LABEL[kind]}** (to ${RCPT[kind]}), pinned:`, '', throughputTable(rows[kind]));
+    lines.push('', '**STARTTLS, full handshakes**, pinned:', '', ...tlsTable(tls));
+    const find = (kind: Kind, size: number): Row | undefined =>
+      rows[kind][PINNED_CASES.findIndex((c) => c.bodyBytes === size)];
+    lines.push(
+      '',
+      `- ${target('pinned 20 × 1 KiB relay', find('relay', KiB), 2.5)}`,
+      `- ${target('pinned 20 × 1 KiB Maildir', find('maildir', KiB), 2.5)}`,
+      `- ${target('pinned 20 × 100 KiB relay', find('relay', 100 * KiB), 2.5)}`,
+      `- ${target('pinned 20 × 100 KiB Maildir', find('maildir', 100 * KiB), 2.5)}`,
+      ...tlsTargets(tls, 'pinned '),
+      '',
+      commandsBlock(commands),
+    );
+    return lines.join('\n');
+  } finally {
+    setPinning(null);
+  }
 }
 
 async function outboundGroup(ctx: Context): Promise<string> {
@@ -738,6 +828,7 @@ const GROUPS: Readonly<Record<string, (ctx: Context) => Promise<string>>> = {
   persistent: persistentGroup,
   outbound: outboundGroup,
   idle: idleGroup,
+  pinned: pinnedGroup,
 };
 
 // --- main -------------------------------------------------------------------------------------
@@ -763,7 +854,9 @@ async function main(): Promise<void> {
     if (!(g in GROUPS))
       throw new Error(`--only: unknown group "${g}"; expected one of ${Object.keys(GROUPS).join(', ')}`);
   if (only.includes('idle')) await checkFdLimit();
-  const base = await mkdtemp(join(tmpdir(), 'sterna-bench-'));
+  // STERNA_BENCH_DIR: where both servers keep their spools, queues and Maildirs (default: the
+  // temp directory), e.g. on the file system a mail server would use.
+  const base = await mkdtemp(join(process.env['STERNA_BENCH_DIR'] ?? tmpdir(), 'sterna-bench-'));
   // Postfix's daemons run as the postfix user and must be able to reach their directories.
   await chmod(base, 0o755);
   const machine = await describeMachine(base);

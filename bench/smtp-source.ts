@@ -4,7 +4,7 @@
  * at the first reply that is not the expected positive one, so a zero exit means every message
  * got its 250. Benchmark code: trusted, loopback only.
  */
-import { run } from './machine.js';
+import { pinned, run } from './machine.js';
 
 export const SMTP_SOURCE = '/usr/sbin/smtp-source';
 
@@ -56,7 +56,7 @@ export function sourceArgs(o: SourceOptions): string[] {
 export async function runSmtpSource(o: SourceOptions): Promise<SourceResult> {
   const args = sourceArgs(o);
   const t0 = performance.now();
-  const r = await run(SMTP_SOURCE, args, { timeoutMs: o.timeoutMs });
+  const r = await run(...pinned('load', SMTP_SOURCE, args), { timeoutMs: o.timeoutMs });
   const seconds = (performance.now() - t0) / 1000;
   const ok = r.code === 0;
   return {

@@ -27,7 +27,7 @@ import {
   parseSegmentFileName,
 } from '../src/queue/spool-format.js';
 import { controlSocketPath } from '../src/server/control.js';
-import { freePort, procStatusBytes, run, sleep } from './machine.js';
+import { freePort, pinned, procStatusBytes, run, sleep } from './machine.js';
 
 /** The compiled CLI, from dist/bench/ to dist/src/cli/. */
 const CLI = fileURLToPath(new URL('../src/cli/sterna.js', import.meta.url));
@@ -298,16 +298,15 @@ export async function startSterna(options: SternaOptions): Promise<SternaInstanc
 
   const log = await open(logFile, 'a');
   const fdLimit = options.fdLimit ?? 20_000;
-  // exec: the shell becomes node, so the pid we hold is the server's own.
+  // taskset (when pinning) and bash both exec: the pid we hold is the server's own.
   const child = spawn(
-    'bash',
-    [
+    ...pinned('server', 'bash', [
       '-c',
       `ulimit -n ${fdLimit} && exec "$0" --max-semi-space-size=16 "$1" serve --config "$2"`,
       process.execPath,
       CLI,
       configFile,
-    ],
+    ]),
     { stdio: ['ignore', log.fd, log.fd] },
   );
   await log.close();
