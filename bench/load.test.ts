@@ -18,7 +18,7 @@ import { dataDirsWithCert, startTestServer } from '../test/helpers/server.js';
 import { mergeResults, runConnectLoad, runConnectLoadProcesses, split } from './connect-load.js';
 import { buildMessage, runLoad } from './load.js';
 import { percentile } from './machine.js';
-import { countLiveMessages } from './sterna.js';
+import { countLiveMessages, LiveMessageCounter } from './sterna.js';
 
 test('buildMessage: payload of exactly the requested size, lines within RFC 5321 4.5.3.1.6, no dot-stuffing needed', () => {
   for (const size of [1024, 100 * 1024, 77]) {
@@ -147,6 +147,44 @@ test('countLiveMessages: a committed message is live until its DONE record', asy
     assert.equal(countLiveMessages(dir), 3);
     await spool.done(qids[1] ?? '');
     assert.equal(countLiveMessages(dir), 2);
+  } finally {
+    await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('LiveMessageCounter: one counter follows commits, DONE records and a compaction that deletes segments', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'sterna-bench-test-'));
+  // Small segments: the 40 messages of 4 KiB span several, and compaction has some to delete.
+  const { spool } = await Spool.open({ dir, segmentBytes: 32 * 1024, fsync: false });
+  try {
+    const envelope: Envelope = {
+      sender: 'a@x.test',
+      mailParams: {},
+      recipients: [{ address: 'b@bench.test', params: {} }],
+      client: { ip: '127.0.0.1', port: 1, helo: 'x.test' },
+      listener: 'smtp',
+      receivedAt: Date.now(),
+    };
+    const counter = new LiveMessageCounter(dir);
+    assert.equal(counter.count(), 0);
+    const qids: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const w = spool.begin();
+      await w.write(Buffer.from(`Subject: t${i}\r\n\r\n${'x'.repeat(4096)}\r\n`));
+      await w.commit(envelope);
+      qids.push(w.qid);
+      if (i === 19) assert.equal(counter.count(), 20, 'counted halfway, then again from there');
+    }
+    assert.equal(counter.count(), 40);
+    for (const qid of qids.slice(0, 30)) await spool.done(qid);
+    assert.equal(counter.count(), 10);
+    const { deletedSegments } = await spool.compact();
+    assert.ok(deletedSegments > 0, 'the compaction deleted segments the counter had read');
+    assert.equal(counter.count(), 10);
+    assert.equal(countLiveMessages(dir), 10);
+    for (const qid of qids.slice(30)) await spool.done(qid);
+    assert.equal(counter.count(), 0);
   } finally {
     await spool.close();
     await rm(dir, { recursive: true, force: true });
