@@ -124,24 +124,26 @@ test('runLoad: a refused RCPT counts as a failure and keeps the server reply', a
   }
 });
 
+/** The envelope of the messages the spool observer tests commit. */
+const spoolEnvelope = (): Envelope => ({
+  sender: 'a@x.test',
+  mailParams: {},
+  recipients: [{ address: 'b@bench.test', params: {} }],
+  client: { ip: '127.0.0.1', port: 1, helo: 'x.test' },
+  listener: 'smtp',
+  receivedAt: Date.now(),
+});
+
 test('countLiveMessages: a committed message is live until its DONE record', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'sterna-bench-test-'));
   const { spool } = await Spool.open({ dir, segmentBytes: 1024 * 1024, fsync: false });
   try {
-    const envelope: Envelope = {
-      sender: 'a@x.test',
-      mailParams: {},
-      recipients: [{ address: 'b@bench.test', params: {} }],
-      client: { ip: '127.0.0.1', port: 1, helo: 'x.test' },
-      listener: 'smtp',
-      receivedAt: Date.now(),
-    };
     assert.equal(countLiveMessages(dir), 0);
     const qids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const w = spool.begin();
       await w.write(Buffer.from('Subject: t\r\n\r\nbody\r\n'));
-      await w.commit(envelope);
+      await w.commit(spoolEnvelope());
       qids.push(w.qid);
     }
     assert.equal(countLiveMessages(dir), 3);
@@ -158,21 +160,13 @@ test('LiveMessageCounter: one counter follows commits, DONE records and a compac
   // Small segments: the 40 messages of 4 KiB span several, and compaction has some to delete.
   const { spool } = await Spool.open({ dir, segmentBytes: 32 * 1024, fsync: false });
   try {
-    const envelope: Envelope = {
-      sender: 'a@x.test',
-      mailParams: {},
-      recipients: [{ address: 'b@bench.test', params: {} }],
-      client: { ip: '127.0.0.1', port: 1, helo: 'x.test' },
-      listener: 'smtp',
-      receivedAt: Date.now(),
-    };
     const counter = new LiveMessageCounter(dir);
     assert.equal(counter.count(), 0);
     const qids: string[] = [];
     for (let i = 0; i < 40; i++) {
       const w = spool.begin();
       await w.write(Buffer.from(`Subject: t${i}\r\n\r\n${'x'.repeat(4096)}\r\n`));
-      await w.commit(envelope);
+      await w.commit(spoolEnvelope());
       qids.push(w.qid);
       if (i === 19) assert.equal(counter.count(), 20, 'counted halfway, then again from there');
     }
