@@ -351,8 +351,13 @@ async function withPair<T>(
   }
 }
 
-/** The warm-up case: 20 sessions × 1 KiB, 300 messages at scale 1. */
-const WARM_UP: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(300 * SCALE)) };
+/**
+ * The warm-up case: 20 sessions × 1 KiB, 3,000 messages at scale 1. Node's JIT and heap take
+ * thousands of messages to settle: Sterna relaying 20 × 1 KiB on one core spent 2.0–2.2 ms of
+ * CPU per message over the first 3,000 measured after a 300-message warm-up, 1.5 over the next
+ * 3,000, and 0.87 after a 3,000-message one (docs/benchmarks.md). Postfix gets the same load.
+ */
+const WARM_UP: Case = { sessions: 20, bodyBytes: KiB, messages: Math.max(20, Math.round(3000 * SCALE)) };
 
 /** A short smtp-source run of each kind per server, not reported: JIT, process pools, caches. */
 async function warmUp(pair: Pair, sink: Sink, kinds: readonly Kind[], reuse = false): Promise<void> {
@@ -615,7 +620,8 @@ async function measureTls(
   for (const key of ['rsa2048', 'ecdsa-p256'] as const) {
     const cert = await makeCert(certDir, key);
     await withPair(ctx, `${name}-${key}`, cert, async (pair, sink) => {
-      const warm: Case = { ...c, messages: Math.max(20, Math.round(c.messages / 5)) };
+      // A whole run's worth: the TLS path warms up as the plain one does (WARM_UP).
+      const warm: Case = { ...c, messages: c.messages };
       await alternate(
         `warm-up TLS ${key}`,
         pair,
