@@ -620,15 +620,14 @@ async function measureTls(
   for (const key of ['rsa2048', 'ecdsa-p256'] as const) {
     const cert = await makeCert(certDir, key);
     await withPair(ctx, `${name}-${key}`, cert, async (pair, sink) => {
-      // A whole run's worth: the TLS path warms up as the plain one does (WARM_UP).
-      const warm: Case = { ...c, messages: c.messages };
+      // A whole run's worth, not reported: the TLS path warms up as the plain one does (WARM_UP).
       await alternate(
         `warm-up TLS ${key}`,
         pair,
         sink,
         TLS_KIND,
-        warm.messages,
-        (s) => connectLoad(s, warm, TLS_KIND, 'full', new Set()),
+        c.messages,
+        (s) => connectLoad(s, c, TLS_KIND, 'full', new Set()),
         1,
       );
       for (const mode of modes) {
