@@ -12,6 +12,7 @@ import type { Config } from './config/schema.js';
 import { createLogger } from './observability/log.js';
 import { announceListeners } from './server/announce.js';
 import { startSterna } from './server/app.js';
+import { applyHelperThreadsNice } from './server/helper-threads.js';
 
 /**
  * `file`: the configuration file the server was started with (undefined: STERNA_CONFIG or the
@@ -31,6 +32,8 @@ export async function serve(config: Config, file?: string): Promise<number> {
     log.flush();
     return 1;
   }
+  // Now that the spool is open, libuv's thread pool exists.
+  applyHelperThreadsNice(config.server.helper_threads_nice, log);
   announceListeners(log, config.hostname, running.addresses);
   /** The configuration as last read successfully (SIGHUP). */
   let current = config;

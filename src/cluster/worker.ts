@@ -16,6 +16,7 @@ import { createLogger } from '../observability/log.js';
 import { partitionQueueIds } from '../queue/ids.js';
 import { announceListeners } from '../server/announce.js';
 import { startSterna, type RunningSterna } from '../server/app.js';
+import { applyHelperThreadsNice } from '../server/helper-threads.js';
 import { parseControlRequest } from '../server/control.js';
 import { stateFilePath } from '../state/open.js';
 import { parseAdminQuery } from './admin-merge.js';
@@ -90,6 +91,8 @@ export async function runWorker(config: Config, file: string | undefined): Promi
     log.flush();
     return 1;
   }
+  // Now that the spool is open, libuv's thread pool exists.
+  applyHelperThreadsNice(config.server.helper_threads_nice, log);
   ipc.handle('queue', async (body) => {
     const req = parseControlRequest(body);
     if (typeof req === 'string') return { ok: false, code: 'USAGE', error: req } satisfies QueueOutcome;

@@ -48,7 +48,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     aliases_file: '',
     transport: {},
     // [server] workers absent: one fewer than the cores, at least one (cluster/count.ts).
-    server: {},
+    server: { helper_threads_nice: 10 },
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
     tls: {
       cert_file: '',

@@ -763,8 +763,13 @@ export const serverSchema = z
   .strictObject({
     /** Worker processes; 1: one process, no cluster (as before). Absent: cores − 1, at least 1. */
     workers: z.number().int().min(1).max(256).optional(),
+    /**
+     * How many nice levels below the event loop the helper threads (libuv's pool, V8's
+     * workers) run, so that they do not preempt it (server/helper-threads.ts); 0: leave them.
+     */
+    helper_threads_nice: z.number().int().min(0).max(19).default(10),
   })
-  .default({});
+  .default({ helper_threads_nice: 10 });
 
 /** [state]: where counters and greylisting live (src/state/): in process, or Redis shared by several nodes. */
 export const stateSchema = z
