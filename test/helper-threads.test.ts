@@ -75,51 +75,33 @@ async function run(serve: ServeDir, group: boolean): Promise<SternaProcess> {
 }
 
 test('helper threads run below the event loop', { skip: !HAS_PROC && 'no /proc/self/task' }, async (t) => {
-  await t.test('one process, the default: every helper thread 10 nice levels below', async () => {
-    const serve = await serveDir('');
-    const p = await run(serve, false);
-    try {
-      // "listening" is logged once the priorities are set.
-      await waitForLog(p, (r) => r.msg === 'listening');
-      const { loop, helpers } = await split(p.pid);
-      assert.equal(loop, OWN_NICE);
-      // libuv's pool (4 threads) and V8's platform workers at least.
-      assert.ok(helpers.length >= 5, `helper threads: ${helpers.length}`);
-      assert.deepEqual(new Set(helpers), new Set([below(10)]));
-    } finally {
-      await p.stop();
-      await rm(serve.dir, { recursive: true, force: true });
-    }
-  });
-
-  await t.test('helper_threads_nice = 3', async () => {
-    const serve = await serveDir('helper_threads_nice = 3\n');
-    const p = await run(serve, false);
-    try {
-      await waitForLog(p, (r) => r.msg === 'listening');
-      const { loop, helpers } = await split(p.pid);
-      assert.equal(loop, OWN_NICE);
-      assert.deepEqual(new Set(helpers), new Set([below(3)]));
-    } finally {
-      await p.stop();
-      await rm(serve.dir, { recursive: true, force: true });
-    }
-  });
-
-  await t.test('helper_threads_nice = 0 leaves every thread as it was', async () => {
-    const serve = await serveDir('helper_threads_nice = 0\n');
-    const p = await run(serve, false);
-    try {
-      await waitForLog(p, (r) => r.msg === 'listening');
-      const { loop, helpers } = await split(p.pid);
-      assert.equal(loop, OWN_NICE);
-      assert.ok(helpers.length >= 5, `helper threads: ${helpers.length}`);
-      assert.deepEqual(new Set(helpers), new Set([OWN_NICE]));
-    } finally {
-      await p.stop();
-      await rm(serve.dir, { recursive: true, force: true });
-    }
-  });
+  const oneProcess: { name: string; extra: string; expected: () => number }[] = [
+    { name: 'one process, the default: 10 nice levels below', extra: '', expected: () => below(10) },
+    { name: 'helper_threads_nice = 3', extra: 'helper_threads_nice = 3\n', expected: () => below(3) },
+    {
+      name: 'helper_threads_nice = 0 leaves them as they were',
+      extra: 'helper_threads_nice = 0\n',
+      expected: () => OWN_NICE,
+    },
+  ];
+  for (const c of oneProcess) {
+    await t.test(c.name, async () => {
+      const serve = await serveDir(c.extra);
+      const p = await run(serve, false);
+      try {
+        // "listening" is logged once the priorities are set.
+        await waitForLog(p, (r) => r.msg === 'listening');
+        const { loop, helpers } = await split(p.pid);
+        assert.equal(loop, OWN_NICE);
+        // libuv's pool (4 threads) and V8's platform workers at least.
+        assert.ok(helpers.length >= 5, `helper threads: ${helpers.length}`);
+        assert.deepEqual(new Set(helpers), new Set([c.expected()]));
+      } finally {
+        await p.stop();
+        await rm(serve.dir, { recursive: true, force: true });
+      }
+    });
+  }
 
   await t.test('two workers: the same in each worker', async () => {
     const serve = await serveDir('', 2);
