@@ -9,9 +9,9 @@
  * core the kernel lets the woken thread preempt the event loop in the middle of its work: the
  * loop then waits for a file-system call it did not need to wait for, and both pay for the
  * switch. At a lower priority (a higher nice value) a woken helper waits for a free core or for
- * the loop to block instead. Measured with a new connection per message into Maildir, this
- * gained about a fifth in throughput and cut the CPU per message (docs/benchmarks.md, "The event
- * loop first").
+ * the loop to block instead. Measured with a new connection per message into Maildir and the
+ * server on a core of its own, this gained about a fifth in throughput and cut the CPU per
+ * message as much (docs/benchmarks.md, "The event loop first"; docs/workers.md).
  *
  * Linux schedules threads as tasks: setpriority(PRIO_PROCESS, tid) changes one thread, which is
  * what os.setPriority() does with a thread id. Raising a nice value needs no privilege.
@@ -31,6 +31,8 @@ export interface HelperThreadsResult {
   nice: number;
   /** Why nothing was done, or the first thread that could not be changed. */
   problem?: string;
+  /** True where threads cannot be listed (no /proc/self/task: not Linux); nothing was tried. */
+  unsupported?: boolean;
 }
 
 /**
@@ -47,7 +49,7 @@ export function lowerHelperThreads(offset: number): HelperThreadsResult {
   try {
     tids = readdirSync('/proc/self/task');
   } catch {
-    return { lowered: 0, nice: own, problem: 'no /proc/self/task: thread priorities are not changed here' };
+    return { lowered: 0, nice: own, problem: 'no /proc/self/task', unsupported: true };
   }
   let lowered = 0;
   let problem: string | undefined;
@@ -68,7 +70,9 @@ export function lowerHelperThreads(offset: number): HelperThreadsResult {
 /** lowerHelperThreads() for `[server] helper_threads_nice`, with a log line for what it did. */
 export function applyHelperThreadsNice(offset: number, log: Logger): void {
   const r = lowerHelperThreads(offset);
-  if (offset > 0 && r.problem !== undefined) {
+  if (r.unsupported === true) {
+    log.debug({ problem: r.problem }, 'helper thread priorities are left as they are on this system');
+  } else if (offset > 0 && r.problem !== undefined) {
     log.warn(
       { threads: r.lowered, nice: r.nice, problem: r.problem },
       'could not lower every helper thread below the event loop ([server] helper_threads_nice)',
