@@ -1,20 +1,22 @@
 /**
  * Micro-benchmark of Maildir delivery alone: N deliveries of 1 KiB, C at a time, into M
- * mailboxes, with the fsync of new/ grouped across concurrent deliveries (dir-sync.ts) and
- * without (each delivery its own), alternating rounds. Prints deliveries per second, the
- * fsyncs of new/ and the process's CPU time per delivery each way. Benchmark code: trusted; works in a temporary directory.
- * Usage: node dist/bench/maildir-sync.js [deliveries=2000] [concurrency=20] [mailboxes=1] [rounds=3]
+ * mailboxes, through Maildir writer pools of the given sizes ([local_delivery] threads),
+ * alternating rounds. Prints deliveries per second, the fsyncs of new/ (shared within each
+ * thread's batches) and the process's CPU time per delivery. Benchmark code: trusted; works in
+ * a temporary directory.
+ * Usage: node dist/bench/maildir-sync.js [deliveries=2000] [concurrency=20] [mailboxes=1] [rounds=3] [threads=1,2,4]
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DirSyncGroups, type DirSync } from '../src/delivery/local/dir-sync.js';
 import { deliverToMaildir } from '../src/delivery/local/maildir.js';
+import { MaildirWriterThreads } from '../src/delivery/local/maildir-writers.js';
 
 const deliveries = Number(process.argv[2] ?? 2000);
 const concurrency = Number(process.argv[3] ?? 20);
 const mailboxes = Number(process.argv[4] ?? 1);
 const rounds = Number(process.argv[5] ?? 3);
+const poolSizes = (process.argv[6] ?? '1,2,4').split(',').map(Number);
 const body = Buffer.alloc(1024, 'x');
 
 async function* once(): AsyncGenerator<Buffer> {
@@ -25,27 +27,23 @@ async function* once(): AsyncGenerator<Buffer> {
 interface RunResult {
   rate: number;
   dirSyncs: number;
-  /** CPU time of this process (user + system, the fsyncs' kernel work included) per delivery, in µs. */
+  /** CPU time of this process (every thread, the fsyncs' kernel work included) per delivery, in µs. */
   cpuMicros: number;
 }
 
-/** One run; resolves to deliveries per second, the fsyncs of new/ it made and its CPU time. */
-async function run(grouped: boolean): Promise<RunResult> {
+/** One run through a pool of `threads` writer threads. */
+async function run(threads: number): Promise<RunResult> {
   const root = await mkdtemp(join(tmpdir(), 'sterna-maildir-bench-'));
+  const writer = new MaildirWriterThreads({ threads });
   try {
-    const groups = new DirSyncGroups();
-    let own = 0;
-    const dirSync: DirSync = grouped
-      ? groups.sync
-      : (_dir, sync) => {
-          own++;
-          return sync();
-        };
     const box = (i: number): string => join(root, `user${i % mailboxes}`);
-    // Create the Maildirs first: the runs measure deliveries, not mkdir.
-    for (let i = 0; i < mailboxes; i++) {
-      await deliverToMaildir({ maildir: box(i), uniqueName: 'warm', prepend: '', body: once() });
-    }
+    // Create the Maildirs (and start the threads) first: the runs measure deliveries, not mkdir.
+    await Promise.all(
+      Array.from({ length: Math.max(mailboxes, threads) }, (_, i) =>
+        deliverToMaildir({ maildir: box(i), uniqueName: `warm${i}`, prepend: '', body: once() }, { writer }),
+      ),
+    );
+    const syncs0 = writer.dirSyncs;
     let next = 0;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
@@ -60,7 +58,7 @@ async function run(grouped: boolean): Promise<RunResult> {
               prepend: 'Return-Path: <a@b>\r\n',
               body: once(),
             },
-            { checkExisting: false, dirSync },
+            { checkExisting: false, writer },
           );
           if (r.kind !== 'delivered') throw new Error(JSON.stringify(r));
         }
@@ -70,35 +68,30 @@ async function run(grouped: boolean): Promise<RunResult> {
     const cpu = process.cpuUsage(cpu0);
     return {
       rate: deliveries / seconds,
-      dirSyncs: grouped ? groups.started : own,
+      dirSyncs: writer.dirSyncs - syncs0,
       cpuMicros: (cpu.user + cpu.system) / deliveries,
     };
   } finally {
+    await writer.close();
     await rm(root, { recursive: true, force: true });
   }
 }
 
-const results: Record<'grouped' | 'ungrouped', RunResult[]> = {
-  grouped: [],
-  ungrouped: [],
-};
+const results = new Map<number, RunResult[]>(poolSizes.map((n) => [n, []]));
 for (let r = 0; r < rounds; r++) {
-  for (const mode of r % 2 === 0
-    ? (['ungrouped', 'grouped'] as const)
-    : (['grouped', 'ungrouped'] as const)) {
-    const res = await run(mode === 'grouped');
-    results[mode].push(res);
+  for (const threads of r % 2 === 0 ? poolSizes : [...poolSizes].reverse()) {
+    const res = await run(threads);
+    results.get(threads)?.push(res);
     console.log(
-      `round ${r + 1} ${mode}: ${res.rate.toFixed(0)} deliveries/s, ${res.dirSyncs} fsyncs of new/, ` +
-        `${res.cpuMicros.toFixed(0)} µs CPU a delivery`,
+      `round ${r + 1}, ${threads} thread${threads === 1 ? '' : 's'}: ${res.rate.toFixed(0)} deliveries/s, ` +
+        `${res.dirSyncs} fsyncs of new/, ${res.cpuMicros.toFixed(0)} µs CPU a delivery`,
     );
   }
 }
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
-for (const mode of ['ungrouped', 'grouped'] as const) {
-  const rs = results[mode];
+for (const [threads, rs] of results) {
   console.log(
-    `${mode}: median ${median(rs.map((x) => x.rate)).toFixed(0)} deliveries/s, ` +
+    `${threads} thread${threads === 1 ? '' : 's'}: median ${median(rs.map((x) => x.rate)).toFixed(0)} deliveries/s, ` +
       `median ${median(rs.map((x) => x.dirSyncs))} fsyncs of new/ for ${deliveries} deliveries, ` +
       `median ${median(rs.map((x) => x.cpuMicros)).toFixed(0)} µs CPU a delivery ` +
       `(${concurrency} at a time, ${mailboxes} mailbox${mailboxes === 1 ? '' : 'es'})`,

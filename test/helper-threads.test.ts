@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { test } from 'node:test';
+import { waitForMessages } from './helpers/maildir.js';
 import {
   prepareServeDir,
   startRoundRobinSterna,
@@ -18,6 +19,7 @@ import {
   type ServeDir,
   type SternaProcess,
 } from './helpers/process.js';
+import { TestClient } from './helpers/smtp-client.js';
 
 const READY_TIMEOUT_MS = 40_000;
 const HAS_PROC = existsSync('/proc/self/task');
@@ -47,6 +49,24 @@ async function split(pid: number): Promise<{ loop: number | undefined; helpers: 
   return { loop: nices.get(pid), helpers: [...nices].filter(([tid]) => tid !== pid).map(([, n]) => n) };
 }
 
+/** Sends one message to bob@sterna.test and waits until it is in his Maildir. */
+async function deliverOne(serve: ServeDir): Promise<void> {
+  const c = await TestClient.connect(serve.port);
+  try {
+    await c.expect(220);
+    await c.cmd('EHLO client.test');
+    assert.equal((await c.cmd('MAIL FROM:<alice@example.net>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<bob@sterna.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    assert.equal((await c.cmd('Subject: nice\r\n\r\nhello\r\n.')).code, 250);
+    await c.cmd('QUIT');
+  } finally {
+    c.close();
+  }
+  const got = await waitForMessages(serve.dataDir, 'sterna.test', 'bob', 1, 20_000);
+  assert.equal(got.length, 1, 'the message reached the Maildir');
+}
+
 /** The nice value `offset` levels below this process's own. */
 const below = (offset: number): number => Math.min(19, OWN_NICE + offset);
 
@@ -55,7 +75,7 @@ async function serveDir(extra: string, workers = 1): Promise<ServeDir> {
     prefix: 'sterna-nice-',
     hostname: 'mx.sterna.test',
     domain: 'sterna.test',
-    mailboxes: [],
+    mailboxes: ['bob@sterna.test'],
     workers,
   });
   const base = await readFile(serve.configFile, 'utf8');
@@ -96,6 +116,15 @@ test('helper threads run below the event loop', { skip: !HAS_PROC && 'no /proc/s
         // libuv's pool (4 threads) and V8's platform workers at least.
         assert.ok(helpers.length >= 5, `helper threads: ${helpers.length}`);
         assert.deepEqual(new Set(helpers), new Set([c.expected()]));
+        // The Maildir writer thread starts with the first local delivery, after the others
+        // were lowered: it lowers itself to the same level.
+        await deliverOne(serve);
+        const after = await split(p.pid);
+        assert.ok(
+          after.helpers.length > helpers.length,
+          `helper threads after delivery: ${after.helpers.length}`,
+        );
+        assert.deepEqual(new Set(after.helpers), new Set([c.expected()]));
       } finally {
         await p.stop();
         await rm(serve.dir, { recursive: true, force: true });

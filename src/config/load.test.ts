@@ -109,6 +109,7 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
       maildir_root: join(data, 'mailboxes'),
       postmaster: 'postmaster@mx.example.org',
       concurrency: 20,
+      threads: 1,
       retry_ms: 300_000,
       owner: '',
       group: '',

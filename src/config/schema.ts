@@ -295,6 +295,11 @@ export const localDeliverySchema = z
     postmaster: z.string().default(''),
     /** Local deliveries running at once. */
     concurrency: z.number().int().min(1).max(1000).default(20),
+    /**
+     * Maildir writer threads: each writes one batch of deliveries at a time (docs/local-delivery.md).
+     * More help only where fsync is slow and the Maildirs are on several disks.
+     */
+    threads: z.number().int().min(1).max(16).default(1),
     /** Retry delay for a mailbox that cannot be written. */
     retry_ms: durationMs.default(5 * 60_000),
     /**
@@ -313,6 +318,7 @@ export const localDeliverySchema = z
     maildir_root: '',
     postmaster: '',
     concurrency: 20,
+    threads: 1,
     retry_ms: 5 * 60_000,
     owner: '',
     group: '',

@@ -15,6 +15,7 @@ import {
   maildirUniqueName,
   type MaildirOwnership,
 } from '../delivery/local/maildir.js';
+import { MaildirWriterThreads } from '../delivery/local/maildir-writers.js';
 import type { Router } from '../delivery/router.js';
 import type { Envelope, RecipientState } from '../message/envelope.js';
 import { localOutcome, renderOutcome, type Outcome } from '../message/outcome.js';
@@ -34,6 +35,8 @@ export interface LocalDeliveryOptions {
   ownership?: MaildirOwnership;
   /** Maildir deliveries running at once, across all active messages. */
   concurrency: number;
+  /** Maildir writer threads at most ([local_delivery] threads; maildir-writers.ts). Default 1. */
+  threads?: number;
   /** Delay before a deferred local recipient is tried again. */
   retryMs: number;
   /** The message lifetime (expiry); without outbound, local mail never expires. */
@@ -56,10 +59,17 @@ export class LocalDelivery {
   readonly #now: () => number;
   #running = 0;
   readonly #waiting: (() => void)[] = [];
+  readonly #writer: MaildirWriterThreads;
 
   constructor(o: LocalDeliveryOptions) {
     this.#o = o;
     this.#now = o.now;
+    this.#writer = new MaildirWriterThreads({ threads: o.threads ?? 1 });
+  }
+
+  /** Stops the Maildir writer threads (at shutdown, once no delivery runs). */
+  close(): Promise<void> {
+    return this.#writer.close();
   }
 
   /** A local recipient's next state after a temporary failure: tried again after retryMs. */
@@ -134,6 +144,7 @@ export class LocalDelivery {
           // skip the existence check on a first attempt (the fast path), keep it on every retry.
           {
             checkExisting: !firstAttempt,
+            writer: this.#writer,
             ...(this.#o.ownership !== undefined ? { ownership: this.#o.ownership } : {}),
           },
         ),

@@ -68,6 +68,8 @@ export interface ManagerOptions {
   maxActive: number;
   /** Local (Maildir) deliveries running at once, across all active messages. */
   localConcurrency: number;
+  /** Maildir writer threads at most ([local_delivery] threads); default 1. */
+  localThreads?: number;
   /** Delay before a deferred local recipient is tried again. */
   retryMs: number;
   outbound?: OutboundOptions;
@@ -147,6 +149,7 @@ export class QueueManager {
       maildirRoot: o.maildirRoot,
       ...(o.maildirOwnership !== undefined ? { ownership: o.maildirOwnership } : {}),
       concurrency: o.localConcurrency,
+      ...(o.localThreads !== undefined ? { threads: o.localThreads } : {}),
       retryMs: o.retryMs,
       ...(o.outbound !== undefined ? { retry: o.outbound.retry } : {}),
       ...(o.forwarding !== undefined ? { forwarding: o.forwarding } : {}),
@@ -193,6 +196,7 @@ export class QueueManager {
     if (this.#timer !== null) clearInterval(this.#timer);
     await this.whenIdle();
     await this.#outbound?.close();
+    await this.#local.close();
   }
 
   /**

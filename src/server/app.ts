@@ -287,6 +287,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
       maildirOwnership: maildirOwnership(config.local_delivery),
       maxActive: config.spool.max_active_messages,
       localConcurrency: config.local_delivery.concurrency,
+      localThreads: config.local_delivery.threads,
       retryMs: config.local_delivery.retry_ms,
       dkim,
       events,

@@ -3,9 +3,9 @@
  * thread that runs JavaScript.
  *
  * A Node.js process has one thread for the event loop and several helpers: libuv's thread pool,
- * which makes every asynchronous file-system call (the spool's writes and fdatasyncs, each
- * Maildir delivery's open, write, fsync and rename), and V8's platform workers (garbage
- * collection, compilation). Each such call wakes a pool thread, and on a machine without an idle
+ * which makes every asynchronous file-system call (the spool's writes and fdatasyncs), V8's
+ * platform workers (garbage collection, compilation), and Sterna's Maildir writer thread
+ * (delivery/local/maildir-thread.ts, which lowers itself with lowerThisThread()). Each such call wakes a pool thread, and on a machine without an idle
  * core the kernel lets the woken thread preempt the event loop in the middle of its work: the
  * loop then waits for a file-system call it did not need to wait for, and both pay for the
  * switch. At a lower priority (a higher nice value) a woken helper waits for a free core or for
@@ -16,7 +16,7 @@
  * Linux schedules threads as tasks: setpriority(PRIO_PROCESS, tid) changes one thread, which is
  * what os.setPriority() does with a thread id. Raising a nice value needs no privilege.
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import type { Logger } from '../observability/log.js';
 import { errText, isErrno } from '../queue/spool-errors.js';
@@ -42,6 +42,7 @@ export interface HelperThreadsResult {
  * system without /proc/self/task (not Linux): nothing is changed.
  */
 export function lowerHelperThreads(offset: number): HelperThreadsResult {
+  lastOffset = Math.max(0, offset);
   const own = os.getPriority(process.pid);
   const nice = Math.min(LOWEST, own + offset);
   if (offset <= 0) return { lowered: 0, nice: own, problem: 'helper_threads_nice is 0' };
@@ -65,6 +66,39 @@ export function lowerHelperThreads(offset: number): HelperThreadsResult {
     }
   }
   return { lowered, nice, ...(problem === undefined ? {} : { problem }) };
+}
+
+/** The offset of the last lowerHelperThreads() call in this process; 0 before any. */
+let lastOffset = 0;
+
+/**
+ * The offset lowerHelperThreads() last applied: a thread started later (the Maildir writer,
+ * maildir-writers.ts) passes it to lowerThisThread() so that it runs where the others do.
+ */
+export function helperThreadsOffset(): number {
+  return lastOffset;
+}
+
+/**
+ * Sets the calling thread `offset` nice levels below the event loop (at most 19), from inside a
+ * worker thread. Returns the thread's id, or null where there is none to find (no
+ * /proc/thread-self: not Linux); then nothing is changed. Offset 0 changes nothing.
+ */
+export function lowerThisThread(offset: number): number | null {
+  let tid: number;
+  try {
+    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return null;
+  }
+  if (offset > 0 && Number.isInteger(tid)) {
+    try {
+      os.setPriority(tid, Math.min(LOWEST, os.getPriority(process.pid) + offset));
+    } catch {
+      // As for any helper thread that cannot be lowered: it runs at the loop's priority.
+    }
+  }
+  return tid;
 }
 
 /** lowerHelperThreads() for `[server] helper_threads_nice`, with a log line for what it did. */

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as nodeFs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,8 +10,10 @@ import {
   maildirPathFor,
   maildirUniqueName,
   type MaildirDelivery,
-  type MaildirFs,
+  type MaildirSyncFs,
 } from './maildir.js';
+import { MaildirWriter, DEFAULT_OWNERSHIP, type WriterRequest } from './maildir-write.js';
+import { MaildirWriterThreads } from './maildir-writers.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -147,7 +150,12 @@ test('the body is closed, not read, when delivery ends before writing (duplicate
     );
     assert.deepEqual(badName.log, ['return']);
     const denied = spyBody();
-    const fs: MaildirFs = { ...fsp, open: () => Promise.reject(errno('EACCES')) };
+    const fs: MaildirSyncFs = {
+      ...nodeFs,
+      openSync: () => {
+        throw errno('EACCES');
+      },
+    };
     const result = await deliverToMaildir(delivery(maildir, { uniqueName: 'other', body: denied.body }), {
       fs,
     });
@@ -170,54 +178,112 @@ test('checkExisting=false skips the look-up; rename still leaves a single file i
   });
 });
 
-test('concurrent deliveries into one Maildir share the fsyncs of new/, and every message is there', async () => {
+test('a batch of deliveries into one Maildir shares one fsync of new/, and every message is there', async () => {
   await withTempDir(async (root) => {
     const maildir = path.join(root, 'bob');
     const newDir = path.join(maildir, 'new');
-    await deliverToMaildir(delivery(maildir, { uniqueName: 'Q0.R0.mx' })); // creates the Maildir
     const n = 20;
-    let renames = 0;
-    let dirSyncs = 0;
-    let allRenamed: () => void = () => undefined;
-    const renamed = new Promise<void>((resolve) => (allRenamed = resolve));
-    const fs: MaildirFs = {
-      ...fsp,
-      rename: async (from, to) => {
-        await fsp.rename(from, to);
-        if (++renames === n) allRenamed();
+    const events: string[] = [];
+    const fs: MaildirSyncFs = {
+      ...nodeFs,
+      renameSync: (from: string, to: string) => {
+        nodeFs.renameSync(from, to);
+        events.push('rename');
       },
-      open: async (file, flags, mode) => {
-        const fh = await fsp.open(file, flags, mode);
-        if (file !== newDir) return fh;
-        dirSyncs++;
-        // The first fsync of new/ waits until every delivery has renamed its file, so they all
-        // meet it running: it began before most renames and cannot count for them.
-        const sync = fh.sync.bind(fh);
-        const first = dirSyncs === 1;
-        fh.sync = async () => {
-          if (first) await renamed;
-          return sync();
-        };
-        return fh;
+      openSync: (file: string, flags: string, mode?: number) => {
+        const fd = nodeFs.openSync(file, flags, mode);
+        if (file === newDir) events.push('open new/');
+        return fd;
       },
     };
-    const results = await Promise.all(
-      Array.from({ length: n }, (_, i) =>
-        deliverToMaildir(delivery(maildir, { uniqueName: `Q1.R${i}.mx`, body: chunks(`Message ${i}\r\n`) }), {
-          fs,
-          checkExisting: false,
-        }),
-      ),
-    );
-    for (const r of results) assert.equal(r.kind, 'delivered', JSON.stringify(r));
-    // One fsync that began before the renames, then one shared by every delivery it did not cover.
-    assert.equal(dirSyncs, 2, `${dirSyncs} fsyncs of new/ for ${n} deliveries`);
+    const writer = new MaildirWriter(fs);
+    const batch: WriterRequest[] = Array.from({ length: n }, (_, i) => ({
+      kind: 'begin',
+      id: i,
+      job: { maildir, uniqueName: `Q1.R${i}.mx`, checkExisting: false, ownership: DEFAULT_OWNERSHIP },
+      data: Buffer.from(`${PREPEND}Message ${i}\r\n`),
+      end: true,
+    }));
+    const replies = writer.run(batch);
+    assert.equal(replies.length, n);
+    for (const r of replies)
+      assert.deepEqual(r.result, {
+        kind: 'delivered',
+        path: path.join(newDir, `Q1.R${r.id}.mx`),
+        duplicate: false,
+      });
+    // Every rename, then the one fsync of new/ that covers them all.
+    assert.deepEqual(events, [...Array.from({ length: n }, () => 'rename'), 'open new/']);
+    assert.equal(writer.dirSyncs, 1);
     for (let i = 0; i < n; i++)
       assert.equal(
         await fsp.readFile(path.join(newDir, `Q1.R${i}.mx`), 'utf8'),
         `${PREPEND}Message ${i}\r\n`,
       );
-    assert.equal((await fsp.readdir(newDir)).length, n + 1);
+    assert.deepEqual(await fsp.readdir(path.join(maildir, 'tmp')), []);
+  });
+});
+
+test('concurrent deliveries through a writer thread arrive in batches: fewer fsyncs of new/ than deliveries', async () => {
+  await withTempDir(async (root) => {
+    const maildir = path.join(root, 'bob');
+    const writer = new MaildirWriterThreads({ threads: 1 });
+    try {
+      await deliverToMaildir(delivery(maildir, { uniqueName: 'Q0.R0.mx' }), { writer }); // creates the Maildir
+      const before = writer.dirSyncs;
+      const n = 20;
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          deliverToMaildir(
+            delivery(maildir, { uniqueName: `Q1.R${i}.mx`, body: chunks(`Message ${i}\r\n`) }),
+            {
+              writer,
+              checkExisting: false,
+            },
+          ),
+        ),
+      );
+      for (const r of results) assert.equal(r.kind, 'delivered', JSON.stringify(r));
+      // The requests posted while the thread was busy make up its next batch.
+      const syncs = writer.dirSyncs - before;
+      assert.ok(syncs >= 1 && syncs <= n / 2, `${syncs} fsyncs of new/ for ${n} deliveries`);
+      for (let i = 0; i < n; i++)
+        assert.equal(
+          await fsp.readFile(path.join(maildir, 'new', `Q1.R${i}.mx`), 'utf8'),
+          `${PREPEND}Message ${i}\r\n`,
+        );
+    } finally {
+      await writer.close();
+    }
+  });
+});
+
+test('a writer thread that stops defers what it held; the next delivery starts a new thread', async () => {
+  await withTempDir(async (root) => {
+    const maildir = path.join(root, 'bob');
+    const writer = new MaildirWriterThreads({ threads: 1 });
+    try {
+      let stop: () => void = () => undefined;
+      const stopped = new Promise<void>((resolve) => (stop = resolve));
+      async function* slow(): AsyncGenerator<Buffer> {
+        yield Buffer.alloc(300 * 1024, 'a'); // more than one request: the file stays open in the thread
+        stop();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        yield Buffer.from('end\r\n');
+      }
+      const pending = deliverToMaildir(delivery(maildir, { body: slow() }), { writer, checkExisting: false });
+      await stopped;
+      await writer.close();
+      const result = await pending;
+      assert.equal(result.kind, 'deferred', JSON.stringify(result));
+      assert.match(result.kind === 'deferred' ? result.reason : '', /^the Maildir writer thread stopped \(/);
+      assert.deepEqual(await fsp.readdir(path.join(maildir, 'new')), []);
+      const again = await deliverToMaildir(delivery(maildir), { writer });
+      assert.equal(again.kind, 'delivered', JSON.stringify(again));
+      assert.equal(writer.threadIds.length, 1);
+    } finally {
+      await writer.close();
+    }
   });
 });
 
@@ -291,11 +357,10 @@ test('permission denied (EACCES injected, works as root) -> deferred naming the 
   await withTempDir(async (root) => {
     const maildir = path.join(root, 'bob');
     let renameCalls = 0;
-    const fs: MaildirFs = {
-      ...fsp,
-      rename: async () => {
+    const fs: MaildirSyncFs = {
+      ...nodeFs,
+      renameSync: () => {
         renameCalls++;
-        await Promise.resolve();
         throw errno('EACCES');
       },
     };
@@ -323,11 +388,11 @@ test('each transient errno while writing tmp/ -> deferred with what to fix', asy
     const maildir = path.join(root, 'bob');
     const tmpFile = path.join(maildir, 'tmp', 'Q1AB2C3.R0.mx.example.com');
     for (const [code, text] of Object.entries(advice)) {
-      const fs: MaildirFs = {
-        ...fsp,
-        open: async (file, flags, mode) => {
+      const fs: MaildirSyncFs = {
+        ...nodeFs,
+        openSync: (file: string, flags: string, mode?: number) => {
           if (file === tmpFile) throw errno(code);
-          return fsp.open(file, flags, mode);
+          return nodeFs.openSync(file, flags, mode);
         },
       };
       const result = await deliverToMaildir(delivery(maildir), { fs });
@@ -351,18 +416,12 @@ test('a write error in the middle of the body -> deferred, partial tmp file remo
       }
     }
     let writes = 0;
-    const fs: MaildirFs = {
-      ...fsp,
-      open: async (file, flags, mode) => {
-        const fh = await fsp.open(file, flags, mode);
-        if (file !== tmpFile) return fh;
-        const realWritev = fh.writev.bind(fh);
-        return Object.assign(fh, {
-          writev: (buffers: NodeJS.ArrayBufferView[], position?: number) => {
-            writes++;
-            return writes === 2 ? Promise.reject(errno('ENOSPC')) : realWritev(buffers, position);
-          },
-        });
+    const fs: MaildirSyncFs = {
+      ...nodeFs,
+      writeSync: (fd: number, data: Uint8Array, offset: number, length: number) => {
+        writes++;
+        if (writes === 2) throw errno('ENOSPC');
+        return nodeFs.writeSync(fd, data, offset, length);
       },
     };
     const result = await deliverToMaildir(delivery(maildir, { body: body() }), { fs });
@@ -532,22 +591,11 @@ test('a small message in many pieces is written with one system call, prepend fi
       yield* pieces;
     }
     let writes = 0;
-    const fs: MaildirFs = {
-      ...fsp,
-      open: async (file, flags, mode) => {
-        const fh = await fsp.open(file, flags, mode);
-        const realWritev = fh.writev.bind(fh);
-        const realWrite = fh.write.bind(fh);
-        return Object.assign(fh, {
-          writev: (buffers: NodeJS.ArrayBufferView[], position?: number) => {
-            writes++;
-            return realWritev(buffers, position);
-          },
-          write: (buf: Uint8Array, offset: number, length: number) => {
-            writes++;
-            return realWrite(buf, offset, length);
-          },
-        });
+    const fs: MaildirSyncFs = {
+      ...nodeFs,
+      writeSync: (fd: number, data: Uint8Array, offset: number, length: number) => {
+        writes++;
+        return nodeFs.writeSync(fd, data, offset, length);
       },
     };
     const result = await deliverToMaildir(delivery(maildir, { body: body() }), { fs });

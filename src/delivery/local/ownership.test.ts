@@ -5,7 +5,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { maildirOwnership } from './ownership.js';
 
-const BASE = { maildir_root: '', postmaster: '', concurrency: 20, retry_ms: 1000 };
+const BASE = { maildir_root: '', postmaster: '', concurrency: 20, threads: 1, retry_ms: 1000 };
 
 test('maildir ownership: names from passwd and group files, numbers as given, empty unchanged, octal modes', async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'sterna-ownership-'));
