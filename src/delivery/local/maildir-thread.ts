@@ -1,18 +1,18 @@
 /**
  * The Maildir writer thread: a worker thread that runs MaildirWriter (maildir-write.ts) for the
  * main thread's deliveries (maildir-writers.ts). Each delivery is several file-system calls
- * (open, write, fsync, close, rename, and an fsync of new/); made here in synchronous calls, they
- * cost the event loop one message to this thread and one answer instead of a thread-pool round
- * trip each. The requests that wait while a batch runs make up the next batch: they share its
+ * (open, write, fsync, close, rename, and an fsync of new/); made here (synchronous calls, the
+ * fsyncs of a batch together on libuv's pool), they cost the event loop one message to this
+ * thread and one answer instead of a thread-pool round trip each. The requests that wait while a batch runs make up the next batch: they share its
  * fsyncs of new/. Trust: internal; only Sterna's main thread posts to this port.
  */
-import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { lowerThisThread } from '../../server/helper-threads.js';
 import { MaildirWriter, type WriterRequest } from './maildir-write.js';
 
 /** What the thread posts back for each batch. */
 export interface WriterBatchReply {
-  replies: ReturnType<MaildirWriter['run']>;
+  replies: Awaited<ReturnType<MaildirWriter['run']>>;
   /** fsyncs of new/ directories the batch made. */
   dirSyncs: number;
 }
@@ -30,15 +30,32 @@ const niceOffset = readNiceOffset(workerData);
 port.postMessage({ tid: lowerThisThread(niceOffset) } satisfies WriterThreadStarted);
 
 const writer = new MaildirWriter();
-port.on('message', (first: WriterRequest) => {
-  const batch = [first];
-  // Messages on this port are WriterRequests: maildir-writers.ts is the only sender.
-  for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port))
-    batch.push(m.message as WriterRequest);
-  const before = writer.dirSyncs;
-  const replies = writer.run(batch);
-  port.postMessage({ replies, dirSyncs: writer.dirSyncs - before } satisfies WriterBatchReply);
+/** Requests that arrived while a batch ran: the next batch. */
+const waiting: WriterRequest[] = [];
+let busy = false;
+
+// Messages on this port are WriterRequests: maildir-writers.ts is the only sender.
+port.on('message', (req: WriterRequest) => {
+  waiting.push(req);
+  if (!busy) void work(port);
 });
+
+/** Runs batches, one at a time, until no request waits. */
+async function work(from: MessagePort): Promise<void> {
+  busy = true;
+  try {
+    while (waiting.length > 0) {
+      const batch = waiting.splice(0);
+      for (let m = receiveMessageOnPort(from); m !== undefined; m = receiveMessageOnPort(from))
+        batch.push(m.message as WriterRequest);
+      const before = writer.dirSyncs;
+      const replies = await writer.run(batch);
+      from.postMessage({ replies, dirSyncs: writer.dirSyncs - before } satisfies WriterBatchReply);
+    }
+  } finally {
+    busy = false;
+  }
+}
 
 function readNiceOffset(data: unknown): number {
   if (typeof data !== 'object' || data === null || !('niceOffset' in data)) return 0;

@@ -6,8 +6,8 @@
  * message is either absent or complete in new/ (the Maildir protocol,
  * cr.yp.to/proto/maildir.html). The writer takes requests in batches, the ones that arrived
  * while it was busy, and works through a batch in phases: every file opened and written, then
- * each fsynced, then each renamed, then one fsync of each new/ directory for all the renames
- * into it (group commit). A delivery is answered only after the fsync of its new/ that followed
+ * every file fsynced (at the same time, on libuv's pool), then each renamed, then one fsync of
+ * each new/ directory for all the renames into it (group commit). A delivery is answered only after the fsync of its new/ that followed
  * its rename. Exactly once: the file name is stable for a (message, recipient), so a retry
  * finds the copy an earlier attempt left (`checkExisting`). docs/local-delivery.md explains why.
  *
@@ -70,6 +70,8 @@ export interface WriterReply {
 export interface MaildirSyncFs {
   openSync(file: string, flags: string, mode?: number): number;
   writeSync(fd: number, data: Uint8Array, offset: number, length: number): number;
+  /** The fsyncs of a batch's files and directories, run at the same time (libuv's pool). */
+  fsyncAsync(fd: number): Promise<void>;
   fsyncSync(fd: number): void;
   closeSync(fd: number): void;
   renameSync(from: string, to: string): void;
@@ -81,6 +83,24 @@ export interface MaildirSyncFs {
   fchmodSync(fd: number, mode: number): void;
   fchownSync(fd: number, uid: number, gid: number): void;
 }
+
+/** node:fs, with fsyncAsync on libuv's thread pool. */
+export const NODE_MAILDIR_FS: MaildirSyncFs = {
+  openSync: nodeFs.openSync,
+  writeSync: nodeFs.writeSync,
+  fsyncAsync: (fd) =>
+    new Promise((resolve, reject) => nodeFs.fsync(fd, (err) => (err === null ? resolve() : reject(err)))),
+  fsyncSync: nodeFs.fsyncSync,
+  closeSync: nodeFs.closeSync,
+  renameSync: nodeFs.renameSync,
+  mkdirSync: nodeFs.mkdirSync,
+  statSync: nodeFs.statSync,
+  readdirSync: nodeFs.readdirSync,
+  unlinkSync: nodeFs.unlinkSync,
+  chownSync: nodeFs.chownSync,
+  fchmodSync: nodeFs.fchmodSync,
+  fchownSync: nodeFs.fchownSync,
+};
 
 /** NAME_MAX is 255; leave room for the ":2,<flags>" an IMAP server appends in cur/. */
 const MAX_UNIQUE_NAME_BYTES = 200;
@@ -101,7 +121,7 @@ export class MaildirWriter {
   readonly #open = new Map<number, OpenFile>();
   #dirSyncs = 0;
 
-  constructor(fs: MaildirSyncFs = nodeFs) {
+  constructor(fs: MaildirSyncFs = NODE_MAILDIR_FS) {
     this.#fs = fs;
   }
 
@@ -115,38 +135,57 @@ export class MaildirWriter {
     return this.#open.size;
   }
 
-  /** Carries out a batch of requests; one reply per request, in no particular order. */
-  run(batch: readonly WriterRequest[]): WriterReply[] {
+  /**
+   * Carries out a batch of requests; one reply per request, in no particular order. The other
+   * steps are synchronous calls; the fsyncs of the batch's files, and then of its directories,
+   * run at the same time, so their waits for the disk overlap.
+   */
+  async run(batch: readonly WriterRequest[]): Promise<WriterReply[]> {
     const replies: WriterReply[] = [];
     const written: OpenFile[] = [];
     for (const req of batch) {
       const file = this.#receive(req, replies);
       if (file !== null) written.push(file);
     }
-    const synced = written.filter((f) => this.#syncAndClose(f, replies));
+    const fsynced = await Promise.all(written.map((f) => this.#syncAndClose(f, replies)));
     const renamed = new Map<string, OpenFile[]>();
-    for (const f of synced) {
-      if (!this.#rename(f, replies)) continue;
+    written.forEach((f, i) => {
+      if (fsynced[i] !== true || !this.#rename(f, replies)) return;
       const group = renamed.get(f.newDir);
       if (group === undefined) renamed.set(f.newDir, [f]);
       else group.push(f);
-    }
-    for (const [newDir, files] of renamed) {
-      let result: LocalResult | null = null;
-      try {
-        this.#dirSyncs++;
-        step('fsync directory', newDir, () => syncDir(this.#fs, newDir));
-      } catch (err) {
-        // The files are in new/; each retry finds its copy and reports a duplicate.
-        result = classify(this.#fs, err);
-      }
-      for (const f of files)
-        replies.push({
-          id: f.id,
-          result: result ?? { kind: 'delivered', path: f.newFile, duplicate: false },
-        });
-    }
+    });
+    await Promise.all(
+      [...renamed].map(async ([newDir, files]) => {
+        const result = await this.#syncNewDir(newDir);
+        for (const f of files)
+          replies.push({
+            id: f.id,
+            result: result ?? { kind: 'delivered', path: f.newFile, duplicate: false },
+          });
+      }),
+    );
     return replies;
+  }
+
+  /** fsync of a new/ after the renames into it: null, or the result of every delivery it covers. */
+  async #syncNewDir(newDir: string): Promise<LocalResult | null> {
+    this.#dirSyncs++;
+    let fd: number;
+    try {
+      fd = this.#fs.openSync(newDir, 'r');
+    } catch (err) {
+      return classify(this.#fs, new StepError('fsync directory', newDir, err));
+    }
+    try {
+      await this.#fs.fsyncAsync(fd);
+      return null;
+    } catch (err) {
+      // The files are in new/; each retry finds its copy and reports a duplicate.
+      return classify(this.#fs, new StepError('fsync directory', newDir, err));
+    } finally {
+      closeQuietly(this.#fs, fd);
+    }
   }
 
   /** Opens or continues a file and writes the request's data; the file once its body is complete. */
@@ -227,12 +266,12 @@ export class MaildirWriter {
   }
 
   /** fsync and close; false (and the reply sent) when that failed. */
-  #syncAndClose(f: OpenFile, replies: WriterReply[]): boolean {
+  async #syncAndClose(f: OpenFile, replies: WriterReply[]): Promise<boolean> {
     try {
-      step('fsync', f.tmpFile, () => this.#fs.fsyncSync(f.fd));
+      await this.#fs.fsyncAsync(f.fd);
     } catch (err) {
       this.#discard(f);
-      replies.push({ id: f.id, result: classify(this.#fs, err) });
+      replies.push({ id: f.id, result: classify(this.#fs, new StepError('fsync', f.tmpFile, err)) });
       return false;
     }
     closeQuietly(this.#fs, f.fd);

@@ -36,10 +36,10 @@ export class InlineWriter implements MaildirWriterPort {
     this.#writer = new MaildirWriter(fs);
   }
 
-  send(req: WriterRequest): Promise<WriterReply> {
-    const [reply] = this.#writer.run([req]);
-    if (reply === undefined) return Promise.reject(new Error(`no reply to ${req.kind} ${req.id}`));
-    return Promise.resolve(reply);
+  async send(req: WriterRequest): Promise<WriterReply> {
+    const [reply] = await this.#writer.run([req]);
+    if (reply === undefined) throw new Error(`no reply to ${req.kind} ${req.id}`);
+    return reply;
   }
 }
 

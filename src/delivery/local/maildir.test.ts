@@ -12,7 +12,7 @@ import {
   type MaildirDelivery,
   type MaildirSyncFs,
 } from './maildir.js';
-import { MaildirWriter, DEFAULT_OWNERSHIP, type WriterRequest } from './maildir-write.js';
+import { MaildirWriter, DEFAULT_OWNERSHIP, NODE_MAILDIR_FS, type WriterRequest } from './maildir-write.js';
 import { MaildirWriterThreads } from './maildir-writers.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -151,7 +151,7 @@ test('the body is closed, not read, when delivery ends before writing (duplicate
     assert.deepEqual(badName.log, ['return']);
     const denied = spyBody();
     const fs: MaildirSyncFs = {
-      ...nodeFs,
+      ...NODE_MAILDIR_FS,
       openSync: () => {
         throw errno('EACCES');
       },
@@ -185,7 +185,7 @@ test('a batch of deliveries into one Maildir shares one fsync of new/, and every
     const n = 20;
     const events: string[] = [];
     const fs: MaildirSyncFs = {
-      ...nodeFs,
+      ...NODE_MAILDIR_FS,
       renameSync: (from: string, to: string) => {
         nodeFs.renameSync(from, to);
         events.push('rename');
@@ -204,7 +204,7 @@ test('a batch of deliveries into one Maildir shares one fsync of new/, and every
       data: Buffer.from(`${PREPEND}Message ${i}\r\n`),
       end: true,
     }));
-    const replies = writer.run(batch);
+    const replies = await writer.run(batch);
     assert.equal(replies.length, n);
     for (const r of replies)
       assert.deepEqual(r.result, {
@@ -358,7 +358,7 @@ test('permission denied (EACCES injected, works as root) -> deferred naming the 
     const maildir = path.join(root, 'bob');
     let renameCalls = 0;
     const fs: MaildirSyncFs = {
-      ...nodeFs,
+      ...NODE_MAILDIR_FS,
       renameSync: () => {
         renameCalls++;
         throw errno('EACCES');
@@ -389,7 +389,7 @@ test('each transient errno while writing tmp/ -> deferred with what to fix', asy
     const tmpFile = path.join(maildir, 'tmp', 'Q1AB2C3.R0.mx.example.com');
     for (const [code, text] of Object.entries(advice)) {
       const fs: MaildirSyncFs = {
-        ...nodeFs,
+        ...NODE_MAILDIR_FS,
         openSync: (file: string, flags: string, mode?: number) => {
           if (file === tmpFile) throw errno(code);
           return nodeFs.openSync(file, flags, mode);
@@ -417,7 +417,7 @@ test('a write error in the middle of the body -> deferred, partial tmp file remo
     }
     let writes = 0;
     const fs: MaildirSyncFs = {
-      ...nodeFs,
+      ...NODE_MAILDIR_FS,
       writeSync: (fd: number, data: Uint8Array, offset: number, length: number) => {
         writes++;
         if (writes === 2) throw errno('ENOSPC');
@@ -592,7 +592,7 @@ test('a small message in many pieces is written with one system call, prepend fi
     }
     let writes = 0;
     const fs: MaildirSyncFs = {
-      ...nodeFs,
+      ...NODE_MAILDIR_FS,
       writeSync: (fd: number, data: Uint8Array, offset: number, length: number) => {
         writes++;
         return nodeFs.writeSync(fd, data, offset, length);
