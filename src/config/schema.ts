@@ -297,7 +297,7 @@ export const localDeliverySchema = z
     concurrency: z.number().int().min(1).max(1000).default(20),
     /**
      * Maildir writer threads: each writes one batch of deliveries at a time (docs/local-delivery.md).
-     * More help only where fsync is slow and the Maildirs are on several disks.
+     * More write more where mail is spread over many mailboxes, at more CPU per delivery.
      */
     threads: z.number().int().min(1).max(16).default(1),
     /** Retry delay for a mailbox that cannot be written. */
