@@ -78,20 +78,31 @@ export class MaildirWriterThreads implements MaildirWriterPort {
   }
 
   send(req: WriterRequest): Promise<WriterReply> {
-    const thread = req.kind === 'begin' ? this.#pick() : this.#deliveries.get(req.id);
+    let thread: WriterThread | undefined;
+    try {
+      thread = req.kind === 'begin' ? this.#pick() : this.#deliveries.get(req.id);
+    } catch (err) {
+      // No thread could be started (out of memory or threads): the delivery waits for a retry.
+      return Promise.resolve(unavailable(req.id, `cannot start a Maildir writer thread: ${describe(err)}`));
+    }
     if (thread === undefined) return Promise.resolve(lost(req.id, 'it was no longer running'));
-    if (req.kind === 'begin') this.#deliveries.set(req.id, thread);
+    const to = thread;
+    if (req.kind === 'begin') this.#deliveries.set(req.id, to);
     return new Promise((resolve) => {
-      if (thread.pending.size === 0) thread.worker.ref();
-      thread.pending.set(req.id, (reply) => {
+      if (to.pending.size === 0) to.worker.ref();
+      to.pending.set(req.id, (reply) => {
         if (reply.result !== null || req.kind === 'abort') this.#deliveries.delete(req.id);
         resolve(reply);
       });
       const data = req.kind === 'abort' ? null : req.data;
-      thread.worker.postMessage(
-        req,
-        data !== null && data.buffer instanceof ArrayBuffer ? [data.buffer] : [],
-      );
+      try {
+        to.worker.postMessage(req, data !== null && data.buffer instanceof ArrayBuffer ? [data.buffer] : []);
+      } catch (err) {
+        const answer = to.pending.get(req.id);
+        to.pending.delete(req.id);
+        if (to.pending.size === 0) to.worker.unref();
+        answer?.(unavailable(req.id, `cannot reach the Maildir writer thread: ${describe(err)}`));
+      }
     });
   }
 
@@ -146,6 +157,10 @@ export class MaildirWriterThreads implements MaildirWriterPort {
     for (const [id, t] of this.#deliveries) if (t === thread) this.#deliveries.delete(id);
     for (const [id, resolve] of waiting) resolve(lost(id, why));
   }
+}
+
+function unavailable(id: number, reason: string): WriterReply {
+  return { id, result: { kind: 'deferred', reason } };
 }
 
 function lost(id: number, why: string): WriterReply {
