@@ -130,11 +130,6 @@ export class MaildirWriter {
     return this.#dirSyncs;
   }
 
-  /** Files open and waiting for more of their body. */
-  get openFiles(): number {
-    return this.#open.size;
-  }
-
   /**
    * Carries out a batch of requests; one reply per request, in no particular order. The other
    * steps are synchronous calls; the fsyncs of the batch's files, and then of its directories,
