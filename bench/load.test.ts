@@ -6,7 +6,7 @@
  * accepted.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -181,6 +181,38 @@ test('LiveMessageCounter: one counter follows commits, DONE records and a compac
     assert.equal(counter.count(), 0);
   } finally {
     await spool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('LiveMessageCounter: bodies larger than its read window, and a tail still being written', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'sterna-bench-test-'));
+  const { spool } = await Spool.open({ dir, segmentBytes: 64 * 1024 * 1024, fsync: false });
+  try {
+    const counter = new LiveMessageCounter(dir);
+    const qids: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      // 100 KiB and 1 KiB bodies in turn: the counter steps over the large CHUNKs unread.
+      const w = spool.begin();
+      await w.write(Buffer.from(`Subject: t${i}\r\n\r\n${'x'.repeat(i % 2 === 0 ? 100 * 1024 : 1024)}\r\n`));
+      await w.commit(spoolEnvelope());
+      qids.push(w.qid);
+      if (i === 14) assert.equal(counter.count(), 15);
+    }
+    for (const qid of qids.slice(0, 12)) await spool.done(qid);
+    assert.equal(counter.count(), 18);
+    assert.equal(countLiveMessages(dir), 18);
+  } finally {
+    await spool.close();
+  }
+  try {
+    // The start of a record whose rest is not written yet: counted once it is whole, not before.
+    const segments = join(dir, 'segments');
+    const [name] = (await readdir(segments)).filter((n) => n.endsWith('.log'));
+    assert.ok(name !== undefined, 'a segment file');
+    await appendFile(join(segments, name), Buffer.from([1, 2, 3, 4, 5]));
+    assert.equal(countLiveMessages(dir), 18);
+  } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
