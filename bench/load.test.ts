@@ -19,6 +19,8 @@ import { mergeResults, runConnectLoad, runConnectLoadProcesses, split } from './
 import { buildMessage, runLoad } from './load.js';
 import { percentile } from './machine.js';
 import { countLiveMessages, LiveMessageCounter } from './sterna.js';
+import { makeCert } from './tls-certs.js';
+import { startTlsFloor } from './tls-floor.js';
 
 test('buildMessage: payload of exactly the requested size, lines within RFC 5321 4.5.3.1.6, no dot-stuffing needed', () => {
   for (const size of [1024, 100 * 1024, 77]) {
@@ -301,6 +303,36 @@ test('mergeResults: counts add up, percentiles over all latencies, time from fir
   assert.equal(m.messagesPerSecond, 2.5);
   assert.equal(m.p50Ms, 3);
   assert.equal(m.maxMs, 5);
+});
+
+test('the TLS floor: every message answered over its own full handshake, plain and large bodies too', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'sterna-bench-test-'));
+  const floor = await startTlsFloor(await makeCert(dir, 'ecdsa-p256'));
+  try {
+    const options = {
+      host: '127.0.0.1',
+      port: floor.port,
+      sessions: 3,
+      from: 'sender@source.example',
+      to: 'rcpt@floor.test',
+      timeoutMs: 30_000,
+    };
+    const full = await runConnectLoad({ ...options, messages: 9, bodyBytes: 2000, tls: 'full' });
+    assert.equal(full.firstError, '');
+    assert.equal(full.accepted, 9);
+    assert.equal(full.handshakes, 9);
+    assert.equal(full.serverKey, 'P-256');
+    // A body larger than a TLS record and a socket read: the dot arrives after many reads.
+    const large = await runConnectLoad({ ...options, messages: 3, bodyBytes: 300 * 1024, tls: 'full' });
+    assert.equal(large.firstError, '');
+    assert.equal(large.accepted, 3);
+    const plain = await runConnectLoad({ ...options, messages: 4, bodyBytes: 100, tls: 'none' });
+    assert.equal(plain.firstError, '');
+    assert.equal(plain.accepted, 4);
+  } finally {
+    await floor.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 /**

@@ -41,6 +41,7 @@ import { postfixAvailable } from './postfix.js';
 import { runSecurityBench } from './security.js';
 import { runSmtpSource } from './smtp-source.js';
 import { startSterna } from './sterna.js';
+import { startTlsFloor } from './tls-floor.js';
 import { KEY_LABEL, makeCert, type KeyKind } from './tls-certs.js';
 import {
   caseLabel,
@@ -49,6 +50,7 @@ import {
   KINDS,
   machineBusyMs,
   measureRun,
+  processTreeCpuMs,
   RCPT,
   series,
   startPair,
@@ -670,6 +672,86 @@ const tlsTargets = (rows: readonly TlsRow[], prefix = ''): string[] => [
   `- ${target(`${prefix}STARTTLS ECDSA P-256 full handshakes`, tlsRow(rows, 'ecdsa-p256', 'full'), 2)}`,
 ];
 
+/** The STARTTLS floor of one certificate: connect-load into bench/tls-floor.ts (no server work). */
+interface TlsFloorRow {
+  key: KeyKind;
+  /** msg/s of each run. */
+  rates: number[];
+  /** Median machine CPU per message, ms: the generator and the responder. */
+  machineMs: number;
+  /** Median CPU per message of the responder's process, ms. */
+  ownMs: number;
+}
+
+const median = (v: readonly number[]): number =>
+  [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)] ?? 0;
+
+/**
+ * The full-handshake STARTTLS row against a bare Node responder that keeps nothing
+ * (bench/tls-floor.ts), REPEATS runs after a warm-up: what any Node server reaches at best on
+ * this machine with this generator, as smtp-sink is the floor of the plain rows.
+ */
+async function measureTlsFloor(ctx: Context, key: KeyKind, commands: Set<string>): Promise<TlsFloorRow> {
+  const c = TLS_CASE;
+  const certDir = join(ctx.base, `tls-floor-${key}`);
+  await mkdir(certDir);
+  const floor = await startTlsFloor(await makeCert(certDir, key));
+  try {
+    const options = {
+      sessions: c.sessions,
+      messages: c.messages,
+      bodyBytes: c.bodyBytes,
+      from: FROM,
+      to: RCPT[TLS_KIND],
+      tls: 'full' as const,
+      timeoutMs: LOAD_TIMEOUT_MS,
+    };
+    commands.add(connectLoadCommand(options, Math.min(LOAD_PROCESSES, c.sessions)));
+    const rates: number[] = [];
+    const machine: number[] = [];
+    const own: number[] = [];
+    for (let i = 0; i <= REPEATS; i++) {
+      const cpuBefore = await machineBusyMs();
+      const ownBefore = await processTreeCpuMs(floor.pid);
+      const r = await runConnectLoadProcesses(
+        { host: '127.0.0.1', port: floor.port, ...options },
+        LOAD_PROCESSES,
+      );
+      if (r.failed !== 0 || r.accepted !== c.messages)
+        throw new Error(
+          `TLS floor ${KEY_LABEL[key]}: ${r.firstError || `${r.accepted} of ${c.messages} accepted`}`,
+        );
+      if (i === 0) continue; // the warm-up
+      rates.push(r.accepted / r.seconds);
+      machine.push(((await machineBusyMs()) - cpuBefore) / c.messages);
+      own.push(((await processTreeCpuMs(floor.pid)) - ownBefore) / c.messages);
+      progress(`TLS floor ${KEY_LABEL[key]} [${i}/${REPEATS}]: ${Math.round(r.accepted / r.seconds)} msg/s`);
+    }
+    return { key, rates, machineMs: median(machine), ownMs: median(own) };
+  } finally {
+    await floor.stop();
+  }
+}
+
+function tlsFloorTable(floors: readonly TlsFloorRow[], rows: readonly TlsRow[]): string[] {
+  const lines = [
+    "| certificate | floor msg/s | floor/Postfix | Sterna/floor | machine CPU ms/msg | the responder's own CPU ms/msg |",
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const f of floors) {
+    const full = tlsRow(rows, f.key, 'full');
+    const m = median(f.rates);
+    const over = (a: number, b: number | undefined): string =>
+      b === undefined || b === 0 ? 'n/a' : `${(a / b).toFixed(2)}×`;
+    lines.push(
+      `| ${KEY_LABEL[f.key]} | ${rate(m)} (${rate(Math.min(...f.rates))}–${rate(Math.max(...f.rates))}) | ` +
+        `${over(m, full?.postfix?.median)} | ${full === undefined ? 'n/a' : over(full.sterna.median, m)} | ` +
+        `${f.machineMs.toFixed(2)} | ${f.ownMs.toFixed(2)} |`,
+    );
+  }
+  return lines;
+}
+
 async function tlsGroup(ctx: Context): Promise<string> {
   const commands = new Set<string>();
   const c = TLS_CASE;
@@ -697,6 +779,20 @@ async function tlsGroup(ctx: Context): Promise<string> {
       `ECDSA P-256 over RSA-2048, full handshakes: Sterna ${gain(ec.sterna, rsa.sterna)}, Postfix ${gain(ec.postfix, rsa.postfix)} the rate.`,
     );
   }
+  const floors: TlsFloorRow[] = [];
+  for (const key of ['rsa2048', 'ecdsa-p256'] as const)
+    floors.push(await measureTlsFloor(ctx, key, commands));
+  ctx.data['tlsFloor'] = floors;
+  lines.push(
+    '',
+    'The floor: the same full-handshake load into bench/tls-floor.ts, a bare SMTP responder in Node that ' +
+      "speaks only what the generator needs over Node's TLS and keeps nothing (no spool, fsync, " +
+      "logging or checks), one process like Sterna's one worker; " +
+      `median of ${REPEATS} runs after a warm-up. "floor/Postfix" is about the most a Node server could ` +
+      'reach on this row with this generator on these cores; "Sterna/floor" is how close Sterna comes.',
+    '',
+    ...tlsFloorTable(floors, rows),
+  );
   lines.push('', ...tlsTargets(rows), '', commandsBlock(commands));
   return lines.join('\n');
 }
