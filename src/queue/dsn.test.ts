@@ -297,6 +297,32 @@ test('human text: recipient, what was tried, the exact remote reply, meaning and
   assert.ok(t.includes('    What you can do: Check the address for typing mistakes.'));
 });
 
+test("human text: a reply given by no remote server (a content filter) is not called the remote server's", async () => {
+  const p = parseDsn(
+    (
+      await buildDsn(
+        input({
+          recipients: [
+            {
+              address: 'bob@example.com',
+              action: 'failed',
+              status: '5.7.1',
+              diagnostic: { type: 'smtp', text: '550 5.7.1 Message refused by the content filter' },
+              tried: 'a check by the content filter before the message was queued',
+            },
+          ],
+        }),
+      )
+    ).message,
+  );
+  const t = p.humanText;
+  assert.ok(
+    t.includes('    The reply was:\r\n        550 5.7.1 Message refused by the content filter\r\n'),
+    t,
+  );
+  assert.ok(!t.includes('remote server'), t);
+});
+
 test('RFC 3464 delay report: action delayed, Will-Retry-Until, and the text says nothing is needed yet', async () => {
   const until = ARRIVAL + 5 * 24 * 3600_000;
   const dsn = await buildDsn(

@@ -424,8 +424,10 @@ function humanText(input: DsnInput, returned: Returned): string {
       lines.push(...wrap(`What was tried: ${oneLine(r.tried)}.`, '        ', '    '));
     }
     if (r.diagnostic !== undefined) {
-      // The reply exactly as received, unwrapped, so it can be searched for and quoted.
-      lines.push('    The remote server replied:');
+      // The reply exactly as received, unwrapped, so it can be searched for and quoted. Without
+      // a Remote-MTA the reply is Sterna's own (a content filter refusing a sendmail submission):
+      // "What was tried" names who gave it.
+      lines.push(r.remoteMta !== undefined ? '    The remote server replied:' : '    The reply was:');
       lines.push(`        ${truncateUtf8(remoteText(r.diagnostic.text), MAX_LINE_OCTETS - 8)}`);
     }
     if (r.action === 'failed' || r.action === 'delayed') {
