@@ -153,6 +153,8 @@ before(async () => {
     domains: string[];
     cert: string;
     key: string;
+    /** [tls] ecdsa_cert_file and ecdsa_key_file, if any. */
+    ecdsa?: { cert: string; key: string };
     extra: string;
   }): string => `
 hostname = "${o.host}"
@@ -161,6 +163,7 @@ local_domains = ${JSON.stringify(o.domains)}
 [tls]
 cert_file = "${o.cert}"
 key_file = "${o.key}"
+${o.ecdsa === undefined ? '' : `ecdsa_cert_file = "${o.ecdsa.cert}"\necdsa_key_file = "${o.ecdsa.key}"`}
 [dns]
 servers = ["127.0.0.1:${dns.port}"]
 timeout_ms = 2000
@@ -187,6 +190,8 @@ ${o.extra}
       domains: ['broken.test', 'twospf.test', 'nullmx.test', 'literal.test', 'elsewhere.test'],
       cert: files.brokenCert,
       key: files.brokenKey,
+      // An RSA pair where the ECDSA one belongs: diagnose checks the second pair too.
+      ecdsa: { cert: files.goodCert, key: files.goodKey },
       extra: 'public_addresses = ["192.0.2.20", "192.0.2.21"]\ndnsbl_zones = ["bl.test", "refusing.test"]',
     }),
   );
@@ -331,6 +336,12 @@ test('a broken zone: each planted fault is found with its severity and its fix; 
   expect('tls-rpt.missing', '_smtp._tls.twospf.test', 'warning');
   // certificate and blocklists
   expect('cert.expired', path.join(dir, 'broken-cert.pem'), 'error');
+  expect(
+    'cert.not-ecdsa',
+    path.join(dir, 'good-cert.pem'),
+    'error',
+    'put an ECDSA certificate and key in [tls] ecdsa_cert_file and ecdsa_key_file, or leave them empty',
+  );
   const listed = expect('dnsbl.listed', '192.0.2.20', 'error');
   assert.equal(
     listed.message,

@@ -17,8 +17,8 @@ export const DIAGNOSE_HELP = `Usage: sterna diagnose [DOMAIN] [options]
 
 Checks what makes or breaks the delivery of DOMAIN's mail, and says what to fix: its MX records,
 the A/AAAA records of this server's host name, reverse DNS (PTR) of the public addresses, SPF,
-DKIM, DMARC, MTA-STS and TLS-RPT records, the certificate of the listeners ([tls] cert_file) and
-DNS blocklists. All lookups go through the [dns] servers of the configuration.
+DKIM, DMARC, MTA-STS and TLS-RPT records, the certificates of the listeners ([tls] cert_file,
+and ecdsa_cert_file when set) and DNS blocklists. All lookups go through the [dns] servers of the configuration.
 Without DOMAIN: every local domain but "localhost" and the host name (the host name if none).
 
 Options:
@@ -156,6 +156,8 @@ export async function runDiagnoseCommand(args: readonly string[], io: DiagnoseIo
       dnsblZones: p.zones.length > 0 ? p.zones : config.diagnose.dnsbl_zones,
       certFile: config.tls.cert_file,
       keyFile: config.tls.key_file,
+      ecdsaCertFile: config.tls.ecdsa_cert_file,
+      ecdsaKeyFile: config.tls.ecdsa_key_file,
       ...(p.caFile !== undefined ? { caFile: p.caFile } : {}),
       now: new Date(),
     });

@@ -4,7 +4,9 @@
  * 4.4.2 / RFC 5246 7.4.2), ending at a CA this machine trusts (or one given with --ca-file), the
  * host name among its names (RFC 6125), and its dates: expired is an error, under 21 days left a
  * warning. Without cert_file Sterna serves a generated self-signed certificate, which is a
- * warning. Trust: the files are the operator's; they are only parsed.
+ * warning. The optional second pair ([tls] ecdsa_cert_file and ecdsa_key_file) gets the same
+ * checks, plus that its key is an ECDSA one; its findings name its own keys.
+ * Trust: the files are the operator's; they are only parsed.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -15,10 +17,21 @@ import { finding, type Finding } from './finding.js';
 export const EXPIRY_WARNING_DAYS = 21;
 const DAY_MS = 24 * 3600 * 1000;
 
+/** Which of the two pairs of [tls] is checked: the main one, or the ECDSA one beside it. */
+export type CertificatePair = 'main' | 'ecdsa';
+
+/** The configuration keys of each pair, as findings name them. */
+const PAIR_KEYS: Record<CertificatePair, { cert: string; key: string; what: string }> = {
+  main: { cert: 'cert_file', key: 'key_file', what: 'the certificate' },
+  ecdsa: { cert: 'ecdsa_cert_file', key: 'ecdsa_key_file', what: 'the ECDSA certificate' },
+};
+
 export interface CertificateInput {
   hostname: string;
   certFile: string;
   keyFile: string;
+  /** The pair the files are (default the main one). */
+  pair?: CertificatePair;
   /** Extra trusted CA certificates (PEM), besides the system's. */
   caFile?: string;
   now: Date;
@@ -41,8 +54,15 @@ async function trustedCas(caFile: string | undefined): Promise<X509Certificate[]
 
 export async function checkCertificate(input: CertificateInput): Promise<Finding[]> {
   const { hostname, certFile, now } = input;
-  const get = `get a certificate for ${hostname} (e.g. certbot certonly --standalone -d ${hostname}) and set [tls] cert_file (the full chain) and key_file`;
+  const pair = input.pair ?? 'main';
+  const keys = PAIR_KEYS[pair];
+  const get =
+    pair === 'main'
+      ? `get a certificate for ${hostname} (e.g. certbot certonly --standalone -d ${hostname}) and set [tls] cert_file (the full chain) and key_file`
+      : `get an ECDSA certificate for ${hostname} (e.g. certbot certonly --key-type ecdsa --standalone -d ${hostname}) and set [tls] ecdsa_cert_file (the full chain) and ecdsa_key_file`;
   if (certFile === '') {
+    // Only the main pair has a generated fallback; an ECDSA pair is optional.
+    if (pair === 'ecdsa') return [];
     return [
       finding(
         'certificate',
@@ -62,10 +82,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
   try {
     chain = certificates(await readFile(certFile, 'utf8'));
   } catch (e) {
-    return err(
-      'cert.unreadable',
-      `cannot read the certificate: ${e instanceof Error ? e.message : String(e)}`,
-    );
+    return err('cert.unreadable', `cannot read ${keys.what}: ${e instanceof Error ? e.message : String(e)}`);
   }
   const leaf = chain[0];
   if (leaf === undefined) return err('cert.unreadable', 'the file holds no PEM certificate');
@@ -75,8 +92,16 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
       findings.push(
         ...err(
           'cert.key-mismatch',
-          `the key in ${input.keyFile} does not belong to the certificate: TLS handshakes fail`,
-          'set key_file to the key the certificate was made for',
+          `the key in ${input.keyFile} does not belong to ${keys.what}: TLS handshakes fail`,
+          `set [tls] ${keys.key} to the key the certificate was made for`,
+        ),
+      );
+    } else if (pair === 'ecdsa' && key.asymmetricKeyType !== 'ec') {
+      findings.push(
+        ...err(
+          'cert.not-ecdsa',
+          `the ECDSA pair holds a ${key.asymmetricKeyType ?? 'non-EC'} key: clients that prefer ECDSA never get it`,
+          `put an ECDSA certificate and key in [tls] ${keys.cert} and ${keys.key}, or leave them empty`,
         ),
       );
     }
@@ -85,7 +110,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
       ...err(
         'cert.key-unreadable',
         `cannot read the key ${input.keyFile}: ${e instanceof Error ? e.message : String(e)}`,
-        "set [tls] key_file to the certificate's private key (PEM)",
+        `set [tls] ${keys.key} to the certificate's private key (PEM)`,
       ),
     );
   }
@@ -96,7 +121,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
     findings.push(
       ...err(
         'cert.expired',
-        `the certificate expired on ${until.toISOString()}: senders that verify refuse to deliver, others see an invalid certificate`,
+        `${keys.what} expired on ${until.toISOString()}: senders that verify refuse to deliver, others see an invalid certificate`,
         `renew it: ${get}`,
       ),
     );
@@ -104,7 +129,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
     findings.push(
       ...err(
         'cert.not-yet-valid',
-        `the certificate is valid only from ${from.toISOString()}`,
+        `${keys.what} is valid only from ${from.toISOString()}`,
         'check the clock of this machine, or use the previous certificate until then',
       ),
     );
@@ -115,7 +140,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
         'warning',
         'cert.expiring',
         certFile,
-        `the certificate expires in ${days} days (${until.toISOString()})`,
+        `${keys.what} expires in ${days} days (${until.toISOString()})`,
         `renew it now (certbot renew), then reload Sterna (SIGHUP) if it does not pick up the new file by itself`,
       ),
     );
@@ -124,7 +149,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
     findings.push(
       ...err(
         'cert.name-mismatch',
-        `the certificate does not name ${hostname} (it names ${leaf.subjectAltName ?? leaf.subject}): senders that verify refuse it`,
+        `${keys.what} does not name ${hostname} (it names ${leaf.subjectAltName ?? leaf.subject}): senders that verify refuse it`,
       ),
     );
   }
@@ -165,11 +190,11 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
         selfSigned ? 'cert.self-signed' : 'cert.untrusted',
         certFile,
         selfSigned
-          ? 'the certificate is self-signed: senders that verify (MTA-STS, DANE) refuse it'
+          ? `${keys.what} is self-signed: senders that verify (MTA-STS, DANE) refuse it`
           : 'the chain does not lead to a CA this machine trusts: an intermediate certificate may be missing from the file',
         selfSigned
           ? get
-          : 'put the intermediate certificates after the server certificate in cert_file (certbot: fullchain.pem, not cert.pem)',
+          : `put the intermediate certificates after the server certificate in ${keys.cert} (certbot: fullchain.pem, not cert.pem)`,
       ),
     );
   }
@@ -180,7 +205,7 @@ export async function checkCertificate(input: CertificateInput): Promise<Finding
         'ok',
         'cert.ok',
         certFile,
-        `the certificate names ${hostname}, its chain is complete, it is valid until ${until.toISOString()} (${days} days)`,
+        `${keys.what} names ${hostname}, its chain is complete, it is valid until ${until.toISOString()} (${days} days)`,
       ),
     );
   }

@@ -36,6 +36,9 @@ export interface DiagnoseOptions {
   dnsblZones: readonly string[];
   certFile: string;
   keyFile: string;
+  /** The optional ECDSA pair beside the main one ([tls] ecdsa_cert_file, ecdsa_key_file). */
+  ecdsaCertFile?: string;
+  ecdsaKeyFile?: string;
   caFile?: string;
   now: Date;
 }
@@ -84,6 +87,14 @@ export async function diagnose(o: DiagnoseOptions): Promise<Report> {
       hostname: o.hostname,
       certFile: o.certFile,
       keyFile: o.keyFile,
+      ...(o.caFile !== undefined ? { caFile: o.caFile } : {}),
+      now: o.now,
+    }),
+    checkCertificate({
+      hostname: o.hostname,
+      certFile: o.ecdsaCertFile ?? '',
+      keyFile: o.ecdsaKeyFile ?? '',
+      pair: 'ecdsa',
       ...(o.caFile !== undefined ? { caFile: o.caFile } : {}),
       now: o.now,
     }),
