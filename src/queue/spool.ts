@@ -191,7 +191,8 @@ export class Spool {
       });
       const spool = new Spool(opts, log, rec.entries, segments, framings, release);
       holder.spool = spool;
-      opts.logger?.info({ dir: opts.dir, ...rec.report, corrupt: rec.report.corrupt.length }, 'spool opened');
+      // No "spool opened" line here: the caller has the report (open()'s result) and logs it
+      // with what it knows (server/app.ts); one line per spool, not two.
       await spool.#compaction.deleteDeadSegments();
       return { spool, report: rec.report };
     } catch (err) {
