@@ -419,6 +419,35 @@ test('503: the spool unavailable; nothing is acknowledged', async () => {
   }
 });
 
+test('503 shutting_down with Retry-After once the server drains, as SMTP answers 421; nothing is queued', async () => {
+  const s = await startTestServer({ users: USERS, toml: TOML });
+  try {
+    const key = await newKey('bob@sterna.test', [], s);
+    await expectQueued(
+      await post(key, { from: 'bob@sterna.test', to: 'carol@sterna.test', text: 'before' }, { s }),
+    );
+    const queuedBefore = s.app.spool.list().length;
+    const drained = s.app.drain();
+    const res = await post(key, { from: 'bob@sterna.test', to: 'carol@sterna.test', text: 'during' }, { s });
+    assert.equal(res.headers.get('retry-after'), '30');
+    assert.match(await expectError(res, 503, 'shutting_down'), /shutting down/);
+    // The same answer without a key: a load balancer's probe learns it too.
+    await expectError(
+      await post(null, { from: 'bob@sterna.test', to: 'carol@sterna.test', text: 'x' }, { s }),
+      503,
+      'shutting_down',
+    );
+    assert.ok(s.app.spool.list().length <= queuedBefore, 'nothing queued during the drain');
+    // SMTP: a new connection gets 421 4.3.2.
+    const c = await TestClient.connect(s.ports.smtp);
+    await c.expect(421, '4.3.2');
+    c.close();
+    assert.equal(await drained, true);
+  } finally {
+    await s.stop({ remove: true }).catch(() => undefined);
+  }
+});
+
 test('off loopback the API speaks HTTPS with the server certificate', async () => {
   const s = await startTestServer({
     users: USERS,

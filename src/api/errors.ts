@@ -6,7 +6,7 @@ export interface ApiError {
   status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 422 | 429 | 503;
   code: string;
   message: string;
-  /** Seconds, for 429 (Retry-After). */
+  /** Seconds, for 429 and a draining server's 503 (Retry-After). */
   retryAfter?: number;
 }
 

@@ -47,6 +47,8 @@ export interface HttpApiDeps {
   rates?: RateLimits;
   /** The content filters ([[filters]]) whose `listeners` name "http" (src/filters/). */
   filters?: ContentFilters;
+  /** True once the server drains (SIGTERM): new requests get 503, as new SMTP sessions get 421. */
+  draining?: () => boolean;
 }
 
 export interface HttpApi {
@@ -55,6 +57,9 @@ export interface HttpApi {
 }
 
 const JSON_SLACK = 1024 * 1024;
+
+/** Retry-After of the 503 a draining server answers: a restart takes seconds. */
+const DRAINING_RETRY_AFTER_S = 30;
 
 const unsupportedMediaType = apiError(
   415,
@@ -170,8 +175,22 @@ export async function startHttpApi(deps: HttpApiDeps): Promise<HttpApi> {
     },
   );
 
-  // Authentication first, before the body is read or parsed (RFC 6750 2.1).
+  // Authentication first, before the body is read or parsed (RFC 6750 2.1); a draining server
+  // takes nothing new at all, like its SMTP listeners (421 4.3.2), and says when to come back.
   app.addHook('onRequest', async (request, reply) => {
+    if (deps.draining?.() === true)
+      return send(
+        reply,
+        {
+          ...apiError(
+            503,
+            'shutting_down',
+            'the server is shutting down and takes no new messages; nothing was queued: try again shortly',
+          ),
+          retryAfter: DRAINING_RETRY_AFTER_S,
+        },
+        request,
+      );
     const auth = request.headers.authorization ?? '';
     const m = /^Bearer ([\x21-\x7e]+)$/i.exec(auth);
     if (m === null) {

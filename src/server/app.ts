@@ -458,12 +458,21 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     () => ticketKeys.stop(),
   ];
   // Applications POST messages here (docs/http-api.md); queued like submission.
-  const httpApi = await startHttpApi({ config, log, tls, users, policy, spool, dkim, rates, filters }).catch(
-    async (err: unknown) => {
-      await unwind(stopStarted);
-      throw err;
-    },
-  );
+  const httpApi = await startHttpApi({
+    config,
+    log,
+    tls,
+    users,
+    policy,
+    spool,
+    dkim,
+    rates,
+    filters,
+    draining: () => lifecycle.draining,
+  }).catch(async (err: unknown) => {
+    await unwind(stopStarted);
+    throw err;
+  });
   /** Every queue operation on this process's spools (its own and those it drains). */
   const queueOps = localQueueOps(managers, {
     log,
