@@ -41,6 +41,12 @@ declare module 'mailauth/lib/dkim/dkim-signer.js' {
   class DkimSigner extends Writable {
     constructor(options: SignerOptions);
     signatureData: SignatureData[];
+    /**
+     * The t= of the signatures made at the end. Unset, mailauth 4.13 reads the clock (rounded to
+     * the second) once for the signed form of the field and again for the field it emits, so a
+     * signature made across a half-second boundary carries another t= than the one it signed.
+     */
+    signTime?: Date;
     /** The DKIM-Signature fields made at the end, folded, without the final CRLF. */
     signatureHeaders: string[];
     errors: { err: Error; selector?: string; signingDomain?: string }[];

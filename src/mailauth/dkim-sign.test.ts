@@ -132,6 +132,25 @@ test('signs with both keys into the prefix, before the given prefix; the envelop
   assert.deepEqual(await verify(inner.stored()), ['pass example.org r', 'pass example.org e']);
 });
 
+test('t= is read from the clock once: a signature made while the clock moves on still verifies', async () => {
+  // mailauth formats the field twice (the signed form, then the emitted one); each reading of
+  // Date.now() here is 0.7 s after the last, so two readings never round to the same second.
+  const realNow = Date.now;
+  let clock = realNow.call(Date);
+  Date.now = () => (clock += 700);
+  const inner = new MemoryWriter();
+  try {
+    const w = signing().wrap(inner, 'authenticated');
+    await feed(w, MSG);
+    await w.commit(ENVELOPE);
+  } finally {
+    Date.now = realNow;
+  }
+  assert.deepEqual(await verify(inner.stored()), ['pass example.org r', 'pass example.org e']);
+  const t = /\bt=(\d+);/.exec(inner.committed?.prefix?.toString() ?? '')?.[1];
+  assert.ok(t !== undefined && Math.abs(Number(t) - realNow.call(Date) / 1000) < 60, `t=${t ?? ''}`);
+});
+
 test('8-bit octets make the signed envelope BODY=8BITMIME', async () => {
   const inner = new MemoryWriter();
   const w = signing().wrap(inner, 'authenticated');

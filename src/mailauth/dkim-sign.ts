@@ -263,6 +263,9 @@ class SigningWriter implements SignableWriter {
     // A message that is all header section: the signer sees its (empty) body start, which
     // canonicalizes as no body at all (RFC 6376 3.4.4), as the verifier will read it.
     if (this.#state === 'header') this.#signer.write(Buffer.from('\r\n'));
+    // One reading of the clock for t=: the signed form and the emitted field must agree
+    // (dkim-sign-internals.d.ts, signTime).
+    this.#signer.signTime = new Date();
     this.#signer.end();
     const err = await this.#finished;
     const signer = this.#signer;
