@@ -14,6 +14,10 @@ import { announceListeners } from './server/announce.js';
 import { startSterna } from './server/app.js';
 import { applyHelperThreadsNice } from './server/helper-threads.js';
 
+/** The signals `sterna serve` handles. */
+const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+type Signal = (typeof SIGNALS)[number];
+
 /**
  * `file`: the configuration file the server was started with (undefined: STERNA_CONFIG or the
  * embedded defaults), read again on SIGHUP.
@@ -24,6 +28,16 @@ export async function serve(config: Config, file?: string): Promise<number> {
   const workers = workerCount(config);
   const log = createLogger({ level: config.log.level, format: config.log.format });
   if (workers > 1) return new Primary(config, file, workers, log).run();
+  // Signals are caught from here on: the listeners accept before start-up has finished (the
+  // HTTP API, the control socket and the admin listener come after them), and a SIGHUP
+  // (logrotate, `systemctl reload`) or SIGTERM arriving then would take its default action and
+  // kill the process. One that arrives early is acted on once the server runs.
+  const early: Signal[] = [];
+  let onSignal = (signal: Signal): void => {
+    log.info({ signal }, 'signal during start-up: acted on once the server runs');
+    early.push(signal);
+  };
+  for (const signal of SIGNALS) process.on(signal, () => onSignal(signal));
   let running;
   try {
     running = await startSterna(config, log);
@@ -57,20 +71,30 @@ export async function serve(config: Config, file?: string): Promise<number> {
           resolve(1);
         });
     };
-    // SIGTERM drains first (docs/operations.md): open transactions finish, new sessions get 421 4.3.2.
-    process.on('SIGTERM', () => {
-      if (draining || stopping) return stop('SIGTERM');
-      draining = true;
-      void running.drain().then(() => stop('SIGTERM'));
-    });
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      log.info('SIGHUP: reloading the configuration, certificates, aliases, users and lists');
-      void reloadConfig(config, current, file, log).then((next) => {
-        // A file that does not load keeps the last good one (its aliases stay in force).
-        if (next !== undefined) current = next;
-        return running.reload(current);
-      });
-    });
+    onSignal = (signal) => {
+      switch (signal) {
+        case 'SIGTERM':
+          // Drains first (docs/operations.md): open transactions finish, new sessions get 421 4.3.2.
+          if (draining || stopping) return stop('SIGTERM');
+          draining = true;
+          void running.drain().then(() => stop('SIGTERM'));
+          return;
+        case 'SIGINT':
+          return stop('SIGINT');
+        case 'SIGHUP':
+          log.info('SIGHUP: reloading the configuration, certificates, aliases, users and lists');
+          void reloadConfig(config, current, file, log).then((next) => {
+            // A file that does not load keeps the last good one (its aliases stay in force).
+            if (next !== undefined) current = next;
+            return running.reload(current);
+          });
+          return;
+        default: {
+          const never: never = signal;
+          throw new Error(`unhandled signal ${String(never)}`);
+        }
+      }
+    };
+    for (const signal of early.splice(0)) onSignal(signal);
   });
 }

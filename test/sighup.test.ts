@@ -5,14 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import tls from 'node:tls';
 import { generateSelfSigned } from '../src/server/tls.js';
-import { freePort, sleep, startSternaProcess } from './helpers/process.js';
+import { freePort, readGreeting, sleep, STERNA_CLI, startSternaProcess } from './helpers/process.js';
 import { TestClient } from './helpers/smtp-client.js';
 
 function fingerprint(port: number): Promise<string> {
@@ -153,6 +154,60 @@ test('SIGHUP re-reads the configuration: the log level and aliases apply at once
     assert.equal(await rcptCode('sales@sterna.test'), 250);
   } finally {
     await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a SIGHUP the moment the listeners accept, while start-up is still finishing, reloads instead of killing the server', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'sterna-sighup-early-'));
+  const smtp = await freePort();
+  const admin = await freePort();
+  const configFile = path.join(dir, 'sterna.toml');
+  // The HTTP API and the admin listener start after the SMTP listeners: the window.
+  await writeFile(
+    configFile,
+    `hostname = "mx.sterna.test"\ndata_dir = "${path.join(dir, 'data')}"\nlocal_domains = ["sterna.test"]\n` +
+      `[server]\nworkers = 1\n[listen]\nsmtp = ["127.0.0.1:${smtp}"]\nsubmission = []\nsubmissions = []\n` +
+      `[http_api]\nlisten = ["127.0.0.1:0"]\n[admin]\nlisten = ["127.0.0.1:${admin}"]\n` +
+      `[log]\nlevel = "info"\nformat = "json"\n`,
+  );
+  const out = path.join(dir, 'out.log');
+  const outFile = await open(out, 'w');
+  const child = spawn(process.execPath, [STERNA_CLI, 'serve', '--config', configFile], {
+    stdio: ['ignore', outFile.fd, 'ignore'],
+  });
+  await outFile.close();
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => (exit = `code ${String(code)}, signal ${String(signal)}`));
+  try {
+    // Poll the port every few milliseconds and signal at the first greeting.
+    const deadline = Date.now() + 15_000;
+    let greeted = false;
+    while (!greeted && exit === undefined && Date.now() < deadline) {
+      greeted = await new Promise<boolean>((resolve) => {
+        const s = net.connect(smtp, '127.0.0.1');
+        s.once('data', (d) => {
+          s.destroy();
+          resolve(d.toString('latin1').startsWith('220'));
+        });
+        s.once('error', () => resolve(false));
+      });
+      if (!greeted) await sleep(2);
+    }
+    assert.ok(greeted, `no greeting (${exit ?? 'still running'})`);
+    process.kill(child.pid ?? 0, 'SIGHUP');
+    const by = Date.now() + 10_000;
+    while (
+      !(await readFile(out, 'utf8')).includes('SIGHUP: reloading') &&
+      exit === undefined &&
+      Date.now() < by
+    )
+      await sleep(50);
+    assert.equal(exit, undefined, 'the server is still running');
+    assert.ok((await readFile(out, 'utf8')).includes('SIGHUP: reloading'), 'the reload was logged');
+    assert.equal((await readGreeting(smtp, 2000))?.slice(0, 4), '220 ');
+  } finally {
+    child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
   }
 });

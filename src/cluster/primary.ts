@@ -112,6 +112,11 @@ export class Primary {
         this.#slots.flatMap((s) => (s.worker !== null ? [s.worker] : [])),
       ),
     );
+    // Caught before the first worker exists: a worker's listeners accept while the primary still
+    // opens its control socket, and a SIGHUP or SIGTERM then would otherwise kill the primary.
+    process.on('SIGTERM', () => this.#signal('SIGTERM'));
+    process.on('SIGINT', () => this.#signal('SIGINT'));
+    process.on('SIGHUP', () => this.#signal('SIGHUP'));
     for (let index = 0; index < this.#count; index++) {
       const slot: Slot = { index, worker: null, ipc: null, startedAt: 0, everReady: false, failures: 0 };
       this.#slots.push(slot);
@@ -123,9 +128,6 @@ export class Primary {
         return null;
       },
     );
-    process.on('SIGTERM', () => this.#signal('SIGTERM'));
-    process.on('SIGINT', () => this.#signal('SIGINT'));
-    process.on('SIGHUP', () => this.#signal('SIGHUP'));
     return finished;
   }
 
