@@ -376,7 +376,11 @@ export async function waitForLog(
     const found = (await readJsonLog(p.stdoutFile)).records.filter(match);
     if (found.length >= count) return found;
     if (Date.now() > deadline)
-      throw new Error(`${found.length} of ${count} log lines as expected within ${timeoutMs} ms`);
+      // The log's end says what the server was doing instead (a worker that never got ready...).
+      throw new Error(
+        `${found.length} of ${count} log lines as expected within ${timeoutMs} ms\n` +
+          `--- ${p.stdoutFile} (last 30 lines)\n${await tail(p.stdoutFile, 30)}`,
+      );
     await sleep(50);
   }
 }
