@@ -237,6 +237,10 @@ async function alternate(
 
 const mib = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
 const rate = (n: number): string => Math.round(n).toLocaleString('en-US');
+
+/** The middle value (the lower middle of an even count); 0 for none. */
+const median = (v: readonly number[]): number =>
+  [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)] ?? 0;
 const ms = (n: number | null): string => (n === null ? 'n/a' : n.toFixed(n < 10 ? 2 : 1));
 const x = (s: Series, p: Series | null): number | null =>
   p === null || !p.allOk || !s.allOk || p.median === 0 ? null : s.median / p.median;
@@ -423,12 +427,11 @@ async function measureCeiling(sink: Sink, c: Case, commands: Set<string>): Promi
       `ceiling ${caseLabel(c.sessions, c.bodyBytes)} [${i}/${REPEATS}]: ${Math.round(c.messages / seconds)} msg/s`,
     );
   }
-  const mid = (v: number[]): number => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)] ?? 0;
   return {
     label: caseLabel(c.sessions, c.bodyBytes),
     messages: c.messages,
-    rate: mid(rates),
-    cpuMsPerMessage: mid(cpu),
+    rate: median(rates),
+    cpuMsPerMessage: median(cpu),
   };
 }
 
@@ -682,9 +685,6 @@ interface TlsFloorRow {
   /** Median CPU per message of the responder's process, ms. */
   ownMs: number;
 }
-
-const median = (v: readonly number[]): number =>
-  [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)] ?? 0;
 
 /**
  * The full-handshake STARTTLS row against a bare Node responder that keeps nothing
