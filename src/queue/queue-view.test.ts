@@ -55,3 +55,36 @@ test(
     });
   },
 );
+
+test('the envelope summaries noted by delivery passes are forgotten once their messages leave the spool', async () => {
+  await withTempDir(async (dir) => {
+    const { spool } = await Spool.open({ dir, segmentBytes: 4 * 1024 * 1024, fsync: false });
+    const view = new QueueView({ spool, held: HeldSet.memory(), isActive: () => false, now: Date.now });
+    const body = Buffer.from('Subject: x\r\n\r\nx\r\n');
+    const kept: string[] = [];
+    // 5,000 messages through the queue, as a server whose admin API nobody asks: every delivery
+    // pass notes the envelope (manager.ts #process), and every 500th message stays queued.
+    for (let i = 0; i < 5000; i++) {
+      const w = spool.begin();
+      await w.write(body);
+      const envelope = makeEnvelope([`user${i}@dest${i % 7}.example`], Date.now());
+      await w.commit(envelope);
+      view.note(w.qid, envelope);
+      if (i % 500 === 0) kept.push(w.qid);
+      else await spool.done(w.qid);
+    }
+    assert.equal(spool.size, kept.length);
+    assert.ok(
+      view.summaries <= 2 * kept.length + 1000 + 1,
+      `${view.summaries} summaries for ${kept.length} queued`,
+    );
+    // The live messages' summaries still answer the address filters.
+    const page = await view.page({ recipient: 'user4500@' }, { limit: 10 });
+    assert.deepEqual(
+      page.items.map((m) => m.qid),
+      [kept[9]],
+    );
+    assert.equal(view.summaries, kept.length);
+    await spool.close();
+  });
+});

@@ -7,7 +7,11 @@
  * envelopes. A filter on an address needs them, so the view keeps a summary of each envelope
  * it has read (sender and recipient addresses; an envelope never changes once committed),
  * read from disk once per message (or noted when a delivery pass reads it anyway), and dropped
- * when the message leaves the spool.
+ * when the message leaves the spool. Messages leave without telling the view (delivered,
+ * bounced, deleted, by any path), so the view checks against the spool's index: at each page,
+ * and whenever its summaries outnumber the live messages by more than the queue again (plus
+ * PRUNE_SLACK). Each check at least halves the map, so a server whose admin API is never
+ * asked keeps at most about twice its queue, not one summary per message it ever delivered.
  * Trust: internal; filter strings come from the authenticated operator and are only compared.
  */
 import type { Envelope, RecipientState } from '../message/envelope.js';
@@ -94,6 +98,9 @@ export function messageState(
   return isDeferredQueued(states, held) ? 'deferred' : 'pending';
 }
 
+/** Summaries kept beyond twice the live queue before the view forgets those of finished messages. */
+const PRUNE_SLACK = 1000;
+
 export class QueueView {
   readonly #d: QueueViewDeps;
   readonly #summaries = new Map<string, EnvelopeSummary>();
@@ -165,7 +172,14 @@ export class QueueView {
 
   /** Keeps the summary of an envelope read for another reason (a delivery pass): no second read. */
   note(qid: string, envelope: Envelope): void {
-    if (!this.#summaries.has(qid)) this.#summaries.set(qid, summaryOf(envelope));
+    if (this.#summaries.has(qid)) return;
+    this.#summaries.set(qid, summaryOf(envelope));
+    if (this.#summaries.size > 2 * this.#d.spool.size + PRUNE_SLACK) this.#prune(this.#d.spool.scan());
+  }
+
+  /** Envelope summaries held (for tests: bounded by the queue, not by the mail ever delivered). */
+  get summaries(): number {
+    return this.#summaries.size;
   }
 
   /** Reads the envelopes of `messages` not summarized yet, a batch at a time. */
