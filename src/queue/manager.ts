@@ -121,6 +121,8 @@ export class QueueManager {
   #unsubscribe: (() => void) | null = null;
   #stopped = false;
   #idle: (() => void)[] = [];
+  /** A pump is scheduled for the messages just committed (#enqueue 'soon'). */
+  #pumpSoon = false;
   /** Maildir delivery, forwarding, discard: the local side of a pass. */
   readonly #local: LocalDelivery;
   /** Outbound delivery with its per-next-hop queues, when configured; else remote recipients stay pending. */
@@ -177,7 +179,7 @@ export class QueueManager {
   start(): void {
     this.#unsubscribe = this.#o.spool.onCommitted((qid) => {
       this.#fresh.add(qid);
-      this.#enqueue(qid);
+      this.#enqueue(qid, 'soon');
     });
     const now = this.#now();
     for (const m of this.#o.spool.list()) {
@@ -426,10 +428,38 @@ export class QueueManager {
     else this.#enqueue(qid);
   }
 
-  #enqueue(qid: string): void {
+  /**
+   * Makes a message ready for a delivery pass. 'soon' (a message just committed) starts the pass
+   * once the callbacks now running are done, not inside them: the commit resolves in the
+   * receiving session's chain of promises, and a pass started there would run its first steps
+   * (reading the envelope, routing, writing to an outbound connection) before the session
+   * writes its 250, adding them to the client's wait for every message. Commits that complete
+   * together (one fsync) start in one pump. The message is in #ready meanwhile, so whenIdle()
+   * waits for it.
+   */
+  #enqueue(qid: string, when: 'now' | 'soon' = 'now'): void {
     if (this.#stopped || this.#running.has(qid) || this.#admin.has(qid) || this.#held.has(qid)) return;
     this.#ready.add(qid);
-    this.#pump();
+    if (when === 'now') {
+      this.#pump();
+      return;
+    }
+    if (this.#pumpSoon) return;
+    this.#pumpSoon = true;
+    setImmediate(() => {
+      this.#pumpSoon = false;
+      this.#pump();
+      this.#maybeIdle();
+    });
+  }
+
+  /** Resolves the whenIdle() waiters when no pass runs and none waits (or the manager stopped). */
+  #maybeIdle(): void {
+    if (this.#running.size === 0 && (this.#ready.size === 0 || this.#stopped)) {
+      const waiters = this.#idle;
+      this.#idle = [];
+      for (const w of waiters) w();
+    }
   }
 
   #pump(): void {
@@ -449,11 +479,7 @@ export class QueueManager {
           this.#runs.delete(qid);
           if (this.#again.delete(qid)) this.#enqueue(qid);
           this.#pump();
-          if (this.#running.size === 0 && (this.#ready.size === 0 || this.#stopped)) {
-            const waiters = this.#idle;
-            this.#idle = [];
-            for (const w of waiters) w();
-          }
+          this.#maybeIdle();
         });
     }
   }
