@@ -4,7 +4,8 @@
  * worker keeps more than one core busy at full load: its event loop, plus its thread pool doing
  * the file system calls (a third of its CPU time when delivering into Maildir) and the kernel's
  * network work. On 2 cores one worker was faster than two on every benchmark row, 15-35 %, and
- * used less CPU per message (docs/workers.md, "How many workers").
+ * used less CPU per message; on a later build of the same VM neither won clearly (docs/workers.md,
+ * "How many workers").
  * Trust: internal.
  */
 import { availableParallelism } from 'node:os';
