@@ -17,6 +17,7 @@
  *     cores and the load generator and sink on the other half (taskset), so they share no core.
  * Prints markdown tables ready to paste into docs/benchmarks.md and writes JSON to bench/results/.
  * STERNA_BENCH_SCALE (default 1) scales every message count, e.g. 0.05 for a smoke run;
+ * STERNA_BENCH_REPEATS (default 3) is how many runs of each row each server gets;
  * STERNA_BENCH_DIR (default the temp directory) is where the servers keep their files.
  * Benchmark code: trusted, loopback only; every process it starts is stopped on exit.
  */
@@ -68,8 +69,11 @@ const SCALE = Number(process.env['STERNA_BENCH_SCALE'] ?? '1');
 /** Processes the connect-load generator uses (its TLS work would otherwise share one core). */
 const LOAD_PROCESSES = Number(process.env['STERNA_BENCH_LOAD_PROCESSES'] ?? '2');
 const IDLE_CONNECTIONS = 10_000;
-/** Each row is measured this many times per server, alternating; the tables give the median. */
-const REPEATS = 3;
+/**
+ * Each row is measured this many times per server, alternating; the tables give the median. More
+ * runs steady the median on a machine whose speed drifts (docs/benchmarks.md), at their cost in time.
+ */
+const REPEATS = Number(process.env['STERNA_BENCH_REPEATS'] ?? '3');
 const LOAD_TIMEOUT_MS = 300_000;
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 
@@ -305,7 +309,8 @@ function header(
 
 function commandLine(group: string): string {
   const scale = SCALE === 1 ? '' : `STERNA_BENCH_SCALE=${SCALE} `;
-  return `${scale}node dist/bench/run.js --only ${group}`;
+  const repeats = REPEATS === 3 ? '' : `STERNA_BENCH_REPEATS=${REPEATS} `;
+  return `${scale}${repeats}node dist/bench/run.js --only ${group}`;
 }
 
 const commandsBlock = (commands: Set<string>): string =>
@@ -950,6 +955,10 @@ async function main(): Promise<void> {
   const args = process.argv.slice(2);
   // bench/security.ts, the cost of the abuse and mail authentication checks: its own run, not in the full one.
   if (args[0] === '--only' && args[1] === 'security') return runSecurityBench();
+  if (!Number.isInteger(REPEATS) || REPEATS < 1)
+    throw new Error(
+      `STERNA_BENCH_REPEATS must be a whole number of runs, 1 or more; got "${process.env['STERNA_BENCH_REPEATS']}"`,
+    );
   const only = args[0] === '--only' ? (args[1] ?? '').split(',') : Object.keys(GROUPS);
   for (const g of only)
     if (!(g in GROUPS))
