@@ -22,6 +22,7 @@ import {
 import { startOutboundFixture, type OutboundFixture } from './helpers/outbound-fixture.js';
 import type { SinkAction, SinkCommand, SmtpSink } from './helpers/smtp-sink.js';
 import type { TestServer } from './helpers/server.js';
+import { LAZY_DONE_SYNC_MS } from '../src/queue/spool.js';
 
 let sink: SmtpSink;
 let sink3: SmtpSink;
@@ -113,6 +114,37 @@ test('RFC 5321 5.1: mail for a remote domain goes to its MX, byte for byte with 
   assert.deepEqual(got[0]?.rcptTo, ['bob@example.test']);
   assertRelayed(got[0]?.body, BODY);
   assert.equal(server.app.spool.size, 0);
+});
+
+/** How many fdatasyncs the server's spool has made (the sterna_spool_sync_seconds histogram). */
+async function spoolSyncs(): Promise<number> {
+  // metricsJson() is prom-client's getMetricsAsJSON(), typed unknown for the cluster's IPC.
+  const families = (await server.app.metricsJson()) as {
+    name: string;
+    values: { metricName?: string; value: number }[];
+  }[];
+  const sync = families.find((f) => f.name === 'sterna_spool_sync_seconds');
+  return sync?.values.find((v) => v.metricName === 'sterna_spool_sync_seconds_count')?.value ?? 0;
+}
+
+test('RFC 5321 6.1: a relayed message is finished without a sync of its own; the next commit makes it durable', async () => {
+  // Early in the file, before any test leaves a deferred message whose retries would sync too.
+  await waitFor('the queue to empty', () => server.app.spool.size === 0, 5000);
+  const N = 8;
+  const before = await spoolSyncs();
+  const t0 = Date.now();
+  for (let i = 0; i < N; i++)
+    await waitGone(server, await send('alice@sterna.test', [`seq${i}@example.test`]));
+  const elapsed = Date.now() - t0;
+  const syncs = (await spoolSyncs()) - before;
+  // One sync per commit, plus at most one lazy sync (LAZY_DONE_SYNC_MS) per second that passed;
+  // a DONE that waited for a sync of its own would make it 2 × N.
+  const bound = N + 1 + Math.ceil(elapsed / LAZY_DONE_SYNC_MS);
+  assert.ok(
+    syncs >= N && syncs <= bound,
+    `${syncs} fdatasyncs for ${N} relayed messages in ${elapsed} ms (bound ${bound})`,
+  );
+  assert.ok(bound < 2 * N, `the run was quick enough to tell (${elapsed} ms)`);
 });
 
 test('RFC 5321 5.1: a refused connection to the preferred MX falls back to the next MX in the same attempt', async () => {

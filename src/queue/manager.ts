@@ -665,14 +665,14 @@ export class QueueManager {
     const states = msg.states.map((s, i) => byIndex.get(i) ?? s);
     if (states.every((s) => s.status === 'delivered' || s.status === 'failed')) {
       // Every recipient is final: one DONE record says it all (the results are in the mail log),
-      // so skip the STATE record and its sync. Redoing a local or discard delivery after a crash
-      // is harmless (the Maildir copy is found again), so then the DONE record need not force a
-      // sync; after a remote delivery, a forwarded alias, a bounce or another report it must, or
-      // a crash would send it again.
-      await spool.done(
-        qid,
-        plan.remote.size > 0 || bounce === 'sent' || reports || pass.forwarded ? {} : { durable: false },
-      );
+      // so skip the STATE record and its sync. The DONE record need not force a sync of its own
+      // either (spool.done: durable within a second, and a crash of Sterna alone loses nothing
+      // written): if the machine crashes first, a local or discard delivery is redone harmlessly
+      // (the Maildir copy is found again), and a remote one is sent again, the duplicate that
+      // RFC 5321 6.1 prefers to a loss and that Postfix risks too (it does not sync the removal
+      // of a delivered queue file). After a forwarded alias, a bounce or another report it
+      // must: those put new messages in the queue, which a crash would put there twice.
+      await spool.done(qid, bounce === 'sent' || reports || pass.forwarded ? {} : { durable: false });
       log.info({ qid }, 'message finished: every recipient delivered or failed');
       return;
     }

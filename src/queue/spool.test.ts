@@ -4,7 +4,8 @@ import { readdir, readlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecipientState } from '../message/envelope.js';
 import { isQueueId } from './ids.js';
-import { Spool, SpoolError, type SpoolOptions } from './spool.js';
+import { LAZY_DONE_SYNC_MS, Spool, SpoolError, type SpoolOptions } from './spool.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { remoteOutcome } from '../message/outcome.js';
 
 const PEER = { host: 'mx.x.org', address: '192.0.2.1' };
@@ -144,6 +145,42 @@ test('group commit: 50 concurrent commits need far fewer than 50 fdatasyncs', as
     assert.ok(syncs >= 1 && syncs < 10, `fdatasync calls: ${syncs}`);
     assert.deepEqual([...committed].sort(), [...qids].sort());
     await spool.close();
+  });
+});
+
+test('done with durable: false waits for no fdatasync; one follows within LAZY_DONE_SYNC_MS unless a commit brings it', async () => {
+  await withTempDir(async (dir) => {
+    let syncs = 0;
+    const { spool } = await Spool.open(opts(dir, { onSync: () => syncs++ }));
+    const waitForSync = async (from: number): Promise<number> => {
+      const t0 = Date.now();
+      while (syncs === from && Date.now() - t0 < LAZY_DONE_SYNC_MS + 3000) await sleep(10);
+      return Date.now() - t0;
+    };
+    // Alone: the DONE gets a sync of its own, a second later.
+    const q1 = await commitMessage(spool, Buffer.from('one'));
+    const s1 = syncs;
+    await spool.done(q1, { durable: false });
+    assert.equal(syncs, s1, 'done() returned before any fdatasync');
+    const waited = await waitForSync(s1);
+    assert.equal(syncs, s1 + 1, 'one fdatasync followed');
+    assert.ok(waited >= LAZY_DONE_SYNC_MS - 100, `not before its time (${waited} ms)`);
+    // Followed by a commit: that commit's sync covers the DONE, and the timer finds nothing to do.
+    const q2 = await commitMessage(spool, Buffer.from('two'));
+    const s2 = syncs;
+    await spool.done(q2, { durable: false });
+    const q3 = await commitMessage(spool, Buffer.from('three'));
+    assert.equal(syncs, s2 + 1, "the commit's own sync");
+    await sleep(LAZY_DONE_SYNC_MS + 300);
+    assert.equal(syncs, s2 + 1, 'no second sync for a DONE already durable');
+    await spool.close();
+    const { spool: again } = await Spool.open(opts(dir));
+    assert.deepEqual(
+      again.list().map((m) => m.qid),
+      [q3],
+      'the finished messages stay finished',
+    );
+    await again.close();
   });
 });
 

@@ -90,6 +90,14 @@ export interface StoredMessage {
 
 const DEFAULT_COMPACT_AFTER_SEGMENTS = 4;
 
+/**
+ * A DONE record that did not wait for its sync (`done(qid, { durable: false })`) is durable at
+ * most this long after it was written: by the next commit's sync under load, or else by one sync
+ * of its own when this timer fires. Until then only a crash of the machine (not of Sterna: the
+ * record is in the kernel's page cache) can lose it, and the cost is doing the delivery again.
+ */
+export const LAZY_DONE_SYNC_MS = 1000;
+
 export class Spool {
   readonly #opts: SpoolOptions;
   readonly #now: () => number;
@@ -105,6 +113,8 @@ export class Spool {
   readonly #host: WriterHost;
   #tag = 0;
   #closed = false;
+  /** The pending sync for DONE records that did not wait for one (LAZY_DONE_SYNC_MS). */
+  #lazySync: NodeJS.Timeout | undefined;
 
   private constructor(
     opts: SpoolOptions,
@@ -278,7 +288,11 @@ export class Spool {
     await Promise.all([rec.written, this.#log.durable(rec.seq)]);
   }
 
-  /** Marks the message finished (all recipients final); resolves when durable (unless durable: false). */
+  /**
+   * Marks the message finished (all recipients final); resolves when durable. With
+   * `durable: false` it resolves once written, and the record becomes durable within
+   * LAZY_DONE_SYNC_MS: for work whose repetition after a machine crash is acceptable.
+   */
   async done(qid: string, opts: { durable?: boolean } = {}): Promise<void> {
     const e = this.#entry(qid);
     const rec = this.#log.append(RecordType.Done, [encodeDone(qid)]);
@@ -288,10 +302,29 @@ export class Spool {
     this.#pins.remove(e.pin);
     this.#compaction.noteGone(e);
     // durable: false lets the record ride on the next sync anyone asks for (a commit, usually)
-    // instead of forcing one of its own. Safe when redoing the work after a crash is harmless:
-    // local delivery finds its Maildir copy, a discard discards again.
-    await (opts.durable === false ? rec.written : Promise.all([rec.written, this.#log.durable(rec.seq)]));
+    // instead of forcing one of its own; #syncSoon bounds the wait when none comes. A crash of
+    // Sterna alone loses nothing once the record is written; a crash of the machine before the
+    // sync means the work is done again: a local delivery finds its Maildir copy, a discard
+    // discards again, a relayed message is sent once more (the caller decides which is
+    // acceptable).
+    if (opts.durable === false) {
+      await rec.written;
+      this.#syncSoon();
+    } else {
+      await Promise.all([rec.written, this.#log.durable(rec.seq)]);
+    }
     this.#compaction.maybeMaintain();
+  }
+
+  /** Makes everything appended so far durable within LAZY_DONE_SYNC_MS; free if a commit's sync got there first. */
+  #syncSoon(): void {
+    if (this.#lazySync !== undefined || this.#closed) return;
+    this.#lazySync = setTimeout(() => {
+      this.#lazySync = undefined;
+      // A failed sync fails the log itself, and every later commit reports it.
+      if (!this.#closed) this.#log.flush().catch(() => undefined);
+    }, LAZY_DONE_SYNC_MS);
+    this.#lazySync.unref();
   }
 
   /** Calls fn(qid) after each durable commit. Returns the function that unsubscribes. */
@@ -313,6 +346,7 @@ export class Spool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#lazySync); // close() flushes the log anyway
     try {
       await this.#compaction.idle();
       this.#reads.dropAll();
