@@ -9,7 +9,7 @@
  * Trust level: the file is the operator's secret; its contents are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, stat } from 'node:fs/promises';
+import { link, mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -61,20 +61,35 @@ export async function loadSrsSecrets(file: string, source = 'the configuration')
   return secrets.map((s) => Buffer.from(s, 'utf8'));
 }
 
+/**
+ * Writes the new secret whole under a temporary name, then links it to its own, which fails if
+ * the file exists: another process starting at the same moment (a cluster's workers) sees no file
+ * or the whole secret, never an empty one, and the first one made is the one every process keeps.
+ */
 async function createSecretFile(file: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  let fh;
-  try {
-    fh = await open(file, 'wx', 0o600);
-  } catch (err) {
-    if (err instanceof Error && 'code' in err && err.code === 'EEXIST') return; // made meanwhile
-    throw err;
-  }
+  const dir = path.dirname(file);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(tmp, 'wx', 0o600);
   try {
     await fh.writeFile(`${randomBytes(32).toString('base64')}\n`);
     await fh.sync();
   } finally {
     await fh.close();
+  }
+  try {
+    await link(tmp, file);
+  } catch (err) {
+    if (!(err instanceof Error && 'code' in err && err.code === 'EEXIST')) throw err; // else made meanwhile
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  // The secret's name must survive a crash: addresses made with it come back in bounces.
+  const dh = await open(dir, 'r');
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
   }
 }
 
