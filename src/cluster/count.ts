@@ -1,11 +1,9 @@
 /**
  * How many workers to run ([server] workers): the configured count, or when the key is absent one
- * fewer than the cores this process may use (os.availableParallelism()), and at least one. A
- * worker keeps more than one core busy at full load: its event loop, plus its thread pool doing
- * the file system calls (a third of its CPU time when delivering into Maildir) and the kernel's
- * network work. On 2 cores one worker was faster than two on every benchmark row, 15-35 %, and
- * used less CPU per message; on a later build of the same VM neither won clearly (docs/workers.md,
- * "How many workers").
+ * per core this process may use (os.availableParallelism()). On 2 cores, two workers beat one by
+ * 14-50 % with 20 sessions at once, and the accept gate (accept-gate.ts) keeps a lone session on
+ * one worker, where two spread over idle processes were 10-28 % slower (docs/workers.md, "How many
+ * workers").
  * Trust: internal.
  */
 import { availableParallelism } from 'node:os';
@@ -15,7 +13,7 @@ export function workerCount(config: Config): number {
   return config.server.workers ?? defaultWorkers(availableParallelism());
 }
 
-/** The default for `cores` cores: one fewer, at least one. */
+/** The default for `cores` cores: one worker each, at least one. */
 export function defaultWorkers(cores: number): number {
-  return Math.max(1, cores - 1);
+  return Math.max(1, cores);
 }

@@ -3,7 +3,8 @@
  * (node:cluster's process.send, JSON-serialised): a small request/response layer with ids, one
  * handler per kind, a timeout, and commands that need no answer (drain, stop, reload).
  * Both ends use the same class: a worker asks the primary (state store, queue fan-out,
- * metrics), the primary asks a worker (its queue, its metrics).
+ * metrics), the primary asks a worker (its queue, its metrics). A worker also reports its load,
+ * and the primary tells it whether to take new connections (accept-gate.ts).
  * Trust: internal; both ends are Sterna processes of one tree. Messages are still checked for
  * shape, and anything that is not a Sterna message (tag `sterna`) is ignored.
  */
@@ -34,6 +35,10 @@ const ipcMessage = z.discriminatedUnion('t', [
   }),
   z.object({ tag: z.literal(TAG), t: z.literal('cmd'), cmd: z.enum(['drain', 'stop', 'reload']) }),
   z.object({ tag: z.literal(TAG), t: z.literal('ready') }),
+  // A worker's load, for the accept gate (accept-gate.ts): its average open connections.
+  z.object({ tag: z.literal(TAG), t: z.literal('load'), open: z.number().nonnegative() }),
+  // The primary's answer to it: take new connections, or leave them to the other workers.
+  z.object({ tag: z.literal(TAG), t: z.literal('accept'), on: z.boolean() }),
 ]);
 type IpcMessage = z.infer<typeof ipcMessage>;
 
@@ -62,6 +67,8 @@ export class IpcChannel {
   #closed = false;
   onCommand: (cmd: Command) => void = () => undefined;
   onReady: () => void = () => undefined;
+  onLoad: (open: number) => void = () => undefined;
+  onAccept: (on: boolean) => void = () => undefined;
 
   /** `send`: process.send or worker.send; it may throw once the other end is gone. */
   constructor(send: (message: object) => void, timeoutMs = 30_000) {
@@ -96,6 +103,16 @@ export class IpcChannel {
     this.#post({ tag: TAG, t: 'ready' });
   }
 
+  /** A worker tells the primary its load (accept-gate.ts). */
+  load(open: number): void {
+    this.#post({ tag: TAG, t: 'load', open });
+  }
+
+  /** The primary tells a worker whether to take new connections (accept-gate.ts). */
+  accept(on: boolean): void {
+    this.#post({ tag: TAG, t: 'accept', on });
+  }
+
   /** Feed every 'message' event here; returns false for a message that is not ours. */
   receive(raw: unknown): boolean {
     const parsed = ipcMessage.safeParse(raw);
@@ -119,6 +136,12 @@ export class IpcChannel {
         return true;
       case 'ready':
         this.onReady();
+        return true;
+      case 'load':
+        this.onLoad(m.open);
+        return true;
+      case 'accept':
+        this.onAccept(m.on);
         return true;
       default: {
         const never: never = m;

@@ -24,6 +24,7 @@ import {
 import { ensureTlsMaterial, tlsFilesConfig } from '../server/tls.js';
 import { openStateStore } from '../state/open.js';
 import type { StateStore } from '../state/store.js';
+import { AcceptGate } from './accept-gate.js';
 import { adminFanOut } from './admin-merge.js';
 import { TicketKeys } from '../server/ticket-keys.js';
 import { IpcChannel } from './ipc.js';
@@ -48,7 +49,11 @@ interface Slot {
   ipc: IpcChannel | null;
   startedAt: number;
   everReady: boolean;
+  /** This run of the worker said it is ready (everReady: any run did). */
+  ready: boolean;
   failures: number;
+  /** What the worker was last told (accept-gate.ts); a worker starts out taking connections. */
+  accepting: boolean;
 }
 
 const metricsJson = z.array(z.looseObject({ name: z.string() }));
@@ -69,6 +74,9 @@ export class Primary {
   #finished = false;
   /** The session ticket keys of every worker (docs/workers.md, "TLS"): made and rotated here. */
   readonly #ticketKeys = new TicketKeys();
+  /** Which workers take new connections; null: all of them ([server] connections_per_worker = 0). */
+  readonly #gate: AcceptGate | null;
+  #gateTimer: NodeJS.Timeout | null = null;
 
   constructor(config: Config, file: string | undefined, count: number, log: Logger) {
     this.#config = config;
@@ -76,6 +84,8 @@ export class Primary {
     this.#file = file;
     this.#count = count;
     this.#log = log.child({ role: 'primary' });
+    const perWorker = config.server.connections_per_worker;
+    this.#gate = perWorker > 0 ? new AcceptGate({ count, connectionsPerWorker: perWorker }) : null;
   }
 
   /** Starts the workers; resolves with the exit code once every worker has stopped. */
@@ -118,7 +128,16 @@ export class Primary {
     process.on('SIGINT', () => this.#signal('SIGINT'));
     process.on('SIGHUP', () => this.#signal('SIGHUP'));
     for (let index = 0; index < this.#count; index++) {
-      const slot: Slot = { index, worker: null, ipc: null, startedAt: 0, everReady: false, failures: 0 };
+      const slot: Slot = {
+        index,
+        worker: null,
+        ipc: null,
+        startedAt: 0,
+        everReady: false,
+        ready: false,
+        failures: 0,
+        accepting: true,
+      };
       this.#slots.push(slot);
       this.#fork(slot);
     }
@@ -195,9 +214,16 @@ export class Primary {
     );
     ipc.onReady = () => {
       slot.everReady = true;
+      slot.ready = true;
       this.#log.info({ worker: slot.index, pid: worker.process.pid }, 'worker ready');
       // A worker that started while the others were told to drain is told too.
       if (this.#stopping) ipc.command('drain');
+      this.#gate?.setAlive(slot.index, true);
+      this.#applyGate();
+    };
+    ipc.onLoad = (open) => {
+      this.#gate?.report(slot.index, open);
+      this.#applyGate();
     };
     worker.on('message', (m: unknown) => ipc.receive(m) || answerTicketKeys(this.#ticketKeys, worker, m));
     worker.on('exit', (code, signal) => {
@@ -205,9 +231,42 @@ export class Primary {
       if (slot.worker === worker) {
         slot.worker = null;
         slot.ipc = null;
+        slot.ready = false;
+        // Its replacement starts out taking connections, as every worker does.
+        slot.accepting = true;
+        // The next live worker takes its place at once: a shared socket no worker listens on
+        // is closed by node:cluster.
+        this.#gate?.setAlive(slot.index, false);
+        this.#applyGate();
       }
       this.#exited(slot, code, signal, Date.now() - slot.startedAt);
     });
+  }
+
+  /** Tells each ready worker whose part changed whether to take new connections (accept-gate.ts). */
+  #applyGate(): void {
+    const gate = this.#gate;
+    if (gate === null || this.#stopping) return;
+    for (const slot of this.#slots) {
+      if (slot.ipc === null || !slot.ready) continue;
+      const on = gate.accepts(slot.index);
+      if (on === slot.accepting) continue;
+      slot.accepting = on;
+      slot.ipc.accept(on);
+      this.#log.debug({ worker: slot.index, accepting: on }, 'accept gate');
+    }
+    // A scale-down waits for the load to stay low; nothing else may come to decide it.
+    if (this.#gateTimer !== null) clearTimeout(this.#gateTimer);
+    this.#gateTimer = null;
+    const due = gate.recheckInMs;
+    if (due !== null) {
+      this.#gateTimer = setTimeout(() => {
+        this.#gateTimer = null;
+        gate.recheck();
+        this.#applyGate();
+      }, due + 1);
+      this.#gateTimer.unref();
+    }
   }
 
   #exited(slot: Slot, code: number | null, signal: string | null, ranMs: number): void {
@@ -254,6 +313,8 @@ export class Primary {
 
   #stop(how: 'drain' | 'stop'): void {
     this.#stopping = true;
+    if (this.#gateTimer !== null) clearTimeout(this.#gateTimer);
+    this.#gateTimer = null;
     for (const s of this.#slots) s.ipc?.command(how);
     if (this.#killTimer === null) {
       this.#killTimer = setTimeout(() => {

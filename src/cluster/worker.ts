@@ -20,6 +20,7 @@ import { applyHelperThreadsNice } from '../server/helper-threads.js';
 import { parseControlRequest } from '../server/control.js';
 import { stateFilePath } from '../state/open.js';
 import { parseAdminQuery } from './admin-merge.js';
+import { startLoadReports } from './accept-gate.js';
 import { IpcChannel } from './ipc.js';
 import type { QueueOutcome } from './queue-merge.js';
 import { IpcStateStore } from './shared-state.js';
@@ -101,6 +102,16 @@ export async function runWorker(config: Config, file: string | undefined): Promi
   ipc.handle('metrics', () => running.metricsJson());
   ipc.handle('admin', (body) => running.adminData(parseAdminQuery(body)));
   if (index === 0) announceListeners(log, config.hostname, running.addresses);
+  // The accept gate (accept-gate.ts): this worker's load to the primary, its orders back.
+  const perWorker = config.server.connections_per_worker;
+  const stopReports =
+    perWorker > 0
+      ? startLoadReports(running.listeners, (open) => ipc.load(open), perWorker)
+      : () => undefined;
+  ipc.onAccept = (on) => {
+    void running.listeners.setAccepting(on);
+    log.debug({ accepting: on }, 'accept gate');
+  };
   log.info({ queued: running.spool.size }, 'worker ready');
   ipc.ready();
 
@@ -110,6 +121,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
     const stop = (): void => {
       if (stopping) return;
       stopping = true;
+      stopReports();
       void running
         .close()
         .then(

@@ -47,8 +47,8 @@ test('no file: the embedded defaults, with hostname, local domains and paths fil
     aliases: {},
     aliases_file: '',
     transport: {},
-    // [server] workers absent: one fewer than the cores, at least one (cluster/count.ts).
-    server: { helper_threads_nice: 10 },
+    // [server] workers absent: one per core (cluster/count.ts).
+    server: { helper_threads_nice: 10, connections_per_worker: 2 },
     listen: { smtp: ['127.0.0.1:2525'], submission: ['127.0.0.1:2587'], submissions: ['127.0.0.1:2465'] },
     tls: {
       cert_file: '',

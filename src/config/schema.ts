@@ -762,20 +762,25 @@ export const adminSchema = z
   .default({ listen: [], token_file: '', recent_events: 10_000, metrics_top_domains: 20 });
 /**
  * [server]: the process model (src/cluster/, docs/workers.md). `workers` event loops share the
- * listeners, each with its own spool; absent: one fewer than the machine's cores, at least one
+ * listeners, each with its own spool; absent: one per core the process may use
  * (cluster/count.ts).
  */
 export const serverSchema = z
   .strictObject({
-    /** Worker processes; 1: one process, no cluster (as before). Absent: cores − 1, at least 1. */
+    /** Worker processes; 1: one process, no cluster (as before). Absent: one per core. */
     workers: z.number().int().min(1).max(256).optional(),
+    /**
+     * Open connections per worker before one more worker takes new connections
+     * (cluster/accept-gate.ts); 0: every worker always takes them.
+     */
+    connections_per_worker: z.number().int().min(0).max(100_000).default(2),
     /**
      * How many nice levels below the event loop the helper threads (libuv's pool, V8's
      * workers) run, so that they do not preempt it (server/helper-threads.ts); 0: leave them.
      */
     helper_threads_nice: z.number().int().min(0).max(19).default(10),
   })
-  .default({ helper_threads_nice: 10 });
+  .default({ helper_threads_nice: 10, connections_per_worker: 2 });
 
 /** [state]: where counters and greylisting live (src/state/): in process, or Redis shared by several nodes. */
 export const stateSchema = z

@@ -78,6 +78,8 @@ import { ensureTlsMaterial, tlsFilesConfig, TlsContextProvider } from './tls.js'
 
 export interface RunningSterna {
   addresses: BoundAddress[];
+  /** The SMTP listeners' load and whether they take new connections (cluster/accept-gate.ts). */
+  listeners: Pick<Listeners, 'takeOccupancy' | 'setAccepting' | 'onOpened' | 'accepting'>;
   spool: Spool;
   manager: QueueManager;
   users: UserStore;
@@ -511,6 +513,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
 
   return {
     addresses,
+    listeners,
     spool,
     manager,
     users,

@@ -4,6 +4,7 @@
  * address or an IPv6 /64, policy/client-network.ts). Each accepted socket becomes a Connection;
  * the session hooks come from the caller.
  */
+import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { SecureContext } from 'node:tls';
@@ -53,6 +54,19 @@ export class Listeners {
   #draining = false;
   #whenEmpty: (() => void)[] = [];
   readonly #sidPrefix = randomBytes(3).toString('hex');
+  /** Where each server listens, to listen there again after a pause (setAccepting). */
+  readonly #listenOptions = new Map<net.Server, net.ListenOptions>();
+  readonly #boundPorts = new Map<net.Server, number>();
+  #accepting = true;
+  #closed = false;
+  /** setAccepting calls, one after the other. */
+  #acceptChanges: Promise<void> = Promise.resolve();
+  /** Open connections × milliseconds since #windowStart, up to #tallied (takeOccupancy). */
+  #area = 0;
+  #tallied = performance.now();
+  #windowStart = this.#tallied;
+  /** Told the open connection count after each accepted connection (cluster/accept-gate.ts). */
+  onOpened: ((open: number) => void) | undefined;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
@@ -60,6 +74,64 @@ export class Listeners {
 
   get connectionCount(): number {
     return this.#total;
+  }
+
+  /**
+   * The average number of open connections since the last call (or the start), weighted by
+   * time: the load a cluster's accept gate balances (cluster/accept-gate.ts).
+   */
+  takeOccupancy(): number {
+    const now = performance.now();
+    this.#tally(now);
+    const span = now - this.#windowStart;
+    const average = span > 0 ? this.#area / span : this.#total;
+    this.#area = 0;
+    this.#windowStart = now;
+    return average;
+  }
+
+  /**
+   * Stops or resumes taking new connections on every listener; open connections go on. In a
+   * cluster the listening socket is shared, and while this worker does not take connections the
+   * others do: cluster/accept-gate.ts never pauses worker 0. A listener that cannot listen again
+   * is logged and stays paused.
+   */
+  setAccepting(on: boolean): Promise<void> {
+    this.#acceptChanges = this.#acceptChanges.then(() => this.#applyAccepting(on));
+    return this.#acceptChanges;
+  }
+
+  get accepting(): boolean {
+    return this.#accepting;
+  }
+
+  async #applyAccepting(on: boolean): Promise<void> {
+    if (on === this.#accepting || this.#closed) return;
+    this.#accepting = on;
+    for (const [server, options] of this.#listenOptions) {
+      if (!on) {
+        // Open connections keep running; only the listening handle goes.
+        server.close();
+        continue;
+      }
+      await listenOn(server, this.#againOptions(server, options)).catch((err: unknown) =>
+        this.#deps.log.error({ err, address: options.host, port: options.port }, 'cannot listen again'),
+      );
+    }
+  }
+
+  /**
+   * Where to listen again: in a cluster worker, the options as first given (node:cluster finds
+   * the shared socket by them, port 0 included); in one process, the port it was bound to.
+   */
+  #againOptions(server: net.Server, options: net.ListenOptions): net.ListenOptions {
+    const bound = this.#boundPorts.get(server);
+    return cluster.isWorker || bound === undefined ? options : { ...options, port: bound };
+  }
+
+  #tally(now: number): void {
+    this.#area += this.#total * (now - this.#tallied);
+    this.#tallied = now;
   }
 
   async start(): Promise<BoundAddress[]> {
@@ -79,18 +151,18 @@ export class Listeners {
           (socket) => this.#accept(kind, socket),
         );
         server.maxConnections = this.#deps.config.limits.connections + 100;
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ host, port, backlog: 1024 }, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
+        // The options as given (port 0 included): a cluster worker that listens again must ask
+        // for the same shared socket, which node:cluster knows by them.
+        const options: net.ListenOptions = { host, port, backlog: 1024 };
+        await listenOn(server, options);
         server.on('error', (err) => this.#deps.log.error({ err, listener: kind }, 'listener error'));
         this.#servers.push(server);
+        this.#listenOptions.set(server, options);
         const addr = server.address();
-        if (addr !== null && typeof addr === 'object')
+        if (addr !== null && typeof addr === 'object') {
           bound.push({ listener: kind, address: addr.address, port: addr.port });
+          this.#boundPorts.set(server, addr.port);
+        }
       }
     }
     return bound;
@@ -109,6 +181,9 @@ export class Listeners {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    await this.#acceptChanges;
+    // A paused server's close() calls back at once (not running); the others once drained.
     const closing = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     for (const c of this.#connections) c.shutdown();
     await Promise.all(closing);
@@ -145,7 +220,9 @@ export class Listeners {
       setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
+    this.#tally(performance.now());
     this.#total++;
+    this.onOpened?.(this.#total);
     this.#perNetwork.set(network, countNet + 1);
     let sessionConfig = this.#sessionConfigs.get(kind);
     if (sessionConfig === undefined) {
@@ -176,6 +253,7 @@ export class Listeners {
       () => {
         this.#connections.delete(conn);
         if (this.#connections.size === 0) for (const w of this.#whenEmpty.splice(0)) w();
+        this.#tally(performance.now());
         this.#total--;
         const n = (this.#perNetwork.get(network) ?? 1) - 1;
         if (n <= 0) this.#perNetwork.delete(network);
@@ -219,4 +297,15 @@ export class Listeners {
         : {}),
     };
   }
+}
+
+/** server.listen(options), resolved once listening, rejected with its error. */
+function listenOn(server: net.Server, options: net.ListenOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }

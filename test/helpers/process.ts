@@ -53,7 +53,8 @@ export interface ServeDir {
 /**
  * A temporary directory (name starting with `prefix`) with a config for `sterna serve`: one smtp
  * listener on a free 127.0.0.1 port, `domain` delivered locally, mail authentication off (no DNS
- * is asked), JSON log at info, one process unless `workers` says otherwise; and the
+ * is asked), JSON log at info, one process unless `workers` says otherwise (each worker taking
+ * connections unless `connectionsPerWorker` says otherwise); and the
  * `mailboxes` (full addresses) as users.
  */
 export async function prepareServeDir(opts: {
@@ -63,6 +64,11 @@ export async function prepareServeDir(opts: {
   mailboxes: readonly string[];
   /** [server] workers; default 1 (one process, as most tests need). */
   workers?: number;
+  /**
+   * [server] connections_per_worker; default 0 (every worker takes connections, so that a test
+   * reaches each one) where Sterna's is 2 (cluster/accept-gate.ts).
+   */
+  connectionsPerWorker?: number;
 }): Promise<ServeDir> {
   const dir = await mkdtemp(path.join(tmpdir(), opts.prefix));
   const dataDir = path.join(dir, 'data');
@@ -75,6 +81,7 @@ data_dir = "${dataDir}"
 local_domains = ["${opts.domain}"]
 [server]
 workers = ${opts.workers ?? 1}
+connections_per_worker = ${opts.connectionsPerWorker ?? 0}
 [listen]
 smtp = ["127.0.0.1:${port}"]
 submission = []
