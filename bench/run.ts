@@ -700,7 +700,7 @@ async function measureTlsFloor(ctx: Context, key: KeyKind, commands: Set<string>
   const c = TLS_CASE;
   const certDir = join(ctx.base, `tls-floor-${key}`);
   await mkdir(certDir);
-  const floor = await startTlsFloor(await makeCert(certDir, key));
+  const floor = await startTlsFloor(await makeCert(certDir, key), defaultWorkers(availableParallelism()));
   try {
     const options = {
       sessions: c.sessions,
@@ -792,7 +792,7 @@ async function tlsGroup(ctx: Context): Promise<string> {
     '',
     'The floor: the same full-handshake load into bench/tls-floor.ts, a bare SMTP responder in Node that ' +
       "speaks only what the generator needs over Node's TLS and keeps nothing (no spool, fsync, " +
-      "logging or checks), one process like Sterna's one worker; " +
+      `logging or checks), in ${defaultWorkers(availableParallelism())} process(es) like Sterna's workers; ` +
       `median of ${REPEATS} runs after a warm-up. "floor/Postfix" is about the most a Node server could ` +
       'reach on this row with this generator on these cores; "Sterna/floor" is how close Sterna comes.',
     '',

@@ -4,11 +4,13 @@
  * up to the dot, QUIT) over Node's TLS, and keeps nothing: no spool, no fsync, no logging, no
  * checks. What it reaches on this machine with the same generator is what any Node server
  * reaches at best, the way smtp-sink is the floor of the plain rows.
- * startTlsFloor runs it as a child process (`node tls-floor.js <cert> <key>`, which prints its
- * port), so its CPU time is its own.
+ * startTlsFloor runs it as a child process (`node tls-floor.js <cert> <key> [processes]`, which
+ * prints its port), so its CPU time is its own; in as many processes as Sterna has workers, so
+ * that both use the cores alike.
  * Benchmark code: trusted; listens on 127.0.0.1 only.
  */
 import { spawn } from 'node:child_process';
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
@@ -88,21 +90,41 @@ function answer(socket: Socket, context: SecureContext): void {
   socket.write('220 floor.bench.local ESMTP\r\n');
 }
 
-/** The child process: listens on a free loopback port and prints it. */
-function serve(certFile: string, keyFile: string): void {
+/**
+ * The child process: listens on a free loopback port and prints it. With `processes` > 1 it is
+ * a node:cluster primary whose workers share the port, each accepting for itself (SCHED_NONE, as
+ * Sterna's workers do), and prints the port once every worker listens.
+ */
+function serve(certFile: string, keyFile: string, processes: number): void {
+  if (processes > 1 && cluster.isPrimary) {
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    const ports: number[] = [];
+    for (let i = 0; i < processes; i++)
+      cluster.fork().on('message', (m: unknown) => {
+        if (typeof m === 'number') ports.push(m);
+        if (ports.length === processes) process.stdout.write(`${ports[0] ?? 0}\n`);
+      });
+    process.on('SIGTERM', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+      process.exit(0);
+    });
+    return;
+  }
   const context = createSecureContext({ cert: readFileSync(certFile), key: readFileSync(keyFile) });
   const server = createServer((socket) => answer(socket, context));
   server.listen(0, '127.0.0.1', () => {
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('no port');
-    process.stdout.write(`${address.port}\n`);
+    if (cluster.isWorker) process.send?.(address.port);
+    else process.stdout.write(`${address.port}\n`);
   });
   process.on('SIGTERM', () => process.exit(0));
 }
 
-/** Starts the floor responder with `cert` in a child process. */
-export async function startTlsFloor(cert: CertFiles): Promise<TlsFloor> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), cert.certFile, cert.keyFile], {
+/** Starts the floor responder with `cert` in a child process, in `processes` processes. */
+export async function startTlsFloor(cert: CertFiles, processes = 1): Promise<TlsFloor> {
+  const args = [fileURLToPath(import.meta.url), cert.certFile, cert.keyFile, String(processes)];
+  const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const pid = child.pid;
@@ -127,10 +149,11 @@ export async function startTlsFloor(cert: CertFiles): Promise<TlsFloor> {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const [certFile, keyFile] = process.argv.slice(2);
-  if (certFile === undefined || keyFile === undefined) {
-    process.stderr.write('usage: node tls-floor.js CERT_FILE KEY_FILE\n');
+  const [certFile, keyFile, count = '1'] = process.argv.slice(2);
+  const processes = Number(count);
+  if (certFile === undefined || keyFile === undefined || !Number.isInteger(processes) || processes < 1) {
+    process.stderr.write('usage: node tls-floor.js CERT_FILE KEY_FILE [PROCESSES]\n');
     process.exit(2);
   }
-  serve(certFile, keyFile);
+  serve(certFile, keyFile, processes);
 }
