@@ -42,7 +42,12 @@ export function parseHostPort(s: string): { host: string; port: number } {
 
 export class Listeners {
   readonly #deps: ListenerDeps;
-  readonly #servers: net.Server[] = [];
+  /**
+   * Each listening server, with where it listens again after a pause (setAccepting): in a
+   * cluster worker the options as first given (node:cluster finds the shared socket by them,
+   * port 0 included), in one process the port it was bound to.
+   */
+  readonly #servers: { server: net.Server; again: net.ListenOptions }[] = [];
   readonly #connections = new Set<Connection>();
   /** Open connections by client network (limits.connections_per_ip). */
   readonly #perNetwork = new Map<string, number>();
@@ -54,9 +59,6 @@ export class Listeners {
   #draining = false;
   #whenEmpty: (() => void)[] = [];
   readonly #sidPrefix = randomBytes(3).toString('hex');
-  /** Where each server listens, to listen there again after a pause (setAccepting). */
-  readonly #listenOptions = new Map<net.Server, net.ListenOptions>();
-  readonly #boundPorts = new Map<net.Server, number>();
   #accepting = true;
   #closed = false;
   /** setAccepting calls, one after the other. */
@@ -108,25 +110,16 @@ export class Listeners {
   async #applyAccepting(on: boolean): Promise<void> {
     if (on === this.#accepting || this.#closed) return;
     this.#accepting = on;
-    for (const [server, options] of this.#listenOptions) {
+    for (const { server, again } of this.#servers) {
       if (!on) {
         // Open connections keep running; only the listening handle goes.
         server.close();
         continue;
       }
-      await listenOn(server, this.#againOptions(server, options)).catch((err: unknown) =>
-        this.#deps.log.error({ err, address: options.host, port: options.port }, 'cannot listen again'),
+      await listenOn(server, again).catch((err: unknown) =>
+        this.#deps.log.error({ err, address: again.host, port: again.port }, 'cannot listen again'),
       );
     }
-  }
-
-  /**
-   * Where to listen again: in a cluster worker, the options as first given (node:cluster finds
-   * the shared socket by them, port 0 included); in one process, the port it was bound to.
-   */
-  #againOptions(server: net.Server, options: net.ListenOptions): net.ListenOptions {
-    const bound = this.#boundPorts.get(server);
-    return cluster.isWorker || bound === undefined ? options : { ...options, port: bound };
   }
 
   #tally(now: number): void {
@@ -151,18 +144,14 @@ export class Listeners {
           (socket) => this.#accept(kind, socket),
         );
         server.maxConnections = this.#deps.config.limits.connections + 100;
-        // The options as given (port 0 included): a cluster worker that listens again must ask
-        // for the same shared socket, which node:cluster knows by them.
         const options: net.ListenOptions = { host, port, backlog: 1024 };
         await listenOn(server, options);
         server.on('error', (err) => this.#deps.log.error({ err, listener: kind }, 'listener error'));
-        this.#servers.push(server);
-        this.#listenOptions.set(server, options);
         const addr = server.address();
-        if (addr !== null && typeof addr === 'object') {
-          bound.push({ listener: kind, address: addr.address, port: addr.port });
-          this.#boundPorts.set(server, addr.port);
-        }
+        const boundPort = addr !== null && typeof addr === 'object' ? addr.port : port;
+        if (addr !== null && typeof addr === 'object')
+          bound.push({ listener: kind, address: addr.address, port: boundPort });
+        this.#servers.push({ server, again: cluster.isWorker ? options : { ...options, port: boundPort } });
       }
     }
     return bound;
@@ -184,7 +173,9 @@ export class Listeners {
     this.#closed = true;
     await this.#acceptChanges;
     // A paused server's close() calls back at once (not running); the others once drained.
-    const closing = this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    const closing = this.#servers.map(
+      ({ server }) => new Promise<void>((resolve) => server.close(() => resolve())),
+    );
     for (const c of this.#connections) c.shutdown();
     await Promise.all(closing);
   }
