@@ -15,7 +15,13 @@ import { test } from 'node:test';
 import { LOAD_REPORT_MS, SCALE_DOWN_MS } from '../src/cluster/accept-gate.js';
 import { queueIdPartition } from '../src/queue/ids.js';
 import { sendMessage } from './helpers/outbound.js';
-import { prepareServeDir, sleep, startRoundRobinSterna, waitForLog } from './helpers/process.js';
+import {
+  prepareServeDir,
+  sleep,
+  startRoundRobinSterna,
+  waitForLog,
+  type SternaProcess,
+} from './helpers/process.js';
 import { startTestServer } from './helpers/server.js';
 import { TestClient } from './helpers/smtp-client.js';
 
@@ -74,12 +80,17 @@ test(
       workers: 2,
       connectionsPerWorker: 2,
     });
-    t.after(() => rm(serve.dir, { recursive: true, force: true }));
-    const server = await startRoundRobinSterna(serve, 0, 40_000);
+    const started: SternaProcess[] = [];
+    // One hook, in this order: the server stops writing into the directory before it goes.
     t.after(async () => {
-      server.kill('SIGKILL');
-      await server.exited;
+      for (const p of started) {
+        p.kill('SIGKILL');
+        await p.exited;
+      }
+      await rm(serve.dir, { recursive: true, force: true });
     });
+    const server = await startRoundRobinSterna(serve, 0, 40_000);
+    started.push(server);
     await waitForLog(server, (r) => r.fields['role'] === 'primary' && r.msg === 'worker ready', 2);
     const send = async (i: number): Promise<number> => {
       const qid = await sendMessage(serve.port, {
