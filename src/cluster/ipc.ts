@@ -4,11 +4,13 @@
  * handler per kind, a timeout, and commands that need no answer (drain, stop, reload).
  * Both ends use the same class: a worker asks the primary (state store, queue fan-out,
  * metrics), the primary asks a worker (its queue, its metrics). A worker also reports its load,
- * and the primary tells it whether to take new connections (accept-gate.ts).
+ * and the primary tells it whether to take new connections (accept-gate.ts), and leases it
+ * slots for new connections under the cluster-wide connection limits (connection-leases.ts).
  * Trust: internal; both ends are Sterna processes of one tree. Messages are still checked for
  * shape, and anything that is not a Sterna message (tag `sterna`) is ignored.
  */
 import { z } from 'zod';
+import type { LeaseAsk, LeaseGrant, LeaseKey } from './connection-leases.js';
 
 /** What a request asks for. */
 export type RequestKind = 'queue' | 'state' | 'metrics' | 'admin';
@@ -39,6 +41,32 @@ const ipcMessage = z.discriminatedUnion('t', [
   z.object({ tag: z.literal(TAG), t: z.literal('load'), open: z.number().nonnegative() }),
   // The primary's answer to it: take new connections, or leave them to the other workers.
   z.object({ tag: z.literal(TAG), t: z.literal('accept'), on: z.boolean() }),
+  // Connection slots (connection-leases.ts): a worker asks, the primary grants, reclaims, and
+  // the worker gives back (answered: in answer to a reclaim). A null network is the total.
+  z.object({
+    tag: z.literal(TAG),
+    t: z.literal('lease-ask'),
+    id: z.number().int(),
+    network: z.string(),
+    total: z.boolean(),
+    net: z.boolean(),
+  }),
+  z.object({
+    tag: z.literal(TAG),
+    t: z.literal('lease-grant'),
+    id: z.number().int(),
+    network: z.string(),
+    total: z.number().int().nonnegative(),
+    net: z.number().int().nonnegative(),
+  }),
+  z.object({ tag: z.literal(TAG), t: z.literal('lease-reclaim'), network: z.string().nullable() }),
+  z.object({
+    tag: z.literal(TAG),
+    t: z.literal('lease-return'),
+    network: z.string().nullable(),
+    n: z.number().int().nonnegative(),
+    answered: z.boolean(),
+  }),
 ]);
 type IpcMessage = z.infer<typeof ipcMessage>;
 
@@ -69,6 +97,10 @@ export class IpcChannel {
   onReady: () => void = () => undefined;
   onLoad: (open: number) => void = () => undefined;
   onAccept: (on: boolean) => void = () => undefined;
+  onLeaseAsk: (ask: LeaseAsk) => void = () => undefined;
+  onLeaseGrant: (grant: LeaseGrant) => void = () => undefined;
+  onLeaseReclaim: (key: LeaseKey) => void = () => undefined;
+  onLeaseReturn: (key: LeaseKey, n: number, answered: boolean) => void = () => undefined;
 
   /** `send`: process.send or worker.send; it may throw once the other end is gone. */
   constructor(send: (message: object) => void, timeoutMs = 30_000) {
@@ -113,6 +145,25 @@ export class IpcChannel {
     this.#post({ tag: TAG, t: 'accept', on });
   }
 
+  /** A worker asks the primary for connection slots (connection-leases.ts). */
+  leaseAsk(ask: LeaseAsk): void {
+    this.#post({ tag: TAG, t: 'lease-ask', ...ask });
+  }
+
+  /** The primary's answer; false when the worker is gone (the slots were not handed over). */
+  leaseGrant(grant: LeaseGrant): boolean {
+    return this.#post({ tag: TAG, t: 'lease-grant', ...grant });
+  }
+
+  /** False when the worker is gone: no answer will come. */
+  leaseReclaim(key: LeaseKey): boolean {
+    return this.#post({ tag: TAG, t: 'lease-reclaim', network: key });
+  }
+
+  leaseReturn(key: LeaseKey, n: number, answered: boolean): void {
+    this.#post({ tag: TAG, t: 'lease-return', network: key, n, answered });
+  }
+
   /** Feed every 'message' event here; returns false for a message that is not ours. */
   receive(raw: unknown): boolean {
     const parsed = ipcMessage.safeParse(raw);
@@ -142,6 +193,18 @@ export class IpcChannel {
         return true;
       case 'accept':
         this.onAccept(m.on);
+        return true;
+      case 'lease-ask':
+        this.onLeaseAsk({ id: m.id, network: m.network, total: m.total, net: m.net });
+        return true;
+      case 'lease-grant':
+        this.onLeaseGrant({ id: m.id, network: m.network, total: m.total, net: m.net });
+        return true;
+      case 'lease-reclaim':
+        this.onLeaseReclaim(m.network);
+        return true;
+      case 'lease-return':
+        this.onLeaseReturn(m.network, m.n, m.answered);
         return true;
       default: {
         const never: never = m;
@@ -178,12 +241,15 @@ export class IpcChannel {
     }
   }
 
-  #post(message: IpcMessage): void {
-    if (this.#closed) return;
+  /** Sends `message`; false when the other end is gone. */
+  #post(message: IpcMessage): boolean {
+    if (this.#closed) return false;
     try {
       this.#send(message);
+      return true;
     } catch {
       // The channel closed under us; the owner learns it from 'exit' or 'disconnect'.
+      return false;
     }
   }
 }

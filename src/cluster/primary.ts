@@ -3,8 +3,9 @@
  * `count` workers (worker.ts), each a whole Sterna with its own spool, on listeners node:cluster
  * shares; restarts a worker that dies (which then recovers its spool); hosts what must be one
  * across workers: the in-process state store (shared-state.ts), the control socket `sterna
- * queue` talks to (each request fanned out to every worker and merged, queue-merge.ts), and the
- * aggregation of every worker's metrics for the admin listener of worker 0. Signals: SIGTERM
+ * queue` talks to (each request fanned out to every worker and merged, queue-merge.ts), the
+ * connection slots under [limits] (connection-leases.ts), and the aggregation of every worker's
+ * metrics for the admin listener of worker 0. Signals: SIGTERM
  * drains every worker then exits (a second one stops at once), SIGINT stops, SIGHUP reloads
  * every worker.
  * Trust: internal; the workers are its own children.
@@ -26,6 +27,7 @@ import { openStateStore } from '../state/open.js';
 import type { StateStore } from '../state/store.js';
 import { AcceptGate } from './accept-gate.js';
 import { adminFanOut } from './admin-merge.js';
+import { LeaseLedger } from './connection-leases.js';
 import { TicketKeys } from '../server/ticket-keys.js';
 import { IpcChannel } from './ipc.js';
 import { mergeQueueOutcomes, perSpoolRequest, type QueueOutcome } from './queue-merge.js';
@@ -77,6 +79,8 @@ export class Primary {
   /** Which workers take new connections; null: all of them ([server] connections_per_worker = 0). */
   readonly #gate: AcceptGate | null;
   #gateTimer: NodeJS.Timeout | null = null;
+  /** The connection slots of every worker under [limits] (connection-leases.ts). */
+  readonly #leases: LeaseLedger;
 
   constructor(config: Config, file: string | undefined, count: number, log: Logger) {
     this.#config = config;
@@ -86,6 +90,14 @@ export class Primary {
     this.#log = log.child({ role: 'primary' });
     const perWorker = config.server.connections_per_worker;
     this.#gate = perWorker > 0 ? new AcceptGate({ count, connectionsPerWorker: perWorker }) : null;
+    this.#leases = new LeaseLedger({
+      workers: count,
+      limits: { total: config.limits.connections, perNetwork: config.limits.connections_per_ip },
+      link: {
+        grant: (worker, grant) => this.#slots[worker]?.ipc?.leaseGrant(grant) ?? false,
+        reclaim: (worker, key) => this.#slots[worker]?.ipc?.leaseReclaim(key) ?? false,
+      },
+    });
   }
 
   /** Starts the workers; resolves with the exit code once every worker has stopped. */
@@ -221,6 +233,8 @@ export class Primary {
       this.#gate?.setAlive(slot.index, true);
       this.#applyGate();
     };
+    ipc.onLeaseAsk = (ask) => void this.#leases.ask(slot.index, ask);
+    ipc.onLeaseReturn = (key, n, answered) => this.#leases.giveBack(slot.index, key, n, answered);
     ipc.onLoad = (open) => {
       this.#gate?.report(slot.index, open);
       this.#applyGate();
@@ -232,6 +246,8 @@ export class Primary {
         slot.worker = null;
         slot.ipc = null;
         slot.ready = false;
+        // Its connections are gone, and with them the slots it held.
+        this.#leases.dropWorker(slot.index);
         // Its replacement starts out taking connections, as every worker does.
         slot.accepting = true;
         // The next live worker takes its place at once: a shared socket no worker listens on

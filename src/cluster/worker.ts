@@ -21,6 +21,7 @@ import { parseControlRequest } from '../server/control.js';
 import { stateFilePath } from '../state/open.js';
 import { parseAdminQuery } from './admin-merge.js';
 import { startLoadReports } from './accept-gate.js';
+import { LeaseHolder } from './connection-leases.js';
 import { IpcChannel } from './ipc.js';
 import type { QueueOutcome } from './queue-merge.js';
 import { IpcStateStore } from './shared-state.js';
@@ -71,6 +72,18 @@ export async function runWorker(config: Config, file: string | undefined): Promi
     index === 0
       ? config
       : { ...config, admin: { ...config.admin, listen: [] }, http_api: { ...config.http_api, listen: [] } };
+  // The connection limits hold across every worker: slots leased from the primary.
+  const slots = new LeaseHolder({
+    link: {
+      ask: (ask) => ipc.leaseAsk(ask),
+      giveBack: (key, n, answered) => ipc.leaseReturn(key, n, answered),
+    },
+    onAskTimeout: () =>
+      log.warn('the primary did not answer for a connection slot in time; the connection was let in'),
+  });
+  ipc.onLeaseGrant = (grant) => slots.granted(grant);
+  ipc.onLeaseReclaim = (key) => slots.reclaim(key);
+  slots.start();
   let running: RunningSterna;
   try {
     // Before any TLS context exists: the keys every worker seals session tickets with.
@@ -86,6 +99,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
       clusterMetrics: async () => z.string().parse(await ipc.request('metrics', null)),
       clusterAdmin: (q) => ipc.request('admin', q),
       ticketKeys,
+      connectionSlots: slots,
     });
   } catch (err) {
     log.fatal({ err }, 'cannot start');
@@ -122,6 +136,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
       if (stopping) return;
       stopping = true;
       stopReports();
+      slots.stop();
       void running
         .close()
         .then(

@@ -73,6 +73,7 @@ import { workerSpoolDirs } from '../cluster/spool-dirs.js';
 import { localQueueOps, type QueueOps } from '../cluster/queue-merge.js';
 import { ControlServer, prepareControlDir } from './control.js';
 import { Listeners, type BoundAddress } from './listeners.js';
+import type { ConnectionSlots } from './connection-slots.js';
 import { TicketKeys } from './ticket-keys.js';
 import { ensureTlsMaterial, tlsFilesConfig, TlsContextProvider } from './tls.js';
 
@@ -130,6 +131,8 @@ export interface WorkerRole {
   clusterAdmin?: AdminData;
   /** The session ticket keys the primary hands every worker (cluster/ticket-keys.ts). */
   ticketKeys: TicketKeys;
+  /** Slots for new connections under [limits], leased from the primary (cluster/connection-leases.ts). */
+  connectionSlots?: ConnectionSlots;
 }
 
 export async function startSterna(config: Config, log: Logger, role?: WorkerRole): Promise<RunningSterna> {
@@ -429,6 +432,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     hooks,
     secureContext: () => tls.context,
     events,
+    ...(role?.connectionSlots !== undefined ? { slots: role.connectionSlots } : {}),
   });
   const addresses = await listeners.start();
   lifecycle.listenersStarted();

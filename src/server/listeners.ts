@@ -1,8 +1,9 @@
 /**
  * The three listeners (smtp, submission, submissions) on their configured addresses, IPv4 and
  * IPv6, with connection limits in total and per client network (421 4.7.0 beyond them; an IPv4
- * address or an IPv6 /64, policy/client-network.ts). Each accepted socket becomes a Connection;
- * the session hooks come from the caller.
+ * address or an IPv6 /64, policy/client-network.ts), counted by server/connection-slots.ts (in
+ * a cluster, across every worker: cluster/connection-leases.ts). Each accepted socket becomes a
+ * Connection; the session hooks come from the caller.
  */
 import cluster from 'node:cluster';
 import { randomBytes } from 'node:crypto';
@@ -16,6 +17,7 @@ import { clientNetworkKey } from '../policy/client-network.js';
 import { formatReply, reply } from '../smtp/replies.js';
 import { Session, type SessionConfig, type SessionHooks } from '../smtp/session.js';
 import { Connection } from './connection.js';
+import { LocalSlots, type ConnectionSlots, type SlotRefusal } from './connection-slots.js';
 
 export interface ListenerDeps {
   config: Config;
@@ -25,6 +27,8 @@ export interface ListenerDeps {
   secureContext: () => SecureContext | null;
   /** Metrics and recent events. */
   events?: MailEvents;
+  /** Who counts the connections under [limits]; default: this process alone (LocalSlots). */
+  slots?: ConnectionSlots;
 }
 
 export interface BoundAddress {
@@ -49,8 +53,7 @@ export class Listeners {
    */
   readonly #servers: { server: net.Server; again: net.ListenOptions }[] = [];
   readonly #connections = new Set<Connection>();
-  /** Open connections by client network (limits.connections_per_ip). */
-  readonly #perNetwork = new Map<string, number>();
+  readonly #slots: ConnectionSlots;
   /** One session configuration per listener kind, shared by its sessions. */
   readonly #sessionConfigs = new Map<ListenerKind, SessionConfig>();
   #total = 0;
@@ -72,6 +75,12 @@ export class Listeners {
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    this.#slots =
+      deps.slots ??
+      new LocalSlots({
+        total: deps.config.limits.connections,
+        perNetwork: deps.config.limits.connections_per_ip,
+      });
   }
 
   get connectionCount(): number {
@@ -181,40 +190,66 @@ export class Listeners {
   }
 
   #accept(kind: ListenerKind, socket: net.Socket): void {
-    const { config, log } = this.#deps;
-    const ip = socket.remoteAddress ?? 'unknown';
-    const port = socket.remotePort ?? 0;
     socket.on('error', () => undefined);
-    const sid = `${this.#sidPrefix}${(++this.#sessionSeq).toString(36)}`;
-    const clog = log.child({ sid, listener: kind, ip });
+    const ip = socket.remoteAddress ?? 'unknown';
     const network = clientNetworkKey(ip);
-    const countNet = this.#perNetwork.get(network) ?? 0;
-    const refuse = this.#draining
-      ? 'SHUTTING_DOWN'
-      : this.#total >= config.limits.connections
-        ? 'TOO_MANY_CONNECTIONS'
-        : countNet >= config.limits.connections_per_ip
-          ? 'TOO_MANY_CONNECTIONS_FROM_IP'
-          : null;
-    if (refuse !== null) {
-      if (refuse === 'SHUTTING_DOWN') clog.info('connection refused: draining');
-      else
-        clog.warn(
-          { total: this.#total, network, fromNetwork: countNet },
-          'connection refused: limit reached',
-        );
-      const r = reply(refuse, { hostname: config.hostname });
-      this.#deps.events?.connectionRefused({ listener: kind, ip }, r);
-      // On an implicit TLS port a plain-text reply would be garbage to the client: just close.
-      if (kind !== 'submissions') socket.end(formatReply(r));
+    if (this.#draining) return this.#refuse(kind, socket, ip, network, 'SHUTTING_DOWN');
+    const slot = this.#slots.acquire(network);
+    if (slot instanceof Promise) void slot.then((refusal) => this.#admit(kind, socket, ip, network, refusal));
+    else this.#admit(kind, socket, ip, network, slot);
+  }
+
+  #refuse(
+    kind: ListenerKind,
+    socket: net.Socket,
+    ip: string,
+    network: string,
+    why: SlotRefusal | 'SHUTTING_DOWN',
+  ): void {
+    const { config, log } = this.#deps;
+    const clog = log.child({ listener: kind, ip });
+    if (why === 'SHUTTING_DOWN') clog.info('connection refused: draining');
+    else
+      clog.warn(
+        {
+          network,
+          limit:
+            why === 'TOO_MANY_CONNECTIONS' ? config.limits.connections : config.limits.connections_per_ip,
+          key: why === 'TOO_MANY_CONNECTIONS' ? 'limits.connections' : 'limits.connections_per_ip',
+        },
+        'connection refused: limit reached',
+      );
+    const r = reply(why, { hostname: config.hostname });
+    this.#deps.events?.connectionRefused({ listener: kind, ip }, r);
+    // On an implicit TLS port a plain-text reply would be garbage to the client: just close.
+    if (kind !== 'submissions') socket.end(formatReply(r));
+    else socket.destroy();
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+
+  /** After the slot's answer (at once, or from the primary): refuse, or start the session. */
+  #admit(
+    kind: ListenerKind,
+    socket: net.Socket,
+    ip: string,
+    network: string,
+    refusal: SlotRefusal | null,
+  ): void {
+    if (refusal !== null) return this.#refuse(kind, socket, ip, network, refusal);
+    // The answer may have come from the primary after the client left, or the server stopped.
+    if (socket.destroyed || this.#closed || this.#draining) {
+      this.#slots.release(network);
+      if (this.#draining && !socket.destroyed) this.#refuse(kind, socket, ip, network, 'SHUTTING_DOWN');
       else socket.destroy();
-      setTimeout(() => socket.destroy(), 1000).unref();
       return;
     }
+    const { config, log } = this.#deps;
+    const port = socket.remotePort ?? 0;
+    const sid = `${this.#sidPrefix}${(++this.#sessionSeq).toString(36)}`;
+    const clog = log.child({ sid, listener: kind, ip });
     this.#tally(performance.now());
     this.#total++;
     this.onOpened?.(this.#total);
-    this.#perNetwork.set(network, countNet + 1);
     let sessionConfig = this.#sessionConfigs.get(kind);
     if (sessionConfig === undefined) {
       sessionConfig = this.#sessionConfig(kind);
@@ -246,9 +281,7 @@ export class Listeners {
         if (this.#connections.size === 0) for (const w of this.#whenEmpty.splice(0)) w();
         this.#tally(performance.now());
         this.#total--;
-        const n = (this.#perNetwork.get(network) ?? 1) - 1;
-        if (n <= 0) this.#perNetwork.delete(network);
-        else this.#perNetwork.set(network, n);
+        this.#slots.release(network);
       },
     );
     this.#connections.add(conn);

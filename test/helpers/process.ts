@@ -69,6 +69,8 @@ export async function prepareServeDir(opts: {
    * reaches each one) where Sterna's is 2 (cluster/accept-gate.ts).
    */
   connectionsPerWorker?: number;
+  /** TOML appended to the config (whole sections, e.g. "[limits]\nconnections = 5\n"). */
+  extra?: string;
 }): Promise<ServeDir> {
   const dir = await mkdtemp(path.join(tmpdir(), opts.prefix));
   const dataDir = path.join(dir, 'data');
@@ -91,7 +93,7 @@ listeners = []
 [log]
 level = "info"
 format = "json"
-`,
+${opts.extra ?? ''}`,
   );
   for (const address of opts.mailboxes) await addUser(path.join(dataDir, 'users.json'), address, 'unused');
   return { dir, dataDir, configFile, port };
