@@ -4,6 +4,7 @@
  * IOV_MAX buffers at once). Used by the spool's log and by Maildir delivery.
  * Trust: internal; the bytes are written unchanged.
  */
+import { writevSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 
 /**
@@ -20,18 +21,34 @@ export async function writeFully(
   while (rest.length > 0) {
     const { bytesWritten } = await fh.writev(rest, pos ?? undefined);
     if (pos !== null) pos += bytesWritten;
-    let skip = bytesWritten;
-    const next: Buffer[] = [];
-    for (const b of rest) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      next.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    if (bytesWritten === 0 && next.length > 0)
-      throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
-    rest = next;
+    rest = unwritten(rest, bytesWritten);
   }
+}
+
+/** writeFully without the thread pool: the calling thread waits for each pwritev. */
+export function writeFullySync(fd: number, buffers: readonly Buffer[], position: number): void {
+  let pos = position;
+  let rest = buffers;
+  while (rest.length > 0) {
+    const bytesWritten = writevSync(fd, rest, pos);
+    pos += bytesWritten;
+    rest = unwritten(rest, bytesWritten);
+  }
+}
+
+/** What is left of `rest` after `bytesWritten` of it went out; a write of nothing is an error. */
+function unwritten(rest: readonly Buffer[], bytesWritten: number): readonly Buffer[] {
+  let skip = bytesWritten;
+  const next: Buffer[] = [];
+  for (const b of rest) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    next.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  if (bytesWritten === 0 && next.length > 0)
+    throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+  return next;
 }
