@@ -57,6 +57,8 @@ function cluster(workers: number, limits: { total: number; perNetwork: number })
     holders.push(
       new LeaseHolder({
         now: () => clock.now,
+        // Never let a connection in for want of an answer here: that would hide a lost message.
+        onAskTimeout: () => assert.fail(`worker ${w}: an ask went unanswered`),
         link: {
           ask: (a) => {
             count('ask');
@@ -138,6 +140,28 @@ test('concurrent connections on every worker never exceed the limits, and fill t
   assert.equal(maxTotal, 40, 'the total was reached');
   assert.equal(maxNet, 12, 'a network reached its limit');
   assert.ok(refused > 0);
+});
+
+test('a burst on two workers with no slots yet: all let in up to the limit, with a few asks', async () => {
+  // As the benchmark's 100 sessions opened at once, after both workers had given back their
+  // slots: 97 reach worker 0 and 3 worker 1.
+  for (const [limit, burst, admitted] of [
+    [20_000, 100, 100],
+    [50, 100, 50],
+  ] as const) {
+    const c = cluster(2, { total: limit, perNetwork: limit });
+    const answers = await Promise.all(
+      Array.from({ length: burst }, (_, i) => take(c.holders[i % 33 === 32 ? 1 : 0]!, '127.0.0.1')),
+    );
+    assert.equal(answers.filter((r) => r === null).length, admitted, `limit ${limit}: ${answers.join(' ')}`);
+    if (admitted < burst)
+      assert.ok(
+        answers.every((r) => r === null || r === 'TOO_MANY_CONNECTIONS'),
+        answers.join(' '),
+      );
+    // Not one ask per connection: each grant lets in every waiting one it can.
+    assert.ok((c.sent.get('ask') ?? 0) <= 30, `asks: ${c.sent.get('ask')}`);
+  }
 });
 
 test('a worker with slots lets its connections in without asking the primary', async () => {

@@ -162,7 +162,9 @@ export class LeaseLedger {
   }
 
   async #grant(worker: number, bucket: Bucket, key: LeaseKey): Promise<number> {
-    if (bucket.free <= 0) await this.#reclaim(worker, bucket, key);
+    // A round already running was started for another worker and did not ask the ones this
+    // worker needs: after it, one of its own.
+    for (let round = 0; round < 2 && bucket.free <= 0; round++) await this.#reclaim(worker, bucket, key);
     const free = bucket.free;
     if (free <= 0) return 0;
     // A share of what is left, so that the next worker to ask finds some too; 1 near the limit.
@@ -213,10 +215,21 @@ export interface HolderLink {
 }
 
 interface Waiting {
-  network: string;
   resolve: (refusal: SlotRefusal | null) => void;
   timer: NodeJS.Timeout;
 }
+
+/** The connections from one network waiting for the primary, and the ask under way for them. */
+interface NetworkQueue {
+  waiting: Waiting[];
+  /** The ask in flight (its id and what it asked for), or null. */
+  ask: LeaseAsk | null;
+  /** Asks in a row whose grant let nobody in. */
+  fruitless: number;
+}
+
+/** Asks in a row that let no waiting connection in before those connections are refused. */
+const MAX_FRUITLESS_ASKS = 2;
 
 /** A worker's side: the slots it holds, and its open connections counted against them. */
 export class LeaseHolder implements ConnectionSlots {
@@ -229,9 +242,12 @@ export class LeaseHolder implements ConnectionSlots {
   readonly #held = new Map<string, number>();
   /** Networks with slots held and no open connection: since when. */
   readonly #idleSince = new Map<string, number>();
-  readonly #waiting = new Map<number, Waiting>();
-  /** Asks under way per network: its slots are not given back meanwhile. */
-  readonly #asking = new Map<string, number>();
+  /**
+   * Networks with connections waiting for the primary: one ask at a time per network, whose
+   * grant lets in as many of them as it can (a burst of connections costs a few asks, not one
+   * each). A network here keeps its slots (the sweep passes it by).
+   */
+  readonly #queues = new Map<string, NetworkQueue>();
   #nextId = 1;
   #sweeper: NodeJS.Timeout | null = null;
 
@@ -260,28 +276,30 @@ export class LeaseHolder implements ConnectionSlots {
   }
 
   acquire(network: string): SlotRefusal | null | Promise<SlotRefusal | null> {
-    if (this.#fits(network)) {
+    const queue = this.#queues.get(network);
+    // Connections already waiting go first.
+    if (queue === undefined && this.#fits(network)) {
       this.#take(network);
       return null;
     }
-    const id = this.#nextId++;
-    this.#asking.set(network, (this.#asking.get(network) ?? 0) + 1);
-    const ask: LeaseAsk = {
-      id,
-      network,
-      total: this.#open.total >= this.#totalHeld,
-      net: this.#open.of(network) >= (this.#held.get(network) ?? 0),
-    };
+    const q = queue ?? { waiting: [], ask: null, fruitless: 0 };
+    if (queue === undefined) this.#queues.set(network, q);
     return new Promise<SlotRefusal | null>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#settle(id);
-        this.#take(network);
-        this.#onAskTimeout();
-        resolve(null);
-      }, this.#askTimeoutMs);
-      timer.unref();
-      this.#waiting.set(id, { network, resolve, timer });
-      this.#link.ask(ask);
+      const waiting: Waiting = {
+        resolve,
+        timer: setTimeout(() => {
+          const at = q.waiting.indexOf(waiting);
+          if (at < 0) return;
+          q.waiting.splice(at, 1);
+          this.#take(network);
+          this.#onAskTimeout();
+          resolve(null);
+          this.#settle(network, q);
+        }, this.#askTimeoutMs),
+      };
+      waiting.timer.unref();
+      q.waiting.push(waiting);
+      if (q.ask === null) this.#ask(network, q);
     });
   }
 
@@ -298,18 +316,39 @@ export class LeaseHolder implements ConnectionSlots {
       if (this.#open.of(grant.network) === 0 && !this.#idleSince.has(grant.network))
         this.#idleSince.set(grant.network, this.#now());
     }
-    const waiting = this.#waiting.get(grant.id);
-    if (waiting === undefined) return;
-    this.#settle(grant.id);
-    clearTimeout(waiting.timer);
-    // Taken here, before any other message can give the slot back.
-    if (this.#fits(waiting.network)) {
-      this.#take(waiting.network);
-      waiting.resolve(null);
-    } else
-      waiting.resolve(
-        this.#open.total >= this.#totalHeld ? 'TOO_MANY_CONNECTIONS' : 'TOO_MANY_CONNECTIONS_FROM_IP',
-      );
+    const q = this.#queues.get(grant.network);
+    if (q === undefined || q.ask?.id !== grant.id) return;
+    const asked = q.ask;
+    q.ask = null;
+    // Let in, in order and here (before any other message can take the slots back), as many as fit.
+    let admitted = 0;
+    while (q.waiting.length > 0 && this.#fits(grant.network)) {
+      const w = q.waiting.shift();
+      if (w === undefined) break;
+      clearTimeout(w.timer);
+      this.#take(grant.network);
+      w.resolve(null);
+      admitted++;
+    }
+    q.fruitless = admitted > 0 ? 0 : q.fruitless + 1;
+    if (q.waiting.length > 0) {
+      // Refused: a part asked for and not granted (none left in the cluster, even after a
+      // reclaim); or asks that let nobody in, twice in a row. Those happen when this worker got
+      // one part and a reclaim for another worker took the other back meanwhile: both buckets are
+      // fully leased, and two workers each needing both could otherwise take each other's halves
+      // back in turn forever.
+      const noTotal = (asked.total && grant.total === 0) || this.#open.total >= this.#totalHeld;
+      const noNet = asked.net && grant.net === 0;
+      if ((asked.total && grant.total === 0) || noNet || q.fruitless >= MAX_FRUITLESS_ASKS) {
+        const why: SlotRefusal = noTotal ? 'TOO_MANY_CONNECTIONS' : 'TOO_MANY_CONNECTIONS_FROM_IP';
+        q.fruitless = 0;
+        for (const w of q.waiting.splice(0)) {
+          clearTimeout(w.timer);
+          w.resolve(why);
+        }
+      } else this.#ask(grant.network, q);
+    }
+    this.#settle(grant.network, q);
   }
 
   /** The primary wants back the slots of `key` this worker does not use. */
@@ -335,7 +374,7 @@ export class LeaseHolder implements ConnectionSlots {
   sweep(): void {
     const now = this.#now();
     for (const [network, since] of this.#idleSince) {
-      if (now - since < IDLE_RETURN_MS || this.#asking.has(network)) continue;
+      if (now - since < IDLE_RETURN_MS || this.#queues.has(network)) continue;
       this.#idleSince.delete(network);
       const n = this.#held.get(network) ?? 0;
       this.#held.delete(network);
@@ -348,6 +387,28 @@ export class LeaseHolder implements ConnectionSlots {
     return this.#held.size;
   }
 
+  /** Slots this worker holds of `key` (for tests). */
+  holding(key: LeaseKey): number {
+    return key === null ? this.#totalHeld : (this.#held.get(key) ?? 0);
+  }
+
+  #ask(network: string, q: NetworkQueue): void {
+    const ask: LeaseAsk = {
+      id: this.#nextId++,
+      network,
+      total: this.#open.total >= this.#totalHeld,
+      net: this.#open.of(network) >= (this.#held.get(network) ?? 0),
+    };
+    q.ask = ask;
+    this.#link.ask(ask);
+  }
+
+  /** Forgets a network's queue once nothing waits and no ask is under way. */
+  #settle(network: string, q: NetworkQueue): void {
+    if (q.waiting.length === 0 && q.ask === null && this.#queues.get(network) === q)
+      this.#queues.delete(network);
+  }
+
   #fits(network: string): boolean {
     return this.#open.total < this.#totalHeld && this.#open.of(network) < (this.#held.get(network) ?? 0);
   }
@@ -355,14 +416,5 @@ export class LeaseHolder implements ConnectionSlots {
   #take(network: string): void {
     this.#open.add(network);
     this.#idleSince.delete(network);
-  }
-
-  #settle(id: number): void {
-    const waiting = this.#waiting.get(id);
-    if (waiting === undefined) return;
-    this.#waiting.delete(id);
-    const left = (this.#asking.get(waiting.network) ?? 1) - 1;
-    if (left > 0) this.#asking.set(waiting.network, left);
-    else this.#asking.delete(waiting.network);
   }
 }
