@@ -15,6 +15,7 @@ import { test } from 'node:test';
 import { LOAD_REPORT_MS, SCALE_DOWN_MS } from '../src/cluster/accept-gate.js';
 import { queueIdPartition } from '../src/queue/ids.js';
 import { sendMessage } from './helpers/outbound.js';
+import { capturedLog } from './helpers/outbound-fixture.js';
 import {
   prepareServeDir,
   sleep,
@@ -62,6 +63,32 @@ test('listeners pause without touching open sessions, and listen again on the sa
     held.close();
     assert.ok(occupancy > 0.8 && occupancy <= 1, `occupancy ${occupancy}`);
   } finally {
+    await server.stop({ remove: true });
+  }
+});
+
+test('a listener that cannot listen again after a pause says so once', async () => {
+  const { log, lines } = capturedLog('info');
+  const server = await startTestServer({ log });
+  const squatter = net.createServer();
+  try {
+    const port = server.ports.smtp;
+    await server.app.listeners.setAccepting(false);
+    // Someone else takes the port while the listener is paused.
+    await new Promise<void>((resolve, reject) => {
+      squatter.once('error', reject);
+      squatter.listen({ host: '127.0.0.1', port }, resolve);
+    });
+    await server.app.listeners.setAccepting(true);
+    const errors = lines.filter((l) => l['level'] === 50);
+    assert.deepEqual(
+      errors.map((l) => l['msg']),
+      ['cannot listen again'],
+      JSON.stringify(errors),
+    );
+    assert.equal((errors[0]?.['err'] as { code?: string } | undefined)?.code, 'EADDRINUSE');
+  } finally {
+    squatter.close();
     await server.stop({ remove: true });
   }
 });

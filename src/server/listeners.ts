@@ -64,6 +64,8 @@ export class Listeners {
   readonly #sidPrefix = randomBytes(3).toString('hex');
   #accepting = true;
   #closed = false;
+  /** Servers listening again after a pause: their failure is logged once, by #applyAccepting. */
+  readonly #relistening = new Set<net.Server>();
   /** setAccepting calls, one after the other. */
   #acceptChanges: Promise<void> = Promise.resolve();
   /** Open connections × milliseconds since #windowStart, up to #tallied (takeOccupancy). */
@@ -125,9 +127,12 @@ export class Listeners {
         server.close();
         continue;
       }
-      await listenOn(server, again).catch((err: unknown) =>
-        this.#deps.log.error({ err, address: again.host, port: again.port }, 'cannot listen again'),
-      );
+      this.#relistening.add(server);
+      await listenOn(server, again)
+        .catch((err: unknown) =>
+          this.#deps.log.error({ err, address: again.host, port: again.port }, 'cannot listen again'),
+        )
+        .finally(() => this.#relistening.delete(server));
     }
   }
 
@@ -155,7 +160,9 @@ export class Listeners {
         server.maxConnections = this.#deps.config.limits.connections + 100;
         const options: net.ListenOptions = { host, port, backlog: 1024 };
         await listenOn(server, options);
-        server.on('error', (err) => this.#deps.log.error({ err, listener: kind }, 'listener error'));
+        server.on('error', (err) => {
+          if (!this.#relistening.has(server)) this.#deps.log.error({ err, listener: kind }, 'listener error');
+        });
         const addr = server.address();
         const boundPort = addr !== null && typeof addr === 'object' ? addr.port : port;
         if (addr !== null && typeof addr === 'object')
