@@ -10,7 +10,6 @@
  */
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { rm } from 'node:fs/promises';
 import { test } from 'node:test';
 import { LOAD_REPORT_MS, SCALE_DOWN_MS } from '../src/cluster/accept-gate.js';
 import { queueIdPartition } from '../src/queue/ids.js';
@@ -22,6 +21,7 @@ import {
   startRoundRobinSterna,
   waitForLog,
   type SternaProcess,
+  killThenRemove,
 } from './helpers/process.js';
 import { startTestServer } from './helpers/server.js';
 import { TestClient } from './helpers/smtp-client.js';
@@ -109,13 +109,7 @@ test(
     });
     const started: SternaProcess[] = [];
     // One hook, in this order: the server stops writing into the directory before it goes.
-    t.after(async () => {
-      for (const p of started) {
-        p.kill('SIGKILL');
-        await p.exited;
-      }
-      await rm(serve.dir, { recursive: true, force: true });
-    });
+    t.after(() => killThenRemove(started, serve.dir));
     const server = await startRoundRobinSterna(serve, 0, 40_000);
     started.push(server);
     await waitForLog(server, (r) => r.fields['role'] === 'primary' && r.msg === 'worker ready', 2);

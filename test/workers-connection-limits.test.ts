@@ -7,10 +7,15 @@
  * Test-only code: binds 127.0.0.1 and 127.0.0.2 only, writes only under os.tmpdir().
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
 import net from 'node:net';
 import { test } from 'node:test';
-import { prepareServeDir, startRoundRobinSterna, waitForLog, type SternaProcess } from './helpers/process.js';
+import {
+  prepareServeDir,
+  startRoundRobinSterna,
+  waitForLog,
+  type SternaProcess,
+  killThenRemove,
+} from './helpers/process.js';
 
 interface Held {
   /** The first reply line, without CRLF; '' when the connection closed without one. */
@@ -66,11 +71,7 @@ test(
     // One hook, in this order: the server stops writing into the directory before it goes.
     t.after(async () => {
       for (const s of held) s.destroy();
-      for (const p of started) {
-        p.kill('SIGKILL');
-        await p.exited;
-      }
-      await rm(serve.dir, { recursive: true, force: true });
+      await killThenRemove(started, serve.dir);
     });
     const server = await startRoundRobinSterna(serve, 0, 40_000);
     started.push(server);

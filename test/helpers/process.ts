@@ -6,7 +6,7 @@
  * Test-only code: it trusts the server it starts, listens on nothing and binds only 127.0.0.1.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, open, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -286,6 +286,18 @@ export function startRoundRobinSterna(
     group: true,
     env: { NODE_CLUSTER_SCHED_POLICY: 'rr' },
   });
+}
+
+/**
+ * Kills (SIGKILL) every server in `started`, waits for each to exit, then removes `dir`: a
+ * server still running would write into the directory while it goes (ENOTEMPTY). For t.after().
+ */
+export async function killThenRemove(started: readonly SternaProcess[], dir: string): Promise<void> {
+  for (const p of started) {
+    p.kill('SIGKILL');
+    await p.exited;
+  }
+  await rm(dir, { recursive: true, force: true });
 }
 
 /**
