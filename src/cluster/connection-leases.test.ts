@@ -130,6 +130,16 @@ test('concurrent connections on every worker never exceed the limits, and fill t
     for (const n of perNet.values()) maxNet = Math.max(maxNet, n);
     assert.ok(open.length <= 40, `total ${open.length}`);
     for (const [net, n] of perNet) assert.ok(n <= 12, `${net}: ${n}`);
+    // The invariant behind it: no worker holds more than the primary counts for it, and the
+    // primary never counts more than the limit in all.
+    for (const key of [null, ...perNet.keys()]) {
+      let leased = 0;
+      c.holders.forEach((h, w) => {
+        assert.ok(h.holding(key) <= c.ledger.held(w, key), `worker ${w}, ${key ?? 'total'}`);
+        leased += c.ledger.held(w, key);
+      });
+      assert.ok(leased <= (key === null ? 40 : 12), `${key ?? 'total'} leased ${leased}`);
+    }
     for (let k = rand(6); k > 0 && open.length > 0; k--) {
       const [x] = open.splice(rand(open.length), 1);
       if (x === undefined) continue;
