@@ -14,6 +14,7 @@ import { gzipSync } from 'node:zlib';
 import type { Zone } from './helpers/dns-server.js';
 import { startOutboundPeers, type OutboundPeers } from './helpers/outbound-fixture.js';
 import { sendMessage, waitFor } from './helpers/outbound.js';
+import { assertReply, TestClient } from './helpers/smtp-client.js';
 import { prepareServeDir, readJsonLog, startSternaProcess, type LogRecord } from './helpers/process.js';
 import { runSterna } from './helpers/run-cli.js';
 import type { SinkCommand } from './helpers/smtp-sink.js';
@@ -64,13 +65,27 @@ before(async () => {
       to: ['bob@example.test'],
       body: 'Subject: b\r\n\r\nhi\r\n',
     });
+    // A transaction the client leaves after RCPT: one line at info, before the session's end.
+    const client = await TestClient.connect(d.port);
+    await client.expect(220);
+    await client.cmd('EHLO client.test');
+    assertReply(await client.cmd('MAIL FROM:<zoe@sterna.test>'), 250, '2.1.0');
+    assertReply(await client.cmd('RCPT TO:<carl@example.test>'), 250, '2.1.5');
+    assertReply(await client.cmd('QUIT'), 221);
+    client.close();
     const finished = (qid: string): boolean =>
       records.some((r) => r.fields['qid'] === qid && r.msg.startsWith('message finished'));
     await waitFor('both messages and the bounce to finish', async () => {
       records = (await readJsonLog(logFile)).records;
       const report = records.find((r) => r.msg === 'bounce queued')?.fields['report'];
       bounce = typeof report === 'string' ? report : '';
-      return finished(delivered) && finished(bounced) && bounce !== '' && finished(bounce);
+      return (
+        finished(delivered) &&
+        finished(bounced) &&
+        bounce !== '' &&
+        finished(bounce) &&
+        records.some((r) => r.msg === 'disconnected' && r.fields['sid'] === abandonedSid())
+      );
     });
   } finally {
     await server.stop();
@@ -99,7 +114,16 @@ function sessionLine(qid: string, msg: string): LogRecord {
   return r;
 }
 
-/** The first events of a message from zoe@sterna.test to `rcpt`: its session and its acceptance. */
+/** The session id of the transaction left after RCPT; '' until it is logged. */
+function abandonedSid(): string {
+  const sid = records.find((r) => r.msg === 'transaction abandoned')?.fields['sid'];
+  return typeof sid === 'string' ? sid : '';
+}
+
+/**
+ * The first events of a message from zoe@sterna.test to `rcpt`: its session and its acceptance
+ * (MAIL and RCPT are logged at debug only: the queued line names the sender and recipients).
+ */
 function arrival(qid: string, rcpt: string): [LogRecord, string][] {
   const q = rec(qid, 'queued');
   return [
@@ -107,8 +131,6 @@ function arrival(qid: string, rcpt: string): [LogRecord, string][] {
       sessionLine(qid, 'connected'),
       `connected from 127.0.0.1 to the smtp listener (session ${String(q.fields['sid'])})`,
     ],
-    [sessionLine(qid, 'mail'), 'MAIL FROM:<zoe@sterna.test>'],
-    [sessionLine(qid, 'rcpt'), `RCPT TO:<${rcpt}>`],
     [q, `accepted: ${String(q.fields['size'])} bytes from <zoe@sterna.test> for ${rcpt}`],
   ];
 }
@@ -183,6 +205,24 @@ test('--sender and --rcpt select the messages of one address; several queue ids 
   assert.equal(normalize(byIds.stdout), normalize(both));
   const toAnn = await runSterna(['log', '--rcpt', 'ann@example.test', '--file', logFile]);
   assert.equal(toAnn.stdout, `${deliveredStory().join('\n')}\n`);
+});
+
+test('at info, MAIL and RCPT are not logged; a transaction left after RCPT is, once, before the session ends', () => {
+  assert.deepEqual(
+    records.filter((r) => r.msg === 'mail' || r.msg === 'rcpt'),
+    [],
+  );
+  const lines = records.filter((r) => r.msg === 'transaction abandoned');
+  assert.equal(lines.length, 1);
+  const line = lines[0]!;
+  assert.equal(line.level, 30);
+  assert.equal(line.fields['stage'], 'RCPT');
+  assert.equal(line.fields['sender'], 'zoe@sterna.test');
+  assert.deepEqual(line.fields['rcpts'], ['carl@example.test']);
+  assert.equal(line.fields['ip'], '127.0.0.1');
+  const sid = abandonedSid();
+  const session = records.filter((r) => r.fields['sid'] === sid).map((r) => r.msg);
+  assert.deepEqual(session, ['connected', 'transaction abandoned', 'disconnected']);
 });
 
 test('gzip-compressed and rotated files, and stdin, tell the same story', async () => {

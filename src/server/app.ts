@@ -735,6 +735,14 @@ function buildLmtpProbe(config: Config, dns: DnsResolver): SharedServices['lmtpP
  * The session hooks: one small object per connection (the shared services and the session's
  * logger), with the behaviour on the prototype, so an idle connection costs a few bytes here.
  */
+/**
+ * Session events logged at debug, not info: each accepted MAIL and RCPT. An accepted message's
+ * `queued` line names its sender and recipients, and a transaction the client leaves unfinished
+ * is logged at info as `transaction abandoned` with them (smtp/session.ts abort()). Two lines
+ * fewer per message: at info, each line cost about 1.5 % of Sterna's CPU per message.
+ */
+const DEBUG_EVENTS: ReadonlySet<string> = new Set(['mail', 'rcpt']);
+
 class AppHooks implements SessionHooks {
   readonly #s: SharedServices;
   readonly #log: Logger;
@@ -912,7 +920,8 @@ class AppHooks implements SessionHooks {
   }
 
   event(name: string, fields: Record<string, unknown>): void {
-    this.#log.info(fields, name);
+    if (DEBUG_EVENTS.has(name)) this.#log.debug(fields, name);
+    else this.#log.info(fields, name);
     this.#s.events.session(name, fields, () => ({ listener: this.#listener, ip: this.#ip }));
   }
 }

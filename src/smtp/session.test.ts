@@ -1393,6 +1393,64 @@ test('abort() drops a half-received DATA message and closes the session', async 
   assert.deepEqual(await h.session.handle({ kind: 'data-end', error: null }), []);
 });
 
+/** The 'transaction abandoned' events a harness recorded. */
+function abandoned(h: Harness): Record<string, unknown>[] {
+  return h.events.filter((e) => e.name === 'transaction abandoned').map((e) => e.fields);
+}
+
+test('log: a transaction the client leaves after RCPT is reported once at abort(), with its sender and recipients', async () => {
+  const h = harness();
+  await ehlo(h);
+  await envelope(h, 'x@remote.test', ['alice@local.test', 'bob@local.test']);
+  h.session.abort();
+  h.session.abort();
+  assert.deepEqual(abandoned(h), [
+    { stage: 'RCPT', sender: 'x@remote.test', rcpts: ['alice@local.test', 'bob@local.test'] },
+  ]);
+});
+
+test('log: the stage of an abandoned transaction: MAIL only, inside DATA, inside BDAT; the null sender', async () => {
+  const afterMail = harness();
+  await ehlo(afterMail);
+  assert.deepEqual(await say(afterMail, 'MAIL FROM:<>'), ['250 2.1.0']);
+  afterMail.session.abort();
+  assert.deepEqual(abandoned(afterMail), [{ stage: 'MAIL', sender: '', rcpts: [] }]);
+
+  const inData = harness();
+  await ehlo(inData);
+  await envelope(inData, 'x@remote.test', ['alice@local.test']);
+  assert.deepEqual(summary(await run(inData, 'DATA')), ['354', 'receive-data']);
+  inData.session.abort();
+  assert.deepEqual(abandoned(inData), [
+    { stage: 'DATA', sender: 'x@remote.test', rcpts: ['alice@local.test'] },
+  ]);
+
+  const inBdat = harness();
+  await ehlo(inBdat);
+  await envelope(inBdat, 'x@remote.test', ['alice@local.test']);
+  assert.deepEqual(summary(await bdat(inBdat, 'Subject: x\r\n')), ['250 2.0.0']);
+  inBdat.session.abort();
+  assert.deepEqual(abandoned(inBdat), [
+    { stage: 'BDAT', sender: 'x@remote.test', rcpts: ['alice@local.test'] },
+  ]);
+});
+
+test('log: no abandoned transaction after a message was accepted, after RSET, or without MAIL', async () => {
+  const h = harness();
+  await ehlo(h);
+  await envelope(h, 'x@remote.test', ['alice@local.test']);
+  assert.deepEqual(summary(await data(h, [BODY])), ['250 2.0.0']);
+  assert.deepEqual(await say(h, 'RSET'), ['250 2.0.0']);
+  await envelope(h, 'x@remote.test', ['alice@local.test']);
+  assert.deepEqual(await say(h, 'RSET'), ['250 2.0.0']);
+  h.session.abort();
+  assert.deepEqual(abandoned(h), []);
+  const idle = harness();
+  await ehlo(idle);
+  idle.session.abort();
+  assert.deepEqual(abandoned(idle), []);
+});
+
 test('RFC 5321 4.4 / RFC 5322 3.6.7: a hostile HELO name cannot break the Received header', async () => {
   const h = harness();
   assert.deepEqual(await say(h, 'EHLO "evil;(x)<y>'), ['250']);

@@ -304,12 +304,12 @@ export class Session {
     return this.#closed;
   }
 
-  /** A message is being received by BDAT: its first chunk was accepted and it is not yet ended. */
   /** A transaction is open: MAIL accepted, its message not yet answered or reset. */
   get inTransaction(): boolean {
     return this.#tx !== null;
   }
 
+  /** A message is being received by BDAT: its first chunk was accepted and it is not yet ended. */
   get receivingChunks(): boolean {
     return this.#tx?.bdat !== undefined;
   }
@@ -379,8 +379,27 @@ export class Session {
     return this.#maybeTooManyErrors([{ kind: 'reply', reply: verdict.reply }]);
   }
 
-  /** Called when the connection ends, whatever the reason: drops any half-received message. */
+  /**
+   * Called when the connection ends, whatever the reason: drops any half-received message. A
+   * transaction still open is logged with what it had reached, at info: MAIL and RCPT are
+   * logged at debug only (an accepted message's queued line names its sender and recipients).
+   */
   abort(): void {
+    const tx = this.#tx;
+    if (tx !== null && !this.#closed) {
+      this.#hooks.event('transaction abandoned', {
+        stage:
+          this.#dataSink !== null
+            ? 'DATA'
+            : tx.bdat !== undefined
+              ? 'BDAT'
+              : tx.recipients.length > 0
+                ? 'RCPT'
+                : 'MAIL',
+        sender: tx.sender === null ? '' : formatMailbox(tx.sender),
+        rcpts: tx.recipients.map((r) => r.address),
+      });
+    }
     this.#dataSink?.abort();
     this.#dataSink = null;
     this.#tx?.bdat?.sink.abort();
