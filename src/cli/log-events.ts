@@ -1,10 +1,11 @@
 /**
  * One line of Sterna's JSON log (src/observability/log.ts; pino: level, time, msg and fields)
  * as `sterna log` shows it: a short sentence per event of a message's life (connected, MAIL and
- * RCPT (logged at debug level only), accepted, each delivery attempt with its peer and reply, delivered, deferred, failed,
- * bounce queued, removed). An event this table does not know is shown as its message and its
- * fields. Trust: log lines are Sterna's own, but they quote what clients and peers sent (addresses,
- * replies); they are printed as text with control characters replaced.
+ * RCPT (logged at debug level only), accepted, each delivery attempt with its peer and reply,
+ * delivered, deferred, failed, bounce queued, removed). An event this table does not know is
+ * shown as its message and its fields. Trust: log lines are Sterna's own, but they quote what
+ * clients and peers sent (addresses, replies); they are printed as text with control characters
+ * replaced.
  */
 
 /** A parsed log line: its fields, with `msg` and `time` as strings ('' when absent). */

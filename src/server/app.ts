@@ -732,10 +732,6 @@ function buildLmtpProbe(config: Config, dns: DnsResolver): SharedServices['lmtpP
 }
 
 /**
- * The session hooks: one small object per connection (the shared services and the session's
- * logger), with the behaviour on the prototype, so an idle connection costs a few bytes here.
- */
-/**
  * Session events logged at debug, not info: each accepted MAIL and RCPT. An accepted message's
  * `queued` line names its sender and recipients, and a transaction the client leaves unfinished
  * is logged at info as `transaction abandoned` with them (smtp/session.ts abort()). Two lines
@@ -743,6 +739,10 @@ function buildLmtpProbe(config: Config, dns: DnsResolver): SharedServices['lmtpP
  */
 const DEBUG_EVENTS: ReadonlySet<string> = new Set(['mail', 'rcpt']);
 
+/**
+ * The session hooks: one small object per connection (the shared services and the session's
+ * logger), with the behaviour on the prototype, so an idle connection costs a few bytes here.
+ */
 class AppHooks implements SessionHooks {
   readonly #s: SharedServices;
   readonly #log: Logger;

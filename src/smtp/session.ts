@@ -388,14 +388,7 @@ export class Session {
     const tx = this.#tx;
     if (tx !== null && !this.#closed) {
       this.#hooks.event('transaction abandoned', {
-        stage:
-          this.#dataSink !== null
-            ? 'DATA'
-            : tx.bdat !== undefined
-              ? 'BDAT'
-              : tx.recipients.length > 0
-                ? 'RCPT'
-                : 'MAIL',
+        stage: this.#stageReached(tx),
         sender: tx.sender === null ? '' : formatMailbox(tx.sender),
         rcpts: tx.recipients.map((r) => r.address),
       });
@@ -405,6 +398,13 @@ export class Session {
     this.#tx?.bdat?.sink.abort();
     this.#tx = null;
     this.#closed = true;
+  }
+
+  /** The last command of an open transaction that was accepted, or the data being received. */
+  #stageReached(tx: Transaction): 'MAIL' | 'RCPT' | 'DATA' | 'BDAT' {
+    if (this.#dataSink !== null) return 'DATA';
+    if (tx.bdat !== undefined) return 'BDAT';
+    return tx.recipients.length > 0 ? 'RCPT' : 'MAIL';
   }
 
   async handle(ev: SessionEvent): Promise<Action[]> {
