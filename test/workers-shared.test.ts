@@ -5,11 +5,13 @@
  * `<spool.dir>.2`; then with 2 workers: the queue gauges count that spool too (worker 0 drains
  * it); failed AUTHs spread over both workers lock the guesser out at exactly auth.max_failures
  * (the state store the primary holds); and the admin API's recent events, series and
- * destinations hold the mail of both workers. With [state] redis (a private redis-server on
- * loopback, test/helpers/redis.ts) the AUTH lock-out holds across workers too.
+ * destinations hold the mail of both workers; /readyz answers for both (worker 1's spool made
+ * immutable with chattr(1) makes the server not ready). With [state] redis (a private
+ * redis-server on loopback, test/helpers/redis.ts) the AUTH lock-out holds across workers too.
  * Test-only code: binds 127.0.0.1 only, writes only under os.tmpdir().
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { queueIdPartition } from '../src/queue/ids.js';
@@ -215,6 +217,66 @@ test('the admin API shows the mail of both workers: recent events, the series, t
     (d) => d.destinations.find((x) => x.domain === 'remote.test')?.messages === 7,
   );
   assert.equal(dest.destinations.find((x) => x.domain === 'remote.test')?.messages, 7, JSON.stringify(dest));
+});
+
+/** /readyz, without the token: its status and its JSON. */
+async function readyz(): Promise<{
+  status: number;
+  body: { ready: boolean; reason?: string; detail?: string };
+}> {
+  const res = await fetch(`${admin}/readyz`);
+  return {
+    status: res.status,
+    body: (await res.json()) as { ready: boolean; reason?: string; detail?: string },
+  };
+}
+
+test('/readyz answers for every worker: a spool directory worker 1 cannot write makes the server not ready', async (t) => {
+  assert.deepEqual(await readyz(), { status: 200, body: { ready: true } });
+  // Root may write anywhere a mode forbids; an immutable directory it may not (chattr(1)).
+  const spool1 = `${serve.dataDir}/spool.1`;
+  try {
+    execFileSync('chattr', ['+i', spool1], { stdio: 'pipe' });
+  } catch (err) {
+    if (process.env['CI'] === 'true') throw err;
+    process.stderr.write(`*** /readyz worker test skipped: cannot chattr +i ${spool1} ***\n`);
+    t.skip('chattr +i is not available here');
+    return;
+  }
+  try {
+    const r = await readyz();
+    assert.equal(r.status, 503, JSON.stringify(r.body));
+    assert.equal(r.body.ready, false);
+    assert.equal(r.body.reason, 'spool-not-writable');
+    const detail = r.body.detail ?? '';
+    const expected = `worker 1: the spool directory ${spool1} is not writable (EPERM`;
+    assert.ok(detail.startsWith(expected), detail);
+  } finally {
+    execFileSync('chattr', ['-i', spool1], { stdio: 'pipe' });
+  }
+  assert.deepEqual(await readyz(), { status: 200, body: { ready: true } });
+});
+
+test('/readyz: a worker whose event loop does not answer makes the server not ready, named', async () => {
+  const running = server;
+  assert.ok(running);
+  const started = await waitForLog(running, (r) => workerReady(r) && r.fields['worker'] === 1);
+  const pid = Number(started[started.length - 1]?.fields['pid']);
+  assert.ok(pid > 0, JSON.stringify(started));
+  // A stopped process answers nothing, as a worker stuck in a long synchronous task.
+  process.kill(pid, 'SIGSTOP');
+  try {
+    const t0 = Date.now();
+    const r = await readyz();
+    const waited = Date.now() - t0;
+    assert.equal(r.status, 503, JSON.stringify(r.body));
+    assert.equal(r.body.reason, 'worker-not-answering');
+    assert.ok((r.body.detail ?? '').startsWith('worker 1 did not answer within 2000 ms'), r.body.detail);
+    assert.ok(waited >= 1900 && waited < 10_000, `answered after ${waited} ms`);
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  assert.deepEqual(await readyz(), { status: 200, body: { ready: true } });
 });
 
 test(

@@ -7,13 +7,39 @@
  */
 import { constants } from 'node:fs';
 import { access, statfs } from 'node:fs/promises';
+import { z } from 'zod';
 
-export type NotReadyReason = 'starting' | 'draining' | 'spool-not-writable' | 'spool-full';
+const NOT_READY_REASONS = [
+  'starting',
+  'draining',
+  'spool-not-writable',
+  'spool-full',
+  // With workers (cluster/readiness.ts): a worker, or the primary, did not answer in time.
+  'worker-not-answering',
+] as const;
+
+export type NotReadyReason = (typeof NOT_READY_REASONS)[number];
 
 export interface ReadyState {
   ready: boolean;
   reason?: NotReadyReason;
   detail?: string;
+}
+
+const readyState = z.object({
+  ready: z.boolean(),
+  reason: z.enum(NOT_READY_REASONS).optional(),
+  detail: z.string().optional(),
+});
+
+/** A ReadyState that came from another process (a worker, the primary), checked for shape. */
+export function parseReadyState(value: unknown): ReadyState {
+  const r = readyState.parse(value);
+  return {
+    ready: r.ready,
+    ...(r.reason !== undefined ? { reason: r.reason } : {}),
+    ...(r.detail !== undefined ? { detail: r.detail } : {}),
+  };
 }
 
 /** What the server tells the admin listener about its own life: set by app.ts. */

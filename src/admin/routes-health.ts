@@ -12,7 +12,7 @@ import type { AdminServices } from './services.js';
 export function healthRoutes(app: FastifyInstance, s: AdminServices): void {
   app.get('/healthz', (_request, reply) => reply.send({ status: 'alive' }));
   app.get('/readyz', async (_request, reply) => {
-    const state = await s.lifecycle.readiness(s.config.spool.dir);
+    const state = await s.readiness();
     return reply.code(state.ready ? 200 : 503).send(state);
   });
   app.get('/metrics', async (_request, reply) => {

@@ -10,7 +10,7 @@ import type { QueueManager } from '../queue/manager.js';
 import type { Spool } from '../queue/spool.js';
 import type { QueueOps } from '../cluster/queue-merge.js';
 import type { AdminData, SpoolQueue } from './admin-data.js';
-import type { Lifecycle } from './health.js';
+import type { Lifecycle, ReadyState } from './health.js';
 
 export interface AdminServices {
   config: Config;
@@ -24,6 +24,8 @@ export interface AdminServices {
   queues: readonly SpoolQueue[];
   /** The dashboard's data (admin-data.ts): every worker's, merged, with workers; else this process's. */
   adminData: AdminData;
+  /** /readyz: every worker's readiness, with workers (cluster/readiness.ts); else this process's. */
+  readiness: () => Promise<ReadyState>;
   /** Queue operations on every spool (every worker's, with workers; cluster/queue-merge.ts). */
   queueOps: QueueOps;
   /** /metrics for every worker, aggregated (cluster/primary.ts); absent: this process's. */

@@ -3,9 +3,10 @@
  * (node:cluster's process.send, JSON-serialised): a small request/response layer with ids, one
  * handler per kind, a timeout, and commands that need no answer (drain, stop, reload).
  * Both ends use the same class: a worker asks the primary (state store, queue fan-out,
- * metrics), the primary asks a worker (its queue, its metrics). A worker also reports its load,
- * and the primary tells it whether to take new connections (accept-gate.ts), and leases it
- * slots for new connections under the cluster-wide connection limits (connection-leases.ts).
+ * metrics, readiness), the primary asks a worker (its queue, its metrics, its readiness). A
+ * worker also reports its load, and the primary tells it whether to take new connections
+ * (accept-gate.ts), and leases it slots for new connections under the cluster-wide connection
+ * limits (connection-leases.ts).
  * Trust: internal; both ends are Sterna processes of one tree. Messages are still checked for
  * shape, and anything that is not a Sterna message (tag `sterna`) is ignored.
  */
@@ -13,7 +14,7 @@ import { z } from 'zod';
 import type { LeaseAsk, LeaseGrant, LeaseKey } from './connection-leases.js';
 
 /** What a request asks for. */
-export type RequestKind = 'queue' | 'state' | 'metrics' | 'admin';
+export type RequestKind = 'queue' | 'state' | 'metrics' | 'admin' | 'ready';
 /** Orders from the primary to a worker. */
 export type Command = 'drain' | 'stop' | 'reload';
 
@@ -24,7 +25,7 @@ const ipcMessage = z.discriminatedUnion('t', [
     tag: z.literal(TAG),
     t: z.literal('req'),
     id: z.number(),
-    kind: z.enum(['queue', 'state', 'metrics', 'admin']),
+    kind: z.enum(['queue', 'state', 'metrics', 'admin', 'ready']),
     body: z.unknown(),
   }),
   z.object({
@@ -112,15 +113,18 @@ export class IpcChannel {
     this.#handlers.set(kind, handler);
   }
 
-  /** Asks the other end; rejects with IpcError when it is gone or silent for the timeout. */
-  request(kind: RequestKind, body: unknown): Promise<unknown> {
+  /**
+   * Asks the other end; rejects with IpcError when it is gone or silent for `timeoutMs` (the
+   * channel's timeout unless given: a readiness probe waits less than a queue operation).
+   */
+  request(kind: RequestKind, body: unknown, timeoutMs = this.#timeoutMs): Promise<unknown> {
     if (this.#closed) return Promise.reject(new IpcError('the other process is gone'));
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new IpcError(`no answer to a ${kind} request within ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
+        reject(new IpcError(`no answer to a ${kind} request within ${timeoutMs} ms`));
+      }, timeoutMs);
       timer.unref();
       this.#pending.set(id, { resolve, reject, timer });
       this.#post({ tag: TAG, t: 'req', id, kind, body });

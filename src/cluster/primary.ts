@@ -13,6 +13,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { z } from 'zod';
+import type { ReadyState } from '../admin/health.js';
 import type { Config } from '../config/schema.js';
 import { reloadConfig } from '../config/reload-file.js';
 import type { Logger } from '../observability/log.js';
@@ -31,6 +32,7 @@ import { LeaseLedger } from './connection-leases.js';
 import { TicketKeys } from '../server/ticket-keys.js';
 import { IpcChannel } from './ipc.js';
 import { mergeQueueOutcomes, perSpoolRequest, type QueueOutcome } from './queue-merge.js';
+import { clusterReadiness } from './readiness.js';
 import { serveStateRequest } from './shared-state.js';
 import { answerTicketKeys, pushTicketKeys } from './ticket-keys.js';
 import { parseOutcome, WORKER_COUNT_ENV, WORKER_INDEX_ENV } from './worker.js';
@@ -176,6 +178,16 @@ export class Primary {
     return mergeQueueOutcomes(req, outcomes);
   }
 
+  /** Ready only if every running worker is (cluster/readiness.ts). */
+  readiness(): Promise<ReadyState> {
+    return clusterReadiness(
+      this.#slots.map((s) => {
+        const ipc = s.ready ? s.ipc : null;
+        return { index: s.index, ask: ipc === null ? null : (ms: number) => ipc.request('ready', null, ms) };
+      }),
+    );
+  }
+
   /** Every worker's metrics, aggregated by prom-client (counters summed, gauges by their aggregator). */
   async metrics(): Promise<string> {
     const answers = await Promise.all(
@@ -217,6 +229,8 @@ export class Primary {
       return this.queueOp(req);
     });
     ipc.handle('metrics', () => this.metrics());
+    // /readyz on worker 0's admin listener: every running worker's readiness.
+    ipc.handle('ready', () => this.readiness());
     // The dashboard's data from worker 0's admin API: every worker's, merged.
     ipc.handle('admin', (body) =>
       adminFanOut(

@@ -24,6 +24,7 @@ import { startLoadReports } from './accept-gate.js';
 import { LeaseHolder } from './connection-leases.js';
 import { IpcChannel } from './ipc.js';
 import type { QueueOutcome } from './queue-merge.js';
+import { readinessFromPrimary } from './readiness.js';
 import { IpcStateStore } from './shared-state.js';
 import { ticketKeysFromPrimary } from './ticket-keys.js';
 
@@ -98,6 +99,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
       clusterQueue: async (req) => parseOutcome(await ipc.request('queue', req)),
       clusterMetrics: async () => z.string().parse(await ipc.request('metrics', null)),
       clusterAdmin: (q) => ipc.request('admin', q),
+      clusterReadiness: () => readinessFromPrimary((ms) => ipc.request('ready', null, ms)),
       ticketKeys,
       connectionSlots: slots,
     });
@@ -115,6 +117,7 @@ export async function runWorker(config: Config, file: string | undefined): Promi
   });
   ipc.handle('metrics', () => running.metricsJson());
   ipc.handle('admin', (body) => running.adminData(parseAdminQuery(body)));
+  ipc.handle('ready', () => running.readiness());
   if (index === 0) announceListeners(log, config.hostname, running.addresses);
   // The accept gate (accept-gate.ts): this worker's load to the primary, its orders back.
   const perWorker = config.server.connections_per_worker;

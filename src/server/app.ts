@@ -27,7 +27,7 @@ import { Srs } from '../mailauth/srs.js';
 import { loadSrsSecrets, srsSecretFile } from '../mailauth/srs-secret.js';
 import type { ForwardingServices } from '../queue/forward.js';
 import { startDmarcReporting } from '../mailauth/dmarc-report-start.js';
-import { Lifecycle } from '../admin/health.js';
+import { Lifecycle, type ReadyState } from '../admin/health.js';
 import type { AdminListener } from '../admin/listener.js';
 import { localAdminData, type AdminData, type SpoolQueue } from '../admin/admin-data.js';
 import { startAdmin } from '../admin/start.js';
@@ -92,6 +92,8 @@ export interface RunningSterna {
   metricsJson(): Promise<unknown>;
   /** This process's dashboard data (admin/admin-data.ts; a cluster's primary merges them). */
   adminData: AdminData;
+  /** This process's readiness: its listeners and its own spool directory (a cluster's primary asks every worker). */
+  readiness(): Promise<ReadyState>;
   /** The HTTP submission API's bound addresses ([http_api] listen; none by default). */
   httpApi: HttpApi['addresses'];
   /** The admin listener's bound addresses ([admin] listen; none by default). */
@@ -129,6 +131,8 @@ export interface WorkerRole {
   clusterMetrics: () => Promise<string>;
   /** The dashboard data of every worker, merged (cluster/admin-merge.ts). */
   clusterAdmin?: AdminData;
+  /** /readyz for every worker (cluster/readiness.ts). */
+  clusterReadiness?: () => Promise<ReadyState>;
   /** The session ticket keys the primary hands every worker (cluster/ticket-keys.ts). */
   ticketKeys: TicketKeys;
   /** Slots for new connections under [limits], leased from the primary (cluster/connection-leases.ts). */
@@ -226,6 +230,8 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
   const [own, ...adopted] = spools;
   if (own === undefined) throw new Error('no spool directory');
   const { spool, held, report } = own;
+  // /readyz of this process: its listeners, and the spool directory it writes to.
+  const readiness = (): Promise<ReadyState> => lifecycle.readiness(own.dir);
   for (const o of adopted)
     log.warn(
       { spool: o.dir, messages: o.spool.size },
@@ -507,6 +513,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     spool,
     queues,
     adminData: role?.clusterAdmin ?? ((q) => localAdminData({ events, queues }, q)),
+    readiness: role?.clusterReadiness ?? readiness,
     users,
     queueOps: role?.clusterQueue ?? queueOps,
     ...(role !== undefined ? { metricsText: role.clusterMetrics } : {}),
@@ -526,6 +533,7 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     queueOps,
     metricsJson: () => events.metrics.registry.getMetricsAsJSON(),
     adminData: (q) => localAdminData({ events, queues }, q),
+    readiness,
     httpApi: httpApi.addresses,
     admin: admin.addresses,
     events,
