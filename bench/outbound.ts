@@ -10,7 +10,10 @@
  * away; Postfix: defer_transports = smtp), then released at once (Sterna: restarted with the
  * relay pointing at the sink, then a flush on its control socket; Postfix: defer_transports
  * cleared, reload, postqueue -f); the rate is N over the time from the release until the sink
- * has counted all N. Filling is not timed.
+ * has counted all N. Filling is not timed. Between the restart (or reload) and the release,
+ * each server first delivers a warm-up of new messages to the same sink, not timed: a server
+ * whose destination comes back has been running, and a Node process that has just started runs
+ * its delivery code unoptimised for its first thousands of messages (bench/run.ts, WARM_UP).
  * Benchmark code: trusted, loopback only; every process it starts is stopped on exit.
  */
 import { spawn } from 'node:child_process';
@@ -219,6 +222,30 @@ function fillSource(c: OutboundCase, port: number): ReturnType<typeof runSmtpSou
   });
 }
 
+/**
+ * The warm-up between the release of the destination and the flush: `warm` new messages sent
+ * and delivered to the sink, while the `queued` ones stay deferred. Returns '' or what went
+ * wrong (the sink counted more than the warm-up: a queued message went out before the flush).
+ */
+async function warmUpDrain(
+  warm: OutboundCase,
+  port: number,
+  sink: Sink,
+  queued: () => Promise<number>,
+  c: OutboundCase,
+): Promise<string> {
+  const before = sink.count();
+  const r = await fillSource(warm, port);
+  if (!r.ok) return `warm-up: ${r.error}`;
+  await waitSink(sink, before, warm.messages, performance.now());
+  await waitFor(async () => (await queued()) === c.messages, DRAIN_STEP_TIMEOUT_MS);
+  const sent = sink.count() - before;
+  const left = await queued();
+  if (sent !== warm.messages || left !== c.messages)
+    return `warm-up: the sink counted ${sent} of ${warm.messages}, ${left} of ${c.messages} still queued`;
+  return '';
+}
+
 function failed(error: string, partial: Partial<DrainRun> = {}): DrainRun {
   return {
     queuedBeforeRelease: 0,
@@ -273,6 +300,7 @@ max_backoff_ms = ${DRAIN_RETRY_MS}
  */
 async function sternaDrainRun(
   c: OutboundCase,
+  warm: OutboundCase,
   dir: string,
   deadRelay: string,
   sinkRelay: string,
@@ -305,10 +333,18 @@ async function sternaDrainRun(
   } finally {
     await filling.stop();
   }
-  const before = sink.count();
   const draining = await startSterna(sternaDrainOptions(dir, sinkRelay));
   onCleanup(draining.kill);
   try {
+    const warmed = await warmUpDrain(
+      warm,
+      draining.port,
+      sink,
+      () => Promise.resolve(draining.liveMessages()),
+      c,
+    );
+    if (warmed !== '') return failed(warmed, { fillSeconds });
+    const before = sink.count();
     await sleep(SETTLE_MS);
     const queued = draining.liveMessages();
     if (sink.count() !== before)
@@ -350,7 +386,12 @@ async function sternaDrainRun(
  * queue), clear defer_transports and reload, check for a second that nothing is sent, then
  * `postqueue -f` and time until the sink counted every message.
  */
-async function postfixDrainRun(c: OutboundCase, postfix: PostfixInstance, sink: Sink): Promise<DrainRun> {
+async function postfixDrainRun(
+  c: OutboundCase,
+  warm: OutboundCase,
+  postfix: PostfixInstance,
+  sink: Sink,
+): Promise<DrainRun> {
   await waitEmpty(postfix.queuedMessages);
   const empty = await postfix.queuedMessages();
   if (empty !== 0) return failed(`queue not empty before the run: ${empty}`);
@@ -369,8 +410,10 @@ async function postfixDrainRun(c: OutboundCase, postfix: PostfixInstance, sink: 
   );
   const fillSeconds = (performance.now() - t0) / 1000;
   if (!settled) return failed(`fill: queues ${JSON.stringify(counts)}`, { fillSeconds });
-  const before = sink.count();
   await postfix.setDeferTransports('');
+  const warmed = await warmUpDrain(warm, postfix.port, sink, postfix.queuedMessages, c);
+  if (warmed !== '') return failed(warmed, { fillSeconds });
+  const before = sink.count();
   await sleep(SETTLE_MS);
   if (sink.count() !== before)
     return failed(`${sink.count() - before} delivered before postqueue -f`, { fillSeconds });
@@ -411,6 +454,8 @@ export interface OutboundOptions {
   dir: string;
   cases: readonly OutboundCase[];
   repeats: number;
+  /** Messages (1 KiB) each server delivers before its measured runs, and before each drain's release. */
+  warmUpMessages: number;
   withPostfix: boolean;
   /** Registers a synchronous last-resort stop for process exit. */
   onCleanup: (stop: () => void) => void;
@@ -443,7 +488,7 @@ first_retry_ms = 1000
       o.onCleanup(postfix.stopSync);
     }
     // Warm-up, not reported.
-    const warm: OutboundCase = { bodyBytes: KiB, messages: 200 };
+    const warm: OutboundCase = { bodyBytes: KiB, messages: o.warmUpMessages };
     o.progress('outbound warm-up');
     await oneRun(warm, sterna.port, sink);
     if (postfix !== null) await oneRun(warm, postfix.port, sink);
@@ -478,10 +523,10 @@ first_retry_ms = 1000
       for (let i = 1; i <= o.repeats; i++) {
         const what = `drain ${c.bodyBytes / KiB} KiB, ${c.messages} messages [${i}/${o.repeats}]`;
         o.progress(`${what}: Sterna`);
-        s.push(await sternaDrainRun(c, sternaDir, deadRelay, relay, sink, o.onCleanup));
+        s.push(await sternaDrainRun(c, warm, sternaDir, deadRelay, relay, sink, o.onCleanup));
         if (postfix !== null) {
           o.progress(`${what}: Postfix`);
-          p.push(await postfixDrainRun(c, postfix, sink));
+          p.push(await postfixDrainRun(c, warm, postfix, sink));
         }
         const last = [s.at(-1), p.at(-1)].find((r) => r !== undefined && !r.ok);
         if (last !== undefined) o.progress(`${what}: FAILED: ${last.error}`);
@@ -501,8 +546,9 @@ first_retry_ms = 1000
         `fill: smtp-source -d -s ${SESSIONS} -m N -l SIZE -t ${TO} while delivery cannot happen ` +
         `(Sterna: relay for ${SINK_DOMAIN} at ${SINK_HOST}:UNUSED-PORT, [queue] first_retry_ms = max_backoff_ms = ${DRAIN_RETRY_MS}; ` +
         `Postfix: postconf -e 'defer_transports = smtp', postfix reload); release (timed from here): ` +
-        `Sterna: stop, start with the relay at the sink, {"op":"flush"} on its control socket; ` +
-        `Postfix: postconf -e 'defer_transports =', postfix reload, postqueue -f; until the sink counted N`,
+        `Sterna: stop, start with the relay at the sink, then a warm-up of ${o.warmUpMessages} new 1 KiB messages ` +
+        `delivered (not timed), {"op":"flush"} on its control socket; ` +
+        `Postfix: postconf -e 'defer_transports =', postfix reload, the same warm-up, postqueue -f; until the sink counted N`,
     };
   } finally {
     await sterna?.stop();

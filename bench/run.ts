@@ -875,6 +875,7 @@ async function outboundGroup(ctx: Context): Promise<string> {
     dir: join(ctx.base, 'outbound'),
     cases: OUTBOUND_CASES,
     repeats: REPEATS,
+    warmUpMessages: WARM_UP.messages,
     withPostfix: ctx.withPostfix,
     onCleanup,
     progress,
