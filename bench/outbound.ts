@@ -545,10 +545,11 @@ first_retry_ms = 1000
       drainMethod:
         `fill: smtp-source -d -s ${SESSIONS} -m N -l SIZE -t ${TO} while delivery cannot happen ` +
         `(Sterna: relay for ${SINK_DOMAIN} at ${SINK_HOST}:UNUSED-PORT, [queue] first_retry_ms = max_backoff_ms = ${DRAIN_RETRY_MS}; ` +
-        `Postfix: postconf -e 'defer_transports = smtp', postfix reload); release (timed from here): ` +
-        `Sterna: stop, start with the relay at the sink, then a warm-up of ${o.warmUpMessages} new 1 KiB messages ` +
-        `delivered (not timed), {"op":"flush"} on its control socket; ` +
-        `Postfix: postconf -e 'defer_transports =', postfix reload, the same warm-up, postqueue -f; until the sink counted N`,
+        `Postfix: postconf -e 'defer_transports = smtp', postfix reload); release: ` +
+        `Sterna: stop, start with the relay at the sink, a warm-up of ${o.warmUpMessages} new 1 KiB messages ` +
+        `delivered (not timed), then, timed from here, {"op":"flush"} on its control socket; ` +
+        `Postfix: postconf -e 'defer_transports =', postfix reload, the same warm-up, then, timed from here, ` +
+        `postqueue -f; until the sink counted N`,
     };
   } finally {
     await sterna?.stop();
