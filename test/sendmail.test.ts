@@ -19,6 +19,7 @@ import { waitForMessages, maildirMessages } from './helpers/maildir.js';
 import { startTestServer, TEST_HOSTNAME, type TestServer } from './helpers/server.js';
 import { findTool, makeTempDir, requireTool } from './helpers/tools.js';
 import { pollUntil } from './helpers/interop.js';
+import { TestClient } from './helpers/smtp-client.js';
 
 const IS_ROOT = process.getuid?.() === 0;
 /** The caller: nobody when we are root, else ourselves (the forging checks then skip). */
@@ -355,5 +356,34 @@ test('a stopped server: the message waits in the maildrop and is delivered at th
     added: `Message-ID: <QID@${TEST_HOSTNAME}>\r\nDate: ${DATE}\r\nFrom: "${CALLER.login}" <${CALLER.login}@${ORIGIN}>\r\n`,
     message: 'Subject: while stopped\r\n\r\nqueued\r\n',
   });
+  assert.deepEqual(await maildropFiles(), [], 'removed once queued');
+});
+
+test('a draining server: what sendmail drops waits in the maildrop, as SMTP answers 421, and is delivered at the next start', async () => {
+  const before = (await maildirMessages(dataDir, ORIGIN, 'alice')).length;
+  if (server === null) await start(true);
+  const running = server;
+  assert.ok(running !== null);
+  const drained = running.app.drain();
+  const run = await sendmail(['alice'], 'Subject: while draining\n\nqueued later\n');
+  assert.equal(run.code, 0, run.stderr);
+  const c = await TestClient.connect(running.ports.smtp);
+  await c.expect(421, '4.3.2');
+  c.close();
+  assert.equal(await drained, true);
+  // Three scan intervals and the directory watch's event: the drained server picks nothing up.
+  await new Promise((resolve) => setTimeout(resolve, 1_600));
+  const waiting = await maildropFiles();
+  assert.equal(waiting.length, 1, 'left in the maildrop');
+  assert.equal(
+    (await maildirMessages(dataDir, ORIGIN, 'alice')).length,
+    before,
+    'nothing delivered while draining',
+  );
+  await running.stop();
+  server = null;
+  await start(true);
+  const msgs = await waitForMessages(dataDir, ORIGIN, 'alice', before + 1);
+  assert.match(msgs[before]?.toString('utf8') ?? '', /\r\nSubject: while draining\r\n\r\nqueued later\r\n$/);
   assert.deepEqual(await maildropFiles(), [], 'removed once queued');
 });

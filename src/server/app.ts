@@ -540,11 +540,18 @@ export async function startSterna(config: Config, log: Logger, role?: WorkerRole
     async drain() {
       lifecycle.startDraining();
       log.info({ timeout_ms: config.limits.drain_timeout_ms }, 'draining: open transactions may finish');
+      // No new mail on any path from here: the listeners answer 421, the HTTP API 503, and what
+      // `sterna sendmail` drops now waits in the maildrop for the next start (a file being
+      // picked up is finished first).
+      const pickupStopped = pickup?.close() ?? Promise.resolve();
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<false>((resolve) => {
         timer = setTimeout(() => resolve(false), config.limits.drain_timeout_ms);
       });
-      const drained = await Promise.race([listeners.drain().then(() => true), timedOut]);
+      const drained = await Promise.race([
+        Promise.all([listeners.drain(), pickupStopped]).then(() => true),
+        timedOut,
+      ]);
       clearTimeout(timer);
       if (!drained) log.warn('drain timeout (limits.drain_timeout_ms): closing the sessions left');
       return drained;
